@@ -1,0 +1,168 @@
+#include "api/http_server.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <optional>
+#include <stdexcept>
+
+#include "api/problem.h"
+#include "api/routes.h"
+
+namespace bulkhead::api {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+namespace {
+
+template <class Socket>
+class Session : public std::enable_shared_from_this<Session<Socket>> {
+ public:
+  Session(Socket socket, runtime::Supervisor& supervisor, std::uint64_t maxBody)
+      : socket_(std::move(socket)), supervisor_(supervisor), maxBody_(maxBody) {}
+
+  void start() { readRequest(); }
+
+ private:
+  void readRequest() {
+    parser_.emplace();
+    parser_->body_limit(maxBody_);
+    parser_->header_limit(64 * 1024);
+    http::async_read(socket_, buffer_, *parser_,
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->onRead(ec);
+                     });
+  }
+
+  void onRead(beast::error_code ec) {
+    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
+      return close();
+    }
+    if (ec == http::error::body_limit) {
+      return fail(413, "payload_too_large",
+                  "request body exceeds the server's limit of " + std::to_string(maxBody_) +
+                      " bytes");
+    }
+    if (ec == http::error::header_limit) {
+      return fail(431, "bad_request", "request headers too large");
+    }
+    if (ec) return fail(400, "bad_request", "malformed HTTP request: " + ec.message());
+
+    Request request = parser_->release();
+    keepAlive_ = request.keep_alive();
+    auto self = this->shared_from_this();
+    route(supervisor_, request, [self](Response response) { self->write(std::move(response)); });
+  }
+
+  void fail(int status, const std::string& error, const std::string& detail) {
+    keepAlive_ = false;
+    write(problemResponse(11, status, apiProblem(status, error, detail)));
+  }
+
+  void write(Response response) {
+    response.keep_alive(keepAlive_);
+    auto message = std::make_shared<Response>(std::move(response));
+    http::async_write(socket_, *message,
+                      [self = this->shared_from_this(), message](beast::error_code ec, std::size_t) {
+                        if (ec || !self->keepAlive_) return self->close();
+                        self->readRequest();
+                      });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    socket_.shutdown(Socket::shutdown_send, ignored);
+    socket_.close(ignored);
+  }
+
+  Socket socket_;
+  runtime::Supervisor& supervisor_;
+  std::uint64_t maxBody_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  bool keepAlive_ = false;
+};
+
+template <class Acceptor>
+void acceptLoop(Acceptor& acceptor, runtime::Supervisor& supervisor, std::uint64_t maxBody) {
+  acceptor.async_accept([&acceptor, &supervisor, maxBody](beast::error_code ec, auto socket) {
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+    if (!ec) {
+      using Socket = decltype(socket);
+      if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
+        beast::error_code ignored;
+        socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+      }
+      std::make_shared<Session<Socket>>(std::move(socket), supervisor, maxBody)->start();
+    }
+    acceptLoop(acceptor, supervisor, maxBody);
+  });
+}
+
+}  // namespace
+
+struct HttpServer::Impl {
+  Impl(asio::io_context& io, runtime::Supervisor& s, HttpServerOptions o)
+      : supervisor(s), options(std::move(o)), tcp(io), local(io) {}
+  runtime::Supervisor& supervisor;
+  HttpServerOptions options;
+  asio::ip::tcp::acceptor tcp;
+  asio::local::stream_protocol::acceptor local;
+  std::string unixPath;
+};
+
+HttpServer::HttpServer(asio::io_context& io, runtime::Supervisor& supervisor,
+                       HttpServerOptions options)
+    : impl_(std::make_unique<Impl>(io, supervisor, std::move(options))) {}
+
+HttpServer::~HttpServer() {
+  stopAccepting();
+}
+
+std::string HttpServer::start() {
+  const std::string& listen = impl_->options.listen;
+  try {
+    if (listen.rfind("unix:", 0) == 0) {
+      impl_->unixPath = listen.substr(5);
+      ::unlink(impl_->unixPath.c_str());  // a stale socket of a previous run
+      asio::local::stream_protocol::endpoint endpoint(impl_->unixPath);
+      impl_->local.open(endpoint.protocol());
+      impl_->local.bind(endpoint);
+      impl_->local.listen(asio::socket_base::max_listen_connections);
+      acceptLoop(impl_->local, impl_->supervisor, impl_->options.maxRequestBody);
+      return "unix:" + impl_->unixPath;
+    }
+    auto colon = listen.rfind(':');
+    std::string host = listen.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    auto port = static_cast<unsigned short>(std::stoi(listen.substr(colon + 1)));
+    asio::ip::tcp::endpoint endpoint(asio::ip::make_address(host), port);
+    impl_->tcp.open(endpoint.protocol());
+    impl_->tcp.set_option(asio::socket_base::reuse_address(true));
+    impl_->tcp.bind(endpoint);
+    impl_->tcp.listen(asio::socket_base::max_listen_connections);
+    acceptLoop(impl_->tcp, impl_->supervisor, impl_->options.maxRequestBody);
+    auto bound = impl_->tcp.local_endpoint();
+    std::string shown = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                                : bound.address().to_string();
+    return "http://" + shown + ":" + std::to_string(bound.port());
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error("cannot listen on " + listen + ": " + e.code().message());
+  }
+}
+
+void HttpServer::stopAccepting() {
+  beast::error_code ignored;
+  if (impl_->tcp.is_open()) impl_->tcp.close(ignored);
+  if (impl_->local.is_open()) {
+    impl_->local.close(ignored);
+    if (!impl_->unixPath.empty()) ::unlink(impl_->unixPath.c_str());
+  }
+}
+
+}  // namespace bulkhead::api

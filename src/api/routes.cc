@@ -1,0 +1,156 @@
+#include "api/routes.h"
+
+#include <charconv>
+#include <cstdio>
+
+#include "api/problem.h"
+#include "config/units.h"
+
+namespace bulkhead::api {
+
+namespace http = boost::beast::http;
+using nlohmann::json;
+
+namespace {
+
+std::string formatMs(double ms) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", ms);
+  return buf;
+}
+
+Response jsonResponse(unsigned version, int status, const json& body) {
+  Response res{static_cast<http::status>(status), version};
+  res.set(http::field::content_type, "application/json");
+  res.body() = body.dump();
+  res.prepare_payload();
+  return res;
+}
+
+Response reportResponse(unsigned version, const core::JobReport& r) {
+  const int status = httpStatusFor(r);
+  if (r.outcome != core::Outcome::kOk) {
+    Response res = problemResponse(version, status, problemFor(r));
+    res.set("X-Bulkhead-Outcome", std::string(core::outcomeName(r.outcome)));
+    res.set("X-Bulkhead-Job", std::to_string(r.jobId));
+    res.set("X-Bulkhead-Attempts", std::to_string(r.attempts.size()));
+    if (r.retryAfterSeconds) {
+      res.set(http::field::retry_after, std::to_string(static_cast<int>(*r.retryAfterSeconds)));
+    }
+    return res;
+  }
+  Response res{http::status::ok, version};
+  switch (r.resultKind) {
+    case core::ResultKind::kBytes: res.set(http::field::content_type, "application/octet-stream"); break;
+    case core::ResultKind::kJson: res.set(http::field::content_type, "application/json"); break;
+    case core::ResultKind::kText: res.set(http::field::content_type, "text/plain; charset=utf-8"); break;
+  }
+  res.set("X-Bulkhead-Outcome", "ok");
+  res.set("X-Bulkhead-Job", std::to_string(r.jobId));
+  res.set("X-Bulkhead-Attempts", std::to_string(r.attempts.size()));
+  res.set("X-Bulkhead-Worker", r.worker);
+  res.set("X-Bulkhead-Queue-Ms", formatMs(r.queueMs));
+  res.set("X-Bulkhead-Run-Ms", formatMs(r.runMs));
+  res.set("X-Bulkhead-Total-Ms", formatMs(r.totalMs));
+  if (r.result) res.body() = *r.result;
+  res.prepare_payload();
+  return res;
+}
+
+void submitJob(runtime::Supervisor& supervisor, const std::string& pool, Request& req,
+               Respond respond) {
+  const unsigned version = req.version();
+  std::optional<core::Duration> timeout;
+  if (auto it = req.find("X-Bulkhead-Timeout"); it != req.end()) {
+    auto parsed = config::parseDuration(std::string_view(it->value().data(), it->value().size()));
+    if (!parsed || parsed->count() <= 0) {
+      respond(problemResponse(version, 400,
+                              apiProblem(400, "bad_request",
+                                         "X-Bulkhead-Timeout must be a positive duration such as "
+                                         "\"5s\" or \"250ms\", got \"" +
+                                             std::string(it->value()) + "\"")));
+      return;
+    }
+    timeout = *parsed;
+  }
+  if (!supervisor.hasPool(pool)) {
+    respond(problemResponse(version, 404,
+                            apiProblem(404, "unknown_pool", "no pool named '" + pool + "'")));
+    return;
+  }
+  if (req.body().size() > supervisor.maxPayload(pool)) {
+    respond(problemResponse(
+        version, 413,
+        apiProblem(413, "payload_too_large",
+                   "payload of " + std::to_string(req.body().size()) +
+                       " bytes exceeds max_payload of pool '" + pool + "' (" +
+                       std::to_string(supervisor.maxPayload(pool)) + " bytes)")));
+    return;
+  }
+  auto payload = std::make_shared<const std::string>(std::move(req.body()));
+  supervisor.submit(pool, std::move(payload), timeout,
+                    [respond, version](const core::JobReport& report) {
+                      respond(reportResponse(version, report));
+                    });
+}
+
+}  // namespace
+
+Response problemResponse(unsigned version, int status, const json& problem) {
+  Response res{static_cast<http::status>(status), version};
+  res.set(http::field::content_type, "application/problem+json");
+  res.body() = problem.dump(-1, ' ', false, json::error_handler_t::replace);
+  res.prepare_payload();
+  return res;
+}
+
+void route(runtime::Supervisor& supervisor, Request& req, Respond respond) {
+  const unsigned version = req.version();
+  std::string_view target(req.target().data(), req.target().size());
+  std::string_view path = target.substr(0, target.find('?'));
+  const auto method = req.method();
+
+  auto methodNotAllowed = [&](const char* allowed) {
+    Response res = problemResponse(
+        version, 405,
+        apiProblem(405, "method_not_allowed",
+                   std::string(req.method_string()) + " is not allowed on " + std::string(path) +
+                       " (allowed: " + allowed + ")"));
+    res.set(http::field::allow, allowed);
+    respond(std::move(res));
+  };
+
+  if (path == "/healthz") {
+    if (method != http::verb::get && method != http::verb::head) return methodNotAllowed("GET");
+    if (supervisor.shuttingDown()) {
+      return respond(jsonResponse(version, 503, {{"status", "shutting_down"}}));
+    }
+    return respond(jsonResponse(version, 200, {{"status", "ok"}}));
+  }
+  if (path == "/v1/pools") {
+    if (method != http::verb::get) return methodNotAllowed("GET");
+    return respond(jsonResponse(version, 200, supervisor.poolsSnapshot()));
+  }
+  constexpr std::string_view kPools = "/v1/pools/";
+  constexpr std::string_view kJobs = "/jobs";
+  if (path.size() > kPools.size() + kJobs.size() && path.substr(0, kPools.size()) == kPools &&
+      path.substr(path.size() - kJobs.size()) == kJobs) {
+    std::string pool(path.substr(kPools.size(), path.size() - kPools.size() - kJobs.size()));
+    if (pool.find('/') != std::string::npos) {
+      return respond(
+          problemResponse(version, 404, apiProblem(404, "not_found", "no such resource")));
+    }
+    if (method != http::verb::post) return methodNotAllowed("POST");
+    if (supervisor.shuttingDown()) {
+      Response res = problemResponse(
+          version, 503, apiProblem(503, "shutting_down", "the supervisor is shutting down"));
+      res.set(http::field::retry_after, "1");
+      return respond(std::move(res));
+    }
+    return submitJob(supervisor, pool, req, std::move(respond));
+  }
+  respond(problemResponse(version, 404,
+                          apiProblem(404, "not_found", "no resource at " + std::string(path))));
+}
+
+}  // namespace bulkhead::api

@@ -1,0 +1,74 @@
+#include "cli/http_client.h"
+
+#include <algorithm>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cctype>
+#include <stdexcept>
+
+namespace bulkhead::cli {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+namespace {
+
+template <class Stream>
+HttpResult exchange(Stream& stream, const std::string& host, const std::string& method,
+                    const std::string& target, const std::string& body,
+                    const std::map<std::string, std::string>& headers) {
+  http::request<http::string_body> req{http::string_to_verb(method), target, 11};
+  req.set(http::field::host, host);
+  req.set(http::field::user_agent, "bulkhead-cli");
+  for (const auto& [k, v] : headers) req.set(k, v);
+  req.body() = body;
+  req.prepare_payload();
+  http::write(stream, req);
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(1ull << 32);
+  http::read(stream, buffer, parser);
+  auto res = parser.release();
+  HttpResult out;
+  out.status = static_cast<int>(res.result_int());
+  out.body = std::move(res.body());
+  for (const auto& field : res) {
+    std::string name(field.name_string());
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    out.headers[name] = std::string(field.value());
+  }
+  return out;
+}
+
+}  // namespace
+
+HttpResult httpRequest(const std::string& url, const std::string& method, const std::string& target,
+                       const std::string& body, const std::map<std::string, std::string>& headers,
+                       double timeoutSeconds) {
+  asio::io_context io;
+  try {
+    if (url.rfind("unix:", 0) == 0) {
+      beast::basic_stream<asio::local::stream_protocol> stream(io);
+      stream.expires_after(std::chrono::milliseconds(static_cast<long>(timeoutSeconds * 1000)));
+      stream.connect(asio::local::stream_protocol::endpoint(url.substr(5)));
+      return exchange(stream, "localhost", method, target, body, headers);
+    }
+    std::string rest = url.rfind("http://", 0) == 0 ? url.substr(7) : url;
+    rest = rest.substr(0, rest.find('/'));
+    auto colon = rest.rfind(':');
+    std::string host = colon == std::string::npos ? rest : rest.substr(0, colon);
+    std::string port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
+    asio::ip::tcp::resolver resolver(io);
+    beast::tcp_stream stream(io);
+    stream.expires_after(std::chrono::milliseconds(static_cast<long>(timeoutSeconds * 1000)));
+    stream.connect(resolver.resolve(host, port));
+    return exchange(stream, rest, method, target, body, headers);
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error("cannot talk to bulkhead at " + url + ": " + e.code().message());
+  }
+}
+
+}  // namespace bulkhead::cli

@@ -1,0 +1,245 @@
+// bulkhead: command-line entry point (serve, check, call, status).
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "api/http_server.h"
+#include "cli/http_client.h"
+#include "config/config.h"
+#include "os/process.h"
+#include "runtime/supervisor.h"
+
+#ifndef BULKHEAD_SDK_DIR
+#define BULKHEAD_SDK_DIR ""
+#endif
+
+extern char** environ;
+
+namespace {
+
+using namespace bulkhead;
+using nlohmann::json;
+
+constexpr int kExitJobFailed = 1;
+constexpr int kExitBadConfig = 2;
+constexpr int kExitCannotConnect = 3;
+
+std::optional<config::Config> loadOrReport(const std::string& path) {
+  auto result = config::loadConfigFile(path);
+  for (const auto& e : result.errors) std::fprintf(stderr, "%s\n", e.describe().c_str());
+  return result.config;
+}
+
+int serve(const std::string& path, const std::string& listenOverride) {
+  auto config = loadOrReport(path);
+  if (!config) return kExitBadConfig;
+  if (!listenOverride.empty()) config->server.listen = listenOverride;
+
+  ::signal(SIGPIPE, SIG_IGN);
+  if (!os::becomeChildSubreaper()) {
+    std::fprintf(stderr, "bulkhead: warning: cannot become a child subreaper; orphaned "
+                         "grandchildren of workers will be reaped by init instead\n");
+  }
+  boost::asio::io_context io(1);
+  runtime::SupervisorOptions options;
+  const char* sdk = std::getenv("BULKHEAD_SDK_DIR");
+  options.sdkDirectory = sdk && *sdk ? sdk : BULKHEAD_SDK_DIR;
+  for (char** e = environ; *e; ++e) options.baseEnvironment.emplace_back(*e);
+
+  runtime::Supervisor supervisor(io, *config, options);
+  api::HttpServer server(io, supervisor, {config->server.listen, config->server.maxRequestBody});
+  std::string address;
+  try {
+    address = server.start();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bulkhead: %s\n", e.what());
+    return kExitBadConfig;
+  }
+  boost::asio::signal_set stopSignals(io, SIGTERM, SIGINT);
+  stopSignals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (ec) return;
+    std::fprintf(stderr, "bulkhead: %s received: finishing jobs and stopping workers\n",
+                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    supervisor.shutdown([&] {
+      server.stopAccepting();
+      std::fprintf(stderr, "bulkhead: all workers stopped, exiting\n");
+      // Let responses already queued on open connections go out before the loop ends.
+      boost::asio::post(io, [&] { io.stop(); });
+    });
+  });
+  supervisor.start();
+  std::fprintf(stderr, "bulkhead: %zu pool(s) from %s; listening on %s\n", config->pools.size(),
+               path.c_str(), address.c_str());
+  std::fflush(stderr);
+  io.run();
+  return 0;
+}
+
+int check(const std::string& path) {
+  auto config = loadOrReport(path);
+  if (!config) return kExitBadConfig;
+  std::printf("%s: ok, %zu pool(s):", path.c_str(), config->pools.size());
+  for (const auto& p : config->pools) std::printf(" %s", p.name.c_str());
+  std::printf("\n");
+  return 0;
+}
+
+std::string defaultUrl() {
+  const char* url = std::getenv("BULKHEAD_URL");
+  return url && *url ? url : "http://127.0.0.1:8787";
+}
+
+std::string readPayload(const std::string& arg) {
+  if (arg == "-") return std::string(std::istreambuf_iterator<char>(std::cin), {});
+  if (!arg.empty() && arg[0] == '@') {
+    std::ifstream in(arg.substr(1), std::ios::binary);
+    if (!in) throw std::runtime_error("cannot read " + arg.substr(1));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  return arg;
+}
+
+void printProblem(const json& p) {
+  std::fprintf(stderr, "outcome: %s\n", p.value("outcome", p.value("error", "?")).c_str());
+  std::fprintf(stderr, "detail:  %s\n", p.value("detail", "").c_str());
+  if (!p.contains("attempts")) return;
+  for (const auto& a : p["attempts"]) {
+    std::fprintf(stderr, "attempt %d on %s (pid %d): %s", a.value("attempt", 0),
+                 a.value("worker", "?").c_str(), a.value("pid", 0),
+                 a.value("outcome", "?").c_str());
+    if (a.contains("signal") && a["signal"].is_string()) {
+      std::fprintf(stderr, ", %s", a["signal"].get<std::string>().c_str());
+    }
+    if (a.contains("exit_code") && a["exit_code"].is_number()) {
+      std::fprintf(stderr, ", exit code %d", a["exit_code"].get<int>());
+    }
+    std::fprintf(stderr, "\n");
+    if (a.contains("cause")) std::fprintf(stderr, "  cause: %s\n", a["cause"].get<std::string>().c_str());
+    if (a.contains("error")) {
+      std::fprintf(stderr, "  %s", a["error"].value("traceback", "").c_str());
+    }
+    auto section = [](const char* title, const std::string& text) {
+      if (text.empty()) return;
+      std::string shown = text.size() > 2000 ? "..." + text.substr(text.size() - 2000) : text;
+      std::fprintf(stderr, "  --- %s ---\n%s\n", title, shown.c_str());
+    };
+    section("stderr tail", a.value("stderr_tail", ""));
+    section("stacks", a.value("stacks", ""));
+  }
+}
+
+int call(const std::string& url, const std::string& pool, const std::string& payloadArg,
+         const std::string& timeout) {
+  std::map<std::string, std::string> headers{{"Content-Type", "application/octet-stream"}};
+  if (!timeout.empty()) headers["X-Bulkhead-Timeout"] = timeout;
+  cli::HttpResult res;
+  try {
+    res = cli::httpRequest(url, "POST", "/v1/pools/" + pool + "/jobs", readPayload(payloadArg),
+                           headers, 3600);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bulkhead: %s\n", e.what());
+    return kExitCannotConnect;
+  }
+  if (res.status == 200) {
+    std::fwrite(res.body.data(), 1, res.body.size(), stdout);
+    if (!res.body.empty() && res.body.back() != '\n' && isatty(STDOUT_FILENO)) std::printf("\n");
+    return 0;
+  }
+  json problem = json::parse(res.body, nullptr, false);
+  if (problem.is_discarded()) {
+    std::fprintf(stderr, "HTTP %d: %s\n", res.status, res.body.c_str());
+  } else {
+    printProblem(problem);
+  }
+  return kExitJobFailed;
+}
+
+int status(const std::string& url) {
+  cli::HttpResult res;
+  try {
+    res = cli::httpRequest(url, "GET", "/v1/pools", "", {}, 10);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bulkhead: %s\n", e.what());
+    return kExitCannotConnect;
+  }
+  json j = json::parse(res.body, nullptr, false);
+  if (res.status != 200 || j.is_discarded()) {
+    std::fprintf(stderr, "HTTP %d: %s\n", res.status, res.body.c_str());
+    return kExitJobFailed;
+  }
+  std::printf("%-14s %-8s %-7s %-7s %-8s %-8s %-8s %-8s\n", "POOL", "WORKERS", "QUEUE", "RUNNING",
+              "OK", "FAILED", "DEATHS", "STARTS");
+  for (const auto& p : j["pools"]) {
+    const auto& c = p["counters"];
+    std::uint64_t failed = c.value("submitted", 0ull) - c.value("ok", 0ull);
+    failed -= p.value("queue_length", 0ull) + p.value("in_flight", 0ull);
+    std::printf("%-14s %-8s %-7llu %-7llu %-8llu %-8llu %-8llu %-8llu\n",
+                p.value("name", "").c_str(),
+                (std::to_string(p["workers"].size()) + "/" +
+                 std::to_string(p.value("workers_target", 0)))
+                    .c_str(),
+                (unsigned long long)p.value("queue_length", 0ull),
+                (unsigned long long)p.value("in_flight", 0ull),
+                (unsigned long long)c.value("ok", 0ull), (unsigned long long)failed,
+                (unsigned long long)c.value("worker_deaths", 0ull),
+                (unsigned long long)c.value("worker_starts", 0ull));
+  }
+  std::printf("\n%-16s %-8s %-10s %-6s %-9s\n", "WORKER", "PID", "STATE", "JOBS", "AGE");
+  for (const auto& p : j["pools"]) {
+    for (const auto& w : p["workers"]) {
+      std::printf("%-16s %-8d %-10s %-6llu %-8.1fs\n", w.value("id", "").c_str(), w.value("pid", 0),
+                  w.value("state", "").c_str(), (unsigned long long)w.value("jobs_served", 0ull),
+                  w.value("age_s", 0.0));
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bulkhead: warm, isolated, supervised workers for crash-prone ML code"};
+  app.require_subcommand(1);
+  std::string configPath, listen, url = defaultUrl(), pool, payload, timeout;
+
+  auto* serveCmd = app.add_subcommand("serve", "run the supervisor daemon");
+  serveCmd->add_option("-c,--config", configPath, "config file (TOML)")->required();
+  serveCmd->add_option("--listen", listen, "override [server] listen (HOST:PORT or unix:PATH)");
+
+  auto* checkCmd = app.add_subcommand("check", "validate a config file (exit 2 if invalid)");
+  checkCmd->add_option("-c,--config", configPath, "config file (TOML)")->required();
+
+  auto* callCmd = app.add_subcommand("call", "run one job and print its result or its outcome");
+  callCmd->add_option("pool", pool, "pool name")->required();
+  callCmd->add_option("payload", payload, "payload bytes, @file, or - for stdin");
+  callCmd->add_option("--url", url, "supervisor URL (default $BULKHEAD_URL or http://127.0.0.1:8787)");
+  callCmd->add_option("--timeout", timeout, "job timeout, e.g. 5s");
+
+  auto* statusCmd = app.add_subcommand("status", "show pools and workers");
+  statusCmd->add_option("--url", url, "supervisor URL");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kExitBadConfig;
+  }
+  try {
+    if (*serveCmd) return serve(configPath, listen);
+    if (*checkCmd) return check(configPath);
+    if (*callCmd) return call(url, pool, payload, timeout);
+    if (*statusCmd) return status(url);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bulkhead: %s\n", e.what());
+    return kExitJobFailed;
+  }
+  return 0;
+}

@@ -1,0 +1,327 @@
+#include "config/config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <cerrno>
+#include <cstring>
+#include <cctype>
+
+#define TOML_EXCEPTIONS 1
+#include <toml++/toml.h>
+
+#include "config/units.h"
+
+namespace bulkhead::config {
+
+namespace {
+
+std::string describeNode(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::string: return "string \"" + std::string(*node.value<std::string>()) + "\"";
+    case toml::node_type::integer: return "integer " + std::to_string(*node.value<int64_t>());
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::date: return "date";
+    case toml::node_type::time: return "time";
+    case toml::node_type::date_time: return "date-time";
+    case toml::node_type::none: return "nothing";
+  }
+  return "value";
+}
+
+class Loader {
+ public:
+  Loader(std::string path, std::vector<ConfigError>& errors)
+      : path_(std::move(path)), errors_(errors) {}
+
+  void error(const toml::node* node, int fallbackLine, const std::string& key, std::string message) {
+    int line = node ? static_cast<int>(node->source().begin.line) : fallbackLine;
+    errors_.push_back({path_, line, key, std::move(message)});
+  }
+
+  // Each reader leaves `out` untouched when the key is absent and reports a typed error when
+  // present but wrong.
+  void readString(const toml::table& t, int line, const std::string& prefix, const char* key,
+                  std::string& out) {
+    const toml::node* n = t.get(key);
+    if (!n) return;
+    if (auto v = n->value<std::string>()) out = *v;
+    else error(n, line, prefix + key, "expected a string, got " + describeNode(*n));
+  }
+
+  void readInt(const toml::table& t, int line, const std::string& prefix, const char* key,
+               int64_t min, int64_t max, int64_t& out) {
+    const toml::node* n = t.get(key);
+    if (!n) return;
+    auto v = n->is_integer() ? n->value<int64_t>() : std::nullopt;
+    if (!v) {
+      error(n, line, prefix + key,
+            "expected an integer between " + std::to_string(min) + " and " + std::to_string(max) +
+                ", got " + describeNode(*n));
+      return;
+    }
+    if (*v < min || *v > max) {
+      error(n, line, prefix + key,
+            "expected an integer between " + std::to_string(min) + " and " + std::to_string(max) +
+                ", got " + std::to_string(*v));
+      return;
+    }
+    out = *v;
+  }
+
+  void readDuration(const toml::table& t, int line, const std::string& prefix, const char* key,
+                    std::chrono::nanoseconds min, std::chrono::nanoseconds& out) {
+    const toml::node* n = t.get(key);
+    if (!n) return;
+    auto s = n->value<std::string>();
+    auto d = (s && n->is_string()) ? parseDuration(*s) : std::nullopt;
+    if (!d) {
+      error(n, line, prefix + key,
+            "expected a duration such as \"250ms\", \"30s\", \"2m\" or \"1h\", got " +
+                describeNode(*n));
+      return;
+    }
+    if (*d < min) {
+      error(n, line, prefix + key, "expected a duration of at least " +
+                                       std::to_string(min.count() / 1000000) + "ms, got \"" + *s +
+                                       "\"");
+      return;
+    }
+    out = *d;
+  }
+
+  void readSize(const toml::table& t, int line, const std::string& prefix, const char* key,
+                std::uint64_t min, std::uint64_t& out) {
+    const toml::node* n = t.get(key);
+    if (!n) return;
+    std::optional<std::uint64_t> size;
+    if (n->is_string()) size = parseSize(*n->value<std::string>());
+    else if (n->is_integer() && *n->value<int64_t>() >= 0) size = *n->value<int64_t>();
+    if (!size || *size < min) {
+      error(n, line, prefix + key,
+            "expected a size such as \"512MiB\" or \"4GiB\" (at least " + std::to_string(min) +
+                " bytes), got " + describeNode(*n));
+      return;
+    }
+    out = *size;
+  }
+
+  void rejectUnknown(const toml::table& t, int line, const std::string& prefix,
+                     const std::set<std::string>& known) {
+    for (auto&& [k, v] : t) {
+      if (!known.count(std::string(k.str()))) {
+        std::string list;
+        for (const auto& name : known) list += (list.empty() ? "" : ", ") + name;
+        error(&v, line, prefix + std::string(k.str()), "unknown key (known keys: " + list + ")");
+      }
+    }
+  }
+
+  void checkEntryPoint(const toml::table& t, int line, const std::string& prefix, const char* key,
+                       const std::string& value) {
+    auto colon = value.find(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == value.size() ||
+        value.find(':', colon + 1) != std::string::npos) {
+      error(t.get(key), line, prefix + key,
+            "expected \"module:function\", got \"" + value + "\"");
+    }
+  }
+
+  ServerConfig loadServer(const toml::table& t, int line) {
+    ServerConfig s;
+    const std::string p = "server.";
+    rejectUnknown(t, line, p, {"listen", "shutdown_timeout", "max_request_body"});
+    readString(t, line, p, "listen", s.listen);
+    if (s.listen.rfind("unix:", 0) != 0) {
+      auto colon = s.listen.rfind(':');
+      bool ok = colon != std::string::npos && colon > 0 && colon + 1 < s.listen.size();
+      if (ok) {
+        for (std::size_t i = colon + 1; i < s.listen.size(); ++i) ok &= std::isdigit(s.listen[i]) != 0;
+        ok = ok && std::stol(s.listen.substr(colon + 1)) <= 65535;
+      }
+      if (!ok) {
+        error(t.get("listen"), line, p + "listen",
+              "expected \"HOST:PORT\" or \"unix:/path/to.sock\", got \"" + s.listen + "\"");
+      }
+    } else if (s.listen.size() <= 5) {
+      error(t.get("listen"), line, p + "listen", "expected a socket path after \"unix:\"");
+    }
+    readDuration(t, line, p, "shutdown_timeout", std::chrono::milliseconds(0), s.shutdownTimeout);
+    readSize(t, line, p, "max_request_body", 1, s.maxRequestBody);
+    return s;
+  }
+
+  PoolConfig loadPool(const std::string& name, const toml::table& t, int line) {
+    PoolConfig c;
+    c.name = name;
+    c.line = line;
+    const std::string p = "pool." + name + ".";
+    rejectUnknown(t, line, p,
+                  {"handler", "preload", "python", "python_path", "workers", "queue_limit",
+                   "job_timeout", "startup_timeout", "kill_grace", "retries", "max_jobs",
+                   "max_payload", "env"});
+    if (!t.get("handler")) error(nullptr, line, p + "handler", "missing: expected \"module:function\"");
+    readString(t, line, p, "handler", c.handler);
+    if (!c.handler.empty() || t.get("handler")) checkEntryPoint(t, line, p, "handler", c.handler);
+    readString(t, line, p, "preload", c.preload);
+    if (t.get("preload") && t.get("preload")->is_string()) {
+      checkEntryPoint(t, line, p, "preload", c.preload);
+    }
+    readString(t, line, p, "python", c.python);
+    if (t.get("python") && !c.python.empty() && c.python[0] != '/') {
+      error(t.get("python"), line, p + "python",
+            "expected an absolute path to a Python interpreter, got \"" + c.python + "\"");
+    }
+    if (const toml::node* n = t.get("python_path")) {
+      if (const toml::array* a = n->as_array()) {
+        for (const toml::node& entry : *a) {
+          if (auto s = entry.value<std::string>(); s && entry.is_string()) {
+            std::filesystem::path dir(*s);
+            if (dir.is_relative()) dir = baseDir_ / dir;
+            c.pythonPath.push_back(dir.lexically_normal().string());
+          } else {
+            error(&entry, line, p + "python_path",
+                  "expected an array of directory strings, found " + describeNode(entry));
+          }
+        }
+      } else {
+        error(n, line, p + "python_path", "expected an array of strings, got " + describeNode(*n));
+      }
+    }
+    int64_t v = c.workers;
+    readInt(t, line, p, "workers", 1, 4096, v);
+    c.workers = static_cast<int>(v);
+    v = static_cast<int64_t>(c.queueLimit);
+    readInt(t, line, p, "queue_limit", 0, 10'000'000, v);
+    c.queueLimit = static_cast<std::uint64_t>(v);
+    v = c.retries;
+    readInt(t, line, p, "retries", 0, 100, v);
+    c.retries = static_cast<int>(v);
+    v = static_cast<int64_t>(c.maxJobs);
+    readInt(t, line, p, "max_jobs", 0, std::numeric_limits<int64_t>::max(), v);
+    c.maxJobs = static_cast<std::uint64_t>(v);
+    readDuration(t, line, p, "job_timeout", std::chrono::milliseconds(1), c.jobTimeout);
+    readDuration(t, line, p, "startup_timeout", std::chrono::milliseconds(1), c.startupTimeout);
+    readDuration(t, line, p, "kill_grace", std::chrono::milliseconds(0), c.killGrace);
+    readSize(t, line, p, "max_payload", 1, c.maxPayload);
+    if (c.maxPayload > 0xFFFFFFFFull) {
+      error(t.get("max_payload"), line, p + "max_payload", "expected at most 4GiB - 1 (frame limit)");
+    }
+    if (const toml::node* n = t.get("env")) {
+      if (const toml::table* e = n->as_table()) {
+        for (auto&& [k, val] : *e) {
+          if (auto s = val.value<std::string>(); s && val.is_string()) {
+            if (k.str().find('=') != std::string_view::npos || k.str().empty()) {
+              error(&val, line, p + "env." + std::string(k.str()), "variable names can't contain '='");
+            }
+            c.env[std::string(k.str())] = *s;
+          } else {
+            error(&val, line, p + "env." + std::string(k.str()),
+                  "expected a string value, got " + describeNode(val));
+          }
+        }
+      } else {
+        error(n, line, p + "env", "expected a table such as { KEY = \"value\" }, got " + describeNode(*n));
+      }
+    }
+    return c;
+  }
+
+  std::optional<Config> load(const toml::table& root) {
+    Config config;
+    config.path = path_;
+    for (auto&& [k, v] : root) {
+      std::string key(k.str());
+      if (key != "server" && key != "pool") {
+        error(&v, 0, key, "unknown top-level key (expected [server] or [pool.NAME])");
+      }
+    }
+    if (const toml::node* n = root.get("server")) {
+      if (const toml::table* t = n->as_table()) {
+        config.server = loadServer(*t, static_cast<int>(n->source().begin.line));
+      } else {
+        error(n, 0, "server", "expected a table [server]");
+      }
+    }
+    if (const toml::node* n = root.get("pool")) {
+      if (const toml::table* pools = n->as_table()) {
+        for (auto&& [name, v] : *pools) {
+          std::string poolName(name.str());
+          if (poolName.empty() || poolName.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
+                                                             "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                             "0123456789_-") != std::string::npos) {
+            error(&v, 0, "pool." + poolName, "pool names may use letters, digits, '_' and '-' only");
+            continue;
+          }
+          if (const toml::table* t = v.as_table()) {
+            config.pools.push_back(loadPool(poolName, *t, static_cast<int>(v.source().begin.line)));
+          } else {
+            error(&v, 0, "pool." + poolName, "expected a table [pool." + poolName + "]");
+          }
+        }
+      } else {
+        error(n, 0, "pool", "expected tables [pool.NAME]");
+      }
+    }
+    if (config.pools.empty() && errors_.empty()) {
+      error(nullptr, 0, "pool", "no pools: expected at least one [pool.NAME] table");
+    }
+    if (!errors_.empty()) return std::nullopt;
+    return config;
+  }
+
+  void setBaseDir(std::filesystem::path dir) { baseDir_ = std::move(dir); }
+
+ private:
+  std::string path_;
+  std::vector<ConfigError>& errors_;
+  std::filesystem::path baseDir_;
+};
+
+}  // namespace
+
+std::string ConfigError::describe() const {
+  std::ostringstream out;
+  out << file;
+  if (line > 0) out << ":" << line;
+  out << ": ";
+  if (!key.empty()) out << key << ": ";
+  out << message;
+  return out.str();
+}
+
+LoadResult loadConfigText(const std::string& text, const std::string& path) {
+  LoadResult result;
+  toml::table root;
+  try {
+    root = toml::parse(text, path);
+  } catch (const toml::parse_error& e) {
+    result.errors.push_back({path, static_cast<int>(e.source().begin.line), "",
+                             "invalid TOML: " + std::string(e.description())});
+    return result;
+  }
+  Loader loader(path, result.errors);
+  std::filesystem::path base = std::filesystem::absolute(std::filesystem::path(path)).parent_path();
+  loader.setBaseDir(base);
+  result.config = loader.load(root);
+  return result;
+}
+
+LoadResult loadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    LoadResult r;
+    r.errors.push_back({path, 0, "", "cannot read the file: " + std::string(std::strerror(errno))});
+    return r;
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return loadConfigText(buffer.str(), path);
+}
+
+}  // namespace bulkhead::config

@@ -1,0 +1,60 @@
+#pragma once
+// The daemon's configuration, loaded from TOML. Every error names the file, the line, the key
+// and what was expected; the daemon refuses to start on any of them.
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bulkhead::config {
+
+struct ServerConfig {
+  std::string listen = "127.0.0.1:8787";
+  std::chrono::nanoseconds shutdownTimeout = std::chrono::seconds(30);
+  std::uint64_t maxRequestBody = 64ull << 20;
+};
+
+struct PoolConfig {
+  std::string name;
+  int line = 0;
+  std::string handler;
+  std::string preload;
+  std::string python = "/usr/bin/python3";
+  std::vector<std::string> pythonPath;  // absolute: relative entries resolved against the file
+  int workers = 2;
+  std::uint64_t queueLimit = 1000;
+  std::chrono::nanoseconds jobTimeout = std::chrono::seconds(30);
+  std::chrono::nanoseconds startupTimeout = std::chrono::seconds(60);
+  std::chrono::nanoseconds killGrace = std::chrono::seconds(1);
+  int retries = 2;
+  std::uint64_t maxJobs = 0;
+  std::uint64_t maxPayload = 64ull << 20;
+  std::map<std::string, std::string> env;
+};
+
+struct Config {
+  std::string path;
+  ServerConfig server;
+  std::vector<PoolConfig> pools;
+};
+
+struct ConfigError {
+  std::string file;
+  int line = 0;  // 0: no line (e.g. the file is unreadable)
+  std::string key;
+  std::string message;
+  std::string describe() const;  // "file:line: key: message"
+};
+
+struct LoadResult {
+  std::optional<Config> config;
+  std::vector<ConfigError> errors;
+};
+
+LoadResult loadConfigFile(const std::string& path);
+LoadResult loadConfigText(const std::string& text, const std::string& pathForMessages);
+
+}  // namespace bulkhead::config

@@ -1,0 +1,88 @@
+#pragma once
+// Outcomes and the evidence attached to each attempt of a job. Pure data: no I/O.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bulkhead::core {
+
+enum class Outcome {
+  kOk,
+  kHandlerError,
+  kCrashed,
+  kTimedOut,
+  kHung,
+  kOomKilled,
+  kResourceExhausted,
+  kPoison,
+  kOverloaded,
+  kUnavailable,
+  kCancelled,
+};
+
+inline constexpr Outcome kAllOutcomes[] = {
+    Outcome::kOk,          Outcome::kHandlerError, Outcome::kCrashed,
+    Outcome::kTimedOut,    Outcome::kHung,         Outcome::kOomKilled,
+    Outcome::kResourceExhausted, Outcome::kPoison, Outcome::kOverloaded,
+    Outcome::kUnavailable, Outcome::kCancelled,
+};
+
+std::string_view outcomeName(Outcome outcome);
+
+// Failures of the worker rather than of the job's own code: worth another attempt on a fresh worker.
+bool isInfrastructureFailure(Outcome outcome);
+
+struct ErrorInfo {
+  std::string type;
+  std::string message;
+  std::string traceback;
+};
+
+// What the OS layer observed about a worker when it went away.
+struct ExitEvidence {
+  std::optional<int> signal;     // set when killed by a signal (WTERMSIG)
+  std::optional<int> exitCode;   // set when it exited (WEXITSTATUS)
+  bool coreDumped = false;
+  std::string stderrTail;
+  std::uint64_t stderrDroppedBytes = 0;
+  std::string stdoutTail;
+  std::string stacks;  // faulthandler output: fatal-signal dump or on-demand dump
+};
+
+struct AttemptRecord {
+  int number = 0;
+  std::string worker;
+  int pid = 0;
+  Outcome outcome = Outcome::kOk;
+  std::string cause;
+  ExitEvidence exit;          // empty for ok / handler_error
+  std::optional<ErrorInfo> error;  // handler_error, start failure
+  double runMs = 0;
+};
+
+enum class ResultKind { kBytes, kJson, kText };
+
+using Payload = std::shared_ptr<const std::string>;
+
+struct JobReport {
+  std::uint64_t jobId = 0;
+  std::string pool;
+  Outcome outcome = Outcome::kOk;
+  std::string detail;
+  std::vector<AttemptRecord> attempts;
+  ResultKind resultKind = ResultKind::kBytes;
+  Payload result;               // ok only
+  std::string worker;           // ok only: who produced it
+  double queueMs = 0;
+  double runMs = 0;
+  double totalMs = 0;
+  std::optional<double> retryAfterSeconds;  // overloaded / unavailable
+  bool queueFull = false;  // overloaded because the queue was at its limit (not a queue wait)
+  std::optional<AttemptRecord> lastStartFailure;  // unavailable because no worker can start
+};
+
+}  // namespace bulkhead::core

@@ -1,0 +1,694 @@
+#include "core/pool.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "core/signal_names.h"
+
+namespace bulkhead::core {
+
+namespace {
+
+double millisBetween(Time from, Time to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+// A broken invariant is our bug, not the peer's: stop loudly instead of guessing.
+[[noreturn]] void invariantFailed(const char* what) {
+  std::fprintf(stderr, "bulkhead: invariant broken in core::Pool: %s\n", what);
+  std::abort();
+}
+
+std::string describeExit(const ExitEvidence& e) {
+  if (e.signal) {
+    return "killed by " + std::string(signalName(*e.signal)) + (e.coreDumped ? " (core dumped)" : "");
+  }
+  if (e.exitCode) return "exited with code " + std::to_string(*e.exitCode);
+  return "vanished";
+}
+
+}  // namespace
+
+std::string_view workerStateName(WorkerState state) {
+  switch (state) {
+    case WorkerState::kSpawning: return "spawning";
+    case WorkerState::kStarting: return "starting";
+    case WorkerState::kIdle: return "idle";
+    case WorkerState::kBusy: return "busy";
+    case WorkerState::kStopping: return "stopping";
+    case WorkerState::kKilling: return "killing";
+  }
+  return "unknown";
+}
+
+Pool::Pool(PoolPolicy policy, Time /*now*/)
+    : policy_(std::move(policy)), crashLoop_(policy_.crashLoop) {}
+
+std::vector<Action> Pool::handle(const Event& event, Time now) {
+  std::visit([&](const auto& e) { on(e, now); }, event);
+  rebalance(now);
+  std::vector<Action> out;
+  out.swap(actions_);
+  return out;
+}
+
+std::optional<Time> Pool::nextDeadline() const {
+  std::optional<Time> next;
+  auto consider = [&](std::optional<Time> t) {
+    if (t && (!next || *t < *next)) next = t;
+  };
+  for (const auto& [id, w] : workers_) consider(w.deadline);
+  for (JobId id : queue_) consider(jobs_.at(id).queueDeadline);
+  consider(spawnNotBefore_);
+  consider(shutdownDeadline_);
+  return next;
+}
+
+std::vector<WorkerView> Pool::workers() const {
+  std::vector<WorkerView> out;
+  out.reserve(workers_.size());
+  for (const auto& [id, w] : workers_) {
+    out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring, w.jobsServed,
+                   w.startedAt, w.job});
+  }
+  return out;
+}
+
+std::size_t Pool::inFlight() const {
+  std::size_t n = 0;
+  for (const auto& [id, job] : jobs_) n += job.state == JobState::kRunning;
+  return n;
+}
+
+bool Pool::stopped() const { return shuttingDown_ && workers_.empty() && jobs_.empty(); }
+
+std::string Pool::workerName(WorkerId id) const { return policy_.name + "-" + std::to_string(id); }
+
+// ---------------------------------------------------------------- transitions
+
+void Pool::setWorkerState(Worker& worker, WorkerState next, Time now) {
+  const WorkerState from = worker.state;
+  bool legal = false;
+  switch (next) {
+    case WorkerState::kSpawning: legal = false; break;
+    case WorkerState::kStarting: legal = from == WorkerState::kSpawning; break;
+    case WorkerState::kIdle:
+      legal = from == WorkerState::kStarting || from == WorkerState::kBusy;
+      break;
+    case WorkerState::kBusy: legal = from == WorkerState::kIdle; break;
+    case WorkerState::kStopping: legal = from == WorkerState::kIdle; break;
+    case WorkerState::kKilling:
+      legal = from == WorkerState::kStarting || from == WorkerState::kBusy ||
+              from == WorkerState::kIdle || from == WorkerState::kStopping ||
+              from == WorkerState::kKilling;
+      break;
+  }
+  if (!legal) invariantFailed("illegal worker state transition");
+  worker.state = next;
+  switch (next) {
+    case WorkerState::kStarting: worker.deadline = now + policy_.startupTimeout; break;
+    case WorkerState::kIdle: worker.deadline.reset(); break;
+    case WorkerState::kBusy: break;  // the job's timeout, set by dispatch()
+    case WorkerState::kStopping: worker.deadline = now + policy_.stopGrace; break;
+    case WorkerState::kKilling: break;  // set by the kill phase
+    case WorkerState::kSpawning: break;
+  }
+}
+
+void Pool::setJobState(Job& job, JobState next, Time now) {
+  const JobState from = job.state;
+  switch (next) {
+    case JobState::kQueued:
+      if (from != JobState::kRunning) invariantFailed("requeue of a job not running");
+      job.queuedAt = now;
+      job.queueDeadline = now + job.timeout;
+      job.worker.reset();
+      queue_.push_front(job.id);  // a retried job goes first: it has waited already
+      break;
+    case JobState::kRunning:
+      if (from != JobState::kQueued) invariantFailed("dispatch of a job not queued");
+      job.runStartedAt = now;
+      job.queueMs += millisBetween(job.queuedAt, now);
+      break;
+    case JobState::kFinished:
+      if (from == JobState::kFinished) invariantFailed("job finished twice");
+      if (from == JobState::kQueued) {
+        queue_.erase(std::remove(queue_.begin(), queue_.end(), job.id), queue_.end());
+      }
+      break;
+  }
+  job.state = next;
+}
+
+// ---------------------------------------------------------------- events
+
+void Pool::on(const JobSubmitted& e, Time now) {
+  counters_.submitted++;
+  Duration timeout = e.timeout.value_or(policy_.jobTimeout);
+  Job job{e.job, e.payload, timeout, now, now, {}, now + timeout, JobState::kQueued, {}, {}, 0};
+  auto [it, inserted] = jobs_.emplace(e.job, std::move(job));
+  if (!inserted) invariantFailed("duplicate job id");
+  Job& j = it->second;
+  if (shuttingDown_) {
+    setJobState(j, JobState::kFinished, now);
+    counters_.outcomes[Outcome::kUnavailable]++;
+    JobReport r;
+    r.jobId = j.id;
+    r.pool = policy_.name;
+    r.outcome = Outcome::kUnavailable;
+    r.detail = "the supervisor is shutting down";
+    r.retryAfterSeconds = 1;
+    actions_.push_back(FinishJob{std::move(r)});
+    jobs_.erase(it);
+    return;
+  }
+  if (unavailable_) {
+    finish(j, Outcome::kUnavailable,
+           "no worker of pool '" + policy_.name + "' could start (" +
+               std::to_string(consecutiveStartFailures_) + " start failures in a row)",
+           now);
+    return;
+  }
+  if (queue_.size() >= policy_.queueLimit) {
+    finish(j, Outcome::kOverloaded,
+           "queue of pool '" + policy_.name + "' is full (" + std::to_string(queue_.size()) +
+               " jobs)",
+           now, /*queueFull=*/true);
+    return;
+  }
+  queue_.push_back(j.id);
+}
+
+void Pool::on(const JobCancelled& e, Time now) {
+  Job* job = findJob(e.job);
+  if (!job) return;
+  if (job->state == JobState::kQueued) {
+    finish(*job, Outcome::kCancelled, "cancelled by the caller", now);
+    return;
+  }
+  if (job->state == JobState::kRunning && job->worker) {
+    Worker* w = findWorker(*job->worker);
+    if (w && w->state == WorkerState::kBusy) {
+      w->killCause = "cancelled";
+      beginKill(*w, KillReason::kShutdown, "cancelled by the caller", now);
+    }
+  }
+}
+
+void Pool::on(const WorkerSpawned& e, Time now) {
+  Worker* w = findWorker(e.worker);
+  if (!w || w->state != WorkerState::kSpawning) return;
+  w->pid = e.pid;
+  w->startedAt = now;
+  counters_.workerStarts++;
+  setWorkerState(*w, WorkerState::kStarting, now);
+}
+
+void Pool::on(const WorkerSpawnFailed& e, Time now) {
+  Worker* w = findWorker(e.worker);
+  if (!w || w->state != WorkerState::kSpawning) return;
+  AttemptRecord record;
+  record.worker = workerName(w->id);
+  record.outcome = Outcome::kCrashed;
+  record.cause = "spawn failed: " + e.reason;
+  recordStartFailure(std::move(record), now);
+  actions_.push_back(ReleaseWorker{w->id});
+  removeWorker(w->id);
+}
+
+void Pool::on(const WorkerReady& e, Time now) {
+  Worker* w = findWorker(e.worker);
+  if (!w) return;
+  if (w->state != WorkerState::kStarting) {
+    on(WorkerMisbehaved{e.worker, "READY sent while " + std::string(workerStateName(w->state))},
+       now);
+    return;
+  }
+  consecutiveStartFailures_ = 0;
+  unavailable_ = false;
+  setWorkerState(*w, WorkerState::kIdle, now);
+}
+
+void Pool::on(const WorkerStartFailed& e, Time now) {
+  Worker* w = findWorker(e.worker);
+  if (!w) return;
+  if (w->state != WorkerState::kStarting) {
+    on(WorkerMisbehaved{e.worker, "START_FAILED sent after start"}, now);
+    return;
+  }
+  // The worker exits by itself after saying so; keep the reason for when it does.
+  w->startError = e.error;
+}
+
+void Pool::on(const JobResultReceived& e, Time now) {
+  Worker* w = findWorker(e.worker);
+  if (w && w->state == WorkerState::kBusy && w->job == e.job) {
+    Job& job = jobs_.at(e.job);
+    finishOk(job, *w, e.kind, e.body, now);
+    return;
+  }
+  if (w && w->state != WorkerState::kKilling && w->state != WorkerState::kStopping) {
+    on(WorkerMisbehaved{e.worker, "result for job " + std::to_string(e.job) +
+                                      " which is not in flight on this worker"},
+       now);
+  }
+}
+
+void Pool::on(const JobErrorReceived& e, Time now) {
+  Worker* w = findWorker(e.worker);
+  if (w && w->state == WorkerState::kBusy && w->job == e.job) {
+    Job& job = jobs_.at(e.job);
+    AttemptRecord a = attemptFor(job, *w, Outcome::kHandlerError, now);
+    a.error = e.error;
+    a.cause = "the handler raised " + e.error.type;
+    job.attempts.push_back(std::move(a));
+    w->job.reset();
+    w->jobsServed++;
+    setWorkerState(*w, WorkerState::kIdle, now);
+    if (policy_.maxJobs > 0 && w->jobsServed >= policy_.maxJobs && !w->retiring) {
+      w->retiring = true;
+      counters_.recycles++;
+    }
+    finish(job, Outcome::kHandlerError, e.error.type + ": " + e.error.message, now);
+    return;
+  }
+  if (w && w->state != WorkerState::kKilling && w->state != WorkerState::kStopping) {
+    on(WorkerMisbehaved{e.worker, "error for job " + std::to_string(e.job) +
+                                      " which is not in flight on this worker"},
+       now);
+  }
+}
+
+void Pool::on(const WorkerHeartbeat&, Time) {}
+
+void Pool::on(const WorkerMisbehaved& e, Time now) {
+  Worker* w = findWorker(e.worker);
+  if (!w || w->state == WorkerState::kKilling) return;
+  beginKill(*w, KillReason::kProtocolError, "protocol_error: " + e.reason, now);
+}
+
+void Pool::on(const WorkerExited& e, Time now) {
+  Worker* w = findWorker(e.worker);
+  if (!w) return;
+  const bool expected = w->state == WorkerState::kStopping ||
+                        (w->state == WorkerState::kKilling &&
+                         (w->killReason == KillReason::kShutdown ||
+                          w->killReason == KillReason::kStopTimeout) &&
+                         !w->job);
+  if (!expected) {
+    counters_.workerDeaths++;
+    crashLoop_.recordDeath(now);
+  }
+
+  if (w->state == WorkerState::kStarting ||
+      (w->state == WorkerState::kKilling && w->killReason == KillReason::kStartupTimeout)) {
+    AttemptRecord record;
+    record.worker = workerName(w->id);
+    record.pid = w->pid;
+    record.outcome = Outcome::kCrashed;
+    record.exit = e.evidence;
+    record.error = w->startError;
+    if (w->killReason == KillReason::kStartupTimeout) {
+      record.cause = w->killCause;
+    } else if (w->startError) {
+      record.cause = "start failed: " + w->startError->type + ": " + w->startError->message;
+    } else {
+      record.cause = "worker " + describeExit(e.evidence) + " before it was ready";
+    }
+    recordStartFailure(std::move(record), now);
+  } else if (w->job) {
+    failInFlight(*w, e.evidence, now);
+  }
+  actions_.push_back(ReleaseWorker{w->id});
+  removeWorker(w->id);
+}
+
+void Pool::on(const TimePassed&, Time now) { expireDeadlines(now); }
+
+void Pool::on(const ShutdownRequested&, Time now) {
+  if (shuttingDown_) return;
+  shuttingDown_ = true;
+  shutdownDeadline_ = now + policy_.shutdownTimeout;
+}
+
+// ---------------------------------------------------------------- outcomes
+
+AttemptRecord Pool::attemptFor(const Job& job, const Worker& worker, Outcome outcome,
+                               Time now) const {
+  AttemptRecord a;
+  a.number = static_cast<int>(job.attempts.size()) + 1;
+  a.worker = workerName(worker.id);
+  a.pid = worker.pid;
+  a.outcome = outcome;
+  a.runMs = millisBetween(job.runStartedAt, now);
+  return a;
+}
+
+void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
+  Job& job = jobs_.at(*w.job);
+  w.job.reset();
+  Outcome outcome = Outcome::kCrashed;
+  std::string cause = "worker " + describeExit(evidence) + " while running the job";
+  if (w.state == WorkerState::kKilling && w.killReason) {
+    switch (*w.killReason) {
+      case KillReason::kJobTimeout:
+        outcome = Outcome::kTimedOut;
+        cause = w.killCause;
+        break;
+      case KillReason::kProtocolError:
+        cause = w.killCause;
+        break;
+      case KillReason::kShutdown:
+        outcome = Outcome::kCancelled;
+        cause = w.killCause;
+        break;
+      case KillReason::kStartupTimeout:
+      case KillReason::kStopTimeout:
+        break;
+    }
+  }
+  AttemptRecord a = attemptFor(job, w, outcome, now);
+  a.exit = evidence;
+  a.cause = cause;
+  job.attempts.push_back(std::move(a));
+
+  const int attemptsAllowed = policy_.retries + 1;
+  if (isInfrastructureFailure(outcome) && static_cast<int>(job.attempts.size()) < attemptsAllowed &&
+      !shuttingDown_) {
+    counters_.retries++;
+    setJobState(job, JobState::kQueued, now);
+    return;
+  }
+  std::string detail = "worker " + workerName(w.id) + " (pid " + std::to_string(w.pid) + ") " +
+                       describeExit(evidence);
+  if (outcome == Outcome::kTimedOut) detail = cause;
+  if (outcome == Outcome::kCancelled) detail = cause;
+  if (job.attempts.size() > 1) detail += " (attempt " + std::to_string(job.attempts.size()) + ")";
+  finish(job, outcome, detail, now);
+}
+
+void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, bool queueFull) {
+  setJobState(job, JobState::kFinished, now);
+  counters_.outcomes[outcome]++;
+  JobReport r;
+  r.jobId = job.id;
+  r.pool = policy_.name;
+  r.outcome = outcome;
+  r.detail = std::move(detail);
+  r.attempts = std::move(job.attempts);
+  r.queueMs = job.queueMs;
+  r.totalMs = millisBetween(job.submittedAt, now);
+  for (const auto& a : r.attempts) r.runMs += a.runMs;
+  r.queueFull = queueFull;
+  if (outcome == Outcome::kOverloaded) r.retryAfterSeconds = 1;
+  if (outcome == Outcome::kUnavailable) {
+    r.retryAfterSeconds = 5;
+    r.lastStartFailure = lastStartFailure_;
+  }
+  actions_.push_back(FinishJob{std::move(r)});
+  jobs_.erase(job.id);
+}
+
+void Pool::finishOk(Job& job, Worker& w, ResultKind kind, Payload body, Time now) {
+  job.attempts.push_back(attemptFor(job, w, Outcome::kOk, now));
+  w.job.reset();
+  w.jobsServed++;
+  setWorkerState(w, WorkerState::kIdle, now);
+  if (policy_.maxJobs > 0 && w.jobsServed >= policy_.maxJobs && !w.retiring) {
+    w.retiring = true;
+    counters_.recycles++;
+  }
+  setJobState(job, JobState::kFinished, now);
+  counters_.outcomes[Outcome::kOk]++;
+  JobReport r;
+  r.jobId = job.id;
+  r.pool = policy_.name;
+  r.outcome = Outcome::kOk;
+  r.resultKind = kind;
+  r.result = std::move(body);
+  r.worker = workerName(w.id);
+  r.queueMs = job.queueMs;
+  r.totalMs = millisBetween(job.submittedAt, now);
+  r.attempts = std::move(job.attempts);
+  for (const auto& a : r.attempts) r.runMs += a.runMs;
+  actions_.push_back(FinishJob{std::move(r)});
+  jobs_.erase(job.id);
+}
+
+void Pool::failQueued(Outcome outcome, const std::string& detail, Time now) {
+  while (!queue_.empty()) finish(jobs_.at(queue_.front()), outcome, detail, now);
+}
+
+void Pool::recordStartFailure(AttemptRecord record, Time now) {
+  counters_.startFailures++;
+  consecutiveStartFailures_++;
+  lastStartFailure_ = std::move(record);
+  bool anyReady = std::any_of(workers_.begin(), workers_.end(), [](const auto& kv) {
+    return kv.second.state == WorkerState::kIdle || kv.second.state == WorkerState::kBusy;
+  });
+  if (!anyReady && consecutiveStartFailures_ >= policy_.startFailureLimit) {
+    unavailable_ = true;
+    failQueued(Outcome::kUnavailable,
+               "no worker of pool '" + policy_.name + "' could start: " + lastStartFailure_->cause,
+               now);
+  }
+}
+
+// ---------------------------------------------------------------- killing
+
+void Pool::beginKill(Worker& w, KillReason reason, std::string cause, Time now) {
+  if (w.state == WorkerState::kSpawning) invariantFailed("kill of a worker without a process");
+  w.killReason = reason;
+  w.killCause = std::move(cause);
+  const bool wantStacks = reason == KillReason::kJobTimeout || reason == KillReason::kStartupTimeout;
+  setWorkerState(w, WorkerState::kKilling, now);
+  if (wantStacks) {
+    w.killPhase = KillPhase::kSettleStacks;
+    w.deadline = now + policy_.stackSettle;
+    actions_.push_back(DumpStacks{w.id});
+  } else {
+    w.killPhase = KillPhase::kTerminate;
+    w.deadline = now + policy_.killGrace;
+    actions_.push_back(SignalWorkerGroup{w.id, GroupSignal::kTerminate});
+  }
+}
+
+void Pool::advanceKill(Worker& w, Time now) {
+  switch (w.killPhase) {
+    case KillPhase::kSettleStacks:
+      w.killPhase = KillPhase::kTerminate;
+      w.deadline = now + policy_.killGrace;
+      actions_.push_back(SignalWorkerGroup{w.id, GroupSignal::kTerminate});
+      return;
+    case KillPhase::kTerminate:
+      w.killPhase = KillPhase::kKill;
+      w.deadline = now + policy_.killWait;
+      actions_.push_back(SignalWorkerGroup{w.id, GroupSignal::kKill});
+      return;
+    case KillPhase::kKill: {
+      // SIGKILL did not end it (uninterruptible sleep). Stop waiting: settle the job as if it
+      // exited, keep reaping in the shell, and let a replacement take the slot.
+      ExitEvidence none;
+      none.signal = 9;
+      WorkerExited gone{w.id, none};
+      on(gone, now);
+      return;
+    }
+  }
+}
+
+void Pool::beginStop(Worker& w, Time now) {
+  setWorkerState(w, WorkerState::kStopping, now);
+  actions_.push_back(SendShutdown{w.id});
+}
+
+void Pool::expireDeadlines(Time now) {
+  std::vector<WorkerId> due;
+  for (auto& [id, w] : workers_) {
+    if (w.deadline && *w.deadline <= now) due.push_back(id);
+  }
+  for (WorkerId id : due) {
+    Worker* w = findWorker(id);
+    if (!w || !w->deadline || *w->deadline > now) continue;
+    switch (w->state) {
+      case WorkerState::kStarting:
+        beginKill(*w, KillReason::kStartupTimeout,
+                  "startup_timeout: not ready after " +
+                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         policy_.startupTimeout)
+                                         .count()) +
+                      " ms",
+                  now);
+        break;
+      case WorkerState::kBusy: {
+        const Job& job = jobs_.at(*w->job);
+        beginKill(*w, KillReason::kJobTimeout,
+                  "job ran longer than its timeout of " +
+                      std::to_string(
+                          std::chrono::duration_cast<std::chrono::milliseconds>(job.timeout)
+                              .count()) +
+                      " ms",
+                  now);
+        break;
+      }
+      case WorkerState::kStopping:
+        beginKill(*w, KillReason::kStopTimeout, "did not exit after SHUTDOWN", now);
+        break;
+      case WorkerState::kKilling: advanceKill(*w, now); break;
+      case WorkerState::kSpawning:
+      case WorkerState::kIdle:
+        w->deadline.reset();
+        break;
+    }
+  }
+  while (!queue_.empty()) {
+    // Queue deadlines are monotone only per arrival order; scan them all (queues are bounded).
+    auto expired = std::find_if(queue_.begin(), queue_.end(),
+                                [&](JobId id) { return jobs_.at(id).queueDeadline <= now; });
+    if (expired == queue_.end()) break;
+    Job& job = jobs_.at(*expired);
+    finish(job, Outcome::kOverloaded,
+           "waited " +
+               std::to_string(static_cast<long long>(millisBetween(job.queuedAt, now))) +
+               " ms in the queue of pool '" + policy_.name + "' without a free worker",
+           now);
+  }
+  if (spawnNotBefore_ && *spawnNotBefore_ <= now) spawnNotBefore_.reset();
+}
+
+// ---------------------------------------------------------------- rebalance
+
+void Pool::rebalance(Time now) {
+  spawnMissing(now);
+  dispatch(now);
+  retireRecycled(now);
+  driveShutdown(now);
+}
+
+int Pool::freeSlot() const {
+  std::set<int> taken;
+  for (const auto& [id, w] : workers_) {
+    if (!w.retiring && w.state != WorkerState::kStopping && w.state != WorkerState::kKilling) {
+      taken.insert(w.slot);
+    }
+  }
+  int slot = 0;
+  while (taken.count(slot)) ++slot;
+  return slot;
+}
+
+void Pool::spawnMissing(Time now) {
+  if (shuttingDown_) return;
+  if (spawnNotBefore_ && now < *spawnNotBefore_) return;
+  auto live = [&] {
+    int n = 0;
+    for (const auto& [id, w] : workers_) {
+      n += !w.retiring && w.state != WorkerState::kStopping && w.state != WorkerState::kKilling;
+    }
+    return n;
+  };
+  while (live() < policy_.workers) {
+    auto delay = crashLoop_.spawnDelay(now);
+    if (delay.count() > 0 && !spawnNotBefore_) {
+      spawnNotBefore_ = now + delay;
+      return;
+    }
+    spawnNotBefore_.reset();
+    Worker w;
+    w.id = nextWorkerId_++;
+    w.slot = freeSlot();
+    w.startedAt = now;
+    actions_.push_back(SpawnWorker{w.id, w.slot});
+    workers_.emplace(w.id, std::move(w));
+    // After a death, one spawn at a time until the crash loop cools down.
+    if (crashLoop_.recentDeaths(now) > policy_.crashLoop.deathsBeforeBackoff) {
+      spawnNotBefore_ = now + crashLoop_.spawnDelay(now);
+      return;
+    }
+  }
+}
+
+void Pool::dispatch(Time now) {
+  while (!queue_.empty()) {
+    Worker* chosen = nullptr;
+    for (auto& [id, w] : workers_) {
+      if (w.state != WorkerState::kIdle) continue;
+      if (!chosen || (chosen->retiring && !w.retiring)) chosen = &w;
+      if (!w.retiring) break;
+    }
+    if (!chosen) return;
+    Job& job = jobs_.at(queue_.front());
+    queue_.pop_front();
+    setJobState(job, JobState::kRunning, now);
+    job.worker = chosen->id;
+    chosen->job = job.id;
+    setWorkerState(*chosen, WorkerState::kBusy, now);
+    chosen->deadline = now + job.timeout;
+    actions_.push_back(SendJob{chosen->id, job.id, job.payload});
+  }
+}
+
+void Pool::retireRecycled(Time now) {
+  int ready = 0;
+  for (const auto& [id, w] : workers_) {
+    ready += !w.retiring && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
+  }
+  for (auto& [id, w] : workers_) {
+    if (!w.retiring || w.state != WorkerState::kIdle) continue;
+    if (ready >= policy_.workers || shuttingDown_) beginStop(w, now);
+  }
+}
+
+void Pool::driveShutdown(Time now) {
+  if (!shuttingDown_) return;
+  if (shutdownDeadline_ && *shutdownDeadline_ <= now) {
+    shutdownDeadline_.reset();
+    failQueued(Outcome::kCancelled, "the supervisor shut down before the job could run", now);
+    for (auto& [id, w] : workers_) {
+      if (w.state == WorkerState::kBusy) {
+        beginKill(w, KillReason::kShutdown, "the supervisor shut down while the job ran", now);
+      }
+    }
+  }
+  const bool anyoneCanServe = std::any_of(workers_.begin(), workers_.end(), [](const auto& kv) {
+    return kv.second.state == WorkerState::kIdle || kv.second.state == WorkerState::kBusy;
+  });
+  if (!anyoneCanServe) {
+    failQueued(Outcome::kCancelled, "the supervisor shut down with no worker left to run the job",
+               now);
+  }
+  if (!queue_.empty()) return;
+  for (auto& [id, w] : workers_) {
+    if (w.state == WorkerState::kIdle) beginStop(w, now);
+    if (w.state == WorkerState::kStarting) {
+      beginKill(w, KillReason::kShutdown, "the supervisor shut down", now);
+    }
+  }
+  std::vector<WorkerId> unspawned;
+  for (auto& [id, w] : workers_) {
+    if (w.state == WorkerState::kSpawning) unspawned.push_back(id);
+  }
+  for (WorkerId id : unspawned) {
+    actions_.push_back(ReleaseWorker{id});
+    removeWorker(id);
+  }
+  if (jobs_.empty()) shutdownDeadline_.reset();
+}
+
+// ---------------------------------------------------------------- lookup
+
+void Pool::removeWorker(WorkerId id) { workers_.erase(id); }
+
+Pool::Worker* Pool::findWorker(WorkerId id) {
+  auto it = workers_.find(id);
+  return it == workers_.end() ? nullptr : &it->second;
+}
+
+Pool::Job* Pool::findJob(JobId id) {
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+
+}  // namespace bulkhead::core

@@ -1,0 +1,276 @@
+#pragma once
+// How a pool works: the policy core of the supervisor.
+//
+// A Pool receives past-tense events (a job was submitted, a worker became ready, a worker exited,
+// time passed) together with the current time, and answers with imperative actions (spawn a
+// worker, send it a job, signal its process group, report a job's outcome). It never performs I/O
+// and never reads a clock, so every rule here is tested deterministically with simulated time.
+//
+// Worker states change only in setWorkerState(); job states only in setJobState(). After every
+// event, rebalance() is the single place that spawns replacements, retires recycled workers,
+// dispatches queued jobs and drives shutdown.
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/crash_loop.h"
+#include "core/outcome.h"
+
+namespace bulkhead::core {
+
+using Clock = std::chrono::steady_clock;
+using Time = Clock::time_point;
+using Duration = std::chrono::nanoseconds;
+using JobId = std::uint64_t;
+using WorkerId = std::uint64_t;
+
+struct PoolPolicy {
+  std::string name;
+  int workers = 2;
+  std::size_t queueLimit = 1000;
+  Duration jobTimeout = std::chrono::seconds(30);
+  Duration startupTimeout = std::chrono::seconds(60);
+  int retries = 2;
+  std::uint64_t maxJobs = 0;  // 0: never recycle on job count
+  Duration stackSettle = std::chrono::milliseconds(200);  // dump signal -> SIGTERM
+  Duration killGrace = std::chrono::seconds(1);           // SIGTERM -> SIGKILL
+  Duration killWait = std::chrono::seconds(5);            // SIGKILL -> give the worker up
+  Duration stopGrace = std::chrono::seconds(5);           // SHUTDOWN frame -> SIGTERM
+  Duration shutdownTimeout = std::chrono::seconds(30);
+  int startFailureLimit = 3;  // consecutive start failures with no ready worker: pool unavailable
+  CrashLoopPolicy crashLoop;
+};
+
+// ---- events ----
+struct JobSubmitted {
+  JobId job;
+  Payload payload;
+  std::optional<Duration> timeout;
+};
+struct JobCancelled {
+  JobId job;
+};
+struct WorkerSpawned {
+  WorkerId worker;
+  int pid;
+};
+struct WorkerSpawnFailed {
+  WorkerId worker;
+  std::string reason;
+};
+struct WorkerReady {
+  WorkerId worker;
+};
+struct WorkerStartFailed {  // the worker said so (preload or handler import raised)
+  WorkerId worker;
+  ErrorInfo error;
+};
+struct JobResultReceived {
+  WorkerId worker;
+  JobId job;
+  ResultKind kind;
+  Payload body;
+};
+struct JobErrorReceived {
+  WorkerId worker;
+  JobId job;
+  ErrorInfo error;
+};
+struct WorkerHeartbeat {
+  WorkerId worker;
+};
+struct WorkerMisbehaved {  // a frame the protocol does not allow
+  WorkerId worker;
+  std::string reason;
+};
+struct WorkerExited {
+  WorkerId worker;
+  ExitEvidence evidence;
+};
+struct TimePassed {};
+struct ShutdownRequested {};
+
+using Event = std::variant<JobSubmitted, JobCancelled, WorkerSpawned, WorkerSpawnFailed,
+                           WorkerReady, WorkerStartFailed, JobResultReceived, JobErrorReceived,
+                           WorkerHeartbeat, WorkerMisbehaved, WorkerExited, TimePassed,
+                           ShutdownRequested>;
+
+// ---- actions ----
+struct SpawnWorker {
+  WorkerId worker;
+  int slot;
+};
+struct SendJob {
+  WorkerId worker;
+  JobId job;
+  Payload payload;
+};
+struct SendShutdown {
+  WorkerId worker;
+};
+struct DumpStacks {
+  WorkerId worker;
+};
+enum class GroupSignal { kTerminate, kKill };
+struct SignalWorkerGroup {
+  WorkerId worker;
+  GroupSignal signal;
+};
+struct ReleaseWorker {  // the pool is done with this worker: the shell may drop its handles
+  WorkerId worker;
+};
+struct FinishJob {
+  JobReport report;
+};
+
+using Action = std::variant<SpawnWorker, SendJob, SendShutdown, DumpStacks, SignalWorkerGroup,
+                            ReleaseWorker, FinishJob>;
+
+enum class WorkerState {
+  kSpawning,  // asked the shell to start it, no pid yet
+  kStarting,  // process exists, not ready
+  kIdle,
+  kBusy,
+  kStopping,  // asked to exit gracefully (SHUTDOWN frame sent)
+  kKilling,   // being killed: stacks settling, SIGTERM grace, SIGKILL wait
+};
+std::string_view workerStateName(WorkerState state);
+
+enum class KillPhase { kSettleStacks, kTerminate, kKill };
+enum class KillReason { kJobTimeout, kStartupTimeout, kProtocolError, kShutdown, kStopTimeout };
+
+struct WorkerView {
+  WorkerId id;
+  std::string name;
+  int slot;
+  int pid;
+  WorkerState state;
+  bool retiring;
+  std::uint64_t jobsServed;
+  Time startedAt;
+  std::optional<JobId> job;
+};
+
+struct PoolCounters {
+  std::uint64_t submitted = 0;
+  std::map<Outcome, std::uint64_t> outcomes;
+  std::uint64_t retries = 0;
+  std::uint64_t workerStarts = 0;
+  std::uint64_t startFailures = 0;
+  std::uint64_t workerDeaths = 0;
+  std::uint64_t recycles = 0;
+};
+
+class Pool {
+ public:
+  Pool(PoolPolicy policy, Time now);
+
+  std::vector<Action> handle(const Event& event, Time now);
+  std::optional<Time> nextDeadline() const;
+
+  const PoolPolicy& policy() const { return policy_; }
+  std::vector<WorkerView> workers() const;
+  std::size_t queueLength() const { return queue_.size(); }
+  std::size_t inFlight() const;
+  const PoolCounters& counters() const { return counters_; }
+  bool stopped() const;  // shutdown finished: no jobs, no workers
+  bool unavailable() const { return unavailable_; }
+  std::string workerName(WorkerId id) const;
+
+ private:
+  enum class JobState { kQueued, kRunning, kFinished };
+
+  struct Job {
+    JobId id;
+    Payload payload;
+    Duration timeout;
+    Time submittedAt;
+    Time queuedAt;
+    Time runStartedAt{};
+    Time queueDeadline;
+    JobState state = JobState::kQueued;
+    std::optional<WorkerId> worker;
+    std::vector<AttemptRecord> attempts;
+    double queueMs = 0;
+  };
+
+  struct Worker {
+    WorkerId id;
+    int slot;
+    int pid = 0;
+    WorkerState state = WorkerState::kSpawning;
+    bool retiring = false;
+    bool released = false;
+    std::uint64_t jobsServed = 0;
+    Time startedAt;
+    std::optional<Time> deadline;
+    std::optional<JobId> job;
+    KillPhase killPhase = KillPhase::kSettleStacks;
+    std::optional<KillReason> killReason;
+    std::string killCause;
+    std::optional<ErrorInfo> startError;
+  };
+
+  // one handler per event type
+  void on(const JobSubmitted& e, Time now);
+  void on(const JobCancelled& e, Time now);
+  void on(const WorkerSpawned& e, Time now);
+  void on(const WorkerSpawnFailed& e, Time now);
+  void on(const WorkerReady& e, Time now);
+  void on(const WorkerStartFailed& e, Time now);
+  void on(const JobResultReceived& e, Time now);
+  void on(const JobErrorReceived& e, Time now);
+  void on(const WorkerHeartbeat& e, Time now);
+  void on(const WorkerMisbehaved& e, Time now);
+  void on(const WorkerExited& e, Time now);
+  void on(const TimePassed& e, Time now);
+  void on(const ShutdownRequested& e, Time now);
+
+  void rebalance(Time now);
+  void spawnMissing(Time now);
+  void retireRecycled(Time now);
+  void dispatch(Time now);
+  void expireDeadlines(Time now);
+  void driveShutdown(Time now);
+
+  void setWorkerState(Worker& worker, WorkerState next, Time now);
+  void setJobState(Job& job, JobState next, Time now);
+  void beginKill(Worker& worker, KillReason reason, std::string cause, Time now);
+  void advanceKill(Worker& worker, Time now);
+  void beginStop(Worker& worker, Time now);
+  void recordStartFailure(AttemptRecord record, Time now);
+  void failInFlight(Worker& worker, const ExitEvidence& evidence, Time now);
+  void finish(Job& job, Outcome outcome, std::string detail, Time now, bool queueFull = false);
+  void finishOk(Job& job, Worker& worker, ResultKind kind, Payload body, Time now);
+  void failQueued(Outcome outcome, const std::string& detail, Time now);
+  void removeWorker(WorkerId id);
+  Worker* findWorker(WorkerId id);
+  Job* findJob(JobId id);
+  AttemptRecord attemptFor(const Job& job, const Worker& worker, Outcome outcome, Time now) const;
+  int freeSlot() const;
+  bool canTakeMoreJobs() const { return !shuttingDown_ && !unavailable_; }
+
+  PoolPolicy policy_;
+  std::map<WorkerId, Worker> workers_;
+  std::map<JobId, Job> jobs_;
+  std::deque<JobId> queue_;
+  WorkerId nextWorkerId_ = 1;
+  CrashLoop crashLoop_;
+  std::optional<Time> spawnNotBefore_;
+  int consecutiveStartFailures_ = 0;
+  std::optional<AttemptRecord> lastStartFailure_;
+  bool unavailable_ = false;
+  bool shuttingDown_ = false;
+  std::optional<Time> shutdownDeadline_;
+  PoolCounters counters_;
+  std::vector<Action> actions_;
+};
+
+}  // namespace bulkhead::core

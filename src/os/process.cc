@@ -1,0 +1,192 @@
+#include "os/process.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace bulkhead::os {
+
+namespace {
+
+int pidfdOpen(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+bool makePipe(UniqueFd& readEnd, UniqueFd& writeEnd) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return false;
+  readEnd.reset(fds[0]);
+  writeEnd.reset(fds[1]);
+  return true;
+}
+
+void setNonBlocking(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+std::vector<char*> pointers(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  out.reserve(strings.size() + 1);
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+// Runs in the child between fork and exec: async-signal-safe calls only (man 7 signal-safety).
+[[noreturn]] void execChild(const char* executable, char* const* argv, char* const* envp,
+                            const char* workdir, pid_t parent, int devNull, int stdoutFd,
+                            int stderrFd, int controlFd, int stacksFd, int errorFd) {
+  auto fail = [&](int stage) {
+    int report[2] = {stage, errno};
+    ssize_t ignored = ::write(errorFd, report, sizeof report);
+    (void)ignored;
+    ::_exit(127);
+  };
+  if (::setpgid(0, 0) != 0) fail(1);
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(2);
+  if (::getppid() != parent) ::_exit(1);  // the supervisor died before prctl took effect
+
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
+  }
+
+  // Move every source above the target range first so no dup2 clobbers a later source.
+  int sources[5] = {devNull, stdoutFd, stderrFd, controlFd, stacksFd};
+  for (int& fd : sources) {
+    fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 16);
+    if (fd < 0) fail(3);
+  }
+  int highError = ::fcntl(errorFd, F_DUPFD_CLOEXEC, 16);
+  if (highError >= 0) errorFd = highError;
+  for (int target = 0; target < 5; ++target) {
+    if (::dup2(sources[target], target) != target) fail(4);
+  }
+  ::close_range(5, ~0u, CLOSE_RANGE_CLOEXEC);
+  if (workdir && ::chdir(workdir) != 0) fail(5);
+  ::execve(executable, argv, envp);
+  fail(6);
+  ::_exit(127);  // not reached: fail() exits
+}
+
+const char* stageName(int stage) {
+  switch (stage) {
+    case 1: return "setpgid";
+    case 2: return "prctl(PR_SET_PDEATHSIG)";
+    case 3: return "fcntl(F_DUPFD)";
+    case 4: return "dup2";
+    case 5: return "chdir";
+    case 6: return "exec";
+    default: return "child setup";
+  }
+}
+
+}  // namespace
+
+std::string SpawnError::describe() const {
+  return stage + ": " + std::strerror(error);
+}
+
+std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
+  // Everything the child needs is built before fork: the child may only make async-signal-safe
+  // calls.
+  std::vector<std::string> argvStrings = spec.argv;
+  std::vector<std::string> envStrings = spec.env;
+  std::vector<char*> argv = pointers(argvStrings);
+  std::vector<char*> envp = pointers(envStrings);
+  const char* workdir = spec.workingDirectory.empty() ? nullptr : spec.workingDirectory.c_str();
+
+  UniqueFd devNull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!devNull.valid()) return SpawnError{"open /dev/null", errno};
+  UniqueFd outRead, outWrite, errRead, errWrite, stacksRead, stacksWrite, execErrRead, execErrWrite;
+  if (!makePipe(outRead, outWrite) || !makePipe(errRead, errWrite) ||
+      !makePipe(stacksRead, stacksWrite) || !makePipe(execErrRead, execErrWrite)) {
+    return SpawnError{"pipe2", errno};
+  }
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return SpawnError{"socketpair", errno};
+  }
+  UniqueFd controlOurs(sv[0]), controlTheirs(sv[1]);
+
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) return SpawnError{"fork", errno};
+  if (pid == 0) {
+    // ---- child: async-signal-safe region until execve ----
+    execChild(spec.executable.c_str(), argv.data(), envp.data(), workdir, parent, devNull.get(),
+              outWrite.get(), errWrite.get(), controlTheirs.get(), stacksWrite.get(),
+              execErrWrite.get());
+  }
+  // The child is in its own group from its first instruction on only after setpgid; set it from
+  // this side too so a signal to the group sent right now cannot miss it (man 2 setpgid).
+  ::setpgid(pid, pid);
+
+  execErrWrite.reset();
+  outWrite.reset();
+  errWrite.reset();
+  stacksWrite.reset();
+  controlTheirs.reset();
+
+  int report[2] = {0, 0};
+  ssize_t got;
+  do {
+    got = ::read(execErrRead.get(), report, sizeof report);
+  } while (got < 0 && errno == EINTR);
+  if (got == static_cast<ssize_t>(sizeof report)) {
+    int status;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return SpawnError{stageName(report[0]), report[1]};
+  }
+
+  WorkerProcess p;
+  p.pid = pid;
+  p.pidfd.reset(pidfdOpen(pid));
+  if (p.pidfd.valid()) ::fcntl(p.pidfd.get(), F_SETFD, FD_CLOEXEC);
+  p.control = std::move(controlOurs);
+  p.stdoutRead = std::move(outRead);
+  p.stderrRead = std::move(errRead);
+  p.stacksRead = std::move(stacksRead);
+  for (int fd : {p.control.get(), p.stdoutRead.get(), p.stderrRead.get(), p.stacksRead.get()}) {
+    setNonBlocking(fd);
+  }
+  return p;
+}
+
+std::vector<ExitStatus> reapExitedChildren() {
+  std::vector<ExitStatus> out;
+  for (;;) {
+    int status = 0;
+    pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid > 0) {
+      out.push_back({pid, status});
+      continue;
+    }
+    if (pid < 0 && errno == EINTR) continue;
+    break;  // 0: children remain but none changed; ECHILD: none left
+  }
+  return out;
+}
+
+bool signalProcessGroup(pid_t pgid, int signal) {
+  if (pgid <= 1) return false;  // never signal "every process" or init's group
+  return ::kill(-pgid, signal) == 0 || errno == ESRCH;
+}
+
+bool signalViaPidfd(int pidfd, int signal) {
+  if (pidfd < 0) return false;
+  return ::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0) == 0 || errno == ESRCH;
+}
+
+bool becomeChildSubreaper() { return ::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0; }
+
+}  // namespace bulkhead::os

@@ -1,0 +1,62 @@
+#pragma once
+// Starting and ending worker processes: fork+exec without a shell, each in its own process group,
+// bound to the supervisor's life with PR_SET_PDEATHSIG, and held by a pidfd so signals never hit
+// a recycled pid.
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "os/unique_fd.h"
+
+namespace bulkhead::os {
+
+struct SpawnSpec {
+  std::string executable;          // absolute path, exec'd directly
+  std::vector<std::string> argv;   // argv[0] included
+  std::vector<std::string> env;    // "KEY=value"
+  std::string workingDirectory;    // empty: inherit
+};
+
+// The supervisor's ends of a started worker. All are non-blocking and close-on-exec.
+struct WorkerProcess {
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  UniqueFd control;  // socketpair end; the worker has the other at fd 3
+  UniqueFd stdoutRead;
+  UniqueFd stderrRead;
+  UniqueFd stacksRead;  // the worker writes faulthandler dumps to fd 4
+};
+
+struct SpawnError {
+  std::string stage;  // "pipe", "fork", "exec", ...
+  int error = 0;      // errno
+  std::string describe() const;
+};
+
+// Worker fds as the child sees them.
+inline constexpr int kControlFd = 3;
+inline constexpr int kStacksFd = 4;
+
+std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec);
+
+struct ExitStatus {
+  pid_t pid;
+  int rawStatus;  // as from waitpid
+};
+
+// Reaps every child that has changed state (tini's loop): waitpid(-1, WNOHANG) until nothing is
+// left. As a child subreaper the supervisor also reaps orphaned grandchildren here.
+std::vector<ExitStatus> reapExitedChildren();
+
+// Signal the whole process group of a worker (its pgid is its pid). ESRCH is not an error.
+bool signalProcessGroup(pid_t pgid, int signal);
+// Signal one process through its pidfd (immune to pid reuse).
+bool signalViaPidfd(int pidfd, int signal);
+
+bool becomeChildSubreaper();
+
+}  // namespace bulkhead::os

@@ -1,0 +1,149 @@
+#include "proto/frame.h"
+
+#include <cstdio>
+#include <cstring>
+
+namespace bulkhead::proto {
+
+namespace {
+
+void putLe(std::string& out, std::uint64_t value, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+}
+
+std::uint64_t getLe(const unsigned char* p, int bytes) {
+  std::uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+bool sentByWorker(std::uint8_t type) {
+  switch (type) {
+    case 0x01: case 0x02: case 0x03: case 0x10: case 0x11: case 0x12: case 0x13: case 0x20:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool sentBySupervisor(std::uint8_t type) { return type == 0x80 || type == 0x81; }
+
+bool carriesPayload(std::uint8_t type) {
+  return type == 0x10 || type == 0x11 || type == 0x12 || type == 0x80;
+}
+
+}  // namespace
+
+std::string_view frameTypeName(FrameType type) {
+  switch (type) {
+    case FrameType::kHello: return "HELLO";
+    case FrameType::kReady: return "READY";
+    case FrameType::kStartFailed: return "START_FAILED";
+    case FrameType::kResultBytes: return "RESULT_BYTES";
+    case FrameType::kResultJson: return "RESULT_JSON";
+    case FrameType::kResultText: return "RESULT_TEXT";
+    case FrameType::kHandlerError: return "HANDLER_ERROR";
+    case FrameType::kHeartbeat: return "HEARTBEAT";
+    case FrameType::kJob: return "JOB";
+    case FrameType::kShutdown: return "SHUTDOWN";
+  }
+  return "UNKNOWN";
+}
+
+std::string encodeHeader(FrameType type, std::uint64_t jobId, std::uint32_t bodyLength) {
+  std::string out;
+  out.reserve(kHeaderSize);
+  out.push_back(static_cast<char>(kMagic0));
+  out.push_back(static_cast<char>(kMagic1));
+  out.push_back(static_cast<char>(kVersion));
+  out.push_back(static_cast<char>(type));
+  putLe(out, bodyLength, 4);
+  putLe(out, jobId, 8);
+  return out;
+}
+
+std::string encodeFrame(FrameType type, std::uint64_t jobId, std::string_view body) {
+  std::string out = encodeHeader(type, jobId, static_cast<std::uint32_t>(body.size()));
+  out.append(body);
+  return out;
+}
+
+void FrameDecoder::feed(std::string_view bytes) {
+  if (error_) return;
+  if (consumed_ > 0 && consumed_ >= buffer_.size() / 2) {
+    buffer_.erase(0, consumed_);
+    consumed_ = 0;
+  }
+  buffer_.append(bytes);
+}
+
+std::optional<DecodeError> FrameDecoder::checkHeader(const unsigned char* h) const {
+  if (h[0] != kMagic0 || h[1] != kMagic1) {
+    return DecodeError{"bad magic bytes 0x" + [&] {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "%02x%02x", h[0], h[1]);
+      return std::string(buf);
+    }()};
+  }
+  if (h[2] != kVersion) {
+    return DecodeError{"unsupported protocol version " + std::to_string(h[2])};
+  }
+  const std::uint8_t type = h[3];
+  const bool allowed = from_ == Sender::kWorker ? sentByWorker(type) : sentBySupervisor(type);
+  if (!allowed) return DecodeError{"unknown frame type " + std::to_string(type)};
+  const std::uint64_t length = getLe(h + 4, 4);
+  const std::uint64_t limit = carriesPayload(type) ? maxBody_ : kMaxControlBody;
+  if (length > limit) {
+    return DecodeError{"frame " + std::string(frameTypeName(static_cast<FrameType>(type))) +
+                       " of " + std::to_string(length) + " bytes exceeds the limit of " +
+                       std::to_string(limit)};
+  }
+  return std::nullopt;
+}
+
+DecodeResult FrameDecoder::next() {
+  if (error_) return *error_;
+  const std::size_t available = buffer_.size() - consumed_;
+  if (available < kHeaderSize) {
+    // Validate what we have early so garbage is refused without waiting for 16 bytes.
+    const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data() + consumed_);
+    if ((available >= 1 && p[0] != kMagic0) || (available >= 2 && p[1] != kMagic1)) {
+      unsigned char h[kHeaderSize] = {};
+      std::memcpy(h, p, available);
+      error_ = checkHeader(h);
+      return *error_;
+    }
+    return NeedMore{};
+  }
+  const auto* h = reinterpret_cast<const unsigned char*>(buffer_.data() + consumed_);
+  if (auto err = checkHeader(h)) {
+    error_ = err;
+    return *error_;
+  }
+  const std::size_t length = getLe(h + 4, 4);
+  if (available < kHeaderSize + length) {
+    buffer_.reserve(consumed_ + kHeaderSize + length);
+    return NeedMore{};
+  }
+  Frame frame;
+  frame.type = static_cast<FrameType>(h[3]);
+  frame.jobId = getLe(h + 8, 8);
+  frame.body.assign(buffer_.data() + consumed_ + kHeaderSize, length);
+  consumed_ += kHeaderSize + length;
+  if (consumed_ == buffer_.size()) {
+    buffer_.clear();
+    consumed_ = 0;
+  }
+  return frame;
+}
+
+std::optional<DecodeError> FrameDecoder::finish() const {
+  if (error_) return error_;
+  if (buffer_.size() != consumed_) {
+    return DecodeError{"stream ended inside a frame (" + std::to_string(buffer_.size() - consumed_) +
+                       " bytes pending)"};
+  }
+  return std::nullopt;
+}
+
+}  // namespace bulkhead::proto

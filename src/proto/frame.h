@@ -1,0 +1,78 @@
+#pragma once
+// Sans-I/O codec for the worker protocol (docs/protocol.md), shaped like h11: the caller feeds
+// bytes as they arrive and pulls whole frames out. The decoder validates magic, version, type and
+// length before buffering a body, and its first error latches: a peer that sent one bad byte is
+// never trusted again.
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace bulkhead::proto {
+
+inline constexpr std::uint8_t kMagic0 = 0x42;  // 'B'
+inline constexpr std::uint8_t kMagic1 = 0x4B;  // 'K'
+inline constexpr std::uint8_t kVersion = 1;
+inline constexpr std::size_t kHeaderSize = 16;
+inline constexpr std::uint32_t kMaxControlBody = 1u << 20;
+
+enum class FrameType : std::uint8_t {
+  kHello = 0x01,
+  kReady = 0x02,
+  kStartFailed = 0x03,
+  kResultBytes = 0x10,
+  kResultJson = 0x11,
+  kResultText = 0x12,
+  kHandlerError = 0x13,
+  kHeartbeat = 0x20,
+  kJob = 0x80,
+  kShutdown = 0x81,
+};
+
+// Which side sends: the decoder only accepts the other side's frame types.
+enum class Sender { kWorker, kSupervisor };
+
+struct Frame {
+  FrameType type;
+  std::uint64_t jobId = 0;
+  std::string body;
+};
+
+std::string_view frameTypeName(FrameType type);
+
+// Encodes the header for a frame whose body the caller sends right after it (no copy of big bodies).
+std::string encodeHeader(FrameType type, std::uint64_t jobId, std::uint32_t bodyLength);
+std::string encodeFrame(FrameType type, std::uint64_t jobId, std::string_view body);
+
+struct NeedMore {};
+struct DecodeError {
+  std::string reason;
+};
+using DecodeResult = std::variant<Frame, NeedMore, DecodeError>;
+
+class FrameDecoder {
+ public:
+  // maxBody bounds result and job frames; control frames are bounded by kMaxControlBody.
+  FrameDecoder(Sender from, std::uint32_t maxBody) : from_(from), maxBody_(maxBody) {}
+
+  void feed(std::string_view bytes);
+  DecodeResult next();
+  // The peer closed the stream: an error if it stopped in the middle of a frame.
+  std::optional<DecodeError> finish() const;
+  bool failed() const { return error_.has_value(); }
+  std::size_t buffered() const { return buffer_.size() - consumed_; }
+
+ private:
+  std::optional<DecodeError> checkHeader(const unsigned char* header) const;
+
+  Sender from_;
+  std::uint32_t maxBody_;
+  std::string buffer_;
+  std::size_t consumed_ = 0;
+  std::optional<DecodeError> error_;
+};
+
+}  // namespace bulkhead::proto

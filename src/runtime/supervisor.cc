@@ -1,0 +1,553 @@
+#include "runtime/supervisor.h"
+
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdio>
+
+#include "core/signal_names.h"
+#include "os/process.h"
+#include "proto/frame.h"
+#include "runtime/worker_spec.h"
+#include "util/byte_ring.h"
+
+namespace bulkhead::runtime {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::size_t kTailBytes = 16 * 1024;
+constexpr std::size_t kStacksBytes = 64 * 1024;
+constexpr std::size_t kFinalDrainLimit = 1 << 20;  // bytes read from a pipe after the worker died
+enum PipeIndex { kStdout = 0, kStderr = 1, kStacks = 2 };
+
+core::Time now() { return core::Clock::now(); }
+
+void logLine(const std::string& line) { std::fprintf(stderr, "bulkhead: %s\n", line.c_str()); }
+
+std::optional<core::ErrorInfo> parseErrorInfo(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  core::ErrorInfo e;
+  auto field = [&](const char* key, std::string& out) {
+    auto it = j.find(key);
+    if (it == j.end()) return true;
+    if (!it->is_string()) return false;
+    out = it->get<std::string>();
+    return true;
+  };
+  if (!field("type", e.type) || !field("message", e.message) || !field("traceback", e.traceback)) {
+    return std::nullopt;
+  }
+  if (e.type.empty()) return std::nullopt;
+  return e;
+}
+
+}  // namespace
+
+struct FrameView {
+  proto::Frame frame;
+};
+
+struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo> {
+  WorkerIo(asio::io_context& io, PoolRuntime& owner, core::WorkerId workerId, std::string workerName,
+           std::uint32_t maxPayload)
+      : pool(owner),
+        id(workerId),
+        name(std::move(workerName)),
+        control(io),
+        pipes{asio::posix::stream_descriptor(io), asio::posix::stream_descriptor(io),
+              asio::posix::stream_descriptor(io)},
+        decoder(proto::Sender::kWorker, maxPayload),
+        tails{util::ByteRing(kTailBytes), util::ByteRing(kTailBytes), util::ByteRing(kStacksBytes)} {}
+
+  PoolRuntime& pool;
+  core::WorkerId id;
+  std::string name;
+  pid_t pid = -1;
+  os::UniqueFd pidfd;
+  asio::local::stream_protocol::socket control;
+  std::array<asio::posix::stream_descriptor, 3> pipes;
+  proto::FrameDecoder decoder;
+  std::array<util::ByteRing, 3> tails;
+  std::array<std::array<char, 16384>, 3> pipeBuffers;
+  std::array<char, 65536> controlBuffer;
+  bool helloSeen = false;
+  bool misbehaving = false;
+  bool closed = false;
+  std::deque<std::pair<std::string, core::Payload>> writes;
+  bool writing = false;
+};
+
+struct Supervisor::PoolRuntime {
+  PoolRuntime(config::PoolConfig c, core::PoolPolicy policy)
+      : config(std::move(c)), pool(std::move(policy), now()) {}
+  config::PoolConfig config;
+  core::Pool pool;
+  std::map<core::WorkerId, std::shared_ptr<WorkerIo>> workers;
+};
+
+namespace {
+
+core::PoolPolicy policyFor(const config::PoolConfig& c, const config::ServerConfig& server) {
+  core::PoolPolicy p;
+  p.name = c.name;
+  p.workers = c.workers;
+  p.queueLimit = c.queueLimit;
+  p.jobTimeout = c.jobTimeout;
+  p.startupTimeout = c.startupTimeout;
+  p.retries = c.retries;
+  p.maxJobs = c.maxJobs;
+  p.killGrace = c.killGrace;
+  p.shutdownTimeout = server.shutdownTimeout;
+  return p;
+}
+
+}  // namespace
+
+Supervisor::Supervisor(asio::io_context& io, const config::Config& config,
+                       SupervisorOptions options)
+    : io_(io), options_(std::move(options)), timer_(io), sigchld_(io, SIGCHLD), startedAt_(now()) {
+  for (const auto& pool : config.pools) {
+    pools_.push_back(std::make_unique<PoolRuntime>(pool, policyFor(pool, config.server)));
+  }
+}
+
+Supervisor::~Supervisor() {
+  // Whatever is still alive dies with us (PDEATHSIG would do it too, but be explicit).
+  for (auto& [pid, worker] : byPid_) os::signalProcessGroup(pid, SIGKILL);
+}
+
+void Supervisor::start() {
+  waitForSigchld();
+  for (auto& pool : pools_) post(*pool, core::TimePassed{});
+  drain();
+}
+
+bool Supervisor::hasPool(std::string_view pool) const {
+  for (const auto& p : pools_) {
+    if (p->config.name == pool) return true;
+  }
+  return false;
+}
+
+std::uint64_t Supervisor::maxPayload(std::string_view pool) const {
+  for (const auto& p : pools_) {
+    if (p->config.name == pool) return p->config.maxPayload;
+  }
+  return 0;
+}
+
+Supervisor::PoolRuntime* Supervisor::findPool(std::string_view name) {
+  for (auto& p : pools_) {
+    if (p->config.name == name) return p.get();
+  }
+  return nullptr;
+}
+
+std::variant<core::JobId, Supervisor::SubmitError> Supervisor::submit(
+    std::string_view poolName, core::Payload payload, std::optional<core::Duration> timeout,
+    Reply reply) {
+  PoolRuntime* pool = findPool(poolName);
+  if (!pool) return SubmitError::kUnknownPool;
+  if (payload->size() > pool->config.maxPayload) return SubmitError::kPayloadTooLarge;
+  const core::JobId id = nextJobId_++;
+  replies_.emplace(id, std::move(reply));
+  jobPool_.emplace(id, pool);
+  post(*pool, core::JobSubmitted{id, std::move(payload), timeout});
+  drain();
+  return id;
+}
+
+void Supervisor::cancel(core::JobId job) {
+  auto it = jobPool_.find(job);
+  if (it == jobPool_.end()) return;
+  post(*it->second, core::JobCancelled{job});
+  drain();
+}
+
+void Supervisor::shutdown(std::function<void()> onStopped) {
+  if (shuttingDown_) return;
+  shuttingDown_ = true;
+  onStopped_ = std::move(onStopped);
+  for (auto& pool : pools_) post(*pool, core::ShutdownRequested{});
+  drain();
+}
+
+// ---------------------------------------------------------------- core plumbing
+
+void Supervisor::post(PoolRuntime& pool, core::Event event) {
+  events_.emplace_back(&pool, std::move(event));
+}
+
+void Supervisor::drain() {
+  if (draining_) return;  // the outer drain picks up what was posted
+  draining_ = true;
+  while (!events_.empty()) {
+    auto [pool, event] = std::move(events_.front());
+    events_.pop_front();
+    auto actions = pool->pool.handle(event, now());
+    for (auto& action : actions) execute(*pool, action);
+  }
+  draining_ = false;
+  armTimer();
+  checkStopped();
+}
+
+void Supervisor::checkStopped() {
+  if (!shuttingDown_ || !onStopped_) return;
+  for (const auto& pool : pools_) {
+    if (!pool->pool.stopped()) return;
+  }
+  auto done = std::move(onStopped_);
+  onStopped_ = nullptr;
+  done();
+}
+
+void Supervisor::armTimer() {
+  std::optional<core::Time> next;
+  for (const auto& pool : pools_) {
+    auto d = pool->pool.nextDeadline();
+    if (d && (!next || *d < *next)) next = d;
+  }
+  if (next == armedFor_) return;
+  armedFor_ = next;
+  if (!next) {
+    timer_.cancel();
+    return;
+  }
+  timer_.expires_at(*next);
+  timer_.async_wait([this, armed = *next](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted || armedFor_ != armed) return;
+    armedFor_.reset();
+    for (auto& pool : pools_) post(*pool, core::TimePassed{});
+    drain();
+  });
+}
+
+void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
+  std::visit(
+      [&](auto& a) {
+        using A = std::decay_t<decltype(a)>;
+        if constexpr (std::is_same_v<A, core::SpawnWorker>) {
+          spawn(pool, a);
+        } else if constexpr (std::is_same_v<A, core::SendJob>) {
+          auto it = pool.workers.find(a.worker);
+          if (it == pool.workers.end()) return;
+          it->second->tails[kStacks].clear();  // stacks in a report belong to this job
+          sendFrame(*it->second,
+                    proto::encodeHeader(proto::FrameType::kJob, a.job,
+                                        static_cast<std::uint32_t>(a.payload->size())),
+                    a.payload);
+        } else if constexpr (std::is_same_v<A, core::SendShutdown>) {
+          auto it = pool.workers.find(a.worker);
+          if (it == pool.workers.end()) return;
+          sendFrame(*it->second, proto::encodeHeader(proto::FrameType::kShutdown, 0, 0), nullptr);
+        } else if constexpr (std::is_same_v<A, core::DumpStacks>) {
+          auto it = pool.workers.find(a.worker);
+          if (it == pool.workers.end()) return;
+          if (!os::signalViaPidfd(it->second->pidfd.get(), kDumpSignal)) {
+            ::kill(it->second->pid, kDumpSignal);
+          }
+        } else if constexpr (std::is_same_v<A, core::SignalWorkerGroup>) {
+          auto it = pool.workers.find(a.worker);
+          if (it == pool.workers.end()) return;
+          os::signalProcessGroup(it->second->pid, a.signal == core::GroupSignal::kKill ? SIGKILL
+                                                                                      : SIGTERM);
+        } else if constexpr (std::is_same_v<A, core::ReleaseWorker>) {
+          auto it = pool.workers.find(a.worker);
+          if (it == pool.workers.end()) return;
+          auto worker = it->second;
+          pool.workers.erase(it);
+          if (!worker->closed) {
+            // The core gave up on a process that has not exited (SIGKILL ignored in D state):
+            // keep reaping it through byPid_, but stop listening to it.
+            os::signalProcessGroup(worker->pid, SIGKILL);
+            closeWorkerIo(*worker);
+          }
+        } else if constexpr (std::is_same_v<A, core::FinishJob>) {
+          auto it = replies_.find(a.report.jobId);
+          jobPool_.erase(a.report.jobId);
+          if (it == replies_.end()) return;
+          auto reply = std::move(it->second);
+          replies_.erase(it);
+          reply(a.report);
+        }
+      },
+      action);
+}
+
+// ---------------------------------------------------------------- workers
+
+void Supervisor::spawn(PoolRuntime& pool, const core::SpawnWorker& action) {
+  const std::string name = pool.pool.workerName(action.worker);
+  auto spec = buildWorkerSpec(pool.config, name, options_.baseEnvironment, options_.sdkDirectory);
+  auto result = os::spawnWorker(spec);
+  if (auto* error = std::get_if<os::SpawnError>(&result)) {
+    logLine("pool " + pool.config.name + ": cannot start " + name + ": " + error->describe());
+    post(pool, core::WorkerSpawnFailed{action.worker, error->describe()});
+    return;
+  }
+  auto& process = std::get<os::WorkerProcess>(result);
+  auto worker = std::make_shared<WorkerIo>(io_, pool, action.worker, name,
+                                           static_cast<std::uint32_t>(pool.config.maxPayload));
+  worker->pid = process.pid;
+  worker->pidfd = std::move(process.pidfd);
+  worker->control.assign(asio::local::stream_protocol(), process.control.release());
+  worker->pipes[kStdout].assign(process.stdoutRead.release());
+  worker->pipes[kStderr].assign(process.stderrRead.release());
+  worker->pipes[kStacks].assign(process.stacksRead.release());
+  pool.workers[action.worker] = worker;
+  byPid_[process.pid] = worker;
+  readControl(worker);
+  for (int i = 0; i < 3; ++i) readPipe(worker, i);
+  post(pool, core::WorkerSpawned{action.worker, process.pid});
+}
+
+void Supervisor::readPipe(const std::shared_ptr<WorkerIo>& worker, int which) {
+  worker->pipes[which].async_read_some(
+      asio::buffer(worker->pipeBuffers[which]),
+      [this, worker, which](const boost::system::error_code& ec, std::size_t n) {
+        if (worker->closed) return;
+        if (n > 0) worker->tails[which].append({worker->pipeBuffers[which].data(), n});
+        if (ec) return;  // EOF or error: the exit path drains and closes
+        readPipe(worker, which);
+      });
+}
+
+void Supervisor::readControl(const std::shared_ptr<WorkerIo>& worker) {
+  worker->control.async_read_some(
+      asio::buffer(worker->controlBuffer),
+      [this, worker](const boost::system::error_code& ec, std::size_t n) {
+        if (worker->closed) return;
+        if (n > 0) consumeControlBytes(*worker, {worker->controlBuffer.data(), n});
+        if (ec) {
+          if (ec == asio::error::eof && !worker->misbehaving) {
+            if (auto err = worker->decoder.finish()) misbehaved(*worker, err->reason);
+          }
+          drain();
+          return;
+        }
+        drain();
+        if (!worker->misbehaving) readControl(worker);
+      });
+}
+
+void Supervisor::consumeControlBytes(WorkerIo& worker, std::string_view bytes) {
+  if (worker.misbehaving) return;
+  worker.decoder.feed(bytes);
+  for (;;) {
+    auto result = worker.decoder.next();
+    if (std::holds_alternative<proto::NeedMore>(result)) return;
+    if (auto* err = std::get_if<proto::DecodeError>(&result)) {
+      misbehaved(worker, err->reason);
+      return;
+    }
+    handleFrame(worker, FrameView{std::move(std::get<proto::Frame>(result))});
+    if (worker.misbehaving) return;
+  }
+}
+
+void Supervisor::misbehaved(WorkerIo& worker, std::string reason) {
+  if (worker.misbehaving) return;
+  worker.misbehaving = true;
+  logLine("worker " + worker.name + " (pid " + std::to_string(worker.pid) +
+          ") broke the protocol: " + reason);
+  post(worker.pool, core::WorkerMisbehaved{worker.id, std::move(reason)});
+}
+
+void Supervisor::handleFrame(WorkerIo& worker, FrameView view) {
+  proto::Frame& f = view.frame;
+  using proto::FrameType;
+  if (!worker.helloSeen) {
+    if (f.type != FrameType::kHello) {
+      misbehaved(worker, "expected HELLO first, got " + std::string(proto::frameTypeName(f.type)));
+      return;
+    }
+    json hello = json::parse(f.body, nullptr, false);
+    if (hello.is_discarded() || !hello.is_object() || hello.value("protocol", 0) != 1) {
+      misbehaved(worker, "HELLO body is not {\"protocol\": 1, ...}");
+      return;
+    }
+    worker.helloSeen = true;
+    return;
+  }
+  switch (f.type) {
+    case FrameType::kHello:
+      misbehaved(worker, "HELLO sent twice");
+      return;
+    case FrameType::kReady:
+      post(worker.pool, core::WorkerReady{worker.id});
+      return;
+    case FrameType::kStartFailed: {
+      auto e = parseErrorInfo(f.body);
+      if (!e) return misbehaved(worker, "START_FAILED body is not {type, message, traceback}");
+      post(worker.pool, core::WorkerStartFailed{worker.id, std::move(*e)});
+      return;
+    }
+    case FrameType::kResultBytes:
+    case FrameType::kResultText:
+    case FrameType::kResultJson: {
+      core::ResultKind kind = f.type == FrameType::kResultBytes  ? core::ResultKind::kBytes
+                              : f.type == FrameType::kResultText ? core::ResultKind::kText
+                                                                 : core::ResultKind::kJson;
+      if (kind == core::ResultKind::kJson && !json::accept(f.body)) {
+        return misbehaved(worker, "RESULT_JSON body is not valid JSON");
+      }
+      post(worker.pool, core::JobResultReceived{worker.id, f.jobId, kind,
+                                                std::make_shared<const std::string>(std::move(f.body))});
+      return;
+    }
+    case FrameType::kHandlerError: {
+      auto e = parseErrorInfo(f.body);
+      if (!e) return misbehaved(worker, "HANDLER_ERROR body is not {type, message, traceback}");
+      post(worker.pool, core::JobErrorReceived{worker.id, f.jobId, std::move(*e)});
+      return;
+    }
+    case FrameType::kHeartbeat:
+      post(worker.pool, core::WorkerHeartbeat{worker.id});
+      return;
+    case FrameType::kJob:
+    case FrameType::kShutdown:
+      misbehaved(worker, "worker sent a supervisor frame");
+      return;
+  }
+}
+
+void Supervisor::sendFrame(WorkerIo& worker, std::string header, core::Payload body) {
+  if (worker.closed) return;
+  worker.writes.emplace_back(std::move(header), std::move(body));
+  flushWrites(worker.shared_from_this());
+}
+
+void Supervisor::flushWrites(const std::shared_ptr<WorkerIo>& worker) {
+  if (worker->writing || worker->writes.empty() || worker->closed) return;
+  worker->writing = true;
+  auto& [header, body] = worker->writes.front();
+  std::array<asio::const_buffer, 2> buffers{
+      asio::buffer(header), body ? asio::buffer(*body) : asio::const_buffer()};
+  asio::async_write(worker->control, buffers,
+                    [this, worker](const boost::system::error_code& ec, std::size_t) {
+                      worker->writing = false;
+                      if (worker->closed) return;
+                      worker->writes.pop_front();
+                      if (ec) {
+                        // EPIPE: the worker is gone or going; SIGCHLD tells the rest.
+                        worker->writes.clear();
+                        return;
+                      }
+                      flushWrites(worker);
+                    });
+}
+
+void Supervisor::waitForSigchld() {
+  sigchld_.async_wait([this](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    for (const auto& exit : os::reapExitedChildren()) onChildExit(exit.pid, exit.rawStatus);
+    drain();
+    waitForSigchld();
+  });
+}
+
+void Supervisor::onChildExit(pid_t pid, int status) {
+  auto it = byPid_.find(pid);
+  if (it == byPid_.end()) {
+    orphansReaped_++;  // a grandchild reparented to us (we are a child subreaper)
+    return;
+  }
+  auto worker = it->second;
+  byPid_.erase(it);
+  // Whatever its children still do, they go with it: they may hold its pipes open forever.
+  os::signalProcessGroup(pid, SIGKILL);
+  if (worker->closed) return;  // released earlier by the core
+
+  // Frames and bytes it wrote before dying are in the kernel buffers: take them now, without
+  // waiting for an EOF that a surviving grandchild could withhold.
+  std::array<char, 65536> buf;
+  for (;;) {
+    ssize_t n = ::recv(worker->control.native_handle(), buf.data(), buf.size(), MSG_DONTWAIT);
+    if (n <= 0) break;
+    consumeControlBytes(*worker, {buf.data(), static_cast<std::size_t>(n)});
+  }
+  for (int i = 0; i < 3; ++i) {
+    std::size_t taken = 0;
+    while (taken < kFinalDrainLimit) {
+      ssize_t n = ::read(worker->pipes[i].native_handle(), buf.data(), buf.size());
+      if (n <= 0) break;
+      worker->tails[i].append({buf.data(), static_cast<std::size_t>(n)});
+      taken += static_cast<std::size_t>(n);
+    }
+  }
+
+  core::ExitEvidence evidence;
+  if (WIFSIGNALED(status)) {
+    evidence.signal = WTERMSIG(status);
+    evidence.coreDumped = WCOREDUMP(status);
+  } else if (WIFEXITED(status)) {
+    evidence.exitCode = WEXITSTATUS(status);
+  }
+  evidence.stderrTail = worker->tails[kStderr].tail();
+  evidence.stderrDroppedBytes = worker->tails[kStderr].droppedBytes();
+  evidence.stdoutTail = worker->tails[kStdout].tail();
+  evidence.stacks = worker->tails[kStacks].tail();
+  closeWorkerIo(*worker);
+  post(worker->pool, core::WorkerExited{worker->id, std::move(evidence)});
+}
+
+void Supervisor::closeWorkerIo(WorkerIo& worker) {
+  worker.closed = true;
+  boost::system::error_code ignored;
+  worker.control.close(ignored);
+  for (auto& pipe : worker.pipes) pipe.close(ignored);
+  worker.writes.clear();
+}
+
+// ---------------------------------------------------------------- snapshot
+
+json Supervisor::poolsSnapshot() const {
+  json pools = json::array();
+  const core::Time t = now();
+  for (const auto& p : pools_) {
+    const auto& c = p->pool.counters();
+    json counters = {{"submitted", c.submitted},         {"retries", c.retries},
+                     {"worker_starts", c.workerStarts},  {"start_failures", c.startFailures},
+                     {"worker_deaths", c.workerDeaths},  {"recycles", c.recycles}};
+    for (core::Outcome o : core::kAllOutcomes) {
+      auto it = c.outcomes.find(o);
+      counters[std::string(core::outcomeName(o))] = it == c.outcomes.end() ? 0 : it->second;
+    }
+    json workers = json::array();
+    for (const auto& w : p->pool.workers()) {
+      std::string state(core::workerStateName(w.state));
+      if (w.retiring && w.state == core::WorkerState::kIdle) state = "retiring";
+      json entry = {{"id", w.name},
+                    {"pid", w.pid},
+                    {"slot", w.slot},
+                    {"state", state},
+                    {"jobs_served", w.jobsServed},
+                    {"age_s", std::chrono::duration<double>(t - w.startedAt).count()}};
+      if (w.job) entry["job"] = std::to_string(*w.job);
+      workers.push_back(std::move(entry));
+    }
+    pools.push_back({{"name", p->config.name},
+                     {"handler", p->config.handler},
+                     {"workers_target", p->config.workers},
+                     {"queue_length", p->pool.queueLength()},
+                     {"queue_limit", p->config.queueLimit},
+                     {"in_flight", p->pool.inFlight()},
+                     {"unavailable", p->pool.unavailable()},
+                     {"counters", std::move(counters)},
+                     {"workers", std::move(workers)}});
+  }
+  return {{"pools", std::move(pools)},
+          {"uptime_s", std::chrono::duration<double>(t - startedAt_).count()},
+          {"shutting_down", shuttingDown_},
+          {"orphans_reaped", orphansReaped_}};
+}
+
+}  // namespace bulkhead::runtime

@@ -1,0 +1,89 @@
+#pragma once
+// The event-loop shell around the policy core. It owns the real clock, the worker processes and
+// their file descriptors; it turns what the OS reports (frames, bytes on stderr, SIGCHLD, timers)
+// into core events and carries out the actions the core returns. One thread, one io_context.
+
+#include <boost/asio.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <deque>
+
+#include "config/config.h"
+#include "core/pool.h"
+
+namespace bulkhead::runtime {
+
+struct SupervisorOptions {
+  std::string sdkDirectory;                  // put on each worker's PYTHONPATH
+  std::vector<std::string> baseEnvironment;  // what workers inherit before their pool's env
+};
+
+class Supervisor {
+ public:
+  using Reply = std::function<void(const core::JobReport&)>;
+  enum class SubmitError { kUnknownPool, kPayloadTooLarge };
+
+  Supervisor(boost::asio::io_context& io, const config::Config& config, SupervisorOptions options);
+  ~Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+
+  void start();
+  std::variant<core::JobId, SubmitError> submit(std::string_view pool, core::Payload payload,
+                                                std::optional<core::Duration> timeout, Reply reply);
+  void cancel(core::JobId job);
+  // Stop accepting, let queued and running jobs end, stop every worker, then call onStopped.
+  void shutdown(std::function<void()> onStopped);
+  bool shuttingDown() const { return shuttingDown_; }
+  bool hasPool(std::string_view pool) const;
+  std::uint64_t maxPayload(std::string_view pool) const;
+
+  nlohmann::json poolsSnapshot() const;
+
+ private:
+  struct WorkerIo;
+  struct PoolRuntime;
+
+  void post(PoolRuntime& pool, core::Event event);
+  void drain();
+  void execute(PoolRuntime& pool, core::Action& action);
+  void spawn(PoolRuntime& pool, const core::SpawnWorker& action);
+  void sendFrame(WorkerIo& worker, std::string header, core::Payload body);
+  void flushWrites(const std::shared_ptr<WorkerIo>& worker);
+  void readControl(const std::shared_ptr<WorkerIo>& worker);
+  void readPipe(const std::shared_ptr<WorkerIo>& worker, int which);
+  void consumeControlBytes(WorkerIo& worker, std::string_view bytes);
+  void handleFrame(WorkerIo& worker, struct FrameView frame);
+  void misbehaved(WorkerIo& worker, std::string reason);
+  void onChildExit(pid_t pid, int rawStatus);
+  void closeWorkerIo(WorkerIo& worker);
+  void armTimer();
+  void waitForSigchld();
+  void checkStopped();
+  PoolRuntime* findPool(std::string_view name);
+
+  boost::asio::io_context& io_;
+  SupervisorOptions options_;
+  std::vector<std::unique_ptr<PoolRuntime>> pools_;
+  std::map<pid_t, std::shared_ptr<WorkerIo>> byPid_;
+  std::map<core::JobId, Reply> replies_;
+  std::map<core::JobId, PoolRuntime*> jobPool_;
+  std::deque<std::pair<PoolRuntime*, core::Event>> events_;
+  bool draining_ = false;
+  core::JobId nextJobId_ = 1;
+  boost::asio::steady_timer timer_;
+  std::optional<core::Time> armedFor_;
+  boost::asio::signal_set sigchld_;
+  bool shuttingDown_ = false;
+  std::function<void()> onStopped_;
+  std::uint64_t orphansReaped_ = 0;
+  core::Time startedAt_;
+};
+
+}  // namespace bulkhead::runtime

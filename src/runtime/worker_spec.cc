@@ -1,0 +1,38 @@
+#include "runtime/worker_spec.h"
+
+#include <map>
+
+namespace bulkhead::runtime {
+
+os::SpawnSpec buildWorkerSpec(const config::PoolConfig& pool, const std::string& workerName,
+                              const std::vector<std::string>& baseEnvironment,
+                              const std::string& sdkDirectory) {
+  std::map<std::string, std::string> env;
+  for (const auto& entry : baseEnvironment) {
+    auto eq = entry.find('=');
+    if (eq == std::string::npos || entry.rfind("BULKHEAD_", 0) == 0) continue;
+    env[entry.substr(0, eq)] = entry.substr(eq + 1);
+  }
+  std::string pythonPath;
+  for (const auto& dir : pool.pythonPath) pythonPath += (pythonPath.empty() ? "" : ":") + dir;
+  if (!sdkDirectory.empty()) pythonPath += (pythonPath.empty() ? "" : ":") + sdkDirectory;
+  env["PYTHONPATH"] = pythonPath;
+  env["PYTHONUNBUFFERED"] = "1";
+  env["BULKHEAD_CONTROL_FD"] = std::to_string(os::kControlFd);
+  env["BULKHEAD_STACKS_FD"] = std::to_string(os::kStacksFd);
+  env["BULKHEAD_DUMP_SIGNAL"] = std::to_string(kDumpSignal);
+  env["BULKHEAD_HANDLER"] = pool.handler;
+  env["BULKHEAD_PRELOAD"] = pool.preload;
+  env["BULKHEAD_POOL"] = pool.name;
+  env["BULKHEAD_WORKER_ID"] = workerName;
+  env["BULKHEAD_MAX_FRAME"] = std::to_string(pool.maxPayload);
+  for (const auto& [key, value] : pool.env) env[key] = value;
+
+  os::SpawnSpec spec;
+  spec.executable = pool.python;
+  spec.argv = {pool.python, "-m", "bulkhead.worker"};
+  for (const auto& [key, value] : env) spec.env.push_back(key + "=" + value);
+  return spec;
+}
+
+}  // namespace bulkhead::runtime
