@@ -300,6 +300,11 @@ void Pool::on(const WorkerExited& e, Time now) {
   if (!expected) {
     counters_.workerDeaths++;
     crashLoop_.recordDeath(now);
+    // Each death in a crash loop pushes the next spawn out; ready workers are not affected.
+    auto delay = crashLoop_.spawnDelay(now);
+    if (delay.count() > 0 && (!spawnNotBefore_ || *spawnNotBefore_ < now + delay)) {
+      spawnNotBefore_ = now + delay;
+    }
   }
 
   if (w->state == WorkerState::kStarting ||
@@ -555,7 +560,6 @@ void Pool::expireDeadlines(Time now) {
                " ms in the queue of pool '" + policy_.name + "' without a free worker",
            now);
   }
-  if (spawnNotBefore_ && *spawnNotBefore_ <= now) spawnNotBefore_.reset();
 }
 
 // ---------------------------------------------------------------- rebalance
@@ -581,32 +585,21 @@ int Pool::freeSlot() const {
 
 void Pool::spawnMissing(Time now) {
   if (shuttingDown_) return;
-  if (spawnNotBefore_ && now < *spawnNotBefore_) return;
-  auto live = [&] {
-    int n = 0;
-    for (const auto& [id, w] : workers_) {
-      n += !w.retiring && w.state != WorkerState::kStopping && w.state != WorkerState::kKilling;
-    }
-    return n;
-  };
-  while (live() < policy_.workers) {
-    auto delay = crashLoop_.spawnDelay(now);
-    if (delay.count() > 0 && !spawnNotBefore_) {
-      spawnNotBefore_ = now + delay;
-      return;
-    }
+  if (spawnNotBefore_) {
+    if (now < *spawnNotBefore_) return;
     spawnNotBefore_.reset();
+  }
+  int live = 0;
+  for (const auto& [id, w] : workers_) {
+    live += !w.retiring && w.state != WorkerState::kStopping && w.state != WorkerState::kKilling;
+  }
+  for (; live < policy_.workers; ++live) {
     Worker w;
     w.id = nextWorkerId_++;
     w.slot = freeSlot();
     w.startedAt = now;
     actions_.push_back(SpawnWorker{w.id, w.slot});
     workers_.emplace(w.id, std::move(w));
-    // After a death, one spawn at a time until the crash loop cools down.
-    if (crashLoop_.recentDeaths(now) > policy_.crashLoop.deathsBeforeBackoff) {
-      spawnNotBefore_ = now + crashLoop_.spawnDelay(now);
-      return;
-    }
   }
 }
 

@@ -1,0 +1,343 @@
+// Randomized fault simulation of core::Pool: thousands of jobs against simulated workers that
+// crash, hang, ignore SIGTERM, send bad frames, fail to start, or answer late. A failing seed prints
+// its number and the tail of the event trace so it can be replayed.
+
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <map>
+#include <queue>
+#include <random>
+#include <set>
+#include <cstdio>
+#include <sstream>
+
+#include "core/pool.h"
+#include "testlib/actions.h"
+
+namespace bulkhead::core {
+namespace {
+
+using namespace std::chrono_literals;
+
+enum class Fate { kOk, kError, kCrash, kHang, kGarbage, kSlowOk };
+
+struct SimWorker {
+  bool alive = true;
+  bool ignoresTerm = false;
+  std::optional<JobId> job;
+};
+
+struct Scheduled {
+  Time at;
+  std::uint64_t seq;
+  std::function<void()> run;
+  bool operator>(const Scheduled& o) const { return std::tie(at, seq) > std::tie(o.at, o.seq); }
+};
+
+class Simulation {
+ public:
+  Simulation(unsigned seed, int jobs) : rng_(seed), jobsToSubmit_(jobs) {
+    policy_.name = "sim";
+    policy_.workers = 1 + static_cast<int>(rng_() % 4);
+    policy_.queueLimit = 50;
+    policy_.jobTimeout = 2s;
+    policy_.startupTimeout = 3s;
+    policy_.retries = static_cast<int>(rng_() % 3);
+    policy_.maxJobs = rng_() % 2 ? 0 : 1 + rng_() % 20;
+    policy_.killGrace = 500ms;
+    policy_.stackSettle = 100ms;
+    policy_.killWait = 2s;
+    policy_.stopGrace = 1s;
+    policy_.shutdownTimeout = 20s;
+    pool_ = std::make_unique<Pool>(policy_, now_);
+  }
+
+  void run() {
+    apply(pool_->handle(TimePassed{}, now_));
+    Time at = now_;
+    for (int i = 0; i < jobsToSubmit_; ++i) {
+      at += std::chrono::microseconds(rng_() % 1600000) / policy_.workers;
+      schedule(at, [this] { submitOne(); });
+    }
+    // Shut down after all jobs were submitted and had time to run.
+    schedule(at + 60s,
+             [this] { feed(ShutdownRequested{}); });
+    std::uint64_t steps = 0;
+    while (!pool_->stopped()) {
+      ASSERT_LT(++steps, 5'000'000u) << "simulation does not converge";
+      auto deadline = pool_->nextDeadline();
+      Time next = Time::max();
+      if (!agenda_.empty()) next = agenda_.top().at;
+      if (deadline && *deadline < next) next = *deadline;
+      ASSERT_NE(next, Time::max()) << "pool stuck: nothing scheduled, no deadline" << trace();
+      ASSERT_GE(next + 1ns, now_);
+      now_ = std::max(now_, next);
+      if (!agenda_.empty() && agenda_.top().at <= now_) {
+        auto item = agenda_.top();
+        agenda_.pop();
+        item.run();
+      } else {
+        feed(TimePassed{});
+      }
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+
+  void checkInvariants() {
+    EXPECT_EQ(submitted_.size(), static_cast<std::size_t>(jobsToSubmit_));
+    for (JobId id : submitted_) {
+      EXPECT_EQ(outcomes_.count(id), 1u) << "job " << id << " got no outcome" << trace();
+    }
+    for (const auto& [id, report] : reports_) {
+      EXPECT_LE(report.attempts.size(), static_cast<std::size_t>(policy_.retries + 1));
+      std::set<std::string> workersTried;
+      for (const auto& a : report.attempts) workersTried.insert(a.worker);
+      EXPECT_EQ(workersTried.size(), report.attempts.size()) << "each retry runs on a fresh worker";
+      if (report.outcome == Outcome::kOk) {
+        EXPECT_EQ(report.attempts.back().outcome, Outcome::kOk);
+      }
+      if (report.outcome == Outcome::kHandlerError) {
+        EXPECT_EQ(report.attempts.size(), 1u + crashesBefore(report)) << "handler errors never retry";
+      }
+    }
+    EXPECT_EQ(alive(), 0u) << "every worker process is gone after shutdown";
+    EXPECT_GT(peakReady_, 0u);
+  }
+
+  void checkCapacityRestored() {
+    // Before shutdown, after the last job, the pool was back to its full size of ready workers.
+    EXPECT_EQ(readyAtQuiet_, static_cast<std::size_t>(policy_.workers)) << trace();
+  }
+
+  std::string describe() const {
+    std::ostringstream out;
+    out << "workers=" << policy_.workers << " retries=" << policy_.retries << " max_jobs=" << policy_.maxJobs;
+    int full = 0, waited = 0;
+    for (const auto& [id, r] : reports_) {
+      if (r.outcome == Outcome::kOverloaded) (r.queueFull ? full : waited)++;
+    }
+    out << " overloaded full=" << full << " waited=" << waited;
+    return out.str();
+  }
+
+  std::map<Outcome, int> tally() const {
+    std::map<Outcome, int> t;
+    for (const auto& [id, o] : outcomes_) t[o]++;
+    return t;
+  }
+
+ private:
+  std::size_t crashesBefore(const JobReport& r) const {
+    std::size_t n = 0;
+    for (const auto& a : r.attempts) n += a.outcome == Outcome::kCrashed;
+    return n;
+  }
+
+  std::size_t alive() const {
+    std::size_t n = 0;
+    for (const auto& [id, w] : workers_) n += w.alive;
+    return n;
+  }
+
+  void schedule(Time at, std::function<void()> fn) { agenda_.push({at, seq_++, std::move(fn)}); }
+
+  void submitOne() {
+    JobId id = nextJob_++;
+    submitted_.insert(id);
+    std::optional<Duration> timeout;
+    if (rng_() % 10 == 0) timeout = std::chrono::milliseconds(100 + rng_() % 3000);
+    feed(JobSubmitted{id, testlib::payload("p"), timeout});
+    if (submitted_.size() == static_cast<std::size_t>(jobsToSubmit_)) {
+      // Once the last job is in and everything settled, count ready workers.
+      schedule(now_ + 50s, [this] {
+        readyAtQuiet_ = 0;
+        for (const auto& v : pool_->workers()) {
+          readyAtQuiet_ += v.state == WorkerState::kIdle && !v.retiring;
+        }
+      });
+    }
+  }
+
+  void feed(Event e) {
+    std::ostringstream line;
+    line << std::chrono::duration_cast<std::chrono::milliseconds>(now_.time_since_epoch()).count()
+         << "ms event#" << e.index();
+    log(line.str());
+    apply(pool_->handle(e, now_));
+    std::size_t ready = 0;
+    for (const auto& v : pool_->workers()) ready += v.state == WorkerState::kIdle || v.state == WorkerState::kBusy;
+    peakReady_ = std::max(peakReady_, ready);
+  }
+
+  void apply(const std::vector<Action>& actions) {
+    for (const auto& action : actions) {
+      std::visit([&](const auto& a) { act(a); }, action);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+
+  void act(const SpawnWorker& a) {
+    log("spawn " + std::to_string(a.worker));
+    int r = static_cast<int>(rng_() % 100);
+    if (r < 2) {
+      schedule(now_, [this, id = a.worker] { feed(WorkerSpawnFailed{id, "fork: EAGAIN"}); });
+      return;
+    }
+    workers_[a.worker] = SimWorker{};
+    workers_[a.worker].ignoresTerm = rng_() % 5 == 0;
+    schedule(now_, [this, id = a.worker] { feed(WorkerSpawned{id, static_cast<int>(id) + 100}); });
+    Duration startup = std::chrono::milliseconds(50 + rng_() % 1500);
+    if (r < 5) {
+      schedule(now_ + startup, [this, id = a.worker] {
+        if (!workers_[id].alive) return;
+        feed(WorkerStartFailed{id, {"ImportError", "no", "tb"}});
+        die(id, std::nullopt, 3);
+      });
+    } else if (r < 7) {
+      // hangs in preload: only the startup timeout finds it
+    } else {
+      schedule(now_ + startup, [this, id = a.worker] {
+        if (workers_[id].alive) feed(WorkerReady{id});
+      });
+    }
+  }
+
+  void act(const SendJob& a) {
+    auto& w = workers_.at(a.worker);
+    ASSERT_TRUE(w.alive) << "job sent to a dead worker" << trace();
+    ASSERT_FALSE(w.job) << "two jobs in flight on one worker" << trace();
+    w.job = a.job;
+    int r = static_cast<int>(rng_() % 100);
+    Fate fate = r < 75 ? Fate::kOk : r < 82 ? Fate::kError : r < 90 ? Fate::kCrash
+              : r < 95 ? Fate::kHang : r < 97 ? Fate::kGarbage : Fate::kSlowOk;
+    Duration run = std::chrono::milliseconds(1 + rng_() % 40);
+    if (fate == Fate::kSlowOk) run = std::chrono::milliseconds(1500 + rng_() % 1500);
+    WorkerId id = a.worker;
+    JobId job = a.job;
+    switch (fate) {
+      case Fate::kOk:
+      case Fate::kSlowOk:
+        schedule(now_ + run, [this, id, job] {
+          if (!workers_[id].alive || workers_[id].job != job) return;
+          workers_[id].job.reset();
+          feed(JobResultReceived{id, job, ResultKind::kBytes, testlib::payload("r")});
+        });
+        break;
+      case Fate::kError:
+        schedule(now_ + run, [this, id, job] {
+          if (!workers_[id].alive || workers_[id].job != job) return;
+          workers_[id].job.reset();
+          feed(JobErrorReceived{id, job, {"ValueError", "m", "tb"}});
+        });
+        break;
+      case Fate::kCrash:
+        schedule(now_ + run, [this, id] { die(id, rng_() % 2 ? 6 : 11, std::nullopt); });
+        break;
+      case Fate::kHang:
+        break;
+      case Fate::kGarbage:
+        schedule(now_ + run, [this, id] {
+          if (workers_[id].alive) feed(WorkerMisbehaved{id, "bad magic"});
+        });
+        break;
+    }
+  }
+
+  void act(const SendShutdown& a) {
+    auto& w = workers_.at(a.worker);
+    if (!w.alive) return;
+    schedule(now_ + std::chrono::milliseconds(rng_() % 1500), [this, id = a.worker] {
+      die(id, std::nullopt, 0);
+    });
+  }
+
+  void act(const DumpStacks&) {}
+
+  void act(const SignalWorkerGroup& a) {
+    auto& w = workers_.at(a.worker);
+    if (!w.alive) return;
+    if (a.signal == GroupSignal::kTerminate && w.ignoresTerm) return;
+    schedule(now_ + 1ms, [this, id = a.worker, sig = a.signal] {
+      die(id, sig == GroupSignal::kKill ? 9 : 15, std::nullopt);
+    });
+  }
+
+  void act(const ReleaseWorker& a) {
+    released_.insert(a.worker);
+    auto it = workers_.find(a.worker);
+    if (it != workers_.end() && it->second.alive) {
+      it->second.alive = false;  // the shell SIGKILLs what it releases alive
+    }
+  }
+
+  void act(const FinishJob& a) {
+    const JobReport& r = a.report;
+    ASSERT_TRUE(submitted_.count(r.jobId)) << "outcome for an unknown job" << trace();
+    ASSERT_EQ(outcomes_.count(r.jobId), 0u) << "second outcome for job " << r.jobId << trace();
+    outcomes_[r.jobId] = r.outcome;
+    reports_[r.jobId] = r;
+  }
+
+  void die(WorkerId id, std::optional<int> signal, std::optional<int> code) {
+    auto& w = workers_[id];
+    if (!w.alive) return;
+    w.alive = false;
+    w.job.reset();
+    if (released_.count(id)) return;
+    ExitEvidence e;
+    e.signal = signal;
+    e.exitCode = code;
+    feed(WorkerExited{id, e});
+  }
+
+  void log(std::string line) {
+    trace_.push_back(std::move(line));
+    if (trace_.size() > 40) trace_.pop_front();
+  }
+
+  std::string trace() const {
+    std::string out = "\nlast events:\n";
+    for (const auto& l : trace_) out += "  " + l + "\n";
+    return out;
+  }
+
+  std::mt19937_64 rng_;
+  int jobsToSubmit_;
+  PoolPolicy policy_;
+  std::unique_ptr<Pool> pool_;
+  Time now_{std::chrono::seconds(1)};
+  std::priority_queue<Scheduled, std::vector<Scheduled>, std::greater<>> agenda_;
+  std::uint64_t seq_ = 0;
+  std::map<WorkerId, SimWorker> workers_;
+  std::set<WorkerId> released_;
+  std::set<JobId> submitted_;
+  std::map<JobId, Outcome> outcomes_;
+  std::map<JobId, JobReport> reports_;
+  JobId nextJob_ = 1;
+  std::size_t peakReady_ = 0;
+  std::size_t readyAtQuiet_ = 0;
+  std::deque<std::string> trace_;
+};
+
+TEST(PoolSimulation, EveryJobGetsExactlyOneOutcomeUnderRandomFaults) {
+  std::map<Outcome, int> total;
+  for (unsigned seed = 1; seed <= 30; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    Simulation sim(seed, 500);
+    sim.run();
+    if (HasFatalFailure()) return;
+    sim.checkInvariants();
+    sim.checkCapacityRestored();
+    for (auto [o, n] : sim.tally()) total[o] += n;
+  }
+  for (auto [o, n] : total) std::printf("%-20s %d\n", std::string(outcomeName(o)).c_str(), n);
+  // The simulation must actually exercise the failure paths it claims to.
+  EXPECT_GT(total[Outcome::kOk], 5000);
+  EXPECT_GT(total[Outcome::kHandlerError], 100);
+  EXPECT_GT(total[Outcome::kCrashed] + total[Outcome::kTimedOut], 100);
+  EXPECT_GT(total[Outcome::kTimedOut], 10);
+}
+
+}  // namespace
+}  // namespace bulkhead::core
