@@ -1,0 +1,138 @@
+#include "config/config.h"
+
+#include <gtest/gtest.h>
+
+namespace bulkhead::config {
+namespace {
+
+using namespace std::chrono_literals;
+
+LoadResult load(const std::string& text) { return loadConfigText(text, "/etc/bulkhead/test.toml"); }
+
+// Every error names the file, the line and the key.
+void expectError(const std::string& text, int line, const std::string& key,
+                 const std::string& fragment) {
+  auto r = load(text);
+  EXPECT_FALSE(r.config);
+  ASSERT_FALSE(r.errors.empty()) << text;
+  const auto& e = r.errors.front();
+  EXPECT_EQ(e.file, "/etc/bulkhead/test.toml");
+  EXPECT_EQ(e.line, line) << e.describe();
+  EXPECT_EQ(e.key, key) << e.describe();
+  EXPECT_NE(e.describe().find(fragment), std::string::npos) << e.describe();
+  EXPECT_EQ(e.describe().rfind("/etc/bulkhead/test.toml:" + std::to_string(line) + ": ", 0), 0u)
+      << e.describe();
+}
+
+TEST(Config, FullPoolLoads) {
+  auto r = load(R"(
+[server]
+listen = "unix:/run/bulkhead.sock"
+[pool.faces]
+handler = "faces:embed"
+preload = "faces:load"
+python = "/usr/bin/python3"
+python_path = ["handlers", "/opt/lib"]
+workers = 3
+queue_limit = 10
+job_timeout = "5s"
+startup_timeout = "2m"
+retries = 1
+max_jobs = 100
+env = { OMP_NUM_THREADS = "1" }
+)");
+  ASSERT_TRUE(r.config) << r.errors.front().describe();
+  const auto& p = r.config->pools.at(0);
+  EXPECT_EQ(r.config->server.listen, "unix:/run/bulkhead.sock");
+  EXPECT_EQ(p.name, "faces");
+  EXPECT_EQ(p.workers, 3);
+  EXPECT_EQ(p.jobTimeout, std::chrono::nanoseconds(5s));
+  EXPECT_EQ(p.startupTimeout, std::chrono::nanoseconds(2min));
+  EXPECT_EQ(p.pythonPath.at(0), "/etc/bulkhead/handlers") << "relative to the config file";
+  EXPECT_EQ(p.pythonPath.at(1), "/opt/lib");
+  EXPECT_EQ(p.env.at("OMP_NUM_THREADS"), "1");
+  EXPECT_EQ(p.maxJobs, 100u);
+}
+
+TEST(Config, DefaultsApply) {
+  auto r = load("[pool.a]\nhandler = \"m:f\"\n");
+  ASSERT_TRUE(r.config);
+  EXPECT_EQ(r.config->server.listen, "127.0.0.1:8787");
+  EXPECT_EQ(r.config->pools[0].workers, 2);
+  EXPECT_EQ(r.config->pools[0].retries, 2);
+  EXPECT_EQ(r.config->pools[0].python, "/usr/bin/python3");
+}
+
+TEST(Config, SyntaxErrorNamesTheLine) {
+  auto r = load("[pool.a]\nhandler = \"m:f\"\nworkers = = 2\n");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].line, 3);
+  EXPECT_NE(r.errors[0].describe().find("invalid TOML"), std::string::npos);
+}
+
+TEST(Config, UnknownKey) {
+  expectError("[pool.a]\nhandler = \"m:f\"\nworkerz = 2\n", 3, "pool.a.workerz", "unknown key");
+}
+
+TEST(Config, WrongType) {
+  expectError("[pool.a]\nhandler = \"m:f\"\nworkers = \"two\"\n", 3, "pool.a.workers",
+              "expected an integer between 1 and 4096, got string \"two\"");
+}
+
+TEST(Config, OutOfRange) {
+  expectError("[pool.a]\nhandler = \"m:f\"\nworkers = 0\n", 3, "pool.a.workers", "got 0");
+}
+
+TEST(Config, BadDuration) {
+  expectError("[pool.a]\nhandler = \"m:f\"\n\njob_timeout = \"30 parsecs\"\n", 4,
+              "pool.a.job_timeout", "expected a duration");
+}
+
+TEST(Config, BadSize) {
+  expectError("[pool.a]\nhandler = \"m:f\"\nmax_payload = \"lots\"\n", 3, "pool.a.max_payload",
+              "expected a size");
+}
+
+TEST(Config, HandlerWithoutColon) {
+  expectError("[pool.a]\nhandler = \"module.function\"\n", 2, "pool.a.handler",
+              "expected \"module:function\"");
+}
+
+TEST(Config, MissingHandlerNamesThePoolTable) {
+  expectError("\n[pool.a]\nworkers = 1\n", 2, "pool.a.handler", "missing");
+}
+
+TEST(Config, BadListen) {
+  expectError("[server]\nlisten = \"localhost\"\n[pool.a]\nhandler = \"m:f\"\n", 2, "server.listen",
+              "HOST:PORT");
+}
+
+TEST(Config, EnvValuesMustBeStrings) {
+  expectError("[pool.a]\nhandler = \"m:f\"\nenv = { OMP_NUM_THREADS = 1 }\n", 3,
+              "pool.a.env.OMP_NUM_THREADS", "expected a string");
+}
+
+TEST(Config, RelativePythonIsRefused) {
+  expectError("[pool.a]\nhandler = \"m:f\"\npython = \"python3\"\n", 3, "pool.a.python",
+              "absolute path");
+}
+
+TEST(Config, NoPools) {
+  auto r = load("[server]\nlisten = \"127.0.0.1:1\"\n");
+  ASSERT_FALSE(r.errors.empty());
+  EXPECT_EQ(r.errors[0].key, "pool");
+}
+
+TEST(Config, AllErrorsAreReportedNotJustTheFirst) {
+  auto r = load("[pool.a]\nhandler = \"m\"\nworkers = -1\nretries = \"x\"\n");
+  EXPECT_EQ(r.errors.size(), 3u);
+}
+
+TEST(Config, UnreadableFile) {
+  auto r = loadConfigFile("/nonexistent/bulkhead.toml");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_NE(r.errors[0].describe().find("cannot read"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace bulkhead::config

@@ -1,0 +1,276 @@
+"""Fault-injection handlers for the integration suite.
+
+Each handler reproduces one row of FAULTS.md in a few lines (ctypes for native faults), so the
+tests can check that the real daemon turns the real fault into the documented outcome and
+evidence. Handlers are looked up by the pool config as ``fault_handlers:NAME``; the directory of
+this file is put on the pool's ``python_path`` by conftest.
+
+Handlers that need a scratch directory (pid files, markers, release files) read it from the
+``BULKHEAD_TEST_DIR`` variable, which conftest sets in every pool's ``env``.
+"""
+
+import ctypes
+import hashlib
+import json
+import mmap
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+_STEP = 0.01  # poll interval of handlers that wait for a file the test creates
+
+
+def _scratch(name):
+    return os.path.join(os.environ["BULKHEAD_TEST_DIR"], name)
+
+
+def _segfault():
+    ctypes.string_at(0)  # reads address 0: SIGSEGV, stderr empty (FAULTS.md "segfault")
+
+
+def _libc():
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.restype = None
+    libc.free.argtypes = [ctypes.c_void_p]
+    return libc
+
+
+def _ignore_sigterm(signum, frame):
+    # A Python-level handler that swallows SIGTERM, like many ML frameworks install: the
+    # supervisor must follow SIGTERM with SIGKILL.
+    try:
+        os.write(2, b"fault_handlers: SIGTERM received and ignored\n")
+    except OSError:
+        pass
+
+
+def install_sigterm_handler():
+    """preload: install the SIGTERM-ignoring handler (preload runs on the main thread)."""
+    signal.signal(signal.SIGTERM, _ignore_sigterm)
+    return "sigterm-handler-installed"
+
+
+def _ensure_sigterm_handler():
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _ignore_sigterm)
+    # Otherwise rely on the preload having installed it; report which one is in place.
+    return signal.getsignal(signal.SIGTERM) is _ignore_sigterm
+
+
+# -- well-behaved handlers ------------------------------------------------------------------
+
+
+def echo(payload, ctx):
+    return payload
+
+
+def echo_text(payload, ctx):
+    return payload.decode("utf-8")
+
+
+def echo_dict(payload, ctx):
+    return {"payload": payload.decode("utf-8", "replace"), "len": len(payload)}
+
+
+def echo_list(payload, ctx):
+    return [1, "two", {"three": 3}]
+
+
+def whoami(payload, ctx):
+    """Returns where it ran: tests use it to learn which worker/pid served a job."""
+    return {
+        "pid": os.getpid(),
+        "pgid": os.getpgid(0),
+        "worker_id": getattr(ctx, "worker_id", None),
+        "pool": getattr(ctx, "pool", None),
+        "job_id": getattr(ctx, "job_id", None),
+        "preloaded": getattr(ctx, "preloaded", None),
+        "payload": payload.decode("utf-8", "replace"),
+    }
+
+
+def slow(payload, ctx):
+    """``sleep:SECONDS`` sleeps that long; ``wait:NAME`` waits (at most 30 s) for the scratch file
+    NAME to exist, so a test can hold a worker busy exactly as long as it needs to."""
+    text = payload.decode()
+    if text.startswith("sleep:"):
+        time.sleep(float(text[len("sleep:"):]))
+        return "slept"
+    if text.startswith("wait:"):
+        path = _scratch(text[len("wait:"):])
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise TimeoutError("release file %s never appeared" % path)
+            time.sleep(_STEP)
+        return "released"
+    return payload
+
+
+def stdout_flood(payload, ctx):
+    """Prints ~8 MiB to stdout (a chatty library), then returns; ``crash`` segfaults instead."""
+    line = "chatty library output " + "x" * 80 + "\n"
+    for i in range(80_000):
+        sys.stdout.write("%d %s" % (i, line))
+    sys.stdout.write("STDOUT-LAST-LINE\n")
+    sys.stdout.flush()
+    if payload == b"crash":
+        _segfault()
+    return {"printed_lines": 80_000}
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+def double_free(payload, ctx):
+    """free() one malloc'd pointer twice: glibc aborts, SIGABRT, stderr
+    ``free(): double free detected in tcache 2``."""
+    libc = _libc()
+    p = libc.malloc(64)
+    libc.free(p)
+    libc.free(p)
+    return b"unreachable"
+
+
+def segfault(payload, ctx):
+    """Null-pointer read: SIGSEGV with empty stderr."""
+    _segfault()
+    return b"unreachable"
+
+
+def raise_value_error(payload, ctx):
+    raise ValueError("bad input: %r" % payload[:32])
+
+
+def deadlock_with_sigterm_handler(payload, ctx):
+    """A Python deadlock (``Lock`` acquired twice) in a process that ignores SIGTERM: 0% CPU
+    forever, SIGTERM runs the handler but the process stays hung."""
+    _ensure_sigterm_handler()
+    lock = threading.Lock()
+    lock.acquire()
+    lock.acquire()  # never returns
+    return b"unreachable"
+
+
+def native_spin_holding_gil(payload, ctx):
+    """An infinite loop in machine code (``jmp $``) called through PYFUNCTYPE, so the GIL stays
+    held: no Python code runs again in this process (heartbeat thread and SIGTERM handler
+    included); only SIGKILL ends it."""
+    _ensure_sigterm_handler()
+    page = mmap.mmap(-1, mmap.PAGESIZE,
+                     prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(b"\xeb\xfe")  # x86-64: jmp to itself
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    spin = ctypes.PYFUNCTYPE(None)(addr)
+    spin()  # never returns
+    return b"unreachable"
+
+
+def stderr_flood_then_segfault(payload, ctx):
+    """Writes 50 MiB to stderr, a marker line, then segfaults. Undrained, this blocks forever in
+    write() with 64 KiB in the pipe and never reaches the crash."""
+    chunk = b"E" * 1023 + b"\n"
+    block = chunk * 1024  # 1 MiB
+    for _ in range(50):
+        view = memoryview(block)
+        while view:
+            n = os.write(2, view)
+            view = view[n:]
+    os.write(2, b"END-OF-FLOOD\n")
+    _segfault()
+    return b"unreachable"
+
+
+def _spawn_grandchild(tag):
+    # Inherits fds 1 and 2 (the supervisor's stdout/stderr pipes): while it lives, those pipes
+    # never reach EOF. close_fds (the default) closes the control and stacks fds.
+    child = subprocess.Popen(["sleep", "1000"])
+    with open(_scratch("grandchild-%s.pid" % tag), "w") as f:
+        f.write(str(child.pid))
+    return child
+
+
+def grandchild_then_hang(payload, ctx):
+    _spawn_grandchild(payload.decode() or "hang")
+    os.write(2, b"grandchild started, now hanging\n")
+    threading.Event().wait()
+    return b"unreachable"
+
+
+def grandchild_then_segfault(payload, ctx):
+    _spawn_grandchild(payload.decode() or "segv")
+    os.write(2, b"grandchild started, now crashing\n")
+    _segfault()
+    return b"unreachable"
+
+
+def garbage_frame(payload, ctx):
+    """Writes bytes that are not a frame (wrong magic) to the control socket, then waits to be
+    killed. The supervisor must kill this worker only, with cause ``protocol_error: ...``."""
+    fd = int(os.environ.get("BULKHEAD_CONTROL_FD", "3"))
+    os.write(fd, b"NOT A FRAME \x00\xff\xfe garbage garbage garbage")
+    threading.Event().wait(60)
+    return b"should have been killed"
+
+
+def oversized_frame_header(payload, ctx):
+    """A syntactically valid header announcing a result body far above any limit."""
+    fd = int(os.environ.get("BULKHEAD_CONTROL_FD", "3"))
+    job_id = int(getattr(ctx, "job_id", 0) or 0)
+    header = b"BK" + bytes([1, 0x10]) + (0xFFFFFFF0).to_bytes(4, "little") \
+        + job_id.to_bytes(8, "little")
+    os.write(fd, header)
+    threading.Event().wait(60)
+    return b"should have been killed"
+
+
+def by_payload(payload, ctx):
+    """Poison input: ``crash`` segfaults, anything else is echoed."""
+    if payload == b"crash":
+        _segfault()
+    return payload
+
+
+def crash_once(payload, ctx):
+    """Crashes the first time it sees a given payload, succeeds afterwards. The marker lives in
+    the scratch dir, so the outcome is deterministic: attempt 1 crashes, attempt 2 (on a fresh
+    worker) succeeds."""
+    key = hashlib.sha1(payload).hexdigest()[:16]
+    marker = _scratch("crash-once-" + key)
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        os.write(2, b"crash_once: first sight of this payload, crashing\n")
+        _segfault()
+    with open(marker) as f:
+        crashed_pid = int(f.read())
+    return {"pid": os.getpid(), "crashed_pid": crashed_pid}
+
+
+def exit_midjob(payload, ctx):
+    """sys.exit-like exit with a code, no signal (os._exit skips cleanup)."""
+    os.write(2, b"exit_midjob: leaving with code 7\n")
+    os._exit(7)
+
+
+def preload_value():
+    """preload: the returned value reaches handlers as ctx.preloaded."""
+    return {"model": "tiny", "loaded_by": os.getpid()}
+
+
+def show_preloaded(payload, ctx):
+    return {"preloaded": ctx.preloaded, "pid": os.getpid()}
+
+
+def env_dump(payload, ctx):
+    keys = payload.decode().split(",") if payload else []
+    return {k: os.environ.get(k) for k in keys}
+
+
+def result_json_text(payload, ctx):
+    return json.dumps({"as": "text"})
