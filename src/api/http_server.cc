@@ -32,10 +32,9 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     parser_.emplace();
     parser_->body_limit(maxBody_);
     parser_->header_limit(64 * 1024);
-    http::async_read(socket_, buffer_, *parser_,
-                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
-                       self->onRead(ec);
-                     });
+    http::async_read(
+        socket_, buffer_, *parser_,
+        [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
   }
 
   void onRead(beast::error_code ec) {
@@ -44,9 +43,9 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
       return close();
     }
     if (ec == http::error::body_limit) {
-      return fail(413, "payload_too_large",
-                  "request body exceeds the server's limit of " + std::to_string(maxBody_) +
-                      " bytes");
+      return fail(
+          413, "payload_too_large",
+          "request body exceeds the server's limit of " + std::to_string(maxBody_) + " bytes");
     }
     if (ec == http::error::header_limit) {
       return fail(431, "bad_request", "request headers too large");
@@ -67,11 +66,12 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   void write(Response response) {
     response.keep_alive(keepAlive_);
     auto message = std::make_shared<Response>(std::move(response));
-    http::async_write(socket_, *message,
-                      [self = this->shared_from_this(), message](beast::error_code ec, std::size_t) {
-                        if (ec || !self->keepAlive_) return self->close();
-                        self->readRequest();
-                      });
+    http::async_write(
+        socket_, *message,
+        [self = this->shared_from_this(), message](beast::error_code ec, std::size_t) {
+          if (ec || !self->keepAlive_) return self->close();
+          self->readRequest();
+        });
   }
 
   void close() {
@@ -120,9 +120,7 @@ HttpServer::HttpServer(asio::io_context& io, runtime::Supervisor& supervisor,
                        HttpServerOptions options)
     : impl_(std::make_unique<Impl>(io, supervisor, std::move(options))) {}
 
-HttpServer::~HttpServer() {
-  stopAccepting();
-}
+HttpServer::~HttpServer() { stopAccepting(); }
 
 std::string HttpServer::start() {
   const std::string& listen = impl_->options.listen;
@@ -139,7 +137,8 @@ std::string HttpServer::start() {
     }
     auto colon = listen.rfind(':');
     std::string host = listen.substr(0, colon);
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
     auto port = static_cast<unsigned short>(std::stoi(listen.substr(colon + 1)));
     asio::ip::tcp::endpoint endpoint(asio::ip::make_address(host), port);
     impl_->tcp.open(endpoint.protocol());

@@ -17,7 +17,8 @@ struct HttpServerOptions {
 
 class HttpServer {
  public:
-  HttpServer(boost::asio::io_context& io, runtime::Supervisor& supervisor, HttpServerOptions options);
+  HttpServer(boost::asio::io_context& io, runtime::Supervisor& supervisor,
+             HttpServerOptions options);
   ~HttpServer();
   // Binds and starts accepting. Returns a printable address ("http://127.0.0.1:8787",
   // "unix:/path") or throws std::runtime_error naming the address and the cause.

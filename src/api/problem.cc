@@ -8,36 +8,57 @@ using nlohmann::json;
 
 int httpStatusFor(const core::JobReport& report) {
   switch (report.outcome) {
-    case core::Outcome::kOk: return 200;
-    case core::Outcome::kHandlerError: return 422;
-    case core::Outcome::kPoison: return 422;
-    case core::Outcome::kCrashed: return 502;
-    case core::Outcome::kOomKilled: return 502;
-    case core::Outcome::kResourceExhausted: return 502;
-    case core::Outcome::kTimedOut: return 504;
-    case core::Outcome::kHung: return 504;
+    case core::Outcome::kOk:
+      return 200;
+    case core::Outcome::kHandlerError:
+      return 422;
+    case core::Outcome::kPoison:
+      return 422;
+    case core::Outcome::kCrashed:
+      return 502;
+    case core::Outcome::kOomKilled:
+      return 502;
+    case core::Outcome::kResourceExhausted:
+      return 502;
+    case core::Outcome::kTimedOut:
+      return 504;
+    case core::Outcome::kHung:
+      return 504;
     case core::Outcome::kOverloaded:
       // A full queue asks the caller to slow down; a queue wait past the deadline is our capacity.
       return report.queueFull ? 429 : 503;
-    case core::Outcome::kUnavailable: return 503;
-    case core::Outcome::kCancelled: return 409;
+    case core::Outcome::kUnavailable:
+      return 503;
+    case core::Outcome::kCancelled:
+      return 409;
   }
   return 500;
 }
 
 std::string titleFor(core::Outcome outcome) {
   switch (outcome) {
-    case core::Outcome::kOk: return "ok";
-    case core::Outcome::kHandlerError: return "the handler raised an exception";
-    case core::Outcome::kCrashed: return "worker crashed";
-    case core::Outcome::kTimedOut: return "job timed out";
-    case core::Outcome::kHung: return "worker hung";
-    case core::Outcome::kOomKilled: return "worker killed at its memory limit";
-    case core::Outcome::kResourceExhausted: return "worker ran out of a limited resource";
-    case core::Outcome::kPoison: return "job quarantined as poison";
-    case core::Outcome::kOverloaded: return "pool overloaded";
-    case core::Outcome::kUnavailable: return "pool unavailable";
-    case core::Outcome::kCancelled: return "job cancelled";
+    case core::Outcome::kOk:
+      return "ok";
+    case core::Outcome::kHandlerError:
+      return "the handler raised an exception";
+    case core::Outcome::kCrashed:
+      return "worker crashed";
+    case core::Outcome::kTimedOut:
+      return "job timed out";
+    case core::Outcome::kHung:
+      return "worker hung";
+    case core::Outcome::kOomKilled:
+      return "worker killed at its memory limit";
+    case core::Outcome::kResourceExhausted:
+      return "worker ran out of a limited resource";
+    case core::Outcome::kPoison:
+      return "job quarantined as poison";
+    case core::Outcome::kOverloaded:
+      return "pool overloaded";
+    case core::Outcome::kUnavailable:
+      return "pool unavailable";
+    case core::Outcome::kCancelled:
+      return "job cancelled";
   }
   return "unknown";
 }
@@ -67,9 +88,8 @@ json attemptJson(const core::AttemptRecord& a) {
     j["stacks"] = json::parse(text(a.exit.stacks));
   }
   if (a.error) {
-    j["error"] = {{"type", a.error->type},
-                  {"message", a.error->message},
-                  {"traceback", a.error->traceback}};
+    j["error"] = {
+        {"type", a.error->type}, {"message", a.error->message}, {"traceback", a.error->traceback}};
   }
   return j;
 }

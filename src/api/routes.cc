@@ -41,9 +41,15 @@ Response reportResponse(unsigned version, const core::JobReport& r) {
   }
   Response res{http::status::ok, version};
   switch (r.resultKind) {
-    case core::ResultKind::kBytes: res.set(http::field::content_type, "application/octet-stream"); break;
-    case core::ResultKind::kJson: res.set(http::field::content_type, "application/json"); break;
-    case core::ResultKind::kText: res.set(http::field::content_type, "text/plain; charset=utf-8"); break;
+    case core::ResultKind::kBytes:
+      res.set(http::field::content_type, "application/octet-stream");
+      break;
+    case core::ResultKind::kJson:
+      res.set(http::field::content_type, "application/json");
+      break;
+    case core::ResultKind::kText:
+      res.set(http::field::content_type, "text/plain; charset=utf-8");
+      break;
   }
   res.set("X-Bulkhead-Outcome", "ok");
   res.set("X-Bulkhead-Job", std::to_string(r.jobId));
@@ -79,12 +85,12 @@ void submitJob(runtime::Supervisor& supervisor, const std::string& pool, Request
     return;
   }
   if (req.body().size() > supervisor.maxPayload(pool)) {
-    respond(problemResponse(
-        version, 413,
-        apiProblem(413, "payload_too_large",
-                   "payload of " + std::to_string(req.body().size()) +
-                       " bytes exceeds max_payload of pool '" + pool + "' (" +
-                       std::to_string(supervisor.maxPayload(pool)) + " bytes)")));
+    respond(
+        problemResponse(version, 413,
+                        apiProblem(413, "payload_too_large",
+                                   "payload of " + std::to_string(req.body().size()) +
+                                       " bytes exceeds max_payload of pool '" + pool + "' (" +
+                                       std::to_string(supervisor.maxPayload(pool)) + " bytes)")));
     return;
   }
   auto payload = std::make_shared<const std::string>(std::move(req.body()));
@@ -111,11 +117,11 @@ void route(runtime::Supervisor& supervisor, Request& req, Respond respond) {
   const auto method = req.method();
 
   auto methodNotAllowed = [&](const char* allowed) {
-    Response res = problemResponse(
-        version, 405,
-        apiProblem(405, "method_not_allowed",
-                   std::string(req.method_string()) + " is not allowed on " + std::string(path) +
-                       " (allowed: " + allowed + ")"));
+    Response res =
+        problemResponse(version, 405,
+                        apiProblem(405, "method_not_allowed",
+                                   std::string(req.method_string()) + " is not allowed on " +
+                                       std::string(path) + " (allowed: " + allowed + ")"));
     res.set(http::field::allow, allowed);
     respond(std::move(res));
   };

@@ -46,8 +46,9 @@ int serve(const std::string& path, const std::string& listenOverride) {
 
   ::signal(SIGPIPE, SIG_IGN);
   if (!os::becomeChildSubreaper()) {
-    std::fprintf(stderr, "bulkhead: warning: cannot become a child subreaper; orphaned "
-                         "grandchildren of workers will be reaped by init instead\n");
+    std::fprintf(stderr,
+                 "bulkhead: warning: cannot become a child subreaper; orphaned "
+                 "grandchildren of workers will be reaped by init instead\n");
   }
   boost::asio::io_context io(1);
   runtime::SupervisorOptions options;
@@ -123,7 +124,8 @@ void printProblem(const json& p) {
       std::fprintf(stderr, ", exit code %d", a["exit_code"].get<int>());
     }
     std::fprintf(stderr, "\n");
-    if (a.contains("cause")) std::fprintf(stderr, "  cause: %s\n", a["cause"].get<std::string>().c_str());
+    if (a.contains("cause"))
+      std::fprintf(stderr, "  cause: %s\n", a["cause"].get<std::string>().c_str());
     if (a.contains("error")) {
       std::fprintf(stderr, "  %s", a["error"].value("traceback", "").c_str());
     }
@@ -182,16 +184,14 @@ int status(const std::string& url) {
     const auto& c = p["counters"];
     std::uint64_t failed = c.value("submitted", 0ull) - c.value("ok", 0ull);
     failed -= p.value("queue_length", 0ull) + p.value("in_flight", 0ull);
-    std::printf("%-14s %-8s %-7llu %-7llu %-8llu %-8llu %-8llu %-8llu\n",
-                p.value("name", "").c_str(),
-                (std::to_string(p["workers"].size()) + "/" +
-                 std::to_string(p.value("workers_target", 0)))
-                    .c_str(),
-                (unsigned long long)p.value("queue_length", 0ull),
-                (unsigned long long)p.value("in_flight", 0ull),
-                (unsigned long long)c.value("ok", 0ull), (unsigned long long)failed,
-                (unsigned long long)c.value("worker_deaths", 0ull),
-                (unsigned long long)c.value("worker_starts", 0ull));
+    std::printf(
+        "%-14s %-8s %-7llu %-7llu %-8llu %-8llu %-8llu %-8llu\n", p.value("name", "").c_str(),
+        (std::to_string(p["workers"].size()) + "/" + std::to_string(p.value("workers_target", 0)))
+            .c_str(),
+        (unsigned long long)p.value("queue_length", 0ull),
+        (unsigned long long)p.value("in_flight", 0ull), (unsigned long long)c.value("ok", 0ull),
+        (unsigned long long)failed, (unsigned long long)c.value("worker_deaths", 0ull),
+        (unsigned long long)c.value("worker_starts", 0ull));
   }
   std::printf("\n%-16s %-8s %-10s %-6s %-9s\n", "WORKER", "PID", "STATE", "JOBS", "AGE");
   for (const auto& p : j["pools"]) {
@@ -221,7 +221,8 @@ int main(int argc, char** argv) {
   auto* callCmd = app.add_subcommand("call", "run one job and print its result or its outcome");
   callCmd->add_option("pool", pool, "pool name")->required();
   callCmd->add_option("payload", payload, "payload bytes, @file, or - for stdin");
-  callCmd->add_option("--url", url, "supervisor URL (default $BULKHEAD_URL or http://127.0.0.1:8787)");
+  callCmd->add_option("--url", url,
+                      "supervisor URL (default $BULKHEAD_URL or http://127.0.0.1:8787)");
   callCmd->add_option("--timeout", timeout, "job timeout, e.g. 5s");
 
   auto* statusCmd = app.add_subcommand("status", "show pools and workers");

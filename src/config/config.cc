@@ -1,13 +1,13 @@
 #include "config/config.h"
 
+#include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
 #include <sstream>
-#include <cerrno>
-#include <cstring>
-#include <cctype>
 
 #define TOML_EXCEPTIONS 1
 #include <toml++/toml.h>
@@ -20,16 +20,26 @@ namespace {
 
 std::string describeNode(const toml::node& node) {
   switch (node.type()) {
-    case toml::node_type::string: return "string \"" + std::string(*node.value<std::string>()) + "\"";
-    case toml::node_type::integer: return "integer " + std::to_string(*node.value<int64_t>());
-    case toml::node_type::floating_point: return "float";
-    case toml::node_type::boolean: return "boolean";
-    case toml::node_type::table: return "table";
-    case toml::node_type::array: return "array";
-    case toml::node_type::date: return "date";
-    case toml::node_type::time: return "time";
-    case toml::node_type::date_time: return "date-time";
-    case toml::node_type::none: return "nothing";
+    case toml::node_type::string:
+      return "string \"" + std::string(*node.value<std::string>()) + "\"";
+    case toml::node_type::integer:
+      return "integer " + std::to_string(*node.value<int64_t>());
+    case toml::node_type::floating_point:
+      return "float";
+    case toml::node_type::boolean:
+      return "boolean";
+    case toml::node_type::table:
+      return "table";
+    case toml::node_type::array:
+      return "array";
+    case toml::node_type::date:
+      return "date";
+    case toml::node_type::time:
+      return "time";
+    case toml::node_type::date_time:
+      return "date-time";
+    case toml::node_type::none:
+      return "nothing";
   }
   return "value";
 }
@@ -39,7 +49,8 @@ class Loader {
   Loader(std::string path, std::vector<ConfigError>& errors)
       : path_(std::move(path)), errors_(errors) {}
 
-  void error(const toml::node* node, int fallbackLine, const std::string& key, std::string message) {
+  void error(const toml::node* node, int fallbackLine, const std::string& key,
+             std::string message) {
     int line = node ? static_cast<int>(node->source().begin.line) : fallbackLine;
     errors_.push_back({path_, line, key, std::move(message)});
   }
@@ -50,8 +61,10 @@ class Loader {
                   std::string& out) {
     const toml::node* n = t.get(key);
     if (!n) return;
-    if (auto v = n->value<std::string>()) out = *v;
-    else error(n, line, prefix + key, "expected a string, got " + describeNode(*n));
+    if (auto v = n->value<std::string>())
+      out = *v;
+    else
+      error(n, line, prefix + key, "expected a string, got " + describeNode(*n));
   }
 
   void readInt(const toml::table& t, int line, const std::string& prefix, const char* key,
@@ -87,9 +100,9 @@ class Loader {
       return;
     }
     if (*d < min) {
-      error(n, line, prefix + key, "expected a duration of at least " +
-                                       std::to_string(min.count() / 1000000) + "ms, got \"" + *s +
-                                       "\"");
+      error(n, line, prefix + key,
+            "expected a duration of at least " + std::to_string(min.count() / 1000000) +
+                "ms, got \"" + *s + "\"");
       return;
     }
     out = *d;
@@ -100,8 +113,10 @@ class Loader {
     const toml::node* n = t.get(key);
     if (!n) return;
     std::optional<std::uint64_t> size;
-    if (n->is_string()) size = parseSize(*n->value<std::string>());
-    else if (n->is_integer() && *n->value<int64_t>() >= 0) size = *n->value<int64_t>();
+    if (n->is_string())
+      size = parseSize(*n->value<std::string>());
+    else if (n->is_integer() && *n->value<int64_t>() >= 0)
+      size = *n->value<int64_t>();
     if (!size || *size < min) {
       error(n, line, prefix + key,
             "expected a size such as \"512MiB\" or \"4GiB\" (at least " + std::to_string(min) +
@@ -127,8 +142,7 @@ class Loader {
     auto colon = value.find(':');
     if (colon == std::string::npos || colon == 0 || colon + 1 == value.size() ||
         value.find(':', colon + 1) != std::string::npos) {
-      error(t.get(key), line, prefix + key,
-            "expected \"module:function\", got \"" + value + "\"");
+      error(t.get(key), line, prefix + key, "expected \"module:function\", got \"" + value + "\"");
     }
   }
 
@@ -141,7 +155,8 @@ class Loader {
       auto colon = s.listen.rfind(':');
       bool ok = colon != std::string::npos && colon > 0 && colon + 1 < s.listen.size();
       if (ok) {
-        for (std::size_t i = colon + 1; i < s.listen.size(); ++i) ok &= std::isdigit(s.listen[i]) != 0;
+        for (std::size_t i = colon + 1; i < s.listen.size(); ++i)
+          ok &= std::isdigit(s.listen[i]) != 0;
         ok = ok && std::stol(s.listen.substr(colon + 1)) <= 65535;
       }
       if (!ok) {
@@ -161,11 +176,12 @@ class Loader {
     c.name = name;
     c.line = line;
     const std::string p = "pool." + name + ".";
-    rejectUnknown(t, line, p,
-                  {"handler", "preload", "python", "python_path", "workers", "queue_limit",
-                   "job_timeout", "startup_timeout", "kill_grace", "retries", "max_jobs",
-                   "max_payload", "env"});
-    if (!t.get("handler")) error(nullptr, line, p + "handler", "missing: expected \"module:function\"");
+    rejectUnknown(
+        t, line, p,
+        {"handler", "preload", "python", "python_path", "workers", "queue_limit", "job_timeout",
+         "startup_timeout", "kill_grace", "retries", "max_jobs", "max_payload", "env"});
+    if (!t.get("handler"))
+      error(nullptr, line, p + "handler", "missing: expected \"module:function\"");
     readString(t, line, p, "handler", c.handler);
     if (!c.handler.empty() || t.get("handler")) checkEntryPoint(t, line, p, "handler", c.handler);
     readString(t, line, p, "preload", c.preload);
@@ -210,14 +226,16 @@ class Loader {
     readDuration(t, line, p, "kill_grace", std::chrono::milliseconds(0), c.killGrace);
     readSize(t, line, p, "max_payload", 1, c.maxPayload);
     if (c.maxPayload > 0xFFFFFFFFull) {
-      error(t.get("max_payload"), line, p + "max_payload", "expected at most 4GiB - 1 (frame limit)");
+      error(t.get("max_payload"), line, p + "max_payload",
+            "expected at most 4GiB - 1 (frame limit)");
     }
     if (const toml::node* n = t.get("env")) {
       if (const toml::table* e = n->as_table()) {
         for (auto&& [k, val] : *e) {
           if (auto s = val.value<std::string>(); s && val.is_string()) {
             if (k.str().find('=') != std::string_view::npos || k.str().empty()) {
-              error(&val, line, p + "env." + std::string(k.str()), "variable names can't contain '='");
+              error(&val, line, p + "env." + std::string(k.str()),
+                    "variable names can't contain '='");
             }
             c.env[std::string(k.str())] = *s;
           } else {
@@ -226,7 +244,8 @@ class Loader {
           }
         }
       } else {
-        error(n, line, p + "env", "expected a table such as { KEY = \"value\" }, got " + describeNode(*n));
+        error(n, line, p + "env",
+              "expected a table such as { KEY = \"value\" }, got " + describeNode(*n));
       }
     }
     return c;
@@ -255,7 +274,8 @@ class Loader {
           if (poolName.empty() || poolName.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
                                                              "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
                                                              "0123456789_-") != std::string::npos) {
-            error(&v, 0, "pool." + poolName, "pool names may use letters, digits, '_' and '-' only");
+            error(&v, 0, "pool." + poolName,
+                  "pool names may use letters, digits, '_' and '-' only");
             continue;
           }
           if (const toml::table* t = v.as_table()) {

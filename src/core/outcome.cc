@@ -4,17 +4,28 @@ namespace bulkhead::core {
 
 std::string_view outcomeName(Outcome outcome) {
   switch (outcome) {
-    case Outcome::kOk: return "ok";
-    case Outcome::kHandlerError: return "handler_error";
-    case Outcome::kCrashed: return "crashed";
-    case Outcome::kTimedOut: return "timed_out";
-    case Outcome::kHung: return "hung";
-    case Outcome::kOomKilled: return "oom_killed";
-    case Outcome::kResourceExhausted: return "resource_exhausted";
-    case Outcome::kPoison: return "poison";
-    case Outcome::kOverloaded: return "overloaded";
-    case Outcome::kUnavailable: return "unavailable";
-    case Outcome::kCancelled: return "cancelled";
+    case Outcome::kOk:
+      return "ok";
+    case Outcome::kHandlerError:
+      return "handler_error";
+    case Outcome::kCrashed:
+      return "crashed";
+    case Outcome::kTimedOut:
+      return "timed_out";
+    case Outcome::kHung:
+      return "hung";
+    case Outcome::kOomKilled:
+      return "oom_killed";
+    case Outcome::kResourceExhausted:
+      return "resource_exhausted";
+    case Outcome::kPoison:
+      return "poison";
+    case Outcome::kOverloaded:
+      return "overloaded";
+    case Outcome::kUnavailable:
+      return "unavailable";
+    case Outcome::kCancelled:
+      return "cancelled";
   }
   return "unknown";
 }

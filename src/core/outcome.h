@@ -25,15 +25,15 @@ enum class Outcome {
 };
 
 inline constexpr Outcome kAllOutcomes[] = {
-    Outcome::kOk,          Outcome::kHandlerError, Outcome::kCrashed,
-    Outcome::kTimedOut,    Outcome::kHung,         Outcome::kOomKilled,
-    Outcome::kResourceExhausted, Outcome::kPoison, Outcome::kOverloaded,
-    Outcome::kUnavailable, Outcome::kCancelled,
+    Outcome::kOk,         Outcome::kHandlerError, Outcome::kCrashed,           Outcome::kTimedOut,
+    Outcome::kHung,       Outcome::kOomKilled,    Outcome::kResourceExhausted, Outcome::kPoison,
+    Outcome::kOverloaded, Outcome::kUnavailable,  Outcome::kCancelled,
 };
 
 std::string_view outcomeName(Outcome outcome);
 
-// Failures of the worker rather than of the job's own code: worth another attempt on a fresh worker.
+// Failures of the worker rather than of the job's own code: worth another attempt on a fresh
+// worker.
 bool isInfrastructureFailure(Outcome outcome);
 
 struct ErrorInfo {
@@ -44,8 +44,8 @@ struct ErrorInfo {
 
 // What the OS layer observed about a worker when it went away.
 struct ExitEvidence {
-  std::optional<int> signal;     // set when killed by a signal (WTERMSIG)
-  std::optional<int> exitCode;   // set when it exited (WEXITSTATUS)
+  std::optional<int> signal;    // set when killed by a signal (WTERMSIG)
+  std::optional<int> exitCode;  // set when it exited (WEXITSTATUS)
   bool coreDumped = false;
   std::string stderrTail;
   std::uint64_t stderrDroppedBytes = 0;
@@ -59,7 +59,7 @@ struct AttemptRecord {
   int pid = 0;
   Outcome outcome = Outcome::kOk;
   std::string cause;
-  ExitEvidence exit;          // empty for ok / handler_error
+  ExitEvidence exit;               // empty for ok / handler_error
   std::optional<ErrorInfo> error;  // handler_error, start failure
   double runMs = 0;
 };
@@ -75,8 +75,8 @@ struct JobReport {
   std::string detail;
   std::vector<AttemptRecord> attempts;
   ResultKind resultKind = ResultKind::kBytes;
-  Payload result;               // ok only
-  std::string worker;           // ok only: who produced it
+  Payload result;      // ok only
+  std::string worker;  // ok only: who produced it
   double queueMs = 0;
   double runMs = 0;
   double totalMs = 0;

@@ -23,7 +23,8 @@ double millisBetween(Time from, Time to) {
 
 std::string describeExit(const ExitEvidence& e) {
   if (e.signal) {
-    return "killed by " + std::string(signalName(*e.signal)) + (e.coreDumped ? " (core dumped)" : "");
+    return "killed by " + std::string(signalName(*e.signal)) +
+           (e.coreDumped ? " (core dumped)" : "");
   }
   if (e.exitCode) return "exited with code " + std::to_string(*e.exitCode);
   return "vanished";
@@ -33,12 +34,18 @@ std::string describeExit(const ExitEvidence& e) {
 
 std::string_view workerStateName(WorkerState state) {
   switch (state) {
-    case WorkerState::kSpawning: return "spawning";
-    case WorkerState::kStarting: return "starting";
-    case WorkerState::kIdle: return "idle";
-    case WorkerState::kBusy: return "busy";
-    case WorkerState::kStopping: return "stopping";
-    case WorkerState::kKilling: return "killing";
+    case WorkerState::kSpawning:
+      return "spawning";
+    case WorkerState::kStarting:
+      return "starting";
+    case WorkerState::kIdle:
+      return "idle";
+    case WorkerState::kBusy:
+      return "busy";
+    case WorkerState::kStopping:
+      return "stopping";
+    case WorkerState::kKilling:
+      return "killing";
   }
   return "unknown";
 }
@@ -70,8 +77,8 @@ std::vector<WorkerView> Pool::workers() const {
   std::vector<WorkerView> out;
   out.reserve(workers_.size());
   for (const auto& [id, w] : workers_) {
-    out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring, w.jobsServed,
-                   w.startedAt, w.job});
+    out.push_back(
+        {id, workerName(id), w.slot, w.pid, w.state, w.retiring, w.jobsServed, w.startedAt, w.job});
   }
   return out;
 }
@@ -92,13 +99,21 @@ void Pool::setWorkerState(Worker& worker, WorkerState next, Time now) {
   const WorkerState from = worker.state;
   bool legal = false;
   switch (next) {
-    case WorkerState::kSpawning: legal = false; break;
-    case WorkerState::kStarting: legal = from == WorkerState::kSpawning; break;
+    case WorkerState::kSpawning:
+      legal = false;
+      break;
+    case WorkerState::kStarting:
+      legal = from == WorkerState::kSpawning;
+      break;
     case WorkerState::kIdle:
       legal = from == WorkerState::kStarting || from == WorkerState::kBusy;
       break;
-    case WorkerState::kBusy: legal = from == WorkerState::kIdle; break;
-    case WorkerState::kStopping: legal = from == WorkerState::kIdle; break;
+    case WorkerState::kBusy:
+      legal = from == WorkerState::kIdle;
+      break;
+    case WorkerState::kStopping:
+      legal = from == WorkerState::kIdle;
+      break;
     case WorkerState::kKilling:
       legal = from == WorkerState::kStarting || from == WorkerState::kBusy ||
               from == WorkerState::kIdle || from == WorkerState::kStopping ||
@@ -108,12 +123,21 @@ void Pool::setWorkerState(Worker& worker, WorkerState next, Time now) {
   if (!legal) invariantFailed("illegal worker state transition");
   worker.state = next;
   switch (next) {
-    case WorkerState::kStarting: worker.deadline = now + policy_.startupTimeout; break;
-    case WorkerState::kIdle: worker.deadline.reset(); break;
-    case WorkerState::kBusy: break;  // the job's timeout, set by dispatch()
-    case WorkerState::kStopping: worker.deadline = now + policy_.stopGrace; break;
-    case WorkerState::kKilling: break;  // set by the kill phase
-    case WorkerState::kSpawning: break;
+    case WorkerState::kStarting:
+      worker.deadline = now + policy_.startupTimeout;
+      break;
+    case WorkerState::kIdle:
+      worker.deadline.reset();
+      break;
+    case WorkerState::kBusy:
+      break;  // the job's timeout, set by dispatch()
+    case WorkerState::kStopping:
+      worker.deadline = now + policy_.stopGrace;
+      break;
+    case WorkerState::kKilling:
+      break;  // set by the kill phase
+    case WorkerState::kSpawning:
+      break;
   }
 }
 
@@ -172,10 +196,10 @@ void Pool::on(const JobSubmitted& e, Time now) {
     return;
   }
   if (queue_.size() >= policy_.queueLimit) {
-    finish(j, Outcome::kOverloaded,
-           "queue of pool '" + policy_.name + "' is full (" + std::to_string(queue_.size()) +
-               " jobs)",
-           now, /*queueFull=*/true);
+    finish(
+        j, Outcome::kOverloaded,
+        "queue of pool '" + policy_.name + "' is full (" + std::to_string(queue_.size()) + " jobs)",
+        now, /*queueFull=*/true);
     return;
   }
   queue_.push_back(j.id);
@@ -292,11 +316,11 @@ void Pool::on(const WorkerMisbehaved& e, Time now) {
 void Pool::on(const WorkerExited& e, Time now) {
   Worker* w = findWorker(e.worker);
   if (!w) return;
-  const bool expected = w->state == WorkerState::kStopping ||
-                        (w->state == WorkerState::kKilling &&
-                         (w->killReason == KillReason::kShutdown ||
-                          w->killReason == KillReason::kStopTimeout) &&
-                         !w->job);
+  const bool expected =
+      w->state == WorkerState::kStopping ||
+      (w->state == WorkerState::kKilling &&
+       (w->killReason == KillReason::kShutdown || w->killReason == KillReason::kStopTimeout) &&
+       !w->job);
   if (!expected) {
     counters_.workerDeaths++;
     crashLoop_.recordDeath(now);
@@ -467,7 +491,8 @@ void Pool::beginKill(Worker& w, KillReason reason, std::string cause, Time now) 
   if (w.state == WorkerState::kSpawning) invariantFailed("kill of a worker without a process");
   w.killReason = reason;
   w.killCause = std::move(cause);
-  const bool wantStacks = reason == KillReason::kJobTimeout || reason == KillReason::kStartupTimeout;
+  const bool wantStacks =
+      reason == KillReason::kJobTimeout || reason == KillReason::kStartupTimeout;
   setWorkerState(w, WorkerState::kKilling, now);
   if (wantStacks) {
     w.killPhase = KillPhase::kSettleStacks;
@@ -529,19 +554,21 @@ void Pool::expireDeadlines(Time now) {
         break;
       case WorkerState::kBusy: {
         const Job& job = jobs_.at(*w->job);
-        beginKill(*w, KillReason::kJobTimeout,
-                  "job ran longer than its timeout of " +
-                      std::to_string(
-                          std::chrono::duration_cast<std::chrono::milliseconds>(job.timeout)
-                              .count()) +
-                      " ms",
-                  now);
+        beginKill(
+            *w, KillReason::kJobTimeout,
+            "job ran longer than its timeout of " +
+                std::to_string(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(job.timeout).count()) +
+                " ms",
+            now);
         break;
       }
       case WorkerState::kStopping:
         beginKill(*w, KillReason::kStopTimeout, "did not exit after SHUTDOWN", now);
         break;
-      case WorkerState::kKilling: advanceKill(*w, now); break;
+      case WorkerState::kKilling:
+        advanceKill(*w, now);
+        break;
       case WorkerState::kSpawning:
       case WorkerState::kIdle:
         w->deadline.reset();
@@ -555,8 +582,7 @@ void Pool::expireDeadlines(Time now) {
     if (expired == queue_.end()) break;
     Job& job = jobs_.at(*expired);
     finish(job, Outcome::kOverloaded,
-           "waited " +
-               std::to_string(static_cast<long long>(millisBetween(job.queuedAt, now))) +
+           "waited " + std::to_string(static_cast<long long>(millisBetween(job.queuedAt, now))) +
                " ms in the queue of pool '" + policy_.name + "' without a free worker",
            now);
   }

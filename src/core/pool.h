@@ -38,7 +38,7 @@ struct PoolPolicy {
   Duration jobTimeout = std::chrono::seconds(30);
   Duration startupTimeout = std::chrono::seconds(60);
   int retries = 2;
-  std::uint64_t maxJobs = 0;  // 0: never recycle on job count
+  std::uint64_t maxJobs = 0;                              // 0: never recycle on job count
   Duration stackSettle = std::chrono::milliseconds(200);  // dump signal -> SIGTERM
   Duration killGrace = std::chrono::seconds(1);           // SIGTERM -> SIGKILL
   Duration killWait = std::chrono::seconds(5);            // SIGKILL -> give the worker up
@@ -97,10 +97,10 @@ struct WorkerExited {
 struct TimePassed {};
 struct ShutdownRequested {};
 
-using Event = std::variant<JobSubmitted, JobCancelled, WorkerSpawned, WorkerSpawnFailed,
-                           WorkerReady, WorkerStartFailed, JobResultReceived, JobErrorReceived,
-                           WorkerHeartbeat, WorkerMisbehaved, WorkerExited, TimePassed,
-                           ShutdownRequested>;
+using Event =
+    std::variant<JobSubmitted, JobCancelled, WorkerSpawned, WorkerSpawnFailed, WorkerReady,
+                 WorkerStartFailed, JobResultReceived, JobErrorReceived, WorkerHeartbeat,
+                 WorkerMisbehaved, WorkerExited, TimePassed, ShutdownRequested>;
 
 // ---- actions ----
 struct SpawnWorker {

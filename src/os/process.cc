@@ -79,21 +79,26 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
 
 const char* stageName(int stage) {
   switch (stage) {
-    case 1: return "setpgid";
-    case 2: return "prctl(PR_SET_PDEATHSIG)";
-    case 3: return "fcntl(F_DUPFD)";
-    case 4: return "dup2";
-    case 5: return "chdir";
-    case 6: return "exec";
-    default: return "child setup";
+    case 1:
+      return "setpgid";
+    case 2:
+      return "prctl(PR_SET_PDEATHSIG)";
+    case 3:
+      return "fcntl(F_DUPFD)";
+    case 4:
+      return "dup2";
+    case 5:
+      return "chdir";
+    case 6:
+      return "exec";
+    default:
+      return "child setup";
   }
 }
 
 }  // namespace
 
-std::string SpawnError::describe() const {
-  return stage + ": " + std::strerror(error);
-}
+std::string SpawnError::describe() const { return stage + ": " + std::strerror(error); }
 
 std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
   // Everything the child needs is built before fork: the child may only make async-signal-safe

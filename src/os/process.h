@@ -15,10 +15,10 @@
 namespace bulkhead::os {
 
 struct SpawnSpec {
-  std::string executable;          // absolute path, exec'd directly
-  std::vector<std::string> argv;   // argv[0] included
-  std::vector<std::string> env;    // "KEY=value"
-  std::string workingDirectory;    // empty: inherit
+  std::string executable;         // absolute path, exec'd directly
+  std::vector<std::string> argv;  // argv[0] included
+  std::vector<std::string> env;   // "KEY=value"
+  std::string workingDirectory;   // empty: inherit
 };
 
 // The supervisor's ends of a started worker. All are non-blocking and close-on-exec.

@@ -19,7 +19,14 @@ std::uint64_t getLe(const unsigned char* p, int bytes) {
 
 bool sentByWorker(std::uint8_t type) {
   switch (type) {
-    case 0x01: case 0x02: case 0x03: case 0x10: case 0x11: case 0x12: case 0x13: case 0x20:
+    case 0x01:
+    case 0x02:
+    case 0x03:
+    case 0x10:
+    case 0x11:
+    case 0x12:
+    case 0x13:
+    case 0x20:
       return true;
     default:
       return false;
@@ -36,16 +43,26 @@ bool carriesPayload(std::uint8_t type) {
 
 std::string_view frameTypeName(FrameType type) {
   switch (type) {
-    case FrameType::kHello: return "HELLO";
-    case FrameType::kReady: return "READY";
-    case FrameType::kStartFailed: return "START_FAILED";
-    case FrameType::kResultBytes: return "RESULT_BYTES";
-    case FrameType::kResultJson: return "RESULT_JSON";
-    case FrameType::kResultText: return "RESULT_TEXT";
-    case FrameType::kHandlerError: return "HANDLER_ERROR";
-    case FrameType::kHeartbeat: return "HEARTBEAT";
-    case FrameType::kJob: return "JOB";
-    case FrameType::kShutdown: return "SHUTDOWN";
+    case FrameType::kHello:
+      return "HELLO";
+    case FrameType::kReady:
+      return "READY";
+    case FrameType::kStartFailed:
+      return "START_FAILED";
+    case FrameType::kResultBytes:
+      return "RESULT_BYTES";
+    case FrameType::kResultJson:
+      return "RESULT_JSON";
+    case FrameType::kResultText:
+      return "RESULT_TEXT";
+    case FrameType::kHandlerError:
+      return "HANDLER_ERROR";
+    case FrameType::kHeartbeat:
+      return "HEARTBEAT";
+    case FrameType::kJob:
+      return "JOB";
+    case FrameType::kShutdown:
+      return "SHUTDOWN";
   }
   return "UNKNOWN";
 }
@@ -140,8 +157,8 @@ DecodeResult FrameDecoder::next() {
 std::optional<DecodeError> FrameDecoder::finish() const {
   if (error_) return error_;
   if (buffer_.size() != consumed_) {
-    return DecodeError{"stream ended inside a frame (" + std::to_string(buffer_.size() - consumed_) +
-                       " bytes pending)"};
+    return DecodeError{"stream ended inside a frame (" +
+                       std::to_string(buffer_.size() - consumed_) + " bytes pending)"};
   }
   return std::nullopt;
 }

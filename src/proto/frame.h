@@ -43,7 +43,8 @@ struct Frame {
 
 std::string_view frameTypeName(FrameType type);
 
-// Encodes the header for a frame whose body the caller sends right after it (no copy of big bodies).
+// Encodes the header for a frame whose body the caller sends right after it (no copy of big
+// bodies).
 std::string encodeHeader(FrameType type, std::uint64_t jobId, std::uint32_t bodyLength);
 std::string encodeFrame(FrameType type, std::uint64_t jobId, std::string_view body);
 

@@ -55,8 +55,8 @@ struct FrameView {
 };
 
 struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo> {
-  WorkerIo(asio::io_context& io, PoolRuntime& owner, core::WorkerId workerId, std::string workerName,
-           std::uint32_t maxPayload)
+  WorkerIo(asio::io_context& io, PoolRuntime& owner, core::WorkerId workerId,
+           std::string workerName, std::uint32_t maxPayload)
       : pool(owner),
         id(workerId),
         name(std::move(workerName)),
@@ -64,7 +64,8 @@ struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo>
         pipes{asio::posix::stream_descriptor(io), asio::posix::stream_descriptor(io),
               asio::posix::stream_descriptor(io)},
         decoder(proto::Sender::kWorker, maxPayload),
-        tails{util::ByteRing(kTailBytes), util::ByteRing(kTailBytes), util::ByteRing(kStacksBytes)} {}
+        tails{util::ByteRing(kTailBytes), util::ByteRing(kTailBytes),
+              util::ByteRing(kStacksBytes)} {}
 
   PoolRuntime& pool;
   core::WorkerId id;
@@ -257,8 +258,8 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
         } else if constexpr (std::is_same_v<A, core::SignalWorkerGroup>) {
           auto it = pool.workers.find(a.worker);
           if (it == pool.workers.end()) return;
-          os::signalProcessGroup(it->second->pid, a.signal == core::GroupSignal::kKill ? SIGKILL
-                                                                                      : SIGTERM);
+          os::signalProcessGroup(it->second->pid,
+                                 a.signal == core::GroupSignal::kKill ? SIGKILL : SIGTERM);
         } else if constexpr (std::is_same_v<A, core::ReleaseWorker>) {
           auto it = pool.workers.find(a.worker);
           if (it == pool.workers.end()) return;
@@ -399,8 +400,9 @@ void Supervisor::handleFrame(WorkerIo& worker, FrameView view) {
       if (kind == core::ResultKind::kJson && !json::accept(f.body)) {
         return misbehaved(worker, "RESULT_JSON body is not valid JSON");
       }
-      post(worker.pool, core::JobResultReceived{worker.id, f.jobId, kind,
-                                                std::make_shared<const std::string>(std::move(f.body))});
+      post(worker.pool,
+           core::JobResultReceived{worker.id, f.jobId, kind,
+                                   std::make_shared<const std::string>(std::move(f.body))});
       return;
     }
     case FrameType::kHandlerError: {
@@ -429,8 +431,8 @@ void Supervisor::flushWrites(const std::shared_ptr<WorkerIo>& worker) {
   if (worker->writing || worker->writes.empty() || worker->closed) return;
   worker->writing = true;
   auto& [header, body] = worker->writes.front();
-  std::array<asio::const_buffer, 2> buffers{
-      asio::buffer(header), body ? asio::buffer(*body) : asio::const_buffer()};
+  std::array<asio::const_buffer, 2> buffers{asio::buffer(header),
+                                            body ? asio::buffer(*body) : asio::const_buffer()};
   asio::async_write(worker->control, buffers,
                     [this, worker](const boost::system::error_code& ec, std::size_t) {
                       worker->writing = false;
@@ -514,9 +516,9 @@ json Supervisor::poolsSnapshot() const {
   const core::Time t = now();
   for (const auto& p : pools_) {
     const auto& c = p->pool.counters();
-    json counters = {{"submitted", c.submitted},         {"retries", c.retries},
-                     {"worker_starts", c.workerStarts},  {"start_failures", c.startFailures},
-                     {"worker_deaths", c.workerDeaths},  {"recycles", c.recycles}};
+    json counters = {{"submitted", c.submitted},        {"retries", c.retries},
+                     {"worker_starts", c.workerStarts}, {"start_failures", c.startFailures},
+                     {"worker_deaths", c.workerDeaths}, {"recycles", c.recycles}};
     for (core::Outcome o : core::kAllOutcomes) {
       auto it = c.outcomes.find(o);
       counters[std::string(core::outcomeName(o))] = it == c.outcomes.end() ? 0 : it->second;

@@ -4,6 +4,7 @@
 // into core events and carries out the actions the core returns. One thread, one io_context.
 
 #include <boost/asio.hpp>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -12,7 +13,6 @@
 #include <string>
 #include <string_view>
 #include <variant>
-#include <deque>
 
 #include "config/config.h"
 #include "core/pool.h"

@@ -2,8 +2,8 @@
 // A bounded tail of a byte stream: keeps the last `capacity` bytes and counts what it dropped, so a
 // worker flooding stderr costs a fixed amount of memory while its last words are kept.
 
-#include <cstddef>
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -28,7 +28,9 @@ class ByteRing {
   std::string tail() const {
     return data_.size() > capacity_ ? data_.substr(data_.size() - capacity_) : data_;
   }
-  std::uint64_t droppedBytes() const { return total_ - std::min<std::uint64_t>(total_, tail().size()); }
+  std::uint64_t droppedBytes() const {
+    return total_ - std::min<std::uint64_t>(total_, tail().size());
+  }
   std::uint64_t totalBytes() const { return total_; }
   void clear() {
     data_.clear();

@@ -352,7 +352,8 @@ TEST_F(PoolTest, ShutdownRunsQueuedJobsThenStopsWorkers) {
   feed(ShutdownRequested{});
   feed(JobSubmitted{3, payload("x"), std::nullopt});
   EXPECT_EQ(finished_.back().outcome, Outcome::kUnavailable);
-  auto next = only<SendJob>(feed(JobResultReceived{send->worker, 1, ResultKind::kBytes, payload("")}));
+  auto next =
+      only<SendJob>(feed(JobResultReceived{send->worker, 1, ResultKind::kBytes, payload("")}));
   ASSERT_EQ(next.size(), 1u);
   EXPECT_EQ(next[0].job, 2u);
   auto stop = feed(JobResultReceived{send->worker, 2, ResultKind::kBytes, payload("")});

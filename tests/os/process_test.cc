@@ -20,7 +20,8 @@ std::string readAll(int fd, std::chrono::milliseconds limit = 5000ms) {
   std::string out;
   auto deadline = std::chrono::steady_clock::now() + limit;
   for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       ADD_FAILURE() << "timed out reading; got so far: " << out;
       return out;
@@ -51,7 +52,8 @@ SpawnSpec shell(const std::string& script) {
 }
 
 TEST(Spawn, ChildSeesExactlyTheDocumentedFds) {
-  auto r = spawnWorker(shell("ls /proc/self/fd | sort -n | tr '\\n' ' '; readlink /proc/self/fd/0"));
+  auto r =
+      spawnWorker(shell("ls /proc/self/fd | sort -n | tr '\\n' ' '; readlink /proc/self/fd/0"));
   ASSERT_TRUE(std::holds_alternative<WorkerProcess>(r));
   auto& p = std::get<WorkerProcess>(r);
   std::string out = readAll(p.stdoutRead.get());

@@ -1,15 +1,15 @@
 // Randomized fault simulation of core::Pool: thousands of jobs against simulated workers that
-// crash, hang, ignore SIGTERM, send bad frames, fail to start, or answer late. A failing seed prints
-// its number and the tail of the event trace so it can be replayed.
+// crash, hang, ignore SIGTERM, send bad frames, fail to start, or answer late. A failing seed
+// prints its number and the tail of the event trace so it can be replayed.
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <deque>
 #include <map>
 #include <queue>
 #include <random>
 #include <set>
-#include <cstdio>
 #include <sstream>
 
 #include "core/pool.h"
@@ -61,8 +61,7 @@ class Simulation {
       schedule(at, [this] { submitOne(); });
     }
     // Shut down after all jobs were submitted and had time to run.
-    schedule(at + 60s,
-             [this] { feed(ShutdownRequested{}); });
+    schedule(at + 60s, [this] { feed(ShutdownRequested{}); });
     std::uint64_t steps = 0;
     while (!pool_->stopped()) {
       ASSERT_LT(++steps, 5'000'000u) << "simulation does not converge";
@@ -98,7 +97,8 @@ class Simulation {
         EXPECT_EQ(report.attempts.back().outcome, Outcome::kOk);
       }
       if (report.outcome == Outcome::kHandlerError) {
-        EXPECT_EQ(report.attempts.size(), 1u + crashesBefore(report)) << "handler errors never retry";
+        EXPECT_EQ(report.attempts.size(), 1u + crashesBefore(report))
+            << "handler errors never retry";
       }
     }
     EXPECT_EQ(alive(), 0u) << "every worker process is gone after shutdown";
@@ -112,7 +112,8 @@ class Simulation {
 
   std::string describe() const {
     std::ostringstream out;
-    out << "workers=" << policy_.workers << " retries=" << policy_.retries << " max_jobs=" << policy_.maxJobs;
+    out << "workers=" << policy_.workers << " retries=" << policy_.retries
+        << " max_jobs=" << policy_.maxJobs;
     int full = 0, waited = 0;
     for (const auto& [id, r] : reports_) {
       if (r.outcome == Outcome::kOverloaded) (r.queueFull ? full : waited)++;
@@ -166,7 +167,8 @@ class Simulation {
     log(line.str());
     apply(pool_->handle(e, now_));
     std::size_t ready = 0;
-    for (const auto& v : pool_->workers()) ready += v.state == WorkerState::kIdle || v.state == WorkerState::kBusy;
+    for (const auto& v : pool_->workers())
+      ready += v.state == WorkerState::kIdle || v.state == WorkerState::kBusy;
     peakReady_ = std::max(peakReady_, ready);
   }
 
@@ -209,8 +211,12 @@ class Simulation {
     ASSERT_FALSE(w.job) << "two jobs in flight on one worker" << trace();
     w.job = a.job;
     int r = static_cast<int>(rng_() % 100);
-    Fate fate = r < 75 ? Fate::kOk : r < 82 ? Fate::kError : r < 90 ? Fate::kCrash
-              : r < 95 ? Fate::kHang : r < 97 ? Fate::kGarbage : Fate::kSlowOk;
+    Fate fate = r < 75   ? Fate::kOk
+                : r < 82 ? Fate::kError
+                : r < 90 ? Fate::kCrash
+                : r < 95 ? Fate::kHang
+                : r < 97 ? Fate::kGarbage
+                         : Fate::kSlowOk;
     Duration run = std::chrono::milliseconds(1 + rng_() % 40);
     if (fate == Fate::kSlowOk) run = std::chrono::milliseconds(1500 + rng_() % 1500);
     WorkerId id = a.worker;
@@ -247,9 +253,8 @@ class Simulation {
   void act(const SendShutdown& a) {
     auto& w = workers_.at(a.worker);
     if (!w.alive) return;
-    schedule(now_ + std::chrono::milliseconds(rng_() % 1500), [this, id = a.worker] {
-      die(id, std::nullopt, 0);
-    });
+    schedule(now_ + std::chrono::milliseconds(rng_() % 1500),
+             [this, id = a.worker] { die(id, std::nullopt, 0); });
   }
 
   void act(const DumpStacks&) {}

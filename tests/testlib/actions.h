@@ -21,6 +21,8 @@ std::size_t count(const std::vector<core::Action>& actions) {
   return only<A>(actions).size();
 }
 
-inline core::Payload payload(std::string s) { return std::make_shared<const std::string>(std::move(s)); }
+inline core::Payload payload(std::string s) {
+  return std::make_shared<const std::string>(std::move(s));
+}
 
 }  // namespace bulkhead::testlib

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what bulkhead needs to build and test, from Debian 12 packages only. Idempotent: does
+# nothing when everything is present.
+set -euo pipefail
+packages=(
+  g++ cmake ninja-build pkg-config
+  libboost-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libgtest-dev libgmock-dev
+  python3 python3-numpy python3-torch python3-pytest
+  clang-format curl procps
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "bulkhead: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
