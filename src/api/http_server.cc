@@ -19,11 +19,29 @@ namespace http = beast::http;
 
 namespace {
 
+// Shared by the server and its sessions: counts responses not yet written, so shutdown can wait
+// for the last outcomes to reach their callers.
+struct ServerState {
+  ServerState(runtime::Supervisor& s, std::uint64_t limit) : supervisor(s), maxBody(limit) {}
+  runtime::Supervisor& supervisor;
+  std::uint64_t maxBody;
+  int responsesPending = 0;
+  std::function<void()> onIdle;
+
+  void responseDone() {
+    if (--responsesPending == 0 && onIdle) {
+      auto callback = std::move(onIdle);
+      onIdle = nullptr;
+      callback();
+    }
+  }
+};
+
 template <class Socket>
 class Session : public std::enable_shared_from_this<Session<Socket>> {
  public:
-  Session(Socket socket, runtime::Supervisor& supervisor, std::uint64_t maxBody)
-      : socket_(std::move(socket)), supervisor_(supervisor), maxBody_(maxBody) {}
+  Session(Socket socket, ServerState& state)
+      : socket_(std::move(socket)), state_(state), maxBody_(state.maxBody) {}
 
   void start() { readRequest(); }
 
@@ -55,7 +73,8 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     Request request = parser_->release();
     keepAlive_ = request.keep_alive();
     auto self = this->shared_from_this();
-    route(supervisor_, request, [self](Response response) { self->write(std::move(response)); });
+    route(state_.supervisor, request,
+          [self](Response response) { self->write(std::move(response)); });
   }
 
   void fail(int status, const std::string& error, const std::string& detail) {
@@ -64,11 +83,13 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   }
 
   void write(Response response) {
+    state_.responsesPending++;
     response.keep_alive(keepAlive_);
     auto message = std::make_shared<Response>(std::move(response));
     http::async_write(
         socket_, *message,
         [self = this->shared_from_this(), message](beast::error_code ec, std::size_t) {
+          self->state_.responseDone();
           if (ec || !self->keepAlive_) return self->close();
           self->readRequest();
         });
@@ -81,7 +102,7 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   }
 
   Socket socket_;
-  runtime::Supervisor& supervisor_;
+  ServerState& state_;
   std::uint64_t maxBody_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -89,8 +110,8 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
 };
 
 template <class Acceptor>
-void acceptLoop(Acceptor& acceptor, runtime::Supervisor& supervisor, std::uint64_t maxBody) {
-  acceptor.async_accept([&acceptor, &supervisor, maxBody](beast::error_code ec, auto socket) {
+void acceptLoop(Acceptor& acceptor, ServerState& state) {
+  acceptor.async_accept([&acceptor, &state](beast::error_code ec, auto socket) {
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
     if (!ec) {
       using Socket = decltype(socket);
@@ -98,9 +119,9 @@ void acceptLoop(Acceptor& acceptor, runtime::Supervisor& supervisor, std::uint64
         beast::error_code ignored;
         socket.set_option(asio::ip::tcp::no_delay(true), ignored);
       }
-      std::make_shared<Session<Socket>>(std::move(socket), supervisor, maxBody)->start();
+      std::make_shared<Session<Socket>>(std::move(socket), state)->start();
     }
-    acceptLoop(acceptor, supervisor, maxBody);
+    acceptLoop(acceptor, state);
   });
 }
 
@@ -108,9 +129,9 @@ void acceptLoop(Acceptor& acceptor, runtime::Supervisor& supervisor, std::uint64
 
 struct HttpServer::Impl {
   Impl(asio::io_context& io, runtime::Supervisor& s, HttpServerOptions o)
-      : supervisor(s), options(std::move(o)), tcp(io), local(io) {}
-  runtime::Supervisor& supervisor;
+      : options(std::move(o)), state(s, options.maxRequestBody), tcp(io), local(io) {}
   HttpServerOptions options;
+  ServerState state;
   asio::ip::tcp::acceptor tcp;
   asio::local::stream_protocol::acceptor local;
   std::string unixPath;
@@ -132,7 +153,7 @@ std::string HttpServer::start() {
       impl_->local.open(endpoint.protocol());
       impl_->local.bind(endpoint);
       impl_->local.listen(asio::socket_base::max_listen_connections);
-      acceptLoop(impl_->local, impl_->supervisor, impl_->options.maxRequestBody);
+      acceptLoop(impl_->local, impl_->state);
       return "unix:" + impl_->unixPath;
     }
     auto colon = listen.rfind(':');
@@ -145,7 +166,7 @@ std::string HttpServer::start() {
     impl_->tcp.set_option(asio::socket_base::reuse_address(true));
     impl_->tcp.bind(endpoint);
     impl_->tcp.listen(asio::socket_base::max_listen_connections);
-    acceptLoop(impl_->tcp, impl_->supervisor, impl_->options.maxRequestBody);
+    acceptLoop(impl_->tcp, impl_->state);
     auto bound = impl_->tcp.local_endpoint();
     std::string shown = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
                                                 : bound.address().to_string();
@@ -153,6 +174,11 @@ std::string HttpServer::start() {
   } catch (const boost::system::system_error& e) {
     throw std::runtime_error("cannot listen on " + listen + ": " + e.code().message());
   }
+}
+
+void HttpServer::whenResponsesWritten(std::function<void()> callback) {
+  if (impl_->state.responsesPending == 0) return callback();
+  impl_->state.onIdle = std::move(callback);
 }
 
 void HttpServer::stopAccepting() {

@@ -3,6 +3,7 @@
 // and write responses; routes.cc turns requests into supervisor calls.
 
 #include <boost/asio.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -24,6 +25,8 @@ class HttpServer {
   // "unix:/path") or throws std::runtime_error naming the address and the cause.
   std::string start();
   void stopAccepting();
+  // Calls back once every response already started has been written (now, if none is pending).
+  void whenResponsesWritten(std::function<void()> callback);
 
  private:
   struct Impl;

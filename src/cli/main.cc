@@ -73,8 +73,8 @@ int serve(const std::string& path, const std::string& listenOverride) {
     supervisor.shutdown([&] {
       server.stopAccepting();
       std::fprintf(stderr, "bulkhead: all workers stopped, exiting\n");
-      // Let responses already queued on open connections go out before the loop ends.
-      boost::asio::post(io, [&] { io.stop(); });
+      // The last outcomes must reach their callers before the loop ends.
+      server.whenResponsesWritten([&] { io.stop(); });
     });
   });
   supervisor.start();

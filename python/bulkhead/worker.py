@@ -1,0 +1,429 @@
+"""The bulkhead worker: ``python -m bulkhead.worker``, started by the supervisor (docs/protocol.md).
+
+How this works: the supervisor execs this module with the control socket on fd 3 and the
+*stacks* pipe on fd 4.  We point ``faulthandler`` at fd 4 (fatal signals, and the dump signal,
+which writes every thread's stack without stopping us), send ``HELLO``, import the handler and
+the optional preload function, run preload, and send ``READY`` (or ``START_FAILED`` and exit 3).
+Then one job at a time: read a ``JOB`` frame, call ``handler(payload, ctx)``, send the result
+frame.  ``SHUTDOWN`` or EOF on the control socket ends the process with exit code 0.
+
+Everything runs on the main thread and every frame is written by it with ``sendall``.  The module
+imports only builtins and a few tiny modules (no ``socket``, ``json``, ``traceback`` until
+needed), because it starts once per worker.
+
+Exit codes: 0 shutdown / EOF / control socket gone, 2 unusable environment (no control socket),
+3 start failed (after ``START_FAILED``), 4 the supervisor sent an invalid frame.
+"""
+
+import faulthandler
+import os
+import sys
+from _socket import socket as _raw_socket
+from _thread import get_ident as _get_ident
+from time import monotonic as _monotonic, perf_counter as _perf_counter, \
+    process_time as _process_time
+
+from . import __version__
+from ._protocol import (DEFAULT_MAX_PAYLOAD, HANDLER_ERROR, HEARTBEAT, HELLO,
+                        MAX_CONTROL_BODY, PROTOCOL_VERSION, READY, RESULT_BYTES, RESULT_JSON,
+                        RESULT_TEXT, SHUTDOWN, START_FAILED, SUPERVISOR_TO_WORKER,
+                        FrameDecoder, ProtocolError, encode_header)
+
+try:  # the C string quoter behind json (no `re` import); json itself is loaded only when needed
+    from _json import encode_basestring_ascii as _quote
+except ImportError:  # pragma: no cover - every CPython has _json
+    def _quote(text):
+        import json
+        return json.dumps(text)
+
+try:
+    from _socket import MSG_NOSIGNAL as _NO_SIGPIPE   # EPIPE even if a handler reset SIGPIPE
+except ImportError:  # pragma: no cover - not Linux
+    _NO_SIGPIPE = 0
+
+__all__ = ["Context", "main", "EXIT_OK", "EXIT_ENVIRONMENT", "EXIT_START_FAILED",
+           "EXIT_PROTOCOL_ERROR"]
+
+EXIT_OK = 0
+EXIT_ENVIRONMENT = 2
+EXIT_START_FAILED = 3
+EXIT_PROTOCOL_ERROR = 4
+
+HEARTBEAT_INTERVAL = 0.1        # ctx.progress() sends at most one HEARTBEAT per this many seconds
+_DEFAULT_DUMP_SIGNAL = 12       # SIGUSR2
+_SMALL_SEND = 64 * 1024         # bodies up to this size are joined to their header (one syscall)
+# Error frames must fit the 1 MiB control limit.  Text is cut to these many characters (keeping
+# the traceback's end); ASCII JSON escaping can still make 12 bytes of one character, so the body
+# is checked and cut further if needed.
+_MAX_ERROR_MESSAGE = 16 * 1024
+_MAX_ERROR_TRACEBACK = 64 * 1024
+_MAX_ERROR_BODY = MAX_CONTROL_BODY - 1024
+
+_MAIN_THREAD = _get_ident()
+
+
+class Context(object):
+    """What a handler gets besides its payload.
+
+    ``job_id`` (int), ``pool`` and ``worker_id`` (str), ``preloaded`` (what the pool's preload
+    function returned, else None), and ``progress(n=1)``.
+    """
+
+    __slots__ = ("job_id", "pool", "worker_id", "preloaded", "_send", "_count", "_last_beat",
+                 "_active")
+
+    def __init__(self, job_id, pool, worker_id, preloaded, send):
+        self.job_id = job_id
+        self.pool = pool
+        self.worker_id = worker_id
+        self.preloaded = preloaded
+        self._send = send
+        self._count = 0
+        self._last_beat = _monotonic()
+        self._active = True
+
+    def progress(self, n=1):
+        """Report that the job advanced by ``n`` units.
+
+        The count goes to the supervisor in a HEARTBEAT at most every 100 ms (the first one
+        100 ms into the job); other calls only add to the counter.  It is how the supervisor tells
+        a slow job from a hung one.  Calls from threads other than the main thread are counted but
+        send nothing themselves (only the main thread writes to the control socket).
+        """
+        self._count += n
+        now = _monotonic()
+        if now - self._last_beat >= HEARTBEAT_INTERVAL and self._active \
+                and _get_ident() == _MAIN_THREAD:
+            self._last_beat = now
+            self._send(HEARTBEAT, self.job_id,
+                       b'{"progress":%d,"cpu_seconds":%.6f}' % (self._count, _process_time()))
+
+    @property
+    def progress_count(self):
+        """The count reported so far by ``progress`` for this job."""
+        return self._count
+
+    def __repr__(self):
+        return "Context(job_id=%d, pool=%r, worker_id=%r)" % (self.job_id, self.pool,
+                                                             self.worker_id)
+
+
+# -- small helpers ---------------------------------------------------------------------------
+
+
+def _clean_text(text, limit, keep_tail=False):
+    """``text`` as valid UTF-8-encodable str of at most ``limit`` characters."""
+    if not isinstance(text, str):
+        text = str(text)
+    if len(text) > limit:
+        cut = len(text) - limit
+        if keep_tail:
+            text = "[... %d characters cut ...]\n" % cut + text[-limit:]
+        else:
+            text = text[:limit] + "\n[... %d characters cut ...]" % cut
+    # Lone surrogates cannot be encoded; strict JSON parsers refuse their \u escapes too.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _error_body(type_name, message, tb_text):
+    """JSON ``{"type", "message", "traceback"}`` (HANDLER_ERROR, START_FAILED), < 1 MiB."""
+    message_limit, tb_limit = _MAX_ERROR_MESSAGE, _MAX_ERROR_TRACEBACK
+    while True:
+        body = ('{"type":%s,"message":%s,"traceback":%s}' % (
+            _quote(_clean_text(type_name, 256)),
+            _quote(_clean_text(message, message_limit)),
+            _quote(_clean_text(tb_text, tb_limit, keep_tail=True)))).encode("ascii")
+        if len(body) <= _MAX_ERROR_BODY:
+            return body
+        message_limit //= 2
+        tb_limit //= 2
+
+
+def _type_name(exc_type):
+    """``ValueError`` for builtins, ``package.module.Name`` otherwise."""
+    module = getattr(exc_type, "__module__", None)
+    name = getattr(exc_type, "__qualname__", None) or exc_type.__name__
+    if module in (None, "builtins", "__main__"):
+        return name
+    return "%s.%s" % (module, name)
+
+
+def _safe_str(exc):
+    try:
+        return str(exc)
+    except BaseException:  # noqa: B036 - a broken __str__ must not take the worker down
+        try:
+            return "<unprintable %s object>" % type(exc).__name__
+        except BaseException:  # noqa: B036
+            return "<unprintable exception>"
+
+
+def _describe(exc, skip_frames=0):
+    """(type name, message, traceback text) of an exception, dropping our own top frames."""
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    try:
+        import traceback  # only on the error path: it costs ~9 ms to import
+        tb_text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except BaseException as format_error:  # noqa: B036
+        tb_text = "(traceback unavailable: %s)" % _safe_str(format_error)
+    return _type_name(type(exc)), _safe_str(exc), tb_text
+
+
+def _resolve(spec, what):
+    """Import ``module:function`` (the function may be a dotted attribute path)."""
+    module_name, sep, attr_path = spec.partition(":")
+    module_name = module_name.strip()
+    attr_path = attr_path.strip()
+    if not sep or not module_name or not attr_path:
+        raise ValueError("%s %r is not of the form 'module:function'" % (what, spec))
+    __import__(module_name)
+    target = sys.modules[module_name]
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise AttributeError("%s %r: module %r has no attribute %r"
+                                 % (what, spec, module_name, attr_path)) from None
+    if not callable(target):
+        raise TypeError("%s %r is not callable (it is %s)" % (what, spec, type(target).__name__))
+    return target
+
+
+def _env_int(environ, name, default):
+    value = environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        _warn("%s=%r is not an integer; using %r" % (name, value, default))
+        return default
+
+
+def _warn(message):
+    try:
+        sys.stderr.write("bulkhead.worker: %s\n" % message)
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001 - stderr may be closed; nothing else to do
+        pass
+
+
+def _runtime():
+    impl = sys.implementation
+    name = {"cpython": "CPython", "pypy": "PyPy"}.get(impl.name, impl.name)
+    return "%s %d.%d.%d" % (name, sys.version_info[0], sys.version_info[1], sys.version_info[2])
+
+
+def _exit(code):
+    """Leave now: run atexit callbacks, flush stdio, skip joining leftover non-daemon threads
+    (a handler that leaked threads must not keep a retiring worker alive)."""
+    try:
+        import atexit
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: B036
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: B036
+            pass
+    os._exit(code)
+
+
+# -- the worker ------------------------------------------------------------------------------
+
+
+class _Worker(object):
+    def __init__(self, sock, pool, worker_id, max_frame):
+        self._sock = sock
+        self._sendall = sock.sendall
+        self._pool = pool
+        self._worker_id = worker_id
+        self._max_frame = max_frame
+        # The supervisor may send jobs up to the pool's max_payload; accept at least the default.
+        self._decoder = FrameDecoder(SUPERVISOR_TO_WORKER,
+                                     max_payload=max(max_frame, DEFAULT_MAX_PAYLOAD),
+                                     max_control=MAX_CONTROL_BODY)
+        self._handler = None
+        self._preloaded = None
+
+    # -- I/O
+
+    def send(self, frame_type, job_id, body=b""):
+        length = len(body)
+        try:
+            if length <= _SMALL_SEND:
+                self._sendall(encode_header(frame_type, job_id, length) + body, _NO_SIGPIPE)
+            else:
+                self._sendall(encode_header(frame_type, job_id, length), _NO_SIGPIPE)
+                self._sendall(body, _NO_SIGPIPE)
+        except (BrokenPipeError, ConnectionResetError):
+            # The supervisor is gone; nobody will read a result.  Leave at once.
+            _exit(EXIT_OK)
+
+    def read_frame(self):
+        """The next frame from the supervisor, or None at EOF.  Raises ProtocolError."""
+        decoder = self._decoder
+        recv_into = self._sock.recv_into
+        while True:
+            frame = decoder.next()
+            if frame is not None or decoder.eof:
+                return frame
+            buf = decoder.get_buffer()
+            try:
+                n = recv_into(buf)
+            except ConnectionResetError:
+                n = 0
+            buf = None
+            if n:
+                decoder.buffer_updated(n)
+            else:
+                decoder.buffer_updated(0)
+                decoder.feed_eof()
+
+    # -- start-up
+
+    def start(self, environ):
+        """HELLO, import handler and preload, READY.  Returns False after START_FAILED."""
+        self.send(HELLO, 0, ('{"protocol":%d,"pid":%d,"sdk":"python","sdk_version":%s,'
+                             '"runtime":%s}' % (PROTOCOL_VERSION, os.getpid(),
+                                                _quote(__version__), _quote(_runtime()))
+                             ).encode("ascii"))
+        started = _perf_counter()
+        try:
+            spec = environ.get("BULKHEAD_HANDLER", "").strip()
+            if not spec:
+                raise ValueError("BULKHEAD_HANDLER is not set (expected 'module:function')")
+            self._handler = _resolve(spec, "handler")
+            preload_spec = environ.get("BULKHEAD_PRELOAD", "").strip()
+            if preload_spec:
+                self._preloaded = _resolve(preload_spec, "preload")()
+        except BaseException as exc:  # noqa: B036 - SystemExit from an import is a failure too
+            self.send(START_FAILED, 0, _error_body(*_describe(exc)))
+            return False
+        self.send(READY, 0, b'{"preload_seconds":%.6f}' % (_perf_counter() - started))
+        return True
+
+    # -- jobs
+
+    def serve(self):
+        """Run jobs until SHUTDOWN or EOF."""
+        handler = self._handler
+        send = self.send
+        pool, worker_id, preloaded = self._pool, self._worker_id, self._preloaded
+        while True:
+            frame = self.read_frame()
+            if frame is None or frame.type == SHUTDOWN:
+                return
+            # frame.type is JOB: the decoder accepts nothing else.
+            job_id = frame.job_id
+            payload = frame.body
+            frame = None
+            ctx = Context(job_id, pool, worker_id, preloaded, send)
+            try:
+                result = handler(payload, ctx)
+            except BaseException as exc:  # noqa: B036 - SystemExit/KeyboardInterrupt included
+                ctx._active = False
+                payload = None
+                send(HANDLER_ERROR, job_id, _error_body(*_describe(exc, skip_frames=1)))
+                continue
+            ctx._active = False
+            payload = None
+            frame_type, body = self._encode_result(result)
+            result = None
+            if len(body) > self._max_frame:
+                frame_type, body = HANDLER_ERROR, _error_body(
+                    "ValueError",
+                    "the handler's result is %d bytes, above the %d bytes this pool accepts "
+                    "(max_payload)" % (len(body), self._max_frame), "")
+            send(frame_type, job_id, body)
+            body = None
+
+    def _encode_result(self, result):
+        """(frame type, body) for a handler's return value."""
+        try:
+            if isinstance(result, bytes):
+                return RESULT_BYTES, result
+            if isinstance(result, str):
+                return RESULT_TEXT, result.encode("utf-8")
+            if isinstance(result, (dict, list)):
+                json = sys.modules.get("json")
+                if json is None:
+                    import json
+                return RESULT_JSON, json.dumps(result, ensure_ascii=False, allow_nan=False,
+                                               separators=(",", ":")).encode("utf-8")
+            if isinstance(result, bytearray):
+                return RESULT_BYTES, result
+            if isinstance(result, memoryview):
+                if not result.c_contiguous:
+                    return RESULT_BYTES, result.tobytes()
+                if result.format != "B" or result.ndim != 1:
+                    try:
+                        result = result.cast("B")
+                    except TypeError:      # formats cast() does not know (e.g. structs)
+                        return RESULT_BYTES, result.tobytes()
+                return RESULT_BYTES, result
+        except BaseException as exc:  # noqa: B036
+            return HANDLER_ERROR, _error_body(*_describe(exc))
+        return HANDLER_ERROR, _error_body(
+            "TypeError",
+            "the handler returned %s; it must return bytes, bytearray or memoryview "
+            "(sent as application/octet-stream), str (text/plain) or dict/list (application/json)"
+            % _type_name(type(result)), "")
+
+
+def _stacks_fd(environ):
+    """The stacks fd if it is open, else stderr."""
+    fd = _env_int(environ, "BULKHEAD_STACKS_FD", 4)
+    try:
+        os.fstat(fd)
+        return fd
+    except OSError:
+        _warn("stacks fd %d is not open; writing stacks to stderr" % fd)
+        return 2
+
+
+def main(environ=None):
+    """Run a worker process to completion; never returns (exits with the codes listed above)."""
+    if environ is None:
+        environ = os.environ
+    # Stacks first, so even a hang while importing the handler can be dumped.
+    stacks_fd = _stacks_fd(environ)
+    if stacks_fd != 2:
+        os.set_inheritable(stacks_fd, False)   # a handler's children must not hold it open
+    faulthandler.enable(file=stacks_fd, all_threads=True)
+    dump_signal = _env_int(environ, "BULKHEAD_DUMP_SIGNAL", _DEFAULT_DUMP_SIGNAL)
+    if dump_signal > 0:
+        try:
+            faulthandler.register(dump_signal, file=stacks_fd, all_threads=True, chain=False)
+        except (ValueError, OSError, RuntimeError) as exc:
+            _warn("cannot register dump signal %d: %s" % (dump_signal, exc))
+
+    control_fd = _env_int(environ, "BULKHEAD_CONTROL_FD", 3)
+    try:
+        sock = _raw_socket(fileno=control_fd)
+        os.set_inheritable(control_fd, False)
+    except OSError as exc:
+        _warn("control fd %d is not a usable socket (%s); bulkhead.worker is started by the "
+              "bulkhead supervisor" % (control_fd, exc))
+        _exit(EXIT_ENVIRONMENT)
+
+    worker = _Worker(sock,
+                     pool=environ.get("BULKHEAD_POOL", ""),
+                     worker_id=environ.get("BULKHEAD_WORKER_ID", ""),
+                     max_frame=_env_int(environ, "BULKHEAD_MAX_FRAME", DEFAULT_MAX_PAYLOAD))
+    if not worker.start(environ):
+        _exit(EXIT_START_FAILED)
+    try:
+        worker.serve()
+    except ProtocolError as exc:
+        _warn("protocol error from the supervisor: %s" % exc)
+        _exit(EXIT_PROTOCOL_ERROR)
+    _exit(EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()

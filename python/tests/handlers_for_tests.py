@@ -1,0 +1,145 @@
+"""Handlers and preload functions that the worker tests name in BULKHEAD_HANDLER/PRELOAD."""
+
+import array
+import os
+import sys
+import time
+
+
+class CustomError(Exception):
+    pass
+
+
+NOT_CALLABLE = 42
+
+
+def echo(payload, ctx):
+    return payload
+
+
+def upper_text(payload, ctx):
+    return payload.decode("utf-8").upper()
+
+
+def describe(payload, ctx):
+    return {"len": len(payload), "job_id": ctx.job_id, "pool": ctx.pool,
+            "worker_id": ctx.worker_id, "preloaded": ctx.preloaded,
+            "payload_type": type(payload).__name__}
+
+
+def as_list(payload, ctx):
+    return [1, "two", None, {"three": 3.5}, "\u00e9\u4e2d"]
+
+
+def as_bytearray(payload, ctx):
+    return bytearray(payload) + b"!"
+
+
+def as_memoryview(payload, ctx):
+    return memoryview(array.array("i", [1, 2, 3]))   # itemsize 4: 12 bytes
+
+
+def as_strided_memoryview(payload, ctx):
+    return memoryview(b"abcdef")[::2]                # not contiguous
+
+
+def make_bytes(payload, ctx):
+    return b"x" * int(payload)
+
+
+def raise_value_error(payload, ctx):
+    raise ValueError("bad input: %s" % payload.decode())
+
+
+def raise_custom(payload, ctx):
+    _helper_that_raises()
+
+
+def _helper_that_raises():
+    raise CustomError("from a helper")
+
+
+def raise_huge(payload, ctx):
+    raise ValueError("x" * (5 << 20))
+
+
+def raise_huge_emoji(payload, ctx):
+    raise ValueError("\U0001F600" * (1 << 20))
+
+
+def raise_surrogate(payload, ctx):
+    raise ValueError("bad name \udc80 here")
+
+
+def sys_exit(payload, ctx):
+    sys.exit(7)
+
+
+def keyboard_interrupt(payload, ctx):
+    raise KeyboardInterrupt
+
+
+def return_none(payload, ctx):
+    return None
+
+
+def return_set(payload, ctx):
+    return {1, 2}
+
+
+def return_nan(payload, ctx):
+    return {"x": float("nan")}
+
+
+def return_lone_surrogate(payload, ctx):
+    return "abc\udc80"
+
+
+def progress_for(payload, ctx):
+    """Call ctx.progress() in a loop for float(payload) seconds; return the count."""
+    end = time.monotonic() + float(payload)
+    count = 0
+    while time.monotonic() < end:
+        ctx.progress()
+        count += 1
+    return {"count": count, "ctx_count": ctx.progress_count}
+
+
+def progress_from_thread(payload, ctx):
+    import threading
+    thread = threading.Thread(target=lambda: [ctx.progress() for _ in range(10)])
+    thread.start()
+    thread.join()
+    return {"ctx_count": ctx.progress_count}
+
+
+def announce_then_block(payload, ctx):
+    """Say so on stdout, then block until killed (the test dumps our stack meanwhile)."""
+    _blocked_in_here()
+
+
+def _blocked_in_here():
+    sys.stdout.write("started\n")
+    sys.stdout.flush()
+    time.sleep(600)
+
+
+def segfault(payload, ctx):
+    import ctypes
+    return ctypes.string_at(0)
+
+
+def fd_flags(payload, ctx):
+    return {"3": os.get_inheritable(3), "4": os.get_inheritable(4)}
+
+
+def preload_value():
+    return {"model": "loaded"}
+
+
+def preload_raises():
+    raise RuntimeError("no GPU here")
+
+
+def preload_exits():
+    sys.exit(9)
