@@ -8,4 +8,6 @@ build=${BUILD_DIR:-$root/build}
 "$root/scripts/check-layers.sh"
 ctest --test-dir "$build" --output-on-failure -j2 --timeout 300
 cd "$root"
-BULKHEAD_BIN="$build/bulkhead" /usr/bin/python3 -m pytest -q -p no:cacheprovider python/tests tests/python
+# Two suites with their own conftest.py: run them apart so their module names never collide.
+/usr/bin/python3 -m pytest -q -p no:cacheprovider python/tests
+BULKHEAD_BIN="$build/bulkhead" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/python

@@ -87,6 +87,19 @@ json attemptJson(const core::AttemptRecord& a) {
     j["stdout_tail"] = json::parse(text(a.exit.stdoutTail));
     j["stacks"] = json::parse(text(a.exit.stacks));
   }
+  if (!a.limit.empty()) {
+    j["limit"] = a.limit;
+    if (a.limitValue) j["limit_value"] = a.limitValue;
+  }
+  if (a.exit.oomKilled || a.exit.memoryPeakBytes) j["memory_peak_bytes"] = a.exit.memoryPeakBytes;
+  if (a.exit.pidsMaxEvents) j["pids_max_events"] = a.exit.pidsMaxEvents;
+  if (a.lastSample) {
+    j["last_sample"] = {{"rss_bytes", a.lastSample->rssBytes},
+                        {"threads", a.lastSample->threads},
+                        {"maps", a.lastSample->maps},
+                        {"fds", a.lastSample->fds},
+                        {"cpu_seconds", a.lastSample->cpuSeconds}};
+  }
   if (a.error) {
     j["error"] = {
         {"type", a.error->type}, {"message", a.error->message}, {"traceback", a.error->traceback}};

@@ -138,6 +138,18 @@ void route(runtime::Supervisor& supervisor, Request& req, Respond respond) {
     return respond(jsonResponse(version, 200, supervisor.poolsSnapshot()));
   }
   constexpr std::string_view kPools = "/v1/pools/";
+  if (path.size() > kPools.size() && path.substr(0, kPools.size()) == kPools &&
+      path.find('/', kPools.size()) == std::string_view::npos) {
+    if (method != http::verb::get) return methodNotAllowed("GET");
+    auto pool = supervisor.poolSnapshot(path.substr(kPools.size()));
+    if (!pool) {
+      return respond(problemResponse(
+          version, 404,
+          apiProblem(404, "unknown_pool",
+                     "no pool named '" + std::string(path.substr(kPools.size())) + "'")));
+    }
+    return respond(jsonResponse(version, 200, *pool));
+  }
   constexpr std::string_view kJobs = "/jobs";
   if (path.size() > kPools.size() + kJobs.size() && path.substr(0, kPools.size()) == kPools &&
       path.substr(path.size() - kJobs.size()) == kJobs) {

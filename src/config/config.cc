@@ -176,10 +176,12 @@ class Loader {
     c.name = name;
     c.line = line;
     const std::string p = "pool." + name + ".";
-    rejectUnknown(
-        t, line, p,
-        {"handler", "preload", "python", "python_path", "workers", "queue_limit", "job_timeout",
-         "startup_timeout", "kill_grace", "retries", "max_jobs", "max_payload", "env"});
+    rejectUnknown(t, line, p, {"handler",    "preload",         "python",       "python_path",
+                               "workers",    "queue_limit",     "job_timeout",  "startup_timeout",
+                               "kill_grace", "retries",         "max_jobs",     "max_payload",
+                               "env",        "sample_interval", "memory_limit", "pids_limit",
+                               "max_rss",    "max_threads",     "max_maps",     "max_fds",
+                               "max_age",    "trend",           "hang_after"});
     if (!t.get("handler"))
       error(nullptr, line, p + "handler", "missing: expected \"module:function\"");
     readString(t, line, p, "handler", c.handler);
@@ -225,6 +227,29 @@ class Loader {
     readDuration(t, line, p, "startup_timeout", std::chrono::milliseconds(1), c.startupTimeout);
     readDuration(t, line, p, "kill_grace", std::chrono::milliseconds(0), c.killGrace);
     readSize(t, line, p, "max_payload", 1, c.maxPayload);
+    readDuration(t, line, p, "sample_interval", std::chrono::milliseconds(50), c.sampleInterval);
+    readSize(t, line, p, "memory_limit", 16ull << 20, c.memoryLimit);
+    readSize(t, line, p, "max_rss", 1, c.maxRss);
+    v = static_cast<int64_t>(c.pidsLimit);
+    readInt(t, line, p, "pids_limit", 0, 4'194'304, v);
+    c.pidsLimit = static_cast<std::uint64_t>(v);
+    v = c.maxThreads;
+    readInt(t, line, p, "max_threads", 0, 4'194'304, v);
+    c.maxThreads = static_cast<int>(v);
+    v = c.maxMaps;
+    readInt(t, line, p, "max_maps", 0, 65530, v);
+    c.maxMaps = static_cast<int>(v);
+    v = c.maxFds;
+    readInt(t, line, p, "max_fds", 0, 1'048'576, v);
+    c.maxFds = static_cast<int>(v);
+    readDuration(t, line, p, "max_age", std::chrono::milliseconds(0), c.maxAge);
+    readDuration(t, line, p, "hang_after", std::chrono::milliseconds(0), c.hangAfter);
+    if (const toml::node* n = t.get("trend")) {
+      if (auto b = n->value<bool>(); b && n->is_boolean())
+        c.trend = *b;
+      else
+        error(n, line, p + "trend", "expected true or false, got " + describeNode(*n));
+    }
     if (c.maxPayload > 0xFFFFFFFFull) {
       error(t.get("max_payload"), line, p + "max_payload",
             "expected at most 4GiB - 1 (frame limit)");

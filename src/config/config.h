@@ -33,6 +33,18 @@ struct PoolConfig {
   std::uint64_t maxJobs = 0;
   std::uint64_t maxPayload = 64ull << 20;
   std::map<std::string, std::string> env;
+
+  // Resource guard: sampling, hard limits (cgroup), soft recycle rules, hang detection.
+  std::chrono::nanoseconds sampleInterval = std::chrono::seconds(1);
+  std::uint64_t memoryLimit = 0;  // 0: none
+  std::uint64_t pidsLimit = 0;    // 0: none
+  std::uint64_t maxRss = 0;       // 0: no bound
+  int maxThreads = 0;
+  int maxMaps = 32768;  // well below vm.max_map_count (65530), where every mmap starts failing
+  int maxFds = 0;
+  std::chrono::nanoseconds maxAge{0};
+  bool trend = true;
+  std::chrono::nanoseconds hangAfter{0};  // 0: off (only job_timeout applies)
 };
 
 struct Config {

@@ -42,6 +42,14 @@ struct ErrorInfo {
   std::string traceback;
 };
 
+struct ResourceSample {
+  std::uint64_t rssBytes = 0;
+  int threads = 0;
+  int maps = -1;  // -1: not read in this sample
+  int fds = 0;
+  double cpuSeconds = 0;
+};
+
 // What the OS layer observed about a worker when it went away.
 struct ExitEvidence {
   std::optional<int> signal;    // set when killed by a signal (WTERMSIG)
@@ -51,6 +59,10 @@ struct ExitEvidence {
   std::uint64_t stderrDroppedBytes = 0;
   std::string stdoutTail;
   std::string stacks;  // faulthandler output: fatal-signal dump or on-demand dump
+  // From the worker's cgroup, when it has one (cumulative over its life).
+  bool oomKilled = false;
+  std::uint64_t memoryPeakBytes = 0;
+  std::uint64_t pidsMaxEvents = 0;
 };
 
 struct AttemptRecord {
@@ -62,6 +74,9 @@ struct AttemptRecord {
   ExitEvidence exit;               // empty for ok / handler_error
   std::optional<ErrorInfo> error;  // handler_error, start failure
   double runMs = 0;
+  std::string limit;             // oom_killed / resource_exhausted: "memory", "pids", "maps"
+  std::uint64_t limitValue = 0;  // the configured bound, when there is one
+  std::optional<ResourceSample> lastSample;
 };
 
 enum class ResultKind { kBytes, kJson, kText };

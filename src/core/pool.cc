@@ -11,6 +11,15 @@ namespace bulkhead::core {
 
 namespace {
 
+// CPU growth of the worker between heartbeats that counts as progress: more than the heartbeat
+// thread itself burns, less than any real computation.
+constexpr double kCpuProgressSeconds = 0.05;
+constexpr std::size_t kEventsKept = 256;
+
+long long millisOf(Duration d) {
+  return static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count());
+}
+
 double millisBetween(Time from, Time to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
@@ -77,8 +86,8 @@ std::vector<WorkerView> Pool::workers() const {
   std::vector<WorkerView> out;
   out.reserve(workers_.size());
   for (const auto& [id, w] : workers_) {
-    out.push_back(
-        {id, workerName(id), w.slot, w.pid, w.state, w.retiring, w.jobsServed, w.startedAt, w.job});
+    out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring, w.jobsServed,
+                   w.startedAt, w.job, w.recycleCause, w.latestSample});
   }
   return out;
 }
@@ -284,18 +293,38 @@ void Pool::on(const JobErrorReceived& e, Time now) {
   Worker* w = findWorker(e.worker);
   if (w && w->state == WorkerState::kBusy && w->job == e.job) {
     Job& job = jobs_.at(e.job);
-    AttemptRecord a = attemptFor(job, *w, Outcome::kHandlerError, now);
+    LimitEvidence limits = limitsOf(*w, nullptr);
+    limits.pidsMaxEvents = e.pidsMaxEvents;
+    auto exhausted =
+        exhaustionCause(limits, e.error.type + ": " + e.error.message + "\n" + e.error.traceback);
+    const Outcome outcome = exhausted ? Outcome::kResourceExhausted : Outcome::kHandlerError;
+    AttemptRecord a = attemptFor(job, *w, outcome, now);
     a.error = e.error;
-    a.cause = "the handler raised " + e.error.type;
+    a.cause = exhausted ? *exhausted : "the handler raised " + e.error.type;
+    if (exhausted) {
+      a.limit = limits.pidsMaxEvents ? "pids" : "threads_or_maps";
+      a.limitValue = limits.pidsMaxEvents ? policy_.pidsLimit : 0;
+      a.lastSample = w->latestSample;
+    }
     job.attempts.push_back(std::move(a));
     w->job.reset();
     w->jobsServed++;
     setWorkerState(*w, WorkerState::kIdle, now);
-    if (policy_.maxJobs > 0 && w->jobsServed >= policy_.maxJobs && !w->retiring) {
-      w->retiring = true;
-      counters_.recycles++;
+    if (!exhausted) {
+      afterJob(*w, now);
+      finish(job, Outcome::kHandlerError, e.error.type + ": " + e.error.message, now);
+      return;
     }
-    finish(job, Outcome::kHandlerError, e.error.type + ": " + e.error.message, now);
+    // The worker can no longer create threads or maps: it must not take another job.
+    note("resource_exhausted", *w, *exhausted, now);
+    recycle(*w, "exhausted", now);
+    beginStop(*w, now);
+    if (static_cast<int>(job.attempts.size()) < policy_.retries + 1 && !shuttingDown_) {
+      counters_.retries++;
+      setJobState(job, JobState::kQueued, now);
+      return;
+    }
+    finish(job, outcome, *exhausted, now);
     return;
   }
   if (w && w->state != WorkerState::kKilling && w->state != WorkerState::kStopping) {
@@ -305,7 +334,30 @@ void Pool::on(const JobErrorReceived& e, Time now) {
   }
 }
 
-void Pool::on(const WorkerHeartbeat&, Time) {}
+void Pool::on(const WorkerHeartbeat& e, Time now) {
+  Worker* w = findWorker(e.worker);
+  if (!w || w->state != WorkerState::kBusy || w->job != e.job) return;  // late or idle: ignore
+  w->lastBeatAt = now;
+  const bool moved = !w->lastBeat || e.progress != w->lastBeat->progress ||
+                     e.stack != w->lastBeat->stack ||
+                     e.cpuSeconds - w->lastBeat->cpuSeconds >= kCpuProgressSeconds;
+  if (moved) {
+    w->lastProgressAt = now;
+    w->lastBeat = e;
+  }
+  w->deadline = busyDeadline(*w);
+}
+
+void Pool::on(const WorkerSampled& e, Time now) {
+  Worker* w = findWorker(e.worker);
+  if (!w) return;
+  w->latestSample = e.sample;
+  if (e.afterJob && w->state == WorkerState::kBusy) {
+    w->jobEndSample = e.sample;
+    return;  // judged when the result arrives, together with the job count
+  }
+  if (w->state == WorkerState::kIdle && !w->retiring) checkRecycleRules(*w, now);
+}
 
 void Pool::on(const WorkerMisbehaved& e, Time now) {
   Worker* w = findWorker(e.worker);
@@ -346,6 +398,7 @@ void Pool::on(const WorkerExited& e, Time now) {
     } else {
       record.cause = "worker " + describeExit(e.evidence) + " before it was ready";
     }
+    note("start_failed", *w, record.cause, now);
     recordStartFailure(std::move(record), now);
   } else if (w->job) {
     failInFlight(*w, e.evidence, now);
@@ -380,11 +433,38 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
   w.job.reset();
   Outcome outcome = Outcome::kCrashed;
   std::string cause = "worker " + describeExit(evidence) + " while running the job";
+  std::string limit;
+  std::uint64_t limitValue = 0;
+  const bool abnormal = evidence.signal || (evidence.exitCode && *evidence.exitCode != 0);
+  if (evidence.oomKilled) {
+    outcome = Outcome::kOomKilled;
+    limit = "memory";
+    limitValue = policy_.memoryLimitBytes;
+    cause = "killed by the kernel at its memory limit of " +
+            std::to_string(policy_.memoryLimitBytes >> 20) + " MiB (peak " +
+            std::to_string(evidence.memoryPeakBytes >> 20) + " MiB)";
+  } else if (abnormal) {
+    // Library messages count only when the worker exited on its own (code != 0): a signal
+    // death is told by its signal, never by what stderr happens to hold (FAULTS.md, segfault).
+    LimitEvidence limits = limitsOf(w, &evidence);
+    auto exhausted =
+        exhaustionCause(limits, evidence.exitCode ? evidence.stderrTail : std::string());
+    if (exhausted) {
+      outcome = Outcome::kResourceExhausted;
+      cause = *exhausted;
+      limit = limits.pidsMaxEvents ? "pids" : "threads_or_maps";
+      limitValue = limits.pidsMaxEvents ? policy_.pidsLimit : 0;
+    }
+  }
   if (w.state == WorkerState::kKilling && w.killReason) {
     switch (*w.killReason) {
       case KillReason::kJobTimeout:
         outcome = Outcome::kTimedOut;
         cause = w.killCause;
+        break;
+      case KillReason::kHung:
+        if (outcome == Outcome::kCrashed) outcome = Outcome::kHung;
+        if (outcome == Outcome::kHung) cause = w.killCause;
         break;
       case KillReason::kProtocolError:
         cause = w.killCause;
@@ -401,7 +481,14 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
   AttemptRecord a = attemptFor(job, w, outcome, now);
   a.exit = evidence;
   a.cause = cause;
+  a.limit = limit;
+  a.limitValue = limitValue;
+  if (outcome == Outcome::kResourceExhausted || outcome == Outcome::kOomKilled ||
+      outcome == Outcome::kHung) {
+    a.lastSample = w.latestSample;
+  }
   job.attempts.push_back(std::move(a));
+  note(std::string(outcomeName(outcome)), w, cause, now);
 
   const int attemptsAllowed = policy_.retries + 1;
   if (isInfrastructureFailure(outcome) && static_cast<int>(job.attempts.size()) < attemptsAllowed &&
@@ -412,8 +499,7 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
   }
   std::string detail = "worker " + workerName(w.id) + " (pid " + std::to_string(w.pid) + ") " +
                        describeExit(evidence);
-  if (outcome == Outcome::kTimedOut) detail = cause;
-  if (outcome == Outcome::kCancelled) detail = cause;
+  if (outcome != Outcome::kCrashed) detail = cause;
   if (job.attempts.size() > 1) detail += " (attempt " + std::to_string(job.attempts.size()) + ")";
   finish(job, outcome, detail, now);
 }
@@ -445,10 +531,7 @@ void Pool::finishOk(Job& job, Worker& w, ResultKind kind, Payload body, Time now
   w.job.reset();
   w.jobsServed++;
   setWorkerState(w, WorkerState::kIdle, now);
-  if (policy_.maxJobs > 0 && w.jobsServed >= policy_.maxJobs && !w.retiring) {
-    w.retiring = true;
-    counters_.recycles++;
-  }
+  afterJob(w, now);
   setJobState(job, JobState::kFinished, now);
   counters_.outcomes[Outcome::kOk]++;
   JobReport r;
@@ -491,8 +574,8 @@ void Pool::beginKill(Worker& w, KillReason reason, std::string cause, Time now) 
   if (w.state == WorkerState::kSpawning) invariantFailed("kill of a worker without a process");
   w.killReason = reason;
   w.killCause = std::move(cause);
-  const bool wantStacks =
-      reason == KillReason::kJobTimeout || reason == KillReason::kStartupTimeout;
+  const bool wantStacks = reason == KillReason::kJobTimeout || reason == KillReason::kHung ||
+                          reason == KillReason::kStartupTimeout;
   setWorkerState(w, WorkerState::kKilling, now);
   if (wantStacks) {
     w.killPhase = KillPhase::kSettleStacks;
@@ -554,6 +637,10 @@ void Pool::expireDeadlines(Time now) {
         break;
       case WorkerState::kBusy: {
         const Job& job = jobs_.at(*w->job);
+        if (w->jobDeadline > now) {
+          beginKill(*w, KillReason::kHung, hangCause(*w, now), now);
+          break;
+        }
         beginKill(
             *w, KillReason::kJobTimeout,
             "job ran longer than its timeout of " +
@@ -581,10 +668,17 @@ void Pool::expireDeadlines(Time now) {
                                 [&](JobId id) { return jobs_.at(id).queueDeadline <= now; });
     if (expired == queue_.end()) break;
     Job& job = jobs_.at(*expired);
-    finish(job, Outcome::kOverloaded,
-           "waited " + std::to_string(static_cast<long long>(millisBetween(job.queuedAt, now))) +
-               " ms in the queue of pool '" + policy_.name + "' without a free worker",
-           now);
+    const std::string waited =
+        "waited " + std::to_string(static_cast<long long>(millisBetween(job.queuedAt, now))) +
+        " ms in the queue of pool '" + policy_.name + "' without a free worker";
+    if (!job.attempts.empty()) {
+      // A retry that found no worker in time: the caller must hear how the job failed (say a
+      // SIGABRT), not an invitation to resubmit it.
+      const AttemptRecord& last = job.attempts.back();
+      finish(job, last.outcome, last.cause + "; no retry possible: " + waited, now);
+      continue;
+    }
+    finish(job, Outcome::kOverloaded, waited, now);
   }
 }
 
@@ -644,7 +738,12 @@ void Pool::dispatch(Time now) {
     job.worker = chosen->id;
     chosen->job = job.id;
     setWorkerState(*chosen, WorkerState::kBusy, now);
-    chosen->deadline = now + job.timeout;
+    chosen->jobDeadline = now + job.timeout;
+    chosen->lastProgressAt = now;
+    chosen->lastBeatAt = now;
+    chosen->lastBeat.reset();
+    chosen->jobEndSample.reset();
+    chosen->deadline = busyDeadline(*chosen);
     actions_.push_back(SendJob{chosen->id, job.id, job.payload});
   }
 }
@@ -694,6 +793,70 @@ void Pool::driveShutdown(Time now) {
     removeWorker(id);
   }
   if (jobs_.empty()) shutdownDeadline_.reset();
+}
+
+// ---------------------------------------------------------------- resources
+
+Time Pool::busyDeadline(const Worker& w) const {
+  if (policy_.hangAfter.count() <= 0) return w.jobDeadline;
+  return std::min(w.jobDeadline, w.lastProgressAt + policy_.hangAfter);
+}
+
+std::string Pool::hangCause(const Worker& w, Time now) const {
+  const Duration quiet = now - w.lastBeatAt;
+  if (quiet >= policy_.hangAfter) {
+    return "no heartbeat for " + std::to_string(millisOf(quiet)) +
+           " ms (native code holding the GIL, or the process is frozen)";
+  }
+  return "no progress for " + std::to_string(millisOf(now - w.lastProgressAt)) +
+         " ms: heartbeats show no CPU growth, the same stack and no ctx.progress()";
+}
+
+void Pool::afterJob(Worker& w, Time now) {
+  if (w.jobEndSample) {
+    w.history.record(w.jobsServed, *w.jobEndSample);
+    w.jobEndSample.reset();
+  }
+  if (policy_.maxJobs > 0 && w.jobsServed >= policy_.maxJobs) return recycle(w, "jobs", now);
+  checkRecycleRules(w, now);
+}
+
+void Pool::checkRecycleRules(Worker& w, Time now) {
+  if (w.retiring) return;
+  if (policy_.maxAge.count() > 0 && now - w.startedAt >= policy_.maxAge) {
+    return recycle(w, "age", now);
+  }
+  if (!w.latestSample) return;
+  if (auto cause = recycleCause(*w.latestSample, w.history, policy_.bounds)) {
+    recycle(w, *cause, now);
+  }
+}
+
+void Pool::recycle(Worker& w, const std::string& cause, Time now) {
+  if (w.retiring) return;
+  w.retiring = true;
+  w.recycleCause = cause;
+  counters_.recycles++;
+  counters_.recyclesByCause[cause]++;
+  note("recycled", w, cause, now);
+}
+
+LimitEvidence Pool::limitsOf(const Worker& w, const ExitEvidence* exit) const {
+  LimitEvidence l;
+  l.memoryLimitBytes = policy_.memoryLimitBytes;
+  l.pidsLimit = policy_.pidsLimit;
+  l.lastSample = w.latestSample;
+  if (exit) {
+    l.oomKilled = exit->oomKilled;
+    l.memoryPeakBytes = exit->memoryPeakBytes;
+    l.pidsMaxEvents = exit->pidsMaxEvents;
+  }
+  return l;
+}
+
+void Pool::note(std::string kind, const Worker& w, std::string detail, Time now) {
+  events_.push_back({now, std::move(kind), workerName(w.id), std::move(detail)});
+  if (events_.size() > kEventsKept) events_.pop_front();
 }
 
 // ---------------------------------------------------------------- lookup

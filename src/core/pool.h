@@ -22,6 +22,7 @@
 
 #include "core/crash_loop.h"
 #include "core/outcome.h"
+#include "core/resource_rules.h"
 
 namespace bulkhead::core {
 
@@ -46,6 +47,11 @@ struct PoolPolicy {
   Duration shutdownTimeout = std::chrono::seconds(30);
   int startFailureLimit = 3;  // consecutive start failures with no ready worker: pool unavailable
   CrashLoopPolicy crashLoop;
+  ResourceBounds bounds;               // soft: recycle between jobs
+  Duration maxAge{0};                  // 0: no age limit
+  Duration hangAfter{0};               // 0: no hang detection, only job_timeout
+  std::uint64_t memoryLimitBytes = 0;  // hard (cgroup), for evidence; 0: none
+  std::uint64_t pidsLimit = 0;         // hard (cgroup), for evidence; 0: none
 };
 
 // ---- events ----
@@ -82,9 +88,21 @@ struct JobErrorReceived {
   WorkerId worker;
   JobId job;
   ErrorInfo error;
+  std::uint64_t pidsMaxEvents = 0;  // the worker cgroup's counter when the error arrived
 };
+// Sent by the worker SDK while a job runs (docs/protocol.md).
 struct WorkerHeartbeat {
   WorkerId worker;
+  JobId job = 0;
+  std::uint64_t progress = 0;
+  double cpuSeconds = 0;
+  std::string stack;  // fingerprint of the job thread's Python stack
+};
+// A /proc sample; `afterJob` when taken right after a job ended (before its result event).
+struct WorkerSampled {
+  WorkerId worker;
+  ResourceSample sample;
+  bool afterJob = false;
 };
 struct WorkerMisbehaved {  // a frame the protocol does not allow
   WorkerId worker;
@@ -100,7 +118,7 @@ struct ShutdownRequested {};
 using Event =
     std::variant<JobSubmitted, JobCancelled, WorkerSpawned, WorkerSpawnFailed, WorkerReady,
                  WorkerStartFailed, JobResultReceived, JobErrorReceived, WorkerHeartbeat,
-                 WorkerMisbehaved, WorkerExited, TimePassed, ShutdownRequested>;
+                 WorkerSampled, WorkerMisbehaved, WorkerExited, TimePassed, ShutdownRequested>;
 
 // ---- actions ----
 struct SpawnWorker {
@@ -144,7 +162,14 @@ enum class WorkerState {
 std::string_view workerStateName(WorkerState state);
 
 enum class KillPhase { kSettleStacks, kTerminate, kKill };
-enum class KillReason { kJobTimeout, kStartupTimeout, kProtocolError, kShutdown, kStopTimeout };
+enum class KillReason {
+  kJobTimeout,
+  kHung,
+  kStartupTimeout,
+  kProtocolError,
+  kShutdown,
+  kStopTimeout
+};
 
 struct WorkerView {
   WorkerId id;
@@ -156,6 +181,8 @@ struct WorkerView {
   std::uint64_t jobsServed;
   Time startedAt;
   std::optional<JobId> job;
+  std::string recycleCause;
+  std::optional<ResourceSample> latestSample;
 };
 
 struct PoolCounters {
@@ -166,6 +193,15 @@ struct PoolCounters {
   std::uint64_t startFailures = 0;
   std::uint64_t workerDeaths = 0;
   std::uint64_t recycles = 0;
+  std::map<std::string, std::uint64_t> recyclesByCause;
+};
+
+// Something an operator wants to see in the event stream.
+struct PoolEvent {
+  Time at;
+  std::string kind;  // "recycled", "hung", "oom", "crashed", "start_failed", "unavailable"
+  std::string worker;
+  std::string detail;
 };
 
 class Pool {
@@ -183,6 +219,8 @@ class Pool {
   bool stopped() const;  // shutdown finished: no jobs, no workers
   bool unavailable() const { return unavailable_; }
   std::string workerName(WorkerId id) const;
+  const std::deque<PoolEvent>& recentEvents() const { return events_; }
+  bool wantsSampleAfterEachJob() const { return policy_.bounds.any(); }
 
  private:
   enum class JobState { kQueued, kRunning, kFinished };
@@ -216,6 +254,14 @@ class Pool {
     std::optional<KillReason> killReason;
     std::string killCause;
     std::optional<ErrorInfo> startError;
+    std::string recycleCause;
+    std::optional<ResourceSample> latestSample;
+    std::optional<ResourceSample> jobEndSample;  // arrived just before the result
+    JobEndHistory history;
+    Time jobDeadline{};
+    Time lastProgressAt{};
+    Time lastBeatAt{};
+    std::optional<WorkerHeartbeat> lastBeat;
   };
 
   // one handler per event type
@@ -228,6 +274,7 @@ class Pool {
   void on(const JobResultReceived& e, Time now);
   void on(const JobErrorReceived& e, Time now);
   void on(const WorkerHeartbeat& e, Time now);
+  void on(const WorkerSampled& e, Time now);
   void on(const WorkerMisbehaved& e, Time now);
   void on(const WorkerExited& e, Time now);
   void on(const TimePassed& e, Time now);
@@ -255,6 +302,13 @@ class Pool {
   Job* findJob(JobId id);
   AttemptRecord attemptFor(const Job& job, const Worker& worker, Outcome outcome, Time now) const;
   int freeSlot() const;
+  void afterJob(Worker& worker, Time now);
+  void recycle(Worker& worker, const std::string& cause, Time now);
+  void checkRecycleRules(Worker& worker, Time now);
+  Time busyDeadline(const Worker& worker) const;
+  std::string hangCause(const Worker& worker, Time now) const;
+  LimitEvidence limitsOf(const Worker& worker, const ExitEvidence* exit) const;
+  void note(std::string kind, const Worker& worker, std::string detail, Time now);
   bool canTakeMoreJobs() const { return !shuttingDown_ && !unavailable_; }
 
   PoolPolicy policy_;
@@ -270,6 +324,7 @@ class Pool {
   bool shuttingDown_ = false;
   std::optional<Time> shutdownDeadline_;
   PoolCounters counters_;
+  std::deque<PoolEvent> events_;
   std::vector<Action> actions_;
 };
 

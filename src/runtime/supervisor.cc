@@ -7,8 +7,10 @@
 #include <array>
 #include <cerrno>
 #include <cstdio>
+#include <limits>
 
 #include "core/signal_names.h"
+#include "os/proc.h"
 #include "os/process.h"
 #include "proto/frame.h"
 #include "runtime/worker_spec.h"
@@ -24,6 +26,9 @@ namespace {
 constexpr std::size_t kTailBytes = 16 * 1024;
 constexpr std::size_t kStacksBytes = 64 * 1024;
 constexpr std::size_t kFinalDrainLimit = 1 << 20;  // bytes read from a pipe after the worker died
+constexpr std::size_t kSamplesKept = 120;
+constexpr std::size_t kReadPerWakeup = 1 << 20;  // then yield to other workers and callers
+constexpr core::Duration kJobEndSampleGap = std::chrono::milliseconds(100);
 enum PipeIndex { kStdout = 0, kStderr = 1, kStacks = 2 };
 
 core::Time now() { return core::Clock::now(); }
@@ -76,13 +81,15 @@ struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo>
   std::array<asio::posix::stream_descriptor, 3> pipes;
   proto::FrameDecoder decoder;
   std::array<util::ByteRing, 3> tails;
-  std::array<std::array<char, 16384>, 3> pipeBuffers;
+  std::array<char, 16384> pipeBuffer;
   std::array<char, 65536> controlBuffer;
   bool helloSeen = false;
   bool misbehaving = false;
   bool closed = false;
   std::deque<std::pair<std::string, core::Payload>> writes;
   bool writing = false;
+  std::optional<core::Time> lastJobEndSampleAt;
+  std::deque<std::pair<core::Time, core::ResourceSample>> samples;  // for the API, bounded
 };
 
 struct Supervisor::PoolRuntime {
@@ -91,6 +98,7 @@ struct Supervisor::PoolRuntime {
   config::PoolConfig config;
   core::Pool pool;
   std::map<core::WorkerId, std::shared_ptr<WorkerIo>> workers;
+  core::Time nextSampleAt{};
 };
 
 namespace {
@@ -106,6 +114,15 @@ core::PoolPolicy policyFor(const config::PoolConfig& c, const config::ServerConf
   p.maxJobs = c.maxJobs;
   p.killGrace = c.killGrace;
   p.shutdownTimeout = server.shutdownTimeout;
+  p.bounds.maxRssBytes = c.maxRss;
+  p.bounds.maxThreads = c.maxThreads;
+  p.bounds.maxMaps = c.maxMaps;
+  p.bounds.maxFds = c.maxFds;
+  p.bounds.trend = c.trend;
+  p.maxAge = c.maxAge;
+  p.hangAfter = c.hangAfter;
+  p.memoryLimitBytes = c.memoryLimit;
+  p.pidsLimit = c.pidsLimit;
   return p;
 }
 
@@ -113,7 +130,12 @@ core::PoolPolicy policyFor(const config::PoolConfig& c, const config::ServerConf
 
 Supervisor::Supervisor(asio::io_context& io, const config::Config& config,
                        SupervisorOptions options)
-    : io_(io), options_(std::move(options)), timer_(io), sigchld_(io, SIGCHLD), startedAt_(now()) {
+    : io_(io),
+      options_(std::move(options)),
+      timer_(io),
+      sampler_(io),
+      sigchld_(io, SIGCHLD),
+      startedAt_(now()) {
   for (const auto& pool : config.pools) {
     pools_.push_back(std::make_unique<PoolRuntime>(pool, policyFor(pool, config.server)));
   }
@@ -126,6 +148,7 @@ Supervisor::~Supervisor() {
 
 void Supervisor::start() {
   waitForSigchld();
+  armSampler();
   for (auto& pool : pools_) post(*pool, core::TimePassed{});
   drain();
 }
@@ -310,32 +333,66 @@ void Supervisor::spawn(PoolRuntime& pool, const core::SpawnWorker& action) {
   post(pool, core::WorkerSpawned{action.worker, process.pid});
 }
 
+// Readers wait for readiness and then read themselves, instead of letting the reactor read into a
+// buffer: bytes stay in the kernel until we take them, so the exit path, which drains everything
+// synchronously, can never miss output that a queued completion handler was holding.
+Supervisor::ReadResult Supervisor::readPipeNow(WorkerIo& worker, int which, std::size_t limit) {
+  std::size_t taken = 0;
+  auto& buffer = worker.pipeBuffer;
+  while (taken < limit) {
+    ssize_t n = ::read(worker.pipes[which].native_handle(), buffer.data(), buffer.size());
+    if (n > 0) {
+      worker.tails[which].append({buffer.data(), static_cast<std::size_t>(n)});
+      taken += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return ReadResult::kDrained;
+    return ReadResult::kClosed;  // EOF or a hard error
+  }
+  return ReadResult::kMore;
+}
+
+Supervisor::ReadResult Supervisor::readControlNow(WorkerIo& worker, std::size_t limit) {
+  std::size_t taken = 0;
+  auto& buffer = worker.controlBuffer;
+  while (taken < limit && !worker.misbehaving) {
+    ssize_t n = ::recv(worker.control.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+    if (n > 0) {
+      consumeControlBytes(worker, {buffer.data(), static_cast<std::size_t>(n)});
+      taken += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return ReadResult::kDrained;
+    if (n == 0 && !worker.misbehaving) {
+      if (auto err = worker.decoder.finish()) misbehaved(worker, err->reason);
+    }
+    return ReadResult::kClosed;
+  }
+  return ReadResult::kMore;
+}
+
 void Supervisor::readPipe(const std::shared_ptr<WorkerIo>& worker, int which) {
-  worker->pipes[which].async_read_some(
-      asio::buffer(worker->pipeBuffers[which]),
-      [this, worker, which](const boost::system::error_code& ec, std::size_t n) {
-        if (worker->closed) return;
-        if (n > 0) worker->tails[which].append({worker->pipeBuffers[which].data(), n});
-        if (ec) return;  // EOF or error: the exit path drains and closes
-        readPipe(worker, which);
+  worker->pipes[which].async_wait(
+      asio::posix::stream_descriptor::wait_read,
+      [this, worker, which](const boost::system::error_code& ec) {
+        if (ec || worker->closed) return;
+        if (readPipeNow(*worker, which, kReadPerWakeup) == ReadResult::kClosed) return;
+        readPipe(worker, which);  // EOF: stop; a grandchild may hold the pipe, never wait on it
       });
 }
 
 void Supervisor::readControl(const std::shared_ptr<WorkerIo>& worker) {
-  worker->control.async_read_some(
-      asio::buffer(worker->controlBuffer),
-      [this, worker](const boost::system::error_code& ec, std::size_t n) {
-        if (worker->closed) return;
-        if (n > 0) consumeControlBytes(*worker, {worker->controlBuffer.data(), n});
-        if (ec) {
-          if (ec == asio::error::eof && !worker->misbehaving) {
-            if (auto err = worker->decoder.finish()) misbehaved(*worker, err->reason);
-          }
-          drain();
-          return;
-        }
+  worker->control.async_wait(
+      asio::local::stream_protocol::socket::wait_read,
+      [this, worker](const boost::system::error_code& ec) {
+        if (ec || worker->closed) return;
+        auto result = readControlNow(*worker, kReadPerWakeup);
         drain();
-        if (!worker->misbehaving) readControl(worker);
+        if (result != ReadResult::kClosed && !worker->misbehaving && !worker->closed) {
+          readControl(worker);
+        }
       });
 }
 
@@ -360,6 +417,53 @@ void Supervisor::misbehaved(WorkerIo& worker, std::string reason) {
   logLine("worker " + worker.name + " (pid " + std::to_string(worker.pid) +
           ") broke the protocol: " + reason);
   post(worker.pool, core::WorkerMisbehaved{worker.id, std::move(reason)});
+}
+
+void Supervisor::sampleAfterJob(WorkerIo& worker) {
+  if (!worker.pool.pool.wantsSampleAfterEachJob()) return;
+  const core::Time t = now();
+  // Bounded cost under fast jobs: the trend rule divides by the jobs between samples anyway.
+  if (worker.lastJobEndSampleAt && t - *worker.lastJobEndSampleAt < kJobEndSampleGap) return;
+  worker.lastJobEndSampleAt = t;
+  if (auto sample = takeSample(worker, true)) {
+    post(worker.pool, core::WorkerSampled{worker.id, *sample, true});
+  }
+}
+
+std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, bool withMaps) {
+  auto s = procReader_.sample(worker.pid, withMaps);
+  if (!s) return std::nullopt;
+  core::ResourceSample r{s->rssBytes, s->threads, s->maps, s->fds, s->cpuSeconds};
+  worker.samples.emplace_back(now(), r);
+  if (worker.samples.size() > kSamplesKept) worker.samples.pop_front();
+  return r;
+}
+
+void Supervisor::sampleAll() {
+  const core::Time t = now();
+  for (auto& pool : pools_) {
+    if (t < pool->nextSampleAt) continue;
+    pool->nextSampleAt = t + pool->config.sampleInterval;
+    for (auto& [id, worker] : pool->workers) {
+      if (worker->closed || worker->pid <= 0) continue;
+      if (auto sample = takeSample(*worker, true)) {
+        post(*pool, core::WorkerSampled{id, *sample, false});
+      }
+    }
+  }
+  drain();
+}
+
+void Supervisor::armSampler() {
+  core::Duration shortest = std::chrono::hours(1);
+  for (const auto& pool : pools_)
+    shortest = std::min(shortest, core::Duration(pool->config.sampleInterval));
+  sampler_.expires_after(shortest);
+  sampler_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    sampleAll();
+    armSampler();
+  });
 }
 
 void Supervisor::handleFrame(WorkerIo& worker, FrameView view) {
@@ -400,6 +504,7 @@ void Supervisor::handleFrame(WorkerIo& worker, FrameView view) {
       if (kind == core::ResultKind::kJson && !json::accept(f.body)) {
         return misbehaved(worker, "RESULT_JSON body is not valid JSON");
       }
+      sampleAfterJob(worker);
       post(worker.pool,
            core::JobResultReceived{worker.id, f.jobId, kind,
                                    std::make_shared<const std::string>(std::move(f.body))});
@@ -408,11 +513,29 @@ void Supervisor::handleFrame(WorkerIo& worker, FrameView view) {
     case FrameType::kHandlerError: {
       auto e = parseErrorInfo(f.body);
       if (!e) return misbehaved(worker, "HANDLER_ERROR body is not {type, message, traceback}");
+      sampleAfterJob(worker);
       post(worker.pool, core::JobErrorReceived{worker.id, f.jobId, std::move(*e)});
       return;
     }
-    case FrameType::kHeartbeat:
-      post(worker.pool, core::WorkerHeartbeat{worker.id});
+    case FrameType::kHeartbeat: {
+      json beat = json::parse(f.body, nullptr, false);
+      if (beat.is_discarded() || !beat.is_object()) {
+        return misbehaved(worker, "HEARTBEAT body is not a JSON object");
+      }
+      core::WorkerHeartbeat event;
+      event.worker = worker.id;
+      event.job = f.jobId;
+      if (auto it = beat.find("progress"); it != beat.end() && it->is_number_unsigned()) {
+        event.progress = it->get<std::uint64_t>();
+      }
+      if (auto it = beat.find("cpu_seconds"); it != beat.end() && it->is_number()) {
+        event.cpuSeconds = it->get<double>();
+      }
+      if (auto it = beat.find("stack"); it != beat.end() && it->is_string()) {
+        event.stack = it->get<std::string>();
+      }
+      post(worker.pool, std::move(event));
+    }
       return;
     case FrameType::kJob:
     case FrameType::kShutdown:
@@ -470,21 +593,8 @@ void Supervisor::onChildExit(pid_t pid, int status) {
 
   // Frames and bytes it wrote before dying are in the kernel buffers: take them now, without
   // waiting for an EOF that a surviving grandchild could withhold.
-  std::array<char, 65536> buf;
-  for (;;) {
-    ssize_t n = ::recv(worker->control.native_handle(), buf.data(), buf.size(), MSG_DONTWAIT);
-    if (n <= 0) break;
-    consumeControlBytes(*worker, {buf.data(), static_cast<std::size_t>(n)});
-  }
-  for (int i = 0; i < 3; ++i) {
-    std::size_t taken = 0;
-    while (taken < kFinalDrainLimit) {
-      ssize_t n = ::read(worker->pipes[i].native_handle(), buf.data(), buf.size());
-      if (n <= 0) break;
-      worker->tails[i].append({buf.data(), static_cast<std::size_t>(n)});
-      taken += static_cast<std::size_t>(n);
-    }
-  }
+  readControlNow(*worker, std::numeric_limits<std::size_t>::max());
+  for (int i = 0; i < 3; ++i) readPipeNow(*worker, i, kFinalDrainLimit);
 
   core::ExitEvidence evidence;
   if (WIFSIGNALED(status)) {
@@ -511,45 +621,100 @@ void Supervisor::closeWorkerIo(WorkerIo& worker) {
 
 // ---------------------------------------------------------------- snapshot
 
+namespace {
+
+json sampleJson(const core::ResourceSample& s) {
+  json j = {{"rss_bytes", s.rssBytes},
+            {"threads", s.threads},
+            {"fds", s.fds},
+            {"cpu_seconds", s.cpuSeconds}};
+  j["maps"] = s.maps >= 0 ? json(s.maps) : json(nullptr);
+  return j;
+}
+
+}  // namespace
+
+json Supervisor::poolJson(const PoolRuntime& p, bool withHistory) const {
+  const core::Time t = now();
+  const auto& c = p.pool.counters();
+  json counters = {{"submitted", c.submitted},        {"retries", c.retries},
+                   {"worker_starts", c.workerStarts}, {"start_failures", c.startFailures},
+                   {"worker_deaths", c.workerDeaths}, {"recycles", c.recycles}};
+  for (core::Outcome o : core::kAllOutcomes) {
+    auto it = c.outcomes.find(o);
+    counters[std::string(core::outcomeName(o))] = it == c.outcomes.end() ? 0 : it->second;
+  }
+  json workers = json::array();
+  for (const auto& w : p.pool.workers()) {
+    std::string state(core::workerStateName(w.state));
+    if (w.retiring && w.state == core::WorkerState::kIdle) state = "retiring";
+    json entry = {{"id", w.name},
+                  {"pid", w.pid},
+                  {"slot", w.slot},
+                  {"state", state},
+                  {"jobs_served", w.jobsServed},
+                  {"age_s", std::chrono::duration<double>(t - w.startedAt).count()}};
+    if (w.job) entry["job"] = std::to_string(*w.job);
+    if (!w.recycleCause.empty()) entry["recycle_cause"] = w.recycleCause;
+    if (w.latestSample) entry["sample"] = sampleJson(*w.latestSample);
+    if (withHistory) {
+      json history = json::array();
+      if (auto io = p.workers.find(w.id); io != p.workers.end()) {
+        for (const auto& [at, sample] : io->second->samples) {
+          json point = sampleJson(sample);
+          point["age_s"] = std::chrono::duration<double>(t - at).count();
+          history.push_back(std::move(point));
+        }
+      }
+      entry["history"] = std::move(history);
+    }
+    workers.push_back(std::move(entry));
+  }
+  json recycles = json::object();
+  for (const auto& [cause, n] : c.recyclesByCause) recycles[cause] = n;
+  json events = json::array();
+  for (const auto& e : p.pool.recentEvents()) {
+    events.push_back({{"kind", e.kind},
+                      {"worker", e.worker},
+                      {"detail", e.detail},
+                      {"age_s", std::chrono::duration<double>(t - e.at).count()}});
+  }
+  json limits = {{"memory_limit_bytes", p.config.memoryLimit},
+                 {"pids_limit", p.config.pidsLimit},
+                 {"max_rss_bytes", p.config.maxRss},
+                 {"max_threads", p.config.maxThreads},
+                 {"max_maps", p.config.maxMaps},
+                 {"max_fds", p.config.maxFds},
+                 {"max_jobs", p.config.maxJobs},
+                 {"hang_after_s", std::chrono::duration<double>(p.config.hangAfter).count()}};
+  return {{"name", p.config.name},
+          {"handler", p.config.handler},
+          {"workers_target", p.config.workers},
+          {"queue_length", p.pool.queueLength()},
+          {"queue_limit", p.config.queueLimit},
+          {"in_flight", p.pool.inFlight()},
+          {"unavailable", p.pool.unavailable()},
+          {"counters", std::move(counters)},
+          {"recycles_by_cause", std::move(recycles)},
+          {"limits", std::move(limits)},
+          {"workers", std::move(workers)},
+          {"events", std::move(events)}};
+}
+
 json Supervisor::poolsSnapshot() const {
   json pools = json::array();
-  const core::Time t = now();
-  for (const auto& p : pools_) {
-    const auto& c = p->pool.counters();
-    json counters = {{"submitted", c.submitted},        {"retries", c.retries},
-                     {"worker_starts", c.workerStarts}, {"start_failures", c.startFailures},
-                     {"worker_deaths", c.workerDeaths}, {"recycles", c.recycles}};
-    for (core::Outcome o : core::kAllOutcomes) {
-      auto it = c.outcomes.find(o);
-      counters[std::string(core::outcomeName(o))] = it == c.outcomes.end() ? 0 : it->second;
-    }
-    json workers = json::array();
-    for (const auto& w : p->pool.workers()) {
-      std::string state(core::workerStateName(w.state));
-      if (w.retiring && w.state == core::WorkerState::kIdle) state = "retiring";
-      json entry = {{"id", w.name},
-                    {"pid", w.pid},
-                    {"slot", w.slot},
-                    {"state", state},
-                    {"jobs_served", w.jobsServed},
-                    {"age_s", std::chrono::duration<double>(t - w.startedAt).count()}};
-      if (w.job) entry["job"] = std::to_string(*w.job);
-      workers.push_back(std::move(entry));
-    }
-    pools.push_back({{"name", p->config.name},
-                     {"handler", p->config.handler},
-                     {"workers_target", p->config.workers},
-                     {"queue_length", p->pool.queueLength()},
-                     {"queue_limit", p->config.queueLimit},
-                     {"in_flight", p->pool.inFlight()},
-                     {"unavailable", p->pool.unavailable()},
-                     {"counters", std::move(counters)},
-                     {"workers", std::move(workers)}});
-  }
+  for (const auto& p : pools_) pools.push_back(poolJson(*p, false));
   return {{"pools", std::move(pools)},
-          {"uptime_s", std::chrono::duration<double>(t - startedAt_).count()},
+          {"uptime_s", std::chrono::duration<double>(now() - startedAt_).count()},
           {"shutting_down", shuttingDown_},
           {"orphans_reaped", orphansReaped_}};
+}
+
+std::optional<json> Supervisor::poolSnapshot(std::string_view name) const {
+  for (const auto& p : pools_) {
+    if (p->config.name == name) return poolJson(*p, true);
+  }
+  return std::nullopt;
 }
 
 }  // namespace bulkhead::runtime

@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "core/pool.h"
+#include "os/proc.h"
 
 namespace bulkhead::runtime {
 
@@ -45,6 +46,8 @@ class Supervisor {
   std::uint64_t maxPayload(std::string_view pool) const;
 
   nlohmann::json poolsSnapshot() const;
+  // One pool with every worker's sample history; nullopt for an unknown pool.
+  std::optional<nlohmann::json> poolSnapshot(std::string_view pool) const;
 
  private:
   struct WorkerIo;
@@ -57,6 +60,9 @@ class Supervisor {
   void sendFrame(WorkerIo& worker, std::string header, core::Payload body);
   void flushWrites(const std::shared_ptr<WorkerIo>& worker);
   void readControl(const std::shared_ptr<WorkerIo>& worker);
+  enum class ReadResult { kDrained, kMore, kClosed };
+  ReadResult readPipeNow(WorkerIo& worker, int which, std::size_t limit);
+  ReadResult readControlNow(WorkerIo& worker, std::size_t limit);
   void readPipe(const std::shared_ptr<WorkerIo>& worker, int which);
   void consumeControlBytes(WorkerIo& worker, std::string_view bytes);
   void handleFrame(WorkerIo& worker, struct FrameView frame);
@@ -64,9 +70,14 @@ class Supervisor {
   void onChildExit(pid_t pid, int rawStatus);
   void closeWorkerIo(WorkerIo& worker);
   void armTimer();
+  void armSampler();
+  void sampleAll();
+  void sampleAfterJob(WorkerIo& worker);
+  std::optional<core::ResourceSample> takeSample(WorkerIo& worker, bool withMaps);
   void waitForSigchld();
   void checkStopped();
   PoolRuntime* findPool(std::string_view name);
+  nlohmann::json poolJson(const PoolRuntime& pool, bool withHistory) const;
 
   boost::asio::io_context& io_;
   SupervisorOptions options_;
@@ -78,6 +89,8 @@ class Supervisor {
   bool draining_ = false;
   core::JobId nextJobId_ = 1;
   boost::asio::steady_timer timer_;
+  boost::asio::steady_timer sampler_;
+  os::ProcReader procReader_;
   std::optional<core::Time> armedFor_;
   boost::asio::signal_set sigchld_;
   bool shuttingDown_ = false;

@@ -1,5 +1,7 @@
 #include "runtime/worker_spec.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <map>
 
 namespace bulkhead::runtime {
@@ -26,6 +28,14 @@ os::SpawnSpec buildWorkerSpec(const config::PoolConfig& pool, const std::string&
   env["BULKHEAD_POOL"] = pool.name;
   env["BULKHEAD_WORKER_ID"] = workerName;
   env["BULKHEAD_MAX_FRAME"] = std::to_string(pool.maxPayload);
+  if (pool.hangAfter.count() > 0) {
+    // Four beats per hang window, so one late beat is never mistaken for a hang.
+    double interval = std::chrono::duration<double>(pool.hangAfter).count() / 4;
+    interval = std::clamp(interval, 0.05, 5.0);
+    char text[32];
+    std::snprintf(text, sizeof text, "%.3f", interval);
+    env["BULKHEAD_HEARTBEAT_INTERVAL"] = text;
+  }
   for (const auto& [key, value] : pool.env) env[key] = value;
 
   os::SpawnSpec spec;

@@ -216,6 +216,18 @@ TEST_F(PoolTest, JobWaitingInTheQueuePastItsDeadlineIsOverloaded) {
   EXPECT_FALSE(finished_[0].queueFull);
 }
 
+TEST_F(PoolTest, RetryThatFindsNoWorkerBeforeItsDeadlineEndsWithTheCrash) {
+  make(policy(1));
+  startReady();
+  auto send = submit(1, 2s);
+  feed(WorkerExited{send->worker, killedBy(6)});  // replacement is spawning, never gets ready
+  advance(2s);
+  ASSERT_EQ(finished_.size(), 1u);
+  EXPECT_EQ(finished_[0].outcome, Outcome::kCrashed);
+  EXPECT_EQ(finished_[0].attempts.size(), 1u);
+  EXPECT_NE(finished_[0].detail.find("no retry possible"), std::string::npos);
+}
+
 TEST_F(PoolTest, StartupTimeoutKillsTheWorkerAndCountsAStartFailure) {
   make(policy(1));
   auto spawn = only<SpawnWorker>(feed(TimePassed{}));

@@ -10,6 +10,7 @@ Handlers that need a scratch directory (pid files, markers, release files) read 
 """
 
 import ctypes
+import functools
 import hashlib
 import json
 import mmap
@@ -62,6 +63,17 @@ def _ensure_sigterm_handler():
     return signal.getsignal(signal.SIGTERM) is _ignore_sigterm
 
 
+def _ok_bypass(handler):
+    """The payload ``ok`` skips the fault and answers ``ok pid=PID``: the tests use it to check
+    that the worker replacing a dead one serves jobs of the same pool."""
+    @functools.wraps(handler)
+    def wrapper(payload, ctx):
+        if payload == b"ok":
+            return ("ok pid=%d" % os.getpid()).encode()
+        return handler(payload, ctx)
+    return wrapper
+
+
 # -- well-behaved handlers ------------------------------------------------------------------
 
 
@@ -112,6 +124,7 @@ def slow(payload, ctx):
     return payload
 
 
+@_ok_bypass
 def stdout_flood(payload, ctx):
     """Prints ~8 MiB to stdout (a chatty library), then returns; ``crash`` segfaults instead."""
     line = "chatty library output " + "x" * 80 + "\n"
@@ -127,6 +140,7 @@ def stdout_flood(payload, ctx):
 # -- faults ---------------------------------------------------------------------------------
 
 
+@_ok_bypass
 def double_free(payload, ctx):
     """free() one malloc'd pointer twice: glibc aborts, SIGABRT, stderr
     ``free(): double free detected in tcache 2``."""
@@ -137,6 +151,7 @@ def double_free(payload, ctx):
     return b"unreachable"
 
 
+@_ok_bypass
 def segfault(payload, ctx):
     """Null-pointer read: SIGSEGV with empty stderr."""
     _segfault()
@@ -147,6 +162,7 @@ def raise_value_error(payload, ctx):
     raise ValueError("bad input: %r" % payload[:32])
 
 
+@_ok_bypass
 def deadlock_with_sigterm_handler(payload, ctx):
     """A Python deadlock (``Lock`` acquired twice) in a process that ignores SIGTERM: 0% CPU
     forever, SIGTERM runs the handler but the process stays hung."""
@@ -157,6 +173,7 @@ def deadlock_with_sigterm_handler(payload, ctx):
     return b"unreachable"
 
 
+@_ok_bypass
 def native_spin_holding_gil(payload, ctx):
     """An infinite loop in machine code (``jmp $``) called through PYFUNCTYPE, so the GIL stays
     held: no Python code runs again in this process (heartbeat thread and SIGTERM handler
@@ -171,6 +188,7 @@ def native_spin_holding_gil(payload, ctx):
     return b"unreachable"
 
 
+@_ok_bypass
 def stderr_flood_then_segfault(payload, ctx):
     """Writes 50 MiB to stderr, a marker line, then segfaults. Undrained, this blocks forever in
     write() with 64 KiB in the pipe and never reaches the crash."""
@@ -195,6 +213,7 @@ def _spawn_grandchild(tag):
     return child
 
 
+@_ok_bypass
 def grandchild_then_hang(payload, ctx):
     _spawn_grandchild(payload.decode() or "hang")
     os.write(2, b"grandchild started, now hanging\n")
@@ -202,6 +221,7 @@ def grandchild_then_hang(payload, ctx):
     return b"unreachable"
 
 
+@_ok_bypass
 def grandchild_then_segfault(payload, ctx):
     _spawn_grandchild(payload.decode() or "segv")
     os.write(2, b"grandchild started, now crashing\n")
@@ -209,6 +229,7 @@ def grandchild_then_segfault(payload, ctx):
     return b"unreachable"
 
 
+@_ok_bypass
 def garbage_frame(payload, ctx):
     """Writes bytes that are not a frame (wrong magic) to the control socket, then waits to be
     killed. The supervisor must kill this worker only, with cause ``protocol_error: ...``."""
@@ -218,6 +239,7 @@ def garbage_frame(payload, ctx):
     return b"should have been killed"
 
 
+@_ok_bypass
 def oversized_frame_header(payload, ctx):
     """A syntactically valid header announcing a result body far above any limit."""
     fd = int(os.environ.get("BULKHEAD_CONTROL_FD", "3"))
@@ -252,6 +274,7 @@ def crash_once(payload, ctx):
     return {"pid": os.getpid(), "crashed_pid": crashed_pid}
 
 
+@_ok_bypass
 def exit_midjob(payload, ctx):
     """sys.exit-like exit with a code, no signal (os._exit skips cleanup)."""
     os.write(2, b"exit_midjob: leaving with code 7\n")
@@ -274,3 +297,8 @@ def env_dump(payload, ctx):
 
 def result_json_text(payload, ctx):
     return json.dumps({"as": "text"})
+
+
+def raise_on_preload():
+    """preload: fails, so no worker of the pool can start."""
+    raise RuntimeError("preload exploded: weights file missing")

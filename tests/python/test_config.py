@@ -45,11 +45,14 @@ CASES = [
     ("bad_duration", _with_line(10, 'job_timeout = "30 parsecs"'), 10, "job_timeout", True),
     ("bad_size", _with_line(9, 'max_payload = "12 furlongs"', replace=False), 9,
      "max_payload", True),
-    ("workers_zero", _with_line(8, "workers = 0"), 8, "workers", False),
-    ("negative_retries", _with_line(12, "retries = -1"), 12, "retries", False),
+    ("workers_zero", _with_line(8, "workers = 0"), 8, "workers", True),
+    ("negative_retries", _with_line(12, "retries = -1"), 12, "retries", True),
     ("handler_without_colon", _with_line(5, 'handler = "fault_handlers.echo"'), 5, "handler",
-     False),
-    ("missing_handler", _with_line(5, "# no handler"), None, "handler", False),
+     True),
+    # A missing key has no line of its own: the message names its table's header line.
+    ("missing_handler", _with_line(5, "# no handler"), 4, "handler", True),
+    ("bad_listen", _with_line(2, 'listen = "127.0.0.1:99999"'), 2, "listen", True),
+    ("env_not_string", _with_line(13, "env = { A = 1 }"), 13, "env", False),
 ]
 
 

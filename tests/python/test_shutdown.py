@@ -60,16 +60,40 @@ def test_shutdown_of_idle_workers_that_ignore_sigterm(start_daemon):
     assert took < 20
 
 
-def test_shutdown_with_a_native_spinning_job_in_flight(start_daemon):
+def test_shutdown_waits_for_in_flight_job_to_time_out(start_daemon):
+    """A job that never finishes in a worker that ignores SIGTERM: shutdown lets it run to its
+    deadline, then it ends timed_out (SIGKILL after the grace) and the daemon exits 0."""
     d = start_daemon({"spin": {"handler": "native_spin_holding_gil", "workers": 1,
-                               "preload": "install_sigterm_handler", "job_timeout": "60s"}})
+                               "preload": "install_sigterm_handler", "job_timeout": "2s"}})
     [w] = d.wait_ready("spin")
     t, box = _submit_in_thread(d, "spin", b"x")
     wait_until(lambda: d.pool_status("spin")["in_flight"] == 1, 10, "the job to be running")
-    _stop_and_check(d, signal.SIGTERM, [w["pid"]])
+    took = _stop_and_check(d, signal.SIGTERM, [w["pid"]])
+    assert took < 15, "shutdown took %.1fs with a 2s job_timeout" % took
     t.join(10)
     assert not t.is_alive(), "the caller was left waiting after the daemon exited"
-    # Exactly one answer or a closed connection; never a 200 for a job that never finished.
+    assert "error" not in box, "the in-flight job got no answer: %r" % box.get("error")
+    r = box["resp"]
+    assert (r.status, r.outcome) == (504, "timed_out"), r
+    assert "native_spin_holding_gil" in r.json["attempts"][0]["stacks"]
+
+
+def test_shutdown_timeout_bounds_a_stuck_job(start_daemon):
+    """server.shutdown_timeout caps the drain: a job with a far deadline is given up, its
+    SIGTERM-ignoring native-spinning worker is killed, the daemon exits 0."""
+    d = start_daemon({"spin": {"handler": "native_spin_holding_gil", "workers": 1,
+                               "preload": "install_sigterm_handler", "job_timeout": "60s"}},
+                     server={"listen": "127.0.0.1:0", "shutdown_timeout": "1s"})
+    [w] = d.wait_ready("spin")
+    t, box = _submit_in_thread(d, "spin", b"x")
+    wait_until(lambda: d.pool_status("spin")["in_flight"] == 1, 10, "the job to be running")
+    took = _stop_and_check(d, signal.SIGTERM, [w["pid"]])
+    assert took < 10, "shutdown took %.1fs with shutdown_timeout 1s" % took
+    t.join(10)
+    assert not t.is_alive(), "the caller was left waiting after the daemon exited"
+    # One answer (never a 200 for a job that never finished) or a closed connection.
     if "resp" in box:
-        assert box["resp"].status != 200, box["resp"]
-        assert box["resp"].outcome, box["resp"]
+        r = box["resp"]
+        assert r.status != 200, r
+        assert r.outcome in ("cancelled", "unavailable"), r
+        assert r.json["attempts"][-1]["signal"] == "SIGKILL", r

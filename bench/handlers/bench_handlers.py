@@ -1,0 +1,84 @@
+"""Handlers and the model shared by every system in bench/e2e_peers.py.
+
+The same functions run everywhere: bulkhead loads this module in its workers (``python_path``
+points here), ProcessPoolExecutor / multiprocessing.Pool / loky call them from their workers, and
+the subprocess-per-job peer imports it in a fresh interpreter.
+
+- ``echo``: returns the payload (100 bytes in the bench).
+- ``build_model``: a small CNN built in code (no downloaded weights), 1 intra-op thread, eval mode,
+  one warm-up forward pass.  ``infer(model, payload)``: payload = 3x64x64 uint8 bytes, returns the
+  10 logits as float32 bytes.
+- ``cnn_preload`` / ``cnn``: the bulkhead pool's preload and handler (model in ``ctx.preloaded``).
+"""
+
+SIDE = 64
+CLASSES = 10
+PAYLOAD_BYTES = 3 * SIDE * SIDE
+
+
+def echo(payload, ctx=None):
+    return payload
+
+
+def build_model():
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),     # 16x32x32
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),    # 32x16x16
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),    # 64x8x8
+        nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, CLASSES),
+    ).eval()
+    infer(model, bytes(PAYLOAD_BYTES))  # the first forward pass is the slow one
+    return model
+
+
+def infer(model, payload):
+    import numpy as np
+    import torch
+
+    raw = np.frombuffer(payload, dtype=np.uint8)
+    if raw.size != PAYLOAD_BYTES:
+        raw = np.resize(raw, PAYLOAD_BYTES)
+    x = torch.from_numpy(raw.astype(np.float32) / 255.0).reshape(1, 3, SIDE, SIDE)
+    with torch.no_grad():
+        logits = model(x)[0]
+    return logits.numpy().astype(np.float32).tobytes()
+
+
+# -- bulkhead pool entry points ---------------------------------------------------------------
+
+def cnn_preload():
+    return build_model()
+
+
+def cnn(payload, ctx):
+    return infer(ctx.preloaded, payload)
+
+
+# -- ProcessPoolExecutor / multiprocessing.Pool / loky -----------------------------------------
+
+_MODEL = None
+
+
+def init_model():
+    global _MODEL
+    _MODEL = build_model()
+
+
+def cnn_global(payload):
+    return infer(_MODEL, payload)
+
+
+def worker_pid(_=None):
+    import os
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    # Subprocess-per-job peer: import torch, build the model, run one inference, print the result.
+    import sys
+    sys.stdout.buffer.write(infer(build_model(), sys.stdin.buffer.read()))

@@ -1,0 +1,78 @@
+#include "core/resource_rules.h"
+
+#include <array>
+#include <string_view>
+
+namespace bulkhead::core {
+
+namespace {
+
+// The kernel refuses new maps at vm.max_map_count (65530 by default): everything that needs a
+// map then fails with ENOMEM while RAM is free (FAULTS.md, memory-map leak).
+constexpr int kMapsNearKernelLimit = 65000;
+
+}  // namespace
+
+std::optional<std::string> recycleCause(const ResourceSample& s, const JobEndHistory& history,
+                                        const ResourceBounds& b) {
+  if (b.maxRssBytes && s.rssBytes > b.maxRssBytes) return "rss";
+  if (b.maxThreads && s.threads > b.maxThreads) return "threads";
+  if (b.maxMaps && s.maps > b.maxMaps) return "maps";
+  if (b.maxFds && s.fds > b.maxFds) return "fds";
+  if (!b.trend) return std::nullopt;
+  auto wouldCross = [&](auto measure, double current, double bound) {
+    if (bound <= 0 || current < 0) return false;
+    auto growth = history.growthPerJob(measure);
+    return growth && *growth > 0 && current + *growth > bound;
+  };
+  if (wouldCross([](const ResourceSample& x) { return static_cast<double>(x.rssBytes); },
+                 static_cast<double>(s.rssBytes), static_cast<double>(b.maxRssBytes))) {
+    return "trend:rss";
+  }
+  if (wouldCross([](const ResourceSample& x) { return static_cast<double>(x.threads); }, s.threads,
+                 b.maxThreads)) {
+    return "trend:threads";
+  }
+  if (wouldCross([](const ResourceSample& x) { return static_cast<double>(x.maps); }, s.maps,
+                 b.maxMaps)) {
+    return "trend:maps";
+  }
+  if (wouldCross([](const ResourceSample& x) { return static_cast<double>(x.fds); }, s.fds,
+                 b.maxFds)) {
+    return "trend:fds";
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> exhaustionCause(const LimitEvidence& l, const std::string& text) {
+  if (l.pidsMaxEvents > 0) {
+    return "pids limit " + (l.pidsLimit ? std::to_string(l.pidsLimit) : std::string("?")) +
+           " reached (pids.events max " + std::to_string(l.pidsMaxEvents) + ")";
+  }
+  if (l.lastSample && l.lastSample->maps >= kMapsNearKernelLimit) {
+    return "memory maps exhausted (" + std::to_string(l.lastSample->maps) +
+           " maps, vm.max_map_count is about 65530)";
+  }
+  static constexpr std::array<std::string_view, 6> kSignatures = {
+      "can't start new thread",
+      "Thread creation failed",
+      "pthread_create",
+      "Resource temporarily unavailable",
+      "[Errno 11]",
+      "failed to map segment",
+  };
+  for (std::string_view signature : kSignatures) {
+    auto at = text.find(signature);
+    if (at == std::string::npos) continue;
+    auto lineStart = text.rfind('\n', at);
+    lineStart = lineStart == std::string::npos ? 0 : lineStart + 1;
+    auto lineEnd = text.find('\n', at);
+    std::string line = text.substr(
+        lineStart, lineEnd == std::string::npos ? std::string::npos : lineEnd - lineStart);
+    if (line.size() > 200) line = line.substr(0, 200);
+    return "thread or map creation failed: " + line;
+  }
+  return std::nullopt;
+}
+
+}  // namespace bulkhead::core

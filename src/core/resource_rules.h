@@ -1,0 +1,77 @@
+#pragma once
+// Soft recycle rules over per-worker resource samples, and the classification of failures caused
+// by a hard limit. Pure functions over bounded history: each is tested alone.
+//
+// A rule fires on the latest sample (rss, threads, maps, fds over their bound) or on the trend:
+// from the growth per job over the last few job ends, recycle when the next job would cross the
+// bound (incident 03: +730 maps per fold must never reach the limit).
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+
+#include "core/outcome.h"
+
+namespace bulkhead::core {
+
+struct ResourceBounds {  // 0: no bound
+  std::uint64_t maxRssBytes = 0;
+  int maxThreads = 0;
+  int maxMaps = 0;
+  int maxFds = 0;
+  bool trend = true;
+
+  bool any() const { return maxRssBytes || maxThreads || maxMaps || maxFds; }
+};
+
+// Samples taken right after jobs ended, with the job count at that moment.
+class JobEndHistory {
+ public:
+  static constexpr std::size_t kDepth = 8;
+
+  void record(std::uint64_t jobsServed, const ResourceSample& sample) {
+    points_.push_back({jobsServed, sample});
+    if (points_.size() > kDepth) points_.pop_front();
+  }
+  // Growth per job of one measure over the remembered window; nullopt with fewer than 2 points.
+  template <class Measure>
+  std::optional<double> growthPerJob(Measure measure) const {
+    if (points_.size() < 2) return std::nullopt;
+    const auto& first = points_.front();
+    const auto& last = points_.back();
+    if (last.jobs <= first.jobs) return std::nullopt;
+    double a = measure(first.sample), b = measure(last.sample);
+    if (a < 0 || b < 0) return std::nullopt;  // a measure not read in that sample
+    return (b - a) / static_cast<double>(last.jobs - first.jobs);
+  }
+  bool empty() const { return points_.empty(); }
+
+ private:
+  struct Point {
+    std::uint64_t jobs;
+    ResourceSample sample;
+  };
+  std::deque<Point> points_;
+};
+
+// "rss", "threads", "maps", "fds", "trend:rss", "trend:maps", ... or nullopt.
+std::optional<std::string> recycleCause(const ResourceSample& latest, const JobEndHistory& history,
+                                        const ResourceBounds& bounds);
+
+// Hard-limit evidence from the OS layer, cumulative over the worker's life.
+struct LimitEvidence {
+  bool oomKilled = false;
+  std::uint64_t memoryLimitBytes = 0;  // 0: none
+  std::uint64_t memoryPeakBytes = 0;
+  std::uint64_t pidsLimit = 0;  // 0: none
+  std::uint64_t pidsMaxEvents = 0;
+  std::optional<ResourceSample> lastSample;
+};
+
+// Why a failure is the exhaustion of a limited resource rather than the job's bug or a plain
+// crash: from the kernel's counters first, then from the messages libraries print when thread or
+// map creation fails. Returns the cause ("pids limit 64 reached (pids.events max 3)", ...).
+std::optional<std::string> exhaustionCause(const LimitEvidence& limits, const std::string& text);
+
+}  // namespace bulkhead::core
