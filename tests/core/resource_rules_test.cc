@@ -1,0 +1,103 @@
+#include "core/resource_rules.h"
+
+#include <gtest/gtest.h>
+
+namespace bulkhead::core {
+namespace {
+
+ResourceSample sample(std::uint64_t rssMiB, int threads, int maps, int fds = 10) {
+  ResourceSample s;
+  s.rssBytes = rssMiB << 20;
+  s.threads = threads;
+  s.maps = maps;
+  s.fds = fds;
+  return s;
+}
+
+TEST(RecycleRules, BoundsOnTheLatestSample) {
+  ResourceBounds b;
+  b.maxRssBytes = 100ull << 20;
+  b.maxThreads = 20;
+  b.maxMaps = 1000;
+  b.maxFds = 50;
+  JobEndHistory none;
+  EXPECT_FALSE(recycleCause(sample(99, 20, 1000, 50), none, b));
+  EXPECT_EQ(recycleCause(sample(101, 1, 1), none, b), "rss");
+  EXPECT_EQ(recycleCause(sample(1, 21, 1), none, b), "threads");
+  EXPECT_EQ(recycleCause(sample(1, 1, 1001), none, b), "maps");
+  EXPECT_EQ(recycleCause(sample(1, 1, 1, 51), none, b), "fds");
+}
+
+TEST(RecycleRules, TrendRecyclesBeforeTheNextJobWouldCrossTheBound) {
+  ResourceBounds b;
+  b.maxMaps = 5000;
+  JobEndHistory h;
+  // Incident 03 in numbers: about +730 maps per fold.
+  int maps = 1700;
+  for (std::uint64_t job = 1; job <= 4; ++job) {
+    maps += 730;
+    h.record(job, sample(10, 2, maps));
+    auto cause = recycleCause(sample(10, 2, maps), h, b);
+    if (maps + 730 > 5000) {
+      EXPECT_EQ(cause, "trend:maps") << "at " << maps << " maps";
+      return;
+    }
+    EXPECT_FALSE(cause) << "at " << maps << " maps";
+  }
+  FAIL() << "the trend rule never fired";
+}
+
+TEST(RecycleRules, TrendUsesJobCountsNotSampleCounts) {
+  ResourceBounds b;
+  b.maxRssBytes = 1000ull << 20;
+  JobEndHistory h;
+  h.record(10, sample(100, 2, -1));
+  h.record(20, sample(200, 2, -1));  // +10 MiB per job over 10 jobs
+  EXPECT_FALSE(recycleCause(sample(200, 2, -1), h, b));
+  EXPECT_EQ(recycleCause(sample(995, 2, -1), h, b), "trend:rss");
+}
+
+TEST(RecycleRules, FlatOrShrinkingMeasuresNeverTriggerTheTrend) {
+  ResourceBounds b;
+  b.maxThreads = 10;
+  JobEndHistory h;
+  h.record(1, sample(10, 9, 100));
+  h.record(2, sample(10, 9, 100));
+  EXPECT_FALSE(recycleCause(sample(10, 9, 100), h, b));
+  b.trend = false;
+  h.record(3, sample(10, 10, 100));
+  EXPECT_FALSE(recycleCause(sample(10, 10, 100), h, b));
+}
+
+TEST(Exhaustion, PidsCounterComesFirst) {
+  LimitEvidence l;
+  l.pidsLimit = 40;
+  l.pidsMaxEvents = 2;
+  auto cause = exhaustionCause(l, "");
+  ASSERT_TRUE(cause);
+  EXPECT_NE(cause->find("pids limit 40"), std::string::npos);
+}
+
+TEST(Exhaustion, LibraryMessagesFromFaultsMd) {
+  LimitEvidence l;
+  for (const char* text : {"RuntimeError: can't start new thread",
+                           "libgomp: Thread creation failed: Resource temporarily unavailable",
+                           "BlockingIOError: [Errno 11] Resource temporarily unavailable",
+                           "ImportError: libfoo.so: failed to map segment from shared object"}) {
+    auto cause = exhaustionCause(l, std::string("Traceback...\n") + text + "\n");
+    ASSERT_TRUE(cause) << text;
+    EXPECT_NE(cause->find(text), std::string::npos) << *cause;
+  }
+  EXPECT_FALSE(exhaustionCause(l, "ValueError: bad image"));
+}
+
+TEST(Exhaustion, MapsAtTheKernelLimit) {
+  LimitEvidence l;
+  l.lastSample = sample(10, 2, 65400);
+  auto cause = exhaustionCause(l, "MemoryError");
+  ASSERT_TRUE(cause);
+  EXPECT_NE(cause->find("maps"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace bulkhead::core
