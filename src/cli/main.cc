@@ -56,7 +56,7 @@ int serve(const std::string& path, const std::string& listenOverride) {
   options.sdkDirectory = sdk && *sdk ? sdk : BULKHEAD_SDK_DIR;
   for (char** e = environ; *e; ++e) options.baseEnvironment.emplace_back(*e);
 
-  runtime::Supervisor supervisor(io, *config, options);
+  runtime::Supervisor supervisor(io, *config, std::move(options));
   api::HttpServer server(io, supervisor, {config->server.listen, config->server.maxRequestBody});
   std::string address;
   try {

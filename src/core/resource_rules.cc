@@ -23,7 +23,8 @@ std::optional<std::string> recycleCause(const ResourceSample& s, const JobEndHis
   auto wouldCross = [&](auto measure, double current, double bound) {
     if (bound <= 0 || current < 0) return false;
     auto growth = history.growthPerJob(measure);
-    return growth && *growth > 0 && current + *growth > bound;
+    // Samples may skip fast jobs: look as many jobs ahead as the last gap between samples.
+    return growth && *growth > 0 && current + *growth * history.jobsPerSample() > bound;
   };
   if (wouldCross([](const ResourceSample& x) { return static_cast<double>(x.rssBytes); },
                  static_cast<double>(s.rssBytes), static_cast<double>(b.maxRssBytes))) {

@@ -46,6 +46,12 @@ class JobEndHistory {
     return (b - a) / static_cast<double>(last.jobs - first.jobs);
   }
   bool empty() const { return points_.empty(); }
+  // Jobs between the last two samples (at least 1): how far ahead the next check is.
+  double jobsPerSample() const {
+    if (points_.size() < 2) return 1;
+    auto gap = points_.back().jobs - points_[points_.size() - 2].jobs;
+    return gap > 1 ? static_cast<double>(gap) : 1.0;
+  }
 
  private:
   struct Point {

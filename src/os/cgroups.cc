@@ -212,7 +212,8 @@ class LinuxCgroupHost final : public CgroupHost {
     return 0;
   }
   int killProcess(pid_t pid) override {
-    if (pid <= 0) return EINVAL;  // never "every process" or a process group
+    if (pid <= 0) return EINVAL;          // never "every process" or a process group
+    if (pid == ::getpid()) return EPERM;  // a supervisor found inside a worker cgroup is a bug
     return ::kill(pid, SIGKILL) == 0 || errno == ESRCH ? 0 : errno;
   }
   bool isAlive(pid_t pid) const override {

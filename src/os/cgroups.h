@@ -115,7 +115,7 @@ class Cgroups {
   // never removed) is emptied and replaced. On failure: nullopt, *error says why.
   virtual std::optional<WorkerCgroup> create(const std::string& name, const CgroupLimits& limits,
                                              std::string* error) = 0;
-  // Missing files read as 0 (e.g. memory.peak before Linux 5.19).
+  // Missing files read as 0 (e.g. memory.peak before Linux 5.19). Read them before remove().
   virtual CgroupCounters counters(const WorkerCgroup& cg) const = 0;
   // SIGKILLs everything left inside (bounded tries, at most about a second when something keeps
   // forking) and removes the directories. Cheap when the worker was already reaped: then nothing

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -41,7 +42,9 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
 // Runs in the child between fork and exec: async-signal-safe calls only (man 7 signal-safety).
 [[noreturn]] void execChild(const char* executable, char* const* argv, char* const* envp,
                             const char* workdir, pid_t parent, int devNull, int stdoutFd,
-                            int stderrFd, int controlFd, int stacksFd, int errorFd) {
+                            int stderrFd, int controlFd, int stacksFd, int errorFd,
+                            const int* cgroupFds, std::size_t cgroupFdCount,
+                            std::uint64_t addressSpaceLimit) {
   auto fail = [&](int stage) {
     int report[2] = {stage, errno};
     ssize_t ignored = ::write(errorFd, report, sizeof report);
@@ -51,6 +54,14 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
   if (::setpgid(0, 0) != 0) fail(1);
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(2);
   if (::getppid() != parent) ::_exit(1);  // the supervisor died before prctl took effect
+  // Join the worker's cgroup(s) before exec, so the interpreter's first allocation is counted.
+  for (std::size_t i = 0; i < cgroupFdCount; ++i) {
+    if (::write(cgroupFds[i], "0", 1) != 1) fail(7);
+  }
+  if (addressSpaceLimit > 0) {
+    rlimit limit{addressSpaceLimit, addressSpaceLimit};
+    if (::setrlimit(RLIMIT_AS, &limit) != 0) fail(8);
+  }
 
   sigset_t none;
   sigemptyset(&none);
@@ -91,6 +102,10 @@ const char* stageName(int stage) {
       return "chdir";
     case 6:
       return "exec";
+    case 7:
+      return "join cgroup";
+    case 8:
+      return "setrlimit(RLIMIT_AS)";
     default:
       return "child setup";
   }
@@ -129,7 +144,8 @@ std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
     // ---- child: async-signal-safe region until execve ----
     execChild(spec.executable.c_str(), argv.data(), envp.data(), workdir, parent, devNull.get(),
               outWrite.get(), errWrite.get(), controlTheirs.get(), stacksWrite.get(),
-              execErrWrite.get());
+              execErrWrite.get(), spec.joinCgroupFds.data(), spec.joinCgroupFds.size(),
+              spec.addressSpaceLimit);
   }
   // The child is in its own group from its first instruction on only after setpgid; set it from
   // this side too so a signal to the group sent right now cannot miss it (man 2 setpgid).

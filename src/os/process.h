@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <variant>
@@ -15,10 +16,12 @@
 namespace bulkhead::os {
 
 struct SpawnSpec {
-  std::string executable;         // absolute path, exec'd directly
-  std::vector<std::string> argv;  // argv[0] included
-  std::vector<std::string> env;   // "KEY=value"
-  std::string workingDirectory;   // empty: inherit
+  std::string executable;               // absolute path, exec'd directly
+  std::vector<std::string> argv;        // argv[0] included
+  std::vector<std::string> env;         // "KEY=value"
+  std::string workingDirectory;         // empty: inherit
+  std::vector<int> joinCgroupFds;       // cgroup.procs files the child writes "0" to before exec
+  std::uint64_t addressSpaceLimit = 0;  // RLIMIT_AS for the child; 0: none (no-cgroup fallback)
 };
 
 // The supervisor's ends of a started worker. All are non-blocking and close-on-exec.

@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "core/pool.h"
+#include "os/cgroups.h"
 #include "os/proc.h"
 
 namespace bulkhead::runtime {
@@ -23,6 +24,7 @@ namespace bulkhead::runtime {
 struct SupervisorOptions {
   std::string sdkDirectory;                  // put on each worker's PYTHONPATH
   std::vector<std::string> baseEnvironment;  // what workers inherit before their pool's env
+  std::unique_ptr<os::Cgroups> cgroups;      // injected in tests; detected when null
 };
 
 class Supervisor {
@@ -69,6 +71,7 @@ class Supervisor {
   void misbehaved(WorkerIo& worker, std::string reason);
   void onChildExit(pid_t pid, int rawStatus);
   void closeWorkerIo(WorkerIo& worker);
+  void removeCgroup(os::WorkerCgroup& cgroup);
   void armTimer();
   void armSampler();
   void sampleAll();
@@ -91,6 +94,7 @@ class Supervisor {
   boost::asio::steady_timer timer_;
   boost::asio::steady_timer sampler_;
   os::ProcReader procReader_;
+  std::unique_ptr<os::Cgroups> cgroups_;
   std::optional<core::Time> armedFor_;
   boost::asio::signal_set sigchld_;
   bool shuttingDown_ = false;

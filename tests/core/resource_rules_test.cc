@@ -57,6 +57,16 @@ TEST(RecycleRules, TrendUsesJobCountsNotSampleCounts) {
   EXPECT_EQ(recycleCause(sample(995, 2, -1), h, b), "trend:rss");
 }
 
+TEST(RecycleRules, TrendLooksAheadAsManyJobsAsSamplesSkip) {
+  ResourceBounds b;
+  b.maxMaps = 20000;
+  JobEndHistory h;
+  h.record(10, sample(10, 2, 2000));
+  h.record(20, sample(10, 2, 12000));  // +1000 per job, sampled every 10 jobs
+  // 12000 + 1000 would be fine for one job, but the next sample comes 10 jobs later.
+  EXPECT_EQ(recycleCause(sample(10, 2, 12000), h, b), "trend:maps");
+}
+
 TEST(RecycleRules, FlatOrShrinkingMeasuresNeverTriggerTheTrend) {
   ResourceBounds b;
   b.maxThreads = 10;

@@ -797,6 +797,12 @@ TEST_F(RealCgroups, OomKillHitsTheWorkerOnlyAndIsCounted) {
   auto w = cgroups_->create("oom", {kLimit, 64}, &error);
   ASSERT_TRUE(w) << error;
   std::fprintf(stderr, "%s\n", cgroups_->describe().c_str());
+  if (cgroups_->mode() == CgroupMode::kV1 &&
+      fs::exists(w->memoryDir() + "/memory.memsw.limit_in_bytes")) {
+    // No escape into swap: memory+swap is limited to the same value.
+    EXPECT_EQ(readWhole(w->memoryDir() + "/memory.memsw.limit_in_bytes"),
+              std::to_string(kLimit) + "\n");
+  }
 
   // Built before fork: the child may only make async-signal-safe calls.
   const char* argv[] = {"python3", "-c", "b=[]\nwhile True: b.append(bytearray(1<<20))", nullptr};

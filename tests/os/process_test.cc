@@ -48,7 +48,11 @@ int waitFor(pid_t pid) {
 }
 
 SpawnSpec shell(const std::string& script) {
-  return {"/bin/sh", {"sh", "-c", script}, {"PATH=/usr/bin:/bin"}, ""};
+  SpawnSpec spec;
+  spec.executable = "/bin/sh";
+  spec.argv = {"sh", "-c", script};
+  spec.env = {"PATH=/usr/bin:/bin"};
+  return spec;
 }
 
 TEST(Spawn, ChildSeesExactlyTheDocumentedFds) {
@@ -74,7 +78,10 @@ TEST(Spawn, ControlSocketAndStacksPipeReachTheChild) {
 }
 
 TEST(Spawn, ExecFailureIsReportedWithItsErrno) {
-  auto r = spawnWorker({"/nonexistent/python", {"python"}, {}, ""});
+  SpawnSpec spec;
+  spec.executable = "/nonexistent/python";
+  spec.argv = {"python"};
+  auto r = spawnWorker(spec);
   ASSERT_TRUE(std::holds_alternative<SpawnError>(r));
   EXPECT_EQ(std::get<SpawnError>(r).stage, "exec");
   EXPECT_EQ(std::get<SpawnError>(r).error, ENOENT);
