@@ -193,12 +193,23 @@ int status(const std::string& url) {
         (unsigned long long)failed, (unsigned long long)c.value("worker_deaths", 0ull),
         (unsigned long long)c.value("worker_starts", 0ull));
   }
-  std::printf("\n%-16s %-8s %-10s %-6s %-9s\n", "WORKER", "PID", "STATE", "JOBS", "AGE");
+  std::printf("\n%-16s %-8s %-10s %-6s %-8s %-9s %-8s %-7s %-5s %-8s\n", "WORKER", "PID", "STATE",
+              "JOBS", "AGE", "RSS", "THREADS", "MAPS", "FDS", "RECYCLE");
   for (const auto& p : j["pools"]) {
     for (const auto& w : p["workers"]) {
-      std::printf("%-16s %-8d %-10s %-6llu %-8.1fs\n", w.value("id", "").c_str(), w.value("pid", 0),
-                  w.value("state", "").c_str(), (unsigned long long)w.value("jobs_served", 0ull),
-                  w.value("age_s", 0.0));
+      char age[32], rss[32] = "-", threads[16] = "-", maps[16] = "-", fds[16] = "-";
+      std::snprintf(age, sizeof age, "%.1fs", w.value("age_s", 0.0));
+      if (w.contains("sample")) {
+        const auto& s = w["sample"];
+        std::snprintf(rss, sizeof rss, "%.1fMiB", s.value("rss_bytes", 0.0) / (1 << 20));
+        std::snprintf(threads, sizeof threads, "%d", s.value("threads", 0));
+        if (s["maps"].is_number()) std::snprintf(maps, sizeof maps, "%d", s["maps"].get<int>());
+        std::snprintf(fds, sizeof fds, "%d", s.value("fds", 0));
+      }
+      std::printf("%-16s %-8d %-10s %-6llu %-8s %-9s %-8s %-7s %-5s %-8s\n",
+                  w.value("id", "").c_str(), w.value("pid", 0), w.value("state", "").c_str(),
+                  (unsigned long long)w.value("jobs_served", 0ull), age, rss, threads, maps, fds,
+                  w.value("recycle_cause", "").c_str());
     }
   }
   return 0;
