@@ -79,6 +79,18 @@ def worker_pid(_=None):
 
 
 if __name__ == "__main__":
-    # Subprocess-per-job peer: import torch, build the model, run one inference, print the result.
+    # Subprocess-per-job peer: import torch, build the model, run one inference, print the result
+    # (timings and peak RSS go to stderr for the bench's report).
+    import importlib
+    import resource
     import sys
-    sys.stdout.buffer.write(infer(build_model(), sys.stdin.buffer.read()))
+    import time
+    t0 = time.perf_counter()
+    importlib.import_module("torch")
+    t1 = time.perf_counter()
+    model = build_model()
+    t2 = time.perf_counter()
+    sys.stdout.buffer.write(infer(model, sys.stdin.buffer.read()))
+    sys.stdout.flush()
+    sys.stderr.write("BENCH import_torch_s=%.3f build_s=%.3f maxrss_kb=%d\n" % (
+        t1 - t0, t2 - t1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))

@@ -7,9 +7,18 @@ the optional preload function, run preload, and send ``READY`` (or ``START_FAILE
 Then one job at a time: read a ``JOB`` frame, call ``handler(payload, ctx)``, send the result
 frame.  ``SHUTDOWN`` or EOF on the control socket ends the process with exit code 0.
 
-Everything runs on the main thread and every frame is written by it with ``sendall``.  The module
-imports only builtins and a few tiny modules (no ``socket``, ``json``, ``traceback`` until
-needed), because it starts once per worker.
+Jobs run on the main thread, which writes every frame but one kind with ``sendall``.  When the
+supervisor sets ``BULKHEAD_HEARTBEAT_INTERVAL`` (seconds), a thread started at the first job
+(with ``_thread``: daemon-like, and not in ``threading.enumerate()``) sends a ``HEARTBEAT`` for
+the running job every interval: the job's ``ctx.progress()`` count, the process's CPU seconds
+(without the heartbeat thread's own) and a fingerprint of the main thread's Python stack, from
+which the supervisor tells a hung job from a slow one.  One lock orders its frames with the main
+thread's: the main thread takes it only to start and to end a job, and once a job has ended
+(before its result frame is written) no heartbeat for it can follow.  Between jobs the thread
+sends nothing.  Without the variable there is no thread and no lock.
+
+The module imports only builtins and a few tiny modules (no ``socket``, ``json``, ``traceback``,
+``threading``), because it starts once per worker.
 
 Exit codes: 0 shutdown / EOF / control socket gone, 2 unusable environment (no control socket),
 3 start failed (after ``START_FAILED``), 4 the supervisor sent an invalid frame.
@@ -19,9 +28,18 @@ import faulthandler
 import os
 import sys
 from _socket import socket as _raw_socket
-from _thread import get_ident as _get_ident
+# Taken now, before a handler's module can monkey-patch them (gevent, eventlet): the heartbeat
+# thread must be an OS thread that sleeps for real.
+from _thread import allocate_lock as _allocate_lock, get_ident as _get_ident, \
+    start_new_thread as _start_new_thread
 from time import monotonic as _monotonic, perf_counter as _perf_counter, \
-    process_time as _process_time
+    process_time as _process_time, sleep as _sleep
+
+try:
+    from time import thread_time as _thread_time
+except ImportError:  # pragma: no cover - platforms without a per-thread CPU clock
+    def _thread_time():
+        return 0.0
 
 from . import __version__
 from ._protocol import (DEFAULT_MAX_PAYLOAD, HANDLER_ERROR, HEARTBEAT, HELLO,
@@ -50,6 +68,9 @@ EXIT_START_FAILED = 3
 EXIT_PROTOCOL_ERROR = 4
 
 HEARTBEAT_INTERVAL = 0.1        # ctx.progress() sends at most one HEARTBEAT per this many seconds
+_MIN_HEARTBEAT_INTERVAL = 0.001 # BULKHEAD_HEARTBEAT_INTERVAL below this (but > 0) is raised to it
+_STACK_DEPTH = 256              # the stack fingerprint covers at most this many innermost frames
+_NEVER = float("inf")
 _DEFAULT_DUMP_SIGNAL = 12       # SIGUSR2
 _SMALL_SEND = 64 * 1024         # bodies up to this size are joined to their header (one syscall)
 # Error frames must fit the 1 MiB control limit.  Text is cut to these many characters (keeping
@@ -88,7 +109,9 @@ class Context(object):
         The count goes to the supervisor in a HEARTBEAT at most every 100 ms (the first one
         100 ms into the job); other calls only add to the counter.  It is how the supervisor tells
         a slow job from a hung one.  Calls from threads other than the main thread are counted but
-        send nothing themselves (only the main thread writes to the control socket).
+        send nothing themselves (only the main thread writes to the control socket).  When the
+        worker's heartbeat thread runs (``BULKHEAD_HEARTBEAT_INTERVAL``), no call sends anything:
+        the thread reports the count with every heartbeat.
         """
         self._count += n
         now = _monotonic()
@@ -192,6 +215,23 @@ def _resolve(spec, what):
     return target
 
 
+def _env_interval(environ, name):
+    """A non-negative finite float of seconds from ``name``; 0.0 (off) when unset or invalid."""
+    value = environ.get(name, "").strip()
+    if not value:
+        return 0.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0.0 <= seconds < float("inf"):     # also refuses nan
+        _warn("%s=%r is not a number of seconds >= 0; heartbeats are off" % (name, value))
+        return 0.0
+    if 0.0 < seconds < _MIN_HEARTBEAT_INTERVAL:
+        seconds = _MIN_HEARTBEAT_INTERVAL
+    return seconds
+
+
 def _env_int(environ, name, default):
     value = environ.get(name, "").strip()
     if not value:
@@ -233,11 +273,139 @@ def _exit(code):
     os._exit(code)
 
 
+# -- heartbeats ------------------------------------------------------------------------------
+
+
+class _Heartbeat(object):
+    """The heartbeat thread and the lock that orders its frames with the main thread's.
+
+    The main thread calls ``begin(ctx)`` when a job starts and ``end()`` when it has the job's
+    result frame ready, before writing it.  The thread sends a HEARTBEAT for ``ctx`` every
+    ``interval`` seconds after ``begin``, holding ``lock`` while it checks that ``ctx`` is still
+    the running job and writes the frame; ``end`` clears the running job under the same lock.  So
+    a heartbeat never interleaves with another frame (the main thread writes nothing else while a
+    job runs), and none for a job follows that job's ``end``.  Once idle with no beat due, the
+    thread blocks on ``_wake``, which ``begin`` releases; otherwise it sleeps until the next beat
+    is due (it does not chase jobs shorter than the interval).
+
+    The thread is started by the first ``begin`` and then reused.  A native call that holds the
+    GIL stops it: the supervisor reads the missing heartbeats as a hang, which is the point.
+    """
+
+    def __init__(self, sock, interval):
+        self._sendall = sock.sendall
+        self.interval = interval
+        self.lock = _allocate_lock()
+        self._wake = _allocate_lock()
+        self._wake.acquire()            # held while idle: the thread blocks acquiring it
+        self._ctx = None                # the running job's Context, or None between jobs
+        self._due = 0.0                 # monotonic time of the next heartbeat
+        self._main = None               # thread id whose stack is fingerprinted
+        self._cpu = 0.0                 # last CPU seconds reported (they never go down)
+        self._digest = None
+        self._thread = None             # the thread's id once started
+
+    # -- main thread
+
+    def begin(self, ctx):
+        if self._thread is None:
+            self._start()
+        ctx._last_beat = _NEVER         # progress() only counts; the thread reports the count
+        with self.lock:
+            self._ctx = ctx
+            self._due = _monotonic() + self.interval
+        # Only the main thread releases _wake: if it is held, the release cannot fail.  If it is
+        # not, the thread has not yet taken the last release and will see this job when it does.
+        if self._wake.locked():
+            self._wake.release()
+
+    def end(self):
+        # Waits for a heartbeat being written to finish; after this, none is sent for the job.
+        with self.lock:
+            self._ctx = None
+
+    def _start(self):
+        try:
+            from _blake2 import blake2b
+
+            def digest(data):
+                return blake2b(data, digest_size=8).hexdigest()
+        except ImportError:  # pragma: no cover - CPython builds without blake2
+            def digest(data):
+                return "%016x" % (hash(data) & 0xFFFFFFFFFFFFFFFF)
+        self._digest = digest
+        self._main = _get_ident()
+        # Not threading.Thread: no threading import, and no patched version of it.  Like a daemon
+        # thread, it is not waited for at exit.
+        self._thread = _start_new_thread(self._run, ())
+
+    # -- the heartbeat thread
+
+    def _run(self):
+        try:
+            self._loop()
+        except OSError:
+            pass        # the control socket is gone; the main thread finds out on its own
+        except BaseException as exc:  # noqa: B036 - say why the heartbeats stopped
+            _warn("heartbeat thread stopped: %s: %s" % (_type_name(type(exc)), _safe_str(exc)))
+
+    def _loop(self):
+        lock, wake, interval = self.lock, self._wake, self.interval
+        while True:
+            wake.acquire()              # idle: wait for a job to begin
+            while True:
+                with lock:
+                    ctx = self._ctx
+                    delay = self._due - _monotonic()
+                if delay > 0:
+                    # Sleep until a beat is due even if the job has ended meanwhile: a stream of
+                    # short jobs then costs this thread one wake-up per interval, not one per job.
+                    # A job that begins meanwhile sets a later _due, read when we wake.
+                    _sleep(delay)
+                    continue
+                if ctx is None:
+                    break               # idle, nothing due: wait for the next job
+                frame = self._frame(ctx)
+                with lock:
+                    if self._ctx is not ctx:
+                        continue        # ended while we looked: its result may be out already
+                    self._sendall(frame, _NO_SIGPIPE)
+                    now = _monotonic()
+                    due = self._due + interval
+                    # Late (the GIL was held, or we were descheduled): no burst of catch-up beats.
+                    self._due = due if due > now else now + interval
+                frame = None
+
+    def _frame(self, ctx):
+        body = b'{"progress":%d,"cpu_seconds":%.6f,"stack":"%s"}' % (
+            ctx._count, self._cpu_seconds(), self._stack_fingerprint().encode("ascii"))
+        return encode_header(HEARTBEAT, ctx.job_id, len(body)) + body
+
+    def _cpu_seconds(self):
+        """CPU seconds of the process minus this thread's own: a deadlocked job's stay flat."""
+        cpu = _process_time() - _thread_time()  # in this order: never counts our own time
+        if cpu < self._cpu:
+            cpu = self._cpu
+        self._cpu = cpu
+        return cpu
+
+    def _stack_fingerprint(self):
+        """Short hex hash of the main thread's stack as (file, function, line) of each frame."""
+        frame = sys._current_frames().get(self._main)
+        parts = []
+        while frame is not None and len(parts) < _STACK_DEPTH:
+            code = frame.f_code
+            parts.append("%s\0%s\0%s" % (code.co_filename, code.co_name, frame.f_lineno))
+            frame = frame.f_back
+        frame = None                    # keep no frame (and its locals) alive
+        return self._digest("\n".join(parts).encode("utf-8", "backslashreplace"))
+
+
 # -- the worker ------------------------------------------------------------------------------
 
 
 class _Worker(object):
-    def __init__(self, sock, pool, worker_id, max_frame):
+    def __init__(self, sock, pool, worker_id, max_frame, heartbeat_interval=0.0):
         self._sock = sock
         self._sendall = sock.sendall
         self._pool = pool
@@ -249,6 +417,8 @@ class _Worker(object):
                                      max_control=MAX_CONTROL_BODY)
         self._handler = None
         self._preloaded = None
+        # No thread yet: the first job starts it.
+        self._heartbeat = _Heartbeat(sock, heartbeat_interval) if heartbeat_interval > 0 else None
 
     # -- I/O
 
@@ -314,6 +484,7 @@ class _Worker(object):
         handler = self._handler
         send = self.send
         pool, worker_id, preloaded = self._pool, self._worker_id, self._preloaded
+        heartbeat = self._heartbeat     # None: heartbeats off, nothing to do per job
         while True:
             frame = self.read_frame()
             if frame is None or frame.type == SHUTDOWN:
@@ -323,12 +494,18 @@ class _Worker(object):
             payload = frame.body
             frame = None
             ctx = Context(job_id, pool, worker_id, preloaded, send)
+            if heartbeat is not None:
+                heartbeat.begin(ctx)
             try:
                 result = handler(payload, ctx)
             except BaseException as exc:  # noqa: B036 - SystemExit/KeyboardInterrupt included
                 ctx._active = False
                 payload = None
-                send(HANDLER_ERROR, job_id, _error_body(*_describe(exc, skip_frames=1)))
+                body = _error_body(*_describe(exc, skip_frames=1))
+                if heartbeat is not None:
+                    heartbeat.end()     # no heartbeat for this job after this point
+                send(HANDLER_ERROR, job_id, body)
+                body = None
                 continue
             ctx._active = False
             payload = None
@@ -339,6 +516,8 @@ class _Worker(object):
                     "ValueError",
                     "the handler's result is %d bytes, above the %d bytes this pool accepts "
                     "(max_payload)" % (len(body), self._max_frame), "")
+            if heartbeat is not None:
+                heartbeat.end()         # no heartbeat for this job after this point
             send(frame_type, job_id, body)
             body = None
 
@@ -414,7 +593,8 @@ def main(environ=None):
     worker = _Worker(sock,
                      pool=environ.get("BULKHEAD_POOL", ""),
                      worker_id=environ.get("BULKHEAD_WORKER_ID", ""),
-                     max_frame=_env_int(environ, "BULKHEAD_MAX_FRAME", DEFAULT_MAX_PAYLOAD))
+                     max_frame=_env_int(environ, "BULKHEAD_MAX_FRAME", DEFAULT_MAX_PAYLOAD),
+                     heartbeat_interval=_env_interval(environ, "BULKHEAD_HEARTBEAT_INTERVAL"))
     if not worker.start(environ):
         _exit(EXIT_START_FAILED)
     try:

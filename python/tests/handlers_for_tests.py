@@ -143,3 +143,60 @@ def preload_raises():
 
 def preload_exits():
     sys.exit(9)
+
+
+# -- heartbeats (BULKHEAD_HEARTBEAT_INTERVAL) ------------------------------------------------
+
+
+def sleep_for(payload, ctx):
+    time.sleep(float(payload))
+    return b"slept"
+
+
+def deadlock(payload, ctx):
+    """Acquire a lock twice: blocked (GIL released, no CPU) until the second acquire times out
+    after float(payload) seconds."""
+    import threading
+    lock = threading.Lock()
+    lock.acquire()
+    got = lock.acquire(timeout=float(payload))
+    return {"second_acquire": got}
+
+
+def gil_busy(payload, ctx):
+    """Sleep 0.3 s (heartbeats flow), then sum(range(int(payload))): one C call that holds the GIL
+    throughout.  Returns the CPU and monotonic clocks around that call."""
+    time.sleep(0.3)
+    cpu_before, t_before = time.process_time(), time.monotonic()
+    sum(range(int(payload)))
+    cpu_after, t_after = time.process_time(), time.monotonic()
+    return {"cpu_before": cpu_before, "cpu_after": cpu_after,
+            "t_before": t_before, "t_after": t_after}
+
+
+def sleep_or_spin(payload, ctx):
+    """``sleep:SECONDS`` (GIL released) or ``spin:SECONDS`` (GIL held by bytecode, so the
+    heartbeat thread runs only at switch intervals).  Echoes the payload."""
+    how, _, seconds = payload.decode("ascii").partition(":")
+    seconds = float(seconds)
+    if how == "sleep":
+        time.sleep(seconds)
+    else:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+    return payload
+
+
+def threads(payload, ctx):
+    """The worker's OS threads (from /proc) and what ``threading`` knows of."""
+    import threading
+    return {"tasks": len(os.listdir("/proc/self/task")),
+            "active_count": threading.active_count(),
+            "names": sorted(t.name for t in threading.enumerate())}
+
+
+def tiny_switch_interval():
+    """Preload: switch the GIL between threads as often as possible, so races between the
+    heartbeat thread and the main thread get every chance to show."""
+    sys.setswitchinterval(1e-6)

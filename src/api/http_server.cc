@@ -71,6 +71,8 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     if (ec) return fail(400, "bad_request", "malformed HTTP request: " + ec.message());
 
     Request request = parser_->release();
+    // A big request must not pin its buffer for the rest of a keep-alive connection.
+    if (buffer_.capacity() > (1u << 20)) buffer_.shrink_to_fit();
     keepAlive_ = request.keep_alive();
     auto self = this->shared_from_this();
     route(state_.supervisor, request,

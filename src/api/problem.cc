@@ -122,6 +122,9 @@ json problemFor(const core::JobReport& r) {
             {"timings", {{"queue_ms", r.queueMs}, {"run_ms", r.runMs}, {"total_ms", r.totalMs}}}};
   if (r.retryAfterSeconds) j["retry_after_s"] = *r.retryAfterSeconds;
   if (r.lastStartFailure) j["last_start_failure"] = attemptJson(*r.lastStartFailure);
+  if (r.breakerOpen) j["breaker"] = "open";
+  if (!r.fingerprint.empty()) j["fingerprint"] = r.fingerprint;
+  if (!r.fallbackFrom.empty()) j["fallback_from"] = r.fallbackFrom;
   return j;
 }
 

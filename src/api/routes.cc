@@ -52,6 +52,8 @@ Response reportResponse(unsigned version, const core::JobReport& r) {
       break;
   }
   res.set("X-Bulkhead-Outcome", "ok");
+  res.set("X-Bulkhead-Pool", r.pool);
+  if (!r.fallbackFrom.empty()) res.set("X-Bulkhead-Fallback-From", r.fallbackFrom.front());
   res.set("X-Bulkhead-Job", std::to_string(r.jobId));
   res.set("X-Bulkhead-Attempts", std::to_string(r.attempts.size()));
   res.set("X-Bulkhead-Worker", r.worker);
@@ -93,11 +95,17 @@ void submitJob(runtime::Supervisor& supervisor, const std::string& pool, Request
                                        std::to_string(supervisor.maxPayload(pool)) + " bytes)")));
     return;
   }
+  bool allowPoison = false;
+  if (auto it = req.find("X-Bulkhead-Allow-Poison"); it != req.end()) {
+    allowPoison = it->value() == "1" || it->value() == "true";
+  }
   auto payload = std::make_shared<const std::string>(std::move(req.body()));
-  supervisor.submit(pool, std::move(payload), timeout,
-                    [respond, version](const core::JobReport& report) {
-                      respond(reportResponse(version, report));
-                    });
+  supervisor.submit(
+      pool, std::move(payload), timeout,
+      [respond, version](const core::JobReport& report) {
+        respond(reportResponse(version, report));
+      },
+      allowPoison);
 }
 
 }  // namespace
@@ -132,6 +140,10 @@ void route(runtime::Supervisor& supervisor, Request& req, Respond respond) {
       return respond(jsonResponse(version, 503, {{"status", "shutting_down"}}));
     }
     return respond(jsonResponse(version, 200, {{"status", "ok"}}));
+  }
+  if (path == "/v1/quarantine") {
+    if (method != http::verb::get) return methodNotAllowed("GET");
+    return respond(jsonResponse(version, 200, supervisor.quarantineSnapshot()));
   }
   if (path == "/v1/pools") {
     if (method != http::verb::get) return methodNotAllowed("GET");

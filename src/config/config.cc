@@ -181,7 +181,8 @@ class Loader {
                                "kill_grace", "retries",         "max_jobs",     "max_payload",
                                "env",        "sample_interval", "memory_limit", "pids_limit",
                                "max_rss",    "max_threads",     "max_maps",     "max_fds",
-                               "max_age",    "trend",           "hang_after"});
+                               "max_age",    "trend",           "hang_after",   "poison_after",
+                               "breaker",    "fallback"});
     if (!t.get("handler"))
       error(nullptr, line, p + "handler", "missing: expected \"module:function\"");
     readString(t, line, p, "handler", c.handler);
@@ -244,6 +245,26 @@ class Loader {
     c.maxFds = static_cast<int>(v);
     readDuration(t, line, p, "max_age", std::chrono::milliseconds(0), c.maxAge);
     readDuration(t, line, p, "hang_after", std::chrono::milliseconds(0), c.hangAfter);
+    v = c.poisonAfter;
+    readInt(t, line, p, "poison_after", 0, 100, v);
+    c.poisonAfter = static_cast<int>(v);
+    readString(t, line, p, "fallback", c.fallback);
+    if (const toml::node* n = t.get("breaker")) {
+      if (const toml::table* b = n->as_table()) {
+        const std::string bp = p + "breaker.";
+        rejectUnknown(*b, line, bp, {"failures", "window", "cooldown"});
+        v = 5;
+        readInt(*b, line, bp, "failures", 1, 1'000'000, v);
+        c.breakerFailures = static_cast<int>(v);
+        readDuration(*b, line, bp, "window", std::chrono::milliseconds(1), c.breakerWindow);
+        readDuration(*b, line, bp, "cooldown", std::chrono::milliseconds(1), c.breakerCooldown);
+      } else {
+        error(n, line, p + "breaker",
+              "expected a table such as { failures = 5, window = \"30s\", cooldown = \"10s\" }, "
+              "got " +
+                  describeNode(*n));
+      }
+    }
     if (const toml::node* n = t.get("trend")) {
       if (auto b = n->value<bool>(); b && n->is_boolean())
         c.trend = *b;
@@ -311,6 +332,15 @@ class Loader {
         }
       } else {
         error(n, 0, "pool", "expected tables [pool.NAME]");
+      }
+    }
+    for (const auto& pool : config.pools) {
+      if (pool.fallback.empty()) continue;
+      bool known = false;
+      for (const auto& other : config.pools) known = known || other.name == pool.fallback;
+      if (!known || pool.fallback == pool.name) {
+        error(nullptr, pool.line, "pool." + pool.name + ".fallback",
+              "expected the name of another pool, got \"" + pool.fallback + "\"");
       }
     }
     if (config.pools.empty() && errors_.empty()) {

@@ -45,6 +45,13 @@ struct PoolConfig {
   std::chrono::nanoseconds maxAge{0};
   bool trend = true;
   std::chrono::nanoseconds hangAfter{0};  // 0: off (only job_timeout applies)
+
+  // Failure policy.
+  int poisonAfter = 2;      // crashed/hung/OOM on this many different workers: poison; 0: off
+  int breakerFailures = 0;  // 0: no breaker
+  std::chrono::nanoseconds breakerWindow = std::chrono::seconds(30);
+  std::chrono::nanoseconds breakerCooldown = std::chrono::seconds(10);
+  std::string fallback;  // pool that takes jobs while this one's breaker is open
 };
 
 struct Config {

@@ -96,7 +96,10 @@ struct JobReport {
   double runMs = 0;
   double totalMs = 0;
   std::optional<double> retryAfterSeconds;  // overloaded / unavailable
-  bool queueFull = false;  // overloaded because the queue was at its limit (not a queue wait)
+  bool queueFull = false;                   // overloaded because the queue was at its limit
+  bool breakerOpen = false;  // unavailable because the pool's circuit breaker refused it
+  std::string fingerprint;   // poison: the quarantined payload's identity
+  std::vector<std::string> fallbackFrom;          // pools whose open breaker sent the job on
   std::optional<AttemptRecord> lastStartFailure;  // unavailable because no worker can start
 };
 

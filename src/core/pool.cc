@@ -60,7 +60,7 @@ std::string_view workerStateName(WorkerState state) {
 }
 
 Pool::Pool(PoolPolicy policy, Time /*now*/)
-    : policy_(std::move(policy)), crashLoop_(policy_.crashLoop) {}
+    : policy_(std::move(policy)), crashLoop_(policy_.crashLoop), breaker_(policy_.breaker) {}
 
 std::vector<Action> Pool::handle(const Event& event, Time now) {
   std::visit([&](const auto& e) { on(e, now); }, event);
@@ -76,7 +76,7 @@ std::optional<Time> Pool::nextDeadline() const {
     if (t && (!next || *t < *next)) next = t;
   };
   for (const auto& [id, w] : workers_) consider(w.deadline);
-  for (JobId id : queue_) consider(jobs_.at(id).queueDeadline);
+  if (!queueDeadlines_.empty()) consider(queueDeadlines_.begin()->first);
   consider(spawnNotBefore_);
   consider(shutdownDeadline_);
   return next;
@@ -159,20 +159,36 @@ void Pool::setJobState(Job& job, JobState next, Time now) {
       job.queueDeadline = now + job.timeout;
       job.worker.reset();
       queue_.push_front(job.id);  // a retried job goes first: it has waited already
+      queueDeadlines_.emplace(job.queueDeadline, job.id);
       break;
     case JobState::kRunning:
       if (from != JobState::kQueued) invariantFailed("dispatch of a job not queued");
+      removeFromQueue(job);
+      job.dispatched = true;
       job.runStartedAt = now;
       job.queueMs += millisBetween(job.queuedAt, now);
       break;
     case JobState::kFinished:
       if (from == JobState::kFinished) invariantFailed("job finished twice");
-      if (from == JobState::kQueued) {
-        queue_.erase(std::remove(queue_.begin(), queue_.end(), job.id), queue_.end());
-      }
+      if (from == JobState::kQueued) removeFromQueue(job);
       break;
   }
   job.state = next;
+}
+
+void Pool::removeFromQueue(const Job& job) {
+  if (!queue_.empty() && queue_.front() == job.id) {
+    queue_.pop_front();
+  } else {
+    queue_.erase(std::remove(queue_.begin(), queue_.end(), job.id), queue_.end());
+  }
+  auto [from, to] = queueDeadlines_.equal_range(job.queueDeadline);
+  for (auto it = from; it != to; ++it) {
+    if (it->second == job.id) {
+      queueDeadlines_.erase(it);
+      break;
+    }
+  }
 }
 
 // ---------------------------------------------------------------- events
@@ -197,6 +213,24 @@ void Pool::on(const JobSubmitted& e, Time now) {
     jobs_.erase(it);
     return;
   }
+  if (!quarantine_.empty() && !e.allowPoison) {
+    if (const QuarantineEntry* q = quarantine_.find(payloadFingerprint(*e.payload))) {
+      j.attempts = q->attempts;  // the evidence that condemned it
+      finish(j, Outcome::kPoison,
+             "payload quarantined: it crashed " + std::to_string(policy_.poisonAfter) +
+                 " workers as job " + std::to_string(q->jobId) +
+                 " (send X-Bulkhead-Allow-Poison: 1 to run it anyway)",
+             now);
+      return;
+    }
+  }
+  if (breaker_.admit(now) == Breaker::Admission::kReject) {
+    finish(j, Outcome::kUnavailable,
+           "circuit breaker of pool '" + policy_.name + "' is " +
+               std::string(breakerStateName(breaker_.state())),
+           now);
+    return;
+  }
   if (unavailable_) {
     finish(j, Outcome::kUnavailable,
            "no worker of pool '" + policy_.name + "' could start (" +
@@ -212,6 +246,7 @@ void Pool::on(const JobSubmitted& e, Time now) {
     return;
   }
   queue_.push_back(j.id);
+  queueDeadlines_.emplace(j.queueDeadline, j.id);
 }
 
 void Pool::on(const JobCancelled& e, Time now) {
@@ -304,6 +339,7 @@ void Pool::on(const JobErrorReceived& e, Time now) {
     if (exhausted) {
       a.limit = limits.pidsMaxEvents ? "pids" : "threads_or_maps";
       a.limitValue = limits.pidsMaxEvents ? policy_.pidsLimit : 0;
+      a.exit.pidsMaxEvents = limits.pidsMaxEvents;
       a.lastSample = w->latestSample;
     }
     job.attempts.push_back(std::move(a));
@@ -490,6 +526,15 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
   job.attempts.push_back(std::move(a));
   note(std::string(outcomeName(outcome)), w, cause, now);
 
+  if (poisonedBy(job)) {
+    std::string fingerprint = payloadFingerprint(*job.payload);
+    std::string detail = "the job crashed " + std::to_string(policy_.poisonAfter) +
+                         " different workers; its payload is quarantined";
+    quarantine_.add({fingerprint, policy_.name, job.id, now, detail, job.attempts});
+    note("poisoned", w, detail + " (" + fingerprint + ")", now);
+    finish(job, Outcome::kPoison, detail, now);
+    return;
+  }
   const int attemptsAllowed = policy_.retries + 1;
   if (isInfrastructureFailure(outcome) && static_cast<int>(job.attempts.size()) < attemptsAllowed &&
       !shuttingDown_) {
@@ -505,8 +550,11 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
 }
 
 void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, bool queueFull) {
+  // Only jobs that ran tell the breaker about the pool's health (not refusals, not queue waits).
+  const bool ran = job.dispatched;
   setJobState(job, JobState::kFinished, now);
   counters_.outcomes[outcome]++;
+  if (ran) recordForBreaker(outcome, now);
   JobReport r;
   r.jobId = job.id;
   r.pool = policy_.name;
@@ -517,6 +565,9 @@ void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, bool 
   r.totalMs = millisBetween(job.submittedAt, now);
   for (const auto& a : r.attempts) r.runMs += a.runMs;
   r.queueFull = queueFull;
+  r.breakerOpen =
+      outcome == Outcome::kUnavailable && !ran && breaker_.state() != BreakerState::kClosed;
+  if (outcome == Outcome::kPoison) r.fingerprint = payloadFingerprint(*job.payload);
   if (outcome == Outcome::kOverloaded) r.retryAfterSeconds = 1;
   if (outcome == Outcome::kUnavailable) {
     r.retryAfterSeconds = 5;
@@ -534,6 +585,7 @@ void Pool::finishOk(Job& job, Worker& w, ResultKind kind, Payload body, Time now
   afterJob(w, now);
   setJobState(job, JobState::kFinished, now);
   counters_.outcomes[Outcome::kOk]++;
+  recordForBreaker(Outcome::kOk, now);
   JobReport r;
   r.jobId = job.id;
   r.pool = policy_.name;
@@ -663,11 +715,8 @@ void Pool::expireDeadlines(Time now) {
     }
   }
   while (!queue_.empty()) {
-    // Queue deadlines are monotone only per arrival order; scan them all (queues are bounded).
-    auto expired = std::find_if(queue_.begin(), queue_.end(),
-                                [&](JobId id) { return jobs_.at(id).queueDeadline <= now; });
-    if (expired == queue_.end()) break;
-    Job& job = jobs_.at(*expired);
+    if (queueDeadlines_.empty() || queueDeadlines_.begin()->first > now) break;
+    Job& job = jobs_.at(queueDeadlines_.begin()->second);
     const std::string waited =
         "waited " + std::to_string(static_cast<long long>(millisBetween(job.queuedAt, now))) +
         " ms in the queue of pool '" + policy_.name + "' without a free worker";
@@ -727,13 +776,12 @@ void Pool::dispatch(Time now) {
   while (!queue_.empty()) {
     Worker* chosen = nullptr;
     for (auto& [id, w] : workers_) {
-      if (w.state != WorkerState::kIdle) continue;
+      if (w.state != WorkerState::kIdle || w.overBound) continue;
       if (!chosen || (chosen->retiring && !w.retiring)) chosen = &w;
       if (!w.retiring) break;
     }
     if (!chosen) return;
     Job& job = jobs_.at(queue_.front());
-    queue_.pop_front();
     setJobState(job, JobState::kRunning, now);
     job.worker = chosen->id;
     chosen->job = job.id;
@@ -822,7 +870,17 @@ void Pool::afterJob(Worker& w, Time now) {
 }
 
 void Pool::checkRecycleRules(Worker& w, Time now) {
-  if (w.retiring) return;
+  if (w.retiring) {
+    // Retiring on a trend, it may still serve while its replacement starts, but not once a
+    // bound is actually crossed: then it waits idle for the replacement.
+    if (w.latestSample && !w.overBound) {
+      JobEndHistory noTrend;
+      ResourceBounds crossedOnly = policy_.bounds;
+      crossedOnly.trend = false;
+      w.overBound = recycleCause(*w.latestSample, noTrend, crossedOnly).has_value();
+    }
+    return;
+  }
   if (policy_.maxAge.count() > 0 && now - w.startedAt >= policy_.maxAge) {
     return recycle(w, "age", now);
   }
@@ -835,6 +893,9 @@ void Pool::checkRecycleRules(Worker& w, Time now) {
 void Pool::recycle(Worker& w, const std::string& cause, Time now) {
   if (w.retiring) return;
   w.retiring = true;
+  // A crossed bound (not a predicted one) or an exhausted worker takes no further job.
+  w.overBound = cause == "rss" || cause == "threads" || cause == "maps" || cause == "fds" ||
+                cause == "exhausted";
   w.recycleCause = cause;
   counters_.recycles++;
   counters_.recyclesByCause[cause]++;
@@ -852,6 +913,56 @@ LimitEvidence Pool::limitsOf(const Worker& w, const ExitEvidence* exit) const {
     l.pidsMaxEvents = exit->pidsMaxEvents;
   }
   return l;
+}
+
+bool Pool::poisonedBy(const Job& job) const {
+  if (policy_.poisonAfter <= 0) return false;
+  std::set<std::string> killers;
+  for (const auto& a : job.attempts) {
+    if (a.outcome == Outcome::kCrashed || a.outcome == Outcome::kHung ||
+        a.outcome == Outcome::kOomKilled) {
+      killers.insert(a.worker);
+    }
+  }
+  return static_cast<int>(killers.size()) >= policy_.poisonAfter;
+}
+
+void Pool::recordForBreaker(Outcome outcome, Time now) {
+  bool failed = false;
+  switch (outcome) {
+    case Outcome::kOk:
+    case Outcome::kHandlerError:
+      break;
+    case Outcome::kCrashed:
+    case Outcome::kTimedOut:
+    case Outcome::kHung:
+    case Outcome::kOomKilled:
+    case Outcome::kResourceExhausted:
+    case Outcome::kPoison:
+      failed = true;
+      break;
+    case Outcome::kOverloaded:
+    case Outcome::kUnavailable:
+    case Outcome::kCancelled:
+      return;  // not a verdict on the pool's health
+  }
+  switch (breaker_.record(failed, now)) {
+    case Breaker::Change::kOpened:
+      note("breaker_opened",
+           "circuit breaker opened after " + std::to_string(policy_.breaker.failures) + " failures",
+           now);
+      break;
+    case Breaker::Change::kClosed:
+      note("breaker_closed", "the probe job succeeded", now);
+      break;
+    case Breaker::Change::kNone:
+      break;
+  }
+}
+
+void Pool::note(std::string kind, std::string detail, Time now) {
+  events_.push_back({now, std::move(kind), "", std::move(detail)});
+  if (events_.size() > kEventsKept) events_.pop_front();
 }
 
 void Pool::note(std::string kind, const Worker& w, std::string detail, Time now) {

@@ -20,8 +20,10 @@
 #include <variant>
 #include <vector>
 
+#include "core/breaker.h"
 #include "core/crash_loop.h"
 #include "core/outcome.h"
+#include "core/quarantine.h"
 #include "core/resource_rules.h"
 
 namespace bulkhead::core {
@@ -52,6 +54,8 @@ struct PoolPolicy {
   Duration hangAfter{0};               // 0: no hang detection, only job_timeout
   std::uint64_t memoryLimitBytes = 0;  // hard (cgroup), for evidence; 0: none
   std::uint64_t pidsLimit = 0;         // hard (cgroup), for evidence; 0: none
+  int poisonAfter = 2;                 // crashes on this many different workers: poison; 0: off
+  BreakerPolicy breaker;               // failures = 0: no breaker
 };
 
 // ---- events ----
@@ -59,6 +63,7 @@ struct JobSubmitted {
   JobId job;
   Payload payload;
   std::optional<Duration> timeout;
+  bool allowPoison = false;  // the caller overrides the quarantine for this payload
 };
 struct JobCancelled {
   JobId job;
@@ -220,7 +225,14 @@ class Pool {
   bool unavailable() const { return unavailable_; }
   std::string workerName(WorkerId id) const;
   const std::deque<PoolEvent>& recentEvents() const { return events_; }
-  bool wantsSampleAfterEachJob() const { return policy_.bounds.any(); }
+  const Quarantine& quarantine() const { return quarantine_; }
+  BreakerState breakerState() const { return breaker_.state(); }
+  // The shell samples after every job when the pool bounds rss, threads or fds (a /proc read of
+  // ~26 us), and only at a bounded rate when maps alone are bounded (2 ms for a torch worker).
+  bool wantsSampleAfterEveryJob() const {
+    return policy_.bounds.maxRssBytes || policy_.bounds.maxThreads || policy_.bounds.maxFds;
+  }
+  bool wantsSampleAfterJobs() const { return policy_.bounds.any(); }
 
  private:
   enum class JobState { kQueued, kRunning, kFinished };
@@ -237,6 +249,7 @@ class Pool {
     std::optional<WorkerId> worker;
     std::vector<AttemptRecord> attempts;
     double queueMs = 0;
+    bool dispatched = false;  // ran on a worker at least once
   };
 
   struct Worker {
@@ -245,6 +258,7 @@ class Pool {
     int pid = 0;
     WorkerState state = WorkerState::kSpawning;
     bool retiring = false;
+    bool overBound = false;  // retiring and past a bound: no further jobs
     bool released = false;
     std::uint64_t jobsServed = 0;
     Time startedAt;
@@ -289,6 +303,7 @@ class Pool {
 
   void setWorkerState(Worker& worker, WorkerState next, Time now);
   void setJobState(Job& job, JobState next, Time now);
+  void removeFromQueue(const Job& job);
   void beginKill(Worker& worker, KillReason reason, std::string cause, Time now);
   void advanceKill(Worker& worker, Time now);
   void beginStop(Worker& worker, Time now);
@@ -309,12 +324,17 @@ class Pool {
   std::string hangCause(const Worker& worker, Time now) const;
   LimitEvidence limitsOf(const Worker& worker, const ExitEvidence* exit) const;
   void note(std::string kind, const Worker& worker, std::string detail, Time now);
+  void note(std::string kind, std::string detail, Time now);
+  void recordForBreaker(Outcome outcome, Time now);
+  bool poisonedBy(const Job& job) const;
   bool canTakeMoreJobs() const { return !shuttingDown_ && !unavailable_; }
 
   PoolPolicy policy_;
   std::map<WorkerId, Worker> workers_;
   std::map<JobId, Job> jobs_;
   std::deque<JobId> queue_;
+  // Queue deadlines in time order, so nextDeadline() costs O(workers), not O(queue).
+  std::multimap<Time, JobId> queueDeadlines_;
   WorkerId nextWorkerId_ = 1;
   CrashLoop crashLoop_;
   std::optional<Time> spawnNotBefore_;
@@ -325,6 +345,8 @@ class Pool {
   std::optional<Time> shutdownDeadline_;
   PoolCounters counters_;
   std::deque<PoolEvent> events_;
+  Breaker breaker_;
+  Quarantine quarantine_;
   std::vector<Action> actions_;
 };
 

@@ -35,6 +35,8 @@ bool sentByWorker(std::uint8_t type) {
 
 bool sentBySupervisor(std::uint8_t type) { return type == 0x80 || type == 0x81; }
 
+constexpr std::size_t kKeepCapacity = 1 << 20;
+
 bool carriesPayload(std::uint8_t type) {
   return type == 0x10 || type == 0x11 || type == 0x12 || type == 0x80;
 }
@@ -148,7 +150,12 @@ DecodeResult FrameDecoder::next() {
   frame.body.assign(buffer_.data() + consumed_ + kHeaderSize, length);
   consumed_ += kHeaderSize + length;
   if (consumed_ == buffer_.size()) {
-    buffer_.clear();
+    // A 64 MiB result must not pin 64 MiB per worker for the rest of its life.
+    if (buffer_.capacity() > kKeepCapacity) {
+      std::string().swap(buffer_);
+    } else {
+      buffer_.clear();
+    }
     consumed_ = 0;
   }
   return frame;

@@ -29,7 +29,6 @@ constexpr std::size_t kStacksBytes = 64 * 1024;
 constexpr std::size_t kFinalDrainLimit = 1 << 20;  // bytes read from a pipe after the worker died
 constexpr std::size_t kSamplesKept = 120;
 constexpr std::size_t kReadPerWakeup = 1 << 20;  // then yield to other workers and callers
-constexpr core::Duration kJobEndSampleGap = std::chrono::milliseconds(100);
 enum PipeIndex { kStdout = 0, kStderr = 1, kStacks = 2 };
 
 core::Time now() { return core::Clock::now(); }
@@ -91,6 +90,8 @@ struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo>
   bool writing = false;
   std::optional<core::Time> lastJobEndSampleAt;
   bool mapsStale = true;  // jobs ran since /proc/PID/maps was last counted
+  core::Duration mapsReadCost = std::chrono::milliseconds(5);  // cheapest sample with maps
+  int lastMaps = 0;
   std::optional<os::WorkerCgroup> cgroup;
   std::deque<std::pair<core::Time, core::ResourceSample>> samples;  // for the API, bounded
 };
@@ -128,6 +129,10 @@ core::PoolPolicy policyFor(const config::PoolConfig& c, const config::ServerConf
   p.hangAfter = c.hangAfter;
   p.memoryLimitBytes = c.memoryLimit;
   p.pidsLimit = c.pidsLimit;
+  p.poisonAfter = c.poisonAfter;
+  p.breaker.failures = static_cast<std::size_t>(c.breakerFailures);
+  p.breaker.window = c.breakerWindow;
+  p.breaker.cooldown = c.breakerCooldown;
   return p;
 }
 
@@ -202,22 +207,21 @@ Supervisor::PoolRuntime* Supervisor::findPool(std::string_view name) {
 
 std::variant<core::JobId, Supervisor::SubmitError> Supervisor::submit(
     std::string_view poolName, core::Payload payload, std::optional<core::Duration> timeout,
-    Reply reply) {
+    Reply reply, bool allowPoison) {
   PoolRuntime* pool = findPool(poolName);
   if (!pool) return SubmitError::kUnknownPool;
   if (payload->size() > pool->config.maxPayload) return SubmitError::kPayloadTooLarge;
   const core::JobId id = nextJobId_++;
-  replies_.emplace(id, std::move(reply));
-  jobPool_.emplace(id, pool);
-  post(*pool, core::JobSubmitted{id, std::move(payload), timeout});
+  pending_.emplace(id, PendingJob{std::move(reply), pool, payload, timeout, allowPoison, 0, {}});
+  post(*pool, core::JobSubmitted{id, std::move(payload), timeout, allowPoison});
   drain();
   return id;
 }
 
 void Supervisor::cancel(core::JobId job) {
-  auto it = jobPool_.find(job);
-  if (it == jobPool_.end()) return;
-  post(*it->second, core::JobCancelled{job});
+  auto it = pending_.find(job);
+  if (it == pending_.end()) return;
+  post(*it->second.pool, core::JobCancelled{job});
   drain();
 }
 
@@ -321,11 +325,26 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
             closeWorkerIo(*worker);
           }
         } else if constexpr (std::is_same_v<A, core::FinishJob>) {
-          auto it = replies_.find(a.report.jobId);
-          jobPool_.erase(a.report.jobId);
-          if (it == replies_.end()) return;
-          auto reply = std::move(it->second);
-          replies_.erase(it);
+          auto it = pending_.find(a.report.jobId);
+          if (it == pending_.end()) return;
+          PendingJob& job = it->second;
+          // An open breaker sends the job to the pool's fallback (a simpler model behind a
+          // fragile one), at most once per pool so fallbacks can't loop.
+          if (a.report.breakerOpen && !pool.config.fallback.empty() &&
+              job.hops < static_cast<int>(pools_.size())) {
+            if (PoolRuntime* fallback = findPool(pool.config.fallback)) {
+              job.pool = fallback;
+              job.hops++;
+              job.via.push_back(pool.config.name);
+              post(*fallback,
+                   core::JobSubmitted{a.report.jobId, job.payload, job.timeout, job.allowPoison});
+              return;
+            }
+          }
+          auto reply = std::move(job.reply);
+          auto via = std::move(job.via);
+          pending_.erase(it);
+          a.report.fallbackFrom = std::move(via);
           reply(a.report);
         }
       },
@@ -468,20 +487,34 @@ void Supervisor::misbehaved(WorkerIo& worker, std::string reason) {
 
 void Supervisor::sampleAfterJob(WorkerIo& worker) {
   worker.mapsStale = true;
-  if (!worker.pool.pool.wantsSampleAfterEachJob()) return;
+  const core::Pool& pool = worker.pool.pool;
+  if (!pool.wantsSampleAfterJobs()) return;
   const core::Time t = now();
-  // Bounded cost under fast jobs: the trend rule divides by the jobs between samples anyway.
-  if (worker.lastJobEndSampleAt && t - *worker.lastJobEndSampleAt < kJobEndSampleGap) return;
-  worker.lastJobEndSampleAt = t;
-  if (auto sample = takeSample(worker, true)) {
+  // Maps cost ~1 us each to count, so counting them may take at most ~5% of the time since the
+  // last count (every job for a small worker, every ~40 ms with torch loaded); the trend rule
+  // looks as many jobs ahead as the samples skip. The cheap measures are read after every job
+  // when the pool bounds them, so a fast leak is caught at the first job past its bound.
+  const int maxMaps = pool.policy().bounds.maxMaps;
+  const bool nearBound = maxMaps > 0 && worker.lastMaps >= maxMaps * 3 / 4;
+  const bool mapsDue = nearBound || !worker.lastJobEndSampleAt ||
+                       t - *worker.lastJobEndSampleAt >= 20 * worker.mapsReadCost;
+  if (!mapsDue && !pool.wantsSampleAfterEveryJob()) return;
+  if (mapsDue) worker.lastJobEndSampleAt = t;
+  if (auto sample = takeSample(worker, mapsDue)) {
     post(worker.pool, core::WorkerSampled{worker.id, *sample, true});
   }
 }
 
 std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, bool withMaps) {
+  const core::Time started = now();
   auto s = procReader_.sample(worker.pid, withMaps);
   if (!s) return std::nullopt;
-  if (withMaps) worker.mapsStale = false;
+  if (withMaps) {
+    worker.mapsStale = false;
+    worker.lastMaps = s->maps;
+    // The cheapest read seen is the real cost; slower ones were preempted.
+    worker.mapsReadCost = std::min(worker.mapsReadCost, core::Duration(now() - started));
+  }
   core::ResourceSample r{s->rssBytes, s->threads, s->maps, s->fds, s->cpuSeconds};
   worker.samples.emplace_back(now(), r);
   if (worker.samples.size() > kSamplesKept) worker.samples.pop_front();
@@ -759,6 +792,9 @@ json Supervisor::poolJson(const PoolRuntime& p, bool withHistory) const {
   return {{"name", p.config.name},
           {"handler", p.config.handler},
           {"workers_target", p.config.workers},
+          {"breaker", std::string(core::breakerStateName(p.pool.breakerState()))},
+          {"fallback", p.config.fallback.empty() ? json(nullptr) : json(p.config.fallback)},
+          {"quarantined", p.pool.quarantine().size()},
           {"queue_length", p.pool.queueLength()},
           {"queue_limit", p.config.queueLimit},
           {"in_flight", p.pool.inFlight()},
@@ -777,6 +813,30 @@ json Supervisor::poolsSnapshot() const {
           {"uptime_s", std::chrono::duration<double>(now() - startedAt_).count()},
           {"shutting_down", shuttingDown_},
           {"orphans_reaped", orphansReaped_}};
+}
+
+json Supervisor::quarantineSnapshot() const {
+  json entries = json::array();
+  const core::Time t = now();
+  for (const auto& p : pools_) {
+    for (const auto* e : p->pool.quarantine().entries()) {
+      json attempts = json::array();
+      for (const auto& a : e->attempts) {
+        json j = {{"worker", a.worker},
+                  {"outcome", std::string(core::outcomeName(a.outcome))},
+                  {"cause", a.cause}};
+        if (a.exit.signal) j["signal"] = core::signalName(*a.exit.signal);
+        attempts.push_back(std::move(j));
+      }
+      entries.push_back({{"pool", e->pool},
+                         {"fingerprint", e->fingerprint},
+                         {"job", std::to_string(e->jobId)},
+                         {"age_s", std::chrono::duration<double>(t - e->at).count()},
+                         {"detail", e->detail},
+                         {"attempts", std::move(attempts)}});
+    }
+  }
+  return {{"quarantine", std::move(entries)}};
 }
 
 std::optional<json> Supervisor::poolSnapshot(std::string_view name) const {

@@ -39,7 +39,8 @@ class Supervisor {
 
   void start();
   std::variant<core::JobId, SubmitError> submit(std::string_view pool, core::Payload payload,
-                                                std::optional<core::Duration> timeout, Reply reply);
+                                                std::optional<core::Duration> timeout, Reply reply,
+                                                bool allowPoison = false);
   void cancel(core::JobId job);
   // Stop accepting, let queued and running jobs end, stop every worker, then call onStopped.
   void shutdown(std::function<void()> onStopped);
@@ -48,6 +49,7 @@ class Supervisor {
   std::uint64_t maxPayload(std::string_view pool) const;
 
   nlohmann::json poolsSnapshot() const;
+  nlohmann::json quarantineSnapshot() const;
   // One pool with every worker's sample history; nullopt for an unknown pool.
   std::optional<nlohmann::json> poolSnapshot(std::string_view pool) const;
 
@@ -86,8 +88,16 @@ class Supervisor {
   SupervisorOptions options_;
   std::vector<std::unique_ptr<PoolRuntime>> pools_;
   std::map<pid_t, std::shared_ptr<WorkerIo>> byPid_;
-  std::map<core::JobId, Reply> replies_;
-  std::map<core::JobId, PoolRuntime*> jobPool_;
+  struct PendingJob {
+    Reply reply;
+    PoolRuntime* pool;
+    core::Payload payload;  // kept for a reroute to the fallback pool
+    std::optional<core::Duration> timeout;
+    bool allowPoison;
+    int hops;
+    std::vector<std::string> via;
+  };
+  std::map<core::JobId, PendingJob> pending_;
   std::deque<std::pair<PoolRuntime*, core::Event>> events_;
   bool draining_ = false;
   core::JobId nextJobId_ = 1;

@@ -133,7 +133,9 @@ TEST_F(PoolTest, CrashIsRetriedOnAnotherWorkerAndEveryAttemptIsReported) {
 }
 
 TEST_F(PoolTest, RetriesAreBoundedAndTheLastOutcomeIsCrashed) {
-  make(policy(1));
+  auto p = policy(1);
+  p.poisonAfter = 0;
+  make(p);
   startReady();
   auto send = submit(1);
   for (int attempt = 0; attempt < 3; ++attempt) {

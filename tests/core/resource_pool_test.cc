@@ -105,6 +105,7 @@ TEST_F(ResourcePoolTest, IdleWorkerOverItsRssBoundIsRecycled) {
 TEST_F(ResourcePoolTest, OomKillIsRetriedOnFreshWorkersAndEveryAttemptSaysOom) {
   PoolPolicy p;
   p.workers = 2;
+  p.poisonAfter = 0;
   p.memoryLimitBytes = 256ull << 20;
   make(p);
   ExitEvidence oom;

@@ -372,6 +372,11 @@ class Daemon:
     def healthz(self):
         return self.http("GET", "/healthz", timeout=5)
 
+    def get_json(self, path):
+        resp = self.http("GET", path, timeout=5)
+        assert resp.status == 200, resp
+        return resp.json
+
     def pool_status(self, pool):
         resp = self.http("GET", "/v1/pools", timeout=5)
         assert resp.status == 200, resp

@@ -302,3 +302,10 @@ def result_json_text(payload, ctx):
 def raise_on_preload():
     """preload: fails, so no worker of the pool can start."""
     raise RuntimeError("preload exploded: weights file missing")
+
+
+def crash_unless_flag(payload, ctx):
+    """Segfaults until the file named by BULKHEAD_TEST_FLAG exists: a pool that gets healthy."""
+    if not os.path.exists(os.environ["BULKHEAD_TEST_FLAG"]):
+        ctypes.string_at(0)
+    return payload

@@ -10,7 +10,8 @@ from conftest import pid_alive, wait_until
 
 def test_always_crashing_job_gets_every_attempt_on_a_different_worker(start_daemon):
     d = start_daemon({"echo": {"handler": "echo"},
-                      "crash": {"handler": "segfault", "workers": 2, "retries": 2}})
+                      "crash": {"handler": "segfault", "workers": 2, "retries": 2,
+                                "poison_after": 0}})
     d.wait_ready("crash")
     t0 = time.monotonic()
     r = d.job("crash", b"x")
@@ -89,8 +90,10 @@ def test_poison_request_in_concurrent_batch(start_daemon):
     for key, (kind, value) in sorted(results.items()):
         if key == poison:
             assert kind == "failed", value
-            assert value.outcome == "crashed"
+            # Two different workers died of it: poison, quarantined (poison_after = 2).
+            assert value.outcome == "poison"
             assert len(value.attempts) == 2
+            assert len({a["worker"] for a in value.attempts}) == 2
             assert all(a["signal"] == "SIGSEGV" for a in value.attempts)
         else:
             assert kind == "ok", (key, value)
@@ -98,3 +101,53 @@ def test_poison_request_in_concurrent_batch(start_daemon):
     d.wait_ready("mixed")
     r = d.job("mixed", b"after the batch")
     assert r.status == 200 and r.body == b"after the batch"
+
+
+def test_poison_is_quarantined_and_refused_fast_unless_overridden(start_daemon):
+    d = start_daemon({"mixed": {"handler": "by_payload", "workers": 2, "retries": 3}})
+    d.wait_ready("mixed")
+    first = d.job("mixed", b"crash")
+    assert (first.status, first.outcome) == (422, "poison"), first
+    assert len(first.json["attempts"]) == 2
+    fingerprint = first.json["fingerprint"]
+    assert fingerprint.startswith("fnv1a64:")
+    pids_before = [w["pid"] for w in d.pool_status("mixed")["workers"]]
+    again = d.job("mixed", b"crash")
+    assert (again.status, again.outcome) == (422, "poison"), again
+    assert "quarantined" in again.json["detail"]
+    assert [w["pid"] for w in d.pool_status("mixed")["workers"]] == pids_before, \
+        "a refused poison job must not touch a worker"
+    listed = d.get_json("/v1/quarantine")["quarantine"]
+    assert [q["fingerprint"] for q in listed] == [fingerprint]
+    assert all(a["signal"] == "SIGSEGV" for a in listed[0]["attempts"])
+    assert d.job("mixed", b"fine").status == 200
+
+
+def test_breaker_opens_routes_to_fallback_probes_and_closes(start_daemon, tmp_path):
+    flag = tmp_path / "healthy"
+    d = start_daemon({
+        "fragile": {"handler": "crash_unless_flag", "workers": 1, "retries": 0,
+                    "poison_after": 0, "fallback": "simple",
+                    "breaker": {"failures": 2, "window": "30s", "cooldown": "1s"},
+                    "env": {"BULKHEAD_TEST_FLAG": str(flag)}},
+        "simple": {"handler": "echo", "workers": 1}})
+    d.wait_ready("fragile")
+    for i in range(2):
+        r = d.job("fragile", b"a%d" % i)
+        assert r.outcome == "crashed", r
+    assert d.pool_status("fragile")["breaker"] == "open"
+    routed = d.job("fragile", b"to-fallback")
+    assert routed.status == 200, routed
+    assert routed.body == b"to-fallback"
+    assert routed.headers.get("x-bulkhead-pool") == "simple"
+    assert routed.headers.get("x-bulkhead-fallback-from") == "fragile"
+    flag.write_text("ok")
+    # After the cooldown the next job is the probe; its success closes the breaker.
+    def probe_closes():
+        r = d.job("fragile", b"probe")
+        return r.status == 200 and d.pool_status("fragile")["breaker"] == "closed"
+    from conftest import wait_until
+    wait_until(probe_closes, 15, "the probe to close the breaker")
+    events = d.get_json("/v1/pools/fragile")["events"]
+    kinds = [e["kind"] for e in events]
+    assert "breaker_opened" in kinds and "breaker_closed" in kinds, kinds
