@@ -3,6 +3,7 @@
 #include <charconv>
 #include <cstdio>
 
+#include "api/metrics.h"
 #include "api/problem.h"
 #include "config/units.h"
 
@@ -140,6 +141,14 @@ void route(runtime::Supervisor& supervisor, Request& req, Respond respond) {
       return respond(jsonResponse(version, 503, {{"status", "shutting_down"}}));
     }
     return respond(jsonResponse(version, 200, {{"status", "ok"}}));
+  }
+  if (path == "/metrics") {
+    if (method != http::verb::get) return methodNotAllowed("GET");
+    Response res{http::status::ok, version};
+    res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    res.body() = renderMetrics(supervisor);
+    res.prepare_payload();
+    return respond(std::move(res));
   }
   if (path == "/v1/quarantine") {
     if (method != http::verb::get) return methodNotAllowed("GET");

@@ -564,6 +564,7 @@ void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, bool 
   r.queueMs = job.queueMs;
   r.totalMs = millisBetween(job.submittedAt, now);
   for (const auto& a : r.attempts) r.runMs += a.runMs;
+  observeLatency(r, ran);
   r.queueFull = queueFull;
   r.breakerOpen =
       outcome == Outcome::kUnavailable && !ran && breaker_.state() != BreakerState::kClosed;
@@ -597,8 +598,16 @@ void Pool::finishOk(Job& job, Worker& w, ResultKind kind, Payload body, Time now
   r.totalMs = millisBetween(job.submittedAt, now);
   r.attempts = std::move(job.attempts);
   for (const auto& a : r.attempts) r.runMs += a.runMs;
+  observeLatency(r, true);
   actions_.push_back(FinishJob{std::move(r)});
   jobs_.erase(job.id);
+}
+
+void Pool::observeLatency(const JobReport& r, bool ran) {
+  counters_.totalSeconds.observe(r.totalMs / 1000);
+  if (!ran) return;
+  counters_.queueSeconds.observe(r.queueMs / 1000);
+  counters_.runSeconds.observe(r.runMs / 1000);
 }
 
 void Pool::failQueued(Outcome outcome, const std::string& detail, Time now) {

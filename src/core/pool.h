@@ -190,6 +190,24 @@ struct WorkerView {
   std::optional<ResourceSample> latestSample;
 };
 
+// A Prometheus-style cumulative histogram over fixed buckets (seconds).
+struct LatencyHistogram {
+  static constexpr double kBounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                       0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
+  static constexpr std::size_t kBuckets = sizeof(kBounds) / sizeof(kBounds[0]);
+  std::uint64_t counts[kBuckets + 1] = {};  // last: above every bound (+Inf)
+  std::uint64_t count = 0;
+  double sum = 0;
+
+  void observe(double seconds) {
+    std::size_t i = 0;
+    while (i < kBuckets && seconds > kBounds[i]) ++i;
+    counts[i]++;
+    count++;
+    sum += seconds;
+  }
+};
+
 struct PoolCounters {
   std::uint64_t submitted = 0;
   std::map<Outcome, std::uint64_t> outcomes;
@@ -199,6 +217,9 @@ struct PoolCounters {
   std::uint64_t workerDeaths = 0;
   std::uint64_t recycles = 0;
   std::map<std::string, std::uint64_t> recyclesByCause;
+  LatencyHistogram queueSeconds;  // jobs that ran
+  LatencyHistogram runSeconds;    // jobs that ran
+  LatencyHistogram totalSeconds;  // every job, refusals included
 };
 
 // Something an operator wants to see in the event stream.
@@ -326,6 +347,7 @@ class Pool {
   void note(std::string kind, const Worker& worker, std::string detail, Time now);
   void note(std::string kind, std::string detail, Time now);
   void recordForBreaker(Outcome outcome, Time now);
+  void observeLatency(const JobReport& report, bool ran);
   bool poisonedBy(const Job& job) const;
   bool canTakeMoreJobs() const { return !shuttingDown_ && !unavailable_; }
 

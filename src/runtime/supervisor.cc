@@ -815,6 +815,11 @@ json Supervisor::poolsSnapshot() const {
           {"orphans_reaped", orphansReaped_}};
 }
 
+void Supervisor::forEachPool(
+    const std::function<void(const config::PoolConfig&, const core::Pool&)>& visit) const {
+  for (const auto& p : pools_) visit(p->config, p->pool);
+}
+
 json Supervisor::quarantineSnapshot() const {
   json entries = json::array();
   const core::Time t = now();

@@ -50,6 +50,10 @@ class Supervisor {
 
   nlohmann::json poolsSnapshot() const;
   nlohmann::json quarantineSnapshot() const;
+  // Read-only access for exporters (metrics): each pool's config and policy state.
+  void forEachPool(
+      const std::function<void(const config::PoolConfig&, const core::Pool&)>& visit) const;
+  std::uint64_t orphansReaped() const { return orphansReaped_; }
   // One pool with every worker's sample history; nullopt for an unknown pool.
   std::optional<nlohmann::json> poolSnapshot(std::string_view pool) const;
 

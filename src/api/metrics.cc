@@ -1,0 +1,226 @@
+#include "api/metrics.h"
+
+#include <cstdio>
+#include <map>
+#include <sstream>
+#include <tuple>
+
+namespace bulkhead::api {
+
+namespace {
+
+// Label values are escaped as the exposition format requires: backslash, quote, newline.
+std::string escape(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+std::string number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+class Writer {
+ public:
+  void family(const char* name, const char* type, const char* help) {
+    out_ << "# HELP " << name << ' ' << help << '\n' << "# TYPE " << name << ' ' << type << '\n';
+  }
+  void sample(const std::string& name, const std::map<std::string, std::string>& labels,
+              double value) {
+    out_ << name;
+    if (!labels.empty()) {
+      out_ << '{';
+      bool first = true;
+      for (const auto& [k, v] : labels) {
+        out_ << (first ? "" : ",") << k << "=\"" << escape(v) << '"';
+        first = false;
+      }
+      out_ << '}';
+    }
+    out_ << ' ' << number(value) << '\n';
+  }
+  void histogram(const std::string& name, std::map<std::string, std::string> labels,
+                 const core::LatencyHistogram& h) {
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < core::LatencyHistogram::kBuckets; ++i) {
+      cumulative += h.counts[i];
+      labels["le"] = number(core::LatencyHistogram::kBounds[i]);
+      sample(name + "_bucket", labels, static_cast<double>(cumulative));
+    }
+    labels["le"] = "+Inf";
+    sample(name + "_bucket", labels, static_cast<double>(h.count));
+    labels.erase("le");
+    sample(name + "_sum", labels, h.sum);
+    sample(name + "_count", labels, static_cast<double>(h.count));
+  }
+  std::string str() const { return out_.str(); }
+
+ private:
+  std::ostringstream out_;
+};
+
+}  // namespace
+
+std::string renderMetrics(const runtime::Supervisor& supervisor) {
+  Writer w;
+  struct PoolData {
+    std::string name;
+    const config::PoolConfig* config;
+    const core::Pool* pool;
+  };
+  std::vector<PoolData> pools;
+  supervisor.forEachPool([&](const config::PoolConfig& c, const core::Pool& p) {
+    pools.push_back({c.name, &c, &p});
+  });
+
+  w.family("bulkhead_jobs_total", "counter", "Jobs that ended, by pool and outcome.");
+  for (const auto& p : pools) {
+    for (core::Outcome o : core::kAllOutcomes) {
+      auto it = p.pool->counters().outcomes.find(o);
+      w.sample("bulkhead_jobs_total",
+               {{"pool", p.name}, {"outcome", std::string(core::outcomeName(o))}},
+               it == p.pool->counters().outcomes.end() ? 0 : static_cast<double>(it->second));
+    }
+  }
+  w.family("bulkhead_jobs_submitted_total", "counter", "Jobs accepted for a pool.");
+  for (const auto& p : pools) {
+    w.sample("bulkhead_jobs_submitted_total", {{"pool", p.name}},
+             static_cast<double>(p.pool->counters().submitted));
+  }
+  w.family("bulkhead_job_retries_total", "counter", "Attempts re-run on a fresh worker.");
+  for (const auto& p : pools) {
+    w.sample("bulkhead_job_retries_total", {{"pool", p.name}},
+             static_cast<double>(p.pool->counters().retries));
+  }
+  struct Phase {
+    const char* metric;
+    const char* help;
+    const core::LatencyHistogram core::PoolCounters::*histogram;
+  };
+  for (const Phase& phase :
+       {Phase{"bulkhead_job_queue_seconds", "Time jobs waited for a worker.",
+              &core::PoolCounters::queueSeconds},
+        Phase{"bulkhead_job_run_seconds", "Time jobs ran on workers (all attempts).",
+              &core::PoolCounters::runSeconds},
+        Phase{"bulkhead_job_total_seconds", "Time from submission to outcome.",
+              &core::PoolCounters::totalSeconds}}) {
+    w.family(phase.metric, "histogram", phase.help);
+    for (const auto& p : pools) {
+      w.histogram(phase.metric, {{"pool", p.name}}, p.pool->counters().*phase.histogram);
+    }
+  }
+  // Each family's samples must be contiguous: one loop over the pools per family.
+  auto perPool = [&](const char* name, const char* type, const char* help, auto emit) {
+    w.family(name, type, help);
+    for (const auto& p : pools) emit(p);
+  };
+  perPool("bulkhead_queue_length", "gauge", "Jobs waiting for a worker.", [&](const PoolData& p) {
+    w.sample("bulkhead_queue_length", {{"pool", p.name}},
+             static_cast<double>(p.pool->queueLength()));
+  });
+  perPool("bulkhead_workers", "gauge", "Worker processes by state.", [&](const PoolData& p) {
+    std::map<std::string, int> byState;
+    for (const char* s : {"spawning", "starting", "idle", "busy", "stopping", "killing"}) {
+      byState[s] = 0;
+    }
+    for (const auto& wv : p.pool->workers())
+      byState[std::string(core::workerStateName(wv.state))]++;
+    for (const auto& [state, n] : byState) {
+      w.sample("bulkhead_workers", {{"pool", p.name}, {"state", state}}, n);
+    }
+  });
+  perPool("bulkhead_breaker_open", "gauge",
+          "Circuit breaker state: 0 closed, 1 open, 0.5 half-open (probing).",
+          [&](const PoolData& p) {
+            double breaker = 0;
+            switch (p.pool->breakerState()) {
+              case core::BreakerState::kClosed:
+                breaker = 0;
+                break;
+              case core::BreakerState::kOpen:
+                breaker = 1;
+                break;
+              case core::BreakerState::kHalfOpen:
+                breaker = 0.5;
+                break;
+            }
+            w.sample("bulkhead_breaker_open", {{"pool", p.name}}, breaker);
+          });
+  perPool("bulkhead_quarantined_payloads", "gauge", "Payloads refused as poison.",
+          [&](const PoolData& p) {
+            w.sample("bulkhead_quarantined_payloads", {{"pool", p.name}},
+                     static_cast<double>(p.pool->quarantine().size()));
+          });
+  using Counter = std::uint64_t core::PoolCounters::*;
+  for (auto [name, help, field] :
+       {std::tuple<const char*, const char*, Counter>{"bulkhead_worker_starts_total",
+                                                      "Worker processes started.",
+                                                      &core::PoolCounters::workerStarts},
+        std::tuple<const char*, const char*, Counter>{
+            "bulkhead_worker_start_failures_total", "Workers that died or timed out before ready.",
+            &core::PoolCounters::startFailures},
+        std::tuple<const char*, const char*, Counter>{"bulkhead_worker_deaths_total",
+                                                      "Workers that died unexpectedly.",
+                                                      &core::PoolCounters::workerDeaths}}) {
+    perPool(name, "counter", help, [&, name = name, field = field](const PoolData& p) {
+      w.sample(name, {{"pool", p.name}}, static_cast<double>(p.pool->counters().*field));
+    });
+  }
+  perPool("bulkhead_worker_recycles_total", "counter", "Workers replaced by a rule, by cause.",
+          [&](const PoolData& p) {
+            for (const auto& [cause, n] : p.pool->counters().recyclesByCause) {
+              w.sample("bulkhead_worker_recycles_total", {{"pool", p.name}, {"cause", cause}},
+                       static_cast<double>(n));
+            }
+          });
+  using Measure = double (*)(const core::ResourceSample&);
+  struct WorkerGauge {
+    const char* name;
+    const char* type;
+    const char* help;
+    Measure measure;
+  };
+  for (const WorkerGauge& g : {
+           WorkerGauge{"bulkhead_worker_rss_bytes", "gauge", "Resident memory (last sample).",
+                       [](const core::ResourceSample& s) { return double(s.rssBytes); }},
+           WorkerGauge{"bulkhead_worker_threads", "gauge", "Threads (last sample).",
+                       [](const core::ResourceSample& s) { return double(s.threads); }},
+           WorkerGauge{"bulkhead_worker_maps", "gauge", "Memory maps (last count).",
+                       [](const core::ResourceSample& s) { return double(s.maps); }},
+           WorkerGauge{"bulkhead_worker_fds", "gauge", "Open file descriptors (last sample).",
+                       [](const core::ResourceSample& s) { return double(s.fds); }},
+           WorkerGauge{"bulkhead_worker_cpu_seconds_total", "counter", "CPU time (last sample).",
+                       [](const core::ResourceSample& s) { return s.cpuSeconds; }},
+       }) {
+    perPool(g.name, g.type, g.help, [&](const PoolData& p) {
+      for (const auto& wv : p.pool->workers()) {
+        if (!wv.latestSample) continue;
+        double value = g.measure(*wv.latestSample);
+        if (value < 0) continue;  // maps not counted yet
+        w.sample(g.name, {{"pool", p.name}, {"worker", wv.name}}, value);
+      }
+    });
+  }
+  perPool("bulkhead_worker_jobs_total", "counter", "Jobs served by each worker.",
+          [&](const PoolData& p) {
+            for (const auto& wv : p.pool->workers()) {
+              w.sample("bulkhead_worker_jobs_total", {{"pool", p.name}, {"worker", wv.name}},
+                       static_cast<double>(wv.jobsServed));
+            }
+          });
+  w.family("bulkhead_orphans_reaped_total", "counter",
+           "Grandchildren of workers reaped by the supervisor (child subreaper).");
+  w.sample("bulkhead_orphans_reaped_total", {}, static_cast<double>(supervisor.orphansReaped()));
+  return w.str();
+}
+
+}  // namespace bulkhead::api
