@@ -3,8 +3,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cstdlib>
+#include <deque>
 #include <optional>
 #include <stdexcept>
 
@@ -71,12 +74,80 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     if (ec) return fail(400, "bad_request", "malformed HTTP request: " + ec.message());
 
     Request request = parser_->release();
+    std::string_view target(request.target().data(), request.target().size());
+    if (request.method() == http::verb::get && target.substr(0, target.find('?')) == "/v1/events") {
+      return startEventStream(request);
+    }
     // A big request must not pin its buffer for the rest of a keep-alive connection.
     if (buffer_.capacity() > (1u << 20)) buffer_.shrink_to_fit();
     keepAlive_ = request.keep_alive();
     auto self = this->shared_from_this();
     route(state_.supervisor, request,
           [self](Response response) { self->write(std::move(response)); });
+  }
+
+  // Server-Sent Events: the response never ends; each event is written as it happens. The
+  // connection is read only to notice the client leaving.
+  void startEventStream(const Request& request) {
+    std::uint64_t since = 0;
+    std::string_view target(request.target().data(), request.target().size());
+    if (auto q = target.find("since="); q != std::string_view::npos) {
+      since = std::strtoull(std::string(target.substr(q + 6)).c_str(), nullptr, 10);
+    }
+    if (auto it = request.find("Last-Event-ID"); it != request.end()) {
+      since = std::strtoull(std::string(it->value()).c_str(), nullptr, 10);
+    }
+    streaming_ = true;
+    enqueue(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+        "Connection: close\r\n\r\n");
+    auto self = this->shared_from_this();
+    subscription_ = state_.supervisor.subscribeEvents(since, [self](std::uint64_t id,
+                                                                    const nlohmann::json& event) {
+      self->enqueue("id: " + std::to_string(id) +
+                    "\nevent: " + event.value("kind", std::string("event")) + "\ndata: " +
+                    event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n\n");
+    });
+    watchForClose();
+  }
+
+  void watchForClose() {
+    socket_.async_read_some(asio::buffer(discard_),
+                            [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                              if (ec) return self->endStream();
+                              self->watchForClose();
+                            });
+  }
+
+  void enqueue(std::string chunk) {
+    if (!streaming_) return;
+    outbox_.push_back(std::move(chunk));
+    if (outbox_.size() > kMaxQueuedEvents) return endStream();  // a reader that stopped reading
+    if (!writing_) writeNext();
+  }
+
+  void writeNext() {
+    if (outbox_.empty()) {
+      writing_ = false;
+      return;
+    }
+    writing_ = true;
+    asio::async_write(socket_, asio::buffer(outbox_.front()),
+                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (!self->streaming_) return;
+                        self->outbox_.pop_front();
+                        if (ec) return self->endStream();
+                        self->writeNext();
+                      });
+  }
+
+  void endStream() {
+    if (!streaming_) return;
+    streaming_ = false;
+    if (subscription_) state_.supervisor.unsubscribeEvents(*subscription_);
+    subscription_.reset();
+    outbox_.clear();
+    close();
   }
 
   void fail(int status, const std::string& error, const std::string& detail) {
@@ -109,6 +180,13 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   bool keepAlive_ = false;
+  // Event stream state.
+  static constexpr std::size_t kMaxQueuedEvents = 4096;
+  bool streaming_ = false;
+  bool writing_ = false;
+  std::optional<int> subscription_;
+  std::deque<std::string> outbox_;
+  std::array<char, 256> discard_;
 };
 
 template <class Acceptor>

@@ -1,6 +1,7 @@
 #include "cli/http_client.h"
 
 #include <algorithm>
+#include <array>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -66,6 +67,65 @@ HttpResult httpRequest(const std::string& url, const std::string& method, const 
     stream.expires_after(std::chrono::milliseconds(static_cast<long>(timeoutSeconds * 1000)));
     stream.connect(resolver.resolve(host, port));
     return exchange(stream, rest, method, target, body, headers);
+  } catch (const boost::system::system_error& e) {
+    throw std::runtime_error("cannot talk to bulkhead at " + url + ": " + e.code().message());
+  }
+}
+
+namespace {
+
+template <class Socket>
+void readEventStream(Socket& socket, const std::string& host, const std::string& target,
+                     const std::function<void(const std::string&)>& onData) {
+  std::string request =
+      "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\nAccept: text/event-stream\r\n\r\n";
+  asio::write(socket, asio::buffer(request));
+  std::string pending;
+  bool inBody = false;
+  std::array<char, 8192> buffer;
+  for (;;) {
+    boost::system::error_code ec;
+    std::size_t n = socket.read_some(asio::buffer(buffer), ec);
+    if (ec) return;
+    pending.append(buffer.data(), n);
+    if (!inBody) {
+      auto end = pending.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      if (pending.rfind("HTTP/1.1 200", 0) != 0) {
+        throw std::runtime_error("event stream refused: " + pending.substr(0, pending.find('\r')));
+      }
+      pending.erase(0, end + 4);
+      inBody = true;
+    }
+    std::size_t lineEnd;
+    while ((lineEnd = pending.find('\n')) != std::string::npos) {
+      std::string line = pending.substr(0, lineEnd);
+      pending.erase(0, lineEnd + 1);
+      if (line.rfind("data: ", 0) == 0) onData(line.substr(6));
+    }
+  }
+}
+
+}  // namespace
+
+void streamEvents(const std::string& url, const std::string& target,
+                  const std::function<void(const std::string& data)>& onData) {
+  asio::io_context io;
+  try {
+    if (url.rfind("unix:", 0) == 0) {
+      asio::local::stream_protocol::socket socket(io);
+      socket.connect(asio::local::stream_protocol::endpoint(url.substr(5)));
+      return readEventStream(socket, "localhost", target, onData);
+    }
+    std::string rest = url.rfind("http://", 0) == 0 ? url.substr(7) : url;
+    rest = rest.substr(0, rest.find('/'));
+    auto colon = rest.rfind(':');
+    std::string host = colon == std::string::npos ? rest : rest.substr(0, colon);
+    std::string port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
+    asio::ip::tcp::resolver resolver(io);
+    asio::ip::tcp::socket socket(io);
+    asio::connect(socket, resolver.resolve(host, port));
+    readEventStream(socket, rest, target, onData);
   } catch (const boost::system::system_error& e) {
     throw std::runtime_error("cannot talk to bulkhead at " + url + ": " + e.code().message());
   }

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -215,6 +216,27 @@ int status(const std::string& url) {
   return 0;
 }
 
+int events(const std::string& url, std::uint64_t since) {
+  try {
+    cli::streamEvents(url, "/v1/events?since=" + std::to_string(since),
+                      [](const std::string& data) {
+                        json e = json::parse(data, nullptr, false);
+                        if (e.is_discarded()) return;
+                        std::time_t seconds = static_cast<std::time_t>(e.value("time", 0.0));
+                        char when[32];
+                        std::strftime(when, sizeof when, "%H:%M:%S", std::localtime(&seconds));
+                        std::printf("%s  %-12s %-18s %-14s %s\n", when, e.value("pool", "").c_str(),
+                                    e.value("kind", "").c_str(), e.value("worker", "").c_str(),
+                                    e.value("detail", "").c_str());
+                        std::fflush(stdout);
+                      });
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bulkhead: %s\n", e.what());
+    return kExitCannotConnect;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -239,6 +261,11 @@ int main(int argc, char** argv) {
   auto* statusCmd = app.add_subcommand("status", "show pools and workers");
   statusCmd->add_option("--url", url, "supervisor URL");
 
+  std::uint64_t since = 0;
+  auto* eventsCmd = app.add_subcommand("events", "follow worker and pool events as they happen");
+  eventsCmd->add_option("--url", url, "supervisor URL");
+  eventsCmd->add_option("--since", since, "replay kept events after this id (0: all kept)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -249,6 +276,7 @@ int main(int argc, char** argv) {
     if (*checkCmd) return check(configPath);
     if (*callCmd) return call(url, pool, payload, timeout);
     if (*statusCmd) return status(url);
+    if (*eventsCmd) return events(url, since);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bulkhead: %s\n", e.what());
     return kExitJobFailed;

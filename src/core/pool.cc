@@ -272,6 +272,7 @@ void Pool::on(const WorkerSpawned& e, Time now) {
   w->startedAt = now;
   counters_.workerStarts++;
   setWorkerState(*w, WorkerState::kStarting, now);
+  note("started", *w, "pid " + std::to_string(e.pid), now);
 }
 
 void Pool::on(const WorkerSpawnFailed& e, Time now) {
@@ -297,6 +298,9 @@ void Pool::on(const WorkerReady& e, Time now) {
   consecutiveStartFailures_ = 0;
   unavailable_ = false;
   setWorkerState(*w, WorkerState::kIdle, now);
+  note("ready", *w,
+       "after " + std::to_string(static_cast<long long>(millisBetween(w->startedAt, now))) + " ms",
+       now);
 }
 
 void Pool::on(const WorkerStartFailed& e, Time now) {
@@ -438,6 +442,8 @@ void Pool::on(const WorkerExited& e, Time now) {
     recordStartFailure(std::move(record), now);
   } else if (w->job) {
     failInFlight(*w, e.evidence, now);
+  } else if (!expected) {
+    note("died", *w, "idle worker " + describeExit(e.evidence), now);
   }
   actions_.push_back(ReleaseWorker{w->id});
   removeWorker(w->id);
@@ -970,12 +976,12 @@ void Pool::recordForBreaker(Outcome outcome, Time now) {
 }
 
 void Pool::note(std::string kind, std::string detail, Time now) {
-  events_.push_back({now, std::move(kind), "", std::move(detail)});
+  events_.push_back({++eventsNoted_, now, std::move(kind), "", std::move(detail)});
   if (events_.size() > kEventsKept) events_.pop_front();
 }
 
 void Pool::note(std::string kind, const Worker& w, std::string detail, Time now) {
-  events_.push_back({now, std::move(kind), workerName(w.id), std::move(detail)});
+  events_.push_back({++eventsNoted_, now, std::move(kind), workerName(w.id), std::move(detail)});
   if (events_.size() > kEventsKept) events_.pop_front();
 }
 

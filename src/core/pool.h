@@ -224,8 +224,9 @@ struct PoolCounters {
 
 // Something an operator wants to see in the event stream.
 struct PoolEvent {
+  std::uint64_t seq;  // per pool, from 1, never reused
   Time at;
-  std::string kind;  // "recycled", "hung", "oom", "crashed", "start_failed", "unavailable"
+  std::string kind;  // "started", "ready", "recycled", "crashed", "hung", "oom_killed", ...
   std::string worker;
   std::string detail;
 };
@@ -246,6 +247,7 @@ class Pool {
   bool unavailable() const { return unavailable_; }
   std::string workerName(WorkerId id) const;
   const std::deque<PoolEvent>& recentEvents() const { return events_; }
+  std::uint64_t eventsNoted() const { return eventsNoted_; }
   const Quarantine& quarantine() const { return quarantine_; }
   BreakerState breakerState() const { return breaker_.state(); }
   // The shell samples after every job when the pool bounds rss, threads or fds (a /proc read of
@@ -367,6 +369,7 @@ class Pool {
   std::optional<Time> shutdownDeadline_;
   PoolCounters counters_;
   std::deque<PoolEvent> events_;
+  std::uint64_t eventsNoted_ = 0;
   Breaker breaker_;
   Quarantine quarantine_;
   std::vector<Action> actions_;

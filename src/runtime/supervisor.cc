@@ -28,6 +28,7 @@ constexpr std::size_t kTailBytes = 16 * 1024;
 constexpr std::size_t kStacksBytes = 64 * 1024;
 constexpr std::size_t kFinalDrainLimit = 1 << 20;  // bytes read from a pipe after the worker died
 constexpr std::size_t kSamplesKept = 120;
+constexpr std::size_t kEventsLogged = 1024;
 constexpr std::size_t kReadPerWakeup = 1 << 20;  // then yield to other workers and callers
 enum PipeIndex { kStdout = 0, kStderr = 1, kStacks = 2 };
 
@@ -103,6 +104,7 @@ struct Supervisor::PoolRuntime {
   core::Pool pool;
   std::map<core::WorkerId, std::shared_ptr<WorkerIo>> workers;
   core::Time nextSampleAt{};
+  std::uint64_t eventsSeen = 0;
 };
 
 namespace {
@@ -249,6 +251,7 @@ void Supervisor::drain() {
     for (auto& action : actions) execute(*pool, action);
   }
   draining_ = false;
+  collectEvents();
   armTimer();
   checkStopped();
 }
@@ -814,6 +817,44 @@ json Supervisor::poolsSnapshot() const {
           {"shutting_down", shuttingDown_},
           {"orphans_reaped", orphansReaped_}};
 }
+
+void Supervisor::collectEvents() {
+  for (auto& pool : pools_) {
+    if (pool->pool.eventsNoted() == pool->eventsSeen) continue;
+    for (const auto& e : pool->pool.recentEvents()) {
+      if (e.seq <= pool->eventsSeen) continue;
+      // Wall-clock time for people reading the stream; the core only knows steady time.
+      auto wall = std::chrono::system_clock::now() - (now() - e.at);
+      json event = {{"pool", pool->config.name},
+                    {"kind", e.kind},
+                    {"worker", e.worker},
+                    {"detail", e.detail},
+                    {"time", std::chrono::duration<double>(wall.time_since_epoch()).count()}};
+      const std::uint64_t id = nextEventId_++;
+      eventLog_.emplace_back(id, event);
+      if (eventLog_.size() > kEventsLogged) eventLog_.pop_front();
+      // A sink may unsubscribe itself (its connection failed): iterate over a copy of the keys.
+      std::vector<int> subscribers;
+      for (const auto& [sub, sink] : eventSinks_) subscribers.push_back(sub);
+      for (int sub : subscribers) {
+        auto it = eventSinks_.find(sub);
+        if (it != eventSinks_.end()) it->second(id, event);
+      }
+    }
+    pool->eventsSeen = pool->pool.eventsNoted();
+  }
+}
+
+int Supervisor::subscribeEvents(std::uint64_t since, EventSink sink) {
+  for (const auto& [id, event] : eventLog_) {
+    if (id > since) sink(id, event);
+  }
+  const int subscription = nextSubscription_++;
+  eventSinks_.emplace(subscription, std::move(sink));
+  return subscription;
+}
+
+void Supervisor::unsubscribeEvents(int subscription) { eventSinks_.erase(subscription); }
 
 void Supervisor::forEachPool(
     const std::function<void(const config::PoolConfig&, const core::Pool&)>& visit) const {

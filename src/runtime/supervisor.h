@@ -54,6 +54,12 @@ class Supervisor {
   void forEachPool(
       const std::function<void(const config::PoolConfig&, const core::Pool&)>& visit) const;
   std::uint64_t orphansReaped() const { return orphansReaped_; }
+
+  // The event stream (GET /v1/events): every pool's events with one global, increasing id.
+  // A subscriber first gets the kept events with id > since, then each new one as it happens.
+  using EventSink = std::function<void(std::uint64_t id, const nlohmann::json& event)>;
+  int subscribeEvents(std::uint64_t since, EventSink sink);
+  void unsubscribeEvents(int subscription);
   // One pool with every worker's sample history; nullopt for an unknown pool.
   std::optional<nlohmann::json> poolSnapshot(std::string_view pool) const;
 
@@ -86,6 +92,7 @@ class Supervisor {
   void waitForSigchld();
   void checkStopped();
   PoolRuntime* findPool(std::string_view name);
+  void collectEvents();
   nlohmann::json poolJson(const PoolRuntime& pool, bool withHistory) const;
 
   boost::asio::io_context& io_;
@@ -114,6 +121,10 @@ class Supervisor {
   bool shuttingDown_ = false;
   std::function<void()> onStopped_;
   std::uint64_t orphansReaped_ = 0;
+  std::deque<std::pair<std::uint64_t, nlohmann::json>> eventLog_;
+  std::uint64_t nextEventId_ = 1;
+  std::map<int, EventSink> eventSinks_;
+  int nextSubscription_ = 1;
   core::Time startedAt_;
 };
 
