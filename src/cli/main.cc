@@ -18,6 +18,7 @@
 #include "config/config.h"
 #include "os/process.h"
 #include "runtime/supervisor.h"
+#include "runtime/worker_spec.h"
 
 #ifndef BULKHEAD_SDK_DIR
 #define BULKHEAD_SDK_DIR ""
@@ -216,6 +217,27 @@ int status(const std::string& url) {
   return 0;
 }
 
+int env(const std::string& path, const std::string& poolName, int slot) {
+  auto config = loadOrReport(path);
+  if (!config) return kExitBadConfig;
+  for (const auto& pool : config->pools) {
+    if (pool.name != poolName) continue;
+    std::vector<std::string> base;
+    for (char** e = environ; *e; ++e) base.emplace_back(*e);
+    const char* sdk = std::getenv("BULKHEAD_SDK_DIR");
+    auto vars = runtime::buildWorkerEnvironment(pool, pool.name + "-N", slot, base,
+                                                sdk && *sdk ? sdk : BULKHEAD_SDK_DIR);
+    std::printf("# worker of pool %s in slot %d: %s -m bulkhead.worker\n", pool.name.c_str(), slot,
+                pool.python.c_str());
+    for (const auto& [key, entry] : vars) {
+      std::printf("%s=%s\t# %s\n", key.c_str(), entry.value.c_str(), entry.source.c_str());
+    }
+    return 0;
+  }
+  std::fprintf(stderr, "bulkhead: %s has no pool named '%s'\n", path.c_str(), poolName.c_str());
+  return kExitBadConfig;
+}
+
 int events(const std::string& url, std::uint64_t since) {
   try {
     cli::streamEvents(url, "/v1/events?since=" + std::to_string(since),
@@ -261,6 +283,12 @@ int main(int argc, char** argv) {
   auto* statusCmd = app.add_subcommand("status", "show pools and workers");
   statusCmd->add_option("--url", url, "supervisor URL");
 
+  int slot = 0;
+  auto* envCmd = app.add_subcommand("env", "print the exact environment a pool's worker gets");
+  envCmd->add_option("pool", pool, "pool name")->required();
+  envCmd->add_option("-c,--config", configPath, "config file (TOML)")->required();
+  envCmd->add_option("--slot", slot, "worker slot (GPU pinning depends on it)");
+
   std::uint64_t since = 0;
   auto* eventsCmd = app.add_subcommand("events", "follow worker and pool events as they happen");
   eventsCmd->add_option("--url", url, "supervisor URL");
@@ -277,6 +305,7 @@ int main(int argc, char** argv) {
     if (*callCmd) return call(url, pool, payload, timeout);
     if (*statusCmd) return status(url);
     if (*eventsCmd) return events(url, since);
+    if (*envCmd) return env(configPath, pool, slot);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bulkhead: %s\n", e.what());
     return kExitJobFailed;

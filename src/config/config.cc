@@ -146,6 +146,62 @@ class Loader {
     }
   }
 
+  // `profile` (a name or a list), `threads`, `gpus`, `gpus_per_worker`, `inherit_env`.
+  void readEnvironmentKeys(const toml::table& t, int line, const std::string& p, PoolConfig& c) {
+    static const std::set<std::string> kProfiles = {"torch", "tensorflow", "onnxruntime",
+                                                    "cpu-only"};
+    if (const toml::node* n = t.get("profile")) {
+      std::vector<const toml::node*> items;
+      if (const toml::array* a = n->as_array()) {
+        for (const toml::node& item : *a) items.push_back(&item);
+      } else {
+        items.push_back(n);
+      }
+      for (const toml::node* item : items) {
+        auto name = item->value<std::string>();
+        if (!item->is_string() || !kProfiles.count(*name)) {
+          error(item, line, p + "profile",
+                "expected \"torch\", \"tensorflow\", \"onnxruntime\" or \"cpu-only\" (or a "
+                "list of them), got " +
+                    describeNode(*item));
+          continue;
+        }
+        c.profiles.push_back(*name);
+      }
+    }
+    int64_t v = c.threads;
+    readInt(t, line, p, "threads", 0, 1024, v);
+    c.threads = static_cast<int>(v);
+    v = c.gpusPerWorker;
+    readInt(t, line, p, "gpus_per_worker", 1, 64, v);
+    c.gpusPerWorker = static_cast<int>(v);
+    if (const toml::node* n = t.get("gpus")) {
+      const toml::array* a = n->as_array();
+      if (!a) error(n, line, p + "gpus", "expected a list of GPU ids such as [0, 1]");
+      for (std::size_t i = 0; a && i < a->size(); ++i) {
+        const toml::node& id = *a->get(i);
+        if (!id.is_integer() || *id.value<int64_t>() < 0 || *id.value<int64_t>() > 1023) {
+          error(&id, line, p + "gpus",
+                "expected GPU ids (integers 0-1023), got " + describeNode(id));
+        } else {
+          c.gpus.push_back(static_cast<int>(*id.value<int64_t>()));
+        }
+      }
+    }
+    if (const toml::node* n = t.get("inherit_env")) {
+      const toml::array* a = n->as_array();
+      if (!a) error(n, line, p + "inherit_env", "expected a list of variable names");
+      for (std::size_t i = 0; a && i < a->size(); ++i) {
+        const toml::node& name = *a->get(i);
+        if (!name.is_string()) {
+          error(&name, line, p + "inherit_env", "expected names such as \"HF_HOME\" or \"AWS_*\"");
+        } else {
+          c.inheritEnv.push_back(*name.value<std::string>());
+        }
+      }
+    }
+  }
+
   ServerConfig loadServer(const toml::table& t, int line) {
     ServerConfig s;
     const std::string p = "server.";
@@ -182,7 +238,8 @@ class Loader {
                                "env",        "sample_interval", "memory_limit", "pids_limit",
                                "max_rss",    "max_threads",     "max_maps",     "max_fds",
                                "max_age",    "trend",           "hang_after",   "poison_after",
-                               "breaker",    "fallback"});
+                               "breaker",    "fallback",        "profile",      "threads",
+                               "gpus",       "gpus_per_worker", "inherit_env"});
     if (!t.get("handler"))
       error(nullptr, line, p + "handler", "missing: expected \"module:function\"");
     readString(t, line, p, "handler", c.handler);
@@ -249,6 +306,7 @@ class Loader {
     readInt(t, line, p, "poison_after", 0, 100, v);
     c.poisonAfter = static_cast<int>(v);
     readString(t, line, p, "fallback", c.fallback);
+    readEnvironmentKeys(t, line, p, c);
     if (const toml::node* n = t.get("breaker")) {
       if (const toml::table* b = n->as_table()) {
         const std::string bp = p + "breaker.";

@@ -52,6 +52,13 @@ struct PoolConfig {
   std::chrono::nanoseconds breakerWindow = std::chrono::seconds(30);
   std::chrono::nanoseconds breakerCooldown = std::chrono::seconds(10);
   std::string fallback;  // pool that takes jobs while this one's breaker is open
+
+  // Environment (see runtime/worker_spec.h for the layering).
+  std::vector<std::string> profiles;  // "torch", "tensorflow", "onnxruntime", "cpu-only"
+  int threads = 0;                    // 0: leave thread counts to the libraries
+  std::vector<int> gpus;              // device ids shared out by worker slot
+  int gpusPerWorker = 1;
+  std::vector<std::string> inheritEnv;  // more names (or PREFIX*) to keep from the supervisor
 };
 
 struct Config {

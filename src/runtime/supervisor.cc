@@ -358,7 +358,8 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
 
 void Supervisor::spawn(PoolRuntime& pool, const core::SpawnWorker& action) {
   const std::string name = pool.pool.workerName(action.worker);
-  auto spec = buildWorkerSpec(pool.config, name, options_.baseEnvironment, options_.sdkDirectory);
+  auto spec = buildWorkerSpec(pool.config, name, action.slot, options_.baseEnvironment,
+                              options_.sdkDirectory);
   std::optional<os::WorkerCgroup> cgroup;
   if (wantsLimits(pool.config)) {
     if (cgroups_->mode() != os::CgroupMode::kNone) {

@@ -309,3 +309,12 @@ def crash_unless_flag(payload, ctx):
     if not os.path.exists(os.environ["BULKHEAD_TEST_FLAG"]):
         ctypes.string_at(0)
     return payload
+
+
+def report_environment(payload, ctx):
+    """Returns the worker's environment and, when torch is importable, its thread count."""
+    out = {"env": dict(os.environ), "pid": os.getpid()}
+    if payload == b"torch":
+        import torch
+        out["torch_threads"] = torch.get_num_threads()
+    return out
