@@ -25,8 +25,10 @@ namespace {
 // Shared by the server and its sessions: counts responses not yet written, so shutdown can wait
 // for the last outcomes to reach their callers.
 struct ServerState {
-  ServerState(runtime::Supervisor& s, std::uint64_t limit) : supervisor(s), maxBody(limit) {}
+  ServerState(runtime::Supervisor& s, std::uint64_t limit, AsyncJobs* jobs)
+      : supervisor(s), services{s, jobs}, maxBody(limit) {}
   runtime::Supervisor& supervisor;
+  Services services;
   std::uint64_t maxBody;
   int responsesPending = 0;
   std::function<void()> onIdle;
@@ -82,7 +84,7 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     if (buffer_.capacity() > (1u << 20)) buffer_.shrink_to_fit();
     keepAlive_ = request.keep_alive();
     auto self = this->shared_from_this();
-    route(state_.supervisor, request,
+    route(state_.services, request,
           [self](Response response) { self->write(std::move(response)); });
   }
 
@@ -209,7 +211,7 @@ void acceptLoop(Acceptor& acceptor, ServerState& state) {
 
 struct HttpServer::Impl {
   Impl(asio::io_context& io, runtime::Supervisor& s, HttpServerOptions o)
-      : options(std::move(o)), state(s, options.maxRequestBody), tcp(io), local(io) {}
+      : options(std::move(o)), state(s, options.maxRequestBody, options.jobs), tcp(io), local(io) {}
   HttpServerOptions options;
   ServerState state;
   asio::ip::tcp::acceptor tcp;

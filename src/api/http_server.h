@@ -11,9 +11,12 @@
 
 namespace bulkhead::api {
 
+class AsyncJobs;
+
 struct HttpServerOptions {
   std::string listen;  // "HOST:PORT" or "unix:/path"
   std::uint64_t maxRequestBody = 64ull << 20;
+  AsyncJobs* jobs = nullptr;  // journal-backed async jobs; null: none
 };
 
 class HttpServer {

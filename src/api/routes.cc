@@ -2,7 +2,9 @@
 
 #include <charconv>
 #include <cstdio>
+#include <cstdlib>
 
+#include "api/async_jobs.h"
 #include "api/metrics.h"
 #include "api/problem.h"
 #include "config/units.h"
@@ -28,7 +30,9 @@ Response jsonResponse(unsigned version, int status, const json& body) {
   return res;
 }
 
-Response reportResponse(unsigned version, const core::JobReport& r) {
+}  // namespace
+
+Response responseFor(unsigned version, const core::JobReport& r) {
   const int status = httpStatusFor(r);
   if (r.outcome != core::Outcome::kOk) {
     Response res = problemResponse(version, status, problemFor(r));
@@ -66,8 +70,28 @@ Response reportResponse(unsigned version, const core::JobReport& r) {
   return res;
 }
 
-void submitJob(runtime::Supervisor& supervisor, const std::string& pool, Request& req,
-               Respond respond) {
+namespace {
+
+// "?wait=0" style parameters.
+std::optional<std::string> queryParameter(std::string_view target, std::string_view name) {
+  auto q = target.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  std::string_view query = target.substr(q + 1);
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name) {
+      return std::string(eq == std::string_view::npos ? "" : pair.substr(eq + 1));
+    }
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+void submitJob(Services& services, const std::string& pool, Request& req, Respond respond) {
+  runtime::Supervisor& supervisor = services.supervisor;
   const unsigned version = req.version();
   std::optional<core::Duration> timeout;
   if (auto it = req.find("X-Bulkhead-Timeout"); it != req.end()) {
@@ -101,10 +125,25 @@ void submitJob(runtime::Supervisor& supervisor, const std::string& pool, Request
     allowPoison = it->value() == "1" || it->value() == "true";
   }
   auto payload = std::make_shared<const std::string>(std::move(req.body()));
+  std::string_view target(req.target().data(), req.target().size());
+  if (queryParameter(target, "wait") == "0") {
+    if (!services.jobs) {
+      return respond(problemResponse(
+          version, 400,
+          apiProblem(400, "bad_request", "async jobs need a journal ([server] journal)")));
+    }
+    std::string key;
+    if (auto it = req.find("Idempotency-Key"); it != req.end()) key = std::string(it->value());
+    return services.jobs->submit(version, pool, std::move(payload), timeout, allowPoison, key,
+                                 respond);
+  }
+  AsyncJobs* jobs = services.jobs;
   supervisor.submit(
       pool, std::move(payload), timeout,
-      [respond, version](const core::JobReport& report) {
-        respond(reportResponse(version, report));
+      [respond, version, jobs](const core::JobReport& report) {
+        Response answer = responseFor(version, report);
+        if (jobs) jobs->recordSync(report, answer);
+        respond(std::move(answer));
       },
       allowPoison);
 }
@@ -119,7 +158,47 @@ Response problemResponse(unsigned version, int status, const json& problem) {
   return res;
 }
 
-void route(runtime::Supervisor& supervisor, Request& req, Respond respond) {
+namespace {
+
+void jobResource(Services& services, Request& req, std::string_view path, Respond respond) {
+  const unsigned version = req.version();
+  std::string idText(path.substr(std::string_view("/v1/jobs/").size()));
+  char* end = nullptr;
+  const unsigned long long id = std::strtoull(idText.c_str(), &end, 10);
+  if (idText.empty() || *end != '\0' || id == 0) {
+    return respond(problemResponse(
+        version, 400, apiProblem(400, "bad_request", "job ids are positive integers")));
+  }
+  if (!services.jobs) {
+    return respond(
+        problemResponse(version, 404, apiProblem(404, "unknown_job", "there is no journal")));
+  }
+  if (req.method() == http::verb::delete_) return services.jobs->cancel(version, id, respond);
+  if (req.method() != http::verb::get) {
+    Response res = problemResponse(version, 405,
+                                   apiProblem(405, "method_not_allowed", "allowed: GET, DELETE"));
+    res.set(http::field::allow, "GET, DELETE");
+    return respond(std::move(res));
+  }
+  core::Duration wait{0};
+  std::string_view target(req.target().data(), req.target().size());
+  if (auto w = queryParameter(target, "wait")) {
+    auto parsed =
+        *w == "0" ? std::optional<core::Duration>(core::Duration(0)) : config::parseDuration(*w);
+    if (!parsed) {
+      return respond(problemResponse(
+          version, 400,
+          apiProblem(400, "bad_request", "wait must be a duration such as 10s, got " + *w)));
+    }
+    wait = std::min<core::Duration>(*parsed, std::chrono::seconds(60));
+  }
+  services.jobs->get(version, id, wait, std::move(respond));
+}
+
+}  // namespace
+
+void route(Services& services, Request& req, Respond respond) {
+  runtime::Supervisor& supervisor = services.supervisor;
   const unsigned version = req.version();
   std::string_view target(req.target().data(), req.target().size());
   std::string_view path = target.substr(0, target.find('?'));
@@ -142,6 +221,7 @@ void route(runtime::Supervisor& supervisor, Request& req, Respond respond) {
     }
     return respond(jsonResponse(version, 200, {{"status", "ok"}}));
   }
+  if (path.rfind("/v1/jobs/", 0) == 0) return jobResource(services, req, path, std::move(respond));
   if (path == "/metrics") {
     if (method != http::verb::get) return methodNotAllowed("GET");
     Response res{http::status::ok, version};
@@ -186,7 +266,7 @@ void route(runtime::Supervisor& supervisor, Request& req, Respond respond) {
       res.set(http::field::retry_after, "1");
       return respond(std::move(res));
     }
-    return submitJob(supervisor, pool, req, std::move(respond));
+    return submitJob(services, pool, req, std::move(respond));
   }
   respond(problemResponse(version, 404,
                           apiProblem(404, "not_found", "no resource at " + std::string(path))));

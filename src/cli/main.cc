@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "api/async_jobs.h"
 #include "api/http_server.h"
 #include "cli/http_client.h"
 #include "config/config.h"
@@ -59,7 +60,19 @@ int serve(const std::string& path, const std::string& listenOverride) {
   for (char** e = environ; *e; ++e) options.baseEnvironment.emplace_back(*e);
 
   runtime::Supervisor supervisor(io, *config, std::move(options));
-  api::HttpServer server(io, supervisor, {config->server.listen, config->server.maxRequestBody});
+  std::unique_ptr<api::AsyncJobs> jobs;
+  if (!config->server.journal.empty()) {
+    try {
+      jobs = std::make_unique<api::AsyncJobs>(
+          io, supervisor,
+          std::make_unique<journal::Journal>(config->server.journal, config->server.journalKeep));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bulkhead: %s\n", e.what());
+      return kExitBadConfig;
+    }
+  }
+  api::HttpServer server(io, supervisor,
+                         {config->server.listen, config->server.maxRequestBody, jobs.get()});
   std::string address;
   try {
     address = server.start();
@@ -80,6 +93,12 @@ int serve(const std::string& path, const std::string& listenOverride) {
     });
   });
   supervisor.start();
+  if (jobs) {
+    if (std::size_t recovered = jobs->recover()) {
+      std::fprintf(stderr, "bulkhead: journal %s: %zu unfinished job(s) run again\n",
+                   config->server.journal.c_str(), recovered);
+    }
+  }
   std::fprintf(stderr, "bulkhead: %zu pool(s) from %s; listening on %s\n", config->pools.size(),
                path.c_str(), address.c_str());
   std::fflush(stderr);

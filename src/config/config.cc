@@ -205,7 +205,19 @@ class Loader {
   ServerConfig loadServer(const toml::table& t, int line) {
     ServerConfig s;
     const std::string p = "server.";
-    rejectUnknown(t, line, p, {"listen", "shutdown_timeout", "max_request_body"});
+    rejectUnknown(t, line, p,
+                  {"listen", "shutdown_timeout", "max_request_body", "journal", "journal_keep"});
+    s.journal = (baseDir_ / "bulkhead-journal.db").string();
+    if (const toml::node* n = t.get("journal")) {
+      if (auto j = n->value<std::string>(); j && n->is_string()) {
+        s.journal = j->empty() ? "" : (baseDir_ / *j).lexically_normal().string();
+      } else {
+        error(n, line, p + "journal", "expected a file path, or \"\" to turn the journal off");
+      }
+    }
+    int64_t keep = static_cast<int64_t>(s.journalKeep);
+    readInt(t, line, p, "journal_keep", 0, 100'000'000, keep);
+    s.journalKeep = static_cast<std::uint64_t>(keep);
     readString(t, line, p, "listen", s.listen);
     if (s.listen.rfind("unix:", 0) != 0) {
       auto colon = s.listen.rfind(':');
@@ -364,6 +376,7 @@ class Loader {
         error(&v, 0, key, "unknown top-level key (expected [server] or [pool.NAME])");
       }
     }
+    config.server.journal = (baseDir_ / "bulkhead-journal.db").string();
     if (const toml::node* n = root.get("server")) {
       if (const toml::table* t = n->as_table()) {
         config.server = loadServer(*t, static_cast<int>(n->source().begin.line));

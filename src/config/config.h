@@ -15,6 +15,10 @@ struct ServerConfig {
   std::string listen = "127.0.0.1:8787";
   std::chrono::nanoseconds shutdownTimeout = std::chrono::seconds(30);
   std::uint64_t maxRequestBody = 64ull << 20;
+  // SQLite journal of async jobs and failed sync jobs. Default: bulkhead-journal.db next to the
+  // config file; "" turns it (and async jobs) off.
+  std::string journal;
+  std::uint64_t journalKeep = 100000;  // finished jobs kept
 };
 
 struct PoolConfig {

@@ -92,6 +92,20 @@ std::vector<WorkerView> Pool::workers() const {
   return out;
 }
 
+std::optional<std::string> Pool::jobStateName(JobId id) const {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return std::nullopt;
+  switch (it->second.state) {
+    case JobState::kQueued:
+      return "queued";
+    case JobState::kRunning:
+      return "running";
+    case JobState::kFinished:
+      return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 std::size_t Pool::inFlight() const {
   std::size_t n = 0;
   for (const auto& [id, job] : jobs_) n += job.state == JobState::kRunning;

@@ -241,6 +241,8 @@ class Pool {
   const PoolPolicy& policy() const { return policy_; }
   std::vector<WorkerView> workers() const;
   std::size_t queueLength() const { return queue_.size(); }
+  // "queued" or "running" for a job this pool holds; nullopt otherwise.
+  std::optional<std::string> jobStateName(JobId job) const;
   std::size_t inFlight() const;
   const PoolCounters& counters() const { return counters_; }
   bool stopped() const;  // shutdown finished: no jobs, no workers

@@ -220,6 +220,26 @@ std::variant<core::JobId, Supervisor::SubmitError> Supervisor::submit(
   return id;
 }
 
+std::optional<Supervisor::SubmitError> Supervisor::submitWithId(
+    core::JobId id, std::string_view poolName, core::Payload payload,
+    std::optional<core::Duration> timeout, Reply reply, bool allowPoison) {
+  PoolRuntime* pool = findPool(poolName);
+  if (!pool) return SubmitError::kUnknownPool;
+  if (payload->size() > pool->config.maxPayload) return SubmitError::kPayloadTooLarge;
+  if (pending_.count(id)) return SubmitError::kDuplicateId;
+  startJobIdsAfter(id);
+  pending_.emplace(id, PendingJob{std::move(reply), pool, payload, timeout, allowPoison, 0, {}});
+  post(*pool, core::JobSubmitted{id, std::move(payload), timeout, allowPoison});
+  drain();
+  return std::nullopt;
+}
+
+std::optional<std::string> Supervisor::jobState(core::JobId job) const {
+  auto it = pending_.find(job);
+  if (it == pending_.end()) return std::nullopt;
+  return it->second.pool->pool.jobStateName(job);
+}
+
 void Supervisor::cancel(core::JobId job) {
   auto it = pending_.find(job);
   if (it == pending_.end()) return;

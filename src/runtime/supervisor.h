@@ -3,6 +3,7 @@
 // their file descriptors; it turns what the OS reports (frames, bytes on stderr, SIGCHLD, timers)
 // into core events and carries out the actions the core returns. One thread, one io_context.
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <deque>
 #include <functional>
@@ -30,7 +31,7 @@ struct SupervisorOptions {
 class Supervisor {
  public:
   using Reply = std::function<void(const core::JobReport&)>;
-  enum class SubmitError { kUnknownPool, kPayloadTooLarge };
+  enum class SubmitError { kUnknownPool, kPayloadTooLarge, kDuplicateId };
 
   Supervisor(boost::asio::io_context& io, const config::Config& config, SupervisorOptions options);
   ~Supervisor();
@@ -41,6 +42,14 @@ class Supervisor {
   std::variant<core::JobId, SubmitError> submit(std::string_view pool, core::Payload payload,
                                                 std::optional<core::Duration> timeout, Reply reply,
                                                 bool allowPoison = false);
+  // The same with an id chosen by the caller (journaled jobs keep theirs across restarts).
+  std::optional<SubmitError> submitWithId(core::JobId id, std::string_view pool,
+                                          core::Payload payload,
+                                          std::optional<core::Duration> timeout, Reply reply,
+                                          bool allowPoison);
+  core::JobId reserveJobId() { return nextJobId_++; }
+  void startJobIdsAfter(core::JobId last) { nextJobId_ = std::max(nextJobId_, last + 1); }
+  std::optional<std::string> jobState(core::JobId job) const;
   void cancel(core::JobId job);
   // Stop accepting, let queued and running jobs end, stop every worker, then call onStopped.
   void shutdown(std::function<void()> onStopped);

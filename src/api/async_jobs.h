@@ -1,0 +1,59 @@
+#pragma once
+// Async jobs: accepted into the journal before the 202, answered later through GET /v1/jobs/{id}
+// (long poll), cancellable, and re-run after a supervisor restart. Also records failed sync jobs.
+
+#include <boost/asio.hpp>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "api/routes.h"
+#include "journal/journal.h"
+#include "runtime/supervisor.h"
+
+namespace bulkhead::api {
+
+class AsyncJobs {
+ public:
+  AsyncJobs(boost::asio::io_context& io, runtime::Supervisor& supervisor,
+            std::unique_ptr<journal::Journal> journal);
+
+  // Re-submits every journaled job without an outcome; returns how many.
+  std::size_t recover();
+
+  // POST ?wait=0. Responds 202 (or a problem).
+  void submit(unsigned version, const std::string& pool, core::Payload payload,
+              std::optional<core::Duration> timeout, bool allowPoison,
+              const std::string& idempotencyKey, const Respond& respond);
+  // GET /v1/jobs/{id}?wait=...
+  void get(unsigned version, std::uint64_t id, core::Duration wait, Respond respond);
+  // DELETE /v1/jobs/{id}
+  void cancel(unsigned version, std::uint64_t id, const Respond& respond);
+  // A sync job ended: keep its record when it failed.
+  void recordSync(const core::JobReport& report, const Response& answer);
+
+ private:
+  struct Waiter {
+    std::shared_ptr<boost::asio::steady_timer> timer;
+    Respond respond;
+    unsigned version;
+  };
+
+  void start(std::uint64_t id, const std::string& pool, core::Payload payload,
+             std::optional<core::Duration> timeout, bool allowPoison);
+  void finished(std::uint64_t id, const journal::FinishedJob& result);
+  Response pendingResponse(unsigned version, std::uint64_t id) const;
+
+  boost::asio::io_context& io_;
+  runtime::Supervisor& supervisor_;
+  std::unique_ptr<journal::Journal> journal_;
+  std::map<std::uint64_t, std::vector<Waiter>> waiters_;
+};
+
+// What a sync caller would have received, in a form the journal can store and replay.
+journal::FinishedJob finishedJobFrom(const Response& answer, const core::JobReport& report);
+Response responseFromJournal(unsigned version, const journal::FinishedJob& job);
+
+}  // namespace bulkhead::api
