@@ -427,8 +427,11 @@ void Pool::on(const WorkerExited& e, Time now) {
       (w->state == WorkerState::kKilling &&
        (w->killReason == KillReason::kShutdown || w->killReason == KillReason::kStopTimeout) &&
        !w->job);
-  if (!expected) {
-    counters_.workerDeaths++;
+  if (!expected) counters_.workerDeaths++;
+  // A crash loop is workers that die without ever completing a job (bad install, bad preload,
+  // a broken GPU): those deaths back the pool off. A worker killed by a job after serving others
+  // is the job's doing (poison handles repeats) and is replaced at once.
+  if (!expected && w->jobsServed == 0) {
     crashLoop_.recordDeath(now);
     // Each death in a crash loop pushes the next spawn out; ready workers are not affected.
     auto delay = crashLoop_.spawnDelay(now);

@@ -299,6 +299,28 @@ TEST_F(PoolTest, CrashLoopDelaysReplacementsExponentially) {
   EXPECT_EQ(gaps[4], Duration(400ms));
 }
 
+TEST_F(PoolTest, WorkersKilledByJobsAfterServingAreReplacedWithoutBackoff) {
+  auto p = policy(1);
+  p.crashLoop.deathsBeforeBackoff = 2;
+  p.poisonAfter = 0;
+  p.retries = 0;
+  make(p);
+  auto spawn = only<SpawnWorker>(feed(TimePassed{}));
+  WorkerId w = spawn[0].worker;
+  for (JobId job = 1; job <= 10; ++job) {
+    feed(WorkerSpawned{w, 400 + static_cast<int>(job)});
+    feed(WorkerReady{w});
+    auto ok = submit(job * 2);
+    ASSERT_TRUE(ok);
+    feed(JobResultReceived{w, job * 2, ResultKind::kBytes, payload("")});
+    auto bad = submit(job * 2 + 1);
+    ASSERT_TRUE(bad);
+    auto next = only<SpawnWorker>(feed(WorkerExited{w, killedBy(11)}));
+    ASSERT_EQ(next.size(), 1u) << "death " << job << " was treated as a crash loop";
+    w = next[0].worker;
+  }
+}
+
 TEST_F(PoolTest, RecycledWorkerRetiresOnlyAfterItsReplacementIsReady) {
   auto p = policy(1);
   p.maxJobs = 1;

@@ -327,3 +327,22 @@ def count_runs(payload, ctx):
     with open(os.environ["BULKHEAD_TEST_RUNS"], "ab") as f:
         f.write(payload + b"\n")
     return payload
+
+
+_chaos_keep = []
+
+
+def chaos(payload, ctx):
+    """One handler, many faults, chosen by the payload's first word."""
+    kind = payload.split(b":", 1)[0]
+    if kind == b"abort":
+        os.abort()
+    if kind == b"segv":
+        ctypes.string_at(0)
+    if kind == b"hang":
+        threading.Event().wait()
+    if kind == b"leak":
+        _chaos_keep.append(bytearray(2 << 20))
+    if kind == b"raise":
+        raise ValueError("chaos says no")
+    return payload
