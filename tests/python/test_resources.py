@@ -282,7 +282,8 @@ def test_unbounded_allocation_is_oom_killed_in_its_own_cgroup(start_daemon):
     assert a["limit"] == "memory", a
     assert a["limit_value"] == 256 * MiB, a
     assert a["memory_peak_bytes"] > 200 * MiB, a
-    assert max(daemon_rss) < 50 * 1000, "daemon VmRSS reached %d kB" % max(daemon_rss)
+    if not os.environ.get("BULKHEAD_SANITIZED"):  # ASan's shadow memory and quarantine
+        assert max(daemon_rss) < 50 * 1000, "daemon VmRSS reached %d kB" % max(daemon_rss)
     d.wait_replaced("hog", pid)
     _serving(d)
 
