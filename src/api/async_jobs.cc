@@ -9,18 +9,6 @@ namespace bulkhead::api {
 namespace http = boost::beast::http;
 using nlohmann::json;
 
-namespace {
-
-Response jsonAnswer(unsigned version, int status, const json& body) {
-  Response res{static_cast<http::status>(status), version};
-  res.set(http::field::content_type, "application/json");
-  res.body() = body.dump();
-  res.prepare_payload();
-  return res;
-}
-
-}  // namespace
-
 journal::FinishedJob finishedJobFrom(const Response& answer, const core::JobReport& report) {
   journal::FinishedJob f;
   f.outcome = std::string(core::outcomeName(report.outcome));
@@ -96,7 +84,7 @@ void AsyncJobs::submit(unsigned version, const std::string& pool, core::Payload 
     json body = {{"job", std::to_string(id)}, {"pool", pool}, {"duplicate", duplicate}};
     auto state = supervisor_.jobState(id);
     body["state"] = state ? *state : "finished";
-    Response res = jsonAnswer(version, 202, body);
+    Response res = jsonResponse(version, 202, body);
     res.set(http::field::location, "/v1/jobs/" + std::to_string(id));
     res.set("X-Bulkhead-Job", std::to_string(id));
     respond(std::move(res));
@@ -122,8 +110,8 @@ void AsyncJobs::submit(unsigned version, const std::string& pool, core::Payload 
 
 Response AsyncJobs::pendingResponse(unsigned version, std::uint64_t id) const {
   auto state = supervisor_.jobState(id);
-  Response res =
-      jsonAnswer(version, 202, {{"job", std::to_string(id)}, {"state", state ? *state : "queued"}});
+  Response res = jsonResponse(version, 202,
+                              {{"job", std::to_string(id)}, {"state", state ? *state : "queued"}});
   res.set("X-Bulkhead-Job", std::to_string(id));
   return res;
 }
@@ -173,7 +161,7 @@ void AsyncJobs::cancel(unsigned version, std::uint64_t id, const Respond& respon
                    "job " + std::to_string(id) + " already ended as " + row->outcome)));
   }
   supervisor_.cancel(id);
-  respond(jsonAnswer(version, 202, {{"job", std::to_string(id)}, {"state", "cancelling"}}));
+  respond(jsonResponse(version, 202, {{"job", std::to_string(id)}, {"state", "cancelling"}}));
 }
 
 void AsyncJobs::finished(std::uint64_t id, const journal::FinishedJob& result) {

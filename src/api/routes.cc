@@ -22,14 +22,6 @@ std::string formatMs(double ms) {
   return buf;
 }
 
-Response jsonResponse(unsigned version, int status, const json& body) {
-  Response res{static_cast<http::status>(status), version};
-  res.set(http::field::content_type, "application/json");
-  res.body() = body.dump();
-  res.prepare_payload();
-  return res;
-}
-
 }  // namespace
 
 Response responseFor(unsigned version, const core::JobReport& r) {
@@ -149,6 +141,14 @@ void submitJob(Services& services, const std::string& pool, Request& req, Respon
 }
 
 }  // namespace
+
+Response jsonResponse(unsigned version, int status, const json& body) {
+  Response res{static_cast<http::status>(status), version};
+  res.set(http::field::content_type, "application/json");
+  res.body() = body.dump();
+  res.prepare_payload();
+  return res;
+}
 
 Response problemResponse(unsigned version, int status, const json& problem) {
   Response res{static_cast<http::status>(status), version};

@@ -25,5 +25,6 @@ void route(Services& services, Request& request, Respond respond);
 Response responseFor(unsigned version, const core::JobReport& report);
 
 Response problemResponse(unsigned version, int status, const nlohmann::json& problem);
+Response jsonResponse(unsigned version, int status, const nlohmann::json& body);
 
 }  // namespace bulkhead::api

@@ -16,6 +16,19 @@ namespace http = beast::http;
 
 namespace {
 
+struct TcpAddress {
+  std::string host, port, hostHeader;
+};
+
+// "http://host:port[/...]" (or "host:port") -> its parts; port 80 when absent.
+TcpAddress parseTcpUrl(const std::string& url) {
+  std::string rest = url.rfind("http://", 0) == 0 ? url.substr(7) : url;
+  rest = rest.substr(0, rest.find('/'));
+  auto colon = rest.rfind(':');
+  return {colon == std::string::npos ? rest : rest.substr(0, colon),
+          colon == std::string::npos ? "80" : rest.substr(colon + 1), rest};
+}
+
 template <class Stream>
 HttpResult exchange(Stream& stream, const std::string& host, const std::string& method,
                     const std::string& target, const std::string& body,
@@ -57,16 +70,12 @@ HttpResult httpRequest(const std::string& url, const std::string& method, const 
       stream.connect(asio::local::stream_protocol::endpoint(url.substr(5)));
       return exchange(stream, "localhost", method, target, body, headers);
     }
-    std::string rest = url.rfind("http://", 0) == 0 ? url.substr(7) : url;
-    rest = rest.substr(0, rest.find('/'));
-    auto colon = rest.rfind(':');
-    std::string host = colon == std::string::npos ? rest : rest.substr(0, colon);
-    std::string port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
+    TcpAddress address = parseTcpUrl(url);
     asio::ip::tcp::resolver resolver(io);
     beast::tcp_stream stream(io);
     stream.expires_after(std::chrono::milliseconds(static_cast<long>(timeoutSeconds * 1000)));
-    stream.connect(resolver.resolve(host, port));
-    return exchange(stream, rest, method, target, body, headers);
+    stream.connect(resolver.resolve(address.host, address.port));
+    return exchange(stream, address.hostHeader, method, target, body, headers);
   } catch (const boost::system::system_error& e) {
     throw std::runtime_error("cannot talk to bulkhead at " + url + ": " + e.code().message());
   }
@@ -117,15 +126,11 @@ void streamEvents(const std::string& url, const std::string& target,
       socket.connect(asio::local::stream_protocol::endpoint(url.substr(5)));
       return readEventStream(socket, "localhost", target, onData);
     }
-    std::string rest = url.rfind("http://", 0) == 0 ? url.substr(7) : url;
-    rest = rest.substr(0, rest.find('/'));
-    auto colon = rest.rfind(':');
-    std::string host = colon == std::string::npos ? rest : rest.substr(0, colon);
-    std::string port = colon == std::string::npos ? "80" : rest.substr(colon + 1);
+    TcpAddress address = parseTcpUrl(url);
     asio::ip::tcp::resolver resolver(io);
     asio::ip::tcp::socket socket(io);
-    asio::connect(socket, resolver.resolve(host, port));
-    readEventStream(socket, rest, target, onData);
+    asio::connect(socket, resolver.resolve(address.host, address.port));
+    readEventStream(socket, address.hostHeader, target, onData);
   } catch (const boost::system::system_error& e) {
     throw std::runtime_error("cannot talk to bulkhead at " + url + ": " + e.code().message());
   }
