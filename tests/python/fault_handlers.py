@@ -323,7 +323,7 @@ def report_environment(payload, ctx):
 def count_runs(payload, ctx):
     """Echoes after a short pause, appending the payload to a file per execution, so a test can
     count how many times each job really ran (at-least-once after a crash)."""
-    time.sleep(0.002)
+    time.sleep(float(os.environ.get("BULKHEAD_TEST_SLEEP", "0.002")))
     with open(os.environ["BULKHEAD_TEST_RUNS"], "ab") as f:
         f.write(payload + b"\n")
     return payload

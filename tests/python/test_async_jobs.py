@@ -60,8 +60,12 @@ def test_idempotency_key_returns_the_same_job(start_daemon, tmp_path):
 def test_kill_9_with_1000_accepted_jobs_loses_none(tmp_path, start_daemon):
     journal = str(tmp_path / "journal.db")
     runs_file = str(tmp_path / "runs.txt")
-    pools = {"q": {"handler": "count_runs", "workers": 2,
-                   "env": {"BULKHEAD_TEST_RUNS": runs_file}}}
+    # One slow worker first, so most jobs are still waiting when the supervisor is killed;
+    # four fast ones after the restart, to drain the rest quickly.
+    pools = {"q": {"handler": "count_runs", "workers": 1,
+                   "env": {"BULKHEAD_TEST_RUNS": runs_file, "BULKHEAD_TEST_SLEEP": "0.02"}}}
+    restarted_pools = {"q": {"handler": "count_runs", "workers": 4,
+                             "env": {"BULKHEAD_TEST_RUNS": runs_file}}}
     server = {"listen": "127.0.0.1:0", "journal": journal}
     workdir = str(tmp_path / "first")
     os.makedirs(workdir)
@@ -90,7 +94,7 @@ def test_kill_9_with_1000_accepted_jobs_loses_none(tmp_path, start_daemon):
     ran_before = len(open(runs_file, "rb").read().splitlines()) if os.path.exists(runs_file) else 0
     assert ran_before < 1000, "all jobs finished before the kill: make them slower"
 
-    d = start_daemon(pools, server=server)
+    d = start_daemon(restarted_pools, server=server)
     assert "unfinished job(s) run again" in d.log(), d.log()
 
     def all_finished():
@@ -104,6 +108,6 @@ def test_kill_9_with_1000_accepted_jobs_loses_none(tmp_path, start_daemon):
         assert r.status == 200 and r.body == b"job-%d" % i, (job, r)
         assert counts[b"job-%d" % i] >= 1, "job-%d never ran" % i
         duplicates += counts[b"job-%d" % i] - 1
-    # At-least-once: only jobs in flight at the kill may have run twice.
-    assert duplicates <= 2, "%d jobs ran twice" % duplicates
+    # At-least-once: only the job in flight at the kill may have run twice.
+    assert duplicates <= 1, "%d jobs ran twice" % duplicates
     print("kill -9 recovery: %d jobs ran before the kill, %d ran twice" % (ran_before, duplicates))
