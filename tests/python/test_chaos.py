@@ -25,7 +25,7 @@ def _status(pid):
     return int(fields["VmRSS"].split()[0]), len(os.listdir("/proc/%d/fd" % pid))
 
 
-@pytest.mark.limit(300)
+@pytest.mark.limit(int(os.environ.get("BULKHEAD_CHAOS_LIMIT_S", "300")))
 def test_chaos_soak_every_job_one_typed_outcome(start_daemon):
     jobs = int(os.environ.get("BULKHEAD_CHAOS_JOBS", "1000"))
     d = start_daemon({"chaos": {"handler": "chaos", "workers": 4, "retries": 1,
