@@ -51,6 +51,7 @@ std::size_t AsyncJobs::recover() {
   for (auto& row : rows) {
     std::optional<core::Duration> timeout;
     if (row.timeoutMs > 0) timeout = std::chrono::milliseconds(row.timeoutMs);
+    journal_->markStarted(row.id);  // one more submission: the job outlived a supervisor
     start(row.id, row.pool, std::make_shared<const std::string>(std::move(row.payload)), timeout,
           row.allowPoison);
   }
@@ -59,7 +60,6 @@ std::size_t AsyncJobs::recover() {
 
 void AsyncJobs::start(std::uint64_t id, const std::string& pool, core::Payload payload,
                       std::optional<core::Duration> timeout, bool allowPoison) {
-  journal_->markStarted(id);
   auto error = supervisor_.submitWithId(
       id, pool, std::move(payload), timeout,
       [this, id](const core::JobReport& report) {
@@ -103,7 +103,8 @@ void AsyncJobs::submit(unsigned version, const std::string& pool, core::Payload 
       timeout ? std::chrono::duration_cast<std::chrono::milliseconds>(*timeout).count() : 0;
   row.allowPoison = allowPoison;
   row.idempotencyKey = idempotencyKey;
-  journal_->insert(row);  // durable before the caller hears 202
+  row.runs = 1;
+  journal_->insert(row);  // durable before the caller hears 202, in one commit
   start(id, pool, std::move(payload), timeout, allowPoison);
   accepted(id, false);
 }
