@@ -14,10 +14,14 @@ clang++ "${flags[@]}" "$root/tests/fuzz/frame_fuzz.cc" "$root/src/proto/frame.cc
 clang++ "${flags[@]}" -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 "$root/tests/fuzz/config_fuzz.cc" \
   "$root/src/config/config.cc" "$root/src/config/units.cc" -ltomlplusplus -o "$out/config_fuzz"
 for target in frame config; do
-  corpus="$out/corpus-$target"
-  mkdir -p "$corpus"
-  cp -n "$root/tests/fuzz/corpus/$target/"* "$corpus/" 2>/dev/null || true
+  mkdir -p "$out/corpus-$target"
+  cp -n "$root/tests/fuzz/corpus/$target/"* "$out/corpus-$target/" 2>/dev/null || true
   echo "fuzzing $target for ${seconds}s"
-  "$out/${target}_fuzz" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 \
-    "$corpus" 2>&1 | tail -4
+  if ! (cd "$out" && "./${target}_fuzz" -max_total_time="$seconds" -max_len=4096 \
+        -print_final_stats=1 "corpus-$target" > "$target.log" 2>&1); then
+    grep -v '^#[0-9]' "$out/$target.log" | tail -60
+    echo "fuzz target $target failed; the input is in $out/crash-* (or leak-*, timeout-*)" >&2
+    exit 1
+  fi
+  grep -E '^(stat::number_of_executed_units|stat::new_units_added)' "$out/$target.log" || true
 done

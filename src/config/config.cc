@@ -225,7 +225,9 @@ class Loader {
       if (ok) {
         for (std::size_t i = colon + 1; i < s.listen.size(); ++i)
           ok &= std::isdigit(s.listen[i]) != 0;
-        ok = ok && std::stol(s.listen.substr(colon + 1)) <= 65535;
+        // At most 5 digits before converting: a longer number is out of range, not an exception.
+        ok = ok && s.listen.size() - colon - 1 <= 5 &&
+             std::stol(s.listen.substr(colon + 1)) <= 65535;
       }
       if (!ok) {
         error(t.get("listen"), line, p + "listen",

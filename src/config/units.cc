@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 namespace bulkhead::config {
@@ -24,7 +25,8 @@ bool splitNumber(std::string_view text, double& number, std::string_view& unit) 
     ++i;
   }
   if (!digits) return false;
-  number = std::stod(std::string(text.substr(start, i - start)));
+  // strtod, not stod: a thousand digits must be a refusal, not an out_of_range exception.
+  number = std::strtod(std::string(text.substr(start, i - start)).c_str(), nullptr);
   while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
   unit = text.substr(i);
   while (!unit.empty() && std::isspace(static_cast<unsigned char>(unit.back()))) {

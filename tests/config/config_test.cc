@@ -107,6 +107,18 @@ TEST(Config, BadListen) {
               "HOST:PORT");
 }
 
+TEST(Config, HugePortIsAnErrorNotACrash) {
+  // Found by the config fuzzer: std::stol threw out_of_range on a 150-digit port.
+  expectError(
+      "[server]\nlisten = \"128.1:" + std::string(150, '2') + "\"\n[pool.a]\nhandler = \"m:f\"\n",
+      2, "server.listen", "HOST:PORT");
+}
+
+TEST(Config, HugeNumbersInDurationsAreRefused) {
+  expectError("[pool.a]\nhandler = \"m:f\"\njob_timeout = \"" + std::string(400, '9') + "s\"\n", 3,
+              "pool.a.job_timeout", "expected a duration");
+}
+
 TEST(Config, EnvValuesMustBeStrings) {
   expectError("[pool.a]\nhandler = \"m:f\"\nenv = { OMP_NUM_THREADS = 1 }\n", 3,
               "pool.a.env.OMP_NUM_THREADS", "expected a string");
