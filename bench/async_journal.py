@@ -49,60 +49,21 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-BIN = os.path.join(ROOT, "build", "bulkhead")
-PYTHON = "/usr/bin/python3"
+import benchlib
+from benchlib import (BIN, PYTHON, ROOT, cpu_model, cpu_seconds, fmt, git_desc, kill_daemons,
+                      loadavg, log, pct, ram_line)
+
+benchlib.set_log_tag("journal")
 START_DEADLINE_S = 30
 READY_DEADLINE_S = 60
 ECHO_PAYLOAD = bytes(range(100))
-T0 = time.monotonic()
-LIVE = []   # daemons to kill on the way out
-
-
-def log(msg):
-    print("[journal %7.1fs] %s" % (time.monotonic() - T0, msg), file=sys.stderr, flush=True)
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def cpu_seconds(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
-    except OSError:
-        return float("nan")
-
-
-def pct(samples, q):
-    """Nearest-rank percentile of a list of seconds, in ms."""
-    if not samples:
-        return float("nan")
-    s = sorted(samples)
-    k = max(0, min(len(s) - 1, int(round(q / 100.0 * len(s) + 0.5)) - 1))
-    return s[k] * 1000.0
+NAN = float("nan")
 
 
 def median(xs):
     s = sorted(xs)
     n = len(s)
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2.0
-
-
-def fmt(x, nd=2):
-    if x is None or x != x:
-        return "-"
-    if x >= 1000:
-        return "{:,.0f}".format(x)
-    if x >= 100:
-        return "%.0f" % x
-    if x >= 10:
-        return "%.1f" % x
-    return ("%%.%df" % nd) % x
 
 
 def fs_type(path):
@@ -119,34 +80,9 @@ def fs_type(path):
 
 
 def machine_line():
-    model = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = "?"
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = "%.1f GB RAM" % (int(line.split()[1]) / 1e6)
     return "%d CPUs (%s), %s, kernel %s, Python %s, SQLite %s" % (
-        os.cpu_count(), model, mem, platform.release(), platform.python_version(),
+        os.cpu_count(), cpu_model(), ram_line(), platform.release(), platform.python_version(),
         sqlite3.sqlite_version)
-
-
-def git_desc():
-    try:
-        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return rev + (" plus uncommitted changes in src/" if dirty else "")
-    except Exception:
-        return "?"
 
 
 # -- handlers, written into the temp dir (python_path) -----------------------------------------
@@ -187,126 +123,42 @@ env = {{ OMP_NUM_THREADS = "1", AJ_RUNLOG = {runlog}, AJ_SLEEP_MS = "{sleep_ms}"
 """
 
 
-class Daemon:
-    """One `bulkhead serve` from its own TOML config in tmpdir/<name>/."""
+class Daemon(benchlib.Daemon):
+    """One `bulkhead serve` from its own TOML config in tmpdir/<name>/; start() may be called
+    again after stop() or kill9() (same config and journal; log daemon-<n>.log)."""
 
     def __init__(self, tmpdir, name, journal, pools, binary, runlog="", sleep_ms=20):
-        self.name, self.binary = name, binary
+        self.name = name
         self.dir = os.path.join(tmpdir, name)
         os.makedirs(self.dir, exist_ok=True)
-        self.config = os.path.join(self.dir, "bulkhead.toml")
         text = '[server]\nlisten = "127.0.0.1:0"\njournal = %s\n' % json.dumps(journal)
         for pool, fn in pools:
             text += POOL.format(name=pool, fn=fn, python=PYTHON, path=json.dumps(tmpdir),
                                 runlog=json.dumps(runlog), sleep_ms=sleep_ms)
-        with open(self.config, "w") as f:
-            f.write(text)
+        super().__init__(binary, os.path.join(self.dir, "bulkhead.toml"), text,
+                         label="bench: daemon %s" % name, error=SystemExit, http_timeout=90)
         self.starts = 0
-        self.proc = None
 
     def start(self):
-        """Starts the daemon; returns seconds from Popen to its "listening on" log line."""
+        """Starts the daemon, waits for /healthz; returns seconds from Popen to its "listening
+        on" log line."""
         self.starts += 1
-        self.log_path = os.path.join(self.dir, "daemon-%d.log" % self.starts)
-        self._log = open(self.log_path, "wb")
-        t = time.monotonic()
-        self.proc = subprocess.Popen([self.binary, "serve", "-c", self.config],
-                                     stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        LIVE.append(self)
-        self.pid = self.proc.pid
-        deadline = t + START_DEADLINE_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("bench: daemon %s exited with %s before listening:\n%s"
-                                 % (self.name, self.proc.returncode, self.log()))
-            m = re.search(r"listening on http://([0-9.]+):(\d+)", self.log())
-            if m:
-                listening = time.monotonic() - t
-                self.host, self.port = m.group(1), int(m.group(2))
-                break
-            time.sleep(0.002)
-        else:
-            self.kill()
-            raise SystemExit("bench: daemon %s did not log 'listening on' within %d s:\n%s"
-                             % (self.name, START_DEADLINE_S, self.log()))
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=90)
-        while time.monotonic() < deadline:
-            try:
-                status, _, body = self.request("GET", "/healthz")
-                if status == 200 and json.loads(body).get("status") == "ok":
-                    return listening
-            except (OSError, http.client.HTTPException, ValueError):
-                self.reconnect()
-            time.sleep(0.02)
-        self.kill()
-        raise SystemExit("bench: daemon %s: /healthz not ok within %d s:\n%s"
-                         % (self.name, START_DEADLINE_S, self.log()))
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def reconnect(self):
-        self.conn.close()
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=90)
-
-    def request(self, method, path, body=None, headers=None):
-        self.conn.request(method, path, body, headers or {})
-        r = self.conn.getresponse()
-        return r.status, r, r.read()
-
-    def pools(self):
-        status, _, body = self.request("GET", "/v1/pools")
-        return {p["name"]: p for p in json.loads(body)["pools"]}
+        self.spawn(os.path.join(self.dir, "daemon-%d.log" % self.starts))
+        return self.wait_healthy(START_DEADLINE_S, listen_poll_s=0.002, health_poll_s=0.02)
 
     def wait_ready(self):
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while time.monotonic() < deadline:
-            pools = self.pools()
-            if all(len([w for w in p["workers"] if w["state"] == "idle"]) >= p["workers_target"]
-                   for p in pools.values()):
-                return pools
-            if self.proc.poll() is not None:
-                raise SystemExit("bench: daemon %s died:\n%s" % (self.name, self.log()))
-            time.sleep(0.05)
-        raise SystemExit("bench: daemon %s: workers not idle within %d s: %s"
-                         % (self.name, READY_DEADLINE_S, json.dumps(self.pools())))
-
-    def worker_pids(self):
-        return [w["pid"] for p in self.pools().values() for w in p["workers"] if w.get("pid")]
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return None
-        self.conn.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            rc = None
-        if self in LIVE:
-            LIVE.remove(self)
-        return rc
+        pools = super().wait_ready(READY_DEADLINE_S, poll_s=0.05)
+        if pools is None:
+            raise SystemExit("bench: daemon %s: workers not idle within %d s: %s"
+                             % (self.name, READY_DEADLINE_S, json.dumps(self.pools())))
+        return pools
 
     def kill9(self):
         """SIGKILL the supervisor only (not its process group): a supervisor crash."""
-        self.conn.close()
+        self.close_conn()
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
-        if self in LIVE:
-            LIVE.remove(self)
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
-            self.proc.wait()
-        if self in LIVE:
-            LIVE.remove(self)
+        self._forget()
 
 
 # -- caller processes: 2 threads each, one keep-alive connection per thread ----------------------
@@ -359,7 +211,7 @@ def drive(daemon, pool, mode, n_total, procs, threads):
     start_at = time.monotonic() + 0.5 + 0.1 * procs     # caller processes start first
     arg = {"host": daemon.host, "port": daemon.port, "pool": pool, "mode": mode, "n": per,
            "threads": threads, "start_at": start_at}
-    cpu0 = cpu_seconds(daemon.pid)
+    cpu0 = cpu_seconds(daemon.pid, NAN)
     ps = [subprocess.Popen([PYTHON, os.path.abspath(__file__), "--caller", json.dumps(arg)],
                            stdout=subprocess.PIPE) for _ in range(procs)]
     outs = []
@@ -377,7 +229,7 @@ def drive(daemon, pool, mode, n_total, procs, threads):
             "rate": per * procs * threads / (t_last - t_first),
             "ids": sorted(i for o in outs for i in o["ids"]),
             "lat": [x for o in outs for x in o["lat"]], "cpu0": cpu0,
-            "cpu_end": cpu_seconds(daemon.pid)}
+            "cpu_end": cpu_seconds(daemon.pid, NAN)}
 
 
 def job_answer(daemon, job_id, wait_s=0):
@@ -457,7 +309,7 @@ def part1(tmpdir, binary, cfg):
                 last = x["ids"][-1]
                 status, _, _ = wait_finished(d, last, deadline)
                 t_last_done = time.monotonic()
-                cpu_done = cpu_seconds(d.pid)
+                cpu_done = cpu_seconds(d.pid, NAN)
                 lost, wrong, hist, t_straggler = sweep(d, x["ids"], lambda _: ECHO_PAYLOAD,
                                                        deadline)
                 if lost or wrong or status != 200:
@@ -721,8 +573,7 @@ def main():
             p["rep"] = rep
             p2s.append(p)
     finally:
-        for d in list(LIVE):
-            d.kill()
+        kill_daemons()
         if args.keep:
             log("kept %s" % tmpdir)
         else:
@@ -736,7 +587,7 @@ def main():
                               fs_type(tmpdir)))
     print("Daemon: %s built %s from %s." % (os.path.relpath(args.bin, ROOT)
                                             if args.bin.startswith(ROOT) else args.bin,
-                                            bin_mtime, git_desc()))
+                                            bin_mtime, git_desc("plus")))
     print()
     print(report(p1, p2s, cfg))
     print()
@@ -761,6 +612,5 @@ if __name__ == "__main__":
         try:
             rc = main()
         finally:
-            for d in list(LIVE):
-                d.kill()
+            kill_daemons()
         sys.exit(rc)

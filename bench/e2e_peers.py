@@ -37,7 +37,6 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
-import platform
 import re
 import shutil
 import signal
@@ -48,11 +47,9 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-BIN = os.path.join(ROOT, "build", "bulkhead")
-HANDLERS = os.path.join(HERE, "handlers")
-PYTHON = "/usr/bin/python3"
+import benchlib
+from benchlib import (BIN, HANDLERS, MIB, PYTHON, ROOT, cpu_seconds_sum, fmt, git_desc,
+                      loadavg, log, machine_line, pct, proc_status_kb)
 
 sys.path.insert(0, os.path.join(ROOT, "python"))
 sys.path.insert(0, HANDLERS)
@@ -60,75 +57,21 @@ sys.path.insert(0, HANDLERS)
 import bulkhead  # noqa: E402
 import bench_handlers as bh  # noqa: E402  (imports no torch at module level)
 
+benchlib.set_log_tag("bench")
 ECHO_PAYLOAD = bytes(range(100))
 CNN_PAYLOAD = bytes((i * 7 + 3) % 256 for i in range(bh.PAYLOAD_BYTES))
-START_DEADLINE_S = 30
 READY_DEADLINE_S = 180     # CNN workers import torch, on a busy 2-core machine
 ECHO_POOL = "echo"
 CNN_POOL = "cnn"
-MIB = 1 << 20
-
-
-def log(msg):
-    print("[bench %7.1fs] %s" % (time.monotonic() - T0, msg), file=sys.stderr, flush=True)
-
-
-T0 = time.monotonic()
 
 
 # -- small helpers ------------------------------------------------------------------------------
-
-def pct(samples, q):
-    """Nearest-rank percentile of a list of seconds, in ms."""
-    if not samples:
-        return float("nan")
-    s = sorted(samples)
-    k = max(0, min(len(s) - 1, int(round(q / 100.0 * len(s) + 0.5)) - 1))
-    return s[k] * 1000.0
-
-
-def proc_status_kb(pid, field):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
 
 def rss_mb(pids):
     vals = [proc_status_kb(p, "VmRSS") for p in pids]
     if not pids or any(v is None for v in vals):
         return None
     return sum(vals) / 1024.0
-
-
-def cpu_seconds(pids):
-    """utime+stime of these processes, seconds."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            with open("/proc/%d/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except OSError:
-            pass
-    return total / float(tick)
-
-
-def fmt(x, nd=2):
-    if x is None or x != x:
-        return "-"
-    if x >= 1000:
-        return "{:,.0f}".format(x)
-    if x >= 100:
-        return "%.0f" % x
-    if x >= 10:
-        return "%.1f" % x
-    return ("%%.%df" % nd) % x
 
 
 # -- the bulkhead daemon ------------------------------------------------------------------------
@@ -161,88 +104,22 @@ env = {{ OMP_NUM_THREADS = "1", MKL_NUM_THREADS = "1" }}
 """
 
 
-class Daemon:
+class Daemon(benchlib.Daemon):
     def __init__(self, tmpdir, binary=BIN):
-        self.config = os.path.join(tmpdir, "bulkhead.toml")
-        with open(self.config, "w") as f:
-            f.write(CONFIG.format(echo=ECHO_POOL, cnn=CNN_POOL, python=PYTHON,
-                                  handlers=json.dumps(HANDLERS)))
-        self.log_path = os.path.join(tmpdir, "daemon.log")
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([binary, "serve", "-c", self.config], stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        self.pid = self.proc.pid
-        self.url = None
-        self.host = self.port = None
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def wait_healthy(self):
-        deadline = time.monotonic() + START_DEADLINE_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit("bench: the daemon exited with %s before listening:\n%s"
-                         % (self.proc.returncode, self.log()))
-            m = re.search(r"listening on http://([0-9.]+):(\d+)", self.log())
-            if m:
-                self.host, self.port = m.group(1), int(m.group(2))
-                self.url = "http://%s:%d" % (self.host, self.port)
-                break
-            time.sleep(0.02)
-        else:
-            self.kill()
-            sys.exit("bench: the daemon did not log 'listening on' within %d s:\n%s"
-                     % (START_DEADLINE_S, self.log()))
-        client = bulkhead.Client(self.url)
-        while time.monotonic() < deadline:
-            try:
-                if client.health().get("status") == "ok":
-                    client.close()
-                    return
-            except Exception:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        sys.exit("bench: /healthz not ok within %d s:\n%s" % (START_DEADLINE_S, self.log()))
-
-    def pools(self):
-        with bulkhead.Client(self.url) as c:
-            return {p["name"]: p for p in c.pools()["pools"]}
+        super().__init__(binary, os.path.join(tmpdir, "bulkhead.toml"),
+                         CONFIG.format(echo=ECHO_POOL, cnn=CNN_POOL, python=PYTHON,
+                                       handlers=json.dumps(HANDLERS)),
+                         label="bench: the daemon", error=SystemExit, keep_alive=False)
+        self.spawn(os.path.join(tmpdir, "daemon.log"))
 
     def wait_ready(self):
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while time.monotonic() < deadline:
-            pools = self.pools()
-            if all(len([w for w in p["workers"] if w["state"] == "idle"]) >= p["workers_target"]
-                   for p in pools.values()):
-                return pools
-            if self.proc.poll() is not None:
-                sys.exit("bench: the daemon died:\n%s" % self.log())
-            time.sleep(0.1)
-        self.kill()
-        sys.exit("bench: pools not ready within %d s: %s\n%s"
-                 % (READY_DEADLINE_S, json.dumps(self.pools()), self.log()))
-
-    def worker_pids(self, pool):
-        return [w["pid"] for w in self.pools()[pool]["workers"] if w.get("pid")]
-
-    def stop(self):
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
+        pools = super().wait_ready(READY_DEADLINE_S, poll_s=0.1)
+        if pools is None:
+            state = json.dumps(self.pools())
             self.kill()
-            return None
-
-    def kill(self):
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            sys.exit("bench: pools not ready within %d s: %s\n%s"
+                     % (READY_DEADLINE_S, state, self.log()))
+        return pools
 
 
 # -- systems under test: one sequential-call function each -------------------------------------
@@ -721,10 +598,10 @@ def bulkhead_throughput(daemon, procs, threads, duration):
         wpids = daemon.worker_pids(ECHO_POOL)
         while time.monotonic() < start:
             time.sleep(0.001)
-        d0, w0 = cpu_seconds([daemon.pid]), cpu_seconds(wpids)
+        d0, w0 = cpu_seconds_sum([daemon.pid]), cpu_seconds_sum(wpids)
         while time.monotonic() < end:
             time.sleep(0.005)
-        d1, w1 = cpu_seconds([daemon.pid]), cpu_seconds(wpids)
+        d1, w1 = cpu_seconds_sum([daemon.pid]), cpu_seconds_sum(wpids)
         jobs, ccpu, errors = 0, 0.0, []
         for c in callers:
             r = json.loads(c.stdout.readline())
@@ -760,11 +637,11 @@ def wrk_run(daemon, conns, duration, tmpdir):
                 'latency:percentile(99)))\n'
                 '  io.write(string.format("ERR %%d\\n", summary.errors.status))\nend\n'
                 % len(ECHO_PAYLOAD))
-    cpu0 = cpu_seconds([daemon.pid])
+    cpu0 = cpu_seconds_sum([daemon.pid])
     out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, "--timeout", "60s",
                           "-s", script, "%s/v1/pools/%s/jobs" % (daemon.url, ECHO_POOL)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
-    cpu = cpu_seconds([daemon.pid]) - cpu0
+    cpu = cpu_seconds_sum([daemon.pid]) - cpu0
     rps = re.search(r"Requests/sec:\s*([0-9.]+)", out)
     n = re.search(r"(\d+) requests in", out)
     lat = re.search(r"LAT (\d+) (\d+)", out)
@@ -779,30 +656,6 @@ def wrk_run(daemon, conns, duration, tmpdir):
 
 
 # -- main ---------------------------------------------------------------------------------------
-
-def machine_line():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        with open("/etc/debian_version") as f:
-            deb = f.read().strip()
-    except OSError:
-        deb = "?"
-    return "nproc %d, %s, kernel %s, Debian %s, Python %s" % (
-        os.cpu_count(), cpu, platform.release(), deb, platform.python_version())
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
 
 def close_all(systems):
     for s in systems:
@@ -878,19 +731,6 @@ def main():
     else:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return 0 if ok else 1
-
-
-def git_desc():
-    try:
-        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True).stdout.strip()
-        return head + (" with uncommitted changes in src/" if dirty else "")
-    except OSError:
-        return "?"
 
 
 def run_all(daemon, cfg, tmpdir):

@@ -27,11 +27,8 @@ Nothing comes from PyPI; torch rows need Debian's python3-torch and are skipped 
 """
 
 import argparse
-import http.client
 import json
 import os
-import platform
-import re
 import shutil
 import signal
 import subprocess
@@ -40,56 +37,18 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-BIN = os.path.join(ROOT, "build", "bulkhead")
-HANDLERS = os.path.join(HERE, "handlers")
-PYTHON = "/usr/bin/python3"
-MIB = 1 << 20
+import benchlib
+from benchlib import (BIN, HANDLERS, MIB, PYTHON, ROOT, cpu_seconds, fmt, git_desc,
+                      kill_daemons, loadavg, log, machine_line, meminfo_kb, pct,
+                      percentile, proc_status_kb)
 
 sys.path.insert(0, os.path.join(ROOT, "python"))
 import bulkhead  # noqa: E402
 
-T0 = time.monotonic()
-LIVE = []   # daemons to kill on the way out
-
-
-def log(msg):
-    print("[guard %7.1fs] %s" % (time.monotonic() - T0, msg), file=sys.stderr, flush=True)
+benchlib.set_log_tag("guard")
 
 
 # -- /proc helpers ------------------------------------------------------------------------------
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def meminfo_kb(field):
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def proc_status_kb(pid, field):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def cpu_seconds(pid):
-    """utime+stime of the process (all its threads), seconds (clock-tick resolution)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
-
 
 def cpu_seconds_ns(pid):
     """CPU time of every thread of the process from /proc/PID/task/*/schedstat (ns resolution)."""
@@ -101,44 +60,6 @@ def cpu_seconds_ns(pid):
         except OSError:
             pass
     return total / 1e9
-
-
-def pct(samples, q):
-    """Nearest-rank percentile."""
-    if not samples:
-        return float("nan")
-    s = sorted(samples)
-    k = max(0, min(len(s) - 1, int(round(q / 100.0 * len(s) + 0.5)) - 1))
-    return s[k]
-
-
-def fmt(x, nd=2):
-    if x is None or x != x:
-        return "-"
-    if abs(x) >= 1000:
-        return "{:,.0f}".format(x)
-    if abs(x) >= 100:
-        return "%.0f" % x
-    if abs(x) >= 10:
-        return "%.1f" % x
-    return ("%%.%df" % nd) % x
-
-
-def machine_line():
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        with open("/etc/debian_version") as f:
-            deb = f.read().strip()
-    except OSError:
-        deb = "?"
-    return "nproc %d, %s, %.1f GB RAM, kernel %s, Debian %s, Python %s" % (
-        os.cpu_count(), cpu, meminfo_kb("MemTotal") / 1e6, platform.release(), deb,
-        platform.python_version())
 
 
 def have_torch():
@@ -169,7 +90,7 @@ env = {{ OMP_NUM_THREADS = "1", MKL_NUM_THREADS = "1" }}
 {extra}"""
 
 
-class Daemon:
+class Daemon(benchlib.Daemon):
     def __init__(self, tmpdir, binary, tag, pools):
         """pools: list of dicts with name, workers, interval and optional startup, extra."""
         text = SERVER
@@ -177,118 +98,13 @@ class Daemon:
             text += POOL.format(python=PYTHON, handlers=json.dumps(HANDLERS),
                                 startup=p.get("startup", "120s"), extra=p.get("extra", ""),
                                 name=p["name"], workers=p["workers"], interval=p["interval"])
-        self.config = os.path.join(tmpdir, tag + ".toml")
-        with open(self.config, "w") as f:
-            f.write(text)
-        self.log_path = os.path.join(tmpdir, tag + ".log")
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([binary, "serve", "-c", self.config], stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        self.pid = self.proc.pid
-        self.started = time.monotonic()
-        self.url = self.host = self.port = None
-        self._conn = None
-        LIVE.append(self)
+        super().__init__(binary, os.path.join(tmpdir, tag + ".toml"), text, label="the daemon",
+                         error=RuntimeError, http_timeout=30, stop_timeout=60)
+        self.spawn(os.path.join(tmpdir, tag + ".log"))
 
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def wait_healthy(self, deadline_s=30):
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("the daemon exited with %s before listening:\n%s"
-                                   % (self.proc.returncode, self.log()))
-            m = re.search(r"listening on http://([0-9.]+):(\d+)", self.log())
-            if m:
-                self.host, self.port = m.group(1), int(m.group(2))
-                self.url = "http://%s:%d" % (self.host, self.port)
-                break
-            time.sleep(0.02)
-        else:
-            raise RuntimeError("the daemon did not log 'listening on' within %d s:\n%s"
-                               % (deadline_s, self.log()))
-        while time.monotonic() < deadline:
-            try:
-                if self.get("/healthz").get("status") == "ok":
-                    return
-            except (OSError, http.client.HTTPException, ValueError):
-                self.close_conn()
-            time.sleep(0.05)
-        raise RuntimeError("/healthz not ok within %d s:\n%s" % (deadline_s, self.log()))
-
-    def get(self, path):
-        """GET on one keep-alive connection (reopened after an error)."""
-        for attempt in (0, 1):
-            if self._conn is None:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-            try:
-                self._conn.request("GET", path)
-                resp = self._conn.getresponse()
-                data = resp.read()
-                return json.loads(data)
-            except (OSError, http.client.HTTPException):
-                self.close_conn()
-                if attempt:
-                    raise
-        return None
-
-    def close_conn(self):
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def pools(self):
-        return {p["name"]: p for p in self.get("/v1/pools")["pools"]}
-
-    def pool(self, name):
-        return self.get("/v1/pools/" + name)
-
-    def wait_ready(self, deadline_s, progress_s=10.0):
-        """Wait until every pool has workers_target idle workers; returns seconds taken or None."""
-        t0 = time.monotonic()
-        deadline = t0 + deadline_s
-        next_note = t0 + progress_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("the daemon died:\n%s" % self.log())
-            pools = self.pools()
-            idle = sum(len([w for w in p["workers"] if w["state"] == "idle"])
-                       for p in pools.values())
-            target = sum(p["workers_target"] for p in pools.values())
-            if idle >= target:
-                return time.monotonic() - t0
-            if time.monotonic() >= next_note:
-                log("  %d of %d workers idle after %.0f s (load %s)"
-                    % (idle, target, time.monotonic() - t0, loadavg()))
-                next_note += progress_s
-            time.sleep(0.25)
-        return None
-
-    def stop(self, timeout=60):
-        self.close_conn()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self in LIVE:
-            LIVE.remove(self)
-        self._log.close()
-        return self.proc.returncode
-
-    def kill(self):
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
-        if self in LIVE:
-            LIVE.remove(self)
+    def wait_ready(self, deadline_s):
+        """Wait until every pool has workers_target idle workers; returns the pools or None."""
+        return super().wait_ready(deadline_s, poll_s=0.25, progress_s=10.0)
 
 
 # -- 1. sampling cost ---------------------------------------------------------------------------
@@ -454,7 +270,7 @@ def startup_reference(code, n):
         subprocess.run([PYTHON, "-c", code], check=True, env=dict(os.environ,
                        PYTHONPATH=os.path.join(ROOT, "python"), OMP_NUM_THREADS="1"))
         times.append(time.monotonic() - t)
-    return pct(times, 50)
+    return percentile(times, 50)
 
 
 def run_recycle(cfg, tmpdir, r):
@@ -482,8 +298,8 @@ def run_recycle(cfg, tmpdir, r):
             res["pool"], res["load"] = p["name"], load
             res["counters"] = d.pools()[p["name"]]["counters"]
             log("  decision->ready p50 %.1f ms p90 %.1f ms; end to end p50 %.1f ms; %d errors"
-                % (pct(res["decision"], 50) * 1e3, pct(res["decision"], 90) * 1e3,
-                   pct(res["e2e"], 50) * 1e3, len(res["errors"])))
+                % (pct(res["decision"], 50), pct(res["decision"], 90), pct(res["e2e"], 50),
+                   len(res["errors"])))
             rows.append(res)
     finally:
         rc = d.stop()
@@ -583,26 +399,13 @@ def run_rss(cfg, tmpdir, r):
 
 # -- main -----------------------------------------------------------------------------------------
 
-def git_desc():
-    try:
-        head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src"],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True).stdout.strip()
-        return head + (" with uncommitted changes in src/" if dirty else "")
-    except OSError:
-        return "?"
-
-
 def report(r, cfg):
     out = []
     w = out.append
     w("## Resource guard, %s run" % ("quick" if cfg["quick"] else "full"))
     w("")
     w("Machine: %s. Load average (1/5/15 min) at start %s, at end %s. MemAvailable at start "
-      "%.1f GB." % (machine_line(), cfg["load_start"], cfg["load_end"],
+      "%.1f GB." % (machine_line(ram=True), cfg["load_start"], cfg["load_end"],
                     r.get("mem_avail_mb", 0) / 1024.0))
     w("Daemon: %s; repo at %s." % (cfg["bin_desc"], cfg["git"]))
     w("")
@@ -636,9 +439,8 @@ def report(r, cfg):
             "plain echo worker" if row["pool"] == "plain" else "worker importing torch in preload",
             len(row["e2e"]))
         res = ("decision->ready p50 **%.0f ms**, p90 %.0f ms; job response->idle seen p50 %.0f "
-               "ms, p90 %.0f ms" % (pct(row["decision"], 50) * 1e3,
-                                    pct(row["decision"], 90) * 1e3, pct(row["e2e"], 50) * 1e3,
-                                    pct(row["e2e"], 90) * 1e3))
+               "ms, p90 %.0f ms" % (pct(row["decision"], 50), pct(row["decision"], 90),
+                                    pct(row["e2e"], 50), pct(row["e2e"], 90)))
         if row["errors"]:
             res += "; %d without a replacement: %s" % (len(row["errors"]), row["errors"][0])
         w("| %s | %s | | %s |" % (what, res, row["load"]))
@@ -695,7 +497,7 @@ def main():
     cfg["git"] = git_desc()
     cfg["load_start"] = loadavg()
     log("machine: %s; load average %s; MemAvailable %.1f GB"
-        % (machine_line(), cfg["load_start"], meminfo_kb("MemAvailable") / 1e6))
+        % (machine_line(ram=True), cfg["load_start"], meminfo_kb("MemAvailable") / 1e6))
     tmpdir = tempfile.mkdtemp(prefix="bulkhead-guard-")
     r = {"notes": []}
     try:
@@ -707,12 +509,11 @@ def main():
         args.keep = True
         raise
     finally:
-        for d in list(LIVE):
-            d.kill()
+        kill_daemons()
     cfg["load_end"] = loadavg()
     text, ok = report(r, cfg)
     print(text, flush=True)
-    log("total %.0f s" % (time.monotonic() - T0))
+    log("total %.0f s" % (time.monotonic() - benchlib.T0))
     if args.keep:
         with open(os.path.join(tmpdir, "result.md"), "w") as f:
             f.write(text + "\n")

@@ -284,7 +284,6 @@ class Pool {
     WorkerState state = WorkerState::kSpawning;
     bool retiring = false;
     bool overBound = false;  // retiring and past a bound: no further jobs
-    bool released = false;
     std::uint64_t jobsServed = 0;
     Time startedAt;
     std::optional<Time> deadline;

@@ -56,10 +56,6 @@ std::optional<core::ErrorInfo> parseErrorInfo(const std::string& body) {
 
 }  // namespace
 
-struct FrameView {
-  proto::Frame frame;
-};
-
 struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo> {
   WorkerIo(asio::io_context& io, PoolRuntime& owner, core::WorkerId workerId,
            std::string workerName, std::uint32_t maxPayload)
@@ -496,7 +492,7 @@ void Supervisor::consumeControlBytes(WorkerIo& worker, std::string_view bytes) {
       misbehaved(worker, err->reason);
       return;
     }
-    handleFrame(worker, FrameView{std::move(std::get<proto::Frame>(result))});
+    handleFrame(worker, std::move(std::get<proto::Frame>(result)));
     if (worker.misbehaving) return;
   }
 }
@@ -574,8 +570,7 @@ void Supervisor::armSampler() {
   });
 }
 
-void Supervisor::handleFrame(WorkerIo& worker, FrameView view) {
-  proto::Frame& f = view.frame;
+void Supervisor::handleFrame(WorkerIo& worker, proto::Frame f) {
   using proto::FrameType;
   if (!worker.helloSeen) {
     if (f.type != FrameType::kHello) {

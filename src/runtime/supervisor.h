@@ -19,6 +19,7 @@
 #include "core/pool.h"
 #include "os/cgroups.h"
 #include "os/proc.h"
+#include "proto/frame.h"
 
 namespace bulkhead::runtime {
 
@@ -88,7 +89,7 @@ class Supervisor {
   ReadResult readControlNow(WorkerIo& worker, std::size_t limit);
   void readPipe(const std::shared_ptr<WorkerIo>& worker, int which);
   void consumeControlBytes(WorkerIo& worker, std::string_view bytes);
-  void handleFrame(WorkerIo& worker, struct FrameView frame);
+  void handleFrame(WorkerIo& worker, proto::Frame frame);
   void misbehaved(WorkerIo& worker, std::string reason);
   void onChildExit(pid_t pid, int rawStatus);
   void closeWorkerIo(WorkerIo& worker);

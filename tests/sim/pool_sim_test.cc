@@ -110,18 +110,6 @@ class Simulation {
     EXPECT_EQ(readyAtQuiet_, static_cast<std::size_t>(policy_.workers)) << trace();
   }
 
-  std::string describe() const {
-    std::ostringstream out;
-    out << "workers=" << policy_.workers << " retries=" << policy_.retries
-        << " max_jobs=" << policy_.maxJobs;
-    int full = 0, waited = 0;
-    for (const auto& [id, r] : reports_) {
-      if (r.outcome == Outcome::kOverloaded) (r.queueFull ? full : waited)++;
-    }
-    out << " overloaded full=" << full << " waited=" << waited;
-    return out.str();
-  }
-
   std::map<Outcome, int> tally() const {
     std::map<Outcome, int> t;
     for (const auto& [id, o] : outcomes_) t[o]++;
