@@ -45,8 +45,11 @@ QUEUED_TIMEOUT = "30s"
 # What each kind of payload must come back as.
 EXPECT = {
     "normal": ("ok", None),
-    "double-free": ("crashed", "SIGABRT"),
-    "segfault": ("crashed", "SIGSEGV"),
+    # Each crashes its worker, is retried once on a fresh one (retries = 1), crashes that one too:
+    # two different workers killed by the same payload make it poison (poison_after = 2), and
+    # the payload is quarantined so a resubmission is refused without risking a worker.
+    "double-free": ("poison", "SIGABRT"),
+    "segfault": ("poison", "SIGSEGV"),
     "hang": ("timed_out", None),
     "raise": ("handler_error", None),
 }
@@ -344,6 +347,15 @@ def main():
         except bulkhead.HandlerError as exc:
             print("client.call(b'raise') raised %s: %s: %s"
                   % (type(exc).__name__, exc.error_type, exc.error_message))
+        pids_before = sorted(w["pid"] for w in daemon.pool()["workers"])
+        try:
+            client.call(POOL, b"double-free")
+            check(False, "the quarantined double-free payload was run again")
+        except bulkhead.Poisoned as exc:
+            print("client.call(b'double-free') again raised %s at once: %s"
+                  % (type(exc).__name__, exc.detail))
+        check(sorted(w["pid"] for w in daemon.pool()["workers"]) == pids_before,
+              "refusing a quarantined payload must not touch a worker")
         client.close()
 
         section("pool status")
