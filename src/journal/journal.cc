@@ -115,10 +115,11 @@ void Journal::exec(const char* sql) {
 }
 
 void Journal::insert(const JobRow& job) {
-  Statement s(db_,
-              "INSERT INTO jobs (id, pool, payload, timeout_ms, allow_poison, idempotency_key, runs)"
-              " VALUES (?, ?, ?, ?, ?, ?, ?)",
-              path_);
+  Statement s(
+      db_,
+      "INSERT INTO jobs (id, pool, payload, timeout_ms, allow_poison, idempotency_key, runs)"
+      " VALUES (?, ?, ?, ?, ?, ?, ?)",
+      path_);
   s.bind(1, static_cast<std::int64_t>(job.id)).bind(2, job.pool).bindBlob(3, job.payload);
   s.bind(4, job.timeoutMs).bind(5, job.allowPoison ? 1 : 0).bind(6, job.idempotencyKey);
   s.bind(7, job.runs).step();

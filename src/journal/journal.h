@@ -29,7 +29,7 @@ struct JobRow {
   std::string contentType;
   std::string body;     // the result, or the problem+json document
   std::string headers;  // JSON object of the X-Bulkhead-* headers of the answer
-  int runs = 0;  // times the job was submitted to a pool: 1, more after crash recoveries
+  int runs = 0;         // times the job was submitted to a pool: 1, more after crash recoveries
 };
 
 struct FinishedJob {

@@ -26,8 +26,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         break;
       }
       const Frame& frame = std::get<Frame>(result);
-      if (failed) __builtin_trap();                        // errors latch
-      if (frame.body.size() > 4096) __builtin_trap();      // limits hold
+      if (failed) __builtin_trap();                    // errors latch
+      if (frame.body.size() > 4096) __builtin_trap();  // limits hold
     }
     if (decoder.buffered() > 4096 + kHeaderSize + 64) __builtin_trap();
   }
