@@ -1,10 +1,12 @@
 """bulkhead: run crash-prone ML code in warm, isolated, supervised worker processes.
 
-This package holds the Python side: the HTTP client (``Client``), one exception class per job
+This package holds the Python side: the HTTP clients (``Client``, blocking, with ``JobHandle``
+for async jobs; ``AsyncClient``, asyncio, with ``AsyncJobHandle``), one exception class per job
 outcome, and the worker SDK the supervisor starts (``python -m bulkhead.worker``).
 
-Importing ``bulkhead`` is cheap on purpose (every worker process does it): the client and its
-``http.client`` import load on first use of ``bulkhead.Client``.
+Importing ``bulkhead`` is cheap on purpose (every worker process does it): the clients and their
+``http.client`` / ``asyncio`` imports load on first use of ``bulkhead.Client`` (or
+``JobHandle``) and ``bulkhead.AsyncClient`` (or ``AsyncJobHandle``).
 """
 
 __version__ = "0.1.0"
@@ -15,7 +17,7 @@ from .errors import (  # noqa: E402 - __version__ first: the worker reads it fro
     Unavailable, UnknownPool, WorkerCrashed, WorkerHung)
 
 __all__ = [
-    "__version__", "Client",
+    "__version__", "Client", "JobHandle", "AsyncClient", "AsyncJobHandle",
     "BulkheadError", "JobFailed", "HandlerError", "WorkerCrashed", "JobTimedOut", "WorkerHung",
     "OomKilled", "ResourceExhausted", "Poisoned", "Overloaded", "Unavailable", "Cancelled",
     "ApiError", "UnknownPool", "BadRequest", "TransportError", "ClientTimeout",
@@ -23,14 +25,23 @@ __all__ = [
 ]
 
 
+_LAZY = {"Client": "client", "JobHandle": "client",
+         "AsyncClient": "aio", "AsyncJobHandle": "aio"}
+
+
 def __getattr__(name):
-    # PEP 562: load the client (and http.client) only when it is asked for.
-    if name == "Client":
-        from .client import Client
-        globals()["Client"] = Client
-        return Client
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    # PEP 562: load the clients (http.client, asyncio) only when they are asked for.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    if module == "client":
+        from . import client as loaded
+    else:
+        from . import aio as loaded
+    value = getattr(loaded, name)
+    globals()[name] = value
+    return value
 
 
 def __dir__():
-    return sorted(set(globals()) | {"Client"})
+    return sorted(set(globals()) | set(_LAZY))

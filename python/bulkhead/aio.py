@@ -1,0 +1,535 @@
+"""asyncio client of the bulkhead daemon (docs/api.md), standard library only.
+
+    async with bulkhead.AsyncClient() as client:           # http://127.0.0.1:8787
+        out = await client.call("faces", b"...", timeout=5)  # bytes, or raises a JobFailed subclass
+        obj = await client.call_json("faces", {"x": 1})
+        handle = await client.submit("faces", b"...", idempotency_key="req-42")
+        out = await handle.result(timeout=60)
+
+It speaks HTTP/1.1 itself over ``asyncio.open_connection`` / ``asyncio.open_unix_connection``
+(``unix:/path`` URLs as for ``Client``) and reads answers with the same sans-I/O helpers as the
+blocking ``Client`` (``bulkhead.client``), so both raise the same exceptions for the same answers.
+
+Connections: each ``AsyncClient`` keeps a small pool of keep-alive connections, at most
+``max_connections`` (default 8).  Concurrent awaits on one client run in parallel on different
+connections up to that number; more wait (first come, first served) for a connection to come
+free.  A waiting ``handle.result()`` holds a connection for each long-poll (up to
+``max_poll_wait`` seconds), so size ``max_connections`` for the results you await at once, or use
+several clients.  ``max_connections=1`` serializes every request of the client.  Sequential
+requests reuse one connection.
+
+Resending follows the blocking client: a request that could not be written on a reused idle
+connection is sent again on a fresh one; once written, a lost connection or a client-side timeout
+raises ``TransportError`` / ``ClientTimeout`` with ``job_may_have_run = True`` and a job is never
+sent twice.  ``GET``s, ``DELETE``s and submits with an ``Idempotency-Key`` are resent once.
+
+Cancellation: cancelling a task awaiting a request (``asyncio.wait_for``, ``task.cancel()``)
+closes that request's connection; the daemon is not told.  A cancelled ``call`` may still run the
+job; a cancelled ``handle.result()`` leaves the job running (``await handle.cancel()`` stops it).
+
+A client belongs to the event loop that uses it; used from another loop later (a second
+``asyncio.run``), it drops its idle connections and opens new ones.  Not thread-safe.
+"""
+
+import asyncio
+import json
+import socket
+import time
+from select import POLLIN, poll
+
+from .client import (
+    ACK_TIMEOUT, DEFAULT_URL, MAX_POLL_WAIT, TIMEOUT_MARGIN, PollClock, _COALESCE, _describe,
+    cancel_answer, check_job_id, encode_json_payload, encode_payload, error_from_response,
+    final_summary, final_value, health_answer, job_path, job_request_headers, job_state,
+    parse_url, poll_path, pool_jobs_path, submit_answer, timeout_header)
+from .errors import ClientTimeout, TransportError
+
+__all__ = ["AsyncClient", "AsyncJobHandle", "DEFAULT_MAX_CONNECTIONS"]
+
+DEFAULT_MAX_CONNECTIONS = 8
+_HEAD_LIMIT = 64 * 1024   # the longest status line + headers accepted from the daemon
+
+
+class _BadResponse(Exception):
+    """The peer's answer is not HTTP/1.x as this client reads it."""
+
+
+class _Response(object):
+    """The status line and headers of one answer, read the way the shared helpers expect
+    (``status``, ``reason``, ``getheader``)."""
+
+    __slots__ = ("status", "reason", "version", "headers")
+
+    def __init__(self, status, reason, version, headers):
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers   # lower-case name -> value (repeated fields joined by ", ")
+
+    def getheader(self, name, default=None):
+        return self.headers.get(name.lower(), default)
+
+    def __repr__(self):
+        return "<_Response %d %s>" % (self.status, self.reason)
+
+
+def _parse_head(head):
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or parts[0] not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _BadResponse("bad status line %r" % lines[0][:100])
+    try:
+        status = int(parts[1])
+    except ValueError:
+        raise _BadResponse("bad status line %r" % lines[0][:100]) from None
+    if not 100 <= status <= 999:
+        raise _BadResponse("bad status %d" % status)
+    headers = {}
+    last = None
+    for line in lines[1:]:
+        if not line:
+            continue
+        if line[0] in " \t":            # obsolete line folding
+            if last is None:
+                raise _BadResponse("header block starts with a continuation line")
+            headers[last] += " " + line.strip()
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise _BadResponse("bad header line %r" % line[:100])
+        name = name.lower()
+        value = value.strip()
+        headers[name] = headers[name] + ", " + value if name in headers else value
+        last = name
+    return _Response(status, parts[2] if len(parts) > 2 else "", parts[0], headers)
+
+
+def _tokens(value):
+    return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
+
+
+def _content_length(response):
+    value = response.getheader("Content-Length")
+    if value is None:
+        return None
+    values = {v.strip() for v in value.split(",")}
+    if len(values) != 1:
+        raise _BadResponse("conflicting Content-Length %r" % value)
+    value = values.pop()
+    if not value.isdigit():
+        raise _BadResponse("bad Content-Length %r" % value)
+    return int(value)
+
+
+async def _read_chunked(reader):
+    chunks = []
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise _BadResponse("bad chunk size %r" % size_text[:40]) from None
+        if size < 0:
+            raise _BadResponse("bad chunk size %r" % size_text[:40])
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":   # trailer fields
+                pass
+            return b"".join(chunks)
+        chunks.append(await reader.readexactly(size))
+        if await reader.readexactly(2) != b"\r\n":
+            raise _BadResponse("chunk not followed by CRLF")
+
+
+async def _read_response(reader, method):
+    """``(response, body, keep_alive)`` of the next answer on ``reader``."""
+    while True:
+        response = _parse_head(await reader.readuntil(b"\r\n\r\n"))
+        if response.status >= 200:
+            break
+        if response.status == 101:
+            raise _BadResponse("unexpected 101 Switching Protocols")
+        # 1xx interim answers (100 Continue, 103 Early Hints) come before the real one
+    connection = _tokens(response.getheader("Connection"))
+    if response.version == "HTTP/1.0":
+        keep = "keep-alive" in connection
+    else:
+        keep = "close" not in connection
+    if method == "HEAD" or response.status in (204, 304):
+        return response, b"", keep
+    if "chunked" in _tokens(response.getheader("Transfer-Encoding")):
+        return response, await _read_chunked(reader), keep
+    length = _content_length(response)
+    if length is not None:
+        return response, await reader.readexactly(length), keep
+    return response, await reader.read(), False   # delimited by the end of the connection
+
+
+class _Connection(object):
+    __slots__ = ("reader", "writer", "generation", "_poller", "_fd")
+
+    def __init__(self, reader, writer, generation):
+        self.reader = reader
+        self.writer = writer
+        self.generation = generation
+        self._poller = None
+        self._fd = -1
+
+    def dropped(self):
+        """True if this idle connection cannot carry a request: the server closed it, reset it,
+        or wrote to it unasked."""
+        reader = self.reader
+        if self.writer.transport.is_closing() or reader.exception() is not None:
+            return True
+        if reader.at_eof() or getattr(reader, "_eof", False) or getattr(reader, "_buffer", None):
+            return True
+        sock = self.writer.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        if fd < 0:
+            return True
+        if fd != self._fd:
+            self._poller = poll()
+            self._poller.register(fd, POLLIN)
+            self._fd = fd
+        return bool(self._poller.poll(0))
+
+    def abort(self):
+        transport = self.writer.transport
+        try:
+            transport.abort()
+        except RuntimeError:          # its event loop is closed: close the socket itself
+            sock = getattr(transport, "_sock", None)
+            if sock is not None:
+                sock.close()
+                try:
+                    transport._sock = None    # closed: nothing left for its __del__ to warn of
+                except AttributeError:
+                    pass
+
+    def close(self):
+        try:
+            self.writer.close()
+        except RuntimeError:
+            self.abort()
+
+    async def wait_closed(self):
+        try:
+            await self.writer.wait_closed()
+        except Exception:  # noqa: BLE001 - an error while closing changes nothing
+            pass
+
+
+class _Attempt(object):
+    __slots__ = ("sent",)
+
+    def __init__(self):
+        self.sent = False
+
+
+class AsyncClient(object):
+    """asyncio client of one bulkhead daemon.
+
+    ``url``: ``http://HOST:PORT`` (default ``http://127.0.0.1:8787``) or ``unix:/path/to.sock``.
+    ``timeout``: default job timeout in seconds for ``call``/``call_json``/``submit`` (sent as
+    ``X-Bulkhead-Timeout``; None leaves the pool's ``job_timeout``); a call waits that long plus
+    ``timeout_margin`` seconds for its answer.  ``max_connections``: the most keep-alive
+    connections this client opens at once (concurrent requests beyond it wait their turn).
+
+    Tunable attributes as on ``Client``: ``timeout_margin``, ``max_poll_wait``, ``ack_timeout``.
+    Use it as ``async with AsyncClient(...) as client:`` or ``await client.close()`` at the end.
+    """
+
+    timeout_margin = TIMEOUT_MARGIN
+    max_poll_wait = MAX_POLL_WAIT
+    ack_timeout = ACK_TIMEOUT
+
+    def __init__(self, url=DEFAULT_URL, timeout=None, max_connections=DEFAULT_MAX_CONNECTIONS):
+        if timeout is not None:
+            timeout_header(timeout)  # validate now rather than on the first call
+        if (isinstance(max_connections, bool) or not isinstance(max_connections, int)
+                or max_connections < 1):
+            raise ValueError("max_connections must be an int >= 1, got %r" % (max_connections,))
+        kind, where, prefix = parse_url(url)
+        self.url = url
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self._kind = kind
+        self._where = where
+        self._prefix = prefix
+        if kind == "unix":
+            self._host = "localhost"
+        else:
+            host, port = where
+            self._host = "%s:%d" % ("[%s]" % host if ":" in host else host, port)
+        self._job_paths = {}
+        self._loop = None
+        self._slots = None
+        self._idle = []
+        self._generation = 0
+
+    # -- public API ------------------------------------------------------------------------------
+
+    async def call(self, pool, payload, timeout=None):
+        """Run one job on ``pool``; returns the handler's result as bytes.  As ``Client.call``."""
+        payload, content_type = encode_payload(payload)
+        return await self._job(pool, payload, content_type, timeout)
+
+    async def call_json(self, pool, obj, timeout=None):
+        """Run one job with a JSON payload and parse the JSON result.  As ``Client.call_json``."""
+        return json.loads(await self._job(pool, encode_json_payload(obj), "application/json",
+                                          timeout))
+
+    async def submit(self, pool, payload, timeout=None, idempotency_key=None):
+        """Submit one job to run in the background; returns an ``AsyncJobHandle`` once the daemon
+        has journaled it.  As ``Client.submit``."""
+        payload, content_type = encode_payload(payload)
+        return await self._submit(pool, payload, content_type, timeout, idempotency_key)
+
+    async def submit_json(self, pool, obj, timeout=None, idempotency_key=None):
+        """``submit`` with a JSON payload; read the result with ``AsyncJobHandle.result_json``."""
+        return await self._submit(pool, encode_json_payload(obj), "application/json", timeout,
+                                  idempotency_key)
+
+    def job(self, job_id, pool=None):
+        """An ``AsyncJobHandle`` for an existing job id (nothing is sent until it is used)."""
+        return AsyncJobHandle(self, check_job_id(job_id), pool=pool)
+
+    async def pools(self):
+        """``GET /v1/pools``: the pools, their counters and workers (a dict)."""
+        status, response, data = await self._request("GET", self._prefix + "/v1/pools",
+                                                     idempotent=True)
+        if status != 200:
+            raise error_from_response(status, response, data)
+        return json.loads(data)
+
+    async def health(self):
+        """``GET /healthz``: ``{"status": "ok"}``, or ``{"status": "shutting_down"}`` (503)."""
+        status, response, data = await self._request("GET", self._prefix + "/healthz",
+                                                     idempotent=True)
+        return health_answer(status, response, data)
+
+    async def close(self):
+        """Close the idle connections; connections busy with a request close when it ends.  The
+        client stays usable: a later request opens a new connection."""
+        self._bind_loop()
+        self._generation += 1
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+        for conn in idle:
+            await conn.wait_closed()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
+
+    def __repr__(self):
+        return "AsyncClient(%r)" % (self.url,)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _pool_path(self, pool):
+        path = self._job_paths.get(pool)
+        if path is None:
+            path = self._job_paths[pool] = pool_jobs_path(self._prefix, pool)
+        return path
+
+    async def _job(self, pool, payload, content_type, timeout):
+        path = self._pool_path(pool)
+        if timeout is None:
+            timeout = self.timeout
+        headers = job_request_headers(timeout)
+        wait = None if timeout is None else timeout + self.timeout_margin
+        status, response, data = await self._request("POST", path, payload, content_type,
+                                                     headers, wait, idempotent=False)
+        if status == 200:
+            return data
+        raise error_from_response(status, response, data)
+
+    async def _submit(self, pool, payload, content_type, timeout, idempotency_key):
+        path = self._pool_path(pool) + "?wait=0"
+        headers = job_request_headers(self.timeout if timeout is None else timeout,
+                                      idempotency_key)
+        status, response, data = await self._request("POST", path, payload, content_type,
+                                                     headers, self.ack_timeout,
+                                                     idempotent=idempotency_key is not None)
+        return AsyncJobHandle(self, **submit_answer(status, response, data, pool))
+
+    def _bind_loop(self):
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            for conn in self._idle:      # they belong to the previous loop
+                conn.abort()
+            self._idle = []
+            self._loop = loop
+            self._slots = asyncio.Semaphore(self.max_connections)
+
+    def _encode(self, method, path, body, content_type, headers):
+        if any(c <= " " or c == "\x7f" for c in path):
+            raise ValueError("request path %r contains whitespace or control characters" % path)
+        lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + self._host]
+        if body is not None:
+            lines.append("Content-Type: " + content_type)
+            lines.append("Content-Length: %d" % len(body))
+        for name, value in headers:
+            lines.append("%s: %s" % (name, value))
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+        if not body:
+            return [head]
+        if len(body) <= _COALESCE:
+            return [head + body]
+        return [head, body]
+
+    async def _request(self, method, path, body=None, content_type=None, headers=(),
+                       timeout=None, idempotent=False):
+        """``(status, response, body)`` of one request.  ``timeout`` bounds connecting, sending
+        and the whole answer (not the wait for a free connection)."""
+        self._bind_loop()
+        request = self._encode(method, path, body, content_type, headers)
+        async with self._slots:
+            attempt = _Attempt()
+            if timeout is None:
+                return await self._roundtrip(method, path, request, idempotent, attempt)
+            try:
+                return await asyncio.wait_for(
+                    self._roundtrip(method, path, request, idempotent, attempt), timeout)
+            except asyncio.TimeoutError:
+                # wait_for cancelled the round trip, which closed its connection
+                raise ClientTimeout("no response from bulkhead at %s within %g s (%s %s); the "
+                                    "job may still be running" % (self.url, timeout, method, path),
+                                    job_may_have_run=attempt.sent) from None
+
+    async def _roundtrip(self, method, path, request, idempotent, attempt):
+        retried = False
+        while True:
+            conn = self._take_idle()
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect()
+            attempt.sent = False
+            try:
+                for part in request:
+                    conn.writer.write(part)
+                if conn.writer.transport.is_closing():   # the write failed at once
+                    conn.abort()
+                    if reused and not retried:
+                        retried = True      # never reached the server complete: send again
+                        continue
+                    raise TransportError("cannot send request to bulkhead at %s: the "
+                                         "connection closed" % self.url)
+                attempt.sent = True
+                await conn.writer.drain()
+                response, data, keep = await _read_response(conn.reader, method)
+            except (OSError, EOFError, ValueError, asyncio.LimitOverrunError,
+                    _BadResponse) as exc:
+                conn.abort()
+                if idempotent and not retried:
+                    retried = True
+                    continue
+                raise TransportError("connection to bulkhead at %s lost after the request was "
+                                     "sent (%s %s): %s; the job may have run, so it was not sent "
+                                     "again" % (self.url, method, path, _describe(exc)),
+                                     job_may_have_run=not idempotent) from exc
+            except BaseException:
+                conn.abort()   # cancelled (or worse) mid-request: the connection's state is lost
+                raise
+            if keep and conn.generation == self._generation:
+                self._idle.append(conn)
+            else:
+                conn.close()
+            return response.status, response, data
+
+    def _take_idle(self):
+        while self._idle:
+            conn = self._idle.pop()       # the most recently used: the likeliest to be alive
+            if not conn.dropped():
+                return conn
+            conn.abort()
+        return None
+
+    async def _connect(self):
+        try:
+            if self._kind == "unix":
+                reader, writer = await asyncio.open_unix_connection(self._where,
+                                                                    limit=_HEAD_LIMIT)
+            else:
+                reader, writer = await asyncio.open_connection(self._where[0], self._where[1],
+                                                               limit=_HEAD_LIMIT)
+        except OSError as exc:
+            raise TransportError("cannot connect to bulkhead at %s: %s"
+                                 % (self.url, _describe(exc))) from exc
+        if self._kind != "unix":
+            sock = writer.get_extra_info("socket")
+            try:   # asyncio sets it too (3.7+); keep it explicit, latency depends on it
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass
+        return _Connection(reader, writer, self._generation)
+
+
+class AsyncJobHandle(object):
+    """A job submitted with ``AsyncClient.submit`` (or named with ``AsyncClient.job``): the
+    asyncio twin of ``JobHandle`` (``id``, ``pool``, ``duplicate``, ``location``; ``await
+    result()``, ``await result_json()``, ``await status()``, ``await cancel()``).  Its requests
+    go through the client that made it (and its connection pool)."""
+
+    def __init__(self, client, job_id, pool=None, duplicate=False, location=None, final=None):
+        self.client = client
+        self.id = job_id
+        self.pool = pool
+        self.duplicate = duplicate
+        self.location = location
+        self._path = job_path(client._prefix, job_id)
+        self._final = final
+
+    async def result(self, timeout=None):
+        """Wait for the job; its result as bytes, or its outcome's exception (as
+        ``AsyncClient.call``).  After ``timeout`` seconds (None: no limit; 0: look once) raises
+        ``ClientTimeout``; the job keeps running."""
+        if self._final is None:
+            clock = PollClock(timeout, self.client.max_poll_wait)
+            while True:
+                wait = clock.next_wait()
+                started = time.monotonic()
+                status, response, data = await self._get(wait,
+                                                         wait + self.client.timeout_margin)
+                if job_state(status, response, data, self.id) is None:
+                    self._final = (status, response, data)
+                    break
+                pause = clock.after_pending(wait, time.monotonic() - started)
+                if pause is None:
+                    raise clock.timeout_error(self.id)
+                if pause:
+                    await asyncio.sleep(pause)
+        return final_value(self._final)
+
+    async def result_json(self, timeout=None):
+        """``result`` parsed as JSON."""
+        return json.loads(await self.result(timeout))
+
+    async def status(self):
+        """The job's state without waiting (see ``JobHandle.status``)."""
+        if self._final is None:
+            status, response, data = await self._get(0, self.client.ack_timeout)
+            state = job_state(status, response, data, self.id)
+            if state is not None:
+                return state
+            self._final = (status, response, data)
+        return final_summary(self._final, self.id)
+
+    async def cancel(self):
+        """True if the cancel was accepted, False if the job had already finished (see
+        ``JobHandle.cancel``)."""
+        status, response, data = await self.client._request(
+            "DELETE", self._path, timeout=self.client.ack_timeout, idempotent=True)
+        return cancel_answer(status, response, data)
+
+    async def _get(self, wait, timeout):
+        return await self.client._request("GET", poll_path(self._path, wait), timeout=timeout,
+                                          idempotent=True)
+
+    def __repr__(self):
+        return "AsyncJobHandle(id=%r, pool=%r%s)" % (
+            self.id, self.pool, ", duplicate=True" if self.duplicate else "")
