@@ -94,6 +94,23 @@ def proc_state(pid):
     return data[data.rindex(")") + 2]
 
 
+def group_members(pgid):
+    """Live members of process group pgid (zombies excluded), from /proc."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                data = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        fields = data[data.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(name))
+    return members
+
+
 def pid_alive(pid):
     """True if pid runs (a zombie has already been killed: it only waits to be reaped)."""
     return proc_state(pid) not in (None, "Z", "X")

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import pid_alive, proc_state, wait_until
+from conftest import pid_alive, proc_state, wait_until, group_members
 
 MiB = 1024 * 1024
 
@@ -20,22 +20,6 @@ def _problem(resp, status, outcome):
     assert body["status"] == status, body
     assert body["attempts"], body
     return body
-
-
-def _group_members(pgid):
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name, "rb") as f:
-                data = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        fields = data[data.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(name))
-    return members
 
 
 def _fault_daemon(start_daemon, handler, **keys):
@@ -133,7 +117,7 @@ def test_deadlock_with_sigterm_handler_times_out_and_group_is_killed(start_daemo
     assert a["pid"] == pid
     assert "deadlock_with_sigterm_handler" in a["stacks"], a["stacks"]
     assert elapsed < 15, "timed_out took %.1fs with a 1s job_timeout" % elapsed
-    wait_until(lambda: not _group_members(pid), 10, "process group %d to be killed" % pid)
+    wait_until(lambda: not group_members(pid), 10, "process group %d to be killed" % pid)
     _after_fault(d, pid)
 
 
@@ -149,7 +133,7 @@ def test_native_gil_holding_busy_loop_times_out_and_is_killed(start_daemon):
     # faulthandler's dump needs no GIL: the spinning thread's Python frame is there.
     assert "native_spin_holding_gil" in a["stacks"], a["stacks"]
     assert elapsed < 15, "timed_out took %.1fs with a 1s job_timeout" % elapsed
-    wait_until(lambda: not _group_members(pid), 10, "process group %d to be killed" % pid)
+    wait_until(lambda: not group_members(pid), 10, "process group %d to be killed" % pid)
     _after_fault(d, pid)
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import Daemon, pid_alive, wait_until
+from conftest import Daemon, pid_alive, wait_until, group_members
 
 MiB = 1024 * 1024
 R = "resource_handlers:"
@@ -86,22 +86,6 @@ def _vm_rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS for pid %d" % pid)
-
-
-def _group_members(pgid):
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name, "rb") as f:
-                data = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        fields = data[data.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(name))
-    return members
 
 
 def _serving(d):
@@ -333,7 +317,7 @@ def test_python_deadlock_is_hung_no_progress(start_daemon):
     assert "no progress" in a["cause"], a
     assert "in deadlock" in a["stacks"], a["stacks"]
     assert 1.9 <= elapsed <= 6.5, "hung after %.1fs with hang_after 2s" % elapsed
-    wait_until(lambda: not _group_members(pid), 10, "process group %d to be killed" % pid)
+    wait_until(lambda: not group_members(pid), 10, "process group %d to be killed" % pid)
     d.wait_replaced("hang", pid)
     _serving(d)
 
@@ -357,7 +341,7 @@ def test_native_busy_loop_holding_gil_is_hung_no_heartbeat(start_daemon):
     assert "in native_spin_holding_gil" in a["stacks"], a["stacks"]
     assert elapsed <= 8, "hung took %.1fs with hang_after 2s" % elapsed
     wait_until(lambda: not pid_alive(pid), 10, "worker %d to die" % pid)
-    wait_until(lambda: not _group_members(pid), 10, "process group %d to be killed" % pid)
+    wait_until(lambda: not group_members(pid), 10, "process group %d to be killed" % pid)
     d.wait_replaced("hang", pid)
     _serving(d)
 
