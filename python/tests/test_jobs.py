@@ -224,7 +224,7 @@ def test_a_daemon_that_does_not_long_poll_is_not_flooded(jobs_daemon):
         with pytest.raises(bulkhead.ClientTimeout):
             handle.result(timeout=0.5)
     polls = jobs_daemon.requests_to("GET", "/v1/jobs/1")
-    assert 2 <= len(polls) <= 20
+    assert 1 <= len(polls) <= 20
 
 
 def test_a_zero_max_poll_wait_does_not_spin(jobs_daemon):
@@ -234,7 +234,7 @@ def test_a_zero_max_poll_wait_does_not_spin(jobs_daemon):
         with pytest.raises(bulkhead.ClientTimeout):
             handle.result(timeout=0.3)
     polls = jobs_daemon.requests_to("GET", "/v1/jobs/1")
-    assert 2 <= len(polls) <= 20 and all(p.target == "/v1/jobs/1" for p in polls)
+    assert 1 <= len(polls) <= 20 and all(p.target == "/v1/jobs/1" for p in polls)
 
 
 @pytest.mark.parametrize("outcome, status, cls, headers", OUTCOMES)
