@@ -237,6 +237,10 @@ class UnknownPool(ApiError):
     """404 ``unknown_pool``: no pool of that name."""
 
 
+class UnknownJob(ApiError):
+    """404 ``unknown_job``: no job with that id in the journal (or no journal)."""
+
+
 class BadRequest(ApiError):
     """The request was refused as malformed: 400 (e.g. a bad timeout), 405, 411, 413 (payload
     larger than the pool's ``max_payload``), ..."""
@@ -276,6 +280,8 @@ def error_from_problem(status, problem, retry_after=None):
     kind = problem.get("error")
     if kind == "unknown_pool":
         return UnknownPool(problem, status, retry_after)
+    if kind == "unknown_job":
+        return UnknownJob(problem, status, retry_after)
     if kind in _BAD_REQUEST_KINDS or status in _BAD_REQUEST_STATUSES:
         return BadRequest(problem, status, retry_after)
     return ApiError(problem, status, retry_after)

@@ -171,9 +171,11 @@ void AsyncJobs::finished(std::uint64_t id, const journal::FinishedJob& result) {
   if (it == waiters_.end()) return;
   auto waiters = std::move(it->second);
   waiters_.erase(it);
+  auto row = journal_->find(id);  // for X-Bulkhead-Runs, as a later GET would answer
   for (auto& w : waiters) {
     w.timer->cancel();
     Response res = responseFromJournal(w.version, result);
+    if (row) res.set("X-Bulkhead-Runs", std::to_string(row->runs));
     w.respond(std::move(res));
   }
 }

@@ -39,3 +39,15 @@ def test_async_client_calls_and_submits(start_daemon, tmp_path):
             return await handle.result(timeout=15)
 
     assert asyncio.run(asyncio.wait_for(scenario(), 30)) == b"later"
+
+
+def test_unknown_job_and_runs_header_on_a_woken_long_poll(start_daemon, tmp_path):
+    d = start_daemon({"slow": {"handler": "slow", "workers": 1}},
+                     server={"listen": "127.0.0.1:0", "journal": str(tmp_path / "j.db")})
+    d.wait_ready("slow")
+    with bulkhead.Client(d.url) as client:
+        with pytest.raises(bulkhead.UnknownJob):
+            client.job("424242").result(timeout=5)
+    r = d.http("POST", "/v1/pools/slow/jobs?wait=0", body=b"sleep:0.3")
+    woken = d.http("GET", r.headers["location"] + "?wait=10s", timeout=15)
+    assert woken.status == 200 and woken.headers["x-bulkhead-runs"] == "1", woken
