@@ -25,20 +25,14 @@
 #include <string>
 #include <vector>
 
+#include "testlib/fixtures.h"
+
 namespace bulkhead::os {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path dataDir() { return fs::path(__FILE__).parent_path().parent_path() / "data" / "cgroup"; }
-
-std::string fixture(const std::string& name) {
-  std::ifstream in(dataDir() / name, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "missing fixture " << (dataDir() / name);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string fixture(const std::string& name) { return testlib::readFixture("cgroup", name); }
 
 bool startsWith(const std::string& s, const std::string& prefix) {
   return s.size() >= prefix.size() && s.compare(0, prefix.size(), prefix) == 0;

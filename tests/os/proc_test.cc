@@ -22,20 +22,14 @@
 #include <thread>
 #include <vector>
 
+#include "testlib/fixtures.h"
+
 namespace bulkhead::os {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path dataDir() { return fs::path(__FILE__).parent_path().parent_path() / "data" / "proc"; }
-
-std::string fixture(const std::string& name) {
-  std::ifstream in(dataDir() / name, std::ios::binary);
-  EXPECT_TRUE(in.good()) << "missing fixture " << (dataDir() / name);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string fixture(const std::string& name) { return testlib::readFixture("proc", name); }
 
 // ---- parsers on fixtures ----
 
