@@ -59,7 +59,8 @@ try:
 except ImportError:  # pragma: no cover - not Linux
     _NO_SIGPIPE = 0
 
-__all__ = ["Context", "main", "EXIT_OK", "EXIT_ENVIRONMENT", "EXIT_START_FAILED",
+__all__ = ["Context", "main", "send_hello", "load_handler_and_preload", "enable_stack_dumps",
+           "control_socket", "EXIT_OK", "EXIT_ENVIRONMENT", "EXIT_START_FAILED",
            "EXIT_PROTOCOL_ERROR"]
 
 EXIT_OK = 0
@@ -456,25 +457,31 @@ class _Worker(object):
 
     # -- start-up
 
-    def start(self, environ):
-        """HELLO, import handler and preload, READY.  Returns False after START_FAILED."""
-        self.send(HELLO, 0, ('{"protocol":%d,"pid":%d,"sdk":"python","sdk_version":%s,'
-                             '"runtime":%s}' % (PROTOCOL_VERSION, os.getpid(),
-                                                _quote(__version__), _quote(_runtime()))
-                             ).encode("ascii"))
+    def start(self, environ, loaded=None):
+        """HELLO, import handler and preload (unless ``loaded``), run init, READY.
+
+        ``loaded`` is ``(handler, preloaded)`` when a zygote did the importing and the preload
+        before forking this process.  Returns False after START_FAILED.
+        """
+        send_hello(self.send)
         started = _perf_counter()
         try:
-            spec = environ.get("BULKHEAD_HANDLER", "").strip()
-            if not spec:
-                raise ValueError("BULKHEAD_HANDLER is not set (expected 'module:function')")
-            self._handler = _resolve(spec, "handler")
-            preload_spec = environ.get("BULKHEAD_PRELOAD", "").strip()
-            if preload_spec:
-                self._preloaded = _resolve(preload_spec, "preload")()
+            if loaded is None:
+                self._handler, self._preloaded = load_handler_and_preload(environ)
+            else:
+                self._handler, self._preloaded = loaded
+            preloaded_at = _perf_counter()
+            init_spec = environ.get("BULKHEAD_INIT", "").strip()
+            if init_spec:
+                initialised = _resolve(init_spec, "init")(self._preloaded)
+                if initialised is not None:
+                    self._preloaded = initialised
         except BaseException as exc:  # noqa: B036 - SystemExit from an import is a failure too
             self.send(START_FAILED, 0, _error_body(*_describe(exc)))
             return False
-        self.send(READY, 0, b'{"preload_seconds":%.6f}' % (_perf_counter() - started))
+        now = _perf_counter()
+        self.send(READY, 0, b'{"preload_seconds":%.6f,"init_seconds":%.6f}'
+                  % (preloaded_at - started, now - preloaded_at))
         return True
 
     # -- jobs
@@ -554,6 +561,26 @@ class _Worker(object):
             % _type_name(type(result)), "")
 
 
+def send_hello(send, role=None):
+    """The first frame of a worker (or, with ``role="zygote"``, of a zygote)."""
+    send(HELLO, 0, ('{"protocol":%d,"pid":%d,"sdk":"python","sdk_version":%s,"runtime":%s%s}'
+                    % (PROTOCOL_VERSION, os.getpid(), _quote(__version__), _quote(_runtime()),
+                       ',"role":%s' % _quote(role) if role else "")).encode("ascii"))
+
+
+def load_handler_and_preload(environ):
+    """Import the handler, run the optional preload: ``(handler, preloaded)``.  Raises."""
+    spec = environ.get("BULKHEAD_HANDLER", "").strip()
+    if not spec:
+        raise ValueError("BULKHEAD_HANDLER is not set (expected 'module:function')")
+    handler = _resolve(spec, "handler")
+    preloaded = None
+    preload_spec = environ.get("BULKHEAD_PRELOAD", "").strip()
+    if preload_spec:
+        preloaded = _resolve(preload_spec, "preload")()
+    return handler, preloaded
+
+
 def _stacks_fd(environ):
     """The stacks fd if it is open, else stderr."""
     fd = _env_int(environ, "BULKHEAD_STACKS_FD", 4)
@@ -565,11 +592,8 @@ def _stacks_fd(environ):
         return 2
 
 
-def main(environ=None):
-    """Run a worker process to completion; never returns (exits with the codes listed above)."""
-    if environ is None:
-        environ = os.environ
-    # Stacks first, so even a hang while importing the handler can be dumped.
+def enable_stack_dumps(environ):
+    """faulthandler on the stacks fd, for fatal signals and the supervisor's dump signal."""
     stacks_fd = _stacks_fd(environ)
     if stacks_fd != 2:
         os.set_inheritable(stacks_fd, False)   # a handler's children must not hold it open
@@ -581,6 +605,9 @@ def main(environ=None):
         except (ValueError, OSError, RuntimeError) as exc:
             _warn("cannot register dump signal %d: %s" % (dump_signal, exc))
 
+
+def control_socket(environ):
+    """The control socket the supervisor passed, or exit with EXIT_ENVIRONMENT."""
     control_fd = _env_int(environ, "BULKHEAD_CONTROL_FD", 3)
     try:
         sock = _raw_socket(fileno=control_fd)
@@ -589,13 +616,25 @@ def main(environ=None):
         _warn("control fd %d is not a usable socket (%s); bulkhead.worker is started by the "
               "bulkhead supervisor" % (control_fd, exc))
         _exit(EXIT_ENVIRONMENT)
+    return sock
 
+
+def main(environ=None, loaded=None):
+    """Run a worker process to completion; never returns (exits with the codes listed above).
+
+    ``loaded``: ``(handler, preloaded)`` in a process forked by the zygote (bulkhead.zygote).
+    """
+    if environ is None:
+        environ = os.environ
+    # Stacks first, so even a hang while importing the handler can be dumped.
+    enable_stack_dumps(environ)
+    sock = control_socket(environ)
     worker = _Worker(sock,
                      pool=environ.get("BULKHEAD_POOL", ""),
                      worker_id=environ.get("BULKHEAD_WORKER_ID", ""),
                      max_frame=_env_int(environ, "BULKHEAD_MAX_FRAME", DEFAULT_MAX_PAYLOAD),
                      heartbeat_interval=_env_interval(environ, "BULKHEAD_HEARTBEAT_INTERVAL"))
-    if not worker.start(environ):
+    if not worker.start(environ, loaded):
         _exit(EXIT_START_FAILED)
     try:
         worker.serve()

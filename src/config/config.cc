@@ -253,7 +253,8 @@ class Loader {
                                "max_rss",    "max_threads",     "max_maps",     "max_fds",
                                "max_age",    "trend",           "hang_after",   "poison_after",
                                "breaker",    "fallback",        "profile",      "threads",
-                               "gpus",       "gpus_per_worker", "inherit_env"});
+                               "gpus",       "gpus_per_worker", "inherit_env",  "mode",
+                               "init",       "zygote_fallback"});
     if (!t.get("handler"))
       error(nullptr, line, p + "handler", "missing: expected \"module:function\"");
     readString(t, line, p, "handler", c.handler);
@@ -261,6 +262,28 @@ class Loader {
     readString(t, line, p, "preload", c.preload);
     if (t.get("preload") && t.get("preload")->is_string()) {
       checkEntryPoint(t, line, p, "preload", c.preload);
+    }
+    readString(t, line, p, "init", c.init);
+    if (t.get("init") && t.get("init")->is_string()) checkEntryPoint(t, line, p, "init", c.init);
+    std::string mode = "spawn";
+    readString(t, line, p, "mode", mode);
+    if (mode == "zygote") {
+      c.zygote = true;
+    } else if (mode != "spawn") {
+      error(t.get("mode"), line, p + "mode",
+            "expected \"spawn\" or \"zygote\", got \"" + mode + "\"");
+    }
+    std::string zygoteFallback = "fail";
+    readString(t, line, p, "zygote_fallback", zygoteFallback);
+    if (zygoteFallback == "spawn") {
+      c.zygoteFallbackToSpawn = true;
+    } else if (zygoteFallback != "fail") {
+      error(t.get("zygote_fallback"), line, p + "zygote_fallback",
+            "expected \"fail\" or \"spawn\", got \"" + zygoteFallback + "\"");
+    }
+    if (t.get("zygote_fallback") && !c.zygote) {
+      error(t.get("zygote_fallback"), line, p + "zygote_fallback",
+            "only means something with mode = \"zygote\"");
     }
     readString(t, line, p, "python", c.python);
     if (t.get("python") && !c.python.empty() && c.python[0] != '/') {

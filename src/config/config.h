@@ -25,7 +25,10 @@ struct PoolConfig {
   std::string name;
   int line = 0;
   std::string handler;
-  std::string preload;
+  std::string preload;  // runs once per worker (spawn) or once in the zygote (zygote mode)
+  std::string init;     // runs in every worker after preload: threads, GPU, warm-up
+  bool zygote = false;  // mode = "zygote": workers are forked from a preloaded template process
+  bool zygoteFallbackToSpawn = false;  // a zygote that refuses to fork: spawn instead of failing
   std::string python = "/usr/bin/python3";
   std::vector<std::string> pythonPath;  // absolute: relative entries resolved against the file
   int workers = 2;

@@ -248,7 +248,8 @@ void Pool::on(const JobSubmitted& e, Time now) {
   if (unavailable_) {
     finish(j, Outcome::kUnavailable,
            "no worker of pool '" + policy_.name + "' could start (" +
-               std::to_string(consecutiveStartFailures_) + " start failures in a row)",
+               std::to_string(consecutiveStartFailures_) + " start failures in a row" +
+               (lastStartFailure_ ? ", the last: " + lastStartFailure_->cause : "") + ")",
            now);
     return;
   }
@@ -994,6 +995,11 @@ void Pool::recordForBreaker(Outcome outcome, Time now) {
 
 void Pool::note(std::string kind, std::string detail, Time now) {
   events_.push_back({++eventsNoted_, now, std::move(kind), "", std::move(detail)});
+  if (events_.size() > kEventsKept) events_.pop_front();
+}
+
+void Pool::on(const ShellNoted& e, Time now) {
+  events_.push_back({++eventsNoted_, now, e.kind, e.worker, e.detail});
   if (events_.size() > kEventsKept) events_.pop_front();
 }
 

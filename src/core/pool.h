@@ -119,11 +119,18 @@ struct WorkerExited {
 };
 struct TimePassed {};
 struct ShutdownRequested {};
+// Something the shell saw that belongs in the pool's event stream but changes no policy state
+// (the zygote started, died, refused to fork).
+struct ShellNoted {
+  std::string kind;
+  std::string worker;
+  std::string detail;
+};
 
-using Event =
-    std::variant<JobSubmitted, JobCancelled, WorkerSpawned, WorkerSpawnFailed, WorkerReady,
-                 WorkerStartFailed, JobResultReceived, JobErrorReceived, WorkerHeartbeat,
-                 WorkerSampled, WorkerMisbehaved, WorkerExited, TimePassed, ShutdownRequested>;
+using Event = std::variant<JobSubmitted, JobCancelled, WorkerSpawned, WorkerSpawnFailed,
+                           WorkerReady, WorkerStartFailed, JobResultReceived, JobErrorReceived,
+                           WorkerHeartbeat, WorkerSampled, WorkerMisbehaved, WorkerExited,
+                           TimePassed, ShutdownRequested, ShellNoted>;
 
 // ---- actions ----
 struct SpawnWorker {
@@ -317,6 +324,7 @@ class Pool {
   void on(const WorkerExited& e, Time now);
   void on(const TimePassed& e, Time now);
   void on(const ShutdownRequested& e, Time now);
+  void on(const ShellNoted& e, Time now);
 
   void rebalance(Time now);
   void spawnMissing(Time now);

@@ -95,6 +95,7 @@ class WorkerCgroup {
   // Empty after closeProcsFds().
   std::vector<int> procsFds() const;
   void closeProcsFds() { procsFds_.clear(); }
+  std::vector<UniqueFd> takeProcsFds() { return std::exchange(procsFds_, {}); }
 
  private:
   std::string name_;

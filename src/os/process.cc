@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -126,16 +127,11 @@ std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
 
   UniqueFd devNull(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (!devNull.valid()) return SpawnError{"open /dev/null", errno};
-  UniqueFd outRead, outWrite, errRead, errWrite, stacksRead, stacksWrite, execErrRead, execErrWrite;
-  if (!makePipe(outRead, outWrite) || !makePipe(errRead, errWrite) ||
-      !makePipe(stacksRead, stacksWrite) || !makePipe(execErrRead, execErrWrite)) {
-    return SpawnError{"pipe2", errno};
-  }
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    return SpawnError{"socketpair", errno};
-  }
-  UniqueFd controlOurs(sv[0]), controlTheirs(sv[1]);
+  UniqueFd execErrRead, execErrWrite;
+  if (!makePipe(execErrRead, execErrWrite)) return SpawnError{"pipe2", errno};
+  auto made = makeWorkerChannels();
+  if (auto* error = std::get_if<SpawnError>(&made)) return *error;
+  auto& channels = std::get<WorkerChannels>(made);
 
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
@@ -143,19 +139,19 @@ std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
   if (pid == 0) {
     // ---- child: async-signal-safe region until execve ----
     execChild(spec.executable.c_str(), argv.data(), envp.data(), workdir, parent, devNull.get(),
-              outWrite.get(), errWrite.get(), controlTheirs.get(), stacksWrite.get(),
-              execErrWrite.get(), spec.joinCgroupFds.data(), spec.joinCgroupFds.size(),
-              spec.addressSpaceLimit);
+              channels.stdoutWrite.get(), channels.stderrWrite.get(), channels.controlTheirs.get(),
+              channels.stacksWrite.get(), execErrWrite.get(), spec.joinCgroupFds.data(),
+              spec.joinCgroupFds.size(), spec.addressSpaceLimit);
   }
   // The child is in its own group from its first instruction on only after setpgid; set it from
   // this side too so a signal to the group sent right now cannot miss it (man 2 setpgid).
   ::setpgid(pid, pid);
 
   execErrWrite.reset();
-  outWrite.reset();
-  errWrite.reset();
-  stacksWrite.reset();
-  controlTheirs.reset();
+  channels.stdoutWrite.reset();
+  channels.stderrWrite.reset();
+  channels.stacksWrite.reset();
+  channels.controlTheirs.reset();
 
   int report[2] = {0, 0};
   ssize_t got;
@@ -169,18 +165,57 @@ std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
     return SpawnError{stageName(report[0]), report[1]};
   }
 
-  WorkerProcess p;
+  WorkerProcess p = std::move(channels.ours);
   p.pid = pid;
-  p.pidfd.reset(pidfdOpen(pid));
-  if (p.pidfd.valid()) ::fcntl(p.pidfd.get(), F_SETFD, FD_CLOEXEC);
-  p.control = std::move(controlOurs);
-  p.stdoutRead = std::move(outRead);
-  p.stderrRead = std::move(errRead);
-  p.stacksRead = std::move(stacksRead);
-  for (int fd : {p.control.get(), p.stdoutRead.get(), p.stderrRead.get(), p.stacksRead.get()}) {
+  p.pidfd = openPidfd(pid);
+  return p;
+}
+
+std::variant<WorkerChannels, SpawnError> makeWorkerChannels() {
+  WorkerChannels c;
+  if (!makePipe(c.ours.stdoutRead, c.stdoutWrite) || !makePipe(c.ours.stderrRead, c.stderrWrite) ||
+      !makePipe(c.ours.stacksRead, c.stacksWrite)) {
+    return SpawnError{"pipe2", errno};
+  }
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return SpawnError{"socketpair", errno};
+  }
+  c.ours.control.reset(sv[0]);
+  c.controlTheirs.reset(sv[1]);
+  for (int fd : {c.ours.control.get(), c.ours.stdoutRead.get(), c.ours.stderrRead.get(),
+                 c.ours.stacksRead.get()}) {
     setNonBlocking(fd);
   }
-  return p;
+  return c;
+}
+
+UniqueFd openPidfd(pid_t pid) {
+  UniqueFd fd(pidfdOpen(pid));
+  if (fd.valid()) ::fcntl(fd.get(), F_SETFD, FD_CLOEXEC);
+  return fd;
+}
+
+long sendWithFds(int socket, const std::string& bytes, const std::vector<int>& fds) {
+  iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  if (!fds.empty()) {
+    msg.msg_control = control.data();
+    msg.msg_controllen = control.size();
+    cmsghdr* header = CMSG_FIRSTHDR(&msg);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(header), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t sent;
+  do {
+    sent = ::sendmsg(socket, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (sent < 0 && errno == EINTR);
+  return static_cast<long>(sent);
 }
 
 std::vector<ExitStatus> reapExitedChildren() {

@@ -46,6 +46,26 @@ inline constexpr int kStacksFd = 4;
 
 std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec);
 
+// A worker's pipes and control socket, made before the worker exists. spawnWorker hands the
+// child's ends to a fresh exec; in zygote mode they travel to the zygote with SCM_RIGHTS and the
+// process it forks takes them as its fds 1-4.
+struct WorkerChannels {
+  WorkerProcess ours;  // pid -1, no pidfd yet; our ends are non-blocking
+  UniqueFd controlTheirs;
+  UniqueFd stdoutWrite;
+  UniqueFd stderrWrite;
+  UniqueFd stacksWrite;
+};
+std::variant<WorkerChannels, SpawnError> makeWorkerChannels();
+
+// A pidfd for a process that is our child (or was reparented to us): nothing else may reap it,
+// so its pid cannot have been reused. Invalid if it is gone already.
+UniqueFd openPidfd(pid_t pid);
+
+// One sendmsg() of `bytes` with `fds` attached (SCM_RIGHTS), never blocking and never raising
+// SIGPIPE. Returns the bytes sent (the fds went with the first of them) or -1 with errno set.
+long sendWithFds(int socket, const std::string& bytes, const std::vector<int>& fds);
+
 struct ExitStatus {
   pid_t pid;
   int rawStatus;  // as from waitpid

@@ -27,13 +27,15 @@ bool sentByWorker(std::uint8_t type) {
     case 0x12:
     case 0x13:
     case 0x20:
+    case 0x30:
+    case 0x31:
       return true;
     default:
       return false;
   }
 }
 
-bool sentBySupervisor(std::uint8_t type) { return type == 0x80 || type == 0x81; }
+bool sentBySupervisor(std::uint8_t type) { return type == 0x80 || type == 0x81 || type == 0x82; }
 
 constexpr std::size_t kKeepCapacity = 1 << 20;
 
@@ -65,6 +67,12 @@ std::string_view frameTypeName(FrameType type) {
       return "JOB";
     case FrameType::kShutdown:
       return "SHUTDOWN";
+    case FrameType::kForked:
+      return "FORKED";
+    case FrameType::kForkRefused:
+      return "FORK_REFUSED";
+    case FrameType::kFork:
+      return "FORK";
   }
   return "UNKNOWN";
 }

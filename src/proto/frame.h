@@ -28,8 +28,12 @@ enum class FrameType : std::uint8_t {
   kResultText = 0x12,
   kHandlerError = 0x13,
   kHeartbeat = 0x20,
+  // Zygote only (docs/protocol.md, "Zygote"): the answer to a FORK, with the request's id.
+  kForked = 0x30,
+  kForkRefused = 0x31,
   kJob = 0x80,
   kShutdown = 0x81,
+  kFork = 0x82,  // zygote only; the new worker's fds ride along as SCM_RIGHTS
 };
 
 // Which side sends: the decoder only accepts the other side's frame types.

@@ -1,5 +1,6 @@
 #include "runtime/supervisor.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <limits>
 
 #include "core/signal_names.h"
+#include "core/zygote_lifecycle.h"
 #include "os/cgroups.h"
 #include "os/proc.h"
 #include "os/process.h"
@@ -80,6 +82,7 @@ struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo>
   std::array<util::ByteRing, 3> tails;
   std::array<char, 16384> pipeBuffer;
   std::array<char, 65536> controlBuffer;
+  bool isZygote = false;  // the pool's template process, not a worker the core knows
   bool helloSeen = false;
   bool misbehaving = false;
   bool closed = false;
@@ -93,12 +96,35 @@ struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo>
   std::deque<std::pair<core::Time, core::ResourceSample>> samples;  // for the API, bounded
 };
 
+struct Supervisor::ZygoteRuntime {
+  explicit ZygoteRuntime(core::ZygotePolicy policy) : life(policy) {}
+  core::ZygoteLifecycle life;
+  std::shared_ptr<WorkerIo> io;  // the running zygote; null while down
+  struct Fork {
+    core::SpawnWorker action;
+    std::vector<os::UniqueFd> fds;  // the worker's ends: control, stdout, stderr, stacks, cgroups
+    std::string frame;              // FORK header + JSON body
+    bool sent = false;
+  };
+  std::map<core::WorkerId, Fork> forks;  // asked for by the core, not yet FORKED
+  std::optional<core::ErrorInfo> startError;
+  bool spawnInstead = false;  // it refused and the pool says zygote_fallback = "spawn"
+  std::uint64_t forked = 0;
+};
+
 struct Supervisor::PoolRuntime {
   PoolRuntime(config::PoolConfig c, core::PoolPolicy policy)
-      : config(std::move(c)), pool(std::move(policy), now()) {}
+      : config(std::move(c)), pool(std::move(policy), now()) {
+    if (config.zygote) {
+      core::ZygotePolicy z;
+      z.startupTimeout = config.startupTimeout;
+      zygote = std::make_unique<ZygoteRuntime>(z);
+    }
+  }
   config::PoolConfig config;
   core::Pool pool;
   std::map<core::WorkerId, std::shared_ptr<WorkerIo>> workers;
+  std::unique_ptr<ZygoteRuntime> zygote;  // mode = "zygote" only
   core::Time nextSampleAt{};
   std::uint64_t eventsSeen = 0;
 };
@@ -277,6 +303,9 @@ void Supervisor::checkStopped() {
   for (const auto& pool : pools_) {
     if (!pool->pool.stopped()) return;
   }
+  for (auto& pool : pools_) {
+    if (pool->zygote && pool->zygote->io) killZygote(*pool, "the supervisor shut down");
+  }
   auto done = std::move(onStopped_);
   onStopped_ = nullptr;
   done();
@@ -287,6 +316,10 @@ void Supervisor::armTimer() {
   for (const auto& pool : pools_) {
     auto d = pool->pool.nextDeadline();
     if (d && (!next || *d < *next)) next = d;
+    if (pool->zygote && !shuttingDown_) {
+      d = pool->zygote->life.nextDeadline();
+      if (d && (!next || *d < *next)) next = d;
+    }
   }
   if (next == armedFor_) return;
   armedFor_ = next;
@@ -298,7 +331,10 @@ void Supervisor::armTimer() {
   timer_.async_wait([this, armed = *next](const boost::system::error_code& ec) {
     if (ec == asio::error::operation_aborted || armedFor_ != armed) return;
     armedFor_.reset();
-    for (auto& pool : pools_) post(*pool, core::TimePassed{});
+    for (auto& pool : pools_) {
+      if (pool->zygote) tendZygote(*pool);
+      post(*pool, core::TimePassed{});
+    }
     drain();
   });
 }
@@ -323,7 +359,7 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
           sendFrame(*it->second, proto::encodeHeader(proto::FrameType::kShutdown, 0, 0), nullptr);
         } else if constexpr (std::is_same_v<A, core::DumpStacks>) {
           auto it = pool.workers.find(a.worker);
-          if (it == pool.workers.end()) return;
+          if (it == pool.workers.end() || it->second->pid <= 0) return;
           if (!os::signalViaPidfd(it->second->pidfd.get(), kDumpSignal)) {
             ::kill(it->second->pid, kDumpSignal);
           }
@@ -337,6 +373,7 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
           if (it == pool.workers.end()) return;
           auto worker = it->second;
           pool.workers.erase(it);
+          if (pool.zygote) pool.zygote->forks.erase(a.worker);  // a FORKED for it is killed
           if (!worker->closed) {
             // The core gave up on a process that has not exited (SIGKILL ignored in D state):
             // keep reaping it through byPid_, but stop listening to it.
@@ -374,49 +411,299 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
 
 void Supervisor::spawn(PoolRuntime& pool, const core::SpawnWorker& action) {
   const std::string name = pool.pool.workerName(action.worker);
+  WorkerLimits limits;
+  if (!prepareLimits(pool, action, name, limits)) return;
+  if (pool.zygote && !pool.zygote->spawnInstead) {
+    forkFromZygote(pool, action, name, std::move(limits));
+    return;
+  }
   auto spec = buildWorkerSpec(pool.config, name, action.slot, options_.baseEnvironment,
                               options_.sdkDirectory);
-  std::optional<os::WorkerCgroup> cgroup;
-  if (wantsLimits(pool.config)) {
-    if (cgroups_->mode() != os::CgroupMode::kNone) {
-      os::CgroupLimits limits;
-      if (pool.config.memoryLimit) limits.memoryBytes = pool.config.memoryLimit;
-      if (pool.config.pidsLimit) limits.pids = pool.config.pidsLimit;
-      std::string error;
-      cgroup = cgroups_->create(name, limits, &error);
-      if (!cgroup) {
-        logLine("pool " + pool.config.name + ": cannot create a cgroup for " + name + ": " + error);
-        post(pool, core::WorkerSpawnFailed{action.worker, "cgroup: " + error});
-        return;
-      }
-      spec.joinCgroupFds = cgroup->procsFds();
-    } else {
-      spec.addressSpaceLimit = pool.config.memoryLimit;  // the documented fallback
-    }
-  }
+  if (limits.cgroup) spec.joinCgroupFds = limits.cgroup->procsFds();
+  spec.addressSpaceLimit = limits.addressSpaceLimit;
   auto result = os::spawnWorker(spec);
-  if (cgroup) cgroup->closeProcsFds();
+  if (limits.cgroup) limits.cgroup->closeProcsFds();
   if (auto* error = std::get_if<os::SpawnError>(&result)) {
     logLine("pool " + pool.config.name + ": cannot start " + name + ": " + error->describe());
-    if (cgroup) removeCgroup(*cgroup);
+    if (limits.cgroup) removeCgroup(*limits.cgroup);
     post(pool, core::WorkerSpawnFailed{action.worker, error->describe()});
     return;
   }
   auto& process = std::get<os::WorkerProcess>(result);
-  auto worker = std::make_shared<WorkerIo>(io_, pool, action.worker, name,
+  auto worker = makeWorkerIo(pool, action.worker, name, process);
+  worker->cgroup = std::move(limits.cgroup);
+  pool.workers[action.worker] = worker;
+  workerStarted(*worker, process.pid, std::move(process.pidfd));
+}
+
+bool Supervisor::prepareLimits(PoolRuntime& pool, const core::SpawnWorker& action,
+                               const std::string& name, WorkerLimits& limits) {
+  if (!wantsLimits(pool.config)) return true;
+  if (cgroups_->mode() == os::CgroupMode::kNone) {
+    limits.addressSpaceLimit = pool.config.memoryLimit;  // the documented fallback
+    return true;
+  }
+  os::CgroupLimits wanted;
+  if (pool.config.memoryLimit) wanted.memoryBytes = pool.config.memoryLimit;
+  if (pool.config.pidsLimit) wanted.pids = pool.config.pidsLimit;
+  std::string error;
+  limits.cgroup = cgroups_->create(name, wanted, &error);
+  if (limits.cgroup) return true;
+  logLine("pool " + pool.config.name + ": cannot create a cgroup for " + name + ": " + error);
+  post(pool, core::WorkerSpawnFailed{action.worker, "cgroup: " + error});
+  return false;
+}
+
+std::shared_ptr<Supervisor::WorkerIo> Supervisor::makeWorkerIo(PoolRuntime& pool, core::WorkerId id,
+                                                               std::string name,
+                                                               os::WorkerProcess& process) {
+  auto worker = std::make_shared<WorkerIo>(io_, pool, id, std::move(name),
                                            static_cast<std::uint32_t>(pool.config.maxPayload));
-  worker->pid = process.pid;
-  worker->pidfd = std::move(process.pidfd);
-  worker->cgroup = std::move(cgroup);
   worker->control.assign(asio::local::stream_protocol(), process.control.release());
   worker->pipes[kStdout].assign(process.stdoutRead.release());
   worker->pipes[kStderr].assign(process.stderrRead.release());
   worker->pipes[kStacks].assign(process.stacksRead.release());
-  pool.workers[action.worker] = worker;
-  byPid_[process.pid] = worker;
-  readControl(worker);
   for (int i = 0; i < 3; ++i) readPipe(worker, i);
-  post(pool, core::WorkerSpawned{action.worker, process.pid});
+  return worker;
+}
+
+// The pid is known: from here on the worker is reaped, signalled and read like any other.
+void Supervisor::workerStarted(WorkerIo& worker, pid_t pid, os::UniqueFd pidfd) {
+  worker.pid = pid;
+  worker.pidfd = std::move(pidfd);
+  auto shared = worker.shared_from_this();
+  byPid_[pid] = shared;
+  readControl(shared);
+  post(worker.pool, core::WorkerSpawned{worker.id, pid});
+}
+
+// ---------------------------------------------------------------- zygote
+
+void Supervisor::noteEvent(PoolRuntime& pool, std::string kind, std::string worker,
+                           std::string detail) {
+  post(pool, core::ShellNoted{std::move(kind), std::move(worker), std::move(detail)});
+}
+
+void Supervisor::forkFromZygote(PoolRuntime& pool, const core::SpawnWorker& action,
+                                const std::string& name, WorkerLimits limits) {
+  auto made = os::makeWorkerChannels();
+  if (auto* error = std::get_if<os::SpawnError>(&made)) {
+    if (limits.cgroup) removeCgroup(*limits.cgroup);
+    post(pool, core::WorkerSpawnFailed{action.worker, error->describe()});
+    return;
+  }
+  auto& channels = std::get<os::WorkerChannels>(made);
+  ZygoteRuntime::Fork fork;
+  fork.action = action;
+  fork.fds.push_back(std::move(channels.controlTheirs));
+  fork.fds.push_back(std::move(channels.stdoutWrite));
+  fork.fds.push_back(std::move(channels.stderrWrite));
+  fork.fds.push_back(std::move(channels.stacksWrite));
+  if (limits.cgroup) {
+    for (auto& fd : limits.cgroup->takeProcsFds()) fork.fds.push_back(std::move(fd));
+  }
+  json env = json::object();
+  for (const auto& [key, value] : buildWorkerEnvironment(
+           pool.config, name, action.slot, options_.baseEnvironment, options_.sdkDirectory)) {
+    env[key] = value.value;
+  }
+  json body = {{"worker", name},
+               {"env", std::move(env)},
+               {"fds", fork.fds.size()},
+               {"rlimit_as", limits.addressSpaceLimit}};
+  // Environment values are bytes to the OS; the rare one that is not UTF-8 is sent replaced.
+  const std::string text = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  fork.frame = proto::encodeHeader(proto::FrameType::kFork, action.worker,
+                                   static_cast<std::uint32_t>(text.size())) +
+               text;
+  auto worker = makeWorkerIo(pool, action.worker, name, channels.ours);
+  worker->cgroup = std::move(limits.cgroup);
+  pool.workers[action.worker] = worker;
+  pool.zygote->forks.emplace(action.worker, std::move(fork));
+  tendZygote(pool);
+}
+
+void Supervisor::tendZygote(PoolRuntime& pool) {
+  ZygoteRuntime& z = *pool.zygote;
+  const core::Time t = now();
+  if (z.io && z.life.overdue(t)) {
+    killZygote(pool, z.life.state() == core::ZygoteLifecycle::State::kStarting
+                         ? "preload not done after startup_timeout"
+                         : "a FORK went unanswered: the zygote hangs");
+  }
+  if (z.life.state() == core::ZygoteLifecycle::State::kRefused) {
+    zygoteRefused(pool, z.life.refusal());
+    return;
+  }
+  if (!z.io && !shuttingDown_ && z.life.shouldStart(t)) startZygote(pool);
+  if (z.io && z.life.acceptsForks()) sendForks(pool);
+}
+
+void Supervisor::startZygote(PoolRuntime& pool) {
+  ZygoteRuntime& z = *pool.zygote;
+  const std::string name = pool.config.name + "-zygote";
+  auto spec =
+      buildWorkerSpec(pool.config, name, 0, options_.baseEnvironment, options_.sdkDirectory);
+  spec.argv = {pool.config.python, "-m", "bulkhead.zygote"};
+  z.life.started(now());
+  z.startError.reset();
+  auto result = os::spawnWorker(spec);
+  if (auto* error = std::get_if<os::SpawnError>(&result)) {
+    zygoteGone(pool, "cannot start it: " + error->describe());
+    return;
+  }
+  auto& process = std::get<os::WorkerProcess>(result);
+  auto zygote = makeWorkerIo(pool, 0, name, process);
+  zygote->isZygote = true;
+  z.io = zygote;
+  workerStarted(*zygote, process.pid, std::move(process.pidfd));
+}
+
+void Supervisor::sendForks(PoolRuntime& pool) {
+  ZygoteRuntime& z = *pool.zygote;
+  for (auto& [id, fork] : z.forks) {
+    if (fork.sent) continue;
+    std::vector<int> fds;
+    for (const auto& fd : fork.fds) fds.push_back(fd.get());
+    const long sent = os::sendWithFds(z.io->control.native_handle(), fork.frame, fds);
+    if (sent <= 0) return;  // full or gone: the fork deadline or the exit decides
+    if (static_cast<std::size_t>(sent) < fork.frame.size()) {
+      // The fds went with the first byte; the rest of the frame follows in order.
+      sendFrame(*z.io, fork.frame.substr(static_cast<std::size_t>(sent)), nullptr);
+    }
+    fork.sent = true;
+    fork.fds.clear();  // the zygote holds them now
+    fork.frame.clear();
+    z.life.forkSent(now());
+  }
+}
+
+void Supervisor::handleZygoteFrame(WorkerIo& zygote, proto::Frame f) {
+  using proto::FrameType;
+  PoolRuntime& pool = zygote.pool;
+  ZygoteRuntime& z = *pool.zygote;
+  json body = json::parse(f.body, nullptr, false);
+  switch (f.type) {
+    case FrameType::kReady:
+      z.life.ready();
+      noteEvent(pool, "zygote_ready", zygote.name, "pid " + std::to_string(zygote.pid));
+      tendZygote(pool);
+      return;
+    case FrameType::kStartFailed:
+      if (auto e = parseErrorInfo(f.body)) z.startError = std::move(*e);
+      return;
+    case FrameType::kForked: {
+      const bool valid = body.is_object() && body.contains("pid") &&
+                         body["pid"].is_number_integer() && body["pid"].get<long long>() > 1 &&
+                         body["pid"].get<long long>() <= std::numeric_limits<pid_t>::max();
+      if (!valid) return misbehaved(zygote, "FORKED body is not {\"pid\": int}");
+      z.life.forkAnswered(now());
+      z.forked++;
+      zygoteForked(pool, f.jobId, static_cast<pid_t>(body["pid"].get<long long>()));
+      return;
+    }
+    case FrameType::kForkRefused: {
+      if (!body.is_object() || !body.contains("message") || !body["message"].is_string()) {
+        return misbehaved(zygote, "FORK_REFUSED body is not {type, message, permanent}");
+      }
+      z.life.forkAnswered(now());
+      const std::string message = body["message"].get<std::string>();
+      if (body.value("permanent", true)) {
+        z.life.refused(message);
+        logLine("pool " + pool.config.name + ": " + message);
+        zygoteRefused(pool, message);
+        return;
+      }
+      z.forks.erase(f.jobId);
+      post(pool, core::WorkerSpawnFailed{f.jobId, "zygote: " + message});
+      return;
+    }
+    case FrameType::kHello:
+    case FrameType::kResultBytes:
+    case FrameType::kResultJson:
+    case FrameType::kResultText:
+    case FrameType::kHandlerError:
+    case FrameType::kHeartbeat:
+    case FrameType::kJob:
+    case FrameType::kShutdown:
+    case FrameType::kFork:
+      misbehaved(zygote, "the zygote sent " + std::string(proto::frameTypeName(f.type)));
+      return;
+  }
+}
+
+void Supervisor::zygoteForked(PoolRuntime& pool, core::WorkerId id, pid_t pid) {
+  pool.zygote->forks.erase(id);
+  auto it = pool.workers.find(id);
+  if (it == pool.workers.end() || it->second->closed || it->second->pid > 0) {
+    os::signalProcessGroup(pid, SIGKILL);  // the core let go of this worker meanwhile
+    return;
+  }
+  auto pidfd = os::openPidfd(pid);
+  auto early = unclaimedExits_.find(pid);
+  std::optional<int> exitStatus;
+  if (early != unclaimedExits_.end()) {
+    // Reaped before this frame was read; a live process with that pid would be a reuse.
+    if (!pidfd.valid()) exitStatus = early->second.first;
+    unclaimedExits_.erase(early);
+  }
+  if (!pidfd.valid() && !exitStatus) {
+    post(pool, core::WorkerSpawnFailed{id, "the forked worker (pid " + std::to_string(pid) +
+                                               ") vanished before it was seen"});
+    return;
+  }
+  workerStarted(*it->second, pid, std::move(pidfd));
+  if (exitStatus) {
+    orphansReaped_--;  // counted as an orphan when reaped
+    onChildExit(pid, *exitStatus);
+  }
+}
+
+// A zygote that refused to fork (extra threads, CUDA) would refuse again after a restart: its
+// preload does the same thing every time. Fail the pool's spawns with its message, or spawn.
+void Supervisor::zygoteRefused(PoolRuntime& pool, const std::string& message) {
+  ZygoteRuntime& z = *pool.zygote;
+  if (z.io) killZygote(pool, "it refused to fork");
+  auto forks = std::move(z.forks);
+  z.forks.clear();
+  if (pool.config.zygoteFallbackToSpawn && !z.spawnInstead) {
+    z.spawnInstead = true;
+    logLine("pool " + pool.config.name + ": zygote_fallback = \"spawn\": starting workers by exec");
+    noteEvent(pool, "zygote_fallback", "", "spawning workers instead: " + message);
+  }
+  for (auto& [id, fork] : forks) {
+    if (!z.spawnInstead) {
+      post(pool, core::WorkerSpawnFailed{id, message});
+      continue;
+    }
+    if (auto it = pool.workers.find(id); it != pool.workers.end()) {
+      closeWorkerIo(*it->second);
+      pool.workers.erase(it);
+    }
+    spawn(pool, fork.action);
+  }
+}
+
+void Supervisor::killZygote(PoolRuntime& pool, const std::string& reason) {
+  ZygoteRuntime& z = *pool.zygote;
+  if (!z.io) return;
+  os::signalProcessGroup(z.io->pid, SIGKILL);
+  closeWorkerIo(*z.io);  // its exit, when reaped, is not news any more
+  zygoteGone(pool, "killed: " + reason);
+}
+
+void Supervisor::zygoteGone(PoolRuntime& pool, const std::string& reason) {
+  ZygoteRuntime& z = *pool.zygote;
+  const std::string name = z.io ? z.io->name : pool.config.name + "-zygote";
+  z.io.reset();
+  const bool refused = z.life.state() == core::ZygoteLifecycle::State::kRefused;
+  z.life.exited(now());
+  if (refused) return;
+  logLine("pool " + pool.config.name + ": zygote " + reason);
+  noteEvent(pool, "zygote_died", name, reason);
+  // Forks it was asked for are lost; the core retries them (with its crash-loop backoff).
+  for (auto& [id, fork] : z.forks) post(pool, core::WorkerSpawnFailed{id, "zygote " + reason});
+  z.forks.clear();
 }
 
 // Readers wait for readiness and then read themselves, instead of letting the reactor read into a
@@ -502,6 +789,10 @@ void Supervisor::misbehaved(WorkerIo& worker, std::string reason) {
   worker.misbehaving = true;
   logLine("worker " + worker.name + " (pid " + std::to_string(worker.pid) +
           ") broke the protocol: " + reason);
+  if (worker.isZygote) {
+    killZygote(worker.pool, "it broke the protocol: " + reason);
+    return;
+  }
   post(worker.pool, core::WorkerMisbehaved{worker.id, std::move(reason)});
 }
 
@@ -585,6 +876,7 @@ void Supervisor::handleFrame(WorkerIo& worker, proto::Frame f) {
     worker.helloSeen = true;
     return;
   }
+  if (worker.isZygote) return handleZygoteFrame(worker, std::move(f));
   switch (f.type) {
     case FrameType::kHello:
       misbehaved(worker, "HELLO sent twice");
@@ -642,8 +934,13 @@ void Supervisor::handleFrame(WorkerIo& worker, proto::Frame f) {
       post(worker.pool, std::move(event));
     }
       return;
+    case FrameType::kForked:
+    case FrameType::kForkRefused:
+      misbehaved(worker, "a worker sent a zygote frame");
+      return;
     case FrameType::kJob:
     case FrameType::kShutdown:
+    case FrameType::kFork:
       misbehaved(worker, "worker sent a supervisor frame");
       return;
   }
@@ -688,6 +985,10 @@ void Supervisor::onChildExit(pid_t pid, int status) {
   auto it = byPid_.find(pid);
   if (it == byPid_.end()) {
     orphansReaped_++;  // a grandchild reparented to us (we are a child subreaper)
+    const core::Time t = now();
+    std::erase_if(unclaimedExits_,
+                  [&](const auto& e) { return t - e.second.second > std::chrono::seconds(10); });
+    if (unclaimedExits_.size() < 4096) unclaimedExits_[pid] = {status, t};
     return;
   }
   auto worker = it->second;
@@ -700,6 +1001,22 @@ void Supervisor::onChildExit(pid_t pid, int status) {
   // waiting for an EOF that a surviving grandchild could withhold.
   readControlNow(*worker, std::numeric_limits<std::size_t>::max());
   for (int i = 0; i < 3; ++i) readPipeNow(*worker, i, kFinalDrainLimit);
+
+  if (worker->isZygote) {
+    std::string reason = WIFSIGNALED(status)
+                             ? "killed by " + std::string(core::signalName(WTERMSIG(status)))
+                             : "exited with code " + std::to_string(WEXITSTATUS(status));
+    PoolRuntime& pool = worker->pool;
+    if (pool.zygote->startError) {
+      reason += ": preload failed: " + pool.zygote->startError->type + ": " +
+                pool.zygote->startError->message;
+    } else if (auto tail = worker->tails[kStderr].tail(); !tail.empty()) {
+      reason += "; stderr ends: " + tail.substr(tail.size() > 400 ? tail.size() - 400 : 0);
+    }
+    closeWorkerIo(*worker);
+    if (pool.zygote->io == worker) zygoteGone(pool, reason);
+    return;
+  }
 
   core::ExitEvidence evidence;
   if (WIFSIGNALED(status)) {
@@ -808,8 +1125,23 @@ json Supervisor::poolJson(const PoolRuntime& p, bool withHistory) const {
                  {"max_fds", p.config.maxFds},
                  {"max_jobs", p.config.maxJobs},
                  {"hang_after_s", std::chrono::duration<double>(p.config.hangAfter).count()}};
+  json zygote = nullptr;
+  if (p.zygote) {
+    const auto& z = *p.zygote;
+    static constexpr const char* kStates[] = {"down", "starting", "ready", "refused"};
+    zygote = {{"state", kStates[static_cast<int>(z.life.state())]},
+              {"pid", z.io ? json(z.io->pid) : json(nullptr)},
+              {"starts", z.life.starts()},
+              {"deaths", z.life.deaths()},
+              {"forked", z.forked},
+              {"forks_pending", z.forks.size()},
+              {"spawning_instead", z.spawnInstead}};
+    if (!z.life.refusal().empty()) zygote["refusal"] = z.life.refusal();
+  }
   return {{"name", p.config.name},
           {"handler", p.config.handler},
+          {"mode", p.config.zygote ? "zygote" : "spawn"},
+          {"zygote", std::move(zygote)},
           {"workers_target", p.config.workers},
           {"breaker", std::string(core::breakerStateName(p.pool.breakerState()))},
           {"fallback", p.config.fallback.empty() ? json(nullptr) : json(p.config.fallback)},

@@ -19,6 +19,7 @@
 #include "core/pool.h"
 #include "os/cgroups.h"
 #include "os/proc.h"
+#include "os/process.h"
 #include "proto/frame.h"
 
 namespace bulkhead::runtime {
@@ -76,11 +77,34 @@ class Supervisor {
  private:
   struct WorkerIo;
   struct PoolRuntime;
+  struct ZygoteRuntime;
+  struct WorkerLimits {
+    std::optional<os::WorkerCgroup> cgroup;
+    std::uint64_t addressSpaceLimit = 0;  // RLIMIT_AS when no cgroup can be had
+  };
 
   void post(PoolRuntime& pool, core::Event event);
   void drain();
   void execute(PoolRuntime& pool, core::Action& action);
   void spawn(PoolRuntime& pool, const core::SpawnWorker& action);
+  bool prepareLimits(PoolRuntime& pool, const core::SpawnWorker& action, const std::string& name,
+                     WorkerLimits& limits);
+  std::shared_ptr<WorkerIo> makeWorkerIo(PoolRuntime& pool, core::WorkerId id, std::string name,
+                                         os::WorkerProcess& process);
+  void workerStarted(WorkerIo& worker, pid_t pid, os::UniqueFd pidfd);
+
+  // Zygote mode (docs/protocol.md, "Zygote").
+  void forkFromZygote(PoolRuntime& pool, const core::SpawnWorker& action, const std::string& name,
+                      WorkerLimits limits);
+  void tendZygote(PoolRuntime& pool);
+  void startZygote(PoolRuntime& pool);
+  void sendForks(PoolRuntime& pool);
+  void handleZygoteFrame(WorkerIo& zygote, proto::Frame frame);
+  void zygoteForked(PoolRuntime& pool, core::WorkerId id, pid_t pid);
+  void zygoteRefused(PoolRuntime& pool, const std::string& message);
+  void zygoteGone(PoolRuntime& pool, const std::string& reason);
+  void killZygote(PoolRuntime& pool, const std::string& reason);
+  void noteEvent(PoolRuntime& pool, std::string kind, std::string worker, std::string detail);
   void sendFrame(WorkerIo& worker, std::string header, core::Payload body);
   void flushWrites(const std::shared_ptr<WorkerIo>& worker);
   void readControl(const std::shared_ptr<WorkerIo>& worker);
@@ -131,6 +155,9 @@ class Supervisor {
   bool shuttingDown_ = false;
   std::function<void()> onStopped_;
   std::uint64_t orphansReaped_ = 0;
+  // Children reaped before we knew their pid: a zygote-forked worker can die before the FORKED
+  // frame that names it is read. Bounded, and each entry expires.
+  std::map<pid_t, std::pair<int, core::Time>> unclaimedExits_;
   std::deque<std::pair<std::uint64_t, nlohmann::json>> eventLog_;
   std::uint64_t nextEventId_ = 1;
   std::map<int, EventSink> eventSinks_;

@@ -124,6 +124,7 @@ std::map<std::string, EnvValue> buildWorkerEnvironment(
   env["BULKHEAD_DUMP_SIGNAL"] = {std::to_string(kDumpSignal), own};
   env["BULKHEAD_HANDLER"] = {pool.handler, own};
   env["BULKHEAD_PRELOAD"] = {pool.preload, own};
+  env["BULKHEAD_INIT"] = {pool.init, own};
   env["BULKHEAD_POOL"] = {pool.name, own};
   env["BULKHEAD_WORKER_ID"] = {workerName, own};
   env["BULKHEAD_MAX_FRAME"] = {std::to_string(pool.maxPayload), own};

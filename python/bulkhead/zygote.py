@@ -1,0 +1,313 @@
+"""The bulkhead zygote: ``python -m bulkhead.zygote``, started by the supervisor for a pool with
+``mode = "zygote"`` (docs/protocol.md, "Zygote").
+
+It is started like a worker (control socket on fd 3, stacks pipe on fd 4, the pool's built
+environment), imports the handler and runs the pool's ``preload`` once, says ``READY``, and then
+forks one worker per ``FORK`` frame.  A FORK carries the new worker's control socket, stdout,
+stderr and stacks pipe (and the cgroup files it must join) as SCM_RIGHTS; the forked process makes
+them its fds 1-4 and runs the normal worker loop (bulkhead.worker) with the handler and the
+preloaded object it inherited, after the pool's ``init``.
+
+Each worker is forked twice (zygote -> short-lived middle process -> worker) so that the worker is
+reparented to the supervisor, a child subreaper: the supervisor reaps it, holds a pidfd for it and
+signals its process group exactly as for a spawned worker, and the zygote has no children to wait
+for.  The zygote answers ``FORKED {"pid"}`` once the middle process has exited, so the pid it
+reports already belongs to a child of the supervisor.
+
+Before every fork it checks that forking is safe: one thread only (a child forked while an
+OpenMP/MKL/thread pool exists hangs in its first parallel region, FAULTS.md "fork after threads"),
+no CUDA context, no open GPU device.  Otherwise it answers ``FORK_REFUSED`` with what it found and
+what to move from ``preload`` into ``init``; the supervisor fails the pool with that message or
+falls back to spawning (``zygote_fallback``).
+
+Exit codes as bulkhead.worker: 0 SHUTDOWN/EOF, 2 no control socket, 3 START_FAILED, 4 protocol
+error from the supervisor.
+"""
+
+import ctypes
+import json
+import os
+import resource
+import sys
+import time
+from _socket import CMSG_SPACE, MSG_CTRUNC, SCM_RIGHTS, SOL_SOCKET
+
+from . import worker as _worker
+from ._protocol import (FORK_REFUSED, FORKED, MAX_CONTROL_BODY, READY, SHUTDOWN, START_FAILED,
+                        SUPERVISOR_TO_ZYGOTE, FrameDecoder, ProtocolError, encode_header)
+
+__all__ = ["main", "fork_hazards"]
+
+_MAX_FDS_PER_READ = 64
+_THREADS_SETTLE = 0.5           # extra threads get this long to end before a fork is refused
+_REPARENT_WAIT = 5.0            # a forked worker waits this long to be handed to the supervisor
+_PR_SET_PDEATHSIG = 1
+_SIGKILL = 9
+
+
+def _thread_names():
+    names = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return names
+    main_tid = str(os.getpid())
+    for tid in tasks:
+        if tid == main_tid:
+            continue
+        try:
+            with open("/proc/self/task/%s/comm" % tid) as f:
+                names.append(f.read().strip())
+        except OSError:
+            names.append("(ended)")
+    return names
+
+
+def _gpu_device_fds():
+    found = []
+    try:
+        entries = os.listdir("/proc/self/fd")
+    except OSError:
+        return found
+    for fd in entries:
+        try:
+            target = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if target.startswith(("/dev/nvidia", "/dev/dri/", "/dev/kfd")):
+            found.append(target)
+    return sorted(set(found))
+
+
+def fork_hazards(settle=_THREADS_SETTLE):
+    """What makes forking this process unsafe now: a list of sentences (empty: safe)."""
+    hazards = []
+    threads = _thread_names()
+    deadline = time.monotonic() + settle
+    while threads and time.monotonic() < deadline:
+        time.sleep(0.01)        # a thread that is about to end (a download, a warm-up) may end
+        threads = _thread_names()
+    if threads:
+        hazards.append(
+            "the zygote has %d thread%s besides the main one (%s): a child forked now inherits "
+            "their locks but not the threads, and hangs in its first parallel region (an "
+            "OpenMP/MKL intra-op pool after torch.set_num_threads(N > 1) plus a first op, "
+            "OMP_NUM_THREADS > 1 plus a first op, a thread pool, a background thread). Move "
+            "whatever starts them (setting thread counts, warm-up inference, starting threads) "
+            "from `preload` into `init`, which runs in every worker after the fork"
+            % (len(threads), "" if len(threads) == 1 else "s", ", ".join(sorted(threads))))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            cuda_ready = bool(torch.cuda.is_initialized())
+        except Exception:  # noqa: BLE001 - a broken torch build is not our question here
+            cuda_ready = False
+        if cuda_ready:
+            hazards.append(
+                "CUDA is initialised in the zygote (torch.cuda.is_initialized() is True): a "
+                "forked child cannot use the parent's CUDA context. Keep the model on the CPU in "
+                "`preload` and move it to the GPU (.to('cuda'), .cuda(), any CUDA call) in `init`")
+    devices = _gpu_device_fds()
+    if devices:
+        hazards.append(
+            "the zygote has GPU devices open (%s): a GPU runtime was initialised before the fork. "
+            "Initialise it in `init` instead" % ", ".join(devices))
+    return hazards
+
+
+class _Zygote(object):
+    def __init__(self, sock, environ):
+        self._sock = sock
+        self._environ = environ
+        self._decoder = FrameDecoder(SUPERVISOR_TO_ZYGOTE, max_payload=MAX_CONTROL_BODY,
+                                     max_control=MAX_CONTROL_BODY)
+        self._fds = []              # received with SCM_RIGHTS, not yet taken by a FORK
+        self._supervisor = os.getppid()
+        self._loaded = None
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._prctl = libc.prctl
+
+    def send(self, frame_type, request_id, body=b""):
+        try:
+            self._sock.sendall(encode_header(frame_type, request_id, len(body)) + body)
+        except OSError:
+            _worker._exit(_worker.EXIT_OK)      # the supervisor is gone
+
+    def read_frame(self):
+        """The next frame, or None at EOF; the fds that came with it are in self._fds."""
+        decoder = self._decoder
+        while True:
+            frame = decoder.next()
+            if frame is not None or decoder.eof:
+                return frame
+            data, ancillary, flags, _ = self._sock.recvmsg(
+                65536, CMSG_SPACE(_MAX_FDS_PER_READ * 4))
+            for level, kind, payload in ancillary:
+                if level == SOL_SOCKET and kind == SCM_RIGHTS:
+                    usable = len(payload) - len(payload) % 4
+                    self._fds.extend(memoryview(payload[:usable]).cast("i").tolist())
+            if flags & MSG_CTRUNC:
+                raise ProtocolError("file descriptors were cut off (MSG_CTRUNC)")
+            if data:
+                decoder.feed(data)
+            else:
+                decoder.feed_eof()
+
+    def start(self):
+        _worker.send_hello(self.send, role="zygote")
+        try:
+            self._loaded = _worker.load_handler_and_preload(self._environ)
+        except BaseException as exc:  # noqa: B036 - SystemExit from an import is a failure too
+            self.send(START_FAILED, 0, _worker._error_body(*_worker._describe(exc)))
+            return False
+        self.send(READY, 0, b"{}")
+        return True
+
+    def serve(self):
+        while True:
+            frame = self.read_frame()
+            if frame is None or frame.type == SHUTDOWN:
+                return
+            # FORK: the decoder accepts nothing else.
+            try:
+                request = json.loads(frame.body)
+                count = int(request["fds"])
+                env = request["env"]
+                if not isinstance(env, dict) or count < 4 or count > len(self._fds):
+                    raise ValueError("needs an env object and at least 4 received fds")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ProtocolError("bad FORK body: %s" % exc) from None
+            fds, self._fds = self._fds[:count], self._fds[count:]
+            try:
+                self._fork_one(frame.job_id, fds, env, int(request.get("rlimit_as") or 0))
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+    def _refuse(self, request_id, type_name, message, permanent):
+        body = json.dumps({"type": type_name, "message": message, "permanent": permanent})
+        self.send(FORK_REFUSED, request_id, body.encode("utf-8"))
+
+    def _fork_one(self, request_id, fds, env, rlimit_as):
+        hazards = fork_hazards()
+        if hazards:
+            self._refuse(request_id, "bulkhead.ForkUnsafe",
+                    "the zygote refuses to fork: " + "; ".join(hazards), True)
+            return
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()          # or the child writes our buffered bytes again
+            except Exception:  # noqa: BLE001
+                pass
+        pid_read, pid_write = os.pipe()
+        try:
+            middle = os.fork()
+        except OSError as exc:
+            os.close(pid_read)
+            os.close(pid_write)
+            self._refuse(request_id, "OSError", "fork: %s" % exc, False)
+            return
+        if middle == 0:
+            status = 1
+            try:
+                os.close(pid_read)
+                child = os.fork()
+                if child == 0:
+                    os.close(pid_write)
+                    self._become_worker(fds, env, rlimit_as)      # never returns
+                # Also from this side, so the group exists before the supervisor hears the pid.
+                try:
+                    os.setpgid(child, child)
+                except OSError:
+                    pass
+                os.write(pid_write, b"%d" % child)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(pid_write)
+        os.waitpid(middle, 0)
+        with os.fdopen(pid_read, "rb") as f:
+            text = f.read()
+        if not text:
+            self._refuse(request_id, "OSError", "fork of the worker failed in the middle process",
+                    False)
+            return
+        self.send(FORKED, request_id, b'{"pid":%d}' % int(text))
+
+    # -- in the forked worker
+
+    def _become_worker(self, fds, env, rlimit_as):
+        try:
+            os.setpgid(0, 0)
+            sock, self._sock = self._sock, None
+            sock.detach()               # fd 3 becomes the worker's control socket below
+            control, stdout, stderr, stacks = fds[:4]
+            for source, target in ((control, 3), (stdout, 1), (stderr, 2), (stacks, 4)):
+                os.dup2(source, target)     # worker.main makes 3 and 4 non-inheritable
+            # Into the worker's cgroup(s) before anything of the pool's runs here.
+            for fd in fds[4:]:
+                os.write(fd, b"0")
+            for fd in fds:
+                os.close(fd)
+            os.environ.clear()
+            os.environ.update(env)
+            if rlimit_as > 0:
+                resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
+            self._adopt_parent_death()
+            _reseed()
+        except BaseException as exc:  # noqa: B036
+            _worker._warn("forked worker setup failed: %s: %s" % (type(exc).__name__, exc))
+            os._exit(_worker.EXIT_ENVIRONMENT)
+        _worker.main(os.environ, loaded=self._loaded)
+
+    def _adopt_parent_death(self):
+        """Wait to be reparented to the supervisor, then die with it (PR_SET_PDEATHSIG)."""
+        first = os.getppid()
+        deadline = time.monotonic() + _REPARENT_WAIT
+        parent = first
+        while parent == first and parent != self._supervisor:
+            if time.monotonic() > deadline:
+                os._exit(_worker.EXIT_ENVIRONMENT)
+            time.sleep(0.0002)
+            parent = os.getppid()
+        if self._prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+        if os.getppid() != self._supervisor:
+            os._exit(_worker.EXIT_OK)   # the supervisor died before prctl took effect
+
+
+def _reseed():
+    """Forked workers would share the zygote's random streams: give each its own, as a spawned
+    worker has (Python's random module reseeds itself at fork)."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        try:
+            numpy.random.seed()
+        except Exception:  # noqa: BLE001
+            pass
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            torch.seed()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def main(environ=None):
+    if environ is None:
+        environ = os.environ
+    _worker.enable_stack_dumps(environ)
+    sock = _worker.control_socket(environ)
+    zygote = _Zygote(sock, environ)
+    if not zygote.start():
+        _worker._exit(_worker.EXIT_START_FAILED)
+    try:
+        zygote.serve()
+    except ProtocolError as exc:
+        _worker._warn("protocol error from the supervisor: %s" % exc)
+        _worker._exit(_worker.EXIT_PROTOCOL_ERROR)
+    _worker._exit(_worker.EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()
