@@ -297,6 +297,7 @@ void Pool::on(const WorkerSpawnFailed& e, Time now) {
   record.worker = workerName(w->id);
   record.outcome = Outcome::kCrashed;
   record.cause = "spawn failed: " + e.reason;
+  backOffSpawns(now);  // a spawn that keeps failing at once must not be retried at once forever
   recordStartFailure(std::move(record), now);
   actions_.push_back(ReleaseWorker{w->id});
   removeWorker(w->id);
@@ -433,12 +434,7 @@ void Pool::on(const WorkerExited& e, Time now) {
   // a broken GPU): those deaths back the pool off. A worker killed by a job after serving others
   // is the job's doing (poison handles repeats) and is replaced at once.
   if (!expected && w->jobsServed == 0) {
-    crashLoop_.recordDeath(now);
-    // Each death in a crash loop pushes the next spawn out; ready workers are not affected.
-    auto delay = crashLoop_.spawnDelay(now);
-    if (delay.count() > 0 && (!spawnNotBefore_ || *spawnNotBefore_ < now + delay)) {
-      spawnNotBefore_ = now + delay;
-    }
+    backOffSpawns(now);
   }
 
   if (w->state == WorkerState::kStarting ||
@@ -636,6 +632,15 @@ void Pool::observeLatency(const JobReport& r, bool ran) {
 
 void Pool::failQueued(Outcome outcome, const std::string& detail, Time now) {
   while (!queue_.empty()) finish(jobs_.at(queue_.front()), outcome, detail, now);
+}
+
+void Pool::backOffSpawns(Time now) {
+  crashLoop_.recordDeath(now);
+  // Each death in a crash loop pushes the next spawn out; ready workers are not affected.
+  auto delay = crashLoop_.spawnDelay(now);
+  if (delay.count() > 0 && (!spawnNotBefore_ || *spawnNotBefore_ < now + delay)) {
+    spawnNotBefore_ = now + delay;
+  }
 }
 
 void Pool::recordStartFailure(AttemptRecord record, Time now) {

@@ -339,6 +339,7 @@ class Pool {
   void beginKill(Worker& worker, KillReason reason, std::string cause, Time now);
   void advanceKill(Worker& worker, Time now);
   void beginStop(Worker& worker, Time now);
+  void backOffSpawns(Time now);
   void recordStartFailure(AttemptRecord record, Time now);
   void failInFlight(Worker& worker, const ExitEvidence& evidence, Time now);
   void finish(Job& job, Outcome outcome, std::string detail, Time now, bool queueFull = false);

@@ -442,5 +442,37 @@ TEST_F(PoolTest, CancelledQueuedJobEndsCancelled) {
   EXPECT_EQ(finished_[0].outcome, Outcome::kCancelled);
 }
 
+// A spawn that fails at once (a zygote that refuses, fork() failing) is answered within the same
+// drain; without backoff the pool would ask again forever without time passing.
+TEST_F(PoolTest, SpawnsThatFailAtOnceBackOffInsteadOfLooping) {
+  make(policy(1));
+  std::vector<Action> pending = feed(TimePassed{});
+  int spawnsAtThisInstant = 0;
+  for (int round = 0; round < 100; ++round) {
+    auto spawns = only<SpawnWorker>(pending);
+    if (spawns.empty()) break;
+    spawnsAtThisInstant += static_cast<int>(spawns.size());
+    pending = feed(WorkerSpawnFailed{spawns.front().worker, "zygote refused to fork"});
+  }
+  EXPECT_LE(spawnsAtThisInstant, 10);
+  auto next = pool_->nextDeadline();
+  ASSERT_TRUE(next);
+  EXPECT_GT(*next, now_);
+  EXPECT_TRUE(only<SpawnWorker>(feed(JobSubmitted{1, payload("x"), std::nullopt})).empty());
+  // The job is told why, with the spawn failure's own words.
+  advance(*next - now_);
+  for (int round = 0; round < 100 && finished_.empty(); ++round) {
+    auto spawns = only<SpawnWorker>(last_);
+    if (!spawns.empty()) {
+      feed(WorkerSpawnFailed{spawns.front().worker, "zygote refused to fork"});
+    } else if (auto d = pool_->nextDeadline()) {
+      advance(*d - now_);
+    }
+  }
+  ASSERT_EQ(finished_.size(), 1u);
+  EXPECT_EQ(finished_[0].outcome, Outcome::kUnavailable);
+  EXPECT_NE(finished_[0].detail.find("zygote refused to fork"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace bulkhead::core
