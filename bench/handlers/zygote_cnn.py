@@ -10,13 +10,15 @@
 - ``init(preloaded)``: runs in every worker after the fork (zygote) or after preload (spawn):
   ``torch.set_num_threads(1)`` and one warm-up forward pass (the first one is the slow one).
   Returns None, so the worker keeps ``preloaded``.
-- ``handle(payload, ctx)``: ``b"crash"`` calls ``os.abort()`` (SIGABRT, the worker dies);
-  ``b"sleep:S"`` sleeps S seconds first (the memory part uses it to put one job on each worker);
-  anything else runs one forward pass on the payload (resized to 3x64x64 bytes).  Returns a small
-  dict: the worker's pid, the arg-max class, the first logit, and one element of the blob if any.
-- ``peer_init()`` / ``peer_init_forked()`` / ``peer_call(payload)``: the same model for the
+- ``handle(payload, ctx)``: ``b"crash"`` calls ``os.abort()`` (SIGABRT, the worker dies).
+  Otherwise: a ``b"gc"`` prefix runs ``gc.collect()`` first, then ``b"sleep:S"`` sleeps S seconds
+  (the memory part uses them to put one job on each worker), then one forward pass on the payload
+  (resized to 3x64x64 bytes).  Returns a small dict: the worker's pid, the arg-max class, the
+  first logit, and one element of the blob if there is one.
+- ``peer_init()`` / ``peer_init_forked()`` / ``peer_call(payload)``: the same for the
   ProcessPoolExecutor peer: ``peer_init`` builds it in the executor's worker (the initializer),
-  ``peer_init_forked`` only warms up the model that the parent built before forking.
+  ``peer_init_forked`` only runs ``init`` on what the parent preloaded before forking
+  (``peer_set_loaded``).
 """
 
 import os
@@ -77,42 +79,53 @@ def init(preloaded):
     return None
 
 
-def handle(payload, ctx):
+def _extras(payload):
+    """b"crash": abort; a b"gc" prefix: gc.collect(); then b"sleep:S": sleep S seconds."""
     if payload == b"crash":
         os.abort()
+    if payload.startswith(b"gc"):
+        import gc
+        gc.collect()
+        payload = payload[2:]
     if payload.startswith(b"sleep:"):
         time.sleep(float(payload[6:]))
-    logits = forward(ctx.preloaded["model"], payload)
-    blob = ctx.preloaded.get("blob")
+
+
+def _answer(preloaded, payload):
+    logits = forward(preloaded["model"], payload)
+    blob = preloaded.get("blob")
     return {"pid": os.getpid(), "class": int(logits.argmax()), "logit0": float(logits[0]),
             "blob_at_12345": None if blob is None else float(blob[12345])}
 
 
+def handle(payload, ctx):
+    _extras(payload)
+    return _answer(ctx.preloaded, payload)
+
+
 # -- ProcessPoolExecutor peer ----------------------------------------------------------------------
 
-_MODEL = None
+_LOADED = None
 
 
 def peer_init():
     """Initializer of a fresh executor worker: build the model, then what `init` does."""
-    global _MODEL
-    _MODEL = build_model()
-    init({"model": _MODEL})
+    global _LOADED
+    _LOADED = preload()
+    init(_LOADED)
 
 
-def peer_set_model(model):
-    """In the parent, before the executor forks: the model its workers inherit."""
-    global _MODEL
-    _MODEL = model
+def peer_set_loaded(loaded):
+    """In the parent, before the executor forks: what its workers inherit (preload's result)."""
+    global _LOADED
+    _LOADED = loaded
 
 
 def peer_init_forked():
-    """Initializer when the parent built the model before forking: only what `init` does."""
-    init({"model": _MODEL})
+    """Initializer when the parent ran preload before forking: only what `init` does."""
+    init(_LOADED)
 
 
 def peer_call(payload):
-    if payload == b"crash":
-        os.abort()
-    logits = forward(_MODEL, payload)
-    return {"pid": os.getpid(), "class": int(logits.argmax()), "logit0": float(logits[0])}
+    _extras(payload)
+    return _answer(_LOADED, payload)

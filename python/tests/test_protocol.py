@@ -51,7 +51,7 @@ def test_encode_accepts_bytes_like_bodies(body):
     assert struct.unpack_from("<I", data, 4)[0] == len(bytes(body))
 
 
-@pytest.mark.parametrize("frame_type", [0x00, 0x04, 0x14, 0x7F, 0x82, 0xFF, 256, -1])
+@pytest.mark.parametrize("frame_type", [0x00, 0x04, 0x14, 0x32, 0x7F, 0x83, 0xFF, 256, -1])
 def test_encode_refuses_unknown_types(frame_type):
     with pytest.raises(ValueError):
         encode_frame(frame_type, 0, b"")
@@ -176,7 +176,7 @@ def test_magic_is_checked_before_version_and_version_before_type():
     expect_error(header(version=9, frame_type=0x55), "version")
 
 
-@pytest.mark.parametrize("frame_type", [0x00, 0x04, 0x0F, 0x14, 0x21, 0x7F, 0x82, 0xFF])
+@pytest.mark.parametrize("frame_type", [0x00, 0x04, 0x0F, 0x14, 0x21, 0x32, 0x7F, 0x83, 0xFF])
 def test_unknown_type(frame_type):
     expect_error(header(frame_type=frame_type), "type")
 

@@ -29,8 +29,8 @@ def test_hello_then_ready(spawn_worker):
     assert info["sdk_version"] == __version__
     assert info["runtime"].startswith("CPython 3.")
     ready = body_json(proc.expect(P.READY, job_id=0))
-    assert set(ready) == {"preload_seconds"}
-    assert 0 <= ready["preload_seconds"] < 15
+    assert set(ready) == {"preload_seconds", "init_seconds"}
+    assert 0 <= ready["preload_seconds"] < 15 and 0 <= ready["init_seconds"] < 15
 
 
 def test_preload_result_is_ctx_preloaded(ready_worker):
@@ -338,3 +338,25 @@ def test_worker_import_is_light():
     out = subprocess.run([PYTHON, "-S", "-c", code], env=env,
                          stdout=subprocess.PIPE, timeout=15, check=True).stdout.decode().strip()
     assert out == ""
+
+
+def test_init_gets_the_preloaded_value_and_its_result_replaces_it(ready_worker):
+    proc = ready_worker("handlers_for_tests:describe", preload="handlers_for_tests:preload_value",
+                        env={"BULKHEAD_INIT": "handlers_for_tests:init_adds"})
+    info = body_json(proc.run_job(1, b""))
+    assert info["preloaded"] == {"model": "loaded", "init": "ran"}
+
+
+def test_init_returning_none_keeps_the_preloaded_value(ready_worker):
+    proc = ready_worker("handlers_for_tests:describe", preload="handlers_for_tests:preload_value",
+                        env={"BULKHEAD_INIT": "handlers_for_tests:init_returns_none"})
+    assert body_json(proc.run_job(1, b""))["preloaded"] == {"model": "loaded"}
+
+
+def test_init_that_raises_is_a_start_failure(spawn_worker):
+    proc = spawn_worker("handlers_for_tests:echo",
+                        env={"BULKHEAD_INIT": "handlers_for_tests:init_raises"})
+    proc.expect(P.HELLO)
+    failed = body_json(proc.expect(P.START_FAILED))
+    assert failed["type"] == "RuntimeError" and "cuda:0" in failed["message"]
+    assert proc.wait() == 3

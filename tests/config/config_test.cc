@@ -98,6 +98,32 @@ TEST(Config, HandlerWithoutColon) {
               "expected \"module:function\"");
 }
 
+TEST(Config, ZygoteModeWithInitAndFallback) {
+  auto r = load(
+      "[pool.a]\nhandler = \"m:f\"\npreload = \"m:load\"\ninit = \"m:init\"\nmode = "
+      "\"zygote\"\nzygote_fallback = \"spawn\"\n");
+  ASSERT_TRUE(r.config) << r.errors.front().describe();
+  const auto& pool = r.config->pools.front();
+  EXPECT_TRUE(pool.zygote);
+  EXPECT_TRUE(pool.zygoteFallbackToSpawn);
+  EXPECT_EQ(pool.init, "m:init");
+  auto plain = load("[pool.a]\nhandler = \"m:f\"\n");
+  ASSERT_TRUE(plain.config);
+  EXPECT_FALSE(plain.config->pools.front().zygote);
+  EXPECT_FALSE(plain.config->pools.front().zygoteFallbackToSpawn);
+}
+
+TEST(Config, BadModeAndZygoteKeys) {
+  expectError("[pool.a]\nhandler = \"m:f\"\nmode = \"fork\"\n", 3, "pool.a.mode",
+              "expected \"spawn\" or \"zygote\", got \"fork\"");
+  expectError("[pool.a]\nhandler = \"m:f\"\nmode = \"zygote\"\nzygote_fallback = \"maybe\"\n", 4,
+              "pool.a.zygote_fallback", "expected \"fail\" or \"spawn\"");
+  expectError("[pool.a]\nhandler = \"m:f\"\nzygote_fallback = \"spawn\"\n", 3,
+              "pool.a.zygote_fallback", "only means something with mode = \"zygote\"");
+  expectError("[pool.a]\nhandler = \"m:f\"\ninit = \"setup\"\n", 3, "pool.a.init",
+              "expected \"module:function\"");
+}
+
 TEST(Config, MissingHandlerNamesThePoolTable) {
   expectError("\n[pool.a]\nworkers = 1\n", 2, "pool.a.handler", "missing");
 }

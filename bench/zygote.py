@@ -1,0 +1,644 @@
+#!/usr/bin/python3
+"""Zygote-mode benchmark (issue 5): replacement after a crash, and memory shared by forked workers.
+
+    /usr/bin/python3 bench/zygote.py            # full run, about 4 minutes
+    /usr/bin/python3 bench/zygote.py --quick    # about 1.5 minutes
+    # options: --bin PATH (another bulkhead binary), --keep (keep the temp dir: configs, logs)
+
+1. Replacement after a crash, torch CNN preloaded (bench/handlers/zygote_cnn.py): a 1-worker pool,
+   mode = "zygote" and mode = "spawn", retries = 0, poison_after = 0.  Each cycle: the worker has
+   served a job (so the crash is not counted as a crash loop), the bench POSTs b"crash" (the
+   handler calls os.abort()), and as soon as the 502 "crashed" answer is back POSTs a normal job,
+   which waits in the queue for the replacement.  From the pool's events (GET /v1/pools/cnn, whose
+   age_s all come from one clock reading): crashed -> started (the replacement's pid is known:
+   fork for zygote, fork+exec for spawn) -> ready (HELLO, init with its warm-up forward pass,
+   READY; spawn also imports torch and runs preload).  Client side: crash answer -> next job's
+   200.  Target: zygote crashed -> ready p50 <= 20 ms.
+   Peer: concurrent.futures.ProcessPoolExecutor(1) (fork context) whose worker crashes: the
+   executor is broken (BrokenProcessPool), so the replacement is a new executor and the first
+   result from it: (a) initializer builds the model (the parent has no torch: like spawn), and
+   (b) the parent ran preload before creating the executor, the initializer runs init (a
+   do-it-yourself zygote).  The peer runs in a child interpreter (`--peer ...`), so that this
+   process never imports torch.
+2. Memory: preload_big holds the CNN and a 50,000,000 float32 torch.rand tensor (200 MB of random,
+   non-zero data).  8 zygote workers, all idle after one job each (8 concurrent b"sleep:0.5"
+   jobs), then Pss from /proc/PID/smaps_rollup of every worker and of the zygote; the same after
+   one b"gcsleep:0.5" job per worker (gc.collect() in every worker: Python's GC writes to every
+   tracked object's header and so un-shares their pages).  Compared with one spawn worker alone
+   (a 1-worker spawn pool) and with 8 spawn workers.  Target: sum over the 8 zygote workers (and,
+   stricter, plus the zygote) <= 2x the Pss of one spawn worker.  Peer: ProcessPoolExecutor(8)
+   (fork) from a parent that ran preload_big.
+
+Every daemon gets its own temp TOML config (listen 127.0.0.1:0; the port is read from its log),
+waits for /healthz and for all workers idle with deadlines, and is stopped with SIGTERM; all of them
+are SIGKILLed on the way out if something fails.  Standard library only in this process; the pools
+and the peer need Debian's python3-torch.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import benchlib
+from benchlib import (BIN, HANDLERS, PYTHON, fmt, git_desc, kill_daemons, loadavg, log,
+                      machine_line, meminfo_kb, percentile)
+
+benchlib.set_log_tag("zygote")
+
+POOL = "cnn"
+READY_DEADLINE_S = 180      # 8 spawn workers import torch and fill 200 MB each on 2 CPUs
+JOB_TIMEOUT_S = 60          # client side, per HTTP request
+CYCLE_DEADLINE_S = 60       # a replacement that is not ready by then is an error
+PEER_DEADLINE_S = 300       # one peer child, all its cycles
+
+CONFIG = """\
+[server]
+listen = "127.0.0.1:0"
+
+[pool.{pool}]
+handler = "zygote_cnn:handle"
+preload = "zygote_cnn:{preload}"
+init = "zygote_cnn:init"
+python = "{python}"
+python_path = [{handlers}]
+mode = "{mode}"
+workers = {workers}
+retries = 0
+poison_after = 0
+job_timeout = "60s"
+startup_timeout = "120s"
+env = {{ OMP_NUM_THREADS = "1", MKL_NUM_THREADS = "1" }}
+"""
+
+
+class Daemon(benchlib.Daemon):
+    def __init__(self, cfg, tag, mode, workers, preload):
+        text = CONFIG.format(pool=POOL, preload=preload, python=PYTHON,
+                             handlers=json.dumps(HANDLERS), mode=mode, workers=workers)
+        super().__init__(cfg["bin"], os.path.join(cfg["tmpdir"], tag + ".toml"), text,
+                         label="daemon " + tag, error=RuntimeError, http_timeout=30,
+                         stop_timeout=60)
+        self.tag = tag
+        self.spawn(os.path.join(cfg["tmpdir"], tag + ".log"))
+
+    def start(self):
+        self.wait_healthy(deadline_s=30)
+        pools = self.wait_ready(READY_DEADLINE_S, poll_s=0.1, progress_s=15)
+        if pools is None:
+            raise RuntimeError("%s: workers not all idle within %d s:\n%s"
+                               % (self.label, READY_DEADLINE_S, self.log()[-4000:]))
+        return time.monotonic() - self.started
+
+    def finish(self, r):
+        rc = self.stop()
+        r.setdefault("stop_rc", {})[self.tag] = rc
+        if rc != 0:
+            log("  %s: exit status %s after SIGTERM" % (self.label, rc))
+
+
+class Jobs:
+    """One keep-alive http.client connection for POST /v1/pools/cnn/jobs."""
+
+    def __init__(self, daemon):
+        self.host, self.port = daemon.host, daemon.port
+        self.conn = None
+
+    def post(self, payload):
+        """(status, parsed JSON body or None)."""
+        for attempt in (0, 1):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port,
+                                                       timeout=JOB_TIMEOUT_S)
+            try:
+                self.conn.request("POST", "/v1/pools/%s/jobs" % POOL, payload,
+                                  {"Content-Type": "application/octet-stream"})
+                r = self.conn.getresponse()
+                body = r.read()
+            except (OSError, http.client.HTTPException):
+                self.close()
+                if attempt:
+                    raise
+                continue
+            try:
+                return r.status, json.loads(body)
+            except ValueError:
+                return r.status, None
+
+    def ok(self, payload):
+        status, body = self.post(payload)
+        if status != 200:
+            raise RuntimeError("job %r: HTTP %s %s" % (payload[:20], status, body))
+        return body
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+# -- 1. replacement after a crash ---------------------------------------------------------------
+
+def wait_steady(d, deadline_s=CYCLE_DEADLINE_S):
+    """The pool's single worker, idle: its id and snapshot."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        ws = d.pool(POOL)["workers"]
+        if len(ws) == 1 and ws[0]["state"] == "idle":
+            return ws[0]
+        if time.monotonic() > deadline:
+            raise RuntimeError("%s: pool not steady within %d s: %s" % (d.label, deadline_s, ws))
+        time.sleep(0.02)
+
+
+def crash_cycles(cfg, d, n):
+    jobs = Jobs(d)
+    res = {"crash_ready": [], "crash_started": [], "started_ready": [], "e2e": [],
+           "detect": [], "errors": []}
+    try:
+        jobs.ok(b"warm")
+        for i in range(n):
+            old = wait_steady(d)
+            if old["jobs_served"] < 1:
+                jobs.ok(b"warm")        # a worker that dies before any job is a crash loop
+                old = wait_steady(d)
+            time.sleep(cfg["gap_s"])
+            t0 = time.monotonic()
+            status, body = jobs.post(b"crash")
+            t1 = time.monotonic()
+            if status == 200 or (body or {}).get("outcome") != "crashed":
+                res["errors"].append("crash job answered %s %s" % (status, body))
+                continue
+            jobs.ok(b"after the crash")
+            t2 = time.monotonic()
+            res["detect"].append(t1 - t0)
+            res["e2e"].append(t2 - t1)
+            snap = d.pool(POOL)
+            ev = snap["events"]
+            crashed = [k for k, e in enumerate(ev) if e["kind"] == "crashed"
+                       and e["worker"] == old["id"]]
+            if not crashed:
+                res["errors"].append("no crashed event for %s" % old["id"])
+                continue
+            k = crashed[-1]
+            started = [e for e in ev[k:] if e["kind"] == "started" and e["worker"] != old["id"]]
+            ready = [e for e in ev[k:] if e["kind"] == "ready" and e["worker"] != old["id"]]
+            if not started or not ready:
+                res["errors"].append("no started/ready event after the crash of %s: %s"
+                                     % (old["id"], ev[k:]))
+                continue
+            c, s, rd = ev[k]["age_s"], started[0]["age_s"], ready[0]["age_s"]
+            res["crash_ready"].append(c - rd)
+            res["crash_started"].append(c - s)
+            res["started_ready"].append(s - rd)
+            if cfg["verbose"]:
+                log("  crash %d: crashed->started %.1f ms, ->ready %.1f ms; crash answer %.1f "
+                    "ms, answer->next job ok %.1f ms"
+                    % (i + 1, (c - s) * 1e3, (c - rd) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3))
+        snap = d.pool(POOL)
+        res["counters"] = snap["counters"]
+        res["zygote"] = snap.get("zygote")
+    finally:
+        jobs.close()
+    return res
+
+
+def run_latency(cfg, r):
+    rows = {}
+    for mode in ("zygote", "spawn"):
+        d = Daemon(cfg, "latency-" + mode, mode, 1, "preload")
+        try:
+            took = d.start()
+            load = loadavg()
+            log("latency, %s: ready %.1f s after start; %d crashes (load %s)"
+                % (mode, took, cfg["crashes"], load))
+            res = crash_cycles(cfg, d, cfg["crashes"])
+            res["load"], res["ready_s"] = load, took
+            log("  crashed->ready p50 %.1f ms p90 %.1f ms max %.1f ms; answer->next ok p50 %.1f "
+                "ms; %d errors" % (pct(res["crash_ready"], 50), pct(res["crash_ready"], 90),
+                                   1e3 * max(res["crash_ready"] or [float("nan")]),
+                                   pct(res["e2e"], 50), len(res["errors"])))
+            for e in res["errors"][:3]:
+                log("  error: " + e)
+            rows[mode] = res
+        finally:
+            d.finish(r)
+    r["latency"] = rows
+
+
+def pct(samples, q):
+    return percentile(samples, q) * 1e3
+
+
+# -- the ProcessPoolExecutor peer (in a child interpreter) ---------------------------------------
+
+def peer_main(kind, n):
+    """`zygote.py --peer KIND N`: prints one JSON object on stdout."""
+    import concurrent.futures
+    import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
+    sys.path.insert(0, HANDLERS)
+    import zygote_cnn as zc
+    ctx = multiprocessing.get_context("fork")
+    out = {"kind": kind}
+    if kind == "memory":
+        t = time.monotonic()
+        zc.peer_set_loaded(zc.preload_big())
+        out["preload_s"] = time.monotonic() - t
+        ex = concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx,
+                                                    initializer=zc.peer_init_forked)
+        try:
+            for phase, payload in (("after_job", b"sleep:0.5"), ("after_gc", b"gcsleep:0.5")):
+                futs = [ex.submit(zc.peer_call, payload) for _ in range(n)]
+                served = {f.result(timeout=120)["pid"] for f in futs}
+                pids = sorted(ex._processes)    # every worker, whether it served or not
+                out.setdefault("served", {})[phase] = len(served)
+                time.sleep(0.5)
+                out[phase] = {"workers": [smaps_rollup(p) for p in pids],
+                              "parent": smaps_rollup(os.getpid())}
+        finally:
+            ex.shutdown(wait=True)
+        print(json.dumps(out), flush=True)
+        return 0
+    if kind == "forked":
+        zc.peer_set_loaded(zc.preload())
+        init = zc.peer_init_forked
+    else:
+        init = zc.peer_init
+
+    def executor():
+        return concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx, initializer=init)
+
+    ex = executor()
+    replace, detect, errors = [], [], []
+    try:
+        ex.submit(zc.peer_call, b"warm").result(timeout=120)
+        for _ in range(n):
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            try:
+                ex.submit(zc.peer_call, b"crash").result(timeout=60)
+                errors.append("the crash job returned")
+                continue
+            except BrokenProcessPool:
+                pass
+            t1 = time.monotonic()
+            ex.shutdown(wait=True)
+            ex = executor()
+            ex.submit(zc.peer_call, b"after the crash").result(timeout=120)
+            t2 = time.monotonic()
+            detect.append(t1 - t0)
+            replace.append(t2 - t1)
+    finally:
+        ex.shutdown(wait=True)
+    out.update(replace=replace, detect=detect, errors=errors)
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+def run_peer(cfg, kind, n):
+    """Runs `--peer KIND N` in a child interpreter; its JSON, or {"error": ...}."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [PYTHON, os.path.abspath(__file__), "--peer", kind, str(n)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                         start_new_session=True, text=True)
+    try:
+        out, err = p.communicate(timeout=PEER_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        return {"error": "peer %s did not finish within %d s" % (kind, PEER_DEADLINE_S)}
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)    # executor workers left behind, if any
+        except OSError:
+            pass
+    if p.returncode != 0:
+        return {"error": "peer %s exited %s: %s" % (kind, p.returncode, err.strip()[-2000:])}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_peer_latency(cfg, r):
+    rows = {}
+    for kind in ("init", "forked"):
+        log("peer: ProcessPoolExecutor(1, fork), %s, %d crashes (load %s)"
+            % ("initializer builds the model" if kind == "init"
+               else "parent ran preload, initializer runs init", cfg["peer_crashes"], loadavg()))
+        res = run_peer(cfg, kind, cfg["peer_crashes"])
+        res["load"] = loadavg()
+        if "error" in res:
+            log("  " + res["error"])
+        else:
+            log("  BrokenProcessPool -> new executor's first result p50 %.1f ms p90 %.1f ms"
+                % (pct(res["replace"], 50), pct(res["replace"], 90)))
+        rows[kind] = res
+    r["peer"] = rows
+
+
+# -- 2. memory ------------------------------------------------------------------------------------
+
+def smaps_rollup(pid):
+    """{"pss", "rss", "private", "anon"} in kB from /proc/PID/smaps_rollup (None if gone)."""
+    out = {"pid": pid}
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[-1] == "kB":
+                    out[parts[0].rstrip(":")] = int(parts[1])
+    except OSError:
+        return None
+    return {"pid": pid, "pss": out.get("Pss"), "rss": out.get("Rss"),
+            "private": out.get("Private_Clean", 0) + out.get("Private_Dirty", 0),
+            "pss_anon": out.get("Pss_Anon"), "pss_file": out.get("Pss_File")}
+
+
+def one_job_each(d, n, payload, deadline_s=120):
+    """n concurrent jobs (each holds its worker `sleep` long), repeated until every worker has
+    served at least one more job than in `before`."""
+    before = {w["id"]: w["jobs_served"] for w in d.pool(POOL)["workers"]}
+    deadline = time.monotonic() + deadline_s
+    errors = []
+    while True:
+        def one():
+            j = Jobs(d)
+            try:
+                j.ok(payload)
+            except Exception as exc:  # reported below
+                errors.append(repr(exc))
+            finally:
+                j.close()
+        ts = [threading.Thread(target=one) for _ in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(JOB_TIMEOUT_S + 5)
+        if errors:
+            raise RuntimeError("%s: %s" % (d.label, errors[0]))
+        ws = d.pool(POOL)["workers"]
+        if len(ws) == n and all(w["state"] == "idle" and
+                                w["jobs_served"] > before.get(w["id"], 0) for w in ws):
+            return ws
+        if time.monotonic() > deadline:
+            raise RuntimeError("%s: not every worker served a job within %d s: %s"
+                               % (d.label, deadline_s, ws))
+
+
+def memory_case(cfg, r, mode, n):
+    tag = "memory-%s-%d" % (mode, n)
+    d = Daemon(cfg, tag, mode, n, "preload_big")
+    try:
+        took = d.start()
+        log("memory, %s, %d workers: ready %.1f s after start (load %s, MemAvailable %.1f GB)"
+            % (mode, n, took, loadavg(), meminfo_kb("MemAvailable") / 1e6))
+        res = {"ready_s": took}
+        phases = (("after_job", b"sleep:0.5"), ("after_gc", b"gcsleep:0.5"))
+        for phase, payload in phases[:1 if mode == "spawn" else 2]:
+            ws = one_job_each(d, n, payload)
+            time.sleep(0.5)
+            snap = d.pool(POOL)
+            got = {"workers": [smaps_rollup(w["pid"]) for w in ws]}
+            if snap.get("zygote") and snap["zygote"].get("pid"):
+                got["zygote"] = smaps_rollup(snap["zygote"]["pid"])
+            if any(x is None for x in got["workers"]):
+                raise RuntimeError("%s: a worker vanished before its smaps were read" % tag)
+            res[phase] = got
+            log("  %s: Pss of the %d workers %.0f MB (each %s MB)%s"
+                % (phase, n, sum(x["pss"] for x in got["workers"]) / 1e3,
+                   "/".join("%.0f" % (x["pss"] / 1e3) for x in got["workers"]),
+                   "; zygote %.0f MB" % (got["zygote"]["pss"] / 1e3) if got.get("zygote") else ""))
+        return res
+    finally:
+        d.finish(r)
+
+
+def run_memory(cfg, r):
+    rows = {}
+    n = cfg["mem_workers"]
+    rows["zygote"] = memory_case(cfg, r, "zygote", n)
+    rows["spawn1"] = memory_case(cfg, r, "spawn", 1)
+    need_mb = 600.0 * n + 2048
+    avail_mb = meminfo_kb("MemAvailable") / 1e3
+    if avail_mb >= need_mb:
+        rows["spawnN"] = memory_case(cfg, r, "spawn", n)
+    else:
+        r["notes"].append("memory: %d spawn workers skipped (MemAvailable %.0f MB < %.0f MB)"
+                          % (n, avail_mb, need_mb))
+    log("memory peer: ProcessPoolExecutor(%d, fork) from a parent that ran preload_big" % n)
+    peer = run_peer(cfg, "memory", n)
+    if "error" in peer:
+        log("  " + peer["error"])
+    else:
+        log("  Pss of the %d executor workers %.0f MB, parent %.0f MB"
+            % (n, sum(x["pss"] for x in peer["after_job"]["workers"]) / 1e3,
+               peer["after_job"]["parent"]["pss"] / 1e3))
+    rows["peer"] = peer
+    r["memory"] = rows
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+def ms(samples, q):
+    return fmt(pct(samples, q), 1)
+
+
+def report(r, cfg):
+    out = []
+    w = out.append
+    w("## Zygote mode, %s run" % ("quick" if cfg["quick"] else "full"))
+    w("")
+    w("Machine: %s. Load average (1/5/15 min) at start %s, at end %s."
+      % (machine_line(ram=True), cfg["load_start"], cfg["load_end"]))
+    w("Daemon: %s; repo at %s." % (cfg["bin_desc"], cfg["git"]))
+    w("")
+    targets = []
+    lat = r.get("latency", {})
+    if lat:
+        w("### Replacement after a crash (1-worker pool, torch CNN preloaded, %d crashes per mode)"
+          % cfg["crashes"])
+        w("")
+        w("| system | crash → replacement ready p50 / p90 / max ms | crash → started (pid "
+          "known) p50 ms | started → ready p50 ms | crash answer → next job 200, p50 / p90 / "
+          "max ms | crash job answered (p50 ms) | target | load avg |")
+        w("|---|---|---|---|---|---|---|---|")
+        for mode in ("zygote", "spawn"):
+            x = lat.get(mode)
+            if not x:
+                continue
+            s = x["crash_ready"]
+            tgt = ""
+            if mode == "zygote":
+                ok = bool(s) and pct(s, 50) <= 20.0 and not x["errors"]
+                tgt = "p50 ≤ 20 ms: **%s**" % ("PASS" if ok else "MISS")
+                targets.append(ok)
+            w("| bulkhead, mode = \"%s\" | **%s** / %s / %s | %s | %s | %s / %s / %s | %s | %s "
+              "| %s |" % (mode, ms(s, 50), ms(s, 90), fmt(1e3 * max(s), 1) if s else "-",
+                          ms(x["crash_started"], 50), ms(x["started_ready"], 50),
+                          ms(x["e2e"], 50), ms(x["e2e"], 90),
+                          fmt(1e3 * max(x["e2e"]), 1) if x["e2e"] else "-",
+                          ms(x["detect"], 50), tgt, x["load"]))
+        names = {"init": "ProcessPoolExecutor(1), fork, initializer builds the model",
+                 "forked": "ProcessPoolExecutor(1), fork, parent ran preload, initializer runs "
+                           "init"}
+        for kind in ("init", "forked"):
+            x = r.get("peer", {}).get(kind)
+            if not x:
+                continue
+            if "error" in x:
+                w("| %s | not measured: %s | | | | | | |" % (names[kind], x["error"]))
+                continue
+            s = x["replace"]
+            w("| %s | - | - | - | **%s** / %s / %s (BrokenProcessPool → new executor → first "
+              "result) | %s | | %s |" % (names[kind], ms(s, 50), ms(s, 90),
+                                        fmt(1e3 * max(s), 1) if s else "-",
+                                        ms(x["detect"], 50), x["load"]))
+        w("")
+        for mode in ("zygote", "spawn"):
+            x = lat.get(mode)
+            if x:
+                z = x.get("zygote")
+                w("- %s: %d crashes measured, %d errors%s; counters %s%s." % (
+                    mode, len(x["crash_ready"]), len(x["errors"]),
+                    (" (" + "; ".join(x["errors"][:2]) + ")") if x["errors"] else "",
+                    json.dumps({k: x["counters"].get(k) for k in
+                                ("ok", "crashed", "worker_starts", "worker_deaths",
+                                 "start_failures")}),
+                    "; zygote %s" % json.dumps(z) if z else ""))
+        for kind in ("init", "forked"):
+            x = r.get("peer", {}).get(kind)
+            if x and x.get("errors"):
+                w("- peer %s: errors: %s" % (kind, "; ".join(x["errors"][:3])))
+        w("")
+    mem = r.get("memory", {})
+    if mem:
+        n = cfg["mem_workers"]
+        w("### Memory: preload holds the CNN and a 200 MB torch.rand tensor (50M float32)")
+        w("")
+        w("| system | Pss of the workers MB (sum; each min–max) | + template/parent MB | "
+          "total MB | ÷ Pss of 1 spawn worker alone | target | Rss per worker MB | private "
+          "per worker MB (p50) |")
+        w("|---|---|---|---|---|---|---|---|")
+        one = None
+        if mem.get("spawn1"):
+            one = mem["spawn1"]["after_job"]["workers"][0]["pss"] / 1e3
+
+        def row(name, got, parent_key, target=False):
+            ws = got["workers"]
+            pss = [x["pss"] / 1e3 for x in ws]
+            total = sum(pss)
+            par = got.get(parent_key)
+            par_mb = par["pss"] / 1e3 if par else None
+            both = total + (par_mb or 0.0)
+            ratio = ("%.2fx (workers only %.2fx)" % (both / one, total / one) if par_mb
+                     else "%.2fx" % (total / one)) if one else "-"
+            tgt = ""
+            if target and one:
+                ok = both <= 2 * one
+                tgt = "≤ 2x: **%s**%s" % ("PASS" if ok else "MISS", "" if ok else
+                                          " (workers only: %s)" % ("PASS" if total <= 2 * one
+                                                                   else "MISS"))
+                targets.append(ok)
+            w("| %s | **%s** (%s–%s) | %s | %s | %s | %s | %s | %s |" % (
+                name, fmt(total, 0), fmt(min(pss), 1), fmt(max(pss), 1),
+                fmt(par_mb, 1) if par_mb is not None else "-", fmt(both, 0), ratio, tgt,
+                fmt(percentile([x["rss"] / 1e3 for x in ws], 50), 0),
+                fmt(percentile([x["private"] / 1e3 for x in ws], 50), 1)))
+        if mem.get("zygote"):
+            row("bulkhead, mode = \"zygote\", %d workers, after 1 job each" % n,
+                mem["zygote"]["after_job"], "zygote", target=True)
+            if mem["zygote"].get("after_gc"):
+                row("bulkhead, mode = \"zygote\", %d workers, after a gc.collect() in each" % n,
+                    mem["zygote"]["after_gc"], "zygote")
+        if mem.get("spawn1"):
+            row("bulkhead, mode = \"spawn\", 1 worker alone", mem["spawn1"]["after_job"], None)
+        if mem.get("spawnN"):
+            row("bulkhead, mode = \"spawn\", %d workers" % n, mem["spawnN"]["after_job"], None)
+        peer = mem.get("peer")
+        if peer and "error" not in peer:
+            row("ProcessPoolExecutor(%d), fork, parent ran preload_big, after 1 job each" % n,
+                peer["after_job"], "parent")
+            row("ProcessPoolExecutor(%d), same, after a gc.collect() in each" % n,
+                peer["after_gc"], "parent")
+        elif peer:
+            w("| ProcessPoolExecutor(%d) | not measured: %s | | | | | | |" % (n, peer["error"]))
+        w("")
+        ready = ["%s %.1f s" % (k, v["ready_s"]) for k, v in mem.items()
+                 if isinstance(v, dict) and "ready_s" in v]
+        w("Daemon start → all workers idle: %s. MB = 10^6 bytes (smaps_rollup kB × 1000)."
+          % "; ".join(ready))
+        w("")
+    rcs = r.get("stop_rc", {})
+    w("SIGTERM exit status: %s." % (", ".join("%s %s" % kv for kv in sorted(rcs.items()))))
+    for line in r["notes"]:
+        w("")
+        w("Note: " + line)
+    return "\n".join(out), all(targets)
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "--peer":
+        return peer_main(sys.argv[2], int(sys.argv[3]))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a short run (about 1.5 minutes)")
+    ap.add_argument("--bin", default=BIN, help="the bulkhead binary (default: %(default)s)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    ap.add_argument("--verbose", action="store_true", help="log every crash cycle")
+    args = ap.parse_args()
+    q = args.quick
+    cfg = {"quick": q, "bin": os.path.abspath(args.bin), "verbose": args.verbose,
+           "crashes": 5 if q else 20, "peer_crashes": 3 if q else 10, "gap_s": 0.2,
+           "mem_workers": 8}
+    if not os.path.exists(cfg["bin"]):
+        sys.exit("bench: %s not built (bash scripts/build.sh)" % cfg["bin"])
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    st = os.stat(cfg["bin"])
+    cfg["bin_desc"] = "%s (built %s)" % (
+        cfg["bin"], time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime)))
+    cfg["git"] = git_desc()
+    cfg["load_start"] = loadavg()
+    log("machine: %s; load average %s; MemAvailable %.1f GB"
+        % (machine_line(ram=True), cfg["load_start"], meminfo_kb("MemAvailable") / 1e6))
+    cfg["tmpdir"] = tempfile.mkdtemp(prefix="bulkhead-zygote-")
+    r = {"notes": []}
+    try:
+        run_latency(cfg, r)
+        run_peer_latency(cfg, r)
+        run_memory(cfg, r)
+    except BaseException:
+        log("failed; configs and logs kept in %s" % cfg["tmpdir"])
+        args.keep = True
+        raise
+    finally:
+        kill_daemons()
+    cfg["load_end"] = loadavg()
+    text, ok = report(r, cfg)
+    print(text, flush=True)
+    log("total %.0f s" % (time.monotonic() - benchlib.T0))
+    if args.keep:
+        with open(os.path.join(cfg["tmpdir"], "result.md"), "w") as f:
+            f.write(text + "\n")
+        log("configs, logs and result.md kept in %s" % cfg["tmpdir"])
+    else:
+        shutil.rmtree(cfg["tmpdir"], ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
