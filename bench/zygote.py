@@ -161,7 +161,7 @@ def wait_steady(d, deadline_s=CYCLE_DEADLINE_S):
 def crash_cycles(cfg, d, n):
     jobs = Jobs(d)
     res = {"crash_ready": [], "crash_started": [], "started_ready": [], "e2e": [],
-           "detect": [], "errors": []}
+           "detect": [], "init": [], "errors": []}
     try:
         jobs.ok(b"warm")
         for i in range(n):
@@ -176,8 +176,10 @@ def crash_cycles(cfg, d, n):
             if status == 200 or (body or {}).get("outcome") != "crashed":
                 res["errors"].append("crash job answered %s %s" % (status, body))
                 continue
-            jobs.ok(b"after the crash")
+            after = jobs.ok(b"after the crash")
             t2 = time.monotonic()
+            if after.get("init_s") is not None:
+                res["init"].append(after["init_s"])
             res["detect"].append(t1 - t0)
             res["e2e"].append(t2 - t1)
             snap = d.pool(POOL)
@@ -248,6 +250,11 @@ def peer_main(kind, n):
     import zygote_cnn as zc
     ctx = multiprocessing.get_context("fork")
     out = {"kind": kind}
+    if kind == "forkref":
+        zc.peer_set_loaded(zc.preload())
+        out.update(fork_reference(n))
+        print(json.dumps(out), flush=True)
+        return 0
     if kind == "memory":
         t = time.monotonic()
         zc.peer_set_loaded(zc.preload_big())
@@ -262,7 +269,8 @@ def peer_main(kind, n):
                 out.setdefault("served", {})[phase] = len(served)
                 time.sleep(0.5)
                 out[phase] = {"workers": [smaps_rollup(p) for p in pids],
-                              "parent": smaps_rollup(os.getpid())}
+                              "parent": smaps_rollup(os.getpid()),
+                              "others": len(other_torch_processes(set(pids) | {os.getpid()}))}
         finally:
             ex.shutdown(wait=True)
         print(json.dumps(out), flush=True)
@@ -301,6 +309,52 @@ def peer_main(kind, n):
     out.update(replace=replace, detect=detect, errors=errors)
     print(json.dumps(out), flush=True)
     return 0
+
+
+def fork_reference(n):
+    """In a process that ran preload (torch, the CNN): os.fork() alone, a child's _exit() until
+    waitpid() returns, and the zygote's double fork (fork; the middle forks the worker, writes its
+    pid and exits; waitpid(middle)).  Medians of n, seconds; plus the process's maps and RSS."""
+    import ctypes
+    # A child subreaper, as the supervisor is: the orphaned worker is reparented to us.
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
+    single, reap, double = [], [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        t1 = time.perf_counter()
+        os.waitpid(pid, 0)
+        t2 = time.perf_counter()
+        single.append(t1 - t0)
+        reap.append(t2 - t1)
+        time.sleep(0.02)
+    for _ in range(n):
+        r, w = os.pipe()
+        t0 = time.perf_counter()
+        middle = os.fork()
+        if middle == 0:
+            try:
+                child = os.fork()
+                if child == 0:
+                    time.sleep(0.05)
+                    os._exit(0)
+                os.write(w, b"%d" % child)
+            finally:
+                os._exit(0)
+        os.close(w)
+        os.waitpid(middle, 0)
+        grandchild = int(os.read(r, 32))
+        t1 = time.perf_counter()
+        os.close(r)
+        double.append(t1 - t0)
+        os.waitpid(grandchild, 0)       # ours since the middle exited
+    with open("/proc/self/maps") as f:
+        maps = sum(1 for _ in f)
+    return {"fork": percentile(single, 50), "reap": percentile(reap, 50),
+            "double": percentile(double, 50), "maps": maps,
+            "rss_kb": benchlib.proc_status_kb(os.getpid(), "VmRSS")}
 
 
 def run_peer(cfg, kind, n):
@@ -343,6 +397,15 @@ def run_peer_latency(cfg, r):
             log("  BrokenProcessPool -> new executor's first result p50 %.1f ms p90 %.1f ms"
                 % (pct(res["replace"], 50), pct(res["replace"], 90)))
         rows[kind] = res
+    log("reference: os.fork() costs in a process that ran preload")
+    ref = run_peer(cfg, "forkref", cfg["fork_ref_n"])
+    if "error" in ref:
+        log("  " + ref["error"])
+    else:
+        log("  fork %.1f ms, child _exit -> reaped %.1f ms, double fork %.1f ms (%d maps, RSS "
+            "%.0f MB)" % (ref["fork"] * 1e3, ref["reap"] * 1e3, ref["double"] * 1e3,
+                          ref["maps"], ref["rss_kb"] / 1e3))
+    rows["forkref"] = ref
     r["peer"] = rows
 
 
@@ -362,6 +425,22 @@ def smaps_rollup(pid):
     return {"pid": pid, "pss": out.get("Pss"), "rss": out.get("Rss"),
             "private": out.get("Private_Clean", 0) + out.get("Private_Dirty", 0),
             "pss_anon": out.get("Pss_Anon"), "pss_file": out.get("Pss_File")}
+
+
+def other_torch_processes(exclude):
+    """Pids (not in exclude) that map libtorch_cpu.so: they share its file pages, and so lower
+    every Pss_File here."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in exclude:
+            continue
+        try:
+            with open("/proc/%s/maps" % name) as f:
+                if "libtorch_cpu" in f.read():
+                    found.append(int(name))
+        except OSError:
+            pass
+    return found
 
 
 def one_job_each(d, n, payload, deadline_s=120):
@@ -413,6 +492,9 @@ def memory_case(cfg, r, mode, n):
                 got["zygote"] = smaps_rollup(snap["zygote"]["pid"])
             if any(x is None for x in got["workers"]):
                 raise RuntimeError("%s: a worker vanished before its smaps were read" % tag)
+            mine = {x["pid"] for x in got["workers"]} | (
+                {got["zygote"]["pid"]} if got.get("zygote") else set())
+            got["others"] = len(other_torch_processes(mine | {os.getpid()}))
             res[phase] = got
             log("  %s: Pss of the %d workers %.0f MB (each %s MB)%s"
                 % (phase, n, sum(x["pss"] for x in got["workers"]) / 1e3,
@@ -504,6 +586,15 @@ def report(r, cfg):
                                         fmt(1e3 * max(s), 1) if s else "-",
                                         ms(x["detect"], 50), x["load"]))
         w("")
+        ref = r.get("peer", {}).get("forkref")
+        if ref and "error" not in ref:
+            w("Reference, in a process that ran preload (torch + the CNN: %s maps, RSS %.0f MB), "
+              "medians of %d: `os.fork()` returns in %.1f ms; a child's `os._exit(0)` is reaped "
+              "%.1f ms later; the zygote's double fork (fork, the middle forks the worker, writes "
+              "its pid and exits, `waitpid(middle)`) takes %.1f ms."
+              % ("{:,}".format(ref["maps"]), ref["rss_kb"] / 1e3, cfg["fork_ref_n"],
+                 ref["fork"] * 1e3, ref["reap"] * 1e3, ref["double"] * 1e3))
+            w("")
         for mode in ("zygote", "spawn"):
             x = lat.get(mode)
             if x:
@@ -599,8 +690,8 @@ def main():
     args = ap.parse_args()
     q = args.quick
     cfg = {"quick": q, "bin": os.path.abspath(args.bin), "verbose": args.verbose,
-           "crashes": 5 if q else 20, "peer_crashes": 3 if q else 10, "gap_s": 0.2,
-           "mem_workers": 8}
+           "crashes": 5 if q else 20, "peer_crashes": 5 if q else 20, "gap_s": 0.2,
+           "mem_workers": 8, "fork_ref_n": 10 if q else 20}
     if not os.path.exists(cfg["bin"]):
         sys.exit("bench: %s not built (bash scripts/build.sh)" % cfg["bin"])
 

@@ -8,13 +8,14 @@
   ``torch.rand`` (200 MB = 190.7 MiB of random values: every page written and not zero, so the
   kernel cannot share it as zero pages).
 - ``init(preloaded)``: runs in every worker after the fork (zygote) or after preload (spawn):
-  ``torch.set_num_threads(1)`` and one warm-up forward pass (the first one is the slow one).
-  Returns None, so the worker keeps ``preloaded``.
+  ``torch.set_num_threads(1)`` and one warm-up forward pass (the first one is the slow one); it
+  stores how long that took in ``preloaded["init_s"]`` and returns None, so the worker keeps
+  ``preloaded`` (its own copy of the dict).
 - ``handle(payload, ctx)``: ``b"crash"`` calls ``os.abort()`` (SIGABRT, the worker dies).
   Otherwise: a ``b"gc"`` prefix runs ``gc.collect()`` first, then ``b"sleep:S"`` sleeps S seconds
   (the memory part uses them to put one job on each worker), then one forward pass on the payload
   (resized to 3x64x64 bytes).  Returns a small dict: the worker's pid, the arg-max class, the
-  first logit, and one element of the blob if there is one.
+  first logit, one element of the blob if there is one, and the worker's ``init_s``.
 - ``peer_init()`` / ``peer_init_forked()`` / ``peer_call(payload)``: the same for the
   ProcessPoolExecutor peer: ``peer_init`` builds it in the executor's worker (the initializer),
   ``peer_init_forked`` only runs ``init`` on what the parent preloaded before forking
@@ -74,8 +75,10 @@ def preload_big():
 def init(preloaded):
     import torch
 
+    t0 = time.perf_counter()
     torch.set_num_threads(1)
     forward(preloaded["model"], bytes(PAYLOAD_BYTES))
+    preloaded["init_s"] = time.perf_counter() - t0     # this process's copy of the dict
     return None
 
 
@@ -95,7 +98,8 @@ def _answer(preloaded, payload):
     logits = forward(preloaded["model"], payload)
     blob = preloaded.get("blob")
     return {"pid": os.getpid(), "class": int(logits.argmax()), "logit0": float(logits[0]),
-            "blob_at_12345": None if blob is None else float(blob[12345])}
+            "blob_at_12345": None if blob is None else float(blob[12345]),
+            "init_s": preloaded.get("init_s")}
 
 
 def handle(payload, ctx):

@@ -217,6 +217,31 @@ std::string renderMetrics(const runtime::Supervisor& supervisor) {
                        static_cast<double>(wv.jobsServed));
             }
           });
+  using Stat = double (*)(const runtime::Supervisor::ZygoteStats&);
+  for (auto [name, type, help, stat] : {
+           std::tuple<const char*, const char*, const char*, Stat>{
+               "bulkhead_zygote_up", "gauge",
+               "Zygote-mode pools: 1 when the zygote is ready to fork, else 0.",
+               [](const auto& z) { return z.ready ? 1.0 : 0.0; }},
+           std::tuple<const char*, const char*, const char*, Stat>{
+               "bulkhead_zygote_refused", "gauge",
+               "1 when the zygote refused to fork (threads or CUDA in preload).",
+               [](const auto& z) { return z.refused ? 1.0 : 0.0; }},
+           std::tuple<const char*, const char*, const char*, Stat>{
+               "bulkhead_zygote_starts_total", "counter", "Zygote processes started.",
+               [](const auto& z) { return double(z.starts); }},
+           std::tuple<const char*, const char*, const char*, Stat>{
+               "bulkhead_zygote_deaths_total", "counter",
+               "Zygote processes that died or were killed.",
+               [](const auto& z) { return double(z.deaths); }},
+           std::tuple<const char*, const char*, const char*, Stat>{
+               "bulkhead_zygote_forks_total", "counter", "Workers forked by the zygote.",
+               [](const auto& z) { return double(z.forked); }},
+       }) {
+    perPool(name, type, help, [&, name = name, stat = stat](const PoolData& p) {
+      if (auto z = supervisor.zygoteStats(p.name)) w.sample(name, {{"pool", p.name}}, stat(*z));
+    });
+  }
   w.family("bulkhead_orphans_reaped_total", "counter",
            "Grandchildren of workers reaped by the supervisor (child subreaper).");
   w.sample("bulkhead_orphans_reaped_total", {}, static_cast<double>(supervisor.orphansReaped()));

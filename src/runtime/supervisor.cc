@@ -563,6 +563,8 @@ void Supervisor::sendForks(PoolRuntime& pool) {
   ZygoteRuntime& z = *pool.zygote;
   for (auto& [id, fork] : z.forks) {
     if (fork.sent) continue;
+    // The rest of a partly sent FORK is still queued: nothing may overtake it.
+    if (z.io->writing || !z.io->writes.empty()) return;
     std::vector<int> fds;
     for (const auto& fd : fork.fds) fds.push_back(fd.get());
     const long sent = os::sendWithFds(z.io->control.native_handle(), fork.frame, fds);
@@ -969,6 +971,10 @@ void Supervisor::flushWrites(const std::shared_ptr<WorkerIo>& worker) {
                         return;
                       }
                       flushWrites(worker);
+                      if (worker->isZygote && worker->writes.empty()) {
+                        tendZygote(worker->pool);  // FORKs held back behind a partial one
+                        drain();
+                      }
                     });
 }
 
@@ -1231,6 +1237,21 @@ json Supervisor::quarantineSnapshot() const {
     }
   }
   return {{"quarantine", std::move(entries)}};
+}
+
+std::optional<Supervisor::ZygoteStats> Supervisor::zygoteStats(std::string_view name) const {
+  for (const auto& p : pools_) {
+    if (p->config.name != name || !p->zygote) continue;
+    const auto& life = p->zygote->life;
+    ZygoteStats stats;
+    stats.ready = life.state() == core::ZygoteLifecycle::State::kReady;
+    stats.refused = life.state() == core::ZygoteLifecycle::State::kRefused;
+    stats.starts = life.starts();
+    stats.deaths = life.deaths();
+    stats.forked = p->zygote->forked;
+    return stats;
+  }
+  return std::nullopt;
 }
 
 std::optional<json> Supervisor::poolSnapshot(std::string_view name) const {

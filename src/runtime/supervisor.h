@@ -65,6 +65,15 @@ class Supervisor {
   void forEachPool(
       const std::function<void(const config::PoolConfig&, const core::Pool&)>& visit) const;
   std::uint64_t orphansReaped() const { return orphansReaped_; }
+  struct ZygoteStats {
+    bool ready = false;
+    bool refused = false;
+    int starts = 0;
+    int deaths = 0;
+    std::uint64_t forked = 0;
+  };
+  // nullopt for an unknown pool or one in spawn mode.
+  std::optional<ZygoteStats> zygoteStats(std::string_view pool) const;
 
   // The event stream (GET /v1/events): every pool's events with one global, increasing id.
   // A subscriber first gets the kept events with id > since, then each new one as it happens.

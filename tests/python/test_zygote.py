@@ -198,3 +198,18 @@ def test_shutdown_stops_the_zygote_and_its_workers(start_daemon):
     d.stop()
     for pid in pids + [zygote_pid]:
         assert wait_until(lambda: not pid_alive(pid), 10, "pid %d to end" % pid)
+
+
+def test_metrics_count_zygote_starts_deaths_and_forks(start_daemon):
+    d = start_daemon({"z": _zygote_pool(workers=2), "echo": {"handler": "echo"}})
+    d.wait_ready("z")
+    os.kill(_zygote(d, "z")["pid"], signal.SIGKILL)
+    wait_until(lambda: _zygote(d, "z")["state"] == "ready" and _zygote(d, "z")["starts"] == 2,
+               20, "the zygote to come back")
+    text = d.http("GET", "/metrics").body.decode()
+    lines = set(text.splitlines())
+    for line in ('bulkhead_zygote_up{pool="z"} 1', 'bulkhead_zygote_starts_total{pool="z"} 2',
+                 'bulkhead_zygote_deaths_total{pool="z"} 1',
+                 'bulkhead_zygote_forks_total{pool="z"} 2', 'bulkhead_zygote_refused{pool="z"} 0'):
+        assert line in lines, line
+    assert 'pool="echo"' not in "".join(l for l in lines if l.startswith("bulkhead_zygote"))
