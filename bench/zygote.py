@@ -551,8 +551,8 @@ def report(r, cfg):
           % cfg["crashes"])
         w("")
         w("| system | crash → replacement ready p50 / p90 / max ms | crash → started (pid "
-          "known) p50 ms | started → ready p50 ms | crash answer → next job 200, p50 / p90 / "
-          "max ms | crash job answered (p50 ms) | target | load avg |")
+          "known) p50 ms | started → ready p50 ms (of which `init`) | crash answer → next job "
+          "200, p50 / p90 / max ms | crash job answered (p50 ms) | target | load avg |")
         w("|---|---|---|---|---|---|---|---|")
         for mode in ("zygote", "spawn"):
             x = lat.get(mode)
@@ -564,9 +564,10 @@ def report(r, cfg):
                 ok = bool(s) and pct(s, 50) <= 20.0 and not x["errors"]
                 tgt = "p50 ≤ 20 ms: **%s**" % ("PASS" if ok else "MISS")
                 targets.append(ok)
-            w("| bulkhead, mode = \"%s\" | **%s** / %s / %s | %s | %s | %s / %s / %s | %s | %s "
-              "| %s |" % (mode, ms(s, 50), ms(s, 90), fmt(1e3 * max(s), 1) if s else "-",
-                          ms(x["crash_started"], 50), ms(x["started_ready"], 50),
+            w("| bulkhead, mode = \"%s\" | **%s** / %s / %s | %s | %s (%s) | %s / %s / %s | %s "
+              "| %s | %s |" % (mode, ms(s, 50), ms(s, 90), fmt(1e3 * max(s), 1) if s else "-",
+                               ms(x["crash_started"], 50), ms(x["started_ready"], 50),
+                               ms(x["init"], 50),
                           ms(x["e2e"], 50), ms(x["e2e"], 90),
                           fmt(1e3 * max(x["e2e"]), 1) if x["e2e"] else "-",
                           ms(x["detect"], 50), tgt, x["load"]))
@@ -616,13 +617,15 @@ def report(r, cfg):
         n = cfg["mem_workers"]
         w("### Memory: preload holds the CNN and a 200 MB torch.rand tensor (50M float32)")
         w("")
-        w("| system | Pss of the workers MB (sum; each min–max) | + template/parent MB | "
-          "total MB | ÷ Pss of 1 spawn worker alone | target | Rss per worker MB | private "
-          "per worker MB (p50) |")
-        w("|---|---|---|---|---|---|---|---|")
-        one = None
+        w("| system | Pss of the workers MB, sum (each min–max) | + template/parent Pss MB | "
+          "total Pss MB | ÷ total Pss of 1 spawn worker alone | target | Pss_Anon total MB (÷ "
+          "1 spawn worker's) | Rss / private per worker MB (p50) | other processes mapping "
+          "libtorch_cpu.so |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        one = one_anon = None
         if mem.get("spawn1"):
             one = mem["spawn1"]["after_job"]["workers"][0]["pss"] / 1e3
+            one_anon = mem["spawn1"]["after_job"]["workers"][0]["pss_anon"] / 1e3
 
         def row(name, got, parent_key, target=False):
             ws = got["workers"]
@@ -631,7 +634,8 @@ def report(r, cfg):
             par = got.get(parent_key)
             par_mb = par["pss"] / 1e3 if par else None
             both = total + (par_mb or 0.0)
-            ratio = ("%.2fx (workers only %.2fx)" % (both / one, total / one) if par_mb
+            anon = sum(x["pss_anon"] for x in ws + ([par] if par else [])) / 1e3
+            ratio = ("**%.2fx** (workers only %.2fx)" % (both / one, total / one) if par_mb
                      else "%.2fx" % (total / one)) if one else "-"
             tgt = ""
             if target and one:
@@ -640,11 +644,12 @@ def report(r, cfg):
                                           " (workers only: %s)" % ("PASS" if total <= 2 * one
                                                                    else "MISS"))
                 targets.append(ok)
-            w("| %s | **%s** (%s–%s) | %s | %s | %s | %s | %s | %s |" % (
+            w("| %s | %s (%s–%s) | %s | %s | %s | %s | %s (%s) | %s / %s | %s |" % (
                 name, fmt(total, 0), fmt(min(pss), 1), fmt(max(pss), 1),
                 fmt(par_mb, 1) if par_mb is not None else "-", fmt(both, 0), ratio, tgt,
+                fmt(anon, 0), "%.2fx" % (anon / one_anon) if one_anon else "-",
                 fmt(percentile([x["rss"] / 1e3 for x in ws], 50), 0),
-                fmt(percentile([x["private"] / 1e3 for x in ws], 50), 1)))
+                fmt(percentile([x["private"] / 1e3 for x in ws], 50), 1), got.get("others", "-")))
         if mem.get("zygote"):
             row("bulkhead, mode = \"zygote\", %d workers, after 1 job each" % n,
                 mem["zygote"]["after_job"], "zygote", target=True)
@@ -662,7 +667,7 @@ def report(r, cfg):
             row("ProcessPoolExecutor(%d), same, after a gc.collect() in each" % n,
                 peer["after_gc"], "parent")
         elif peer:
-            w("| ProcessPoolExecutor(%d) | not measured: %s | | | | | | |" % (n, peer["error"]))
+            w("| ProcessPoolExecutor(%d) | not measured: %s | | | | | | | |" % (n, peer["error"]))
         w("")
         ready = ["%s %.1f s" % (k, v["ready_s"]) for k, v in mem.items()
                  if isinstance(v, dict) and "ready_s" in v]

@@ -38,7 +38,8 @@ START_DEADLINE_S = 30
 READY_DEADLINE_S = 90      # two workers importing torch on two cores
 STOP_DEADLINE_S = 30
 # A job's deadline counts from its submission, queueing and retries included. Jobs of the mixed
-# batch may queue behind the hang and behind replacement workers importing torch, so they get a
+# batch may queue behind the hang and behind replacement workers (forked from the pool's zygote
+# in milliseconds; importing torch for ~1 s each in spawn mode), so they get a
 # generous deadline; only the "hang" job uses the pool's short job_timeout (3 s).
 QUEUED_TIMEOUT = "30s"
 
@@ -364,6 +365,10 @@ def main():
         print("pool %s: handler %s, %d workers target, queue %d/%d"
               % (p["name"], p["handler"], p["workers_target"], p["queue_length"],
                  p["queue_limit"]))
+        z = p.get("zygote")
+        if z:
+            print("  mode zygote: template pid %s, %s, %d workers forked from it"
+                  % (z["pid"], z["state"], z["forked"]))
         for w in p["workers"]:
             print("  %-10s pid %-7s %-9s jobs served %-4s age %.1f s"
                   % (w["id"], w["pid"], w["state"], w.get("jobs_served", "?"),
