@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Zygote-mode benchmark (issue 5): replacement after a crash, and memory shared by forked workers.
 
-    /usr/bin/python3 bench/zygote.py            # full run, about 4 minutes
-    /usr/bin/python3 bench/zygote.py --quick    # about 1.5 minutes
-    # options: --bin PATH (another bulkhead binary), --keep (keep the temp dir: configs, logs)
+    /usr/bin/python3 bench/zygote.py            # full run, about 1.5 minutes
+    /usr/bin/python3 bench/zygote.py --quick    # about 40 s
+    # options: --bin PATH (another bulkhead binary; it is copied into the temp dir first),
+    #          --keep (keep the temp dir: configs, logs, result.md), --verbose (every crash)
 
 1. Replacement after a crash, torch CNN preloaded (bench/handlers/zygote_cnn.py): a 1-worker pool,
    mode = "zygote" and mode = "spawn", retries = 0, poison_after = 0.  Each cycle: the worker has
@@ -27,7 +28,8 @@
    tracked object's header and so un-shares their pages).  Compared with one spawn worker alone
    (a 1-worker spawn pool) and with 8 spawn workers.  Target: sum over the 8 zygote workers (and,
    stricter, plus the zygote) <= 2x the Pss of one spawn worker.  Peer: ProcessPoolExecutor(8)
-   (fork) from a parent that ran preload_big.
+   (fork) from a parent that ran preload_big, and the same with gc.freeze() in the parent before
+   the fork.  Pss_File also drops when unrelated processes map libtorch: the table counts them.
 
 Every daemon gets its own temp TOML config (listen 127.0.0.1:0; the port is read from its log),
 waits for /healthz and for all workers idle with deadlines, and is stopped with SIGTERM; all of them
@@ -259,20 +261,26 @@ def peer_main(kind, n):
         t = time.monotonic()
         zc.peer_set_loaded(zc.preload_big())
         out["preload_s"] = time.monotonic() - t
-        ex = concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx,
-                                                    initializer=zc.peer_init_forked)
-        try:
-            for phase, payload in (("after_job", b"sleep:0.5"), ("after_gc", b"gcsleep:0.5")):
-                futs = [ex.submit(zc.peer_call, payload) for _ in range(n)]
-                served = {f.result(timeout=120)["pid"] for f in futs}
-                pids = sorted(ex._processes)    # every worker, whether it served or not
-                out.setdefault("served", {})[phase] = len(served)
-                time.sleep(0.5)
-                out[phase] = {"workers": [smaps_rollup(p) for p in pids],
-                              "parent": smaps_rollup(os.getpid()),
-                              "others": len(other_torch_processes(set(pids) | {os.getpid()}))}
-        finally:
-            ex.shutdown(wait=True)
+        import gc
+        phases = (("after_job", b"sleep:0.5"), ("after_gc", b"gcsleep:0.5"))
+        for frozen in (False, True):
+            if frozen:
+                gc.freeze()     # what a zygote could do before forking: GC skips those objects
+            ex = concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx,
+                                                        initializer=zc.peer_init_forked)
+            try:
+                for phase, payload in phases[1:] if frozen else phases:
+                    futs = [ex.submit(zc.peer_call, payload) for _ in range(n)]
+                    served = {f.result(timeout=120)["pid"] for f in futs}
+                    pids = sorted(ex._processes)    # every worker, whether it served or not
+                    key = phase + ("_frozen" if frozen else "")
+                    out.setdefault("served", {})[key] = len(served)
+                    time.sleep(0.5)
+                    out[key] = {"workers": [smaps_rollup(p) for p in pids],
+                                "parent": smaps_rollup(os.getpid()),
+                                "others": len(other_torch_processes(set(pids) | {os.getpid()}))}
+            finally:
+                ex.shutdown(wait=True)
         print(json.dumps(out), flush=True)
         return 0
     if kind == "forked":
@@ -666,6 +674,9 @@ def report(r, cfg):
                 peer["after_job"], "parent")
             row("ProcessPoolExecutor(%d), same, after a gc.collect() in each" % n,
                 peer["after_gc"], "parent")
+            if peer.get("after_gc_frozen"):
+                row("ProcessPoolExecutor(%d), same but `gc.freeze()` in the parent before the "
+                    "fork, after a gc.collect() in each" % n, peer["after_gc_frozen"], "parent")
         elif peer:
             w("| ProcessPoolExecutor(%d) | not measured: %s | | | | | | | |" % (n, peer["error"]))
         w("")
@@ -684,11 +695,35 @@ def report(r, cfg):
 
 # -- main -----------------------------------------------------------------------------------------
 
+def copy_binary(binary, tmpdir, deadline_s=300):
+    """A private copy of the daemon binary, taken once its size and mtime have held still for
+    2 s and `--help` runs: every daemon of the run is the same build, even if build/ is rebuilt
+    meanwhile (on a shared machine it is)."""
+    deadline = time.monotonic() + deadline_s
+    dest = os.path.join(tmpdir, "bulkhead")
+    while True:
+        try:
+            st = os.stat(binary)
+            time.sleep(2)
+            st2 = os.stat(binary)
+            if (st.st_size, st.st_mtime) == (st2.st_size, st2.st_mtime):
+                shutil.copy2(binary, dest)
+                if (os.stat(binary).st_mtime == st2.st_mtime and subprocess.run(
+                        [dest, "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        timeout=30).returncode == 0):
+                    return dest
+        except (OSError, subprocess.SubprocessError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("%s did not hold still (a build running?) within %d s"
+                               % (binary, deadline_s))
+        log("%s is being rebuilt; waiting" % binary)
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--peer":
         return peer_main(sys.argv[2], int(sys.argv[3]))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a short run (about 1.5 minutes)")
+    ap.add_argument("--quick", action="store_true", help="a short run (about 40 s)")
     ap.add_argument("--bin", default=BIN, help="the bulkhead binary (default: %(default)s)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     ap.add_argument("--verbose", action="store_true", help="log every crash cycle")
@@ -705,7 +740,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
 
     st = os.stat(cfg["bin"])
-    cfg["bin_desc"] = "%s (built %s)" % (
+    cfg["bin_desc"] = "%s (built %s; copied at the start of the run)" % (
         cfg["bin"], time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime)))
     cfg["git"] = git_desc()
     cfg["load_start"] = loadavg()
@@ -714,6 +749,7 @@ def main():
     cfg["tmpdir"] = tempfile.mkdtemp(prefix="bulkhead-zygote-")
     r = {"notes": []}
     try:
+        cfg["bin"] = copy_binary(cfg["bin"], cfg["tmpdir"])
         run_latency(cfg, r)
         run_peer_latency(cfg, r)
         run_memory(cfg, r)

@@ -129,28 +129,43 @@ std::optional<StatusFields> parseProcStatus(std::string_view statusText) {
   return out;
 }
 
-std::optional<double> parseProcStatCpuSeconds(std::string_view statText, long ticksPerSecond) {
-  if (ticksPerSecond <= 0) return std::nullopt;
+std::optional<std::string_view> procStatField(std::string_view statText, int field) {
+  if (field < 3) return std::nullopt;
   std::size_t close = statText.rfind(')');
   if (close == std::string_view::npos) return std::nullopt;
   std::string_view rest = statText.substr(close + 1);
-  // rest is " S ppid pgrp ...": the first token is field 3, so utime (14) is token 11 and stime
-  // (15) token 12.
-  std::uint64_t utime = 0, stime = 0;
-  int index = 0;
+  // rest is " S ppid pgrp ...": its first token is field 3.
   std::size_t pos = 0;
-  while (index <= 12) {
+  for (int index = 3;; ++index) {
     while (pos < rest.size() && rest[pos] == ' ') ++pos;
     if (pos >= rest.size() || rest[pos] == '\n') return std::nullopt;
     std::size_t end = rest.find_first_of(" \n", pos);
     if (end == std::string_view::npos) end = rest.size();
-    std::string_view token = rest.substr(pos, end - pos);
-    if (index == 11 && !parseNumber(token, &utime)) return std::nullopt;
-    if (index == 12 && !parseNumber(token, &stime)) return std::nullopt;
-    ++index;
+    if (index == field) return rest.substr(pos, end - pos);
     pos = end;
   }
+}
+
+std::optional<double> parseProcStatCpuSeconds(std::string_view statText, long ticksPerSecond) {
+  if (ticksPerSecond <= 0) return std::nullopt;
+  auto utimeText = procStatField(statText, 14);
+  auto stimeText = procStatField(statText, 15);
+  std::uint64_t utime = 0, stime = 0;
+  if (!utimeText || !stimeText || !parseNumber(*utimeText, &utime) ||
+      !parseNumber(*stimeText, &stime)) {
+    return std::nullopt;
+  }
   return static_cast<double>(utime + stime) / static_cast<double>(ticksPerSecond);
+}
+
+std::optional<ProcessIds> parseProcStatIds(std::string_view statText) {
+  auto ppidText = procStatField(statText, 4);
+  auto pgidText = procStatField(statText, 5);
+  std::uint64_t ppid = 0, pgid = 0;
+  if (!ppidText || !pgidText || !parseNumber(*ppidText, &ppid) || !parseNumber(*pgidText, &pgid)) {
+    return std::nullopt;
+  }
+  return ProcessIds{static_cast<pid_t>(ppid), static_cast<pid_t>(pgid)};
 }
 
 std::size_t countLines(std::string_view text) {
@@ -207,6 +222,19 @@ std::optional<ProcSample> ProcReader::sample(pid_t pid, bool readMaps) const {
     out.maps = maps < 0 ? -1 : static_cast<int>(maps);
   }
   return out;
+}
+
+std::optional<ProcessIds> ProcReader::ids(pid_t pid) const {
+  if (pid <= 0 || !root_.valid()) return std::nullopt;
+  char path[64];
+  auto [end, ec] = std::to_chars(path, path + sizeof path - 1, pid);
+  *end = '\0';
+  UniqueFd dir(::openat(root_.get(), path, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) return std::nullopt;
+  char* buf = buffer_.get();
+  ssize_t n = readSmallFile(dir.get(), "stat", buf, kBufferSize);
+  if (n < 0) return std::nullopt;
+  return parseProcStatIds(std::string_view(buf, static_cast<std::size_t>(n)));
 }
 
 }  // namespace bulkhead::os

@@ -44,6 +44,16 @@ std::optional<StatusFields> parseProcStatus(std::string_view statusText);
 // contain spaces and ')', so the fields are counted from the LAST ')'. nullopt when malformed.
 std::optional<double> parseProcStatCpuSeconds(std::string_view statText, long ticksPerSecond);
 
+// Field `field` (numbered as in man 5 proc, 3 or more) of /proc/PID/stat; nullopt if missing.
+std::optional<std::string_view> procStatField(std::string_view statText, int field);
+
+struct ProcessIds {
+  pid_t parent = 0;
+  pid_t group = 0;
+};
+// ppid and pgrp (fields 4 and 5) of /proc/PID/stat.
+std::optional<ProcessIds> parseProcStatIds(std::string_view statText);
+
 // Lines in text; a last line without '\n' counts too.
 std::size_t countLines(std::string_view text);
 
@@ -67,6 +77,8 @@ class ProcReader {
   // reused after its parent reaps it, so a supervisor that samples its own children on the thread
   // that reaps them never reads a stranger.
   std::optional<ProcSample> sample(pid_t pid, bool readMaps) const;
+  // Parent and process group of a process (a zombie too); nullopt when there is no such pid.
+  std::optional<ProcessIds> ids(pid_t pid) const;
 
  private:
   std::string procRoot_;

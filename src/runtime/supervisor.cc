@@ -649,6 +649,18 @@ void Supervisor::zygoteForked(PoolRuntime& pool, core::WorkerId id, pid_t pid) {
     if (!pidfd.valid()) exitStatus = early->second.first;
     unclaimedExits_.erase(early);
   }
+  if (pidfd.valid()) {
+    // The zygote runs the pool's code: believe its pid only for our own child, in its own group
+    // (or a signal to "its" group could hit anything, the supervisor included).
+    auto ids = procReader_.ids(pid);
+    if (ids && (ids->parent != ::getpid() || ids->group != pid)) {
+      os::UniqueFd discard = std::move(pidfd);
+      misbehaved(*pool.zygote->io, "FORKED names pid " + std::to_string(pid) +
+                                       ", which is not a child of the supervisor in its own "
+                                       "process group");
+      return;
+    }
+  }
   if (!pidfd.valid() && !exitStatus) {
     post(pool, core::WorkerSpawnFailed{id, "the forked worker (pid " + std::to_string(pid) +
                                                ") vanished before it was seen"});

@@ -92,6 +92,25 @@ TEST(ParseProcStat, Zombie) {
   EXPECT_DOUBLE_EQ(*cpu, 0.0);
 }
 
+TEST(ParseProcStat, ParentAndGroupComeFromFieldsFourAndFive) {
+  auto ids = parseProcStatIds(fixture("stat_weird_comm.txt"));
+  ASSERT_TRUE(ids);
+  EXPECT_EQ(ids->parent, 22924);
+  EXPECT_EQ(ids->group, 22924);
+  EXPECT_FALSE(parseProcStatIds("1 (x) R 7\n"));
+  EXPECT_FALSE(parseProcStatIds("1 (x) R 7 -1 0\n"));
+}
+
+TEST(ProcReaderIds, OfThisProcessAndOfNone) {
+  ProcReader reader;
+  auto ids = reader.ids(::getpid());
+  ASSERT_TRUE(ids);
+  EXPECT_EQ(ids->parent, ::getppid());
+  EXPECT_EQ(ids->group, ::getpgrp());
+  EXPECT_FALSE(reader.ids(0));
+  EXPECT_FALSE(reader.ids(4194304 + 1));  // above pid_max's ceiling: never a process
+}
+
 TEST(ParseProcStat, MalformedIsNullopt) {
   EXPECT_FALSE(parseProcStatCpuSeconds("", 100));
   EXPECT_FALSE(parseProcStatCpuSeconds("1 (x R 1 2 3", 100));               // no ')'

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cstring>
 #include <string>
 
 namespace bulkhead::os {
@@ -152,6 +154,67 @@ TEST(Reap, ReturnsEveryExitedChildWithItsStatus) {
     }
   }
   EXPECT_EQ(found, 2);
+}
+
+// Zygote mode: the worker's ends travel over a socket with SCM_RIGHTS and still work there.
+TEST(Channels, FdsSentWithAFrameArriveWithItsFirstByteAndStayConnected) {
+  auto made = makeWorkerChannels();
+  ASSERT_TRUE(std::holds_alternative<WorkerChannels>(made));
+  auto& channels = std::get<WorkerChannels>(made);
+  int carrier[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, carrier), 0);
+  UniqueFd sender(carrier[0]), receiver(carrier[1]);
+  const std::string frame = "FORK-frame-bytes";
+  ASSERT_EQ(
+      sendWithFds(sender.get(), frame, {channels.controlTheirs.get(), channels.stderrWrite.get()}),
+      static_cast<long>(frame.size()));
+  channels.controlTheirs.reset();  // the message in flight holds its own references
+  channels.stderrWrite.reset();
+
+  char data[64];
+  iovec iov{data, sizeof data};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n = ::recvmsg(receiver.get(), &msg, MSG_CMSG_CLOEXEC);
+  ASSERT_EQ(std::string(data, static_cast<std::size_t>(n)), frame);
+  cmsghdr* header = CMSG_FIRSTHDR(&msg);
+  ASSERT_NE(header, nullptr);
+  ASSERT_EQ(header->cmsg_type, SCM_RIGHTS);
+  ASSERT_EQ(header->cmsg_len, CMSG_LEN(sizeof(int) * 2));
+  int fds[2];
+  std::memcpy(fds, CMSG_DATA(header), sizeof fds);
+  UniqueFd control0(fds[0]), stderr0(fds[1]);
+
+  ASSERT_EQ(::write(control0.get(), "hi", 2), 2);
+  control0.reset();  // our end then reads "hi" and EOF
+  EXPECT_EQ(readAll(channels.ours.control.get()), "hi");
+  ASSERT_EQ(::write(stderr0.get(), "boom", 4), 4);
+  stderr0.reset();  // the last write end: our read end sees EOF
+  EXPECT_EQ(readAll(channels.ours.stderrRead.get()), "boom");
+}
+
+TEST(Channels, SendingToAPeerThatIsGoneFailsWithoutSigpipe) {
+  int carrier[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, carrier), 0);
+  UniqueFd sender(carrier[0]);
+  ::close(carrier[1]);
+  EXPECT_EQ(sendWithFds(sender.get(), "x", {}), -1);
+  EXPECT_EQ(errno, EPIPE);
+}
+
+TEST(Pidfd, OpensForALiveChildAndNotForAReapedOne) {
+  auto r = spawnWorker(shell("exit 0"));
+  ASSERT_TRUE(std::holds_alternative<WorkerProcess>(r));
+  pid_t pid = std::get<WorkerProcess>(r).pid;
+  siginfo_t info;
+  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOWAIT), 0);
+  EXPECT_TRUE(openPidfd(pid).valid());  // a zombie still has its pid
+  waitFor(pid);
+  EXPECT_FALSE(openPidfd(pid).valid());
 }
 
 TEST(Signal, NeverSignalsEveryProcess) {

@@ -213,3 +213,44 @@ def test_metrics_count_zygote_starts_deaths_and_forks(start_daemon):
                  'bulkhead_zygote_forks_total{pool="z"} 2', 'bulkhead_zygote_refused{pool="z"} 0'):
         assert line in lines, line
     assert 'pool="echo"' not in "".join(l for l in lines if l.startswith("bulkhead_zygote"))
+
+
+_FAKE_ZYGOTE = r'''
+import json, os, struct, sys, time
+mode = os.environ["FAKE_ZYGOTE"]
+sock = __import__("socket").socket(fileno=3)
+def send(kind, request, body=b""):
+    sock.sendall(struct.pack("<2sBBIQ", b"BK", 1, kind, len(body), request) + body)
+send(0x01, 0, b'{"protocol":1,"pid":%d,"role":"zygote"}' % os.getpid())
+send(0x02, 0, b"{}")
+header = b""
+while len(header) < 16:
+    header += sock.recv(16 - len(header))
+magic, version, kind, length, request = struct.unpack("<2sBBIQ", header)
+if mode == "garbage":
+    sock.sendall(b"\xff" * 64)
+elif mode == "lying_pid":
+    send(0x30, request, b'{"pid":%d}' % os.getppid())   # the supervisor itself
+time.sleep(60)
+'''
+
+
+@pytest.mark.parametrize("mode, words", [("garbage", "broke the protocol"),
+                                         ("lying_pid", "not a child of the supervisor")])
+def test_a_misbehaving_zygote_is_killed_and_harms_nothing_else(start_daemon, tmp_path, mode,
+                                                              words):
+    fake = tmp_path / "fakesdk" / "bulkhead"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "zygote.py").write_text(_FAKE_ZYGOTE)
+    d = start_daemon({"z": {"handler": "echo", "mode": "zygote", "workers": 1,
+                            "python_path": [str(fake.parent)], "env": {"FAKE_ZYGOTE": mode}},
+                      "echo": {"handler": "echo"}})
+    died = wait_until(lambda: [e for e in _events(d, "z", "zygote_died") if words in e["detail"]],
+                      20, "the zygote to be killed for: " + words)
+    assert died
+    assert d.proc.poll() is None, "the supervisor died"
+    d.wait_ready("echo")
+    d.assert_serving("echo")
+    assert not [w for w in d.workers("z") if w.get("pid") == d.proc.pid]
+    wait_until(lambda: _zygote(d, "z")["starts"] >= 2, 20, "a restarted zygote")
