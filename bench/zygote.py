@@ -695,6 +695,21 @@ def report(r, cfg):
 
 # -- main -----------------------------------------------------------------------------------------
 
+def tree_desc():
+    """HEAD's short hash, plus the uncommitted files under src/ and python/ (the workers and the
+    zygote run the SDK from python/ in this tree, so it matters as much as the binary)."""
+    head = git_desc().split()[0]
+    try:
+        dirty = subprocess.run(["git", "-C", benchlib.ROOT, "status", "--porcelain", "--", "src",
+                                "python"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, timeout=10).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return head
+    files = [line[3:] for line in dirty if line.strip()]
+    return head + (" with uncommitted changes in %s" % ", ".join(files) if files else
+                   ", no uncommitted changes in src/ or python/")
+
+
 def copy_binary(binary, tmpdir, deadline_s=300):
     """A private copy of the daemon binary, taken once its size and mtime have held still for
     2 s and `--help` runs: every daemon of the run is the same build, even if build/ is rebuilt
@@ -742,7 +757,7 @@ def main():
     st = os.stat(cfg["bin"])
     cfg["bin_desc"] = "%s (built %s; copied at the start of the run)" % (
         cfg["bin"], time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime)))
-    cfg["git"] = git_desc()
+    cfg["git"] = tree_desc()
     cfg["load_start"] = loadavg()
     log("machine: %s; load average %s; MemAvailable %.1f GB"
         % (machine_line(ram=True), cfg["load_start"], meminfo_kb("MemAvailable") / 1e6))

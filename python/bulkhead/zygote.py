@@ -25,6 +25,7 @@ error from the supervisor.
 """
 
 import ctypes
+import gc
 import json
 import os
 import resource
@@ -160,6 +161,10 @@ class _Zygote(object):
         except BaseException as exc:  # noqa: B036 - SystemExit from an import is a failure too
             self.send(START_FAILED, 0, _worker._error_body(*_worker._describe(exc)))
             return False
+        # What preload built lives as long as the workers: keep the cyclic GC of every worker
+        # from walking (and so copying, page by page) the objects they share with us.
+        gc.collect()
+        gc.freeze()
         self.send(READY, 0, b"{}")
         return True
 
