@@ -2,7 +2,7 @@
 """Zygote-mode benchmark (issue 5): replacement after a crash, and memory shared by forked workers.
 
     /usr/bin/python3 bench/zygote.py            # full run, about 1.5 minutes
-    /usr/bin/python3 bench/zygote.py --quick    # about 40 s
+    /usr/bin/python3 bench/zygote.py --quick    # under a minute
     # options: --bin PATH (another bulkhead binary; it is copied into the temp dir first),
     #          --keep (keep the temp dir: configs, logs, result.md), --verbose (every crash)
 
@@ -26,10 +26,11 @@
    jobs), then Pss from /proc/PID/smaps_rollup of every worker and of the zygote; the same after
    one b"gcsleep:0.5" job per worker (gc.collect() in every worker: Python's GC writes to every
    tracked object's header and so un-shares their pages).  Compared with one spawn worker alone
-   (a 1-worker spawn pool) and with 8 spawn workers.  Target: sum over the 8 zygote workers (and,
-   stricter, plus the zygote) <= 2x the Pss of one spawn worker.  Peer: ProcessPoolExecutor(8)
-   (fork) from a parent that ran preload_big, and the same with gc.freeze() in the parent before
-   the fork.  Pss_File also drops when unrelated processes map libtorch: the table counts them.
+   (a 1-worker spawn pool) and with 8 spawn workers.  Target: the 8 zygote workers plus the
+   zygote (the workers alone are shown too) <= 2x the Pss of one spawn worker.  Peer:
+   ProcessPoolExecutor(8) (fork) from a parent that ran preload_big, and the same with
+   gc.freeze() in the parent before the fork.  Pss_File also drops when unrelated processes map
+   libtorch: the table counts them, and shows Pss_Anon, which they cannot share.
 
 Every daemon gets its own temp TOML config (listen 127.0.0.1:0; the port is read from its log),
 waits for /healthz and for all workers idle with deadlines, and is stopped with SIGTERM; all of them
@@ -112,23 +113,32 @@ class Jobs:
     def __init__(self, daemon):
         self.host, self.port = daemon.host, daemon.port
         self.conn = None
+        self.reused = False
 
     def post(self, payload):
-        """(status, parsed JSON body or None)."""
+        """(status, parsed JSON body or None).  Sent again only if a kept-alive connection turned
+        out to be closed (never after a timeout: a crash job must not run twice)."""
         for attempt in (0, 1):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port,
                                                        timeout=JOB_TIMEOUT_S)
+                self.reused = False
             try:
                 self.conn.request("POST", "/v1/pools/%s/jobs" % POOL, payload,
                                   {"Content-Type": "application/octet-stream"})
                 r = self.conn.getresponse()
                 body = r.read()
-            except (OSError, http.client.HTTPException):
+                self.reused = True
+            except (http.client.RemoteDisconnected, ConnectionResetError,
+                    BrokenPipeError) as exc:
+                stale = self.reused
                 self.close()
-                if attempt:
-                    raise
+                if attempt or not stale:
+                    raise RuntimeError("job %r: %r" % (payload[:20], exc)) from None
                 continue
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise RuntimeError("job %r: %r" % (payload[:20], exc)) from None
             try:
                 return r.status, json.loads(body)
             except ValueError:
@@ -738,7 +748,7 @@ def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--peer":
         return peer_main(sys.argv[2], int(sys.argv[3]))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a short run (about 40 s)")
+    ap.add_argument("--quick", action="store_true", help="a short run (under a minute)")
     ap.add_argument("--bin", default=BIN, help="the bulkhead binary (default: %(default)s)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     ap.add_argument("--verbose", action="store_true", help="log every crash cycle")

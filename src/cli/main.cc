@@ -246,8 +246,16 @@ int env(const std::string& path, const std::string& poolName, int slot) {
     const char* sdk = std::getenv("BULKHEAD_SDK_DIR");
     auto vars = runtime::buildWorkerEnvironment(pool, pool.name + "-N", slot, base,
                                                 sdk && *sdk ? sdk : BULKHEAD_SDK_DIR);
-    std::printf("# worker of pool %s in slot %d: %s -m bulkhead.worker\n", pool.name.c_str(), slot,
-                pool.python.c_str());
+    if (pool.zygote) {
+      std::printf(
+          "# worker of pool %s in slot %d, forked from the pool's zygote (%s -m bulkhead.zygote, "
+          "started with the environment of slot 0: libraries read their variables when the "
+          "zygote imports them); os.environ is set to this in the worker before init\n",
+          pool.name.c_str(), slot, pool.python.c_str());
+    } else {
+      std::printf("# worker of pool %s in slot %d: %s -m bulkhead.worker\n", pool.name.c_str(),
+                  slot, pool.python.c_str());
+    }
     for (const auto& [key, entry] : vars) {
       std::printf("%s=%s\t# %s\n", key.c_str(), entry.value.c_str(), entry.source.c_str());
     }
