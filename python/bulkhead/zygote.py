@@ -3,16 +3,19 @@
 
 It is started like a worker (control socket on fd 3, stacks pipe on fd 4, the pool's built
 environment), imports the handler and runs the pool's ``preload`` once, says ``READY``, and then
-forks one worker per ``FORK`` frame.  A FORK carries the new worker's control socket, stdout,
-stderr and stacks pipe (and the cgroup files it must join) as SCM_RIGHTS; the forked process makes
-them its fds 1-4 and runs the normal worker loop (bulkhead.worker) with the handler and the
-preloaded object it inherited, after the pool's ``init``.
+hands out one worker per ``FORK`` frame.  A FORK carries the new worker's control socket, stdout,
+stderr and stacks pipe (and the cgroup files it must join) as SCM_RIGHTS; the worker makes them
+its fds 1-4 and runs the normal worker loop (bulkhead.worker) with the handler and the preloaded
+object it inherited, after the pool's ``init``.
 
-Each worker is forked twice (zygote -> short-lived middle process -> worker) so that the worker is
+Each worker is forked twice (zygote -> short-lived middle process -> worker) so that it is
 reparented to the supervisor, a child subreaper: the supervisor reaps it, holds a pidfd for it and
 signals its process group exactly as for a spawned worker, and the zygote has no children to wait
-for.  The zygote answers ``FORKED {"pid"}`` once the middle process has exited, so the pid it
-reports already belongs to a child of the supervisor.
+for.  The double fork of a process holding a model costs tens of milliseconds, so it is done ahead
+of time: the zygote always keeps one *spare*, forked, reparented and waiting on a private socket.
+A FORK hands the fds to the spare, answers ``FORKED {"pid"}`` at once (the pid already belongs to
+a child of the supervisor) and then forks the next spare.  A spare whose zygote dies sees EOF and
+exits.
 
 Before every fork it checks that forking is safe: one thread only (a child forked while an
 OpenMP/MKL/thread pool exists hangs in its first parallel region, FAULTS.md "fork after threads"),
@@ -25,13 +28,16 @@ error from the supervisor.
 """
 
 import ctypes
+import fcntl
 import gc
 import json
 import os
 import resource
 import sys
 import time
-from _socket import CMSG_SPACE, MSG_CTRUNC, SCM_RIGHTS, SOL_SOCKET
+from _socket import (AF_UNIX, CMSG_SPACE, MSG_CTRUNC, SCM_RIGHTS, SOCK_STREAM, SOL_SOCKET,
+                     socketpair)
+from array import array
 
 from . import worker as _worker
 from ._protocol import (FORK_REFUSED, FORKED, MAX_CONTROL_BODY, READY, SHUTDOWN, START_FAILED,
@@ -43,6 +49,7 @@ _MAX_FDS_PER_READ = 64
 _THREADS_SETTLE = 0.5           # extra threads get this long to end before a fork is refused
 _REPARENT_WAIT = 5.0            # a forked worker waits this long to be handed to the supervisor
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 _SIGKILL = 9
 
 
@@ -125,6 +132,8 @@ class _Zygote(object):
         self._fds = []              # received with SCM_RIGHTS, not yet taken by a FORK
         self._supervisor = os.getppid()
         self._loaded = None
+        self._spare = None          # (pid, socket): forked ahead, waiting for a worker's fds
+        self._why_no_spare = ("OSError", "no spare worker", False)
         libc = ctypes.CDLL(None, use_errno=True)
         self._prctl = libc.prctl
 
@@ -165,6 +174,7 @@ class _Zygote(object):
         # from walking (and so copying, page by page) the objects they share with us.
         gc.collect()
         gc.freeze()
+        self._replenish()
         self.send(READY, 0, b"{}")
         return True
 
@@ -177,49 +187,81 @@ class _Zygote(object):
             try:
                 request = json.loads(frame.body)
                 count = int(request["fds"])
-                env = request["env"]
-                if not isinstance(env, dict) or count < 4 or count > len(self._fds):
+                if not isinstance(request["env"], dict) or count < 4 or count > len(self._fds):
                     raise ValueError("needs an env object and at least 4 received fds")
+                int(request.get("rlimit_as") or 0)
             except (ValueError, KeyError, TypeError) as exc:
                 raise ProtocolError("bad FORK body: %s" % exc) from None
             fds, self._fds = self._fds[:count], self._fds[count:]
-            try:
-                self._fork_one(frame.job_id, fds, env, int(request.get("rlimit_as") or 0))
-            finally:
-                for fd in fds:
-                    os.close(fd)
+            self._hand_out(frame.job_id, fds, bytes(frame.body))
 
     def _refuse(self, request_id, type_name, message, permanent):
         body = json.dumps({"type": type_name, "message": message, "permanent": permanent})
         self.send(FORK_REFUSED, request_id, body.encode("utf-8"))
 
-    def _fork_one(self, request_id, fds, env, rlimit_as):
+    def _hand_out(self, request_id, fds, body):
+        """Give the spare the worker's fds and the FORK body, answer FORKED, make a new spare.
+
+        The spare was forked (twice) ahead of time and already belongs to the supervisor, so the
+        answer does not wait for a fork: a crashed worker's replacement starts at once."""
+        try:
+            for _ in range(2):              # a spare that died meanwhile is replaced once
+                if self._spare is None:
+                    self._replenish()
+                if self._spare is None:
+                    self._refuse(request_id, *self._why_no_spare)
+                    return
+                pid, channel = self._spare
+                self._spare = None
+                try:
+                    channel.sendmsg([body], [(SOL_SOCKET, SCM_RIGHTS, array("i", fds).tobytes())])
+                except OSError:
+                    continue                # it is gone; the supervisor reaps it
+                finally:
+                    channel.close()         # the spare reads the request up to this EOF
+                self.send(FORKED, request_id, b'{"pid":%d}' % pid)
+                break
+            else:
+                self._refuse(request_id, "OSError", "forked workers died before taking a job",
+                             False)
+                return
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self._replenish()
+
+    def _replenish(self):
+        """Fork the next spare: a worker-to-be, reparented to the supervisor, waiting for fds."""
         hazards = fork_hazards()
         if hazards:
-            self._refuse(request_id, "bulkhead.ForkUnsafe",
-                    "the zygote refuses to fork: " + "; ".join(hazards), True)
+            self._why_no_spare = ("bulkhead.ForkUnsafe",
+                                  "the zygote refuses to fork: " + "; ".join(hazards), True)
             return
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()          # or the child writes our buffered bytes again
             except Exception:  # noqa: BLE001
                 pass
+        ours, theirs = socketpair(AF_UNIX, SOCK_STREAM)
         pid_read, pid_write = os.pipe()
         try:
             middle = os.fork()
         except OSError as exc:
+            for end in (ours, theirs):
+                end.close()
             os.close(pid_read)
             os.close(pid_write)
-            self._refuse(request_id, "OSError", "fork: %s" % exc, False)
+            self._why_no_spare = ("OSError", "fork: %s" % exc, False)
             return
         if middle == 0:
             status = 1
             try:
                 os.close(pid_read)
+                ours.close()
                 child = os.fork()
                 if child == 0:
                     os.close(pid_write)
-                    self._become_worker(fds, env, rlimit_as)      # never returns
+                    self._spare_main(theirs)      # never returns
                 # Also from this side, so the group exists before the supervisor hears the pid.
                 try:
                     os.setpgid(child, child)
@@ -229,41 +271,73 @@ class _Zygote(object):
                 status = 0
             finally:
                 os._exit(status)
+        theirs.close()
         os.close(pid_write)
         os.waitpid(middle, 0)
         with os.fdopen(pid_read, "rb") as f:
             text = f.read()
         if not text:
-            self._refuse(request_id, "OSError", "fork of the worker failed in the middle process",
-                    False)
+            ours.close()
+            self._why_no_spare = ("OSError", "fork of a worker failed in the middle process",
+                                  False)
             return
-        self.send(FORKED, request_id, b'{"pid":%d}' % int(text))
+        self._spare = (int(text), ours)
 
-    # -- in the forked worker
+    # -- in a spare, then the worker it becomes
 
-    def _become_worker(self, fds, env, rlimit_as):
+    def _spare_main(self, channel):
         try:
             os.setpgid(0, 0)
             sock, self._sock = self._sock, None
-            sock.detach()               # fd 3 becomes the worker's control socket below
-            control, stdout, stderr, stacks = fds[:4]
-            for source, target in ((control, 3), (stdout, 1), (stderr, 2), (stacks, 4)):
-                os.dup2(source, target)     # worker.main makes 3 and 4 non-inheritable
-            # Into the worker's cgroup(s) before anything of the pool's runs here.
-            for fd in fds[4:]:
-                os.write(fd, b"0")
-            for fd in fds:
+            sock.detach()
+            os.close(3)                 # the zygote's control socket is not ours
+            for fd in self._fds:        # fds of other FORKs the zygote had received
                 os.close(fd)
-            os.environ.clear()
-            os.environ.update(env)
-            if rlimit_as > 0:
-                resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
+            self._fds = []
             self._adopt_parent_death()
-            _reseed()
+            request, fds = bytearray(), []
+            while True:
+                data, ancillary, flags, _ = channel.recvmsg(65536, CMSG_SPACE(_MAX_FDS_PER_READ * 4))
+                for level, kind, payload in ancillary:
+                    if level == SOL_SOCKET and kind == SCM_RIGHTS:
+                        usable = len(payload) - len(payload) % 4
+                        fds.extend(memoryview(payload[:usable]).cast("i").tolist())
+                if not data:
+                    break
+                request += data
+            channel.close()
+            if not request:
+                os._exit(_worker.EXIT_OK)   # the zygote went away before it needed us
+            request = json.loads(bytes(request))
+            self._become_worker(fds, request["env"], int(request.get("rlimit_as") or 0))
         except BaseException as exc:  # noqa: B036
             _worker._warn("forked worker setup failed: %s: %s" % (type(exc).__name__, exc))
             os._exit(_worker.EXIT_ENVIRONMENT)
         _worker.main(os.environ, loaded=self._loaded)
+
+    def _become_worker(self, fds, env, rlimit_as):
+        # Received fds take the lowest free numbers, which may be targets: move them all above
+        # the range first, so no dup2 clobbers a source it has not copied yet.
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16) for fd in fds]
+        for fd in fds:
+            os.close(fd)
+        control, stdout, stderr, stacks = high[:4]
+        for source, target in ((control, 3), (stdout, 1), (stderr, 2), (stacks, 4)):
+            os.dup2(source, target)     # worker.main makes 3 and 4 non-inheritable
+        # Into the worker's cgroup(s) before anything of the pool's runs here.
+        for fd in high[4:]:
+            os.write(fd, b"0")
+        for fd in high:
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(env)
+        # ps and top show "pool-N" rather than the zygote's name (the command line stays).
+        name = env.get("BULKHEAD_WORKER_ID", "").encode("utf-8", "replace")[:15]
+        if name:
+            self._prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+        if rlimit_as > 0:
+            resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
+        _reseed()
 
     def _adopt_parent_death(self):
         """Wait to be reparented to the supervisor, then die with it (PR_SET_PDEATHSIG)."""
