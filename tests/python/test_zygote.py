@@ -28,6 +28,24 @@ def _describe(d, pool, payload=b"x"):
     return r.json
 
 
+def _spares(d, pool):
+    """Children of the supervisor that are neither workers nor the zygote: forked spares."""
+    known = {int(w["pid"]) for w in d.workers(pool) if w.get("pid")}
+    zygote = _zygote(d, pool)["pid"]
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in known or int(entry) == zygote:
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == d.proc.pid and fields[0] != "Z":
+            out.append(int(entry))
+    return out
+
+
 def _events(d, pool, kind):
     return [e for e in d.pool_status(pool)["events"] if e["kind"] == kind]
 
@@ -56,6 +74,7 @@ def test_forked_workers_share_the_preloaded_object_and_belong_to_the_supervisor(
         # pages by share, so it is well below RSS.
         assert info["rss_kb"] > 64 * 1024, info
         assert info["pss_kb"] < info["rss_kb"] - 16 * 1024, info
+    assert len(_spares(d, "z")) == 1, "one spare forked ahead for the next replacement"
     ids = {info["blob_id"] for info in seen.values()}
     assert len(ids) == 1, "the preloaded object moved: %r" % ids
     if len(seen) == 2:
@@ -132,6 +151,8 @@ def test_a_dead_zygote_is_restarted_and_workers_keep_serving(start_daemon):
     again = wait_until(lambda: (lambda z: z if z["state"] == "ready" and z["pid"] != first["pid"]
                                 else None)(_zygote(d, "z")), 20, "a new zygote")
     assert again["starts"] == 2 and again["deaths"] == 1, again
+    # The dead zygote's spare saw EOF and left; the new zygote made one of its own.
+    wait_until(lambda: len(_spares(d, "z")) == 1, 10, "exactly one spare")
     died = _events(d, "z", "zygote_died")
     assert died and "SIGKILL" in died[-1]["detail"], died
     # The worker it forked earlier never noticed.
