@@ -82,6 +82,23 @@ def init(preloaded):
     return None
 
 
+def preload_warm():
+    """preload plus the warm-up pass: fork-safe here because OMP_NUM_THREADS=1 (torch then makes
+    no intra-op pool, so the zygote stays single-threaded)."""
+    loaded = preload()
+    forward(loaded["model"], bytes(PAYLOAD_BYTES))
+    return loaded
+
+
+def init_light(preloaded):
+    import torch
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(1)
+    preloaded["init_s"] = time.perf_counter() - t0
+    return None
+
+
 def _extras(payload):
     """b"crash": abort; a b"gc" prefix: gc.collect(); then b"sleep:S": sleep S seconds."""
     if payload == b"crash":

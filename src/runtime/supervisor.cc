@@ -713,7 +713,7 @@ void Supervisor::zygoteGone(PoolRuntime& pool, const std::string& reason) {
   const bool refused = z.life.state() == core::ZygoteLifecycle::State::kRefused;
   z.life.exited(now());
   if (refused) return;
-  logLine("pool " + pool.config.name + ": zygote " + reason);
+  if (!shuttingDown_) logLine("pool " + pool.config.name + ": zygote " + reason);
   noteEvent(pool, "zygote_died", name, reason);
   // Forks it was asked for are lost; the core retries them (with its crash-loop backoff).
   for (auto& [id, fork] : z.forks) post(pool, core::WorkerSpawnFailed{id, "zygote " + reason});
