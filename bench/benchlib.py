@@ -161,6 +161,20 @@ def ram_line():
     return "?" if kb is None else "%.1f GB RAM" % (kb / 1e6)
 
 
+def begin_run(cfg, built_note=""):
+    """The start of a bench run: SIGTERM stops it like ^C (so daemons are stopped on the way
+    out); cfg gets "bin_desc" (the binary and when it was built) and "load_start"."""
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    st = os.stat(cfg["bin"])
+    cfg["bin_desc"] = "%s (built %s%s)" % (
+        cfg["bin"], time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime)), built_note)
+    cfg["load_start"] = loadavg()
+    log("machine: %s; load average %s; MemAvailable %.1f GB"
+        % (machine_line(ram=True), cfg["load_start"], meminfo_kb("MemAvailable") / 1e6))
+
+
 def machine_line(ram=False):
     """nproc, CPU model, [RAM,] kernel, Debian and Python versions."""
     return "nproc %d, %s, %skernel %s, Debian %s, Python %s" % (

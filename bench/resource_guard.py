@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ import threading
 import time
 
 import benchlib
-from benchlib import (BIN, HANDLERS, MIB, PYTHON, ROOT, cpu_seconds, fmt, git_desc,
+from benchlib import (BIN, HANDLERS, MIB, PYTHON, ROOT, begin_run, cpu_seconds, fmt, git_desc,
                       kill_daemons, loadavg, log, machine_line, meminfo_kb, pct,
                       percentile, proc_status_kb)
 
@@ -487,17 +486,8 @@ def main():
     if not os.path.exists(cfg["bin"]):
         sys.exit("bench: %s not built (ninja -C build)" % cfg["bin"])
 
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt("signal %d" % signum)
-    signal.signal(signal.SIGTERM, on_signal)
-
-    st = os.stat(cfg["bin"])
-    cfg["bin_desc"] = "%s (built %s)" % (
-        cfg["bin"], time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime)))
+    begin_run(cfg)
     cfg["git"] = git_desc()
-    cfg["load_start"] = loadavg()
-    log("machine: %s; load average %s; MemAvailable %.1f GB"
-        % (machine_line(ram=True), cfg["load_start"], meminfo_kb("MemAvailable") / 1e6))
     tmpdir = tempfile.mkdtemp(prefix="bulkhead-guard-")
     r = {"notes": []}
     try:

@@ -51,7 +51,7 @@ import threading
 import time
 
 import benchlib
-from benchlib import (BIN, HANDLERS, PYTHON, fmt, git_desc, kill_daemons, loadavg, log,
+from benchlib import (BIN, HANDLERS, PYTHON, begin_run, fmt, git_desc, kill_daemons, loadavg, log,
                       machine_line, meminfo_kb, percentile)
 
 benchlib.set_log_tag("zygote")
@@ -622,7 +622,8 @@ def report(r, cfg):
                 tgt = "p50 ≤ 20 ms: **%s**" % ("PASS" if ok else "MISS")
                 targets.append(ok)
             w("| bulkhead, %s | **%s** / %s / %s | %s | %s (%s) | %s / %s / %s | %s "
-              "| %s | %s |" % (LATENCY_LABELS[key], ms(s, 50), ms(s, 90), fmt(1e3 * max(s), 1) if s else "-",
+              "| %s | %s |" % (LATENCY_LABELS[key], ms(s, 50), ms(s, 90),
+                               fmt(1e3 * max(s), 1) if s else "-",
                                ms(x["crash_started"], 50), ms(x["started_ready"], 50),
                                ms(x["init"], 50),
                           ms(x["e2e"], 50), ms(x["e2e"], 90),
@@ -674,7 +675,8 @@ def report(r, cfg):
         n = cfg["mem_workers"]
         w("### Memory: preload holds the CNN and a 200 MB torch.rand tensor (50M float32)")
         w("")
-        w("| system | Pss of the workers MB, sum (each min–max) | + zygote (with its spare) or parent Pss MB | "
+        w("| system | Pss of the workers MB, sum (each min–max) | "
+          "+ zygote (with its spare) or parent Pss MB | "
           "total Pss MB | ÷ total Pss of 1 spawn worker alone | target | Pss_Anon total MB (÷ "
           "1 spawn worker's) | Rss / private per worker MB (p50) | other processes mapping "
           "libtorch_cpu.so |")
@@ -799,17 +801,8 @@ def main():
     if not os.path.exists(cfg["bin"]):
         sys.exit("bench: %s not built (bash scripts/build.sh)" % cfg["bin"])
 
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt("signal %d" % signum)
-    signal.signal(signal.SIGTERM, on_signal)
-
-    st = os.stat(cfg["bin"])
-    cfg["bin_desc"] = "%s (built %s; copied at the start of the run)" % (
-        cfg["bin"], time.strftime("%Y-%m-%d %H:%M", time.localtime(st.st_mtime)))
+    begin_run(cfg, "; copied at the start of the run")
     cfg["git"] = tree_desc()
-    cfg["load_start"] = loadavg()
-    log("machine: %s; load average %s; MemAvailable %.1f GB"
-        % (machine_line(ram=True), cfg["load_start"], meminfo_kb("MemAvailable") / 1e6))
     cfg["tmpdir"] = tempfile.mkdtemp(prefix="bulkhead-zygote-")
     r = {"notes": []}
     try:

@@ -150,14 +150,7 @@ class _Zygote(object):
             frame = decoder.next()
             if frame is not None or decoder.eof:
                 return frame
-            data, ancillary, flags, _ = self._sock.recvmsg(
-                65536, CMSG_SPACE(_MAX_FDS_PER_READ * 4))
-            for level, kind, payload in ancillary:
-                if level == SOL_SOCKET and kind == SCM_RIGHTS:
-                    usable = len(payload) - len(payload) % 4
-                    self._fds.extend(memoryview(payload[:usable]).cast("i").tolist())
-            if flags & MSG_CTRUNC:
-                raise ProtocolError("file descriptors were cut off (MSG_CTRUNC)")
+            data = _recv_with_fds(self._sock, self._fds)
             if data:
                 decoder.feed(data)
             else:
@@ -297,11 +290,7 @@ class _Zygote(object):
             self._adopt_parent_death()
             request, fds = bytearray(), []
             while True:
-                data, ancillary, flags, _ = channel.recvmsg(65536, CMSG_SPACE(_MAX_FDS_PER_READ * 4))
-                for level, kind, payload in ancillary:
-                    if level == SOL_SOCKET and kind == SCM_RIGHTS:
-                        usable = len(payload) - len(payload) % 4
-                        fds.extend(memoryview(payload[:usable]).cast("i").tolist())
+                data = _recv_with_fds(channel, fds)
                 if not data:
                     break
                 request += data
@@ -353,6 +342,18 @@ class _Zygote(object):
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
         if os.getppid() != self._supervisor:
             os._exit(_worker.EXIT_OK)   # the supervisor died before prctl took effect
+
+
+def _recv_with_fds(sock, fds):
+    """One recvmsg: returns the bytes (b"" at EOF), appends the fds that came with them."""
+    data, ancillary, flags, _ = sock.recvmsg(65536, CMSG_SPACE(_MAX_FDS_PER_READ * 4))
+    for level, kind, payload in ancillary:
+        if level == SOL_SOCKET and kind == SCM_RIGHTS:
+            usable = len(payload) - len(payload) % 4
+            fds.extend(memoryview(payload[:usable]).cast("i").tolist())
+    if flags & MSG_CTRUNC:
+        raise ProtocolError("file descriptors were cut off (MSG_CTRUNC)")
+    return data
 
 
 def _reseed():

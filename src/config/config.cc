@@ -67,6 +67,19 @@ class Loader {
       error(n, line, prefix + key, "expected a string, got " + describeNode(*n));
   }
 
+  // A string that must be one of two words; true when it is the second (the default is the
+  // first).
+  bool readChoice(const toml::table& t, int line, const std::string& prefix, const char* key,
+                  const std::string& first, const std::string& second) {
+    std::string value = first;
+    readString(t, line, prefix, key, value);
+    if (value != first && value != second) {
+      error(t.get(key), line, prefix + key,
+            "expected \"" + first + "\" or \"" + second + "\", got \"" + value + "\"");
+    }
+    return value == second;
+  }
+
   void readInt(const toml::table& t, int line, const std::string& prefix, const char* key,
                int64_t min, int64_t max, int64_t& out) {
     const toml::node* n = t.get(key);
@@ -265,22 +278,8 @@ class Loader {
     }
     readString(t, line, p, "init", c.init);
     if (t.get("init") && t.get("init")->is_string()) checkEntryPoint(t, line, p, "init", c.init);
-    std::string mode = "spawn";
-    readString(t, line, p, "mode", mode);
-    if (mode == "zygote") {
-      c.zygote = true;
-    } else if (mode != "spawn") {
-      error(t.get("mode"), line, p + "mode",
-            "expected \"spawn\" or \"zygote\", got \"" + mode + "\"");
-    }
-    std::string zygoteFallback = "fail";
-    readString(t, line, p, "zygote_fallback", zygoteFallback);
-    if (zygoteFallback == "spawn") {
-      c.zygoteFallbackToSpawn = true;
-    } else if (zygoteFallback != "fail") {
-      error(t.get("zygote_fallback"), line, p + "zygote_fallback",
-            "expected \"fail\" or \"spawn\", got \"" + zygoteFallback + "\"");
-    }
+    c.zygote = readChoice(t, line, p, "mode", "spawn", "zygote");
+    c.zygoteFallbackToSpawn = readChoice(t, line, p, "zygote_fallback", "fail", "spawn");
     if (t.get("zygote_fallback") && !c.zygote) {
       error(t.get("zygote_fallback"), line, p + "zygote_fallback",
             "only means something with mode = \"zygote\"");
