@@ -654,10 +654,10 @@ void Supervisor::zygoteForked(PoolRuntime& pool, core::WorkerId id, pid_t pid) {
     // (or a signal to "its" group could hit anything, the supervisor included).
     auto ids = procReader_.ids(pid);
     if (ids && (ids->parent != ::getpid() || ids->group != pid)) {
-      os::UniqueFd discard = std::move(pidfd);
-      misbehaved(*pool.zygote->io, "FORKED names pid " + std::to_string(pid) +
-                                       ", which is not a child of the supervisor in its own "
-                                       "process group");
+      const std::string why = "FORKED names pid " + std::to_string(pid) +
+                              ", which is not a child of the supervisor in its own process group";
+      post(pool, core::WorkerSpawnFailed{id, "zygote: " + why});
+      if (pool.zygote->io) misbehaved(*pool.zygote->io, why);
       return;
     }
   }
@@ -743,7 +743,7 @@ Supervisor::ReadResult Supervisor::readPipeNow(WorkerIo& worker, int which, std:
 Supervisor::ReadResult Supervisor::readControlNow(WorkerIo& worker, std::size_t limit) {
   std::size_t taken = 0;
   auto& buffer = worker.controlBuffer;
-  while (taken < limit && !worker.misbehaving) {
+  while (taken < limit && !worker.misbehaving && !worker.closed) {
     ssize_t n = ::recv(worker.control.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);
     if (n > 0) {
       consumeControlBytes(worker, {buffer.data(), static_cast<std::size_t>(n)});
@@ -794,7 +794,7 @@ void Supervisor::consumeControlBytes(WorkerIo& worker, std::string_view bytes) {
       return;
     }
     handleFrame(worker, std::move(std::get<proto::Frame>(result)));
-    if (worker.misbehaving) return;
+    if (worker.misbehaving || worker.closed) return;  // e.g. a zygote stopped by its own frame
   }
 }
 

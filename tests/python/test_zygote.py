@@ -277,3 +277,10 @@ def test_a_misbehaving_zygote_is_killed_and_harms_nothing_else(start_daemon, tmp
     d.assert_serving("echo")
     assert not [w for w in d.workers("z") if w.get("pid") == d.proc.pid]
     wait_until(lambda: _zygote(d, "z")["starts"] >= 2, 20, "a restarted zygote")
+    # No worker of the pool is left waiting for a fork that will never come: a job ends.
+    r = d.job("z", b"x", timeout=40)
+    if mode == "silent":    # each zygote takes 10 s to be given up: the queue deadline comes first
+        assert r.status == 503 and r.json["outcome"] in ("unavailable", "overloaded"), r
+    else:
+        assert r.status == 503 and r.json["outcome"] == "unavailable", r
+        assert words in r.json["detail"], r.json
