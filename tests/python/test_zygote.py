@@ -225,8 +225,8 @@ def test_metrics_count_zygote_starts_deaths_and_forks(start_daemon):
     d = start_daemon({"z": _zygote_pool(workers=2), "echo": {"handler": "echo"}})
     d.wait_ready("z")
     os.kill(_zygote(d, "z")["pid"], signal.SIGKILL)
-    wait_until(lambda: _zygote(d, "z")["state"] == "ready" and _zygote(d, "z")["starts"] == 2,
-               20, "the zygote to come back")
+    wait_until(lambda: (lambda z: z["state"] == "ready" and z["starts"] == 2)(_zygote(d, "z")),
+               20, "the zygote to come back")   # one snapshot: state and starts of the same one
     text = d.http("GET", "/metrics").body.decode()
     lines = set(text.splitlines())
     for line in ('bulkhead_zygote_up{pool="z"} 1', 'bulkhead_zygote_starts_total{pool="z"} 2',
