@@ -284,3 +284,21 @@ def test_a_misbehaving_zygote_is_killed_and_harms_nothing_else(start_daemon, tmp
     else:
         assert r.status == 503 and r.json["outcome"] == "unavailable", r
         assert words in r.json["detail"], r.json
+
+
+@pytest.mark.limit(90)
+def test_profiles_and_threads_apply_to_forked_workers(start_daemon, monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setenv("SUPERVISOR_ONLY_SECRET", "hunter2")
+    d = start_daemon({"z": {"handler": "report_environment", "preload": Z + "preload_torch_only",
+                            "mode": "zygote", "profile": ["torch"], "threads": 2,
+                            "startup_timeout": "60s"}})
+    d.wait_ready("z", timeout=60)
+    r = d.job("z", b"torch", timeout=60)
+    assert r.status == 200, r
+    # torch was imported in the zygote, under the built environment: its thread count holds.
+    assert r.json["torch_threads"] == 2, r.json
+    env = r.json["env"]
+    assert env["OMP_NUM_THREADS"] == "2" and env["MKL_NUM_THREADS"] == "2"
+    assert env["BULKHEAD_WORKER_ID"] == "z-1"
+    assert "SUPERVISOR_ONLY_SECRET" not in env
