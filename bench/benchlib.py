@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,6 +174,30 @@ def begin_run(cfg, built_note=""):
     cfg["load_start"] = loadavg()
     log("machine: %s; load average %s; MemAvailable %.1f GB"
         % (machine_line(ram=True), cfg["load_start"], meminfo_kb("MemAvailable") / 1e6))
+
+
+def run_and_report(cfg, tmpdir, keep, run, report):
+    """Runs run(); SIGKILLs leftover daemons either way; keeps tmpdir when it fails. Then prints
+    report()'s text (it returns (text, ok)), writes it to tmpdir/result.md when keep, else
+    removes tmpdir. Returns the exit status: 0 when every target was met."""
+    try:
+        run()
+    except BaseException:
+        log("failed; configs and logs kept in %s" % tmpdir)
+        raise
+    finally:
+        kill_daemons()
+    cfg["load_end"] = loadavg()
+    text, ok = report()
+    print(text, flush=True)
+    log("total %.0f s" % (time.monotonic() - T0))
+    if keep:
+        with open(os.path.join(tmpdir, "result.md"), "w") as f:
+            f.write(text + "\n")
+        log("configs, logs and result.md kept in %s" % tmpdir)
+    else:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return 0 if ok else 1
 
 
 def machine_line(ram=False):

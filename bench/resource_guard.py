@@ -29,7 +29,6 @@ Nothing comes from PyPI; torch rows need Debian's python3-torch and are skipped 
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,8 +37,8 @@ import time
 
 import benchlib
 from benchlib import (BIN, HANDLERS, MIB, PYTHON, ROOT, begin_run, cpu_seconds, fmt, git_desc,
-                      kill_daemons, loadavg, log, machine_line, meminfo_kb, pct,
-                      percentile, proc_status_kb)
+                      loadavg, log, machine_line, meminfo_kb, pct, percentile,
+                      proc_status_kb, run_and_report)
 
 sys.path.insert(0, os.path.join(ROOT, "python"))
 import bulkhead  # noqa: E402
@@ -490,27 +489,13 @@ def main():
     cfg["git"] = git_desc()
     tmpdir = tempfile.mkdtemp(prefix="bulkhead-guard-")
     r = {"notes": []}
-    try:
+
+    def run():
         run_sampling(cfg, tmpdir, r)
         run_recycle(cfg, tmpdir, r)
         run_rss(cfg, tmpdir, r)
-    except BaseException:
-        log("failed; configs and logs kept in %s" % tmpdir)
-        args.keep = True
-        raise
-    finally:
-        kill_daemons()
-    cfg["load_end"] = loadavg()
-    text, ok = report(r, cfg)
-    print(text, flush=True)
-    log("total %.0f s" % (time.monotonic() - benchlib.T0))
-    if args.keep:
-        with open(os.path.join(tmpdir, "result.md"), "w") as f:
-            f.write(text + "\n")
-        log("configs, logs and result.md kept in %s" % tmpdir)
-    else:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-    return 0 if ok else 1
+
+    return run_and_report(cfg, tmpdir, args.keep, run, lambda: report(r, cfg))
 
 
 if __name__ == "__main__":

@@ -51,8 +51,8 @@ import threading
 import time
 
 import benchlib
-from benchlib import (BIN, HANDLERS, PYTHON, begin_run, fmt, git_desc, kill_daemons, loadavg, log,
-                      machine_line, meminfo_kb, percentile)
+from benchlib import (BIN, HANDLERS, PYTHON, begin_run, fmt, git_desc, loadavg, log,
+                      machine_line, meminfo_kb, percentile, run_and_report)
 
 benchlib.set_log_tag("zygote")
 
@@ -805,28 +805,14 @@ def main():
     cfg["git"] = tree_desc()
     cfg["tmpdir"] = tempfile.mkdtemp(prefix="bulkhead-zygote-")
     r = {"notes": []}
-    try:
+
+    def run():
         cfg["bin"] = copy_binary(cfg["bin"], cfg["tmpdir"])
         run_latency(cfg, r)
         run_peer_latency(cfg, r)
         run_memory(cfg, r)
-    except BaseException:
-        log("failed; configs and logs kept in %s" % cfg["tmpdir"])
-        args.keep = True
-        raise
-    finally:
-        kill_daemons()
-    cfg["load_end"] = loadavg()
-    text, ok = report(r, cfg)
-    print(text, flush=True)
-    log("total %.0f s" % (time.monotonic() - benchlib.T0))
-    if args.keep:
-        with open(os.path.join(cfg["tmpdir"], "result.md"), "w") as f:
-            f.write(text + "\n")
-        log("configs, logs and result.md kept in %s" % cfg["tmpdir"])
-    else:
-        shutil.rmtree(cfg["tmpdir"], ignore_errors=True)
-    return 0 if ok else 1
+
+    return run_and_report(cfg, cfg["tmpdir"], args.keep, run, lambda: report(r, cfg))
 
 
 if __name__ == "__main__":
