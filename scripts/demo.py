@@ -91,13 +91,20 @@ def write_config(tmpdir):
     return path
 
 
+def _stop_with_us():
+    """In the daemon's child before exec: SIGTERM it (a clean shutdown) if this script dies
+    without stopping it, e.g. killed, or its output piped into `head`."""
+    import ctypes
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)     # PR_SET_PDEATHSIG
+
+
 class Daemon:
     def __init__(self, config, tmpdir):
         self.log_path = os.path.join(tmpdir, "daemon.log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([BIN, "serve", "-c", config], stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_stop_with_us)
         self.host = self.port = None
         self.seen_pids = set()
 
