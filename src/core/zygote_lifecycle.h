@@ -35,6 +35,20 @@ class ZygoteLifecycle {
 
   explicit ZygoteLifecycle(ZygotePolicy policy) : policy_(policy) {}
 
+  static const char* stateName(State state) {
+    switch (state) {
+      case State::kDown:
+        return "down";
+      case State::kStarting:
+        return "starting";
+      case State::kReady:
+        return "ready";
+      case State::kRefused:
+        return "refused";
+    }
+    return "unknown";
+  }
+
   State state() const { return state_; }
   int starts() const { return starts_; }
   int deaths() const { return deaths_; }

@@ -1146,8 +1146,7 @@ json Supervisor::poolJson(const PoolRuntime& p, bool withHistory) const {
   json zygote = nullptr;
   if (p.zygote) {
     const auto& z = *p.zygote;
-    static constexpr const char* kStates[] = {"down", "starting", "ready", "refused"};
-    zygote = {{"state", kStates[static_cast<int>(z.life.state())]},
+    zygote = {{"state", core::ZygoteLifecycle::stateName(z.life.state())},
               {"pid", z.io ? json(z.io->pid) : json(nullptr)},
               {"starts", z.life.starts()},
               {"deaths", z.life.deaths()},

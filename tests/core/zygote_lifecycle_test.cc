@@ -30,6 +30,7 @@ TEST(ZygoteLifecycle, StartsAtOnceThenAcceptsForksWhenReady) {
   z.ready();
   EXPECT_TRUE(z.acceptsForks());
   EXPECT_EQ(z.nextDeadline(), std::nullopt);
+  EXPECT_STREQ(ZygoteLifecycle::stateName(z.state()), "ready");
 }
 
 TEST(ZygoteLifecycle, AHungPreloadIsOverdueAtTheStartupTimeout) {
