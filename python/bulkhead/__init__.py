@@ -13,15 +13,16 @@ __version__ = "0.1.0"
 
 from .errors import (  # noqa: E402 - __version__ first: the worker reads it from here
     OUTCOME_EXCEPTIONS, ApiError, BadRequest, BulkheadError, Cancelled, ClientTimeout, HandlerError,
-    JobFailed, JobTimedOut, OomKilled, Overloaded, Poisoned, ResourceExhausted, TransportError,
-    Unavailable, UnknownJob, UnknownPool, WorkerCrashed, WorkerHung)
+    JobFailed, JobTimedOut, OomKilled, Overloaded, PayloadTooLarge, Poisoned, ResourceExhausted,
+    ResponseTooLarge, TransportError, Unavailable, UnknownJob, UnknownPool, WorkerCrashed,
+    WorkerHung)
 
 __all__ = [
     "__version__", "Client", "JobHandle", "AsyncClient", "AsyncJobHandle",
     "BulkheadError", "JobFailed", "HandlerError", "WorkerCrashed", "JobTimedOut", "WorkerHung",
     "OomKilled", "ResourceExhausted", "Poisoned", "Overloaded", "Unavailable", "Cancelled",
-    "ApiError", "UnknownPool", "UnknownJob", "BadRequest", "TransportError", "ClientTimeout",
-    "OUTCOME_EXCEPTIONS",
+    "ApiError", "UnknownPool", "UnknownJob", "BadRequest", "PayloadTooLarge", "TransportError",
+    "ClientTimeout", "ResponseTooLarge", "OUTCOME_EXCEPTIONS",
 ]
 
 

@@ -1,6 +1,6 @@
 """asyncio client of the bulkhead daemon (docs/api.md), standard library only.
 
-    async with bulkhead.AsyncClient() as client:           # http://127.0.0.1:8787
+    async with bulkhead.AsyncClient() as client:           # $BULKHEAD_URL or :8787
         out = await client.call("faces", b"...", timeout=5)  # bytes, or raises a JobFailed subclass
         obj = await client.call_json("faces", {"x": 1})
         handle = await client.submit("faces", b"...", idempotency_key="req-42")
@@ -8,7 +8,9 @@
 
 It speaks HTTP/1.1 itself over ``asyncio.open_connection`` / ``asyncio.open_unix_connection``
 (``unix:/path`` URLs as for ``Client``) and reads answers with the same sans-I/O helpers as the
-blocking ``Client`` (``bulkhead.client``), so both raise the same exceptions for the same answers.
+blocking ``Client`` (``bulkhead._http``), so both raise the same exceptions for the same answers,
+send the same deadline headers and wait for an answer as long.  It reads answer bodies up to
+``max_response_body`` bytes (1 GiB by default); a larger one raises ``ResponseTooLarge``.
 
 Connections: each ``AsyncClient`` keeps a small pool of keep-alive connections, at most
 ``max_connections`` (default 8).  Concurrent awaits on one client run in parallel on different
@@ -21,7 +23,9 @@ requests reuse one connection.
 Resending follows the blocking client: a request that could not be written on a reused idle
 connection is sent again on a fresh one; once written, a lost connection or a client-side timeout
 raises ``TransportError`` / ``ClientTimeout`` with ``job_may_have_run = True`` and a job is never
-sent twice.  ``GET``s, ``DELETE``s and submits with an ``Idempotency-Key`` are resent once.
+sent twice.  ``GET``s, ``DELETE``s and submits with an ``Idempotency-Key`` are resent once.  A
+request the daemon refused before reading all of it (413 for a payload over its
+``max_request_body``) raises that answer (``PayloadTooLarge``), not the broken send.
 
 Cancellation: cancelling a task awaiting a request (``asyncio.wait_for``, ``task.cancel()``)
 closes that request's connection; the daemon is not told.  A cancelled ``call`` may still run the
@@ -37,134 +41,20 @@ import socket
 import time
 from select import POLLIN, poll
 
-from .client import (
-    ACK_TIMEOUT, DEFAULT_URL, MAX_POLL_WAIT, TIMEOUT_MARGIN, PollClock, _COALESCE, _describe,
+from ._http import (
+    ACK_TIMEOUT, MAX_POLL_WAIT, TIMEOUT_MARGIN, PollClock, _COALESCE, _describe, answer_timeout,
     cancel_answer, check_job_id, encode_json_payload, encode_payload, error_from_response,
     final_summary, final_value, health_answer, job_path, job_request_headers, job_state,
-    parse_url, poll_path, pool_jobs_path, submit_answer, timeout_header)
-from .errors import ClientTimeout, TransportError
+    parse_url, poll_path, pool_jobs_path, resolve_url, submit_answer, timeout_header)
+from ._wire import HEAD_LIMIT, BadResponse, TooLarge, early_answer, read_response
+from .errors import ClientTimeout, ResponseTooLarge, TransportError
 
-__all__ = ["AsyncClient", "AsyncJobHandle", "DEFAULT_MAX_CONNECTIONS"]
+__all__ = ["AsyncClient", "AsyncJobHandle", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_RESPONSE_BODY"]
 
 DEFAULT_MAX_CONNECTIONS = 8
-_HEAD_LIMIT = 64 * 1024   # the longest status line + headers accepted from the daemon
-
-
-class _BadResponse(Exception):
-    """The peer's answer is not HTTP/1.x as this client reads it."""
-
-
-class _Response(object):
-    """The status line and headers of one answer, read the way the shared helpers expect
-    (``status``, ``reason``, ``getheader``)."""
-
-    __slots__ = ("status", "reason", "version", "headers")
-
-    def __init__(self, status, reason, version, headers):
-        self.status = status
-        self.reason = reason
-        self.version = version
-        self.headers = headers   # lower-case name -> value (repeated fields joined by ", ")
-
-    def getheader(self, name, default=None):
-        return self.headers.get(name.lower(), default)
-
-    def __repr__(self):
-        return "<_Response %d %s>" % (self.status, self.reason)
-
-
-def _parse_head(head):
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or parts[0] not in ("HTTP/1.1", "HTTP/1.0"):
-        raise _BadResponse("bad status line %r" % lines[0][:100])
-    try:
-        status = int(parts[1])
-    except ValueError:
-        raise _BadResponse("bad status line %r" % lines[0][:100]) from None
-    if not 100 <= status <= 999:
-        raise _BadResponse("bad status %d" % status)
-    headers = {}
-    last = None
-    for line in lines[1:]:
-        if not line:
-            continue
-        if line[0] in " \t":            # obsolete line folding
-            if last is None:
-                raise _BadResponse("header block starts with a continuation line")
-            headers[last] += " " + line.strip()
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
-            raise _BadResponse("bad header line %r" % line[:100])
-        name = name.lower()
-        value = value.strip()
-        headers[name] = headers[name] + ", " + value if name in headers else value
-        last = name
-    return _Response(status, parts[2] if len(parts) > 2 else "", parts[0], headers)
-
-
-def _tokens(value):
-    return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
-
-
-def _content_length(response):
-    value = response.getheader("Content-Length")
-    if value is None:
-        return None
-    values = {v.strip() for v in value.split(",")}
-    if len(values) != 1:
-        raise _BadResponse("conflicting Content-Length %r" % value)
-    value = values.pop()
-    if not value.isdigit():
-        raise _BadResponse("bad Content-Length %r" % value)
-    return int(value)
-
-
-async def _read_chunked(reader):
-    chunks = []
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise _BadResponse("bad chunk size %r" % size_text[:40]) from None
-        if size < 0:
-            raise _BadResponse("bad chunk size %r" % size_text[:40])
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":   # trailer fields
-                pass
-            return b"".join(chunks)
-        chunks.append(await reader.readexactly(size))
-        if await reader.readexactly(2) != b"\r\n":
-            raise _BadResponse("chunk not followed by CRLF")
-
-
-async def _read_response(reader, method):
-    """``(response, body, keep_alive)`` of the next answer on ``reader``."""
-    while True:
-        response = _parse_head(await reader.readuntil(b"\r\n\r\n"))
-        if response.status >= 200:
-            break
-        if response.status == 101:
-            raise _BadResponse("unexpected 101 Switching Protocols")
-        # 1xx interim answers (100 Continue, 103 Early Hints) come before the real one
-    connection = _tokens(response.getheader("Connection"))
-    if response.version == "HTTP/1.0":
-        keep = "keep-alive" in connection
-    else:
-        keep = "close" not in connection
-    if method == "HEAD" or response.status in (204, 304):
-        return response, b"", keep
-    if "chunked" in _tokens(response.getheader("Transfer-Encoding")):
-        return response, await _read_chunked(reader), keep
-    length = _content_length(response)
-    if length is not None:
-        return response, await reader.readexactly(length), keep
-    return response, await reader.read(), False   # delimited by the end of the connection
-
-
+# Results are held in memory whole: a bound keeps a wrong Content-Length (or a peer that is not
+# the daemon) from taking all of it.  The daemon's own results are at most a pool's max_payload.
+DEFAULT_MAX_RESPONSE_BODY = 1 << 30
 class _Connection(object):
     __slots__ = ("reader", "writer", "generation", "_poller", "_fd")
 
@@ -229,11 +119,13 @@ class _Attempt(object):
 class AsyncClient(object):
     """asyncio client of one bulkhead daemon.
 
-    ``url``: ``http://HOST:PORT`` (default ``http://127.0.0.1:8787``) or ``unix:/path/to.sock``.
-    ``timeout``: default job timeout in seconds for ``call``/``call_json``/``submit`` (sent as
-    ``X-Bulkhead-Timeout``; None leaves the pool's ``job_timeout``); a call waits that long plus
-    ``timeout_margin`` seconds for its answer.  ``max_connections``: the most keep-alive
-    connections this client opens at once (concurrent requests beyond it wait their turn).
+    ``url``: ``http://HOST:PORT`` or ``unix:/path/to.sock``; None (the default) takes
+    ``$BULKHEAD_URL``, else ``http://127.0.0.1:8787``.
+    ``timeout``: default timeout in seconds, as for ``Client``: a call's deadline (sent as
+    ``X-Bulkhead-Deadline`` and ``X-Bulkhead-Timeout``; the call waits for its answer
+    ``timeout + max(timeout_margin, 10%)``), a submit's run limit.  ``max_connections``: the most
+    keep-alive connections this client opens at once (concurrent requests beyond it wait their
+    turn).  ``max_response_body``: the largest answer body read, in bytes (None: no bound).
 
     Tunable attributes as on ``Client``: ``timeout_margin``, ``max_poll_wait``, ``ack_timeout``.
     Use it as ``async with AsyncClient(...) as client:`` or ``await client.close()`` at the end.
@@ -243,16 +135,24 @@ class AsyncClient(object):
     max_poll_wait = MAX_POLL_WAIT
     ack_timeout = ACK_TIMEOUT
 
-    def __init__(self, url=DEFAULT_URL, timeout=None, max_connections=DEFAULT_MAX_CONNECTIONS):
+    def __init__(self, url=None, timeout=None, max_connections=DEFAULT_MAX_CONNECTIONS,
+                 max_response_body=DEFAULT_MAX_RESPONSE_BODY):
         if timeout is not None:
             timeout_header(timeout)  # validate now rather than on the first call
         if (isinstance(max_connections, bool) or not isinstance(max_connections, int)
                 or max_connections < 1):
             raise ValueError("max_connections must be an int >= 1, got %r" % (max_connections,))
+        if max_response_body is not None and (isinstance(max_response_body, bool)
+                                              or not isinstance(max_response_body, int)
+                                              or max_response_body < 0):
+            raise ValueError("max_response_body must be an int >= 0 or None, got %r"
+                             % (max_response_body,))
+        url = resolve_url(url)
         kind, where, prefix = parse_url(url)
         self.url = url
         self.timeout = timeout
         self.max_connections = max_connections
+        self.max_response_body = max_response_body
         self._kind = kind
         self._where = where
         self._prefix = prefix
@@ -269,26 +169,28 @@ class AsyncClient(object):
 
     # -- public API ------------------------------------------------------------------------------
 
-    async def call(self, pool, payload, timeout=None):
+    async def call(self, pool, payload, timeout=None, allow_poison=False):
         """Run one job on ``pool``; returns the handler's result as bytes.  As ``Client.call``."""
         payload, content_type = encode_payload(payload)
-        return await self._job(pool, payload, content_type, timeout)
+        return await self._job(pool, payload, content_type, timeout, allow_poison)
 
-    async def call_json(self, pool, obj, timeout=None):
+    async def call_json(self, pool, obj, timeout=None, allow_poison=False):
         """Run one job with a JSON payload and parse the JSON result.  As ``Client.call_json``."""
         return json.loads(await self._job(pool, encode_json_payload(obj), "application/json",
-                                          timeout))
+                                          timeout, allow_poison))
 
-    async def submit(self, pool, payload, timeout=None, idempotency_key=None):
+    async def submit(self, pool, payload, timeout=None, idempotency_key=None, allow_poison=False):
         """Submit one job to run in the background; returns an ``AsyncJobHandle`` once the daemon
         has journaled it.  As ``Client.submit``."""
         payload, content_type = encode_payload(payload)
-        return await self._submit(pool, payload, content_type, timeout, idempotency_key)
+        return await self._submit(pool, payload, content_type, timeout, idempotency_key,
+                                  allow_poison)
 
-    async def submit_json(self, pool, obj, timeout=None, idempotency_key=None):
+    async def submit_json(self, pool, obj, timeout=None, idempotency_key=None,
+                          allow_poison=False):
         """``submit`` with a JSON payload; read the result with ``AsyncJobHandle.result_json``."""
         return await self._submit(pool, encode_json_payload(obj), "application/json", timeout,
-                                  idempotency_key)
+                                  idempotency_key, allow_poison)
 
     def job(self, job_id, pool=None):
         """An ``AsyncJobHandle`` for an existing job id (nothing is sent until it is used)."""
@@ -336,22 +238,22 @@ class AsyncClient(object):
             path = self._job_paths[pool] = pool_jobs_path(self._prefix, pool)
         return path
 
-    async def _job(self, pool, payload, content_type, timeout):
+    async def _job(self, pool, payload, content_type, timeout, allow_poison):
         path = self._pool_path(pool)
         if timeout is None:
             timeout = self.timeout
-        headers = job_request_headers(timeout)
-        wait = None if timeout is None else timeout + self.timeout_margin
+        headers = job_request_headers(timeout, deadline=True, allow_poison=allow_poison)
+        wait = answer_timeout(timeout, self.timeout_margin)
         status, response, data = await self._request("POST", path, payload, content_type,
                                                      headers, wait, idempotent=False)
         if status == 200:
             return data
         raise error_from_response(status, response, data)
 
-    async def _submit(self, pool, payload, content_type, timeout, idempotency_key):
+    async def _submit(self, pool, payload, content_type, timeout, idempotency_key, allow_poison):
         path = self._pool_path(pool) + "?wait=0"
         headers = job_request_headers(self.timeout if timeout is None else timeout,
-                                      idempotency_key)
+                                      idempotency_key, allow_poison=allow_poison)
         status, response, data = await self._request("POST", path, payload, content_type,
                                                      headers, self.ack_timeout,
                                                      idempotent=idempotency_key is not None)
@@ -409,11 +311,18 @@ class AsyncClient(object):
             if conn is None:
                 conn = await self._connect()
             attempt.sent = False
+            limit = self.max_response_body
+            reading = False
             try:
                 for part in request:
                     conn.writer.write(part)
                 if conn.writer.transport.is_closing():   # the write failed at once
+                    # ... maybe because the server already answered and closed (a part went out)
+                    early = await early_answer(conn.reader, method, limit,
+                                               conn.writer.get_extra_info("socket"))
                     conn.abort()
+                    if early is not None:
+                        return early[0].status, early[0], early[1]
                     if reused and not retried:
                         retried = True      # never reached the server complete: send again
                         continue
@@ -421,10 +330,20 @@ class AsyncClient(object):
                                          "connection closed" % self.url)
                 attempt.sent = True
                 await conn.writer.drain()
-                response, data, keep = await _read_response(conn.reader, method)
+                reading = True
+                response, data, keep = await read_response(conn.reader, method, limit)
+            except TooLarge as exc:
+                conn.abort()    # the body was not read: the connection cannot carry more
+                raise ResponseTooLarge("answer from bulkhead at %s (%s %s) refused: %s"
+                                       % (self.url, method, path, exc), job_may_have_run=True,
+                                       limit=limit) from None
             except (OSError, EOFError, ValueError, asyncio.LimitOverrunError,
-                    _BadResponse) as exc:
+                    BadResponse) as exc:
+                early = None if reading else await early_answer(
+                    conn.reader, method, limit, conn.writer.get_extra_info("socket"))
                 conn.abort()
+                if early is not None:
+                    return early[0].status, early[0], early[1]
                 if idempotent and not retried:
                     retried = True
                     continue
@@ -453,10 +372,10 @@ class AsyncClient(object):
         try:
             if self._kind == "unix":
                 reader, writer = await asyncio.open_unix_connection(self._where,
-                                                                    limit=_HEAD_LIMIT)
+                                                                    limit=HEAD_LIMIT)
             else:
                 reader, writer = await asyncio.open_connection(self._where[0], self._where[1],
-                                                               limit=_HEAD_LIMIT)
+                                                               limit=HEAD_LIMIT)
         except OSError as exc:
             raise TransportError("cannot connect to bulkhead at %s: %s"
                                  % (self.url, _describe(exc))) from exc

@@ -7,14 +7,19 @@ becomes a plain ``JobFailed``).  Errors that are not job outcomes (unknown pool,
 are ``ApiError`` and its subclasses.  Transport failures (cannot connect, connection lost, client
 side timeout) are ``TransportError``.
 
+A job that crashed (hung, was OOM-killed, ...) on ``poison_after`` workers raises the class of
+its own outcome with ``quarantined`` True; only a later submission of the same payload, refused
+without running, raises ``Poisoned``.  ``JobTimedOut.stage`` says whether the deadline passed
+while the job was ``"queued"`` or ``"running"``.
+
 This module imports nothing, so ``import bulkhead`` stays cheap in worker processes.
 """
 
 __all__ = [
     "BulkheadError", "JobFailed", "HandlerError", "WorkerCrashed", "JobTimedOut", "WorkerHung",
     "OomKilled", "ResourceExhausted", "Poisoned", "Overloaded", "Unavailable", "Cancelled",
-    "ApiError", "UnknownPool", "BadRequest", "TransportError", "ClientTimeout",
-    "OUTCOME_EXCEPTIONS", "error_from_problem",
+    "ApiError", "UnknownPool", "UnknownJob", "BadRequest", "PayloadTooLarge", "TransportError",
+    "ClientTimeout", "ResponseTooLarge", "OUTCOME_EXCEPTIONS", "error_from_problem",
 ]
 
 _STDERR_LINES = 5      # lines of stderr_tail shown by str(JobFailed)
@@ -50,10 +55,12 @@ class JobFailed(BulkheadError):
     ``problem`` is the whole problem+json document (a dict), ``status`` the HTTP status,
     ``retry_after`` the ``Retry-After`` header in seconds (or None).  Attributes: ``outcome``,
     ``attempts`` (list of dicts, one per attempt, oldest first), ``detail``, ``job_id``, ``pool``,
-    ``timings``, ``problem``, ``status``, ``retry_after``.
+    ``timings``, ``problem``, ``status``, ``retry_after``, ``quarantined`` (True when this job's
+    failures got its payload quarantined: resubmitting it is refused as ``poison``).
     """
 
     outcome_name = None  # the outcome this class stands for
+    _quarantined_default = False  # when the problem does not say
 
     def __init__(self, problem=None, status=None, retry_after=None):
         problem = _as_problem(problem)
@@ -70,6 +77,9 @@ class JobFailed(BulkheadError):
         self.pool = problem.get("pool")
         timings = problem.get("timings")
         self.timings = timings if isinstance(timings, dict) else {}
+        quarantined = problem.get("quarantined")
+        self.quarantined = (quarantined if isinstance(quarantined, bool)
+                            else self._quarantined_default)
 
     @property
     def last_attempt(self):
@@ -103,6 +113,8 @@ class JobFailed(BulkheadError):
             if tail:
                 lines.append("stderr tail:")
                 lines.extend("    " + line for line in _last_lines(tail, _STDERR_LINES))
+        if self.quarantined:
+            lines.append("payload quarantined: resubmitting it is refused as poison")
         if self.retry_after is not None:
             lines.append("retry after %g s" % self.retry_after)
         return lines
@@ -162,8 +174,20 @@ class WorkerCrashed(JobFailed):
 
 
 class JobTimedOut(JobFailed):
-    """The job's deadline passed; the stacks of every thread were captured before the kill."""
+    """The job's deadline passed.  ``stage`` says where it was then: ``"running"`` (the stacks
+    of every thread were captured before the kill), ``"queued"`` (it never ran: no worker was
+    free within the caller's ``X-Bulkhead-Deadline``), or None when the daemon does not say."""
+
     outcome_name = "timed_out"
+
+    def __init__(self, problem=None, status=None, retry_after=None):
+        super().__init__(problem, status, retry_after)
+        stage = self.problem.get("stage")
+        self.stage = stage if isinstance(stage, str) and stage else None
+
+    def _summary_lines(self):
+        lines = ["stage: %s" % self.stage] if self.stage else []
+        return lines + super()._summary_lines()
 
 
 class WorkerHung(JobFailed):
@@ -182,12 +206,16 @@ class ResourceExhausted(JobFailed):
 
 
 class Poisoned(JobFailed):
-    """The same job crashed several different workers; it is quarantined."""
+    """Refused without running: this payload crashed ``poison_after`` different workers before
+    and is quarantined (``attempts`` are that earlier job's evidence).  The job that crashed them
+    ended with its own outcome (``WorkerCrashed``, ...) and ``quarantined`` True."""
     outcome_name = "poison"
+    _quarantined_default = True   # a poison refusal is one because the payload is quarantined
 
 
 class Overloaded(JobFailed):
-    """The queue was full, or the job waited past its deadline.  See ``retry_after``."""
+    """The queue was full (429), or no worker became free in time (503).  See ``retry_after``.
+    (A job whose own ``X-Bulkhead-Deadline`` passed in the queue is ``JobTimedOut`` instead.)"""
     outcome_name = "overloaded"
 
 
@@ -242,8 +270,13 @@ class UnknownJob(ApiError):
 
 
 class BadRequest(ApiError):
-    """The request was refused as malformed: 400 (e.g. a bad timeout), 405, 411, 413 (payload
-    larger than the pool's ``max_payload``), ..."""
+    """The request was refused as malformed: 400 (e.g. a bad timeout), 405, 411, 413 (see
+    ``PayloadTooLarge``), ..."""
+
+
+class PayloadTooLarge(BadRequest):
+    """413 ``payload_too_large``: the payload is larger than the daemon accepts (``[server]
+    max_request_body``, or the pool's ``max_payload``); nothing ran."""
 
 
 class TransportError(BulkheadError):
@@ -266,6 +299,16 @@ class ClientTimeout(TransportError):
     """No response within the client's socket timeout (the job's timeout plus a margin)."""
 
 
+class ResponseTooLarge(TransportError):
+    """The daemon's answer has a body larger than the client accepts (``max_response_body`` of
+    ``AsyncClient``); it was not read, and its connection was closed.  ``limit``: that bound."""
+
+    def __init__(self, message, job_may_have_run=False, limit=None):
+        TransportError.__init__(self, message, job_may_have_run)
+        self.args = (message, job_may_have_run, limit)
+        self.limit = limit
+
+
 _BAD_REQUEST_STATUSES = frozenset((400, 405, 411, 413, 414, 415, 431))
 _BAD_REQUEST_KINDS = frozenset(("bad_request", "method_not_allowed", "length_required",
                                 "payload_too_large"))
@@ -282,6 +325,8 @@ def error_from_problem(status, problem, retry_after=None):
         return UnknownPool(problem, status, retry_after)
     if kind == "unknown_job":
         return UnknownJob(problem, status, retry_after)
+    if kind == "payload_too_large" or status == 413:
+        return PayloadTooLarge(problem, status, retry_after)
     if kind in _BAD_REQUEST_KINDS or status in _BAD_REQUEST_STATUSES:
         return BadRequest(problem, status, retry_after)
     return ApiError(problem, status, retry_after)

@@ -120,7 +120,7 @@ def test_same_exceptions_as_the_blocking_client(jobs_daemon, outcome, status, cl
 
 @pytest.mark.parametrize("status, kind, cls", [
     (404, "unknown_pool", bulkhead.UnknownPool), (400, "bad_request", bulkhead.BadRequest),
-    (413, "payload_too_large", bulkhead.BadRequest), (404, "not_found", bulkhead.ApiError)])
+    (413, "payload_too_large", bulkhead.PayloadTooLarge), (404, "not_found", bulkhead.ApiError)])
 def test_api_errors(jobs_daemon, status, kind, cls):
     jobs_daemon.overrides[("POST", SUBMIT)] = lambda req: api_error(status, kind)
 

@@ -235,7 +235,7 @@ def test_unavailable_retry_after(daemon):
     (400, "bad_request", bulkhead.BadRequest),
     (405, "method_not_allowed", bulkhead.BadRequest),
     (411, "length_required", bulkhead.BadRequest),
-    (413, "payload_too_large", bulkhead.BadRequest),
+    (413, "payload_too_large", bulkhead.PayloadTooLarge),
     (500, "internal", bulkhead.ApiError),
 ])
 def test_api_errors(daemon, status, kind, cls):
@@ -404,7 +404,8 @@ def test_parse_url_refuses(url):
         C.parse_url(url)
 
 
-def test_default_url():
+def test_default_url(monkeypatch):
+    monkeypatch.delenv("BULKHEAD_URL", raising=False)
     client = bulkhead.Client()
     assert client.url == "http://127.0.0.1:8787"
     client.close()

@@ -3,11 +3,16 @@
 #include <nlohmann/json.hpp>
 
 #include "api/problem.h"
+#include "runtime/operator_log.h"
 
 namespace bulkhead::api {
 
 namespace http = boost::beast::http;
 using nlohmann::json;
+
+namespace {
+constexpr std::size_t kUnjournaledKept = 10000;
+}  // namespace
 
 journal::FinishedJob finishedJobFrom(const Response& answer, const core::JobReport& report) {
   journal::FinishedJob f;
@@ -49,23 +54,22 @@ AsyncJobs::AsyncJobs(boost::asio::io_context& io, runtime::Supervisor& superviso
 std::size_t AsyncJobs::recover() {
   auto rows = journal_->unfinished();
   for (auto& row : rows) {
-    std::optional<core::Duration> timeout;
-    if (row.timeoutMs > 0) timeout = std::chrono::milliseconds(row.timeoutMs);
+    runtime::JobOptions options;
+    options.async = true;
+    if (row.timeoutMs > 0) options.timeout = std::chrono::milliseconds(row.timeoutMs);
+    options.allowPoison = row.allowPoison;
     journal_->markStarted(row.id);  // one more submission: the job outlived a supervisor
-    start(row.id, row.pool, std::make_shared<const std::string>(std::move(row.payload)), timeout,
-          row.allowPoison);
+    start(row.id, row.pool, std::make_shared<const std::string>(std::move(row.payload)), options);
   }
   return rows.size();
 }
 
 void AsyncJobs::start(std::uint64_t id, const std::string& pool, core::Payload payload,
-                      std::optional<core::Duration> timeout, bool allowPoison) {
+                      runtime::JobOptions options) {
   auto error = supervisor_.submitWithId(
-      id, pool, std::move(payload), timeout,
-      [this, id](const core::JobReport& report) {
+      id, pool, std::move(payload), options, [this, id](const core::JobReport& report) {
         finished(id, finishedJobFrom(responseFor(11, report), report));
-      },
-      allowPoison);
+      });
   if (error) {
     // The pool disappeared from the config since the job was accepted: end it for good.
     core::JobReport report;
@@ -78,8 +82,8 @@ void AsyncJobs::start(std::uint64_t id, const std::string& pool, core::Payload p
 }
 
 void AsyncJobs::submit(unsigned version, const std::string& pool, core::Payload payload,
-                       std::optional<core::Duration> timeout, bool allowPoison,
-                       const std::string& idempotencyKey, const Respond& respond) {
+                       runtime::JobOptions options, const std::string& idempotencyKey,
+                       const Respond& respond) {
   auto accepted = [&](std::uint64_t id, bool duplicate) {
     json body = {{"job", std::to_string(id)}, {"pool", pool}, {"duplicate", duplicate}};
     auto state = supervisor_.jobState(id);
@@ -89,10 +93,15 @@ void AsyncJobs::submit(unsigned version, const std::string& pool, core::Payload 
     res.set("X-Bulkhead-Job", std::to_string(id));
     respond(std::move(res));
   };
-  if (!idempotencyKey.empty()) {
-    if (auto existing = journal_->findByIdempotencyKey(idempotencyKey)) {
-      return accepted(*existing, true);
+  try {
+    if (!idempotencyKey.empty()) {
+      if (auto existing = journal_->findByIdempotencyKey(idempotencyKey)) {
+        return accepted(*existing, true);
+      }
     }
+  } catch (const std::exception& e) {
+    journalFailed("look up an idempotency key", e);
+    return respond(journalUnavailable(version));
   }
   const std::uint64_t id = supervisor_.reserveJobId();
   journal::JobRow row;
@@ -100,12 +109,19 @@ void AsyncJobs::submit(unsigned version, const std::string& pool, core::Payload 
   row.pool = pool;
   row.payload = *payload;
   row.timeoutMs =
-      timeout ? std::chrono::duration_cast<std::chrono::milliseconds>(*timeout).count() : 0;
-  row.allowPoison = allowPoison;
+      options.timeout
+          ? std::chrono::duration_cast<std::chrono::milliseconds>(*options.timeout).count()
+          : 0;
+  row.allowPoison = options.allowPoison;
   row.idempotencyKey = idempotencyKey;
   row.runs = 1;
-  journal_->insert(row);  // durable before the caller hears 202, in one commit
-  start(id, pool, std::move(payload), timeout, allowPoison);
+  try {
+    journal_->insert(row);  // durable before the caller hears 202, in one commit
+  } catch (const std::exception& e) {
+    journalFailed("accept an async job", e);
+    return respond(journalUnavailable(version));
+  }
+  start(id, pool, std::move(payload), options);
   accepted(id, false);
 }
 
@@ -118,7 +134,16 @@ Response AsyncJobs::pendingResponse(unsigned version, std::uint64_t id) const {
 }
 
 void AsyncJobs::get(unsigned version, std::uint64_t id, core::Duration wait, Respond respond) {
-  auto row = journal_->find(id);
+  if (auto kept = unjournaled_.find(id); kept != unjournaled_.end()) {
+    return respond(responseFromJournal(version, kept->second));
+  }
+  std::optional<journal::JobRow> row;
+  try {
+    row = journal_->find(id);
+  } catch (const std::exception& e) {
+    journalFailed("read a job", e);
+    return respond(journalUnavailable(version));
+  }
   if (!row) {
     return respond(problemResponse(version, 404,
                                    apiProblem(404, "unknown_job", "no job " + std::to_string(id))));
@@ -150,7 +175,19 @@ void AsyncJobs::get(unsigned version, std::uint64_t id, core::Duration wait, Res
 }
 
 void AsyncJobs::cancel(unsigned version, std::uint64_t id, const Respond& respond) {
-  auto row = journal_->find(id);
+  if (auto kept = unjournaled_.find(id); kept != unjournaled_.end()) {
+    return respond(problemResponse(
+        version, 409,
+        apiProblem(409, "already_finished",
+                   "job " + std::to_string(id) + " already ended as " + kept->second.outcome)));
+  }
+  std::optional<journal::JobRow> row;
+  try {
+    row = journal_->find(id);
+  } catch (const std::exception& e) {
+    journalFailed("read a job", e);
+    return respond(journalUnavailable(version));
+  }
   if (!row) {
     return respond(problemResponse(version, 404,
                                    apiProblem(404, "unknown_job", "no job " + std::to_string(id))));
@@ -166,12 +203,21 @@ void AsyncJobs::cancel(unsigned version, std::uint64_t id, const Respond& respon
 }
 
 void AsyncJobs::finished(std::uint64_t id, const journal::FinishedJob& result) {
-  journal_->finish(id, result);
+  std::optional<journal::JobRow> row;
+  try {
+    journal_->finish(id, result);
+    row = journal_->find(id);  // for X-Bulkhead-Runs, as a later GET would answer
+  } catch (const std::exception& e) {
+    journalFailed("store an outcome", e);
+    // Its caller still gets it (now, or from a later GET of this process); it runs again after
+    // a restart, as any job without a stored outcome does.
+    unjournaled_[id] = result;
+    if (unjournaled_.size() > kUnjournaledKept) unjournaled_.erase(unjournaled_.begin());
+  }
   auto it = waiters_.find(id);
   if (it == waiters_.end()) return;
   auto waiters = std::move(it->second);
   waiters_.erase(it);
-  auto row = journal_->find(id);  // for X-Bulkhead-Runs, as a later GET would answer
   for (auto& w : waiters) {
     w.timer->cancel();
     Response res = responseFromJournal(w.version, result);
@@ -182,7 +228,37 @@ void AsyncJobs::finished(std::uint64_t id, const journal::FinishedJob& result) {
 
 void AsyncJobs::recordSync(const core::JobReport& report, const Response& answer) {
   if (report.outcome == core::Outcome::kOk) return;
-  journal_->record(report.jobId, report.pool, finishedJobFrom(answer, report));
+  try {
+    journal_->record(report.jobId, report.pool, finishedJobFrom(answer, report));
+  } catch (const std::exception& e) {
+    journalFailed("record a failed sync job", e);  // the caller's answer is not affected
+  }
+}
+
+void AsyncJobs::journalFailed(const char* doing, const std::exception& error) {
+  journalErrors_++;
+  // A full disk fails every write: one line now, then one every 10 s with the count.
+  const auto t = std::chrono::steady_clock::now();
+  if (lastJournalLog_ && t - *lastJournalLog_ < std::chrono::seconds(10)) return;
+  lastJournalLog_ = t;
+  const std::uint64_t since = journalErrors_ - journalErrorsLogged_;
+  journalErrorsLogged_ = journalErrors_;
+  runtime::logAt(runtime::LogLevel::kError,
+                 std::string("journal trouble: cannot ") + doing + ": " + error.what() + " (" +
+                     std::to_string(since) +
+                     " failure(s) since the last report; async submits answer 503 "
+                     "journal_unavailable, sync jobs go on)",
+                 {{"event", "journal_error"}, {"errors_total", journalErrors_}});
+}
+
+Response AsyncJobs::journalUnavailable(unsigned version) const {
+  Response res = problemResponse(
+      version, 503,
+      apiProblem(503, "journal_unavailable",
+                 "the job journal cannot be written (see the daemon's log); async jobs are "
+                 "refused until it can, sync jobs still run"));
+  res.set(http::field::retry_after, "5");
+  return res;
 }
 
 }  // namespace bulkhead::api

@@ -25,14 +25,18 @@ class AsyncJobs {
 
   // POST ?wait=0. Responds 202 (or a problem).
   void submit(unsigned version, const std::string& pool, core::Payload payload,
-              std::optional<core::Duration> timeout, bool allowPoison,
-              const std::string& idempotencyKey, const Respond& respond);
+              runtime::JobOptions options, const std::string& idempotencyKey,
+              const Respond& respond);
   // GET /v1/jobs/{id}?wait=...
   void get(unsigned version, std::uint64_t id, core::Duration wait, Respond respond);
   // DELETE /v1/jobs/{id}
   void cancel(unsigned version, std::uint64_t id, const Respond& respond);
   // A sync job ended: keep its record when it failed.
   void recordSync(const core::JobReport& report, const Response& answer);
+  // Journal writes or reads that failed (disk full, I/O error): the daemon degrades instead of
+  // dying. Async submits answer 503 journal_unavailable; sync jobs go on; outcomes that could not
+  // be written are kept in memory (bounded) so their callers still get them.
+  std::uint64_t journalErrors() const { return journalErrors_; }
 
  private:
   struct Waiter {
@@ -42,14 +46,20 @@ class AsyncJobs {
   };
 
   void start(std::uint64_t id, const std::string& pool, core::Payload payload,
-             std::optional<core::Duration> timeout, bool allowPoison);
+             runtime::JobOptions options);
   void finished(std::uint64_t id, const journal::FinishedJob& result);
   Response pendingResponse(unsigned version, std::uint64_t id) const;
+  void journalFailed(const char* doing, const std::exception& error);
+  Response journalUnavailable(unsigned version) const;
 
   boost::asio::io_context& io_;
   runtime::Supervisor& supervisor_;
   std::unique_ptr<journal::Journal> journal_;
   std::map<std::uint64_t, std::vector<Waiter>> waiters_;
+  std::map<std::uint64_t, journal::FinishedJob> unjournaled_;  // outcomes the journal refused
+  std::uint64_t journalErrors_ = 0;
+  std::uint64_t journalErrorsLogged_ = 0;
+  std::optional<std::chrono::steady_clock::time_point> lastJournalLog_;
 };
 
 // What a sync caller would have received, in a form the journal can store and replay.

@@ -1,207 +1,109 @@
 #include "api/http_server.h"
 
+// How connections are kept from stalling the daemon (one thread serves everything, so nothing a
+// client does may block it or take the fds workers need):
+// - ServerState counts open sessions. A connection accepted at the cap gets a canned 503 (only a
+//   health check is answered), then a lingering close; beyond kMaxTurningAway of those in flight, a
+//   connection is closed as soon as it is accepted.
+// - Each connection is a Session (api/http_session.h) with its own timers.
+// - accept(2) failing with EMFILE/ENFILE sheds one waiting connection through the spare fd and
+//   pauses accepting (50 ms doubling to 1 s, reset by a successful accept), logging at most once a
+//   second: the listening socket stays readable while the backlog is not empty, so accepting again
+//   at once spins.
+
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <optional>
 #include <stdexcept>
+#include <utility>
 
+#include "api/http_session.h"
 #include "api/problem.h"
 #include "api/routes.h"
+#include "os/fd_limits.h"
+#include "runtime/operator_log.h"
 
 namespace bulkhead::api {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+using namespace std::chrono_literals;
 
 namespace {
 
-// Shared by the server and its sessions: counts responses not yet written, so shutdown can wait
-// for the last outcomes to reach their callers.
-struct ServerState {
-  ServerState(runtime::Supervisor& s, std::uint64_t limit, AsyncJobs* jobs)
-      : supervisor(s), services{s, jobs}, maxBody(limit) {}
-  runtime::Supervisor& supervisor;
-  Services services;
-  std::uint64_t maxBody;
-  int responsesPending = 0;
-  std::function<void()> onIdle;
+using namespace http_detail;
 
-  void responseDone() {
-    if (--responsesPending == 0 && onIdle) {
-      auto callback = std::move(onIdle);
-      onIdle = nullptr;
-      callback();
-    }
-  }
-};
-
-template <class Socket>
-class Session : public std::enable_shared_from_this<Session<Socket>> {
- public:
-  Session(Socket socket, ServerState& state)
-      : socket_(std::move(socket)), state_(state), maxBody_(state.maxBody) {}
-
-  void start() { readRequest(); }
-
- private:
-  void readRequest() {
-    parser_.emplace();
-    parser_->body_limit(maxBody_);
-    parser_->header_limit(64 * 1024);
-    http::async_read(
-        socket_, buffer_, *parser_,
-        [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
-  }
-
-  void onRead(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == asio::error::eof ||
-        ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
-      return close();
-    }
-    if (ec == http::error::body_limit) {
-      return fail(
-          413, "payload_too_large",
-          "request body exceeds the server's limit of " + std::to_string(maxBody_) + " bytes");
-    }
-    if (ec == http::error::header_limit) {
-      return fail(431, "bad_request", "request headers too large");
-    }
-    if (ec) return fail(400, "bad_request", "malformed HTTP request: " + ec.message());
-
-    Request request = parser_->release();
-    std::string_view target(request.target().data(), request.target().size());
-    if (request.method() == http::verb::get && target.substr(0, target.find('?')) == "/v1/events") {
-      return startEventStream(request);
-    }
-    // A big request must not pin its buffer for the rest of a keep-alive connection.
-    if (buffer_.capacity() > (1u << 20)) buffer_.shrink_to_fit();
-    keepAlive_ = request.keep_alive();
-    auto self = this->shared_from_this();
-    route(state_.services, request,
-          [self](Response response) { self->write(std::move(response)); });
-  }
-
-  // Server-Sent Events: the response never ends; each event is written as it happens. The
-  // connection is read only to notice the client leaving.
-  void startEventStream(const Request& request) {
-    std::uint64_t since = 0;
-    std::string_view target(request.target().data(), request.target().size());
-    if (auto q = target.find("since="); q != std::string_view::npos) {
-      since = std::strtoull(std::string(target.substr(q + 6)).c_str(), nullptr, 10);
-    }
-    if (auto it = request.find("Last-Event-ID"); it != request.end()) {
-      since = std::strtoull(std::string(it->value()).c_str(), nullptr, 10);
-    }
-    streaming_ = true;
-    enqueue(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-        "Connection: close\r\n\r\n");
-    auto self = this->shared_from_this();
-    subscription_ = state_.supervisor.subscribeEvents(since, [self](std::uint64_t id,
-                                                                    const nlohmann::json& event) {
-      self->enqueue("id: " + std::to_string(id) +
-                    "\nevent: " + event.value("kind", std::string("event")) + "\ndata: " +
-                    event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n\n");
-    });
-    watchForClose();
-  }
-
-  void watchForClose() {
-    socket_.async_read_some(asio::buffer(discard_),
-                            [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
-                              if (ec) return self->endStream();
-                              self->watchForClose();
-                            });
-  }
-
-  void enqueue(std::string chunk) {
-    if (!streaming_) return;
-    outbox_.push_back(std::move(chunk));
-    if (outbox_.size() > kMaxQueuedEvents) return endStream();  // a reader that stopped reading
-    if (!writing_) writeNext();
-  }
-
-  void writeNext() {
-    if (outbox_.empty()) {
-      writing_ = false;
-      return;
-    }
-    writing_ = true;
-    asio::async_write(socket_, asio::buffer(outbox_.front()),
-                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
-                        if (!self->streaming_) return;
-                        self->outbox_.pop_front();
-                        if (ec) return self->endStream();
-                        self->writeNext();
-                      });
-  }
-
-  void endStream() {
-    if (!streaming_) return;
-    streaming_ = false;
-    if (subscription_) state_.supervisor.unsubscribeEvents(*subscription_);
-    subscription_.reset();
-    outbox_.clear();
-    close();
-  }
-
-  void fail(int status, const std::string& error, const std::string& detail) {
-    keepAlive_ = false;
-    write(problemResponse(11, status, apiProblem(status, error, detail)));
-  }
-
-  void write(Response response) {
-    state_.responsesPending++;
-    response.keep_alive(keepAlive_);
-    auto message = std::make_shared<Response>(std::move(response));
-    http::async_write(
-        socket_, *message,
-        [self = this->shared_from_this(), message](beast::error_code ec, std::size_t) {
-          self->state_.responseDone();
-          if (ec || !self->keepAlive_) return self->close();
-          self->readRequest();
-        });
-  }
-
-  void close() {
-    beast::error_code ignored;
-    socket_.shutdown(Socket::shutdown_send, ignored);
-    socket_.close(ignored);
-  }
-
-  Socket socket_;
-  ServerState& state_;
-  std::uint64_t maxBody_;
-  beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
-  bool keepAlive_ = false;
-  // Event stream state.
-  static constexpr std::size_t kMaxQueuedEvents = 4096;
-  bool streaming_ = false;
-  bool writing_ = false;
-  std::optional<int> subscription_;
-  std::deque<std::string> outbox_;
-  std::array<char, 256> discard_;
-};
+constexpr auto kFirstBackoff = 50ms;
+constexpr auto kMaxBackoff = 1000ms;
 
 template <class Acceptor>
-void acceptLoop(Acceptor& acceptor, ServerState& state) {
-  acceptor.async_accept([&acceptor, &state](beast::error_code ec, auto socket) {
+void acceptLoop(Acceptor& acceptor, std::shared_ptr<ServerState> state);
+
+// accept(2) failed. Out of fds (or kernel memory), the pending connection stays in the backlog and
+// the socket stays readable: shed one through the spare and pause instead of accepting again now.
+// Any other error pauses too (asio already retries the per-connection ones, ECONNABORTED and
+// EPROTO), so no error can make this loop spin.
+template <class Acceptor>
+void acceptFailed(Acceptor& acceptor, std::shared_ptr<ServerState> state, beast::error_code ec) {
+  const int err = ec.category() == boost::system::system_category() ? ec.value() : 0;
+  const bool shed = (err == EMFILE || err == ENFILE) && state->spare.valid() &&
+                    state->spare.shedOne(acceptor.native_handle());
+  state->backoff =
+      state->backoff.count() == 0 ? kFirstBackoff : std::min(state->backoff * 2, kMaxBackoff);
+  if (state->acceptErrorLog.due()) {
+    runtime::logAt(runtime::LogLevel::kWarning,
+                   "accept: " + ec.message() + " (fd limit " +
+                       std::to_string(os::currentFdLimit().soft) +
+                       "): " + std::to_string(std::exchange(state->acceptErrorLog.count, 0)) +
+                       " time(s) since the last report" +
+                       (shed ? ", closing one waiting connection each time" : "") +
+                       "; accepting again in " + std::to_string(state->backoff.count()) + " ms",
+                   {{"event", "accept_failed"}});
+  }
+  state->acceptPause.expires_after(state->backoff);
+  state->acceptPause.async_wait([&acceptor, state](beast::error_code waitEc) {
+    if (waitEc || !acceptor.is_open()) return;
+    acceptLoop(acceptor, state);
+  });
+}
+
+template <class Acceptor>
+void acceptLoop(Acceptor& acceptor, std::shared_ptr<ServerState> state) {
+  acceptor.async_accept([&acceptor, state](beast::error_code ec, auto socket) {
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-    if (!ec) {
-      using Socket = decltype(socket);
-      if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
-        beast::error_code ignored;
-        socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+    if (ec) return acceptFailed(acceptor, state, ec);
+    state->backoff = 0ms;
+    using Socket = decltype(socket);
+    if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
+      beast::error_code ignored;
+      socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+    }
+    if (state->connections < state->maxConnections) {
+      std::make_shared<Session<Socket>>(std::move(socket), state, true)->start();
+    } else {
+      if (state->refusedLog.due()) {
+        runtime::logAt(runtime::LogLevel::kWarning,
+                       std::to_string(std::exchange(state->refusedLog.count, 0)) +
+                           " connection(s) turned away since the last report: max_connections (" +
+                           std::to_string(state->maxConnections) + ") reached",
+                       {{"event", "connections_refused"}});
       }
-      std::make_shared<Session<Socket>>(std::move(socket), state)->start();
+      // Beyond kMaxTurningAway the socket is closed here, unanswered: answering a flood would
+      // spend the fds the cap protects.
+      if (state->turningAway < kMaxTurningAway) {
+        std::make_shared<Session<Socket>>(std::move(socket), state, false)->turnAway();
+      }
     }
     acceptLoop(acceptor, state);
   });
@@ -210,23 +112,46 @@ void acceptLoop(Acceptor& acceptor, ServerState& state) {
 }  // namespace
 
 struct HttpServer::Impl {
-  Impl(asio::io_context& io, runtime::Supervisor& s, HttpServerOptions o)
-      : options(std::move(o)), state(s, options.maxRequestBody, options.jobs), tcp(io), local(io) {}
-  HttpServerOptions options;
-  ServerState state;
+  Impl(asio::io_context& io, runtime::Supervisor& s, const HttpServerOptions& o)
+      : state(std::make_shared<ServerState>(io, s, o)), tcp(io), local(io) {}
+  std::shared_ptr<ServerState> state;
   asio::ip::tcp::acceptor tcp;
   asio::local::stream_protocol::acceptor local;
   std::string unixPath;
+
+  // The cap that fits the fd limit, and the spare fd; before the first accept.
+  void prepareLimits() {
+    const auto& options = state->options;
+    const auto limit = os::currentFdLimit();
+    state->maxConnections =
+        os::connectionCap(options.maxConnections, limit.soft, options.fdReserve);
+    if (state->maxConnections < options.maxConnections) {
+      runtime::logAt(runtime::LogLevel::kWarning,
+                     "at most " + std::to_string(state->maxConnections) +
+                         " connections (max_connections is " +
+                         std::to_string(options.maxConnections) + "): the fd limit is " +
+                         std::to_string(limit.soft) + " and " + std::to_string(options.fdReserve) +
+                         " are kept for workers and the daemon; raise the limit (LimitNOFILE=, "
+                         "ulimit -n) to allow more");
+    }
+    if (!state->spare.open()) {
+      runtime::logAt(runtime::LogLevel::kWarning,
+                     std::string("cannot open /dev/null as a spare fd (") + std::strerror(errno) +
+                         "): when out of fds, waiting clients are not closed, only accepting is "
+                         "paused");
+    }
+  }
 };
 
 HttpServer::HttpServer(asio::io_context& io, runtime::Supervisor& supervisor,
                        HttpServerOptions options)
-    : impl_(std::make_unique<Impl>(io, supervisor, std::move(options))) {}
+    : impl_(std::make_unique<Impl>(io, supervisor, options)) {}
 
 HttpServer::~HttpServer() { stopAccepting(); }
 
 std::string HttpServer::start() {
-  const std::string& listen = impl_->options.listen;
+  const std::string& listen = impl_->state->options.listen;
+  impl_->prepareLimits();
   try {
     if (listen.rfind("unix:", 0) == 0) {
       impl_->unixPath = listen.substr(5);
@@ -235,6 +160,7 @@ std::string HttpServer::start() {
       impl_->local.open(endpoint.protocol());
       impl_->local.bind(endpoint);
       impl_->local.listen(asio::socket_base::max_listen_connections);
+      impl_->local.non_blocking(true);  // SpareFd::shedOne accepts on it directly
       acceptLoop(impl_->local, impl_->state);
       return "unix:" + impl_->unixPath;
     }
@@ -248,6 +174,7 @@ std::string HttpServer::start() {
     impl_->tcp.set_option(asio::socket_base::reuse_address(true));
     impl_->tcp.bind(endpoint);
     impl_->tcp.listen(asio::socket_base::max_listen_connections);
+    impl_->tcp.non_blocking(true);  // SpareFd::shedOne accepts on it directly
     acceptLoop(impl_->tcp, impl_->state);
     auto bound = impl_->tcp.local_endpoint();
     std::string shown = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
@@ -259,12 +186,13 @@ std::string HttpServer::start() {
 }
 
 void HttpServer::whenResponsesWritten(std::function<void()> callback) {
-  if (impl_->state.responsesPending == 0) return callback();
-  impl_->state.onIdle = std::move(callback);
+  if (impl_->state->responsesPending == 0) return callback();
+  impl_->state->onIdle = std::move(callback);
 }
 
 void HttpServer::stopAccepting() {
   beast::error_code ignored;
+  impl_->state->acceptPause.cancel();
   if (impl_->tcp.is_open()) impl_->tcp.close(ignored);
   if (impl_->local.is_open()) {
     impl_->local.close(ignored);

@@ -7,6 +7,9 @@
 
 namespace bulkhead::api {
 
-std::string renderMetrics(const runtime::Supervisor& supervisor);
+class AsyncJobs;
+
+// jobs: the journal-backed async jobs, for their journal error count (null: no journal).
+std::string renderMetrics(const runtime::Supervisor& supervisor, const AsyncJobs* jobs = nullptr);
 
 }  // namespace bulkhead::api

@@ -94,11 +94,12 @@ json attemptJson(const core::AttemptRecord& a) {
   if (a.exit.oomKilled || a.exit.memoryPeakBytes) j["memory_peak_bytes"] = a.exit.memoryPeakBytes;
   if (a.exit.pidsMaxEvents) j["pids_max_events"] = a.exit.pidsMaxEvents;
   if (a.lastSample) {
-    j["last_sample"] = {{"rss_bytes", a.lastSample->rssBytes},
-                        {"threads", a.lastSample->threads},
-                        {"maps", a.lastSample->maps},
-                        {"fds", a.lastSample->fds},
-                        {"cpu_seconds", a.lastSample->cpuSeconds}};
+    j["last_sample"] = {
+        {"rss_bytes", a.lastSample->rssBytes},
+        {"threads", a.lastSample->threads},
+        {"maps", a.lastSample->maps >= 0 ? json(a.lastSample->maps) : json(nullptr)},
+        {"fds", a.lastSample->fds},
+        {"cpu_seconds", a.lastSample->cpuSeconds}};
   }
   if (a.error) {
     j["error"] = {
@@ -124,6 +125,8 @@ json problemFor(const core::JobReport& r) {
   if (r.lastStartFailure) j["last_start_failure"] = attemptJson(*r.lastStartFailure);
   if (r.breakerOpen) j["breaker"] = "open";
   if (!r.fingerprint.empty()) j["fingerprint"] = r.fingerprint;
+  if (r.outcome != core::Outcome::kPoison) j["quarantined"] = r.quarantined;
+  if (!r.stage.empty()) j["stage"] = r.stage;
   if (!r.fallbackFrom.empty()) j["fallback_from"] = r.fallbackFrom;
   return j;
 }

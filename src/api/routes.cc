@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "api/async_jobs.h"
+#include "api/health.h"
 #include "api/metrics.h"
 #include "api/problem.h"
 #include "config/units.h"
@@ -31,6 +32,7 @@ Response responseFor(unsigned version, const core::JobReport& r) {
     res.set("X-Bulkhead-Outcome", std::string(core::outcomeName(r.outcome)));
     res.set("X-Bulkhead-Job", std::to_string(r.jobId));
     res.set("X-Bulkhead-Attempts", std::to_string(r.attempts.size()));
+    if (r.quarantined) res.set("X-Bulkhead-Quarantined", "1");
     if (r.retryAfterSeconds) {
       res.set(http::field::retry_after, std::to_string(static_cast<int>(*r.retryAfterSeconds)));
     }
@@ -82,22 +84,32 @@ std::optional<std::string> queryParameter(std::string_view target, std::string_v
   return std::nullopt;
 }
 
+// A positive duration header ("5s", "250ms"); nullopt when absent; a 400 answer when malformed.
+std::optional<core::Duration> durationHeader(const Request& req, const char* name,
+                                             std::optional<Response>& badRequest) {
+  auto it = req.find(name);
+  if (it == req.end()) return std::nullopt;
+  auto parsed = config::parseDuration(std::string_view(it->value().data(), it->value().size()));
+  if (!parsed || parsed->count() <= 0) {
+    badRequest = problemResponse(
+        req.version(), 400,
+        apiProblem(400, "bad_request",
+                   std::string(name) + " must be a positive duration such as \"5s\" or " +
+                       "\"250ms\", got \"" + std::string(it->value()) + "\""));
+  }
+  return parsed;
+}
+
 void submitJob(Services& services, const std::string& pool, Request& req, Respond respond) {
   runtime::Supervisor& supervisor = services.supervisor;
   const unsigned version = req.version();
-  std::optional<core::Duration> timeout;
-  if (auto it = req.find("X-Bulkhead-Timeout"); it != req.end()) {
-    auto parsed = config::parseDuration(std::string_view(it->value().data(), it->value().size()));
-    if (!parsed || parsed->count() <= 0) {
-      respond(problemResponse(version, 400,
-                              apiProblem(400, "bad_request",
-                                         "X-Bulkhead-Timeout must be a positive duration such as "
-                                         "\"5s\" or \"250ms\", got \"" +
-                                             std::string(it->value()) + "\"")));
-      return;
-    }
-    timeout = *parsed;
-  }
+  std::optional<Response> badRequest;
+  runtime::JobOptions options;
+  options.timeout = durationHeader(req, "X-Bulkhead-Timeout", badRequest);
+  // The caller's whole budget starts now, when the request has been read.
+  auto budget = durationHeader(req, "X-Bulkhead-Deadline", badRequest);
+  if (badRequest) return respond(std::move(*badRequest));
+  if (budget) options.deadline = core::Clock::now() + *budget;
   if (!supervisor.hasPool(pool)) {
     respond(problemResponse(version, 404,
                             apiProblem(404, "unknown_pool", "no pool named '" + pool + "'")));
@@ -112,9 +124,8 @@ void submitJob(Services& services, const std::string& pool, Request& req, Respon
                                        std::to_string(supervisor.maxPayload(pool)) + " bytes)")));
     return;
   }
-  bool allowPoison = false;
   if (auto it = req.find("X-Bulkhead-Allow-Poison"); it != req.end()) {
-    allowPoison = it->value() == "1" || it->value() == "true";
+    options.allowPoison = it->value() == "1" || it->value() == "true";
   }
   auto payload = std::make_shared<const std::string>(std::move(req.body()));
   std::string_view target(req.target().data(), req.target().size());
@@ -126,18 +137,16 @@ void submitJob(Services& services, const std::string& pool, Request& req, Respon
     }
     std::string key;
     if (auto it = req.find("Idempotency-Key"); it != req.end()) key = std::string(it->value());
-    return services.jobs->submit(version, pool, std::move(payload), timeout, allowPoison, key,
-                                 respond);
+    options.async = true;
+    return services.jobs->submit(version, pool, std::move(payload), options, key, respond);
   }
   AsyncJobs* jobs = services.jobs;
-  supervisor.submit(
-      pool, std::move(payload), timeout,
-      [respond, version, jobs](const core::JobReport& report) {
-        Response answer = responseFor(version, report);
-        if (jobs) jobs->recordSync(report, answer);
-        respond(std::move(answer));
-      },
-      allowPoison);
+  supervisor.submit(pool, std::move(payload), options,
+                    [respond, version, jobs](const core::JobReport& report) {
+                      Response answer = responseFor(version, report);
+                      if (jobs) jobs->recordSync(report, answer);
+                      respond(std::move(answer));
+                    });
 }
 
 }  // namespace
@@ -162,10 +171,11 @@ namespace {
 
 void jobResource(Services& services, Request& req, std::string_view path, Respond respond) {
   const unsigned version = req.version();
-  std::string idText(path.substr(std::string_view("/v1/jobs/").size()));
-  char* end = nullptr;
-  const unsigned long long id = std::strtoull(idText.c_str(), &end, 10);
-  if (idText.empty() || *end != '\0' || id == 0) {
+  std::string_view idText = path.substr(std::string_view("/v1/jobs/").size());
+  std::uint64_t id = 0;
+  // from_chars refuses what does not fit in 64 bits (strtoull would clamp it to 2^64-1).
+  auto [end, ec] = std::from_chars(idText.data(), idText.data() + idText.size(), id);
+  if (idText.empty() || ec != std::errc() || end != idText.data() + idText.size() || id == 0) {
     return respond(problemResponse(
         version, 400, apiProblem(400, "bad_request", "job ids are positive integers")));
   }
@@ -214,19 +224,17 @@ void route(Services& services, Request& req, Respond respond) {
     respond(std::move(res));
   };
 
-  if (path == "/healthz") {
+  if (path == "/livez" || path == "/healthz" || path == "/readyz") {
     if (method != http::verb::get && method != http::verb::head) return methodNotAllowed("GET");
-    if (supervisor.shuttingDown()) {
-      return respond(jsonResponse(version, 503, {{"status", "shutting_down"}}));
-    }
-    return respond(jsonResponse(version, 200, {{"status", "ok"}}));
+    if (path == "/readyz") return respond(readinessResponse(version, supervisor));
+    return respond(livenessResponse(version, supervisor));
   }
   if (path.rfind("/v1/jobs/", 0) == 0) return jobResource(services, req, path, std::move(respond));
   if (path == "/metrics") {
     if (method != http::verb::get) return methodNotAllowed("GET");
     Response res{http::status::ok, version};
     res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-    res.body() = renderMetrics(supervisor);
+    res.body() = renderMetrics(supervisor, services.jobs);
     res.prepare_payload();
     return respond(std::move(res));
   }

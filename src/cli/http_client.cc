@@ -39,11 +39,17 @@ HttpResult exchange(Stream& stream, const std::string& host, const std::string& 
   for (const auto& [k, v] : headers) req.set(k, v);
   req.body() = body;
   req.prepare_payload();
-  http::write(stream, req);
+  // A server may answer before it has read the whole request (413 for a body over its limit) and
+  // close; our write then fails (EPIPE, ECONNRESET), but its answer was delivered before that
+  // and is still there to read. Only when no answer can be read is the write error the news.
+  beast::error_code writeError;
+  http::write(stream, req, writeError);
   beast::flat_buffer buffer;
   http::response_parser<http::string_body> parser;
   parser.body_limit(1ull << 32);
-  http::read(stream, buffer, parser);
+  beast::error_code readError;
+  http::read(stream, buffer, parser, readError);
+  if (readError) throw beast::system_error(writeError ? writeError : readError);
   auto res = parser.release();
   HttpResult out;
   out.status = static_cast<int>(res.result_int());

@@ -15,9 +15,12 @@
 
 #include "api/async_jobs.h"
 #include "api/http_server.h"
+#include "cli/check.h"
 #include "cli/http_client.h"
 #include "config/config.h"
+#include "os/fd_limits.h"
 #include "os/process.h"
+#include "runtime/operator_log.h"
 #include "runtime/supervisor.h"
 #include "runtime/worker_spec.h"
 
@@ -42,16 +45,36 @@ std::optional<config::Config> loadOrReport(const std::string& path) {
   return result.config;
 }
 
-int serve(const std::string& path, const std::string& listenOverride) {
+int serve(const std::string& path, const std::string& listenOverride, const std::string& logFormat,
+          const std::string& logLevel) {
+  using runtime::logAt;
+  using runtime::LogLevel;
+  auto format = runtime::parseLogFormat(logFormat);
+  auto level = runtime::parseLogLevel(logLevel);
+  if (!format || !level) {
+    std::fprintf(
+        stderr, "bulkhead: %s\n",
+        !format ? ("--log-format must be text or json, got \"" + logFormat + "\"").c_str()
+                : ("--log-level must be debug, info, warning or error, got \"" + logLevel + "\"")
+                      .c_str());
+    return kExitBadConfig;
+  }
+  runtime::configureLog(*format, *level);
+  // Before anything holds fds: clients and workers share this table (os/fd_limits.h).
+  if (auto raised = os::raiseFdLimitToHard(); !raised.error.empty()) {
+    logAt(LogLevel::kWarning, "cannot raise the fd limit from " +
+                                  std::to_string(raised.before.soft) + " to " +
+                                  std::to_string(raised.before.hard) + ": " + raised.error);
+  }
   auto config = loadOrReport(path);
   if (!config) return kExitBadConfig;
   if (!listenOverride.empty()) config->server.listen = listenOverride;
 
   ::signal(SIGPIPE, SIG_IGN);
   if (!os::becomeChildSubreaper()) {
-    std::fprintf(stderr,
-                 "bulkhead: warning: cannot become a child subreaper; orphaned "
-                 "grandchildren of workers will be reaped by init instead\n");
+    logAt(LogLevel::kWarning,
+          "cannot become a child subreaper; orphaned grandchildren of workers will be reaped by "
+          "init instead");
   }
   boost::asio::io_context io(1);
   runtime::SupervisorOptions options;
@@ -67,27 +90,37 @@ int serve(const std::string& path, const std::string& listenOverride) {
           io, supervisor,
           std::make_unique<journal::Journal>(config->server.journal, config->server.journalKeep));
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "bulkhead: %s\n", e.what());
+      logAt(LogLevel::kError, e.what());
       return kExitBadConfig;
     }
   }
-  api::HttpServer server(io, supervisor,
-                         {config->server.listen, config->server.maxRequestBody, jobs.get()});
+  api::HttpServerOptions serverOptions{config->server.listen, config->server.maxRequestBody,
+                                       jobs.get()};
+  serverOptions.maxConnections = config->server.maxConnections;
+  serverOptions.requestTimeout = config->server.requestTimeout;
+  serverOptions.idleTimeout = config->server.idleTimeout;
+  std::uint64_t workerSlots = 0;  // a zygote holds fds like a worker
+  for (const auto& pool : config->pools)
+    workerSlots += static_cast<std::uint64_t>(pool.workers) + (pool.zygote ? 1 : 0);
+  serverOptions.fdReserve = os::fdReserve(workerSlots);
+  api::HttpServer server(io, supervisor, serverOptions);
   std::string address;
   try {
     address = server.start();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "bulkhead: %s\n", e.what());
+    logAt(LogLevel::kError, e.what());
     return kExitBadConfig;
   }
   boost::asio::signal_set stopSignals(io, SIGTERM, SIGINT);
   stopSignals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
-    std::fprintf(stderr, "bulkhead: %s received: finishing jobs and stopping workers\n",
-                 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    logAt(LogLevel::kInfo,
+          std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+              " received: finishing jobs and stopping workers",
+          {{"event", "stopping"}});
     supervisor.shutdown([&] {
       server.stopAccepting();
-      std::fprintf(stderr, "bulkhead: all workers stopped, exiting\n");
+      logAt(LogLevel::kInfo, "all workers stopped, exiting", {{"event", "stopped"}});
       // The last outcomes must reach their callers before the loop ends.
       server.whenResponsesWritten([&] { io.stop(); });
     });
@@ -95,23 +128,38 @@ int serve(const std::string& path, const std::string& listenOverride) {
   supervisor.start();
   if (jobs) {
     if (std::size_t recovered = jobs->recover()) {
-      std::fprintf(stderr, "bulkhead: journal %s: %zu unfinished job(s) run again\n",
-                   config->server.journal.c_str(), recovered);
+      logAt(LogLevel::kInfo, "journal " + config->server.journal + ": " +
+                                 std::to_string(recovered) + " unfinished job(s) run again");
     }
   }
-  std::fprintf(stderr, "bulkhead: %zu pool(s) from %s; listening on %s\n", config->pools.size(),
-               path.c_str(), address.c_str());
-  std::fflush(stderr);
+  logAt(
+      LogLevel::kInfo,
+      std::to_string(config->pools.size()) + " pool(s) from " + path + "; listening on " + address,
+      {{"event", "listening"}, {"address", address}});
   io.run();
   return 0;
 }
 
-int check(const std::string& path) {
+std::string sdkDirectory() {
+  const char* sdk = std::getenv("BULKHEAD_SDK_DIR");
+  return sdk && *sdk ? sdk : BULKHEAD_SDK_DIR;
+}
+
+std::vector<std::string> ourEnvironment() {
+  std::vector<std::string> base;
+  for (char** e = environ; *e; ++e) base.emplace_back(*e);
+  return base;
+}
+
+int check(const std::string& path, bool imports) {
   auto config = loadOrReport(path);
   if (!config) return kExitBadConfig;
+  if (!cli::checkPools(path, *config, imports, ourEnvironment(), sdkDirectory())) {
+    return kExitBadConfig;
+  }
   std::printf("%s: ok, %zu pool(s):", path.c_str(), config->pools.size());
   for (const auto& p : config->pools) std::printf(" %s", p.name.c_str());
-  std::printf("\n");
+  std::printf("%s\n", imports ? " (entry points import)" : "");
   return 0;
 }
 
@@ -130,9 +178,19 @@ std::string readPayload(const std::string& arg) {
   return arg;
 }
 
-void printProblem(const json& p) {
-  std::fprintf(stderr, "outcome: %s\n", p.value("outcome", p.value("error", "?")).c_str());
+void printProblem(const json& p, int status) {
+  if (p.contains("outcome") || !p.contains("error")) {
+    std::fprintf(stderr, "outcome: %s\n", p.value("outcome", std::string("?")).c_str());
+  } else {  // refused before it was a job (unknown pool, payload too large, ...)
+    std::fprintf(stderr, "error:   %s (HTTP %d)\n", p.value("error", "?").c_str(), status);
+  }
   std::fprintf(stderr, "detail:  %s\n", p.value("detail", "").c_str());
+  if (p.contains("stage") && p["stage"].is_string()) {
+    std::fprintf(stderr, "stage:   %s\n", p["stage"].get<std::string>().c_str());
+  }
+  if (p.value("quarantined", false)) {
+    std::fprintf(stderr, "payload quarantined: resubmitting it is refused as poison\n");
+  }
   if (!p.contains("attempts")) return;
   for (const auto& a : p["attempts"]) {
     std::fprintf(stderr, "attempt %d on %s (pid %d): %s", a.value("attempt", 0),
@@ -181,9 +239,20 @@ int call(const std::string& url, const std::string& pool, const std::string& pay
   if (problem.is_discarded()) {
     std::fprintf(stderr, "HTTP %d: %s\n", res.status, res.body.c_str());
   } else {
-    printProblem(problem);
+    printProblem(problem, res.status);
   }
   return kExitJobFailed;
+}
+
+// A string field of the daemon's JSON, or "" when it is absent or null.
+std::string text(const json& object, const char* key) {
+  auto it = object.find(key);
+  return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+bool isReady(const json& worker) {
+  std::string state = text(worker, "state");
+  return state == "idle" || state == "busy";
 }
 
 int status(const std::string& url) {
@@ -199,27 +268,46 @@ int status(const std::string& url) {
     std::fprintf(stderr, "HTTP %d: %s\n", res.status, res.body.c_str());
     return kExitJobFailed;
   }
-  std::printf("%-14s %-8s %-7s %-7s %-8s %-8s %-8s %-8s\n", "POOL", "WORKERS", "QUEUE", "RUNNING",
+  // READY counts workers that can take a job now (idle or busy), against the pool's target: a
+  // worker that is still spawning or starting is there, but not ready.
+  std::printf("%-14s %-8s %-7s %-7s %-8s %-8s %-8s %-8s\n", "POOL", "READY", "QUEUE", "RUNNING",
               "OK", "FAILED", "DEATHS", "STARTS");
   for (const auto& p : j["pools"]) {
     const auto& c = p["counters"];
     std::uint64_t failed = c.value("submitted", 0ull) - c.value("ok", 0ull);
     failed -= p.value("queue_length", 0ull) + p.value("in_flight", 0ull);
+    long long ready = 0;
+    if (p.contains("ready_workers") && p["ready_workers"].is_number()) {
+      ready = p["ready_workers"].get<long long>();
+    } else {  // a daemon that does not count them: the same rule over its workers
+      for (const auto& w : p["workers"]) ready += isReady(w);
+    }
     std::printf(
         "%-14s %-8s %-7llu %-7llu %-8llu %-8llu %-8llu %-8llu\n", p.value("name", "").c_str(),
-        (std::to_string(p["workers"].size()) + "/" + std::to_string(p.value("workers_target", 0)))
-            .c_str(),
+        (std::to_string(ready) + "/" + std::to_string(p.value("workers_target", 0))).c_str(),
         (unsigned long long)p.value("queue_length", 0ull),
         (unsigned long long)p.value("in_flight", 0ull), (unsigned long long)c.value("ok", 0ull),
         (unsigned long long)failed, (unsigned long long)c.value("worker_deaths", 0ull),
         (unsigned long long)c.value("worker_starts", 0ull));
   }
-  std::printf("\n%-16s %-8s %-10s %-6s %-8s %-9s %-8s %-7s %-5s %-8s\n", "WORKER", "PID", "STATE",
-              "JOBS", "AGE", "RSS", "THREADS", "MAPS", "FDS", "RECYCLE");
+  for (const auto& p : j["pools"]) {
+    std::string failure = text(p, "last_start_failure");
+    if (failure.empty()) continue;
+    for (std::size_t at = 0; (at = failure.find('\n', at)) != std::string::npos; at += 3) {
+      failure.replace(at, 1, "\n  ");
+    }
+    std::printf("\npool %s: last start failure:\n  %s\n", text(p, "name").c_str(), failure.c_str());
+  }
+  std::printf("\n%-16s %-8s %-10s %-6s %-6s %-8s %-9s %-8s %-7s %-5s %-8s\n", "WORKER", "PID",
+              "STATE", "READY", "JOBS", "AGE", "RSS", "THREADS", "MAPS", "FDS", "RECYCLE");
   for (const auto& p : j["pools"]) {
     for (const auto& w : p["workers"]) {
-      char age[32], rss[32] = "-", threads[16] = "-", maps[16] = "-", fds[16] = "-";
+      char age[32], pid[16] = "-", rss[32] = "-", threads[16] = "-", maps[16] = "-", fds[16] = "-";
       std::snprintf(age, sizeof age, "%.1fs", w.value("age_s", 0.0));
+      // A worker still spawning (zygote mode: waiting for its fork) has no pid yet: null.
+      if (w.contains("pid") && w["pid"].is_number()) {
+        std::snprintf(pid, sizeof pid, "%d", w["pid"].get<int>());
+      }
       if (w.contains("sample")) {
         const auto& s = w["sample"];
         std::snprintf(rss, sizeof rss, "%.1fMiB", s.value("rss_bytes", 0.0) / (1 << 20));
@@ -227,10 +315,10 @@ int status(const std::string& url) {
         if (s["maps"].is_number()) std::snprintf(maps, sizeof maps, "%d", s["maps"].get<int>());
         std::snprintf(fds, sizeof fds, "%d", s.value("fds", 0));
       }
-      std::printf("%-16s %-8d %-10s %-6llu %-8s %-9s %-8s %-7s %-5s %-8s\n",
-                  w.value("id", "").c_str(), w.value("pid", 0), w.value("state", "").c_str(),
+      std::printf("%-16s %-8s %-10s %-6s %-6llu %-8s %-9s %-8s %-7s %-5s %-8s\n",
+                  text(w, "id").c_str(), pid, text(w, "state").c_str(), isReady(w) ? "yes" : "no",
                   (unsigned long long)w.value("jobs_served", 0ull), age, rss, threads, maps, fds,
-                  w.value("recycle_cause", "").c_str());
+                  text(w, "recycle_cause").c_str());
     }
   }
   return 0;
@@ -241,11 +329,8 @@ int env(const std::string& path, const std::string& poolName, int slot) {
   if (!config) return kExitBadConfig;
   for (const auto& pool : config->pools) {
     if (pool.name != poolName) continue;
-    std::vector<std::string> base;
-    for (char** e = environ; *e; ++e) base.emplace_back(*e);
-    const char* sdk = std::getenv("BULKHEAD_SDK_DIR");
-    auto vars = runtime::buildWorkerEnvironment(pool, pool.name + "-N", slot, base,
-                                                sdk && *sdk ? sdk : BULKHEAD_SDK_DIR);
+    auto vars = runtime::buildWorkerEnvironment(pool, pool.name + "-N", slot, ourEnvironment(),
+                                                sdkDirectory());
     if (pool.zygote) {
       std::printf(
           "# worker of pool %s in slot %d, forked from the pool's zygote (%s -m bulkhead.zygote, "
@@ -296,9 +381,16 @@ int main(int argc, char** argv) {
   auto* serveCmd = app.add_subcommand("serve", "run the supervisor daemon");
   serveCmd->add_option("-c,--config", configPath, "config file (TOML)")->required();
   serveCmd->add_option("--listen", listen, "override [server] listen (HOST:PORT or unix:PATH)");
+  std::string logFormat = "text", logLevel = "info";
+  serveCmd->add_option("--log-format", logFormat, "text (default) or json: one object per line");
+  serveCmd->add_option("--log-level", logLevel, "debug, info (default), warning or error");
 
+  bool imports = false;
   auto* checkCmd = app.add_subcommand("check", "validate a config file (exit 2 if invalid)");
   checkCmd->add_option("-c,--config", configPath, "config file (TOML)")->required();
+  checkCmd->add_flag("--import", imports,
+                     "also import each pool's handler, preload and init with its python and "
+                     "environment, in a throwaway process");
 
   auto* callCmd = app.add_subcommand("call", "run one job and print its result or its outcome");
   callCmd->add_option("pool", pool, "pool name")->required();
@@ -327,8 +419,8 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : kExitBadConfig;
   }
   try {
-    if (*serveCmd) return serve(configPath, listen);
-    if (*checkCmd) return check(configPath);
+    if (*serveCmd) return serve(configPath, listen, logFormat, logLevel);
+    if (*checkCmd) return check(configPath, imports);
     if (*callCmd) return call(url, pool, payload, timeout);
     if (*statusCmd) return status(url);
     if (*eventsCmd) return events(url, since);

@@ -219,7 +219,8 @@ class Loader {
     ServerConfig s;
     const std::string p = "server.";
     rejectUnknown(t, line, p,
-                  {"listen", "shutdown_timeout", "max_request_body", "journal", "journal_keep"});
+                  {"listen", "shutdown_timeout", "max_request_body", "journal", "journal_keep",
+                   "max_connections", "request_timeout", "idle_timeout"});
     s.journal = (baseDir_ / "bulkhead-journal.db").string();
     if (const toml::node* n = t.get("journal")) {
       if (auto j = n->value<std::string>(); j && n->is_string()) {
@@ -251,6 +252,11 @@ class Loader {
     }
     readDuration(t, line, p, "shutdown_timeout", std::chrono::milliseconds(0), s.shutdownTimeout);
     readSize(t, line, p, "max_request_body", 1, s.maxRequestBody);
+    int64_t connections = static_cast<int64_t>(s.maxConnections);
+    readInt(t, line, p, "max_connections", 1, 1'000'000, connections);
+    s.maxConnections = static_cast<std::uint64_t>(connections);
+    readDuration(t, line, p, "request_timeout", std::chrono::milliseconds(1), s.requestTimeout);
+    readDuration(t, line, p, "idle_timeout", std::chrono::milliseconds(1), s.idleTimeout);
     return s;
   }
 
@@ -259,15 +265,16 @@ class Loader {
     c.name = name;
     c.line = line;
     const std::string p = "pool." + name + ".";
-    rejectUnknown(t, line, p, {"handler",    "preload",         "python",       "python_path",
-                               "workers",    "queue_limit",     "job_timeout",  "startup_timeout",
-                               "kill_grace", "retries",         "max_jobs",     "max_payload",
-                               "env",        "sample_interval", "memory_limit", "pids_limit",
-                               "max_rss",    "max_threads",     "max_maps",     "max_fds",
-                               "max_age",    "trend",           "hang_after",   "poison_after",
-                               "breaker",    "fallback",        "profile",      "threads",
-                               "gpus",       "gpus_per_worker", "inherit_env",  "mode",
-                               "init",       "zygote_fallback"});
+    rejectUnknown(t, line, p,
+                  {"handler",    "preload",         "python",        "python_path",
+                   "workers",    "queue_limit",     "job_timeout",   "startup_timeout",
+                   "kill_grace", "retries",         "max_jobs",      "max_payload",
+                   "env",        "sample_interval", "memory_limit",  "pids_limit",
+                   "max_rss",    "max_threads",     "max_maps",      "max_fds",
+                   "max_age",    "trend",           "hang_after",    "poison_after",
+                   "breaker",    "fallback",        "profile",       "threads",
+                   "gpus",       "gpus_per_worker", "inherit_env",   "mode",
+                   "init",       "zygote_fallback", "queue_timeout", "async_queue_timeout"});
     if (!t.get("handler"))
       error(nullptr, line, p + "handler", "missing: expected \"module:function\"");
     readString(t, line, p, "handler", c.handler);
@@ -318,6 +325,12 @@ class Loader {
     readInt(t, line, p, "max_jobs", 0, std::numeric_limits<int64_t>::max(), v);
     c.maxJobs = static_cast<std::uint64_t>(v);
     readDuration(t, line, p, "job_timeout", std::chrono::milliseconds(1), c.jobTimeout);
+    readDuration(t, line, p, "queue_timeout", std::chrono::milliseconds(1), c.queueTimeout);
+    if (t.get("async_queue_timeout")) {
+      c.asyncQueueTimeout = std::chrono::nanoseconds{0};
+      readDuration(t, line, p, "async_queue_timeout", std::chrono::milliseconds(1),
+                   *c.asyncQueueTimeout);
+    }
     readDuration(t, line, p, "startup_timeout", std::chrono::milliseconds(1), c.startupTimeout);
     readDuration(t, line, p, "kill_grace", std::chrono::milliseconds(0), c.killGrace);
     readSize(t, line, p, "max_payload", 1, c.maxPayload);

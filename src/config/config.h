@@ -15,6 +15,12 @@ struct ServerConfig {
   std::string listen = "127.0.0.1:8787";
   std::chrono::nanoseconds shutdownTimeout = std::chrono::seconds(30);
   std::uint64_t maxRequestBody = 64ull << 20;
+  // Connections (docs/operations.md, "Connections"): beyond max_connections a client gets 503;
+  // a request must arrive whole within request_timeout; an idle keep-alive connection is closed
+  // after idle_timeout.
+  std::uint64_t maxConnections = 1024;
+  std::chrono::nanoseconds requestTimeout = std::chrono::seconds(30);
+  std::chrono::nanoseconds idleTimeout = std::chrono::seconds(60);
   // SQLite journal of async jobs and failed sync jobs. Default: bulkhead-journal.db next to the
   // config file; "" turns it (and async jobs) off.
   std::string journal;
@@ -33,7 +39,9 @@ struct PoolConfig {
   std::vector<std::string> pythonPath;  // absolute: relative entries resolved against the file
   int workers = 2;
   std::uint64_t queueLimit = 1000;
-  std::chrono::nanoseconds jobTimeout = std::chrono::seconds(30);
+  std::chrono::nanoseconds jobTimeout = std::chrono::seconds(30);    // one attempt's run time
+  std::chrono::nanoseconds queueTimeout = std::chrono::seconds(30);  // a sync job's wait
+  std::optional<std::chrono::nanoseconds> asyncQueueTimeout;         // unset: async jobs wait
   std::chrono::nanoseconds startupTimeout = std::chrono::seconds(60);
   std::chrono::nanoseconds killGrace = std::chrono::seconds(1);
   int retries = 2;

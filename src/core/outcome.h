@@ -48,6 +48,7 @@ struct ResourceSample {
   int maps = -1;  // -1: not read in this sample
   int fds = 0;
   double cpuSeconds = 0;
+  std::uint64_t pidsMaxEvents = 0;  // the worker cgroup's pids.events "max" so far (0: none)
 };
 
 // What the OS layer observed about a worker when it went away.
@@ -98,7 +99,9 @@ struct JobReport {
   std::optional<double> retryAfterSeconds;  // overloaded / unavailable
   bool queueFull = false;                   // overloaded because the queue was at its limit
   bool breakerOpen = false;  // unavailable because the pool's circuit breaker refused it
-  std::string fingerprint;   // poison: the quarantined payload's identity
+  std::string fingerprint;   // poison, or quarantined: the quarantined payload's identity
+  bool quarantined = false;  // this job's attempts put its payload in quarantine
+  std::string stage;         // timed_out: "queued" or "running"
   std::vector<std::string> fallbackFrom;          // pools whose open breaker sent the job on
   std::optional<AttemptRecord> lastStartFailure;  // unavailable because no worker can start
 };

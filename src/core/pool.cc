@@ -30,6 +30,17 @@ double millisBetween(Time from, Time to) {
   std::abort();
 }
 
+// The last non-empty line of a worker's output: what an operator's log line quotes.
+std::string lastLine(const std::string& text) {
+  std::size_t end = text.find_last_not_of("\r\n \t");
+  if (end == std::string::npos) return "";
+  std::size_t begin = text.find_last_of('\n', end);
+  begin = begin == std::string::npos ? 0 : begin + 1;
+  std::string line = text.substr(begin, end - begin + 1);
+  if (line.size() > 300) line = line.substr(0, 300) + "...";
+  return line;
+}
+
 std::string describeExit(const ExitEvidence& e) {
   if (e.signal) {
     return "killed by " + std::string(signalName(*e.signal)) +
@@ -86,7 +97,9 @@ std::vector<WorkerView> Pool::workers() const {
   std::vector<WorkerView> out;
   out.reserve(workers_.size());
   for (const auto& [id, w] : workers_) {
-    out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring, w.jobsServed,
+    const bool ready =
+        !w.retiring && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
+    out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring, ready, w.jobsServed,
                    w.startedAt, w.job, w.recycleCause, w.latestSample});
   }
   return out;
@@ -104,6 +117,14 @@ std::optional<std::string> Pool::jobStateName(JobId id) const {
       return std::nullopt;
   }
   return std::nullopt;
+}
+
+std::size_t Pool::readyWorkers() const {
+  std::size_t n = 0;
+  for (const auto& [id, w] : workers_) {
+    n += !w.retiring && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
+  }
+  return n;
 }
 
 std::size_t Pool::inFlight() const {
@@ -169,11 +190,8 @@ void Pool::setJobState(Job& job, JobState next, Time now) {
   switch (next) {
     case JobState::kQueued:
       if (from != JobState::kRunning) invariantFailed("requeue of a job not running");
-      job.queuedAt = now;
-      job.queueDeadline = now + job.timeout;
       job.worker.reset();
-      queue_.push_front(job.id);  // a retried job goes first: it has waited already
-      queueDeadlines_.emplace(job.queueDeadline, job.id);
+      enqueue(job, now, /*front=*/true);  // a retried job goes first: it has waited already
       break;
     case JobState::kRunning:
       if (from != JobState::kQueued) invariantFailed("dispatch of a job not queued");
@@ -184,7 +202,10 @@ void Pool::setJobState(Job& job, JobState next, Time now) {
       break;
     case JobState::kFinished:
       if (from == JobState::kFinished) invariantFailed("job finished twice");
-      if (from == JobState::kQueued) removeFromQueue(job);
+      if (from == JobState::kQueued) {
+        removeFromQueue(job);
+        job.queueMs += millisBetween(job.queuedAt, now);  // overloaded reports the real wait
+      }
       break;
   }
   job.state = next;
@@ -196,7 +217,12 @@ void Pool::removeFromQueue(const Job& job) {
   } else {
     queue_.erase(std::remove(queue_.begin(), queue_.end(), job.id), queue_.end());
   }
-  auto [from, to] = queueDeadlines_.equal_range(job.queueDeadline);
+  dropQueueDeadline(job);
+}
+
+void Pool::dropQueueDeadline(const Job& job) {
+  if (!job.queueDeadline) return;
+  auto [from, to] = queueDeadlines_.equal_range(*job.queueDeadline);
   for (auto it = from; it != to; ++it) {
     if (it->second == job.id) {
       queueDeadlines_.erase(it);
@@ -205,12 +231,54 @@ void Pool::removeFromQueue(const Job& job) {
   }
 }
 
+// Deadlines, one meaning each (docs/api.md, "Deadlines"): job_timeout bounds one attempt's run;
+// queue_timeout bounds a sync job's wait for a worker (async jobs wait without a limit unless
+// async_queue_timeout is set); the caller's deadline bounds everything.
+std::optional<Time> Pool::queueDeadlineFor(const Job& job, Time now) const {
+  std::optional<Time> until;
+  if (!job.async) {
+    until = now + policy_.queueTimeout;
+  } else if (policy_.asyncQueueTimeout) {
+    until = now + *policy_.asyncQueueTimeout;
+  }
+  if (job.deadline && (!until || *job.deadline < *until)) until = job.deadline;
+  return until;
+}
+
+void Pool::enqueue(Job& job, Time now, bool front) {
+  job.queuedAt = now;
+  job.queueDeadline = queueDeadlineFor(job, now);
+  if (front) {
+    queue_.push_front(job.id);
+  } else {
+    queue_.push_back(job.id);
+  }
+  if (job.queueDeadline) queueDeadlines_.emplace(*job.queueDeadline, job.id);
+}
+
+// A worker still starting will have one to offer until its startup deadline: the queue waits for
+// it (a cold start with a slow preload must not turn the first jobs away).
+std::optional<Time> Pool::latestStartupDeadline() const {
+  std::optional<Time> latest;
+  for (const auto& [id, w] : workers_) {
+    if (w.retiring || w.state != WorkerState::kStarting || !w.deadline) continue;
+    if (!latest || *w.deadline > *latest) latest = w.deadline;
+  }
+  return latest;
+}
+
 // ---------------------------------------------------------------- events
 
 void Pool::on(const JobSubmitted& e, Time now) {
   counters_.submitted++;
-  Duration timeout = e.timeout.value_or(policy_.jobTimeout);
-  Job job{e.job, e.payload, timeout, now, now, {}, now + timeout, JobState::kQueued, {}, {}, 0};
+  Job job;
+  job.id = e.job;
+  job.payload = e.payload;
+  job.timeout = e.timeout.value_or(policy_.jobTimeout);
+  job.submittedAt = now;
+  job.queuedAt = now;
+  job.deadline = e.deadline;
+  job.async = e.async;
   auto [it, inserted] = jobs_.emplace(e.job, std::move(job));
   if (!inserted) invariantFailed("duplicate job id");
   Job& j = it->second;
@@ -260,8 +328,7 @@ void Pool::on(const JobSubmitted& e, Time now) {
         now, /*queueFull=*/true);
     return;
   }
-  queue_.push_back(j.id);
-  queueDeadlines_.emplace(j.queueDeadline, j.id);
+  enqueue(j, now, /*front=*/false);
 }
 
 void Pool::on(const JobCancelled& e, Time now) {
@@ -297,6 +364,7 @@ void Pool::on(const WorkerSpawnFailed& e, Time now) {
   record.worker = workerName(w->id);
   record.outcome = Outcome::kCrashed;
   record.cause = "spawn failed: " + e.reason;
+  note("start_failed", *w, record.cause, now);
   backOffSpawns(now);  // a spawn that keeps failing at once must not be retried at once forever
   recordStartFailure(std::move(record), now);
   actions_.push_back(ReleaseWorker{w->id});
@@ -372,7 +440,7 @@ void Pool::on(const JobErrorReceived& e, Time now) {
       return;
     }
     // The worker can no longer create threads or maps: it must not take another job.
-    note("resource_exhausted", *w, *exhausted, now);
+    note("resource_exhausted", *w, *exhausted, now, job.id);
     recycle(*w, "exhausted", now);
     beginStop(*w, now);
     if (static_cast<int>(job.attempts.size()) < policy_.retries + 1 && !shuttingDown_) {
@@ -430,12 +498,11 @@ void Pool::on(const WorkerExited& e, Time now) {
        (w->killReason == KillReason::kShutdown || w->killReason == KillReason::kStopTimeout) &&
        !w->job);
   if (!expected) counters_.workerDeaths++;
-  // A crash loop is workers that die without ever completing a job (bad install, bad preload,
-  // a broken GPU): those deaths back the pool off. A worker killed by a job after serving others
-  // is the job's doing (poison handles repeats) and is replaced at once.
-  if (!expected && w->jobsServed == 0) {
-    backOffSpawns(now);
-  }
+  // A crash loop is workers that fail to start, die before READY or die while idle (bad install,
+  // bad preload, a broken GPU): those deaths back the pool off. A worker that dies while running a
+  // job is that job's doing (poison handles repeats): it is replaced at once, or innocent jobs
+  // queued behind it would wait out the backoff.
+  if (!expected && !w->job) backOffSpawns(now);
 
   if (w->state == WorkerState::kStarting ||
       (w->state == WorkerState::kKilling && w->killReason == KillReason::kStartupTimeout)) {
@@ -512,15 +579,28 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
       limitValue = limits.pidsMaxEvents ? policy_.pidsLimit : 0;
     }
   }
+  // A refused thread or fork often shows as a hang (a thread pool waiting for a thread that was
+  // never created, FAULTS.md): if the cgroup refused one during this job, that is the cause.
+  const bool pidsRefusedDuringJob = evidence.pidsMaxEvents > w.pidsEventsAtDispatch;
+  auto pidsExhausted = [&](const std::string& what) {
+    outcome = Outcome::kResourceExhausted;
+    limit = "pids";
+    limitValue = policy_.pidsLimit;
+    cause = "pids_limit of " + std::to_string(policy_.pidsLimit) +
+            " refused a thread or process while the job ran (pids.events max " +
+            std::to_string(evidence.pidsMaxEvents) + "); then " + what;
+  };
   if (w.state == WorkerState::kKilling && w.killReason) {
     switch (*w.killReason) {
       case KillReason::kJobTimeout:
         outcome = Outcome::kTimedOut;
         cause = w.killCause;
+        if (pidsRefusedDuringJob) pidsExhausted(w.killCause);
         break;
       case KillReason::kHung:
         if (outcome == Outcome::kCrashed) outcome = Outcome::kHung;
         if (outcome == Outcome::kHung) cause = w.killCause;
+        if (outcome == Outcome::kHung && pidsRefusedDuringJob) pidsExhausted(w.killCause);
         break;
       case KillReason::kProtocolError:
         cause = w.killCause;
@@ -544,28 +624,38 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
     a.lastSample = w.latestSample;
   }
   job.attempts.push_back(std::move(a));
-  note(std::string(outcomeName(outcome)), w, cause, now);
+  std::string noted = cause;
+  if (auto line = lastLine(evidence.stderrTail); !line.empty()) {
+    noted += "; last stderr line: " + line;
+  }
+  note(std::string(outcomeName(outcome)), w, std::move(noted), now, job.id);
 
-  if (poisonedBy(job)) {
-    std::string fingerprint = payloadFingerprint(*job.payload);
-    std::string detail = "the job crashed " + std::to_string(policy_.poisonAfter) +
-                         " different workers; its payload is quarantined";
-    quarantine_.add({fingerprint, policy_.name, job.id, now, detail, job.attempts});
-    note("poisoned", w, detail + " (" + fingerprint + ")", now);
-    finish(job, Outcome::kPoison, detail, now);
-    return;
-  }
-  const int attemptsAllowed = policy_.retries + 1;
-  if (isInfrastructureFailure(outcome) && static_cast<int>(job.attempts.size()) < attemptsAllowed &&
-      !shuttingDown_) {
-    counters_.retries++;
-    setJobState(job, JobState::kQueued, now);
-    return;
-  }
   std::string detail = "worker " + workerName(w.id) + " (pid " + std::to_string(w.pid) + ") " +
                        describeExit(evidence);
   if (outcome != Outcome::kCrashed) detail = cause;
   if (job.attempts.size() > 1) detail += " (attempt " + std::to_string(job.attempts.size()) + ")";
+
+  // The caller hears what happened to this job (crashed, hung, oom_killed...), marked quarantined;
+  // only a resubmission refused without running is `poison`.
+  if (poisonedBy(job)) {
+    std::string fingerprint = payloadFingerprint(*job.payload);
+    std::string why = "the job killed " + std::to_string(policy_.poisonAfter) +
+                      " different workers; its payload is quarantined";
+    quarantine_.add({fingerprint, policy_.name, job.id, now, why, job.attempts});
+    note("poisoned", w, why + " (" + fingerprint + ")", now, job.id);
+    job.quarantined = true;
+    finish(job, outcome, detail + "; " + why, now);
+    return;
+  }
+  const int attemptsAllowed = policy_.retries + 1;
+  const bool deadlinePassed = job.deadline && *job.deadline <= now;
+  if (isInfrastructureFailure(outcome) && static_cast<int>(job.attempts.size()) < attemptsAllowed &&
+      !shuttingDown_ && !deadlinePassed) {
+    counters_.retries++;
+    setJobState(job, JobState::kQueued, now);
+    return;
+  }
+  if (outcome == Outcome::kTimedOut) job.stage = "running";
   finish(job, outcome, detail, now);
 }
 
@@ -588,7 +678,11 @@ void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, bool 
   r.queueFull = queueFull;
   r.breakerOpen =
       outcome == Outcome::kUnavailable && !ran && breaker_.state() != BreakerState::kClosed;
-  if (outcome == Outcome::kPoison) r.fingerprint = payloadFingerprint(*job.payload);
+  if (outcome == Outcome::kPoison || job.quarantined) {
+    r.fingerprint = payloadFingerprint(*job.payload);
+  }
+  r.quarantined = job.quarantined;
+  r.stage = job.stage;
   if (outcome == Outcome::kOverloaded) r.retryAfterSeconds = 1;
   if (outcome == Outcome::kUnavailable) {
     r.retryAfterSeconds = 5;
@@ -731,13 +825,15 @@ void Pool::expireDeadlines(Time now) {
           beginKill(*w, KillReason::kHung, hangCause(*w, now), now);
           break;
         }
-        beginKill(
-            *w, KillReason::kJobTimeout,
-            "job ran longer than its timeout of " +
-                std::to_string(
-                    std::chrono::duration_cast<std::chrono::milliseconds>(job.timeout).count()) +
-                " ms",
-            now);
+        const bool callersDeadline = job.deadline && *job.deadline <= now;
+        beginKill(*w, KillReason::kJobTimeout,
+                  callersDeadline ? "the caller's deadline passed after " +
+                                        std::to_string(millisOf(now - job.submittedAt)) +
+                                        " ms, while the job ran (attempt " +
+                                        std::to_string(job.attempts.size() + 1) + ")"
+                                  : "job ran longer than its timeout of " +
+                                        std::to_string(millisOf(job.timeout)) + " ms",
+                  now);
         break;
       }
       case WorkerState::kStopping:
@@ -754,19 +850,44 @@ void Pool::expireDeadlines(Time now) {
   }
   while (!queue_.empty()) {
     if (queueDeadlines_.empty() || queueDeadlines_.begin()->first > now) break;
-    Job& job = jobs_.at(queueDeadlines_.begin()->second);
-    const std::string waited =
-        "waited " + std::to_string(static_cast<long long>(millisBetween(job.queuedAt, now))) +
-        " ms in the queue of pool '" + policy_.name + "' without a free worker";
-    if (!job.attempts.empty()) {
-      // A retry that found no worker in time: the caller must hear how the job failed (say a
-      // SIGABRT), not an invitation to resubmit it.
-      const AttemptRecord& last = job.attempts.back();
-      finish(job, last.outcome, last.cause + "; no retry possible: " + waited, now);
-      continue;
-    }
-    finish(job, Outcome::kOverloaded, waited, now);
+    expireQueued(jobs_.at(queueDeadlines_.begin()->second), now);
   }
+}
+
+void Pool::expireQueued(Job& job, Time now) {
+  const std::string waited =
+      "waited " + std::to_string(static_cast<long long>(millisBetween(job.queuedAt, now))) +
+      " ms in the queue of pool '" + policy_.name + "' without a free worker";
+  if (job.deadline && *job.deadline <= now) {
+    job.stage = "queued";
+    const std::string why = "the caller's deadline passed after " +
+                            std::to_string(millisOf(now - job.submittedAt)) + " ms; " + waited;
+    if (!job.attempts.empty()) {
+      const AttemptRecord& last = job.attempts.back();
+      return finish(job, Outcome::kTimedOut, last.cause + "; then " + why, now);
+    }
+    return finish(job, Outcome::kTimedOut, why, now);
+  }
+  // Still starting: a worker is on its way, so wait for it, at most until its startup deadline
+  // and never longer than one startup_timeout past the queue's own limit.
+  if (auto starting = latestStartupDeadline(); starting && *starting > now) {
+    const Time original = queueDeadlineFor(job, job.queuedAt).value_or(now);
+    Time until = std::min(*starting, original + policy_.startupTimeout);
+    if (job.deadline) until = std::min(until, *job.deadline);
+    if (until > now) {
+      dropQueueDeadline(job);
+      job.queueDeadline = until;
+      queueDeadlines_.emplace(until, job.id);
+      return;
+    }
+  }
+  if (!job.attempts.empty()) {
+    // A retry that found no worker in time: the caller must hear how the job failed (say a
+    // SIGABRT), not an invitation to resubmit it.
+    const AttemptRecord& last = job.attempts.back();
+    return finish(job, last.outcome, last.cause + "; no retry possible: " + waited, now);
+  }
+  finish(job, Outcome::kOverloaded, waited, now);
 }
 
 // ---------------------------------------------------------------- rebalance
@@ -825,6 +946,8 @@ void Pool::dispatch(Time now) {
     chosen->job = job.id;
     setWorkerState(*chosen, WorkerState::kBusy, now);
     chosen->jobDeadline = now + job.timeout;
+    if (job.deadline && *job.deadline < chosen->jobDeadline) chosen->jobDeadline = *job.deadline;
+    chosen->pidsEventsAtDispatch = chosen->latestSample ? chosen->latestSample->pidsMaxEvents : 0;
     chosen->lastProgressAt = now;
     chosen->lastBeatAt = now;
     chosen->lastBeat.reset();
@@ -912,10 +1035,7 @@ void Pool::checkRecycleRules(Worker& w, Time now) {
     // Retiring on a trend, it may still serve while its replacement starts, but not once a
     // bound is actually crossed: then it waits idle for the replacement.
     if (w.latestSample && !w.overBound) {
-      JobEndHistory noTrend;
-      ResourceBounds crossedOnly = policy_.bounds;
-      crossedOnly.trend = false;
-      w.overBound = recycleCause(*w.latestSample, noTrend, crossedOnly).has_value();
+      w.overBound = nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed);
     }
     return;
   }
@@ -934,6 +1054,9 @@ void Pool::recycle(Worker& w, const std::string& cause, Time now) {
   // A crossed bound (not a predicted one) or an exhausted worker takes no further job.
   w.overBound = cause == "rss" || cause == "threads" || cause == "maps" || cause == "fds" ||
                 cause == "exhausted";
+  if (!w.overBound && w.latestSample) {
+    w.overBound = nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed);
+  }
   w.recycleCause = cause;
   counters_.recycles++;
   counters_.recyclesByCause[cause]++;
@@ -1008,8 +1131,9 @@ void Pool::on(const ShellNoted& e, Time now) {
   if (events_.size() > kEventsKept) events_.pop_front();
 }
 
-void Pool::note(std::string kind, const Worker& w, std::string detail, Time now) {
-  events_.push_back({++eventsNoted_, now, std::move(kind), workerName(w.id), std::move(detail)});
+void Pool::note(std::string kind, const Worker& w, std::string detail, Time now, JobId job) {
+  events_.push_back(
+      {++eventsNoted_, now, std::move(kind), workerName(w.id), std::move(detail), w.pid, job});
   if (events_.size() > kEventsKept) events_.pop_front();
 }
 

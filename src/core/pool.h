@@ -38,7 +38,9 @@ struct PoolPolicy {
   std::string name;
   int workers = 2;
   std::size_t queueLimit = 1000;
-  Duration jobTimeout = std::chrono::seconds(30);
+  Duration jobTimeout = std::chrono::seconds(30);    // one attempt's run time, nothing else
+  Duration queueTimeout = std::chrono::seconds(30);  // a sync job's wait for a worker
+  std::optional<Duration> asyncQueueTimeout;         // async jobs: unset = never expire queued
   Duration startupTimeout = std::chrono::seconds(60);
   int retries = 2;
   std::uint64_t maxJobs = 0;                              // 0: never recycle on job count
@@ -62,8 +64,10 @@ struct PoolPolicy {
 struct JobSubmitted {
   JobId job;
   Payload payload;
-  std::optional<Duration> timeout;
-  bool allowPoison = false;  // the caller overrides the quarantine for this payload
+  std::optional<Duration> timeout;  // one attempt's run limit; unset: the pool's job_timeout
+  bool allowPoison = false;         // the caller overrides the quarantine for this payload
+  bool async = false;               // accepted with 202: waits in the queue without a limit
+  std::optional<Time> deadline{};   // the caller's end-to-end budget (queue + every attempt)
 };
 struct JobCancelled {
   JobId job;
@@ -190,6 +194,7 @@ struct WorkerView {
   int pid;
   WorkerState state;
   bool retiring;
+  bool ready;  // idle or busy and not retiring: counts towards the pool's target
   std::uint64_t jobsServed;
   Time startedAt;
   std::optional<JobId> job;
@@ -236,6 +241,8 @@ struct PoolEvent {
   std::string kind;  // "started", "ready", "recycled", "crashed", "hung", "oom_killed", ...
   std::string worker;
   std::string detail;
+  int pid = 0;    // the worker's, when there is one
+  JobId job = 0;  // the job it ran, for crashes, timeouts and quarantines
 };
 
 class Pool {
@@ -254,6 +261,8 @@ class Pool {
   const PoolCounters& counters() const { return counters_; }
   bool stopped() const;  // shutdown finished: no jobs, no workers
   bool unavailable() const { return unavailable_; }
+  std::size_t readyWorkers() const;
+  const std::optional<AttemptRecord>& lastStartFailure() const { return lastStartFailure_; }
   std::string workerName(WorkerId id) const;
   const std::deque<PoolEvent>& recentEvents() const { return events_; }
   std::uint64_t eventsNoted() const { return eventsNoted_; }
@@ -276,12 +285,16 @@ class Pool {
     Time submittedAt;
     Time queuedAt;
     Time runStartedAt{};
-    Time queueDeadline;
+    std::optional<Time> queueDeadline;  // when waiting for a worker ends it; unset: never
+    std::optional<Time> deadline;       // the caller's end-to-end budget
+    bool async = false;
     JobState state = JobState::kQueued;
     std::optional<WorkerId> worker;
     std::vector<AttemptRecord> attempts;
     double queueMs = 0;
-    bool dispatched = false;  // ran on a worker at least once
+    bool dispatched = false;   // ran on a worker at least once
+    bool quarantined = false;  // its attempts put its payload in quarantine
+    std::string stage;         // timed_out: "queued" or "running"
   };
 
   struct Worker {
@@ -302,6 +315,7 @@ class Pool {
     std::string recycleCause;
     std::optional<ResourceSample> latestSample;
     std::optional<ResourceSample> jobEndSample;  // arrived just before the result
+    std::uint64_t pidsEventsAtDispatch = 0;      // pids.events "max" when the job was sent
     JobEndHistory history;
     Time jobDeadline{};
     Time lastProgressAt{};
@@ -336,6 +350,7 @@ class Pool {
   void setWorkerState(Worker& worker, WorkerState next, Time now);
   void setJobState(Job& job, JobState next, Time now);
   void removeFromQueue(const Job& job);
+  void dropQueueDeadline(const Job& job);
   void beginKill(Worker& worker, KillReason reason, std::string cause, Time now);
   void advanceKill(Worker& worker, Time now);
   void beginStop(Worker& worker, Time now);
@@ -343,6 +358,10 @@ class Pool {
   void recordStartFailure(AttemptRecord record, Time now);
   void failInFlight(Worker& worker, const ExitEvidence& evidence, Time now);
   void finish(Job& job, Outcome outcome, std::string detail, Time now, bool queueFull = false);
+  void expireQueued(Job& job, Time now);
+  void enqueue(Job& job, Time now, bool front);
+  std::optional<Time> queueDeadlineFor(const Job& job, Time now) const;
+  std::optional<Time> latestStartupDeadline() const;
   void finishOk(Job& job, Worker& worker, ResultKind kind, Payload body, Time now);
   void failQueued(Outcome outcome, const std::string& detail, Time now);
   void removeWorker(WorkerId id);
@@ -356,7 +375,7 @@ class Pool {
   Time busyDeadline(const Worker& worker) const;
   std::string hangCause(const Worker& worker, Time now) const;
   LimitEvidence limitsOf(const Worker& worker, const ExitEvidence* exit) const;
-  void note(std::string kind, const Worker& worker, std::string detail, Time now);
+  void note(std::string kind, const Worker& worker, std::string detail, Time now, JobId job = 0);
   void note(std::string kind, std::string detail, Time now);
   void recordForBreaker(Outcome outcome, Time now);
   void observeLatency(const JobReport& report, bool ran);

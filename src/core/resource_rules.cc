@@ -45,6 +45,29 @@ std::optional<std::string> recycleCause(const ResourceSample& s, const JobEndHis
   return std::nullopt;
 }
 
+bool nextJobWouldCross(const ResourceSample& s, const JobEndHistory& history,
+                       const ResourceBounds& b, std::uint64_t jobsServed) {
+  ResourceBounds crossedOnly = b;
+  crossedOnly.trend = false;
+  if (recycleCause(s, history, crossedOnly)) return true;
+  if (!b.trend) return false;
+  const auto last = history.last();
+  if (!last) return false;
+  const double jobsAhead = static_cast<double>(jobsServed - last->first) + 1;
+  auto crosses = [&](auto measure, double bound) {
+    if (bound <= 0) return false;
+    const double base = measure(last->second);
+    auto growth = history.growthPerJob(measure);
+    return base >= 0 && growth && *growth > 0 && base + *growth * jobsAhead > bound;
+  };
+  return crosses([](const ResourceSample& x) { return static_cast<double>(x.rssBytes); },
+                 static_cast<double>(b.maxRssBytes)) ||
+         crosses([](const ResourceSample& x) { return static_cast<double>(x.threads); },
+                 b.maxThreads) ||
+         crosses([](const ResourceSample& x) { return static_cast<double>(x.maps); }, b.maxMaps) ||
+         crosses([](const ResourceSample& x) { return static_cast<double>(x.fds); }, b.maxFds);
+}
+
 std::optional<std::string> exhaustionCause(const LimitEvidence& l, const std::string& text) {
   if (l.pidsMaxEvents > 0) {
     return "pids limit " + (l.pidsLimit ? std::to_string(l.pidsLimit) : std::string("?")) +

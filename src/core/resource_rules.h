@@ -10,6 +10,7 @@
 #include <deque>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "core/outcome.h"
 
@@ -46,6 +47,11 @@ class JobEndHistory {
     return (b - a) / static_cast<double>(last.jobs - first.jobs);
   }
   bool empty() const { return points_.empty(); }
+  // The last job-end sample and the job count it was taken at.
+  std::optional<std::pair<std::uint64_t, ResourceSample>> last() const {
+    if (points_.empty()) return std::nullopt;
+    return std::make_pair(points_.back().jobs, points_.back().sample);
+  }
   // Jobs between the last two samples (at least 1): how far ahead the next check is.
   double jobsPerSample() const {
     if (points_.size() < 2) return 1;
@@ -64,6 +70,13 @@ class JobEndHistory {
 // "rss", "threads", "maps", "fds", "trend:rss", "trend:maps", ... or nullopt.
 std::optional<std::string> recycleCause(const ResourceSample& latest, const JobEndHistory& history,
                                         const ResourceBounds& bounds);
+
+// True when the worker is over a bound now or, with the trend rule, when its next job would take
+// it over one (from the last job-end sample plus the growth per job of every job since): such a
+// worker takes no further job, even while its replacement starts, so no bound is ever crossed by
+// one more job (30,068 maps with max_maps = 30000 was such a case).
+bool nextJobWouldCross(const ResourceSample& latest, const JobEndHistory& history,
+                       const ResourceBounds& bounds, std::uint64_t jobsServed);
 
 // Hard-limit evidence from the OS layer, cumulative over the worker's life.
 struct LimitEvidence {

@@ -14,16 +14,14 @@
 #include <functional>
 #include <set>
 
+#include "os/cgroup_kill.h"
+
 namespace bulkhead::os {
 
 namespace {
 
 constexpr std::string_view kBasePrefix = "bulkhead-";
 constexpr std::string_view kSupervisorLeaf = "supervisor";
-// remove(): kill rounds and the pause after each (1, 2, 4, ... 50 ms): about 0.7 s in all.
-constexpr int kKillRounds = 20;
-constexpr int kMaxPauseMs = 50;
-constexpr int kMaxTreeDepth = 16;
 
 std::string errnoText(int error) { return std::strerror(error); }
 
@@ -228,58 +226,13 @@ class LinuxCgroupHost final : public CgroupHost {
 
 // ---- shared helpers over a host ----
 
-// dir and every cgroup below it, deepest first.
-void collectPostOrder(const CgroupHost& host, const std::string& dir, int depth,
-                      std::vector<std::string>* out) {
-  if (depth < kMaxTreeDepth) {
-    std::vector<std::string> subs;
-    if (host.listSubdirectories(dir, &subs) == 0) {
-      for (const auto& s : subs) collectPostOrder(host, dir + "/" + s, depth + 1, out);
-    }
-  }
-  out->push_back(dir);
-}
-
-// Kills everything in dir and below, then removes the directories, deepest first. A missing dir
-// is already removed.
-bool emptyAndRemove(CgroupHost& host, const std::string& dir, std::string* error) {
-  if (!host.exists(dir)) return true;
-  std::vector<std::string> dirs;
-  collectPostOrder(host, dir, 0, &dirs);
-  // v2 (Linux 5.14+): one write kills the whole subtree, racing no fork.
-  if (host.exists(dir + "/cgroup.kill")) host.writeFile(dir + "/cgroup.kill", "1");
-  int pauseMs = 1;
-  for (int round = 0; round < kKillRounds; ++round) {
-    bool any = false;
-    for (const auto& d : dirs) {
-      std::string procs;
-      if (host.readFile(d + "/cgroup.procs", &procs) != 0) continue;
-      for (pid_t pid : parsePidList(procs)) {
-        any = true;
-        host.killProcess(pid);
-      }
-    }
-    if (!any) break;
-    host.pause(pauseMs);
-    pauseMs = std::min(pauseMs * 2, kMaxPauseMs);
-  }
-  for (const auto& d : dirs) {
-    int rc = host.removeDirectory(d);
-    if (rc != 0 && rc != ENOENT) {
-      if (error) *error = "rmdir " + d + ": " + errnoText(rc);
-      return false;
-    }
-  }
-  return true;
-}
-
 // Makes dir; an existing one (left by an earlier process that had our pid, or a worker of the
 // same name never removed) is emptied and made again.
 int makeFreshDirectory(CgroupHost& host, const std::string& dir, std::string* error) {
   int rc = host.makeDirectory(dir);
   if (rc == EEXIST) {
     std::string why;
-    if (!emptyAndRemove(host, dir, &why)) {
+    if (!emptyAndRemoveCgroup(host, dir, &why)) {
       if (error) *error = "cannot replace existing " + dir + ": " + why;
       return EEXIST;
     }
@@ -340,7 +293,7 @@ class LinuxCgroups final : public Cgroups {
     // Leaves what still holds processes for the next start-up's cleanupStale(); removes the rest.
     for (const auto& base : bases()) {
       std::vector<std::string> dirs;
-      collectPostOrder(*host_, base, 0, &dirs);
+      collectCgroupTree(*host_, base, &dirs);
       for (const auto& d : dirs) host_->removeDirectory(d);
     }
   }
@@ -378,10 +331,16 @@ class LinuxCgroups final : public Cgroups {
       why = "a pids limit of 0";
       return fail({});
     }
-    const std::string memoryDir = s_.memoryBase + "/" + name;
+    // Without limits the cgroup only has to hold the worker's processes: on v1 the pids
+    // hierarchy does that alone, and a memory cgroup per worker would cost a memcg each (a removed
+    // v1 memcg lingers in the kernel while page cache it was charged for remains).
+    const bool membershipOnly = !limits.memoryBytes && !limits.pids;
+    const std::string memoryDir =
+        s_.mode == CgroupMode::kV1 && membershipOnly ? "" : s_.memoryBase + "/" + name;
     const std::string pidsDir = s_.pidsBase + "/" + name;
     std::vector<std::string> made;
     for (const auto& dir : distinct(memoryDir, pidsDir)) {
+      if (dir.empty()) continue;
       if (makeFreshDirectory(*host_, dir, &why) != 0) return fail(made);
       made.push_back(dir);
     }
@@ -401,7 +360,7 @@ class LinuxCgroups final : public Cgroups {
         writeIfPresent(memoryDir + "/memory.memsw.limit_in_bytes", bytes);
         writeIfPresent(memoryDir + "/memory.swappiness", "0");
       }
-      if (!write(memoryDir + "/memory.oom_control", "0")) return fail(made);
+      if (!memoryDir.empty() && !write(memoryDir + "/memory.oom_control", "0")) return fail(made);
     } else {
       if (limits.memoryBytes) {
         if (!write(memoryDir + "/memory.max", std::to_string(*limits.memoryBytes))) {
@@ -432,7 +391,9 @@ class LinuxCgroups final : public Cgroups {
     CgroupCounters c;
     const std::string& m = cg.memoryDir();
     const std::string& p = cg.pidsDir();
-    if (s_.mode == CgroupMode::kV1) {
+    if (m.empty()) {
+      // v1 without limits: no memory cgroup, no memory counters.
+    } else if (s_.mode == CgroupMode::kV1) {
       c.oomKills = readKeyed(*host_, m + "/memory.oom_control", "oom_kill");
       c.memoryPeakBytes = readNumber(*host_, m + "/memory.max_usage_in_bytes");
       c.memoryCurrentBytes = readNumber(*host_, m + "/memory.usage_in_bytes");
@@ -450,7 +411,7 @@ class LinuxCgroups final : public Cgroups {
     cg.closeProcsFds();
     for (const auto& dir : cg.directories()) {
       std::string why;
-      if (!emptyAndRemove(*host_, dir, &why)) {
+      if (!emptyAndRemoveCgroup(*host_, dir, &why)) {
         if (error) *error = "cgroup " + cg.name() + ": " + why;
         return false;
       }
@@ -471,7 +432,7 @@ class LinuxCgroups final : public Cgroups {
         auto pid = stalePid(entry);
         if (!pid || *pid == s_.self || host_->isAlive(*pid)) continue;
         std::string why;
-        if (emptyAndRemove(*host_, own + "/" + entry, &why)) {
+        if (emptyAndRemoveCgroup(*host_, own + "/" + entry, &why)) {
           removed.insert(*pid);
         } else {
           failed.insert(*pid);

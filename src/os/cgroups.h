@@ -1,7 +1,8 @@
 #pragma once
-// Per-worker cgroups: a memory limit and a pids limit for each worker, so the kernel's OOM killer
-// and the fork/thread limit hit that worker only, never the supervisor, and so a worker's whole
-// process tree (grandchildren included) can be found and killed.
+// Per-worker cgroups: every worker gets one, so its whole process tree (grandchildren that left
+// its process group or session included) can be found and killed when it ends; with memory_limit
+// or pids_limit also the limits, so the kernel's OOM killer and the fork/thread limit hit that
+// worker only, never the supervisor.
 //
 // How this works:
 // - At start-up detectCgroups() reads /proc/self/cgroup and /proc/self/mountinfo (pure parsers
@@ -15,15 +16,19 @@
 //   and otherwise answers kNone with the reason; the supervisor logs it once and falls back to
 //   rlimits and /proc sampling.
 // - create() makes <base>/<name> for one worker (one directory per v1 controller, one in v2),
-//   writes the limits and opens its cgroup.procs file(s). The supervisor forks; the child writes
-//   "0" (itself) to each procsFds() fd between fork and exec, so the worker runs inside its cgroup
-//   from its first instruction (works in v1 and v2; man 7 cgroups, "cgroup.procs").
+//   writes the limits and opens its cgroup.procs file(s). Without limits, v1 makes the pids
+//   directory only: membership is all that is needed to kill the tree. The supervisor forks; the
+//   child writes "0" (itself) to each procsFds() fd between fork and exec, so the worker runs
+//   inside its cgroup from its first instruction (works in v1 and v2; man 7 cgroups,
+//   "cgroup.procs").
 // - counters() reads the kernel's own tallies: an OOM kill shows in oom_kill, a failed fork or
 //   pthread_create in pids.events "max". This is how the supervisor tells an OOM kill from any
 //   other SIGKILL.
 // - remove() SIGKILLs whatever is still inside (v2: cgroup.kill where the kernel has it) until the
-//   cgroup is empty, then removes the directories. cleanupStale() does the same at start-up for
-//   bulkhead-<pid> directories of supervisors that are no longer alive.
+//   cgroup is empty, then removes the directories (cgroup_kill.h). cleanupStale() does the same at
+//   start-up for bulkhead-<pid> directories of supervisors that are no longer alive (in every
+//   hierarchy we use), so what a SIGKILLed supervisor's workers left running dies at the next
+//   start.
 //
 // v2 and the no-internal-processes rule (Documentation/admin-guide/cgroup-v2.rst): a non-root
 // cgroup may enable a controller in cgroup.subtree_control only while it holds no processes, and
@@ -76,7 +81,8 @@ struct CgroupCounters {
 class WorkerCgroup {
  public:
   WorkerCgroup() = default;
-  // memoryDir and pidsDir are the same directory in v2. Public so fakes can make one.
+  // memoryDir and pidsDir are the same directory in v2; memoryDir is empty for a v1 cgroup made
+  // without limits. Public so fakes can make one.
   WorkerCgroup(std::string name, std::string memoryDir, std::string pidsDir,
                std::vector<UniqueFd> procsFds);
   WorkerCgroup(WorkerCgroup&&) noexcept = default;
@@ -87,7 +93,7 @@ class WorkerCgroup {
   const std::string& name() const { return name_; }
   const std::string& memoryDir() const { return memoryDir_; }
   const std::string& pidsDir() const { return pidsDir_; }
-  // The distinct directories: two in v1 (memory, pids), one in v2.
+  // The distinct directories: two in v1 (memory, pids; pids only without limits), one in v2.
   std::vector<std::string> directories() const;
 
   // cgroup.procs of each directory, opened O_WRONLY|O_CLOEXEC. The child writes "0" to each,
@@ -111,9 +117,10 @@ class Cgroups {
   // One line for the log, e.g. "cgroup v1: memory at /sys/fs/cgroup/memory/x/bulkhead-123, pids
   // at /sys/fs/cgroup/pids/bulkhead-123".
   virtual std::string describe() const = 0;
-  // Creates <own>/bulkhead-<supervisorPid>/<name> with the limits. name: 1-64 of [A-Za-z0-9_.-],
-  // not starting with '.'. An existing cgroup of that name (a worker of the same name that was
-  // never removed) is emptied and replaced. On failure: nullopt, *error says why.
+  // Creates <own>/bulkhead-<supervisorPid>/<name> with the limits (none: membership only, the
+  // pids hierarchy alone in v1). name: 1-64 of [A-Za-z0-9_.-], not starting with '.'. An existing
+  // cgroup of that name (a worker of the same name that was never removed) is emptied and replaced.
+  // On failure: nullopt, *error says why.
   virtual std::optional<WorkerCgroup> create(const std::string& name, const CgroupLimits& limits,
                                              std::string* error) = 0;
   // Missing files read as 0 (e.g. memory.peak before Linux 5.19). Read them before remove().

@@ -11,6 +11,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -18,6 +19,7 @@
 #include "config/config.h"
 #include "core/pool.h"
 #include "os/cgroups.h"
+#include "os/orphans.h"
 #include "os/proc.h"
 #include "os/process.h"
 #include "proto/frame.h"
@@ -28,6 +30,14 @@ struct SupervisorOptions {
   std::string sdkDirectory;                  // put on each worker's PYTHONPATH
   std::vector<std::string> baseEnvironment;  // what workers inherit before their pool's env
   std::unique_ptr<os::Cgroups> cgroups;      // injected in tests; detected when null
+};
+
+// How one job is to be run, as the caller asked (docs/api.md, "Deadlines").
+struct JobOptions {
+  std::optional<core::Duration> timeout;  // one attempt's run limit; unset: job_timeout
+  std::optional<core::Time> deadline;     // end-to-end: queue + every attempt
+  bool async = false;                     // accepted with 202: no queue limit by default
+  bool allowPoison = false;               // run a quarantined payload anyway
 };
 
 class Supervisor {
@@ -42,13 +52,10 @@ class Supervisor {
 
   void start();
   std::variant<core::JobId, SubmitError> submit(std::string_view pool, core::Payload payload,
-                                                std::optional<core::Duration> timeout, Reply reply,
-                                                bool allowPoison = false);
+                                                JobOptions options, Reply reply);
   // The same with an id chosen by the caller (journaled jobs keep theirs across restarts).
   std::optional<SubmitError> submitWithId(core::JobId id, std::string_view pool,
-                                          core::Payload payload,
-                                          std::optional<core::Duration> timeout, Reply reply,
-                                          bool allowPoison);
+                                          core::Payload payload, JobOptions options, Reply reply);
   core::JobId reserveJobId() { return nextJobId_++; }
   void startJobIdsAfter(core::JobId last) { nextJobId_ = std::max(nextJobId_, last + 1); }
   std::optional<std::string> jobState(core::JobId job) const;
@@ -146,8 +153,7 @@ class Supervisor {
     Reply reply;
     PoolRuntime* pool;
     core::Payload payload;  // kept for a reroute to the fallback pool
-    std::optional<core::Duration> timeout;
-    bool allowPoison;
+    JobOptions options;
     int hops;
     std::vector<std::string> via;
   };
@@ -172,6 +178,21 @@ class Supervisor {
   std::map<int, EventSink> eventSinks_;
   int nextSubscription_ = 1;
   core::Time startedAt_;
+
+  // Containment without a cgroup (src/os/orphans.h): what a worker leaves running is found
+  // through /proc and killed with it. Defined at the end of supervisor.cc.
+  os::ProcessHost& processHost();
+  os::OrphanQuery orphanQuery() const;
+  void reportSweep(const std::string& whose, const os::SweepResult& result);
+  void killLeftovers(const WorkerIo& worker);
+  void killOrphansAtShutdown();
+  void armLineage();
+  bool recordLineage();  // false: no worker without a cgroup is left to watch
+  std::unique_ptr<os::ProcessHost> processHost_;
+  std::map<pid_t, std::set<os::ProcessKey>> lineage_;  // by worker pid
+  boost::asio::steady_timer lineageTimer_{io_};
+  bool lineageArmed_ = false;
+  bool orphansSwept_ = false;
 };
 
 }  // namespace bulkhead::runtime

@@ -139,12 +139,24 @@ std::map<std::string, EnvValue> buildWorkerEnvironment(
   return env;
 }
 
+std::vector<std::string> pythonModuleArgv(const std::string& python, const std::string& module) {
+  // `python -m` would put the supervisor's working directory first on sys.path, where any
+  // json.py or utils.py shadows the SDK's and the handler's imports. -c puts '' there instead,
+  // which this removes before anything else is imported (-P would do it, but only from 3.11).
+  return {python, "-c",
+          "import sys\n"
+          "if sys.path and sys.path[0] == '': del sys.path[0]\n"
+          "import runpy\n"
+          "runpy.run_module('" +
+              module + "', run_name='__main__', alter_sys=True)\n"};
+}
+
 os::SpawnSpec buildWorkerSpec(const config::PoolConfig& pool, const std::string& workerName,
                               int slot, const std::vector<std::string>& baseEnvironment,
                               const std::string& sdkDirectory) {
   os::SpawnSpec spec;
   spec.executable = pool.python;
-  spec.argv = {pool.python, "-m", "bulkhead.worker"};
+  spec.argv = pythonModuleArgv(pool.python, "bulkhead.worker");
   for (const auto& [key, entry] :
        buildWorkerEnvironment(pool, workerName, slot, baseEnvironment, sdkDirectory)) {
     spec.env.push_back(key + "=" + entry.value);

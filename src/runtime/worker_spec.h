@@ -32,6 +32,10 @@ std::map<std::string, EnvValue> buildWorkerEnvironment(
     const config::PoolConfig& pool, const std::string& workerName, int slot,
     const std::vector<std::string>& baseEnvironment, const std::string& sdkDirectory);
 
+// argv that runs `module` as __main__ like `python -m`, without the working directory on
+// sys.path.
+std::vector<std::string> pythonModuleArgv(const std::string& python, const std::string& module);
+
 os::SpawnSpec buildWorkerSpec(const config::PoolConfig& pool, const std::string& workerName,
                               int slot, const std::vector<std::string>& baseEnvironment,
                               const std::string& sdkDirectory);

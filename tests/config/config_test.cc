@@ -124,6 +124,21 @@ TEST(Config, BadModeAndZygoteKeys) {
               "expected \"module:function\"");
 }
 
+TEST(Config, QueueTimeoutsHaveOneMeaningEach) {
+  auto r = load("[pool.a]\nhandler = \"m:f\"\n");
+  ASSERT_TRUE(r.config);
+  EXPECT_EQ(r.config->pools[0].queueTimeout, 30s);
+  EXPECT_FALSE(r.config->pools[0].asyncQueueTimeout) << "async jobs wait without a limit";
+  r = load("[pool.a]\nhandler = \"m:f\"\nqueue_timeout = \"2s\"\nasync_queue_timeout = \"1h\"\n");
+  ASSERT_TRUE(r.config);
+  EXPECT_EQ(r.config->pools[0].queueTimeout, 2s);
+  EXPECT_EQ(r.config->pools[0].asyncQueueTimeout, std::chrono::nanoseconds(1h));
+  expectError("[pool.a]\nhandler = \"m:f\"\nqueue_timeout = 5\n", 3, "pool.a.queue_timeout",
+              "expected a duration");
+  expectError("[pool.a]\nhandler = \"m:f\"\nasync_queue_timeout = \"soon\"\n", 3,
+              "pool.a.async_queue_timeout", "expected a duration");
+}
+
 TEST(Config, MissingHandlerNamesThePoolTable) {
   expectError("\n[pool.a]\nworkers = 1\n", 2, "pool.a.handler", "missing");
 }
@@ -170,6 +185,38 @@ TEST(Config, UnreadableFile) {
   auto r = loadConfigFile("/nonexistent/bulkhead.toml");
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_NE(r.errors[0].describe().find("cannot read"), std::string::npos);
+}
+
+TEST(Config, ConnectionKeysDefault) {
+  auto r = load("[pool.a]\nhandler = \"m:f\"\n");
+  ASSERT_TRUE(r.config) << r.errors.front().describe();
+  EXPECT_EQ(r.config->server.maxConnections, 1024u);
+  EXPECT_EQ(r.config->server.requestTimeout, 30s);
+  EXPECT_EQ(r.config->server.idleTimeout, 60s);
+}
+
+TEST(Config, ConnectionKeysLoad) {
+  auto r = load(
+      "[server]\nmax_connections = 20\nrequest_timeout = \"1500ms\"\nidle_timeout = \"2m\"\n"
+      "[pool.a]\nhandler = \"m:f\"\n");
+  ASSERT_TRUE(r.config) << r.errors.front().describe();
+  EXPECT_EQ(r.config->server.maxConnections, 20u);
+  EXPECT_EQ(r.config->server.requestTimeout, 1500ms);
+  EXPECT_EQ(r.config->server.idleTimeout, 120s);
+}
+
+TEST(Config, MaxConnectionsMustBePositive) {
+  expectError("[server]\nmax_connections = 0\n[pool.a]\nhandler = \"m:f\"\n", 2,
+              "server.max_connections", "expected an integer between 1 and");
+  expectError("[server]\nmax_connections = \"many\"\n[pool.a]\nhandler = \"m:f\"\n", 2,
+              "server.max_connections", "expected an integer");
+}
+
+TEST(Config, ConnectionTimeoutsMustBeDurations) {
+  expectError("[server]\nrequest_timeout = 30\n[pool.a]\nhandler = \"m:f\"\n", 2,
+              "server.request_timeout", "expected a duration");
+  expectError("[server]\n\nidle_timeout = \"0s\"\n[pool.a]\nhandler = \"m:f\"\n", 3,
+              "server.idle_timeout", "at least 1ms");
 }
 
 }  // namespace

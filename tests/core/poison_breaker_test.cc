@@ -66,13 +66,14 @@ class PolicyTest : public ::testing::Test {
   std::vector<WorkerId> spawning_;
 };
 
-TEST_F(PolicyTest, JobThatCrashesTwoWorkersIsPoisonWithEveryAttempt) {
+TEST_F(PolicyTest, JobThatCrashesTwoWorkersEndsCrashedQuarantinedWithEveryAttempt) {
   PoolPolicy p;
   p.workers = 2;
   p.retries = 5;
   make(p);
   JobReport r = crashUntilDone(1, "evil");
-  EXPECT_EQ(r.outcome, Outcome::kPoison);
+  EXPECT_EQ(r.outcome, Outcome::kCrashed) << "the caller hears what happened, not 'poison'";
+  EXPECT_TRUE(r.quarantined);
   ASSERT_EQ(r.attempts.size(), 2u);
   EXPECT_NE(r.attempts[0].worker, r.attempts[1].worker);
   EXPECT_EQ(r.fingerprint.rfind("fnv1a64:", 0), 0u);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "testlib/actions.h"
+#include "testlib/pool_fixture.h"
 
 namespace bulkhead::core {
 namespace {
@@ -14,73 +15,7 @@ using testlib::count;
 using testlib::only;
 using testlib::payload;
 
-class PoolTest : public ::testing::Test {
- protected:
-  PoolPolicy policy(int workers = 2) {
-    PoolPolicy p;
-    p.name = "p";
-    p.workers = workers;
-    p.queueLimit = 3;
-    p.jobTimeout = 10s;
-    p.startupTimeout = 5s;
-    p.retries = 2;
-    p.killGrace = 1s;
-    p.stackSettle = 200ms;
-    p.killWait = 5s;
-    p.stopGrace = 2s;
-    p.shutdownTimeout = 30s;
-    return p;
-  }
-
-  void make(PoolPolicy p) { pool_ = std::make_unique<Pool>(std::move(p), now_); }
-
-  std::vector<Action> feed(Event e) {
-    last_ = pool_->handle(e, now_);
-    for (const auto& f : only<FinishJob>(last_)) finished_.push_back(f.report);
-    return last_;
-  }
-
-  void advance(Duration d) {
-    now_ += d;
-    feed(TimePassed{});
-  }
-
-  // Starts the pool and brings every spawned worker to ready; returns their ids.
-  std::vector<WorkerId> startReady() {
-    auto spawns = only<SpawnWorker>(feed(TimePassed{}));
-    std::vector<WorkerId> ids;
-    for (const auto& s : spawns) {
-      feed(WorkerSpawned{s.worker, 1000 + static_cast<int>(s.worker)});
-      feed(WorkerReady{s.worker});
-      ids.push_back(s.worker);
-    }
-    return ids;
-  }
-
-  std::optional<SendJob> submit(JobId id, std::optional<Duration> timeout = std::nullopt) {
-    auto sends = only<SendJob>(feed(JobSubmitted{id, payload("x"), timeout}));
-    if (sends.empty()) return std::nullopt;
-    return sends.front();
-  }
-
-  ExitEvidence exitedWith(int code) {
-    ExitEvidence e;
-    e.exitCode = code;
-    return e;
-  }
-
-  ExitEvidence killedBy(int sig) {
-    ExitEvidence e;
-    e.signal = sig;
-    e.stderrTail = "free(): double free detected in tcache 2\n";
-    return e;
-  }
-
-  Time now_{std::chrono::seconds(1000)};
-  std::unique_ptr<Pool> pool_;
-  std::vector<Action> last_;
-  std::vector<JobReport> finished_;
-};
+using PoolTest = testlib::PoolFixture;
 
 TEST_F(PoolTest, StartsTheConfiguredNumberOfWorkers) {
   make(policy(3));
@@ -206,22 +141,27 @@ TEST_F(PoolTest, FullQueueRefusesAtOnceAsOverloaded) {
   EXPECT_TRUE(finished_[0].retryAfterSeconds.has_value());
 }
 
-TEST_F(PoolTest, JobWaitingInTheQueuePastItsDeadlineIsOverloaded) {
-  make(policy(1));
+TEST_F(PoolTest, SyncJobWaitingPastQueueTimeoutIsOverloadedWithItsRealWait) {
+  auto p = policy(1);
+  p.queueTimeout = 3s;
+  make(p);
   startReady();
   submit(1, 100s);
-  submit(2, 3s);
+  submit(2);
   advance(3s);
   ASSERT_EQ(finished_.size(), 1u);
   EXPECT_EQ(finished_[0].jobId, 2u);
   EXPECT_EQ(finished_[0].outcome, Outcome::kOverloaded);
   EXPECT_FALSE(finished_[0].queueFull);
+  EXPECT_DOUBLE_EQ(finished_[0].queueMs, 3000.0);
 }
 
 TEST_F(PoolTest, RetryThatFindsNoWorkerBeforeItsDeadlineEndsWithTheCrash) {
-  make(policy(1));
+  auto p = policy(1);
+  p.queueTimeout = 2s;
+  make(p);
   startReady();
-  auto send = submit(1, 2s);
+  auto send = submit(1);
   feed(WorkerExited{send->worker, killedBy(6)});  // replacement is spawning, never gets ready
   advance(2s);
   ASSERT_EQ(finished_.size(), 1u);

@@ -109,5 +109,31 @@ TEST(Exhaustion, MapsAtTheKernelLimit) {
   EXPECT_NE(cause->find("maps"), std::string::npos);
 }
 
+TEST(NextJob, MapsOneJobShortOfTheBoundTakeNoFurtherJob) {
+  // Incident 03 in numbers: +730 maps per job. Samples every 4 jobs; 29,300 after job 8.
+  JobEndHistory h;
+  h.record(4, sample(10, 2, 26380));
+  h.record(8, sample(10, 2, 29300));
+  ResourceBounds b;
+  b.maxMaps = 30000;
+  EXPECT_TRUE(nextJobWouldCross(sample(10, 2, 29300), h, b, 8)) << "29,300 + 730 > 30,000";
+  b.maxMaps = 31000;
+  EXPECT_FALSE(nextJobWouldCross(sample(10, 2, 29300), h, b, 8));
+  EXPECT_TRUE(nextJobWouldCross(sample(10, 2, -1), h, b, 10))
+      << "two unsampled jobs since: 29,300 + 3 x 730 > 31,000";
+  b.trend = false;
+  EXPECT_FALSE(nextJobWouldCross(sample(10, 2, 29300), h, b, 10)) << "no trend, no prediction";
+}
+
+TEST(NextJob, ThreadsAtTheBoundWithALeakTakeNoFurtherJob) {
+  JobEndHistory h;
+  h.record(1, sample(10, 19, 100));
+  h.record(2, sample(10, 20, 100));
+  ResourceBounds b;
+  b.maxThreads = 20;
+  EXPECT_TRUE(nextJobWouldCross(sample(10, 20, 100), h, b, 2)) << "one more thread would be 21";
+  EXPECT_TRUE(nextJobWouldCross(sample(10, 21, 100), h, b, 2)) << "already over";
+}
+
 }  // namespace
 }  // namespace bulkhead::core

@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -146,7 +148,8 @@ class FakeHost final : public CgroupHost {
     std::map<std::string, std::string> files;
     std::set<pid_t> alive;
     std::set<pid_t> unkillable;
-    std::set<std::string> readOnly;  // mkdir under these prefixes: EACCES
+    std::set<std::string> readOnly;     // mkdir under these prefixes: EACCES
+    std::map<pid_t, pid_t> forkOnKill;  // killing the key leaves the value, its child, behind
     int pauses = 0;
   };
 
@@ -283,9 +286,16 @@ class FakeHost final : public CgroupHost {
   int killProcess(pid_t pid) override {
     if (s_->unkillable.count(pid)) return 0;
     s_->alive.erase(pid);
+    auto child = s_->forkOnKill.find(pid);
     for (auto& [p, content] : s_->files) {
-      if (endsWith(p, "/cgroup.procs")) content = without(content, pid);
+      if (!endsWith(p, "/cgroup.procs")) continue;
+      auto listed = parsePidList(content);
+      bool had = std::find(listed.begin(), listed.end(), pid) != listed.end();
+      content = without(content, pid);
+      // The child it forked just before dying is in the same cgroup (fork inherits it).
+      if (had && child != s_->forkOnKill.end()) content += std::to_string(child->second) + "\n";
     }
+    if (child != s_->forkOnKill.end()) s_->alive.insert(child->second);
     return 0;
   }
 
@@ -452,16 +462,58 @@ TEST(FakeHostV1, DetectsCreatesCountsRemoves) {
   EXPECT_FALSE(s->dirs.count("/sys/fs/cgroup/pids/bulkhead-4242"));
 }
 
-TEST(FakeHostV1, NoLimitsWritesNoLimits) {
+TEST(FakeHostV1, NoLimitsMakesAPidsCgroupOnly) {
+  // Membership is all a worker without limits needs: the pids hierarchy holds its whole tree.
   auto s = hybridHost();
   auto cg = detectHybrid(s, nullptr);
   ASSERT_EQ(cg->mode(), CgroupMode::kV1);
   std::string error;
   auto w = cg->create("w", {}, &error);
   ASSERT_TRUE(w) << error;
+  const std::string pids = "/sys/fs/cgroup/pids/bulkhead-4242/w";
+  EXPECT_EQ(w->memoryDir(), "");
+  EXPECT_EQ(w->directories(), std::vector<std::string>{pids});
+  EXPECT_EQ(w->procsFds().size(), 1u);
+  EXPECT_FALSE(s->dirs.count(kOwnMemory + "/bulkhead-4242/w"));
+  EXPECT_EQ(s->files[pids + "/pids.max"], "max\n");  // untouched
+  s->files[pids + "/pids.current"] = "3\n";
+  auto c = cg->counters(*w);
+  EXPECT_EQ(c.pidsCurrent, 3u);
+  EXPECT_EQ(c.oomKills, 0u);
+  EXPECT_EQ(c.memoryPeakBytes, 0u);
+  s->files[pids + "/cgroup.procs"] = "700\n701\n";
+  s->alive.insert({700, 701});
+  ASSERT_TRUE(cg->remove(*w, &error)) << error;
+  EXPECT_FALSE(s->alive.count(700) || s->alive.count(701));
+  EXPECT_FALSE(s->dirs.count(pids));
+}
+
+TEST(FakeHostV1, AnyLimitKeepsTheMemoryCgroup) {
+  auto s = hybridHost();
+  auto cg = detectHybrid(s, nullptr);
+  std::string error;
+  auto w = cg->create("w", {std::nullopt, 8}, &error);
+  ASSERT_TRUE(w) << error;
+  EXPECT_EQ(w->memoryDir(), kOwnMemory + "/bulkhead-4242/w");
   EXPECT_EQ(s->files[w->memoryDir() + "/memory.limit_in_bytes"], "0\n");  // untouched
-  EXPECT_EQ(s->files[w->pidsDir() + "/pids.max"], "max\n");
   EXPECT_EQ(s->files[w->memoryDir() + "/memory.oom_control"], "0");
+  EXPECT_EQ(s->files[w->pidsDir() + "/pids.max"], "8");
+}
+
+TEST(FakeHostV1, RemoveKeepsKillingWhatForksMeanwhile) {
+  // 800 forks 801 as it is killed, and 801 forks 802: each read finds the next generation.
+  auto s = hybridHost();
+  auto cg = detectHybrid(s, nullptr);
+  std::string error;
+  auto w = cg->create("w", {}, &error);
+  ASSERT_TRUE(w);
+  s->files[w->pidsDir() + "/cgroup.procs"] = "800\n";
+  s->alive.insert(800);
+  s->forkOnKill = {{800, 801}, {801, 802}};
+  ASSERT_TRUE(cg->remove(*w, &error)) << error;
+  for (pid_t pid : {800, 801, 802}) EXPECT_FALSE(s->alive.count(pid)) << pid;
+  EXPECT_EQ(s->pauses, 3);  // three rounds found someone; the fourth found the cgroup empty
+  EXPECT_FALSE(s->dirs.count(w->pidsDir()));
 }
 
 TEST(FakeHostV1, RejectsBadNamesAndZeroLimits) {
@@ -509,11 +561,12 @@ TEST(FakeHostV1, RemoveGivesUpOnAnUnkillableProcessWithinBoundedRounds) {
   std::string error;
   auto w = cg->create("w", {}, &error);
   ASSERT_TRUE(w);
-  s->files[w->memoryDir() + "/cgroup.procs"] = "900\n";
+  s->files[w->pidsDir() + "/cgroup.procs"] = "900\n";
   s->alive.insert(900);
   s->unkillable.insert(900);  // e.g. stuck in uninterruptible sleep
   EXPECT_FALSE(cg->remove(*w, &error));
   EXPECT_NE(error.find("Device or resource busy"), std::string::npos) << error;
+  EXPECT_NE(error.find("still listed after 20 kill rounds: 900"), std::string::npos) << error;
   EXPECT_EQ(s->pauses, 20);
 }
 
@@ -970,6 +1023,70 @@ TEST_F(RealCgroups, CleanupStaleRemovesADeadSupervisorsDirectoriesAndKillsItsWor
   auto w = cgroups_->create("after-cleanup", {}, &error);
   ASSERT_TRUE(w) << error;
   ASSERT_TRUE(cgroups_->remove(*w, &error)) << error;
+}
+
+TEST_F(RealCgroups, WithoutLimitsASetsidGrandchildIsStillInsideAndDiesWithIt) {
+  std::string error;
+  auto w = cgroups_->create("nolimits", {}, &error);
+  ASSERT_TRUE(w) << error;
+  EXPECT_EQ(w->directories().size(), 1u);
+  int out[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  // The worker starts a sleeper in a session of its own (start_new_session=True), says so, and
+  // exits: the sleeper is out of its process group, but not out of its cgroup.
+  const char* argv[] = {"sh", "-c", "setsid sleep 1000 & echo r", nullptr};
+  const char* envp[] = {"PATH=/usr/bin:/bin", nullptr};
+  std::vector<int> fds = w->procsFds();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // ---- child: async-signal-safe region until execve ----
+    joinCgroup(fds);
+    if (::dup2(out[1], 1) != 1) ::_exit(121);
+    ::execve("/bin/sh", const_cast<char* const*>(argv), const_cast<char* const*>(envp));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  char c = 0;
+  EXPECT_TRUE(readByteWithin(out[0], 10000, &c));
+  ::close(out[0]);
+  int status = 0;
+  ASSERT_TRUE(waitWithin(pid, 10000, &status));
+  std::vector<pid_t> left = parsePidList(readWhole(w->pidsDir() + "/cgroup.procs"));
+  ASSERT_EQ(left.size(), 1u) << "the setsid'd sleeper";
+  ASSERT_TRUE(cgroups_->remove(*w, &error)) << error;
+  expectGone(*w);
+  // It was reparented to init (or a subreaper above us), so only /proc tells it is gone.
+  bool gone = false;
+  for (int i = 0; i < 500 && !gone; ++i) {
+    std::string stat = readWhole("/proc/" + std::to_string(left[0]) + "/stat");
+    gone = stat.empty() || stat.substr(stat.rfind(')') + 2, 1) == "Z";
+    if (!gone) ::usleep(10000);
+  }
+  EXPECT_TRUE(gone) << left[0];
+}
+
+// Not a check: the price of a cgroup per worker, printed for docs/operations.md.
+TEST_F(RealCgroups, CostOfCreatingAndRemovingAWorkerCgroup) {
+  constexpr int kRounds = 200;
+  for (const bool limited : {false, true}) {
+    CgroupLimits limits;
+    if (limited) limits = {256u << 20, 64};
+    std::string error;
+    auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < kRounds; ++i) {
+      auto w = cgroups_->create("cost", limits, &error);
+      ASSERT_TRUE(w) << error;
+      ASSERT_TRUE(cgroups_->remove(*w, &error)) << error;
+    }
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now() - start)
+                  .count() /
+              kRounds;
+    std::fprintf(stderr, "cgroup create+remove (%s, %s): %lld us\n",
+                 cgroupModeName(cgroups_->mode()), limited ? "memory and pids limits" : "no limits",
+                 static_cast<long long>(us));
+  }
 }
 
 TEST_F(RealCgroups, ManagerLeavesNothingBehind) {

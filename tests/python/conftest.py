@@ -202,8 +202,12 @@ class Response:
 class Daemon:
     """One real ``bulkhead serve`` process and helpers to talk to it."""
 
-    def __init__(self, workdir, pools, server=None, unix=False):
+    def __init__(self, workdir, pools, server=None, unix=False, wrapper=None, args=()):
         self.tag = uuid.uuid4().hex
+        # argv prefix the daemon runs under, e.g. ["prlimit", "--nofile=256:256", "--"]: it must
+        # exec the daemon (so self.proc.pid is the daemon's pid).
+        self.wrapper = list(wrapper or [])
+        self.args = list(args)  # more `bulkhead serve` flags, e.g. ["--log-format", "json"]
         self.workdir = workdir
         self.scratch = os.path.join(workdir, "scratch")
         os.makedirs(self.scratch, exist_ok=True)
@@ -255,7 +259,7 @@ class Daemon:
         env["BULKHEAD_TEST_TAG"] = self.tag
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [BIN, "serve", "-c", self.config_path],
+            self.wrapper + [BIN, "serve", "-c", self.config_path] + self.args,
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             env=env, cwd=self.workdir, start_new_session=True)
 
@@ -511,18 +515,19 @@ def _daemons(request):
 
 @pytest.fixture
 def start_daemon(_daemons, tmp_path):
-    """``start_daemon(pools, server=None, unix=False)`` -> a started :class:`Daemon`.
+    """``start_daemon(pools, server=None, unix=False, wrapper=None, args=())`` -> a started
+    :class:`Daemon` (``args``: more ``bulkhead serve`` flags).
 
     ``pools`` maps pool name to keys; a handler without ``:`` names a function in
     fault_handlers.py. Defaults: 1 worker, retries 0, job_timeout 10s.
     """
     counter = [0]
 
-    def start(pools, server=None, unix=False):
+    def start(pools, server=None, unix=False, wrapper=None, args=()):
         counter[0] += 1
         workdir = str(tmp_path / ("d%d" % counter[0]))
         os.makedirs(workdir)
-        d = Daemon(workdir, pools, server=server, unix=unix)
+        d = Daemon(workdir, pools, server=server, unix=unix, wrapper=wrapper, args=args)
         _daemons.append(d)
         return d.start()
 

@@ -90,8 +90,9 @@ def test_poison_request_in_concurrent_batch(start_daemon):
     for key, (kind, value) in sorted(results.items()):
         if key == poison:
             assert kind == "failed", value
-            # Two different workers died of it: poison, quarantined (poison_after = 2).
-            assert value.outcome == "poison"
+            # Two different workers died of it: crashed, and quarantined (poison_after = 2).
+            assert value.outcome == "crashed"
+            assert value.quarantined is True
             assert len(value.attempts) == 2
             assert len({a["worker"] for a in value.attempts}) == 2
             assert all(a["signal"] == "SIGSEGV" for a in value.attempts)
@@ -107,7 +108,8 @@ def test_poison_is_quarantined_and_refused_fast_unless_overridden(start_daemon):
     d = start_daemon({"mixed": {"handler": "by_payload", "workers": 2, "retries": 3}})
     d.wait_ready("mixed")
     first = d.job("mixed", b"crash")
-    assert (first.status, first.outcome) == (422, "poison"), first
+    assert (first.status, first.outcome) == (502, "crashed"), first
+    assert first.json["quarantined"] is True, first
     assert len(first.json["attempts"]) == 2
     fingerprint = first.json["fingerprint"]
     assert fingerprint.startswith("fnv1a64:")
