@@ -138,12 +138,7 @@ void AsyncJobs::get(unsigned version, std::uint64_t id, core::Duration wait, Res
     return respond(responseFromJournal(version, kept->second));
   }
   std::optional<journal::JobRow> row;
-  try {
-    row = journal_->find(id);
-  } catch (const std::exception& e) {
-    journalFailed("read a job", e);
-    return respond(journalUnavailable(version));
-  }
+  if (!readRow(id, row)) return respond(journalUnavailable(version));
   if (!row) {
     return respond(problemResponse(version, 404,
                                    apiProblem(404, "unknown_job", "no job " + std::to_string(id))));
@@ -182,12 +177,7 @@ void AsyncJobs::cancel(unsigned version, std::uint64_t id, const Respond& respon
                    "job " + std::to_string(id) + " already ended as " + kept->second.outcome)));
   }
   std::optional<journal::JobRow> row;
-  try {
-    row = journal_->find(id);
-  } catch (const std::exception& e) {
-    journalFailed("read a job", e);
-    return respond(journalUnavailable(version));
-  }
+  if (!readRow(id, row)) return respond(journalUnavailable(version));
   if (!row) {
     return respond(problemResponse(version, 404,
                                    apiProblem(404, "unknown_job", "no job " + std::to_string(id))));
@@ -232,6 +222,16 @@ void AsyncJobs::recordSync(const core::JobReport& report, const Response& answer
     journal_->record(report.jobId, report.pool, finishedJobFrom(answer, report));
   } catch (const std::exception& e) {
     journalFailed("record a failed sync job", e);  // the caller's answer is not affected
+  }
+}
+
+bool AsyncJobs::readRow(std::uint64_t id, std::optional<journal::JobRow>& row) {
+  try {
+    row = journal_->find(id);
+    return true;
+  } catch (const std::exception& e) {
+    journalFailed("read a job", e);
+    return false;
   }
 }
 

@@ -50,6 +50,8 @@ class AsyncJobs {
   void finished(std::uint64_t id, const journal::FinishedJob& result);
   Response pendingResponse(unsigned version, std::uint64_t id) const;
   void journalFailed(const char* doing, const std::exception& error);
+  // False (logged, counted) when the journal cannot be read; row is nullopt for an unknown id.
+  bool readRow(std::uint64_t id, std::optional<journal::JobRow>& row);
   Response journalUnavailable(unsigned version) const;
 
   boost::asio::io_context& io_;

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "os/cgroup_kill.h"
+#include "os/parse_number.h"
 
 namespace bulkhead::os {
 
@@ -71,14 +72,6 @@ std::vector<std::string_view> splitWords(std::string_view s) {
     pos = end;
   }
   return out;
-}
-
-template <typename T>
-std::optional<T> parseWhole(std::string_view s) {
-  T value{};
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
-  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) return std::nullopt;
-  return value;
 }
 
 // mountinfo escapes space, tab, newline and backslash as \ooo (man 5 proc).

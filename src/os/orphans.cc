@@ -9,6 +9,7 @@
 #include <charconv>
 #include <deque>
 
+#include "os/parse_number.h"
 #include "os/proc.h"
 #include "os/process.h"
 #include "os/unique_fd.h"
@@ -22,14 +23,6 @@ constexpr std::size_t kStatBytes = 4096;
 // Environments are a few KiB; the kernel's own bound (ARG_MAX, 1/4 of the stack limit) is larger,
 // but a tag past the first MiB is not worth reading for.
 constexpr std::size_t kEnvironBytes = 1 << 20;
-
-template <typename T>
-std::optional<T> parseWhole(std::string_view s) {
-  T value{};
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
-  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) return std::nullopt;
-  return value;
-}
 
 // Reads at most `limit` bytes of the file at dirFd/name; nullopt when it cannot be opened or read
 // (the process is gone, or not ours to read).
