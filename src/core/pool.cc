@@ -1033,7 +1033,7 @@ void Pool::afterJob(Worker& w, Time now) {
 void Pool::checkRecycleRules(Worker& w, Time now) {
   if (w.retiring) {
     // Retiring on a trend, it may still serve while its replacement starts, but not once a
-    // bound is actually crossed: then it waits idle for the replacement.
+    // bound is crossed or its next job would cross one: then it waits idle for the replacement.
     if (w.latestSample && !w.overBound) {
       w.overBound = nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed);
     }
