@@ -127,6 +127,22 @@ class Context(object):
         """The count reported so far by ``progress`` for this job."""
         return self._count
 
+    # -- for the worker and its heartbeat thread (not for handlers): they change this context's
+    # state only through these, so the rules of ``progress`` stay in this class.
+
+    def _leave_beats_to_thread(self):
+        """The heartbeat thread reports this job: from now on ``progress`` only counts."""
+        self._last_beat = _NEVER
+
+    def _heartbeat_snapshot(self):
+        """``(job_id, progress count)`` for a heartbeat frame, read in one place."""
+        return self.job_id, self._count
+
+    def _end(self):
+        """The handler returned or raised: ``progress`` (say from a thread the handler left
+        running) sends nothing for this job any more."""
+        self._active = False
+
     def __repr__(self):
         return "Context(job_id=%d, pool=%r, worker_id=%r)" % (self.job_id, self.pool,
                                                              self.worker_id)
@@ -311,7 +327,7 @@ class _Heartbeat(object):
     def begin(self, ctx):
         if self._thread is None:
             self._start()
-        ctx._last_beat = _NEVER         # progress() only counts; the thread reports the count
+        ctx._leave_beats_to_thread()    # progress() only counts; the thread reports the count
         with self.lock:
             self._ctx = ctx
             self._due = _monotonic() + self.interval
@@ -378,9 +394,10 @@ class _Heartbeat(object):
                 frame = None
 
     def _frame(self, ctx):
+        job_id, count = ctx._heartbeat_snapshot()
         body = b'{"progress":%d,"cpu_seconds":%.6f,"stack":"%s"}' % (
-            ctx._count, self._cpu_seconds(), self._stack_fingerprint().encode("ascii"))
-        return encode_header(HEARTBEAT, ctx.job_id, len(body)) + body
+            count, self._cpu_seconds(), self._stack_fingerprint().encode("ascii"))
+        return encode_header(HEARTBEAT, job_id, len(body)) + body
 
     def _cpu_seconds(self):
         """CPU seconds of the process minus this thread's own: a deadlocked job's stay flat."""
@@ -506,7 +523,7 @@ class _Worker(object):
             try:
                 result = handler(payload, ctx)
             except BaseException as exc:  # noqa: B036 - SystemExit/KeyboardInterrupt included
-                ctx._active = False
+                ctx._end()
                 payload = None
                 body = _error_body(*_describe(exc, skip_frames=1))
                 if heartbeat is not None:
@@ -514,7 +531,7 @@ class _Worker(object):
                 send(HANDLER_ERROR, job_id, body)
                 body = None
                 continue
-            ctx._active = False
+            ctx._end()
             payload = None
             frame_type, body = self._encode_result(result)
             result = None
