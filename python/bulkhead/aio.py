@@ -6,10 +6,11 @@
         handle = await client.submit("faces", b"...", idempotency_key="req-42")
         out = await handle.result(timeout=60)
 
-It speaks HTTP/1.1 itself over ``asyncio.open_connection`` / ``asyncio.open_unix_connection``
-(``unix:/path`` URLs as for ``Client``) and reads answers with the same sans-I/O helpers as the
-blocking ``Client`` (``bulkhead._http``), so both raise the same exceptions for the same answers,
-send the same deadline headers and wait for an answer as long.  It reads answer bodies up to
+This module is the asyncio transport only: it moves bytes over ``asyncio.open_connection`` /
+``asyncio.open_unix_connection`` (``unix:/path`` URLs as for ``Client``).  The HTTP/1.1 wire
+format is ``bulkhead._h1``'s and the meaning of answers ``bulkhead._http``'s, shared with the
+blocking ``Client``, so both raise the same exceptions for the same answers, send the same
+deadline headers and wait for an answer as long.  Both read answer bodies up to
 ``max_response_body`` bytes (1 GiB by default); a larger one raises ``ResponseTooLarge``.
 
 Connections: each ``AsyncClient`` keeps a small pool of keep-alive connections, at most
@@ -37,33 +38,63 @@ A client belongs to the event loop that uses it; used from another loop later (a
 
 import asyncio
 import json
+import os
 import socket
 import time
 from select import POLLIN, poll
 
+from ._h1 import (
+    HEAD_LIMIT, NEED_DATA, BadResponse, ClientConnection, TooLarge, encode_request, host_header,
+    read_whole)
 from ._http import (
-    ACK_TIMEOUT, MAX_POLL_WAIT, TIMEOUT_MARGIN, PollClock, _COALESCE, _describe, answer_timeout,
-    cancel_answer, check_job_id, encode_json_payload, encode_payload, error_from_response,
-    final_summary, final_value, health_answer, job_path, job_request_headers, job_state,
-    parse_url, poll_path, pool_jobs_path, resolve_url, submit_answer, timeout_header)
-from ._wire import HEAD_LIMIT, BadResponse, TooLarge, early_answer, read_response
+    ACK_TIMEOUT, DEFAULT_MAX_RESPONSE_BODY, MAX_POLL_WAIT, TIMEOUT_MARGIN, PollClock, _describe,
+    answer_timeout, cancel_answer, check_job_id, check_max_response_body, encode_json_payload,
+    encode_payload, error_from_response, final_summary, final_value, health_answer, job_path,
+    job_request_headers, job_state, parse_url, poll_path, pool_jobs_path, resolve_url,
+    submit_answer, timeout_header)
 from .errors import ClientTimeout, ResponseTooLarge, TransportError
 
 __all__ = ["AsyncClient", "AsyncJobHandle", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_RESPONSE_BODY"]
 
 DEFAULT_MAX_CONNECTIONS = 8
-# Results are held in memory whole: a bound keeps a wrong Content-Length (or a peer that is not
-# the daemon) from taking all of it.  The daemon's own results are at most a pool's max_payload.
-DEFAULT_MAX_RESPONSE_BODY = 1 << 30
-class _Connection(object):
-    __slots__ = ("reader", "writer", "generation", "_poller", "_fd")
+_READ_CHUNK = 1 << 20
+_EARLY_ANSWER_MAX = 1 << 20   # an early answer is a short problem document
 
-    def __init__(self, reader, writer, generation):
+
+class _Connection(object):
+    """One socket's streams and its HTTP/1.1 state (``h1``, a ``bulkhead._h1.ClientConnection``);
+    this class only moves bytes between them."""
+
+    __slots__ = ("reader", "writer", "generation", "h1", "_poller", "_fd")
+
+    def __init__(self, reader, writer, generation, max_body):
         self.reader = reader
         self.writer = writer
         self.generation = generation
+        self.h1 = ClientConnection(max_body)
         self._poller = None
         self._fd = -1
+
+    async def read_answer(self):
+        """The ``Answer`` to the request written on this connection."""
+        h1 = self.h1
+        while True:
+            event = h1.next_event()
+            if event is not NEED_DATA:
+                return event
+            h1.receive_data(await self.reader.read(_READ_CHUNK))
+
+    async def early_answer(self, method):
+        """The answer the server wrote before our request was written completely (it refused
+        it from the headers, e.g. 413, and closed, which broke the write), or None.
+
+        The transport's write failure sets an exception on ``reader`` that every read raises
+        first, though the answer may sit in its buffer (asyncio handles a socket's read event
+        before its write event) or, when the write failed at once, still in the kernel: so those
+        bytes are read past the reader and parsed on their own."""
+        buffered = bytes(getattr(self.reader, "_buffer", b""))
+        buffered += _unread(self.writer.get_extra_info("socket"))
+        return read_whole(buffered, method, self.h1.max_body) if buffered else None
 
     def dropped(self):
         """True if this idle connection cannot carry a request: the server closed it, reset it,
@@ -142,11 +173,7 @@ class AsyncClient(object):
         if (isinstance(max_connections, bool) or not isinstance(max_connections, int)
                 or max_connections < 1):
             raise ValueError("max_connections must be an int >= 1, got %r" % (max_connections,))
-        if max_response_body is not None and (isinstance(max_response_body, bool)
-                                              or not isinstance(max_response_body, int)
-                                              or max_response_body < 0):
-            raise ValueError("max_response_body must be an int >= 0 or None, got %r"
-                             % (max_response_body,))
+        check_max_response_body(max_response_body)
         url = resolve_url(url)
         kind, where, prefix = parse_url(url)
         self.url = url
@@ -156,11 +183,7 @@ class AsyncClient(object):
         self._kind = kind
         self._where = where
         self._prefix = prefix
-        if kind == "unix":
-            self._host = "localhost"
-        else:
-            host, port = where
-            self._host = "%s:%d" % ("[%s]" % host if ":" in host else host, port)
+        self._host = "localhost" if kind == "unix" else host_header(*where)
         self._job_paths = {}
         self._loop = None
         self._slots = None
@@ -268,28 +291,12 @@ class AsyncClient(object):
             self._loop = loop
             self._slots = asyncio.Semaphore(self.max_connections)
 
-    def _encode(self, method, path, body, content_type, headers):
-        if any(c <= " " or c == "\x7f" for c in path):
-            raise ValueError("request path %r contains whitespace or control characters" % path)
-        lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + self._host]
-        if body is not None:
-            lines.append("Content-Type: " + content_type)
-            lines.append("Content-Length: %d" % len(body))
-        for name, value in headers:
-            lines.append("%s: %s" % (name, value))
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-        if not body:
-            return [head]
-        if len(body) <= _COALESCE:
-            return [head + body]
-        return [head, body]
-
     async def _request(self, method, path, body=None, content_type=None, headers=(),
                        timeout=None, idempotent=False):
         """``(status, response, body)`` of one request.  ``timeout`` bounds connecting, sending
         and the whole answer (not the wait for a free connection)."""
         self._bind_loop()
-        request = self._encode(method, path, body, content_type, headers)
+        request = encode_request(method, path, self._host, headers, body, content_type)
         async with self._slots:
             attempt = _Attempt()
             if timeout is None:
@@ -311,18 +318,17 @@ class AsyncClient(object):
             if conn is None:
                 conn = await self._connect()
             attempt.sent = False
-            limit = self.max_response_body
             reading = False
             try:
+                conn.h1.start_request(method)
                 for part in request:
                     conn.writer.write(part)
                 if conn.writer.transport.is_closing():   # the write failed at once
                     # ... maybe because the server already answered and closed (a part went out)
-                    early = await early_answer(conn.reader, method, limit,
-                                               conn.writer.get_extra_info("socket"))
+                    early = await conn.early_answer(method)
                     conn.abort()
                     if early is not None:
-                        return early[0].status, early[0], early[1]
+                        return early.response.status, early.response, early.body
                     if reused and not retried:
                         retried = True      # never reached the server complete: send again
                         continue
@@ -331,19 +337,18 @@ class AsyncClient(object):
                 attempt.sent = True
                 await conn.writer.drain()
                 reading = True
-                response, data, keep = await read_response(conn.reader, method, limit)
+                answer = await conn.read_answer()
             except TooLarge as exc:
                 conn.abort()    # the body was not read: the connection cannot carry more
                 raise ResponseTooLarge("answer from bulkhead at %s (%s %s) refused: %s"
                                        % (self.url, method, path, exc), job_may_have_run=True,
-                                       limit=limit) from None
+                                       limit=conn.h1.max_body) from None
             except (OSError, EOFError, ValueError, asyncio.LimitOverrunError,
                     BadResponse) as exc:
-                early = None if reading else await early_answer(
-                    conn.reader, method, limit, conn.writer.get_extra_info("socket"))
+                early = None if reading else await conn.early_answer(method)
                 conn.abort()
                 if early is not None:
-                    return early[0].status, early[0], early[1]
+                    return early.response.status, early.response, early.body
                 if idempotent and not retried:
                     retried = True
                     continue
@@ -354,11 +359,12 @@ class AsyncClient(object):
             except BaseException:
                 conn.abort()   # cancelled (or worse) mid-request: the connection's state is lost
                 raise
-            if keep and conn.generation == self._generation:
+            if conn.h1.reusable and conn.generation == self._generation:
+                conn.h1.start_next_cycle()
                 self._idle.append(conn)
             else:
                 conn.close()
-            return response.status, response, data
+            return answer.response.status, answer.response, answer.body
 
     def _take_idle(self):
         while self._idle:
@@ -385,7 +391,7 @@ class AsyncClient(object):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except (OSError, AttributeError):
                 pass
-        return _Connection(reader, writer, self._generation)
+        return _Connection(reader, writer, self._generation, self.max_response_body)
 
 
 class AsyncJobHandle(object):
@@ -452,3 +458,30 @@ class AsyncJobHandle(object):
     def __repr__(self):
         return "AsyncJobHandle(id=%r, pool=%r%s)" % (
             self.id, self.pool, ", duplicate=True" if self.duplicate else "")
+
+
+def _unread(sock):
+    """What the kernel still holds for ``sock``, a transport's socket that stopped reading after
+    a failed write but is not closed yet; never waits (the connection is dead: nothing more
+    comes)."""
+    try:
+        fd = sock.fileno() if sock is not None else -1
+        if fd < 0:
+            return b""
+        copy = socket.socket(fileno=os.dup(fd))
+    except (OSError, ValueError):
+        return b""
+    chunks = []
+    total = 0
+    with copy:
+        copy.setblocking(False)
+        while total < _EARLY_ANSWER_MAX:
+            try:
+                data = copy.recv(65536)
+            except OSError:      # EAGAIN: all of it; ECONNRESET: after all of it
+                break
+            if not data:
+                break
+            chunks.append(data)
+            total += len(data)
+    return b"".join(chunks)

@@ -37,72 +37,39 @@ Async (journaled) jobs, docs/api.md "Async jobs":
     handle.cancel()                     # True: cancel accepted; False: already finished
     client.job("17")                    # a handle for a job id known from elsewhere
 
-The sans-I/O helpers (URL, payload and header encoding, reading answers into values or
-exceptions) live in ``bulkhead._http``, shared with ``bulkhead.aio.AsyncClient``, so both clients
-raise the same exceptions for the same answers.
+This module is the blocking transport only: it opens the socket, writes bytes and reads bytes.
+The HTTP/1.1 wire format (request encoding, answer parsing, keep-alive, the ``max_response_body``
+bound) is ``bulkhead._h1``'s, and what an answer means (URL, payload and header encoding, answers
+into values or exceptions) is ``bulkhead._http``'s, both shared with ``bulkhead.aio.AsyncClient``,
+so both clients write the same requests and raise the same exceptions for the same answers.
 """
 
-import http.client
 import json
 import socket
 import time
 from select import POLLIN, poll
 
+from ._h1 import (
+    NEED_DATA, SENT, ClientConnection, LocalProtocolError, ProtocolError, TooLarge,
+    encode_request, host_header)
 # The sans-I/O helpers live in ._http; the names are kept here too for code that imported them
 # from this module.
 from ._http import (  # noqa: F401
-    ACK_TIMEOUT, DEFAULT_URL, MAX_POLL_WAIT, TIMEOUT_MARGIN, URL_ENV, PollClock, _as_bytes,
-    _COALESCE, _describe, _json_object, _runs, answer_timeout, cancel_answer, check_job_id,
-    check_wait_timeout, encode_json_payload, encode_payload, error_from_response, final_summary,
-    final_value, health_answer, idempotency_header, job_path, job_request_headers, job_state,
-    parse_retry_after, parse_url, poll_path, pool_jobs_path, problem_from_body, resolve_url,
-    submit_answer, timeout_header, wait_param)
-from .errors import ClientTimeout, TransportError
+    ACK_TIMEOUT, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_URL, MAX_POLL_WAIT, TIMEOUT_MARGIN, URL_ENV,
+    PollClock, _as_bytes, _describe, _json_object, _runs, answer_timeout, cancel_answer,
+    check_job_id, check_max_response_body, check_wait_timeout, encode_json_payload,
+    encode_payload, error_from_response, final_summary, final_value, health_answer,
+    idempotency_header, job_path, job_request_headers, job_state, parse_retry_after, parse_url,
+    poll_path, pool_jobs_path, problem_from_body, resolve_url, submit_answer, timeout_header,
+    wait_param)
+from .errors import ClientTimeout, ResponseTooLarge, TransportError
 
 __all__ = ["Client", "JobHandle", "DEFAULT_URL"]
 
 # After a send fails, the bound on reading the rest of an answer the server had already started
 # to write (it refused the request early, e.g. 413, and closed).
 EARLY_ANSWER_WAIT = 5.0
-
-
-class _ConnectionMixin(object):
-    """Sends headers and a small body in one segment (http.client sends them separately, which
-    costs a syscall and wakes the server twice)."""
-
-    def _send_output(self, message_body=None, encode_chunked=False):
-        buffer = getattr(self, "_buffer", None)
-        if (type(message_body) is bytes and len(message_body) <= _COALESCE
-                and not encode_chunked and isinstance(buffer, list)):
-            buffer.extend((b"", b""))
-            msg = b"\r\n".join(buffer)
-            del buffer[:]
-            self.send(msg + message_body)
-            return
-        super()._send_output(message_body, encode_chunked=encode_chunked)
-
-
-class _TCPConnection(_ConnectionMixin, http.client.HTTPConnection):
-    def connect(self):
-        super().connect()
-        # http.client sets it too (3.8+); keep it explicit, latency depends on it.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class _UnixConnection(_ConnectionMixin, http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.unix_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+_RECV_BUFFER = 256 * 1024
 
 
 # -- the blocking client --------------------------------------------------------------------------
@@ -118,7 +85,9 @@ class Client(object):
     as ``X-Bulkhead-Deadline`` and ``X-Bulkhead-Timeout``) and ``submit`` (its run limit, sent as
     ``X-Bulkhead-Timeout``); None leaves the pool's ``job_timeout`` and no deadline.  A call
     waits for its answer ``timeout + max(timeout_margin, 10% of timeout)`` seconds; with no
-    timeout it waits as long as the daemon takes.
+    timeout it waits as long as the daemon takes.  ``max_response_body``: the largest answer
+    body read, in bytes (1 GiB by default, None: no bound); a larger one raises
+    ``ResponseTooLarge`` (as ``AsyncClient``).
 
     Attributes one may tune: ``timeout_margin`` (2 s: covers the daemon's stack capture and the
     default 1 s ``kill_grace``; raise it for pools with a longer grace), ``max_poll_wait`` (30 s:
@@ -130,17 +99,21 @@ class Client(object):
     max_poll_wait = MAX_POLL_WAIT
     ack_timeout = ACK_TIMEOUT
 
-    def __init__(self, url=None, timeout=None):
+    def __init__(self, url=None, timeout=None, max_response_body=DEFAULT_MAX_RESPONSE_BODY):
         if timeout is not None:
             timeout_header(timeout)  # validate now rather than on the first call
+        check_max_response_body(max_response_body)
         url = resolve_url(url)
         kind, where, prefix = parse_url(url)
         self.url = url
         self.timeout = timeout
-        if kind == "unix":
-            self._conn = _UnixConnection(where, timeout=None)
-        else:
-            self._conn = _TCPConnection(where[0], where[1], timeout=None)
+        self.max_response_body = max_response_body
+        self._kind = kind
+        self._where = where
+        self._host = "localhost" if kind == "unix" else host_header(*where)
+        self._sock = None        # the keep-alive connection, once a request opened it
+        self._h1 = None          # its HTTP/1.1 state (bulkhead._h1.ClientConnection)
+        self._recv_buffer = None
         self._prefix = prefix
         self._job_paths = {}
         self._sock_timeout = None
@@ -216,7 +189,9 @@ class Client(object):
 
     def close(self):
         """Close the connection (a later call opens a new one)."""
-        self._conn.close()
+        sock, self._sock, self._h1 = self._sock, None, None
+        if sock is not None:
+            sock.close()
         self._poller = None
         self._polled_sock = None
 
@@ -263,57 +238,80 @@ class Client(object):
 
     def _idle_connection_dropped(self):
         """True if the server closed (or wrote to) our idle keep-alive connection."""
-        sock = self._conn.sock
+        sock = self._sock
         if sock is not self._polled_sock:
             self._poller = poll()
             self._poller.register(sock, POLLIN)
             self._polled_sock = sock
         return bool(self._poller.poll(0))
 
+    def _connect(self):
+        if self._kind == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self._sock_timeout)
+                sock.connect(self._where)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection(self._where, self._sock_timeout)
+            try:   # latency depends on it (the request goes out in one write: nothing to merge)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._sock = sock
+        self._h1 = ClientConnection(self.max_response_body)
+
     def _request(self, method, path, body, content_type, headers, sock_timeout, idempotent):
-        conn = self._conn
         if sock_timeout != self._sock_timeout:
-            conn.timeout = sock_timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(sock_timeout)
+            if self._sock is not None:
+                self._sock.settimeout(sock_timeout)
             self._sock_timeout = sock_timeout
+        try:
+            request = encode_request(method, path, self._host, headers, body, content_type)
+        except LocalProtocolError as exc:
+            raise TransportError("cannot send request to bulkhead at %s: %s"
+                                 % (self.url, _describe(exc))) from exc
 
         retried = False
         while True:
             # A socket exists only after an earlier request on it: it is a reused connection.
-            reused = conn.sock is not None
+            reused = self._sock is not None
             if reused and self._idle_connection_dropped():
-                conn.close()
+                self.close()
                 reused = False
             try:
-                conn.putrequest(method, path, skip_accept_encoding=True)
-                if body is not None:
-                    conn.putheader("Content-Type", content_type)
-                    conn.putheader("Content-Length", str(len(body)))
-                for name, value in headers:
-                    conn.putheader(name, value)
-                conn.endheaders(body)
-            except (OSError, http.client.HTTPException) as exc:
+                if self._sock is None:
+                    self._connect()
+                self._h1.start_request(method)
+                for part in request:
+                    self._sock.sendall(part)
+            except OSError as exc:
                 answer = self._early_answer()
-                conn.close()
+                self.close()
                 if answer is not None:
-                    return answer
+                    return answer.response.status, answer.response, answer.body
                 if reused and not retried and not isinstance(exc, socket.timeout):
                     retried = True   # never reached the server complete: safe to send again
                     continue
                 raise TransportError("cannot send request to bulkhead at %s: %s"
                                      % (self.url, _describe(exc))) from exc
             try:
-                response = conn.getresponse()
-                data = response.read()
+                answer = self._read_answer()
             except socket.timeout as exc:
-                conn.close()
+                self.close()
                 raise ClientTimeout("no response from bulkhead at %s within %g s (%s %s); the "
                                     "job may still be running" % (self.url, sock_timeout,
                                                                   method, path),
                                     job_may_have_run=True) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
+            except TooLarge as exc:
+                self.close()    # the body was not read: the connection cannot carry more
+                raise ResponseTooLarge("answer from bulkhead at %s (%s %s) refused: %s"
+                                       % (self.url, method, path, exc), job_may_have_run=True,
+                                       limit=self.max_response_body) from None
+            except (OSError, ProtocolError) as exc:
+                self.close()
                 if idempotent and not retried:
                     retried = True
                     continue
@@ -321,17 +319,35 @@ class Client(object):
                                      "sent (%s %s): %s; the job may have run, so it was not sent "
                                      "again" % (self.url, method, path, _describe(exc)),
                                      job_may_have_run=not idempotent) from exc
-            return response.status, response, data
+            if self._h1.reusable:
+                self._h1.start_next_cycle()
+            else:
+                self.close()
+            return answer.response.status, answer.response, answer.body
+
+    def _read_answer(self):
+        """The ``Answer`` to the request just written (the socket's timeout bounds each read)."""
+        h1, sock = self._h1, self._sock
+        buffer = self._recv_buffer
+        if buffer is None:
+            buffer = self._recv_buffer = bytearray(_RECV_BUFFER)
+        view = memoryview(buffer)
+        while True:
+            event = h1.next_event()
+            if event is not NEED_DATA:
+                return event
+            count = sock.recv_into(buffer)
+            h1.receive_data(view[:count] if count else b"")
 
     def _early_answer(self):
-        """``(status, response, data)`` of an answer the server wrote before our request was
-        sent completely (it refused it from the headers, e.g. 413, and closed, which broke the
-        send), or None.  Only called once sending failed, so whatever is readable was written in
-        reply to this request: the check before sending found the idle connection clean.  No
-        waiting for it: a send fails when the server reset or closed the connection, and TCP and
-        Unix sockets deliver what it wrote before that first."""
-        sock = self._conn.sock
-        if sock is None:
+        """The ``Answer`` the server wrote before our request was sent completely (it refused it
+        from the headers, e.g. 413, and closed, which broke the send), or None.  Only called once
+        sending failed, so whatever is readable was written in reply to this request: the check
+        before sending found the idle connection clean.  No waiting for it: a send fails when the
+        server reset or closed the connection, and TCP and Unix sockets deliver what it wrote
+        before that first."""
+        sock = self._sock
+        if sock is None or self._h1.our_state != SENT:
             return None
         try:
             readable = poll()
@@ -339,11 +355,9 @@ class Client(object):
             if not readable.poll(0):
                 return None
             sock.settimeout(EARLY_ANSWER_WAIT)   # the connection is closed right after
-            response = self._conn.getresponse()
-            data = response.read()
-        except (OSError, ValueError, http.client.HTTPException):
+            return self._read_answer()
+        except (OSError, ValueError, ProtocolError):
             return None   # nothing usable arrived: report the send failure
-        return response.status, response, data
 
 
 class JobHandle(object):
