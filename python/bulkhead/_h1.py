@@ -417,8 +417,14 @@ class ClientConnection(object):
 
     def _take(self, count):
         if count:
-            self._body.append(bytes(self._buffer[:count]))
-            del self._buffer[:count]
+            buffer = self._buffer
+            if count == len(buffer):
+                self._body.append(bytes(buffer))
+                buffer.clear()
+            else:
+                with memoryview(buffer) as view:     # one copy, and released before the del
+                    self._body.append(bytes(view[:count]))
+                del buffer[:count]
             self._size += count
             if self.their_state != BODY_UNTIL_CLOSE:
                 self._left -= count
