@@ -51,7 +51,7 @@ import time
 from select import POLLIN, poll
 
 from ._h1 import (
-    NEED_DATA, SENT, ClientConnection, LocalProtocolError, ProtocolError, TooLarge,
+    IDLE, NEED_DATA, SENT, ClientConnection, LocalProtocolError, ProtocolError, TooLarge,
     encode_request)
 # The sans-I/O helpers live in ._http; the names are kept here too for code that imported them
 # from this module.
@@ -236,9 +236,11 @@ class Client(ClientCore):
 
         retried = False
         while True:
-            # A socket exists only after an earlier request on it: it is a reused connection.
+            # A socket exists only after an earlier request on it: it is a reused connection,
+            # unusable if that request was interrupted (KeyboardInterrupt mid-answer) or the
+            # server closed it while idle.
             reused = self._sock is not None
-            if reused and self._idle_connection_dropped():
+            if reused and (self._h1.our_state != IDLE or self._idle_connection_dropped()):
                 self.close()
                 reused = False
             try:

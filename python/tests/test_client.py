@@ -311,6 +311,23 @@ def test_send_failure_on_a_reused_connection_is_retried_once(unix_daemon, monkey
     assert unix_daemon.connections == 2
 
 
+def test_a_request_interrupted_mid_answer_leaves_a_usable_client(daemon):
+    daemon.routes[("POST", JOBS)] = ok()
+    with bulkhead.Client(daemon.url) as client:
+        assert client.call("faces", b"x") == b"result"
+        read_answer = client._read_answer
+
+        def interrupted():
+            client._read_answer = read_answer
+            raise KeyboardInterrupt
+        client._read_answer = interrupted
+        with pytest.raises(KeyboardInterrupt):
+            client.call("faces", b"x")
+        client._idle_connection_dropped = lambda: False   # the unread answer alone must do
+        assert client.call("faces", b"x") == b"result"
+    assert daemon.connections == 2
+
+
 def test_connection_lost_mid_response_is_not_resent(daemon):
     def break_mid_response(req):
         req.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
