@@ -356,9 +356,7 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
         } else if constexpr (std::is_same_v<A, core::DumpStacks>) {
           auto it = pool.workers.find(a.worker);
           if (it == pool.workers.end() || it->second->pid <= 0) return;
-          if (!os::signalViaPidfd(it->second->pidfd.get(), kDumpSignal)) {
-            ::kill(it->second->pid, kDumpSignal);
-          }
+          os::signalProcess(it->second->pid, it->second->pidfd.get(), kDumpSignal);
         } else if constexpr (std::is_same_v<A, core::SignalWorkerGroup>) {
           auto it = pool.workers.find(a.worker);
           if (it == pool.workers.end()) return;
