@@ -110,7 +110,7 @@ void submitJob(Services& services, const std::string& pool, Request& req, Respon
   // The caller's whole budget starts now, when the request has been read.
   auto budget = durationHeader(req, "X-Bulkhead-Deadline", badRequest);
   if (badRequest) return respond(std::move(*badRequest));
-  if (budget) options.deadline = core::Clock::now() + *budget;
+  if (budget) options.deadline = core::fromSteady(std::chrono::steady_clock::now()) + *budget;
   if (!supervisor.hasPool(pool)) {
     respond(problemResponse(version, 404,
                             apiProblem(404, "unknown_pool", "no pool named '" + pool + "'")));
