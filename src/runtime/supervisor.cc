@@ -33,7 +33,6 @@ constexpr std::size_t kTailBytes = 16 * 1024;
 constexpr std::size_t kStacksBytes = 64 * 1024;
 constexpr std::size_t kFinalDrainLimit = 1 << 20;  // bytes read from a pipe after the worker died
 constexpr std::size_t kSamplesKept = 120;
-constexpr std::size_t kEventsLogged = 1024;
 constexpr std::size_t kReadPerWakeup = 1 << 20;  // then yield to other workers and callers
 enum PipeIndex { kStdout = 0, kStderr = 1, kStacks = 2 };
 
@@ -1151,31 +1150,11 @@ void Supervisor::collectEvents() {
       if (e.job > 0) event["job"] = std::to_string(e.job);
       EventLine line = eventLine(pool->config.name, e);
       logAt(line.level, line.message, line.fields);
-      const std::uint64_t id = nextEventId_++;
-      eventLog_.emplace_back(id, event);
-      if (eventLog_.size() > kEventsLogged) eventLog_.pop_front();
-      // A sink may unsubscribe itself (its connection failed): iterate over a copy of the keys.
-      std::vector<int> subscribers;
-      for (const auto& [sub, sink] : eventSinks_) subscribers.push_back(sub);
-      for (int sub : subscribers) {
-        auto it = eventSinks_.find(sub);
-        if (it != eventSinks_.end()) it->second(id, event);
-      }
+      feed_.publish(std::move(event));
     }
     pool->eventsSeen = pool->pool.eventsNoted();
   }
 }
-
-int Supervisor::subscribeEvents(std::uint64_t since, EventSink sink) {
-  for (const auto& [id, event] : eventLog_) {
-    if (id > since) sink(id, event);
-  }
-  const int subscription = nextSubscription_++;
-  eventSinks_.emplace(subscription, std::move(sink));
-  return subscription;
-}
-
-void Supervisor::unsubscribeEvents(int subscription) { eventSinks_.erase(subscription); }
 
 // ---------------------------------------------------------------- containment without a cgroup
 
