@@ -144,9 +144,8 @@ void submitJob(Services& services, const std::string& pool, Request& req, Respon
   AsyncJobs* jobs = services.jobs;
   supervisor.submit(pool, std::move(payload), options,
                     [respond, version, jobs](const core::JobReport& report) {
-                      Response answer = responseFor(version, report);
-                      if (jobs) jobs->recordSync(report, answer);
-                      respond(std::move(answer));
+                      if (jobs) jobs->recordSync(report);
+                      respond(responseFor(version, report));
                     });
 }
 
