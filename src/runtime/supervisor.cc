@@ -17,6 +17,7 @@
 #include <limits>
 
 #include "config/to_policy.h"
+#include "core/fallback_route.h"
 #include "core/signal_names.h"
 #include "core/zygote_lifecycle.h"
 #include "os/cgroups.h"
@@ -272,11 +273,10 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
           auto it = pending_.find(a.report.jobId);
           if (it == pending_.end()) return;
           PendingJob& job = it->second;
-          // An open breaker sends the job to the pool's fallback (a simpler model behind a
-          // fragile one), at most once per pool so fallbacks can't loop.
-          if (a.report.breakerOpen && !pool.config.fallback.empty() &&
-              job.hops < static_cast<int>(pools_.size())) {
-            if (PoolRuntime* fallback = findPool(pool.config.fallback)) {
+          // The route and its bound are policy (core/fallback_route.h); the shell resubmits.
+          if (auto route = core::fallbackRoute(a.report.breakerOpen, pool.config.fallback, job.hops,
+                                               pools_.size())) {
+            if (PoolRuntime* fallback = findPool(route->pool)) {
               job.pool = fallback;
               job.hops++;
               job.via.push_back(pool.config.name);
