@@ -99,8 +99,9 @@ std::vector<WorkerView> Pool::workers() const {
   for (const auto& [id, w] : workers_) {
     const bool ready =
         !w.retiring && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
+    std::string recycleCause(w.recycleCause ? recycleCauseName(*w.recycleCause) : "");
     out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring, ready, w.jobsServed,
-                   w.startedAt, w.job, w.recycleCause, w.latestSample});
+                   w.startedAt, w.job, std::move(recycleCause), w.latestSample});
   }
   return out;
 }
@@ -341,8 +342,7 @@ void Pool::on(const JobCancelled& e, Time now) {
   if (job->state == JobState::kRunning && job->worker) {
     Worker* w = findWorker(*job->worker);
     if (w && w->state == WorkerState::kBusy) {
-      w->killCause = "cancelled";
-      beginKill(*w, KillReason::kShutdown, "cancelled by the caller", now);
+      beginKill(*w, KillReason::kCancelled, "cancelled by the caller", now);
     }
   }
 }
@@ -441,7 +441,7 @@ void Pool::on(const JobErrorReceived& e, Time now) {
     }
     // The worker can no longer create threads or maps: it must not take another job.
     note("resource_exhausted", *w, *exhausted, now, job.id);
-    recycle(*w, "exhausted", now);
+    recycle(*w, RecycleCause::kExhausted, now);
     beginStop(*w, now);
     if (static_cast<int>(job.attempts.size()) < policy_.retries + 1 && !shuttingDown_) {
       counters_.retries++;
@@ -605,6 +605,7 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
       case KillReason::kProtocolError:
         cause = w.killCause;
         break;
+      case KillReason::kCancelled:
       case KillReason::kShutdown:
         outcome = Outcome::kCancelled;
         cause = w.killCause;
@@ -1026,7 +1027,8 @@ void Pool::afterJob(Worker& w, Time now) {
     w.history.record(w.jobsServed, *w.jobEndSample);
     w.jobEndSample.reset();
   }
-  if (policy_.maxJobs > 0 && w.jobsServed >= policy_.maxJobs) return recycle(w, "jobs", now);
+  if (policy_.maxJobs > 0 && w.jobsServed >= policy_.maxJobs)
+    return recycle(w, RecycleCause::kJobs, now);
   checkRecycleRules(w, now);
 }
 
@@ -1040,7 +1042,7 @@ void Pool::checkRecycleRules(Worker& w, Time now) {
     return;
   }
   if (policy_.maxAge.count() > 0 && now - w.startedAt >= policy_.maxAge) {
-    return recycle(w, "age", now);
+    return recycle(w, RecycleCause::kAge, now);
   }
   if (!w.latestSample) return;
   if (auto cause = recycleCause(*w.latestSample, w.history, policy_.bounds)) {
@@ -1048,19 +1050,19 @@ void Pool::checkRecycleRules(Worker& w, Time now) {
   }
 }
 
-void Pool::recycle(Worker& w, const std::string& cause, Time now) {
+void Pool::recycle(Worker& w, RecycleCause cause, Time now) {
   if (w.retiring) return;
   w.retiring = true;
   // A crossed bound (not a predicted one) or an exhausted worker takes no further job.
-  w.overBound = cause == "rss" || cause == "threads" || cause == "maps" || cause == "fds" ||
-                cause == "exhausted";
+  w.overBound = recycleCauseCrossedBound(cause);
   if (!w.overBound && w.latestSample) {
     w.overBound = nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed);
   }
   w.recycleCause = cause;
+  const std::string word(recycleCauseName(cause));
   counters_.recycles++;
-  counters_.recyclesByCause[cause]++;
-  note("recycled", w, cause, now);
+  counters_.recyclesByCause[word]++;
+  note("recycled", w, word, now);
 }
 
 LimitEvidence Pool::limitsOf(const Worker& w, const ExitEvidence* exit) const {
