@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/problem.h"
+#include "jobs/report_json.h"
 #include "runtime/operator_log.h"
 
 namespace bulkhead::api {
@@ -14,62 +15,39 @@ namespace {
 constexpr std::size_t kUnjournaledKept = 10000;
 }  // namespace
 
-journal::FinishedJob finishedJobFrom(const Response& answer, const core::JobReport& report) {
-  journal::FinishedJob f;
-  f.outcome = std::string(core::outcomeName(report.outcome));
-  f.httpStatus = static_cast<int>(answer.result_int());
-  f.contentType = std::string(answer[http::field::content_type]);
-  f.body = answer.body();
-  json headers = json::object();
-  for (const auto& field : answer) {
-    std::string name(field.name_string());
-    if (name.rfind("X-Bulkhead-", 0) == 0 || name == "Retry-After") {
-      headers[name] = std::string(field.value());
-    }
-  }
-  f.headers = headers.dump();
-  return f;
-}
-
-Response responseFromJournal(unsigned version, const journal::FinishedJob& job) {
-  Response res{static_cast<http::status>(job.httpStatus), version};
-  res.set(http::field::content_type, job.contentType);
-  json headers = json::parse(job.headers, nullptr, false);
-  if (headers.is_object()) {
-    for (const auto& [name, value] : headers.items()) {
-      if (value.is_string()) res.set(name, value.get<std::string>());
-    }
-  }
-  res.body() = job.body;
-  res.prepare_payload();
-  return res;
-}
-
 AsyncJobs::AsyncJobs(boost::asio::io_context& io, runtime::Supervisor& supervisor,
                      std::unique_ptr<journal::Journal> journal)
     : io_(io), supervisor_(supervisor), journal_(std::move(journal)) {
-  supervisor_.startJobIdsAfter(journal_->maxId());
+  auto last = journal_->maxId();
+  if (!last) throw std::runtime_error(last.error().message);  // start-up: the daemon stops
+  supervisor_.startJobIdsAfter(*last);
 }
 
 std::size_t AsyncJobs::recover() {
   auto rows = journal_->unfinished();
-  for (auto& row : rows) {
+  if (!rows) {
+    journalFailed("read the unfinished jobs", rows.error());
+    return 0;
+  }
+  for (auto& row : *rows) {
     runtime::JobOptions options;
     options.async = true;
     if (row.timeoutMs > 0) options.timeout = std::chrono::milliseconds(row.timeoutMs);
     options.allowPoison = row.allowPoison;
-    journal_->markStarted(row.id);  // one more submission: the job outlived a supervisor
+    // One more submission: the job outlived a supervisor.
+    if (auto marked = journal_->markStarted(row.id); !marked) {
+      journalFailed("count a recovered run", marked.error());
+    }
     start(row.id, row.pool, std::make_shared<const std::string>(std::move(row.payload)), options);
   }
-  return rows.size();
+  return rows->size();
 }
 
 void AsyncJobs::start(std::uint64_t id, const std::string& pool, core::Payload payload,
                       runtime::JobOptions options) {
-  auto error = supervisor_.submitWithId(
-      id, pool, std::move(payload), options, [this, id](const core::JobReport& report) {
-        finished(id, finishedJobFrom(responseFor(11, report), report));
-      });
+  auto error =
+      supervisor_.submitWithId(id, pool, std::move(payload), options,
+                               [this, id](const core::JobReport& report) { finished(id, report); });
   if (error) {
     // The pool disappeared from the config since the job was accepted: end it for good.
     core::JobReport report;
@@ -77,7 +55,7 @@ void AsyncJobs::start(std::uint64_t id, const std::string& pool, core::Payload p
     report.pool = pool;
     report.outcome = core::Outcome::kUnavailable;
     report.detail = "pool '" + pool + "' no longer exists";
-    finished(id, finishedJobFrom(responseFor(11, report), report));
+    finished(id, report);
   }
 }
 
@@ -93,15 +71,13 @@ void AsyncJobs::submit(unsigned version, const std::string& pool, core::Payload 
     res.set("X-Bulkhead-Job", std::to_string(id));
     respond(std::move(res));
   };
-  try {
-    if (!idempotencyKey.empty()) {
-      if (auto existing = journal_->findByIdempotencyKey(idempotencyKey)) {
-        return accepted(*existing, true);
-      }
+  if (!idempotencyKey.empty()) {
+    auto existing = journal_->findByIdempotencyKey(idempotencyKey);
+    if (!existing) {
+      journalFailed("look up an idempotency key", existing.error());
+      return respond(journalUnavailable(version));
     }
-  } catch (const std::exception& e) {
-    journalFailed("look up an idempotency key", e);
-    return respond(journalUnavailable(version));
+    if (*existing) return accepted(**existing, true);
   }
   const std::uint64_t id = supervisor_.reserveJobId();
   journal::JobRow row;
@@ -115,10 +91,9 @@ void AsyncJobs::submit(unsigned version, const std::string& pool, core::Payload 
   row.allowPoison = options.allowPoison;
   row.idempotencyKey = idempotencyKey;
   row.runs = 1;
-  try {
-    journal_->insert(row);  // durable before the caller hears 202, in one commit
-  } catch (const std::exception& e) {
-    journalFailed("accept an async job", e);
+  // Durable before the caller hears 202, in one commit.
+  if (auto inserted = journal_->insert(row); !inserted) {
+    journalFailed("accept an async job", inserted.error());
     return respond(journalUnavailable(version));
   }
   start(id, pool, std::move(payload), options);
@@ -135,7 +110,7 @@ Response AsyncJobs::pendingResponse(unsigned version, std::uint64_t id) const {
 
 void AsyncJobs::get(unsigned version, std::uint64_t id, core::Duration wait, Respond respond) {
   if (auto kept = unjournaled_.find(id); kept != unjournaled_.end()) {
-    return respond(responseFromJournal(version, kept->second));
+    return respond(responseFor(version, kept->second));
   }
   std::optional<journal::JobRow> row;
   if (!readRow(id, row)) return respond(journalUnavailable(version));
@@ -144,8 +119,9 @@ void AsyncJobs::get(unsigned version, std::uint64_t id, core::Duration wait, Res
                                    apiProblem(404, "unknown_job", "no job " + std::to_string(id))));
   }
   if (row->finished) {
-    Response res = responseFromJournal(
-        version, {row->outcome, row->httpStatus, row->contentType, row->body, row->headers});
+    auto report = jobs::reportFromRow(*row);
+    if (!report) return respond(journalUnavailable(version));
+    Response res = responseFor(version, *report);
     res.set("X-Bulkhead-Runs", std::to_string(row->runs));
     return respond(std::move(res));
   }
@@ -171,10 +147,11 @@ void AsyncJobs::get(unsigned version, std::uint64_t id, core::Duration wait, Res
 
 void AsyncJobs::cancel(unsigned version, std::uint64_t id, const Respond& respond) {
   if (auto kept = unjournaled_.find(id); kept != unjournaled_.end()) {
-    return respond(problemResponse(
-        version, 409,
-        apiProblem(409, "already_finished",
-                   "job " + std::to_string(id) + " already ended as " + kept->second.outcome)));
+    return respond(
+        problemResponse(version, 409,
+                        apiProblem(409, "already_finished",
+                                   "job " + std::to_string(id) + " already ended as " +
+                                       std::string(core::outcomeName(kept->second.outcome)))));
   }
   std::optional<journal::JobRow> row;
   if (!readRow(id, row)) return respond(journalUnavailable(version));
@@ -192,16 +169,22 @@ void AsyncJobs::cancel(unsigned version, std::uint64_t id, const Respond& respon
   respond(jsonResponse(version, 202, {{"job", std::to_string(id)}, {"state", "cancelling"}}));
 }
 
-void AsyncJobs::finished(std::uint64_t id, const journal::FinishedJob& result) {
+void AsyncJobs::finished(std::uint64_t id, const core::JobReport& report) {
   std::optional<journal::JobRow> row;
-  try {
-    journal_->finish(id, result);
-    row = journal_->find(id);  // for X-Bulkhead-Runs, as a later GET would answer
-  } catch (const std::exception& e) {
-    journalFailed("store an outcome", e);
+  auto stored = journal_->finish(id, jobs::finishedJobFrom(report));
+  if (stored) {
+    // For X-Bulkhead-Runs, as a later GET would answer.
+    auto found = journal_->find(id);
+    if (found)
+      row = std::move(*found);
+    else
+      stored = found.error();
+  }
+  if (!stored) {
+    journalFailed("store an outcome", stored.error());
     // Its caller still gets it (now, or from a later GET of this process); it runs again after
     // a restart, as any job without a stored outcome does.
-    unjournaled_[id] = result;
+    unjournaled_.insert_or_assign(id, report);
     if (unjournaled_.size() > kUnjournaledKept) unjournaled_.erase(unjournaled_.begin());
   }
   auto it = waiters_.find(id);
@@ -210,32 +193,31 @@ void AsyncJobs::finished(std::uint64_t id, const journal::FinishedJob& result) {
   waiters_.erase(it);
   for (auto& w : waiters) {
     w.timer->cancel();
-    Response res = responseFromJournal(w.version, result);
+    Response res = responseFor(w.version, report);
     if (row) res.set("X-Bulkhead-Runs", std::to_string(row->runs));
     w.respond(std::move(res));
   }
 }
 
-void AsyncJobs::recordSync(const core::JobReport& report, const Response& answer) {
+void AsyncJobs::recordSync(const core::JobReport& report) {
   if (report.outcome == core::Outcome::kOk) return;
-  try {
-    journal_->record(report.jobId, report.pool, finishedJobFrom(answer, report));
-  } catch (const std::exception& e) {
-    journalFailed("record a failed sync job", e);  // the caller's answer is not affected
+  if (auto recorded = journal_->record(report.jobId, report.pool, jobs::finishedJobFrom(report));
+      !recorded) {
+    journalFailed("record a failed sync job", recorded.error());  // the caller's answer stands
   }
 }
 
 bool AsyncJobs::readRow(std::uint64_t id, std::optional<journal::JobRow>& row) {
-  try {
-    row = journal_->find(id);
-    return true;
-  } catch (const std::exception& e) {
-    journalFailed("read a job", e);
+  auto found = journal_->find(id);
+  if (!found) {
+    journalFailed("read a job", found.error());
     return false;
   }
+  row = std::move(*found);
+  return true;
 }
 
-void AsyncJobs::journalFailed(const char* doing, const std::exception& error) {
+void AsyncJobs::journalFailed(const char* doing, const journal::JournalError& error) {
   journalErrors_++;
   // A full disk fails every write: one line now, then one every 10 s with the count.
   const auto t = std::chrono::steady_clock::now();
@@ -244,7 +226,7 @@ void AsyncJobs::journalFailed(const char* doing, const std::exception& error) {
   const std::uint64_t since = journalErrors_ - journalErrorsLogged_;
   journalErrorsLogged_ = journalErrors_;
   runtime::logAt(runtime::LogLevel::kError,
-                 std::string("journal trouble: cannot ") + doing + ": " + error.what() + " (" +
+                 std::string("journal trouble: cannot ") + doing + ": " + error.message + " (" +
                      std::to_string(since) +
                      " failure(s) since the last report; async submits answer 503 "
                      "journal_unavailable, sync jobs go on)",

@@ -32,7 +32,7 @@ class AsyncJobs {
   // DELETE /v1/jobs/{id}
   void cancel(unsigned version, std::uint64_t id, const Respond& respond);
   // A sync job ended: keep its record when it failed.
-  void recordSync(const core::JobReport& report, const Response& answer);
+  void recordSync(const core::JobReport& report);
   // Journal writes or reads that failed (disk full, I/O error): the daemon degrades instead of
   // dying. Async submits answer 503 journal_unavailable; sync jobs go on; outcomes that could not
   // be written are kept in memory (bounded) so their callers still get them.
@@ -47,9 +47,9 @@ class AsyncJobs {
 
   void start(std::uint64_t id, const std::string& pool, core::Payload payload,
              runtime::JobOptions options);
-  void finished(std::uint64_t id, const journal::FinishedJob& result);
+  void finished(std::uint64_t id, const core::JobReport& report);
   Response pendingResponse(unsigned version, std::uint64_t id) const;
-  void journalFailed(const char* doing, const std::exception& error);
+  void journalFailed(const char* doing, const journal::JournalError& error);
   // False (logged, counted) when the journal cannot be read; row is nullopt for an unknown id.
   bool readRow(std::uint64_t id, std::optional<journal::JobRow>& row);
   Response journalUnavailable(unsigned version) const;
@@ -58,14 +58,10 @@ class AsyncJobs {
   runtime::Supervisor& supervisor_;
   std::unique_ptr<journal::Journal> journal_;
   std::map<std::uint64_t, std::vector<Waiter>> waiters_;
-  std::map<std::uint64_t, journal::FinishedJob> unjournaled_;  // outcomes the journal refused
+  std::map<std::uint64_t, core::JobReport> unjournaled_;  // outcomes the journal refused
   std::uint64_t journalErrors_ = 0;
   std::uint64_t journalErrorsLogged_ = 0;
   std::optional<std::chrono::steady_clock::time_point> lastJournalLog_;
 };
-
-// What a sync caller would have received, in a form the journal can store and replay.
-journal::FinishedJob finishedJobFrom(const Response& answer, const core::JobReport& report);
-Response responseFromJournal(unsigned version, const journal::FinishedJob& job);
 
 }  // namespace bulkhead::api

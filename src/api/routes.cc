@@ -7,6 +7,7 @@
 #include "api/async_jobs.h"
 #include "api/health.h"
 #include "api/metrics.h"
+#include "api/pool_views.h"
 #include "api/problem.h"
 #include "config/units.h"
 
@@ -143,9 +144,8 @@ void submitJob(Services& services, const std::string& pool, Request& req, Respon
   AsyncJobs* jobs = services.jobs;
   supervisor.submit(pool, std::move(payload), options,
                     [respond, version, jobs](const core::JobReport& report) {
-                      Response answer = responseFor(version, report);
-                      if (jobs) jobs->recordSync(report, answer);
-                      respond(std::move(answer));
+                      if (jobs) jobs->recordSync(report);
+                      respond(responseFor(version, report));
                     });
 }
 
@@ -240,17 +240,17 @@ void route(Services& services, Request& req, Respond respond) {
   }
   if (path == "/v1/quarantine") {
     if (method != http::verb::get) return methodNotAllowed("GET");
-    return respond(jsonResponse(version, 200, supervisor.quarantineSnapshot()));
+    return respond(jsonResponse(version, 200, quarantineJson(supervisor)));
   }
   if (path == "/v1/pools") {
     if (method != http::verb::get) return methodNotAllowed("GET");
-    return respond(jsonResponse(version, 200, supervisor.poolsSnapshot()));
+    return respond(jsonResponse(version, 200, poolsJson(supervisor)));
   }
   constexpr std::string_view kPools = "/v1/pools/";
   if (path.size() > kPools.size() && path.substr(0, kPools.size()) == kPools &&
       path.find('/', kPools.size()) == std::string_view::npos) {
     if (method != http::verb::get) return methodNotAllowed("GET");
-    auto pool = supervisor.poolSnapshot(path.substr(kPools.size()));
+    auto pool = poolJson(supervisor, path.substr(kPools.size()));
     if (!pool) {
       return respond(problemResponse(
           version, 404,
