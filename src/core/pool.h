@@ -357,7 +357,15 @@ class Pool {
   void backOffSpawns(Time now);
   void recordStartFailure(AttemptRecord record, Time now);
   void failInFlight(Worker& worker, const ExitEvidence& evidence, Time now);
-  void finish(Job& job, Outcome outcome, std::string detail, Time now, bool queueFull = false);
+  // `extra` carries what only some endings have: the result, its worker, a full queue.
+  void finish(Job& job, Outcome outcome, std::string detail, Time now, JobReport extra = {});
+  JobReport reportFor(Job& job, Outcome outcome, std::string detail, Time now) const;
+  static JobReport queueFullReport() {
+    JobReport r;
+    r.queueFull = true;
+    return r;
+  }
+  bool retryIfAllowed(Job& job, Outcome outcome, Time now);
   void expireQueued(Job& job, Time now);
   void enqueue(Job& job, Time now, bool front);
   std::optional<Time> queueDeadlineFor(const Job& job, Time now) const;
