@@ -22,6 +22,7 @@
 #include "os/proc.h"
 #include "os/process.h"
 #include "proto/frame.h"
+#include "proto/worker_connection.h"
 #include "runtime/operator_log.h"
 #include "runtime/supervisor.h"
 #include "runtime/worker_spec.h"
@@ -43,8 +44,8 @@ inline core::Time steadyNow() { return core::fromSteady(std::chrono::steady_cloc
 
 inline void logLine(const std::string& line) { logAt(LogLevel::kWarning, line); }
 
-// The body of START_FAILED and HANDLER_ERROR; nullopt when it is not {type, message, traceback}.
-std::optional<core::ErrorInfo> parseErrorInfo(const std::string& body);
+// proto::WorkerConnection speaks the wire's vocabulary; the core has its own.
+core::ErrorInfo toCore(proto::ErrorInfo e);
 
 inline bool wantsLimits(const config::PoolConfig& c) {
   return c.memoryLimit > 0 || c.pidsLimit > 0;
@@ -52,16 +53,18 @@ inline bool wantsLimits(const config::PoolConfig& c) {
 
 struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo> {
   WorkerIo(asio::io_context& io, PoolRuntime& owner, core::WorkerId workerId,
-           std::string workerName, std::uint32_t maxPayload)
+           std::string workerName, std::uint32_t maxPayload, bool zygote)
       : pool(owner),
         id(workerId),
         name(std::move(workerName)),
         control(io),
         pipes{asio::posix::stream_descriptor(io), asio::posix::stream_descriptor(io),
               asio::posix::stream_descriptor(io)},
-        decoder(proto::Sender::kWorker, maxPayload),
-        tails{util::ByteRing(kTailBytes), util::ByteRing(kTailBytes),
-              util::ByteRing(kStacksBytes)} {}
+        connection(zygote ? proto::WorkerConnection::Role::kZygote
+                          : proto::WorkerConnection::Role::kWorker,
+                   maxPayload),
+        tails{util::ByteRing(kTailBytes), util::ByteRing(kTailBytes), util::ByteRing(kStacksBytes)},
+        isZygote(zygote) {}
 
   PoolRuntime& pool;
   core::WorkerId id;
@@ -70,12 +73,11 @@ struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo>
   os::UniqueFd pidfd;
   asio::local::stream_protocol::socket control;
   std::array<asio::posix::stream_descriptor, 3> pipes;
-  proto::FrameDecoder decoder;
+  proto::WorkerConnection connection;  // decoding, the HELLO rule and body schemas
   std::array<util::ByteRing, 3> tails;
   std::array<char, 16384> pipeBuffer;
   std::array<char, 65536> controlBuffer;
-  bool isZygote = false;  // the pool's template process, not a worker the core knows
-  bool helloSeen = false;
+  const bool isZygote;  // the pool's template process, not a worker the core knows
   bool misbehaving = false;
   bool closed = false;
   std::deque<std::pair<std::string, core::Payload>> writes;

@@ -318,7 +318,7 @@ void Supervisor::spawn(PoolRuntime& pool, const core::SpawnWorker& action) {
     return;
   }
   auto& process = std::get<os::WorkerProcess>(result);
-  auto worker = makeWorkerIo(pool, action.worker, name, process);
+  auto worker = makeWorkerIo(pool, action.worker, name, process, /*zygote=*/false);
   worker->cgroup = std::move(limits.cgroup);
   pool.workers[action.worker] = worker;
   workerStarted(*worker, process.pid, std::move(process.pidfd));

@@ -24,6 +24,7 @@
 #include "os/proc.h"
 #include "os/process.h"
 #include "proto/frame.h"
+#include "proto/worker_connection.h"
 #include "runtime/event_feed.h"
 
 namespace bulkhead::runtime {
@@ -129,7 +130,7 @@ class Supervisor {
   bool prepareLimits(PoolRuntime& pool, const core::SpawnWorker& action, const std::string& name,
                      WorkerLimits& limits);
   std::shared_ptr<WorkerIo> makeWorkerIo(PoolRuntime& pool, core::WorkerId id, std::string name,
-                                         os::WorkerProcess& process);
+                                         os::WorkerProcess& process, bool zygote);
   void workerStarted(WorkerIo& worker, pid_t pid, os::UniqueFd pidfd);
 
   // Zygote mode (docs/protocol.md, "Zygote").
@@ -138,7 +139,7 @@ class Supervisor {
   void tendZygote(PoolRuntime& pool);
   void startZygote(PoolRuntime& pool);
   void sendForks(PoolRuntime& pool);
-  void handleZygoteFrame(WorkerIo& zygote, proto::Frame frame);
+  void handleZygoteEvent(WorkerIo& zygote, proto::ConnectionEvent event);
   void zygoteForked(PoolRuntime& pool, core::WorkerId id, pid_t pid);
   void zygoteRefused(PoolRuntime& pool, const std::string& message);
   void zygoteGone(PoolRuntime& pool, const std::string& reason);
@@ -152,7 +153,9 @@ class Supervisor {
   ReadResult readControlNow(WorkerIo& worker, std::size_t limit);
   void readPipe(const std::shared_ptr<WorkerIo>& worker, int which);
   void consumeControlBytes(WorkerIo& worker, std::string_view bytes);
-  void handleFrame(WorkerIo& worker, proto::Frame frame);
+  // Pulls the connection's events until it needs more bytes; a PeerError ends that worker.
+  void handleConnectionEvents(WorkerIo& worker);
+  void handleWorkerEvent(WorkerIo& worker, proto::ConnectionEvent event);
   void misbehaved(WorkerIo& worker, std::string reason);
   void onChildExit(pid_t pid, int rawStatus);
   void closeWorkerIo(WorkerIo& worker);

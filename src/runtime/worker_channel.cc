@@ -1,8 +1,9 @@
 // The worker channel: one worker's (or zygote's) control socket and stdout/stderr/stacks pipes.
-// Owns: reading and writing them, decoding frames and checking their bodies, the HELLO-first rule,
-// draining what a dead worker left in the kernel buffers into its exit evidence, and closing it
-// all. May not touch: policy (it posts core events) or the zygote's own frames
-// (zygote_driver.cc). proto::WorkerConnection is to take over the frame checks here.
+// Owns: reading and writing them, feeding the bytes to the worker's proto::WorkerConnection (which
+// decodes frames and checks the HELLO rule and the bodies) and turning its typed events into core
+// events, draining what a dead worker left in the kernel buffers into its exit evidence, and
+// closing it all. May not touch: policy (it posts core events) or the zygote's own events
+// (zygote_driver.cc).
 
 #include "runtime/shell_state.h"
 
@@ -10,29 +11,33 @@ namespace bulkhead::runtime {
 
 using nlohmann::json;
 
-std::optional<core::ErrorInfo> parseErrorInfo(const std::string& body) {
-  json j = json::parse(body, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return std::nullopt;
-  core::ErrorInfo e;
-  auto field = [&](const char* key, std::string& out) {
-    auto it = j.find(key);
-    if (it == j.end()) return true;
-    if (!it->is_string()) return false;
-    out = it->get<std::string>();
-    return true;
-  };
-  if (!field("type", e.type) || !field("message", e.message) || !field("traceback", e.traceback)) {
-    return std::nullopt;
-  }
-  if (e.type.empty()) return std::nullopt;
-  return e;
+// proto::WorkerConnection speaks the wire's vocabulary; the core has its own.
+core::ErrorInfo toCore(proto::ErrorInfo e) {
+  return core::ErrorInfo{std::move(e.type), std::move(e.message), std::move(e.traceback)};
 }
+
+namespace {
+
+core::ResultKind toCore(proto::ResultKind kind) {
+  switch (kind) {
+    case proto::ResultKind::kBytes:
+      return core::ResultKind::kBytes;
+    case proto::ResultKind::kJson:
+      return core::ResultKind::kJson;
+    case proto::ResultKind::kText:
+      return core::ResultKind::kText;
+  }
+  return core::ResultKind::kBytes;
+}
+
+}  // namespace
 
 std::shared_ptr<Supervisor::WorkerIo> Supervisor::makeWorkerIo(PoolRuntime& pool, core::WorkerId id,
                                                                std::string name,
-                                                               os::WorkerProcess& process) {
-  auto worker = std::make_shared<WorkerIo>(io_, pool, id, std::move(name),
-                                           static_cast<std::uint32_t>(pool.config.maxPayload));
+                                                               os::WorkerProcess& process,
+                                                               bool zygote) {
+  auto worker = std::make_shared<WorkerIo>(
+      io_, pool, id, std::move(name), static_cast<std::uint32_t>(pool.config.maxPayload), zygote);
   worker->control.assign(asio::local::stream_protocol(), process.control.release());
   worker->pipes[kStdout].assign(process.stdoutRead.release());
   worker->pipes[kStderr].assign(process.stderrRead.release());
@@ -84,7 +89,8 @@ Supervisor::ReadResult Supervisor::readControlNow(WorkerIo& worker, std::size_t 
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return ReadResult::kDrained;
     if (n == 0 && !worker.misbehaving) {
-      if (auto err = worker.decoder.finish()) misbehaved(worker, err->reason);
+      worker.connection.receiveEof();
+      handleConnectionEvents(worker);  // a PeerError if the stream stopped inside a frame
     }
     return ReadResult::kClosed;
   }
@@ -116,15 +122,24 @@ void Supervisor::readControl(const std::shared_ptr<WorkerIo>& worker) {
 
 void Supervisor::consumeControlBytes(WorkerIo& worker, std::string_view bytes) {
   if (worker.misbehaving) return;
-  worker.decoder.feed(bytes);
+  worker.connection.receive(bytes);
+  handleConnectionEvents(worker);
+}
+
+void Supervisor::handleConnectionEvents(WorkerIo& worker) {
   for (;;) {
-    auto result = worker.decoder.next();
-    if (std::holds_alternative<proto::NeedMore>(result)) return;
-    if (auto* err = std::get_if<proto::DecodeError>(&result)) {
-      misbehaved(worker, err->reason);
+    proto::ConnectionEvent event = worker.connection.next();
+    if (std::holds_alternative<proto::NeedMore>(event)) return;
+    if (std::holds_alternative<proto::Closed>(event)) return;
+    if (auto* err = std::get_if<proto::PeerError>(&event)) {
+      misbehaved(worker, std::move(err->reason));
       return;
     }
-    handleFrame(worker, std::move(std::get<proto::Frame>(result)));
+    if (worker.isZygote) {
+      handleZygoteEvent(worker, std::move(event));
+    } else {
+      handleWorkerEvent(worker, std::move(event));
+    }
     if (worker.misbehaving || worker.closed) return;  // e.g. a zygote stopped by its own frame
   }
 }
@@ -141,89 +156,27 @@ void Supervisor::misbehaved(WorkerIo& worker, std::string reason) {
   post(worker.pool, core::WorkerMisbehaved{worker.id, std::move(reason)});
 }
 
-void Supervisor::handleFrame(WorkerIo& worker, proto::Frame f) {
-  using proto::FrameType;
-  if (!worker.helloSeen) {
-    if (f.type != FrameType::kHello) {
-      misbehaved(worker, "expected HELLO first, got " + std::string(proto::frameTypeName(f.type)));
-      return;
-    }
-    json hello = json::parse(f.body, nullptr, false);
-    if (hello.is_discarded() || !hello.is_object() || hello.value("protocol", 0) != 1) {
-      misbehaved(worker, "HELLO body is not {\"protocol\": 1, ...}");
-      return;
-    }
-    worker.helloSeen = true;
-    return;
+void Supervisor::handleWorkerEvent(WorkerIo& worker, proto::ConnectionEvent event) {
+  if (std::holds_alternative<proto::Ready>(event)) {
+    post(worker.pool, core::WorkerReady{worker.id});
+  } else if (auto* failed = std::get_if<proto::StartFailed>(&event)) {
+    post(worker.pool, core::WorkerStartFailed{worker.id, toCore(std::move(failed->error))});
+  } else if (auto* result = std::get_if<proto::Result>(&event)) {
+    sampleAfterJob(worker);
+    post(worker.pool,
+         core::JobResultReceived{worker.id, result->jobId, toCore(result->kind),
+                                 std::make_shared<const std::string>(std::move(result->body))});
+  } else if (auto* error = std::get_if<proto::JobError>(&event)) {
+    sampleAfterJob(worker);
+    std::uint64_t pidsMaxEvents = 0;
+    if (worker.cgroup) pidsMaxEvents = cgroups_->counters(*worker.cgroup).pidsMaxEvents;
+    post(worker.pool, core::JobErrorReceived{worker.id, error->jobId,
+                                             toCore(std::move(error->error)), pidsMaxEvents});
+  } else if (auto* beat = std::get_if<proto::Heartbeat>(&event)) {
+    post(worker.pool, core::WorkerHeartbeat{worker.id, beat->jobId, beat->progress,
+                                            beat->cpuSeconds, std::move(beat->stack)});
   }
-  if (worker.isZygote) return handleZygoteFrame(worker, std::move(f));
-  switch (f.type) {
-    case FrameType::kHello:
-      misbehaved(worker, "HELLO sent twice");
-      return;
-    case FrameType::kReady:
-      post(worker.pool, core::WorkerReady{worker.id});
-      return;
-    case FrameType::kStartFailed: {
-      auto e = parseErrorInfo(f.body);
-      if (!e) return misbehaved(worker, "START_FAILED body is not {type, message, traceback}");
-      post(worker.pool, core::WorkerStartFailed{worker.id, std::move(*e)});
-      return;
-    }
-    case FrameType::kResultBytes:
-    case FrameType::kResultText:
-    case FrameType::kResultJson: {
-      core::ResultKind kind = f.type == FrameType::kResultBytes  ? core::ResultKind::kBytes
-                              : f.type == FrameType::kResultText ? core::ResultKind::kText
-                                                                 : core::ResultKind::kJson;
-      if (kind == core::ResultKind::kJson && !json::accept(f.body)) {
-        return misbehaved(worker, "RESULT_JSON body is not valid JSON");
-      }
-      sampleAfterJob(worker);
-      post(worker.pool,
-           core::JobResultReceived{worker.id, f.jobId, kind,
-                                   std::make_shared<const std::string>(std::move(f.body))});
-      return;
-    }
-    case FrameType::kHandlerError: {
-      auto e = parseErrorInfo(f.body);
-      if (!e) return misbehaved(worker, "HANDLER_ERROR body is not {type, message, traceback}");
-      sampleAfterJob(worker);
-      std::uint64_t pidsMaxEvents = 0;
-      if (worker.cgroup) pidsMaxEvents = cgroups_->counters(*worker.cgroup).pidsMaxEvents;
-      post(worker.pool, core::JobErrorReceived{worker.id, f.jobId, std::move(*e), pidsMaxEvents});
-      return;
-    }
-    case FrameType::kHeartbeat: {
-      json beat = json::parse(f.body, nullptr, false);
-      if (beat.is_discarded() || !beat.is_object()) {
-        return misbehaved(worker, "HEARTBEAT body is not a JSON object");
-      }
-      core::WorkerHeartbeat event;
-      event.worker = worker.id;
-      event.job = f.jobId;
-      if (auto it = beat.find("progress"); it != beat.end() && it->is_number_unsigned()) {
-        event.progress = it->get<std::uint64_t>();
-      }
-      if (auto it = beat.find("cpu_seconds"); it != beat.end() && it->is_number()) {
-        event.cpuSeconds = it->get<double>();
-      }
-      if (auto it = beat.find("stack"); it != beat.end() && it->is_string()) {
-        event.stack = it->get<std::string>();
-      }
-      post(worker.pool, std::move(event));
-    }
-      return;
-    case FrameType::kForked:
-    case FrameType::kForkRefused:
-      misbehaved(worker, "a worker sent a zygote frame");
-      return;
-    case FrameType::kJob:
-    case FrameType::kShutdown:
-    case FrameType::kFork:
-      misbehaved(worker, "worker sent a supervisor frame");
-      return;
-  }
+  // Hello needs nothing; the connection refuses a zygote's frames from a worker.
 }
 
 void Supervisor::sendFrame(WorkerIo& worker, std::string header, core::Payload body) {

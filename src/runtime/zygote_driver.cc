@@ -48,7 +48,7 @@ void Supervisor::forkFromZygote(PoolRuntime& pool, const core::SpawnWorker& acti
   fork.frame = proto::encodeHeader(proto::FrameType::kFork, action.worker,
                                    static_cast<std::uint32_t>(text.size())) +
                text;
-  auto worker = makeWorkerIo(pool, action.worker, name, channels.ours);
+  auto worker = makeWorkerIo(pool, action.worker, name, channels.ours, /*zygote=*/false);
   worker->cgroup = std::move(limits.cgroup);
   pool.workers[action.worker] = worker;
   pool.zygote->forks.emplace(action.worker, std::move(fork));
@@ -85,8 +85,7 @@ void Supervisor::startZygote(PoolRuntime& pool) {
     return;
   }
   auto& process = std::get<os::WorkerProcess>(result);
-  auto zygote = makeWorkerIo(pool, 0, name, process);
-  zygote->isZygote = true;
+  auto zygote = makeWorkerIo(pool, 0, name, process, /*zygote=*/true);
   z.io = zygote;
   workerStarted(*zygote, process.pid, std::move(process.pidfd));
 }
@@ -112,58 +111,31 @@ void Supervisor::sendForks(PoolRuntime& pool) {
   }
 }
 
-void Supervisor::handleZygoteFrame(WorkerIo& zygote, proto::Frame f) {
-  using proto::FrameType;
+void Supervisor::handleZygoteEvent(WorkerIo& zygote, proto::ConnectionEvent event) {
   PoolRuntime& pool = zygote.pool;
   ZygoteRuntime& z = *pool.zygote;
-  json body = json::parse(f.body, nullptr, false);
-  switch (f.type) {
-    case FrameType::kReady:
-      z.life.ready();
-      noteEvent(pool, "zygote_ready", zygote.name, "pid " + std::to_string(zygote.pid));
-      tendZygote(pool);
-      return;
-    case FrameType::kStartFailed:
-      if (auto e = parseErrorInfo(f.body)) z.startError = std::move(*e);
-      return;
-    case FrameType::kForked: {
-      const bool valid = body.is_object() && body.contains("pid") &&
-                         body["pid"].is_number_integer() && body["pid"].get<long long>() > 1 &&
-                         body["pid"].get<long long>() <= std::numeric_limits<pid_t>::max();
-      if (!valid) return misbehaved(zygote, "FORKED body is not {\"pid\": int}");
-      z.life.forkAnswered(now());
-      z.forked++;
-      zygoteForked(pool, f.jobId, static_cast<pid_t>(body["pid"].get<long long>()));
+  if (std::holds_alternative<proto::Ready>(event)) {
+    z.life.ready();
+    noteEvent(pool, "zygote_ready", zygote.name, "pid " + std::to_string(zygote.pid));
+    tendZygote(pool);
+  } else if (auto* failed = std::get_if<proto::StartFailed>(&event)) {
+    z.startError = toCore(std::move(failed->error));
+  } else if (auto* forked = std::get_if<proto::Forked>(&event)) {
+    z.life.forkAnswered(now());
+    z.forked++;
+    zygoteForked(pool, forked->requestId, static_cast<pid_t>(forked->pid));
+  } else if (auto* refused = std::get_if<proto::ForkRefused>(&event)) {
+    z.life.forkAnswered(now());
+    if (refused->permanent) {
+      z.life.refused(refused->message);
+      noteEvent(pool, "zygote_refused", zygote.name, refused->message);  // logged once, a warning
+      zygoteRefused(pool, refused->message);
       return;
     }
-    case FrameType::kForkRefused: {
-      if (!body.is_object() || !body.contains("message") || !body["message"].is_string()) {
-        return misbehaved(zygote, "FORK_REFUSED body is not {type, message, permanent}");
-      }
-      z.life.forkAnswered(now());
-      const std::string message = body["message"].get<std::string>();
-      if (body.value("permanent", true)) {
-        z.life.refused(message);
-        noteEvent(pool, "zygote_refused", zygote.name, message);  // logged once, as a warning
-        zygoteRefused(pool, message);
-        return;
-      }
-      z.forks.erase(f.jobId);
-      post(pool, core::WorkerSpawnFailed{f.jobId, "zygote: " + message});
-      return;
-    }
-    case FrameType::kHello:
-    case FrameType::kResultBytes:
-    case FrameType::kResultJson:
-    case FrameType::kResultText:
-    case FrameType::kHandlerError:
-    case FrameType::kHeartbeat:
-    case FrameType::kJob:
-    case FrameType::kShutdown:
-    case FrameType::kFork:
-      misbehaved(zygote, "the zygote sent " + std::string(proto::frameTypeName(f.type)));
-      return;
+    z.forks.erase(refused->requestId);
+    post(pool, core::WorkerSpawnFailed{refused->requestId, "zygote: " + refused->message});
   }
+  // Hello needs nothing; the connection refuses a worker's frames from a zygote.
 }
 
 void Supervisor::zygoteForked(PoolRuntime& pool, core::WorkerId id, pid_t pid) {
