@@ -1,5 +1,7 @@
 #include "api/health.h"
 
+#include "api/job_answers.h"
+
 namespace bulkhead::api {
 
 using nlohmann::json;
