@@ -11,9 +11,11 @@ flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
        -I"$root/src")
 clang++ "${flags[@]}" "$root/tests/fuzz/frame_fuzz.cc" "$root/src/proto/frame.cc" \
   -o "$out/frame_fuzz"
+clang++ "${flags[@]}" "$root/tests/fuzz/worker_connection_fuzz.cc" "$root/src/proto/frame.cc" \
+  "$root/src/proto/worker_connection.cc" -o "$out/worker_connection_fuzz"
 clang++ "${flags[@]}" -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 "$root/tests/fuzz/config_fuzz.cc" \
   "$root/src/config/config.cc" "$root/src/config/units.cc" -ltomlplusplus -o "$out/config_fuzz"
-for target in frame config; do
+for target in frame worker_connection config; do
   mkdir -p "$out/corpus-$target"
   cp -n "$root/tests/fuzz/corpus/$target/"* "$out/corpus-$target/" 2>/dev/null || true
   echo "fuzzing $target for ${seconds}s"

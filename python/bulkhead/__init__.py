@@ -5,7 +5,7 @@ for async jobs; ``AsyncClient``, asyncio, with ``AsyncJobHandle``), one exceptio
 outcome, and the worker SDK the supervisor starts (``python -m bulkhead.worker``).
 
 Importing ``bulkhead`` is cheap on purpose (every worker process does it): the clients and their
-``http.client`` / ``asyncio`` imports load on first use of ``bulkhead.Client`` (or
+``socket`` / ``asyncio`` imports load on first use of ``bulkhead.Client`` (or
 ``JobHandle``) and ``bulkhead.AsyncClient`` (or ``AsyncJobHandle``).
 """
 
@@ -31,7 +31,7 @@ _LAZY = {"Client": "client", "JobHandle": "client",
 
 
 def __getattr__(name):
-    # PEP 562: load the clients (http.client, asyncio) only when they are asked for.
+    # PEP 562: load the clients (socket, asyncio) only when they are asked for.
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError("module %r has no attribute %r" % (__name__, name))

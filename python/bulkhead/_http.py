@@ -1,9 +1,10 @@
-"""Sans-I/O HTTP pieces of the bulkhead clients (docs/api.md): no sockets, no event loop.
+"""The bulkhead API as the clients speak it (docs/api.md), sans-I/O: no sockets, no event loop.
 
 ``bulkhead.client.Client`` (blocking) and ``bulkhead.aio.AsyncClient`` (asyncio) are thin
-transports over this module: it builds what goes out (URLs, payloads, headers, the socket timeout
-that goes with a job's deadline) and reads what comes back (status, headers and body) into values
-or the exception of the outcome, so both clients raise the same exceptions for the same answers.
+transports over this module and ``bulkhead._h1`` (the HTTP/1.1 wire format): this one builds what
+goes out (URLs, payloads, headers, the socket timeout that goes with a job's deadline) and reads
+what comes back (status, headers and body) into values or the exception of the outcome, so both
+clients raise the same exceptions for the same answers.  It never sees bytes on the wire.
 """
 
 import json
@@ -20,7 +21,9 @@ URL_ENV = "BULKHEAD_URL"   # the daemon's URL when none is passed (as for the CL
 # the SIGTERM grace (kill_grace, 1 s by default).  Raise ``timeout_margin`` for a longer grace.
 TIMEOUT_MARGIN = 2.0
 TIMEOUT_SLACK = 0.1
-_COALESCE = 64 * 1024   # bodies up to this size go out in the same send() as the headers
+# Results are held in memory whole: a bound keeps a wrong Content-Length (or a peer that is not
+# the daemon) from taking all of it.  The daemon's own results are at most a pool's max_payload.
+DEFAULT_MAX_RESPONSE_BODY = 1 << 30
 # The longest ``wait`` of one long-poll of a job (the daemon allows up to 60 s): a poll that comes
 # back empty after this long is simply sent again, and a dead peer is noticed within it (plus the
 # margin).
@@ -28,6 +31,13 @@ MAX_POLL_WAIT = 30.0
 # Socket timeout of the requests that the daemon answers without running anything: submit (the
 # 202 comes once the job is journaled), status, cancel.
 ACK_TIMEOUT = 30.0
+
+
+def check_max_response_body(value):
+    """Validates a client's ``max_response_body``: an int >= 0, or None for no bound."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 0):
+        raise ValueError("max_response_body must be an int >= 0 or None, got %r" % (value,))
 
 
 def resolve_url(url):
@@ -262,7 +272,7 @@ class PollClock(object):
 
 def error_from_response(status, response, data):
     """The exception for a non-200 answer.  ``response``: anything with ``reason`` and
-    ``getheader(name)`` (``http.client.HTTPResponse``, ``bulkhead.aio``'s response)."""
+    ``getheader(name)`` (``bulkhead._h1.Response``)."""
     problem = problem_from_body(status, response.reason, response.getheader("Content-Type"),
                                 data, response.getheader("X-Bulkhead-Outcome"))
     return error_from_problem(status, problem,

@@ -6,11 +6,13 @@
         handle = await client.submit("faces", b"...", idempotency_key="req-42")
         out = await handle.result(timeout=60)
 
-It speaks HTTP/1.1 itself over ``asyncio.open_connection`` / ``asyncio.open_unix_connection``
-(``unix:/path`` URLs as for ``Client``) and reads answers with the same sans-I/O helpers as the
-blocking ``Client`` (``bulkhead._http``), so both raise the same exceptions for the same answers,
-send the same deadline headers and wait for an answer as long.  It reads answer bodies up to
-``max_response_body`` bytes (1 GiB by default); a larger one raises ``ResponseTooLarge``.
+This module is the asyncio transport only: it moves bytes over ``asyncio.open_connection`` /
+``asyncio.open_unix_connection`` (``unix:/path`` URLs as for ``Client``).  The HTTP/1.1 wire
+format is ``bulkhead._h1``'s, the meaning of answers ``bulkhead._http``'s and the request plans
+``bulkhead._client_core``'s, all shared with the blocking ``Client``, so both raise the same
+exceptions for the same answers, send the same deadline headers and wait for an answer as long.
+Both read answer bodies up to ``max_response_body`` bytes (1 GiB by default); a larger one
+raises ``ResponseTooLarge``.
 
 Connections: each ``AsyncClient`` keeps a small pool of keep-alive connections, at most
 ``max_connections`` (default 8).  Concurrent awaits on one client run in parallel on different
@@ -37,33 +39,59 @@ A client belongs to the event loop that uses it; used from another loop later (a
 
 import asyncio
 import json
+import os
 import socket
-import time
 from select import POLLIN, poll
 
+from ._client_core import ClientCore, JobHandleCore, ResultRounds
+from ._h1 import (
+    HEAD_LIMIT, NEED_DATA, BadResponse, ClientConnection, TooLarge, encode_request, read_whole)
 from ._http import (
-    ACK_TIMEOUT, MAX_POLL_WAIT, TIMEOUT_MARGIN, PollClock, _COALESCE, _describe, answer_timeout,
-    cancel_answer, check_job_id, encode_json_payload, encode_payload, error_from_response,
-    final_summary, final_value, health_answer, job_path, job_request_headers, job_state,
-    parse_url, poll_path, pool_jobs_path, resolve_url, submit_answer, timeout_header)
-from ._wire import HEAD_LIMIT, BadResponse, TooLarge, early_answer, read_response
-from .errors import ClientTimeout, ResponseTooLarge, TransportError
+    DEFAULT_MAX_RESPONSE_BODY, _describe, cancel_answer, final_value, health_answer,
+    submit_answer)
+from .errors import TransportError
 
 __all__ = ["AsyncClient", "AsyncJobHandle", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_RESPONSE_BODY"]
 
 DEFAULT_MAX_CONNECTIONS = 8
-# Results are held in memory whole: a bound keeps a wrong Content-Length (or a peer that is not
-# the daemon) from taking all of it.  The daemon's own results are at most a pool's max_payload.
-DEFAULT_MAX_RESPONSE_BODY = 1 << 30
-class _Connection(object):
-    __slots__ = ("reader", "writer", "generation", "_poller", "_fd")
+_READ_CHUNK = 1 << 20
+_EARLY_ANSWER_MAX = 1 << 20   # an early answer is a short problem document
 
-    def __init__(self, reader, writer, generation):
+
+class _Connection(object):
+    """One socket's streams and its HTTP/1.1 state (``h1``, a ``bulkhead._h1.ClientConnection``);
+    this class only moves bytes between them."""
+
+    __slots__ = ("reader", "writer", "generation", "h1", "_poller", "_fd")
+
+    def __init__(self, reader, writer, generation, max_body):
         self.reader = reader
         self.writer = writer
         self.generation = generation
+        self.h1 = ClientConnection(max_body)
         self._poller = None
         self._fd = -1
+
+    async def read_answer(self):
+        """The ``Answer`` to the request written on this connection."""
+        h1 = self.h1
+        while True:
+            event = h1.next_event()
+            if event is not NEED_DATA:
+                return event
+            h1.receive_data(await self.reader.read(_READ_CHUNK))
+
+    async def early_answer(self, method):
+        """The answer the server wrote before our request was written completely (it refused
+        it from the headers, e.g. 413, and closed, which broke the write), or None.
+
+        The transport's write failure sets an exception on ``reader`` that every read raises
+        first, though the answer may sit in its buffer (asyncio handles a socket's read event
+        before its write event) or, when the write failed at once, still in the kernel: so those
+        bytes are read past the reader and parsed on their own."""
+        buffered = bytes(getattr(self.reader, "_buffer", b""))
+        buffered += _unread(self.writer.get_extra_info("socket"))
+        return read_whole(buffered, method, self.h1.max_body) if buffered else None
 
     def dropped(self):
         """True if this idle connection cannot carry a request: the server closed it, reset it,
@@ -116,7 +144,7 @@ class _Attempt(object):
         self.sent = False
 
 
-class AsyncClient(object):
+class AsyncClient(ClientCore):
     """asyncio client of one bulkhead daemon.
 
     ``url``: ``http://HOST:PORT`` or ``unix:/path/to.sock``; None (the default) takes
@@ -131,37 +159,15 @@ class AsyncClient(object):
     Use it as ``async with AsyncClient(...) as client:`` or ``await client.close()`` at the end.
     """
 
-    timeout_margin = TIMEOUT_MARGIN
-    max_poll_wait = MAX_POLL_WAIT
-    ack_timeout = ACK_TIMEOUT
+    _name = "AsyncClient"
 
     def __init__(self, url=None, timeout=None, max_connections=DEFAULT_MAX_CONNECTIONS,
                  max_response_body=DEFAULT_MAX_RESPONSE_BODY):
-        if timeout is not None:
-            timeout_header(timeout)  # validate now rather than on the first call
         if (isinstance(max_connections, bool) or not isinstance(max_connections, int)
                 or max_connections < 1):
             raise ValueError("max_connections must be an int >= 1, got %r" % (max_connections,))
-        if max_response_body is not None and (isinstance(max_response_body, bool)
-                                              or not isinstance(max_response_body, int)
-                                              or max_response_body < 0):
-            raise ValueError("max_response_body must be an int >= 0 or None, got %r"
-                             % (max_response_body,))
-        url = resolve_url(url)
-        kind, where, prefix = parse_url(url)
-        self.url = url
-        self.timeout = timeout
+        ClientCore.__init__(self, url, timeout, max_response_body)
         self.max_connections = max_connections
-        self.max_response_body = max_response_body
-        self._kind = kind
-        self._where = where
-        self._prefix = prefix
-        if kind == "unix":
-            self._host = "localhost"
-        else:
-            host, port = where
-            self._host = "%s:%d" % ("[%s]" % host if ":" in host else host, port)
-        self._job_paths = {}
         self._loop = None
         self._slots = None
         self._idle = []
@@ -171,44 +177,38 @@ class AsyncClient(object):
 
     async def call(self, pool, payload, timeout=None, allow_poison=False):
         """Run one job on ``pool``; returns the handler's result as bytes.  As ``Client.call``."""
-        payload, content_type = encode_payload(payload)
-        return await self._job(pool, payload, content_type, timeout, allow_poison)
+        return await self._call(self._call_plan(pool, payload, timeout, allow_poison))
 
     async def call_json(self, pool, obj, timeout=None, allow_poison=False):
         """Run one job with a JSON payload and parse the JSON result.  As ``Client.call_json``."""
-        return json.loads(await self._job(pool, encode_json_payload(obj), "application/json",
-                                          timeout, allow_poison))
+        return json.loads(await self._call(self._call_plan(pool, obj, timeout, allow_poison,
+                                                           as_json=True)))
 
     async def submit(self, pool, payload, timeout=None, idempotency_key=None, allow_poison=False):
         """Submit one job to run in the background; returns an ``AsyncJobHandle`` once the daemon
         has journaled it.  As ``Client.submit``."""
-        payload, content_type = encode_payload(payload)
-        return await self._submit(pool, payload, content_type, timeout, idempotency_key,
-                                  allow_poison)
+        return await self._submit(pool, self._submit_plan(pool, payload, timeout,
+                                                          idempotency_key, allow_poison))
 
     async def submit_json(self, pool, obj, timeout=None, idempotency_key=None,
                           allow_poison=False):
         """``submit`` with a JSON payload; read the result with ``AsyncJobHandle.result_json``."""
-        return await self._submit(pool, encode_json_payload(obj), "application/json", timeout,
-                                  idempotency_key, allow_poison)
+        return await self._submit(pool, self._submit_plan(pool, obj, timeout, idempotency_key,
+                                                          allow_poison, as_json=True))
 
     def job(self, job_id, pool=None):
         """An ``AsyncJobHandle`` for an existing job id (nothing is sent until it is used)."""
-        return AsyncJobHandle(self, check_job_id(job_id), pool=pool)
+        return ClientCore.job(self, job_id, pool)
 
     async def pools(self):
         """``GET /v1/pools``: the pools, their counters and workers (a dict)."""
-        status, response, data = await self._request("GET", self._prefix + "/v1/pools",
-                                                     idempotent=True)
-        if status != 200:
-            raise error_from_response(status, response, data)
-        return json.loads(data)
+        return json.loads(final_value(await self._request("GET", self._prefix + "/v1/pools",
+                                                          idempotent=True)))
 
     async def health(self):
         """``GET /healthz``: ``{"status": "ok"}``, or ``{"status": "shutting_down"}`` (503)."""
-        status, response, data = await self._request("GET", self._prefix + "/healthz",
-                                                     idempotent=True)
-        return health_answer(status, response, data)
+        return health_answer(*await self._request("GET", self._prefix + "/healthz",
+                                                  idempotent=True))
 
     async def close(self):
         """Close the idle connections; connections busy with a request close when it ends.  The
@@ -227,37 +227,17 @@ class AsyncClient(object):
     async def __aexit__(self, *exc_info):
         await self.close()
 
-    def __repr__(self):
-        return "AsyncClient(%r)" % (self.url,)
-
     # -- internals -------------------------------------------------------------------------------
 
-    def _pool_path(self, pool):
-        path = self._job_paths.get(pool)
-        if path is None:
-            path = self._job_paths[pool] = pool_jobs_path(self._prefix, pool)
-        return path
+    async def _call(self, plan):
+        path, body, content_type, headers, wait = plan
+        return final_value(await self._request("POST", path, body, content_type, headers, wait))
 
-    async def _job(self, pool, payload, content_type, timeout, allow_poison):
-        path = self._pool_path(pool)
-        if timeout is None:
-            timeout = self.timeout
-        headers = job_request_headers(timeout, deadline=True, allow_poison=allow_poison)
-        wait = answer_timeout(timeout, self.timeout_margin)
-        status, response, data = await self._request("POST", path, payload, content_type,
-                                                     headers, wait, idempotent=False)
-        if status == 200:
-            return data
-        raise error_from_response(status, response, data)
-
-    async def _submit(self, pool, payload, content_type, timeout, idempotency_key, allow_poison):
-        path = self._pool_path(pool) + "?wait=0"
-        headers = job_request_headers(self.timeout if timeout is None else timeout,
-                                      idempotency_key, allow_poison=allow_poison)
-        status, response, data = await self._request("POST", path, payload, content_type,
-                                                     headers, self.ack_timeout,
-                                                     idempotent=idempotency_key is not None)
-        return AsyncJobHandle(self, **submit_answer(status, response, data, pool))
+    async def _submit(self, pool, plan):
+        path, body, content_type, headers, idempotent = plan
+        answer = await self._request("POST", path, body, content_type, headers,
+                                     self.ack_timeout, idempotent)
+        return AsyncJobHandle(self, **submit_answer(*answer, pool))
 
     def _bind_loop(self):
         loop = asyncio.get_running_loop()
@@ -268,28 +248,12 @@ class AsyncClient(object):
             self._loop = loop
             self._slots = asyncio.Semaphore(self.max_connections)
 
-    def _encode(self, method, path, body, content_type, headers):
-        if any(c <= " " or c == "\x7f" for c in path):
-            raise ValueError("request path %r contains whitespace or control characters" % path)
-        lines = ["%s %s HTTP/1.1" % (method, path), "Host: " + self._host]
-        if body is not None:
-            lines.append("Content-Type: " + content_type)
-            lines.append("Content-Length: %d" % len(body))
-        for name, value in headers:
-            lines.append("%s: %s" % (name, value))
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-        if not body:
-            return [head]
-        if len(body) <= _COALESCE:
-            return [head + body]
-        return [head, body]
-
     async def _request(self, method, path, body=None, content_type=None, headers=(),
                        timeout=None, idempotent=False):
         """``(status, response, body)`` of one request.  ``timeout`` bounds connecting, sending
         and the whole answer (not the wait for a free connection)."""
         self._bind_loop()
-        request = self._encode(method, path, body, content_type, headers)
+        request = encode_request(method, path, self._host, headers, body, content_type)
         async with self._slots:
             attempt = _Attempt()
             if timeout is None:
@@ -299,9 +263,7 @@ class AsyncClient(object):
                     self._roundtrip(method, path, request, idempotent, attempt), timeout)
             except asyncio.TimeoutError:
                 # wait_for cancelled the round trip, which closed its connection
-                raise ClientTimeout("no response from bulkhead at %s within %g s (%s %s); the "
-                                    "job may still be running" % (self.url, timeout, method, path),
-                                    job_may_have_run=attempt.sent) from None
+                raise self._no_answer_in_time(timeout, method, path, attempt.sent) from None
 
     async def _roundtrip(self, method, path, request, idempotent, attempt):
         retried = False
@@ -311,18 +273,18 @@ class AsyncClient(object):
             if conn is None:
                 conn = await self._connect()
             attempt.sent = False
-            limit = self.max_response_body
             reading = False
             try:
+                conn.h1.max_body = self.max_response_body   # it may have been changed
+                conn.h1.start_request(method)
                 for part in request:
                     conn.writer.write(part)
                 if conn.writer.transport.is_closing():   # the write failed at once
                     # ... maybe because the server already answered and closed (a part went out)
-                    early = await early_answer(conn.reader, method, limit,
-                                               conn.writer.get_extra_info("socket"))
+                    early = await conn.early_answer(method)
                     conn.abort()
                     if early is not None:
-                        return early[0].status, early[0], early[1]
+                        return early.response.status, early.response, early.body
                     if reused and not retried:
                         retried = True      # never reached the server complete: send again
                         continue
@@ -331,34 +293,29 @@ class AsyncClient(object):
                 attempt.sent = True
                 await conn.writer.drain()
                 reading = True
-                response, data, keep = await read_response(conn.reader, method, limit)
+                answer = await conn.read_answer()
             except TooLarge as exc:
                 conn.abort()    # the body was not read: the connection cannot carry more
-                raise ResponseTooLarge("answer from bulkhead at %s (%s %s) refused: %s"
-                                       % (self.url, method, path, exc), job_may_have_run=True,
-                                       limit=limit) from None
+                raise self._answer_too_large(method, path, exc) from None
             except (OSError, EOFError, ValueError, asyncio.LimitOverrunError,
                     BadResponse) as exc:
-                early = None if reading else await early_answer(
-                    conn.reader, method, limit, conn.writer.get_extra_info("socket"))
+                early = None if reading else await conn.early_answer(method)
                 conn.abort()
                 if early is not None:
-                    return early[0].status, early[0], early[1]
+                    return early.response.status, early.response, early.body
                 if idempotent and not retried:
                     retried = True
                     continue
-                raise TransportError("connection to bulkhead at %s lost after the request was "
-                                     "sent (%s %s): %s; the job may have run, so it was not sent "
-                                     "again" % (self.url, method, path, _describe(exc)),
-                                     job_may_have_run=not idempotent) from exc
+                raise self._lost_after_sending(method, path, exc, idempotent) from exc
             except BaseException:
                 conn.abort()   # cancelled (or worse) mid-request: the connection's state is lost
                 raise
-            if keep and conn.generation == self._generation:
+            if conn.h1.reusable and conn.generation == self._generation:
+                conn.h1.start_next_cycle()
                 self._idle.append(conn)
             else:
                 conn.close()
-            return response.status, response, data
+            return answer.response.status, answer.response, answer.body
 
     def _take_idle(self):
         while self._idle:
@@ -385,43 +342,28 @@ class AsyncClient(object):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except (OSError, AttributeError):
                 pass
-        return _Connection(reader, writer, self._generation)
+        return _Connection(reader, writer, self._generation, self.max_response_body)
 
 
-class AsyncJobHandle(object):
+class AsyncJobHandle(JobHandleCore):
     """A job submitted with ``AsyncClient.submit`` (or named with ``AsyncClient.job``): the
     asyncio twin of ``JobHandle`` (``id``, ``pool``, ``duplicate``, ``location``; ``await
     result()``, ``await result_json()``, ``await status()``, ``await cancel()``).  Its requests
     go through the client that made it (and its connection pool)."""
 
-    def __init__(self, client, job_id, pool=None, duplicate=False, location=None, final=None):
-        self.client = client
-        self.id = job_id
-        self.pool = pool
-        self.duplicate = duplicate
-        self.location = location
-        self._path = job_path(client._prefix, job_id)
-        self._final = final
+    _name = "AsyncJobHandle"
 
     async def result(self, timeout=None):
         """Wait for the job; its result as bytes, or its outcome's exception (as
         ``AsyncClient.call``).  After ``timeout`` seconds (None: no limit; 0: look once) raises
         ``ClientTimeout``; the job keeps running."""
-        if self._final is None:
-            clock = PollClock(timeout, self.client.max_poll_wait)
-            while True:
-                wait = clock.next_wait()
-                started = time.monotonic()
-                status, response, data = await self._get(wait,
-                                                         wait + self.client.timeout_margin)
-                if job_state(status, response, data, self.id) is None:
-                    self._final = (status, response, data)
-                    break
-                pause = clock.after_pending(wait, time.monotonic() - started)
-                if pause is None:
-                    raise clock.timeout_error(self.id)
-                if pause:
-                    await asyncio.sleep(pause)
+        rounds = ResultRounds(self, timeout)
+        while not rounds.done:
+            if rounds.pause:
+                await asyncio.sleep(rounds.pause)
+            method, path, wait = rounds.next_poll()
+            rounds.answered(await self.client._request(method, path, timeout=wait,
+                                                       idempotent=True))
         return final_value(self._final)
 
     async def result_json(self, timeout=None):
@@ -431,24 +373,45 @@ class AsyncJobHandle(object):
     async def status(self):
         """The job's state without waiting (see ``JobHandle.status``)."""
         if self._final is None:
-            status, response, data = await self._get(0, self.client.ack_timeout)
-            state = job_state(status, response, data, self.id)
+            method, path, wait = self._poll_plan(0, self.client.ack_timeout)
+            state = self._take(await self.client._request(method, path, timeout=wait,
+                                                          idempotent=True))
             if state is not None:
                 return state
-            self._final = (status, response, data)
-        return final_summary(self._final, self.id)
+        return self._summary()
 
     async def cancel(self):
         """True if the cancel was accepted, False if the job had already finished (see
         ``JobHandle.cancel``)."""
-        status, response, data = await self.client._request(
-            "DELETE", self._path, timeout=self.client.ack_timeout, idempotent=True)
-        return cancel_answer(status, response, data)
+        return cancel_answer(*await self.client._request(
+            "DELETE", self._path, timeout=self.client.ack_timeout, idempotent=True))
 
-    async def _get(self, wait, timeout):
-        return await self.client._request("GET", poll_path(self._path, wait), timeout=timeout,
-                                          idempotent=True)
 
-    def __repr__(self):
-        return "AsyncJobHandle(id=%r, pool=%r%s)" % (
-            self.id, self.pool, ", duplicate=True" if self.duplicate else "")
+AsyncClient._handle_class = AsyncJobHandle
+
+
+def _unread(sock):
+    """What the kernel still holds for ``sock``, a transport's socket that stopped reading after
+    a failed write but is not closed yet; never waits (the connection is dead: nothing more
+    comes)."""
+    try:
+        fd = sock.fileno() if sock is not None else -1
+        if fd < 0:
+            return b""
+        copy = socket.socket(fileno=os.dup(fd))
+    except (OSError, ValueError):
+        return b""
+    chunks = []
+    total = 0
+    with copy:
+        copy.setblocking(False)
+        while total < _EARLY_ANSWER_MAX:
+            try:
+                data = copy.recv(65536)
+            except OSError:      # EAGAIN: all of it; ECONNRESET: after all of it
+                break
+            if not data:
+                break
+            chunks.append(data)
+            total += len(data)
+    return b"".join(chunks)

@@ -37,78 +37,47 @@ Async (journaled) jobs, docs/api.md "Async jobs":
     handle.cancel()                     # True: cancel accepted; False: already finished
     client.job("17")                    # a handle for a job id known from elsewhere
 
-The sans-I/O helpers (URL, payload and header encoding, reading answers into values or
-exceptions) live in ``bulkhead._http``, shared with ``bulkhead.aio.AsyncClient``, so both clients
-raise the same exceptions for the same answers.
+This module is the blocking transport only: it opens the socket, writes bytes and reads bytes.
+The HTTP/1.1 wire format (request encoding, answer parsing, keep-alive, the ``max_response_body``
+bound) is ``bulkhead._h1``'s, what an answer means (URL, payload and header encoding, answers
+into values or exceptions) is ``bulkhead._http``'s, and the settings and request plans of a client
+and a job handle are ``bulkhead._client_core``'s, all shared with ``bulkhead.aio.AsyncClient``, so
+both clients write the same requests and raise the same exceptions for the same answers.
 """
 
-import http.client
 import json
 import socket
 import time
 from select import POLLIN, poll
 
+from ._h1 import (
+    IDLE, NEED_DATA, SENT, ClientConnection, LocalProtocolError, ProtocolError, TooLarge,
+    encode_request)
 # The sans-I/O helpers live in ._http; the names are kept here too for code that imported them
 # from this module.
+from ._client_core import ClientCore, JobHandleCore, ResultRounds
 from ._http import (  # noqa: F401
-    ACK_TIMEOUT, DEFAULT_URL, MAX_POLL_WAIT, TIMEOUT_MARGIN, URL_ENV, PollClock, _as_bytes,
-    _COALESCE, _describe, _json_object, _runs, answer_timeout, cancel_answer, check_job_id,
-    check_wait_timeout, encode_json_payload, encode_payload, error_from_response, final_summary,
-    final_value, health_answer, idempotency_header, job_path, job_request_headers, job_state,
-    parse_retry_after, parse_url, poll_path, pool_jobs_path, problem_from_body, resolve_url,
-    submit_answer, timeout_header, wait_param)
-from .errors import ClientTimeout, TransportError
+    ACK_TIMEOUT, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_URL, MAX_POLL_WAIT, TIMEOUT_MARGIN, URL_ENV,
+    PollClock, _as_bytes, _describe, _json_object, _runs, answer_timeout, cancel_answer,
+    check_job_id, check_max_response_body, check_wait_timeout, encode_json_payload,
+    encode_payload, error_from_response, final_summary, final_value, health_answer,
+    idempotency_header, job_path, job_request_headers, job_state, parse_retry_after, parse_url,
+    poll_path, pool_jobs_path, problem_from_body, resolve_url, submit_answer, timeout_header,
+    wait_param)
+from .errors import TransportError
 
 __all__ = ["Client", "JobHandle", "DEFAULT_URL"]
 
 # After a send fails, the bound on reading the rest of an answer the server had already started
 # to write (it refused the request early, e.g. 413, and closed).
 EARLY_ANSWER_WAIT = 5.0
-
-
-class _ConnectionMixin(object):
-    """Sends headers and a small body in one segment (http.client sends them separately, which
-    costs a syscall and wakes the server twice)."""
-
-    def _send_output(self, message_body=None, encode_chunked=False):
-        buffer = getattr(self, "_buffer", None)
-        if (type(message_body) is bytes and len(message_body) <= _COALESCE
-                and not encode_chunked and isinstance(buffer, list)):
-            buffer.extend((b"", b""))
-            msg = b"\r\n".join(buffer)
-            del buffer[:]
-            self.send(msg + message_body)
-            return
-        super()._send_output(message_body, encode_chunked=encode_chunked)
-
-
-class _TCPConnection(_ConnectionMixin, http.client.HTTPConnection):
-    def connect(self):
-        super().connect()
-        # http.client sets it too (3.8+); keep it explicit, latency depends on it.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class _UnixConnection(_ConnectionMixin, http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self.unix_path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+_RECV_BUFFER = 256 * 1024
 
 
 # -- the blocking client --------------------------------------------------------------------------
 
 
-class Client(object):
+class Client(ClientCore):
     """Client of one bulkhead daemon, over one keep-alive connection.  Not thread-safe: use one
     ``Client`` per thread.
 
@@ -118,7 +87,9 @@ class Client(object):
     as ``X-Bulkhead-Deadline`` and ``X-Bulkhead-Timeout``) and ``submit`` (its run limit, sent as
     ``X-Bulkhead-Timeout``); None leaves the pool's ``job_timeout`` and no deadline.  A call
     waits for its answer ``timeout + max(timeout_margin, 10% of timeout)`` seconds; with no
-    timeout it waits as long as the daemon takes.
+    timeout it waits as long as the daemon takes.  ``max_response_body``: the largest answer
+    body read, in bytes (1 GiB by default, None: no bound); a larger one raises
+    ``ResponseTooLarge`` (as ``AsyncClient``).
 
     Attributes one may tune: ``timeout_margin`` (2 s: covers the daemon's stack capture and the
     default 1 s ``kill_grace``; raise it for pools with a longer grace), ``max_poll_wait`` (30 s:
@@ -126,23 +97,13 @@ class Client(object):
     timeout of submit, status and cancel requests; None waits forever).
     """
 
-    timeout_margin = TIMEOUT_MARGIN
-    max_poll_wait = MAX_POLL_WAIT
-    ack_timeout = ACK_TIMEOUT
+    _name = "Client"
 
-    def __init__(self, url=None, timeout=None):
-        if timeout is not None:
-            timeout_header(timeout)  # validate now rather than on the first call
-        url = resolve_url(url)
-        kind, where, prefix = parse_url(url)
-        self.url = url
-        self.timeout = timeout
-        if kind == "unix":
-            self._conn = _UnixConnection(where, timeout=None)
-        else:
-            self._conn = _TCPConnection(where[0], where[1], timeout=None)
-        self._prefix = prefix
-        self._job_paths = {}
+    def __init__(self, url=None, timeout=None, max_response_body=DEFAULT_MAX_RESPONSE_BODY):
+        ClientCore.__init__(self, url, timeout, max_response_body)
+        self._sock = None        # the keep-alive connection, once a request opened it
+        self._h1 = None          # its HTTP/1.1 state (bulkhead._h1.ClientConnection)
+        self._recv_buffer = None
         self._sock_timeout = None
         self._poller = None
         self._polled_sock = None
@@ -160,16 +121,15 @@ class Client(object):
         daemon cannot be reached.  ``allow_poison``: run it even if the daemon quarantined this
         payload (without it such a job is refused at once: ``Poisoned``).
         """
-        payload, content_type = encode_payload(payload)
-        return self._job(pool, payload, content_type, timeout, allow_poison)
+        return self._call(self._call_plan(pool, payload, timeout, allow_poison))
 
     def call_json(self, pool, obj, timeout=None, allow_poison=False):
         """Run one job with a JSON payload and parse the JSON result.
 
         ``obj``: a dict or list (JSON-encoded here), or already-encoded bytes/str.
         """
-        return json.loads(self._job(pool, encode_json_payload(obj), "application/json", timeout,
-                                    allow_poison))
+        return json.loads(self._call(self._call_plan(pool, obj, timeout, allow_poison,
+                                                     as_json=True)))
 
     def submit(self, pool, payload, timeout=None, idempotency_key=None, allow_poison=False):
         """Submit one job to run in the background (``POST .../jobs?wait=0``); returns a
@@ -185,38 +145,35 @@ class Client(object):
         Raises like ``call`` when the daemon refuses the job (``UnknownPool``, ``Overloaded``,
         ``BadRequest``, ...).
         """
-        payload, content_type = encode_payload(payload)
-        return self._submit(pool, payload, content_type, timeout, idempotency_key, allow_poison)
+        return self._submit(pool, self._submit_plan(pool, payload, timeout, idempotency_key,
+                                                    allow_poison))
 
     def submit_json(self, pool, obj, timeout=None, idempotency_key=None, allow_poison=False):
         """``submit`` with a JSON payload (see ``call_json``); read the result with
         ``JobHandle.result_json``."""
-        return self._submit(pool, encode_json_payload(obj), "application/json", timeout,
-                            idempotency_key, allow_poison)
+        return self._submit(pool, self._submit_plan(pool, obj, timeout, idempotency_key,
+                                                    allow_poison, as_json=True))
 
     def job(self, job_id, pool=None):
         """A ``JobHandle`` for an existing job id (from ``JobHandle.id``, another process, or the
         ``X-Bulkhead-Job`` / ``JobFailed.job_id`` of a sync call).  Nothing is sent until it is
         used; an unknown id raises ``ApiError`` (``error == "unknown_job"``, status 404) then."""
-        return JobHandle(self, check_job_id(job_id), pool=pool)
+        return ClientCore.job(self, job_id, pool)
 
     def pools(self):
         """``GET /v1/pools``: the pools, their counters and workers (a dict)."""
-        status, response, data = self._request("GET", self._prefix + "/v1/pools", None, None,
-                                                (), None, idempotent=True)
-        if status != 200:
-            raise error_from_response(status, response, data)
-        return json.loads(data)
+        return json.loads(final_value(self._request("GET", self._prefix + "/v1/pools",
+                                                    idempotent=True)))
 
     def health(self):
         """``GET /healthz``: ``{"status": "ok"}``, or ``{"status": "shutting_down"}`` (503)."""
-        status, response, data = self._request("GET", self._prefix + "/healthz", None, None,
-                                                (), None, idempotent=True)
-        return health_answer(status, response, data)
+        return health_answer(*self._request("GET", self._prefix + "/healthz", idempotent=True))
 
     def close(self):
         """Close the connection (a later call opens a new one)."""
-        self._conn.close()
+        sock, self._sock, self._h1 = self._sock, None, None
+        if sock is not None:
+            sock.close()
         self._poller = None
         self._polled_sock = None
 
@@ -226,112 +183,126 @@ class Client(object):
     def __exit__(self, *exc_info):
         self.close()
 
-    def __repr__(self):
-        return "Client(%r)" % (self.url,)
-
     # -- internals -------------------------------------------------------------------------------
 
-    def _pool_path(self, pool):
-        path = self._job_paths.get(pool)
-        if path is None:
-            path = self._job_paths[pool] = pool_jobs_path(self._prefix, pool)
-        return path
+    def _call(self, plan):
+        path, body, content_type, headers, wait = plan
+        return final_value(self._request("POST", path, body, content_type, headers, wait))
 
-    def _job(self, pool, payload, content_type, timeout, allow_poison):
-        path = self._pool_path(pool)
-        if timeout is None:
-            timeout = self.timeout
-        headers = job_request_headers(timeout, deadline=True, allow_poison=allow_poison)
-        sock_timeout = answer_timeout(timeout, self.timeout_margin)
-        status, response, data = self._request("POST", path, payload, content_type, headers,
-                                               sock_timeout, idempotent=False)
-        if status == 200:
-            return data
-        raise error_from_response(status, response, data)
-
-    def _submit(self, pool, payload, content_type, timeout, idempotency_key, allow_poison):
-        path = self._pool_path(pool) + "?wait=0"
-        headers = job_request_headers(self.timeout if timeout is None else timeout,
-                                      idempotency_key, allow_poison=allow_poison)
-        status, response, data = self._request("POST", path, payload, content_type, headers,
-                                               self.ack_timeout,
-                                               idempotent=idempotency_key is not None)
-        return JobHandle(self, **submit_answer(status, response, data, pool))
-
-    def _error(self, status, response, data):
-        return error_from_response(status, response, data)
+    def _submit(self, pool, plan):
+        path, body, content_type, headers, idempotent = plan
+        answer = self._request("POST", path, body, content_type, headers, self.ack_timeout,
+                               idempotent)
+        return JobHandle(self, **submit_answer(*answer, pool))
 
     def _idle_connection_dropped(self):
         """True if the server closed (or wrote to) our idle keep-alive connection."""
-        sock = self._conn.sock
+        sock = self._sock
         if sock is not self._polled_sock:
             self._poller = poll()
             self._poller.register(sock, POLLIN)
             self._polled_sock = sock
         return bool(self._poller.poll(0))
 
-    def _request(self, method, path, body, content_type, headers, sock_timeout, idempotent):
-        conn = self._conn
+    def _connect(self):
+        if self._kind == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self._sock_timeout)
+                sock.connect(self._where)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection(self._where, self._sock_timeout)
+            try:   # latency depends on it (the request goes out in one write: nothing to merge)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._sock = sock
+        self._h1 = ClientConnection(self.max_response_body)
+
+    def _request(self, method, path, body=None, content_type=None, headers=(), sock_timeout=None,
+                 idempotent=False):
         if sock_timeout != self._sock_timeout:
-            conn.timeout = sock_timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(sock_timeout)
+            if self._sock is not None:
+                self._sock.settimeout(sock_timeout)
             self._sock_timeout = sock_timeout
+        try:
+            request = encode_request(method, path, self._host, headers, body, content_type)
+        except LocalProtocolError as exc:
+            raise TransportError("cannot send request to bulkhead at %s: %s"
+                                 % (self.url, _describe(exc))) from exc
 
         retried = False
         while True:
-            # A socket exists only after an earlier request on it: it is a reused connection.
-            reused = conn.sock is not None
-            if reused and self._idle_connection_dropped():
-                conn.close()
+            # A socket exists only after an earlier request on it: it is a reused connection,
+            # unusable if that request was interrupted (KeyboardInterrupt mid-answer) or the
+            # server closed it while idle.
+            reused = self._sock is not None
+            if reused and (self._h1.our_state != IDLE or self._idle_connection_dropped()):
+                self.close()
                 reused = False
             try:
-                conn.putrequest(method, path, skip_accept_encoding=True)
-                if body is not None:
-                    conn.putheader("Content-Type", content_type)
-                    conn.putheader("Content-Length", str(len(body)))
-                for name, value in headers:
-                    conn.putheader(name, value)
-                conn.endheaders(body)
-            except (OSError, http.client.HTTPException) as exc:
+                if self._sock is None:
+                    self._connect()
+                self._h1.max_body = self.max_response_body   # it may have been changed
+                self._h1.start_request(method)
+                for part in request:
+                    self._sock.sendall(part)
+            except OSError as exc:
                 answer = self._early_answer()
-                conn.close()
+                self.close()
                 if answer is not None:
-                    return answer
+                    return answer.response.status, answer.response, answer.body
                 if reused and not retried and not isinstance(exc, socket.timeout):
                     retried = True   # never reached the server complete: safe to send again
                     continue
                 raise TransportError("cannot send request to bulkhead at %s: %s"
                                      % (self.url, _describe(exc))) from exc
             try:
-                response = conn.getresponse()
-                data = response.read()
+                answer = self._read_answer()
             except socket.timeout as exc:
-                conn.close()
-                raise ClientTimeout("no response from bulkhead at %s within %g s (%s %s); the "
-                                    "job may still be running" % (self.url, sock_timeout,
-                                                                  method, path),
-                                    job_may_have_run=True) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
+                self.close()
+                raise self._no_answer_in_time(sock_timeout, method, path, True) from exc
+            except TooLarge as exc:
+                self.close()    # the body was not read: the connection cannot carry more
+                raise self._answer_too_large(method, path, exc) from None
+            except (OSError, ProtocolError) as exc:
+                self.close()
                 if idempotent and not retried:
                     retried = True
                     continue
-                raise TransportError("connection to bulkhead at %s lost after the request was "
-                                     "sent (%s %s): %s; the job may have run, so it was not sent "
-                                     "again" % (self.url, method, path, _describe(exc)),
-                                     job_may_have_run=not idempotent) from exc
-            return response.status, response, data
+                raise self._lost_after_sending(method, path, exc, idempotent) from exc
+            if self._h1.reusable:
+                self._h1.start_next_cycle()
+            else:
+                self.close()
+            return answer.response.status, answer.response, answer.body
+
+    def _read_answer(self):
+        """The ``Answer`` to the request just written (the socket's timeout bounds each read)."""
+        h1, sock = self._h1, self._sock
+        buffer = self._recv_buffer
+        if buffer is None:
+            buffer = self._recv_buffer = bytearray(_RECV_BUFFER)
+        view = memoryview(buffer)
+        while True:
+            event = h1.next_event()
+            if event is not NEED_DATA:
+                return event
+            count = sock.recv_into(buffer)
+            h1.receive_data(view[:count] if count else b"")
 
     def _early_answer(self):
-        """``(status, response, data)`` of an answer the server wrote before our request was
-        sent completely (it refused it from the headers, e.g. 413, and closed, which broke the
-        send), or None.  Only called once sending failed, so whatever is readable was written in
-        reply to this request: the check before sending found the idle connection clean.  No
-        waiting for it: a send fails when the server reset or closed the connection, and TCP and
-        Unix sockets deliver what it wrote before that first."""
-        sock = self._conn.sock
-        if sock is None:
+        """The ``Answer`` the server wrote before our request was sent completely (it refused it
+        from the headers, e.g. 413, and closed, which broke the send), or None.  Only called once
+        sending failed, so whatever is readable was written in reply to this request: the check
+        before sending found the idle connection clean.  No waiting for it: a send fails when the
+        server reset or closed the connection, and TCP and Unix sockets deliver what it wrote
+        before that first."""
+        sock = self._sock
+        if sock is None or self._h1.our_state != SENT:
             return None
         try:
             readable = poll()
@@ -339,14 +310,12 @@ class Client(object):
             if not readable.poll(0):
                 return None
             sock.settimeout(EARLY_ANSWER_WAIT)   # the connection is closed right after
-            response = self._conn.getresponse()
-            data = response.read()
-        except (OSError, ValueError, http.client.HTTPException):
+            return self._read_answer()
+        except (OSError, ValueError, ProtocolError):
             return None   # nothing usable arrived: report the send failure
-        return response.status, response, data
 
 
-class JobHandle(object):
+class JobHandle(JobHandleCore):
     """A job submitted with ``Client.submit`` (or named with ``Client.job``).
 
     ``id`` (str), ``pool`` (None when the handle was made from a bare id), ``duplicate`` (True
@@ -360,14 +329,7 @@ class JobHandle(object):
     read it is kept in the handle: ``result()`` and ``status()`` do not ask the daemon again.
     """
 
-    def __init__(self, client, job_id, pool=None, duplicate=False, location=None, final=None):
-        self.client = client
-        self.id = job_id
-        self.pool = pool
-        self.duplicate = duplicate
-        self.location = location
-        self._path = job_path(client._prefix, job_id)
-        self._final = final
+    _name = "JobHandle"
 
     def result(self, timeout=None):
         """Wait for the job and return its result as bytes, or raise its outcome's exception,
@@ -378,20 +340,13 @@ class JobHandle(object):
         ``result`` may be called again.  Long-polls ``GET /v1/jobs/{id}?wait=...`` in rounds of at
         most ``client.max_poll_wait`` seconds.
         """
-        if self._final is None:
-            clock = PollClock(timeout, self.client.max_poll_wait)
-            while True:
-                wait = clock.next_wait()
-                started = time.monotonic()
-                status, response, data = self._get(wait, wait + self.client.timeout_margin)
-                if job_state(status, response, data, self.id) is None:
-                    self._final = (status, response, data)
-                    break
-                pause = clock.after_pending(wait, time.monotonic() - started)
-                if pause is None:
-                    raise clock.timeout_error(self.id)
-                if pause:
-                    time.sleep(pause)
+        rounds = ResultRounds(self, timeout)
+        while not rounds.done:
+            if rounds.pause:
+                time.sleep(rounds.pause)
+            method, path, wait = rounds.next_poll()
+            rounds.answered(self.client._request(method, path, sock_timeout=wait,
+                                                 idempotent=True))
         return final_value(self._final)
 
     def result_json(self, timeout=None):
@@ -404,25 +359,20 @@ class JobHandle(object):
         "outcome", "http_status"}``.  Raises ``ApiError`` for an unknown job (404,
         ``error == "unknown_job"``)."""
         if self._final is None:
-            status, response, data = self._get(0, self.client.ack_timeout)
-            state = job_state(status, response, data, self.id)
+            method, path, wait = self._poll_plan(0, self.client.ack_timeout)
+            state = self._take(self.client._request(method, path, sock_timeout=wait,
+                                                    idempotent=True))
             if state is not None:
                 return state
-            self._final = (status, response, data)
-        return final_summary(self._final, self.id)
+        return self._summary()
 
     def cancel(self):
         """``DELETE /v1/jobs/{id}``: True if the cancel was accepted (the job will end
         ``cancelled``: ``result`` raises ``Cancelled``), False if the job had already finished.
         Raises ``ApiError`` for an unknown job."""
-        status, response, data = self.client._request("DELETE", self._path, None, None, (),
-                                                      self.client.ack_timeout, idempotent=True)
-        return cancel_answer(status, response, data)
+        return cancel_answer(*self.client._request("DELETE", self._path,
+                                                   sock_timeout=self.client.ack_timeout,
+                                                   idempotent=True))
 
-    def _get(self, wait, sock_timeout):
-        return self.client._request("GET", poll_path(self._path, wait), None, None, (),
-                                    sock_timeout, idempotent=True)
 
-    def __repr__(self):
-        return "JobHandle(id=%r, pool=%r%s)" % (self.id, self.pool,
-                                                 ", duplicate=True" if self.duplicate else "")
+Client._handle_class = JobHandle

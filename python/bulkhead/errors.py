@@ -301,7 +301,8 @@ class ClientTimeout(TransportError):
 
 class ResponseTooLarge(TransportError):
     """The daemon's answer has a body larger than the client accepts (``max_response_body`` of
-    ``AsyncClient``); it was not read, and its connection was closed.  ``limit``: that bound."""
+    ``Client`` and ``AsyncClient``); it was not read, and its connection was closed.  ``limit``:
+    that bound."""
 
     def __init__(self, message, job_may_have_run=False, limit=None):
         TransportError.__init__(self, message, job_may_have_run)

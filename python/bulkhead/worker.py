@@ -15,7 +15,10 @@ the running job every interval: the job's ``ctx.progress()`` count, the process'
 which the supervisor tells a hung job from a slow one.  One lock orders its frames with the main
 thread's: the main thread takes it only to start and to end a job, and once a job has ended
 (before its result frame is written) no heartbeat for it can follow.  Between jobs the thread
-sends nothing.  Without the variable there is no thread and no lock.
+sends nothing.  Without the variable there is no thread and no lock.  That thread is
+``bulkhead._heartbeat``'s; it and this module change a job's ``Context`` only through its
+``_leave_beats_to_thread``, ``_heartbeat_snapshot`` and ``_end``.  The bodies of failure frames
+are ``bulkhead._error_report``'s.  This module owns the job loop, ``Context`` and start-up.
 
 The module imports only builtins and a few tiny modules (no ``socket``, ``json``, ``traceback``,
 ``threading``), because it starts once per worker.
@@ -28,31 +31,20 @@ import faulthandler
 import os
 import sys
 from _socket import socket as _raw_socket
-# Taken now, before a handler's module can monkey-patch them (gevent, eventlet): the heartbeat
-# thread must be an OS thread that sleeps for real.
-from _thread import allocate_lock as _allocate_lock, get_ident as _get_ident, \
-    start_new_thread as _start_new_thread
+from _thread import get_ident as _get_ident
 from time import monotonic as _monotonic, perf_counter as _perf_counter, \
-    process_time as _process_time, sleep as _sleep
-
-try:
-    from time import thread_time as _thread_time
-except ImportError:  # pragma: no cover - platforms without a per-thread CPU clock
-    def _thread_time():
-        return 0.0
+    process_time as _process_time
 
 from . import __version__
+# The failure reports live in ._error_report (bulkhead.zygote uses them as worker._error_body,
+# worker._describe, worker._warn).  ._heartbeat is imported before any handler is: it takes the
+# thread and sleep primitives before a handler's module can monkey-patch them.
+from ._error_report import _describe, _error_body, _quote, _type_name, _warn
+from ._heartbeat import Heartbeat as _Heartbeat
 from ._protocol import (DEFAULT_MAX_PAYLOAD, HANDLER_ERROR, HEARTBEAT, HELLO,
                         MAX_CONTROL_BODY, PROTOCOL_VERSION, READY, RESULT_BYTES, RESULT_JSON,
                         RESULT_TEXT, SHUTDOWN, START_FAILED, SUPERVISOR_TO_WORKER,
                         FrameDecoder, ProtocolError, encode_header)
-
-try:  # the C string quoter behind json (no `re` import); json itself is loaded only when needed
-    from _json import encode_basestring_ascii as _quote
-except ImportError:  # pragma: no cover - every CPython has _json
-    def _quote(text):
-        import json
-        return json.dumps(text)
 
 try:
     from _socket import MSG_NOSIGNAL as _NO_SIGPIPE   # EPIPE even if a handler reset SIGPIPE
@@ -70,16 +62,9 @@ EXIT_PROTOCOL_ERROR = 4
 
 HEARTBEAT_INTERVAL = 0.1        # ctx.progress() sends at most one HEARTBEAT per this many seconds
 _MIN_HEARTBEAT_INTERVAL = 0.001 # BULKHEAD_HEARTBEAT_INTERVAL below this (but > 0) is raised to it
-_STACK_DEPTH = 256              # the stack fingerprint covers at most this many innermost frames
 _NEVER = float("inf")
 _DEFAULT_DUMP_SIGNAL = 12       # SIGUSR2
 _SMALL_SEND = 64 * 1024         # bodies up to this size are joined to their header (one syscall)
-# Error frames must fit the 1 MiB control limit.  Text is cut to these many characters (keeping
-# the traceback's end); ASCII JSON escaping can still make 12 bytes of one character, so the body
-# is checked and cut further if needed.
-_MAX_ERROR_MESSAGE = 16 * 1024
-_MAX_ERROR_TRACEBACK = 64 * 1024
-_MAX_ERROR_BODY = MAX_CONTROL_BODY - 1024
 
 _MAIN_THREAD = _get_ident()
 
@@ -127,73 +112,28 @@ class Context(object):
         """The count reported so far by ``progress`` for this job."""
         return self._count
 
+    # -- for the worker and its heartbeat thread (not for handlers): they change this context's
+    # state only through these, so the rules of ``progress`` stay in this class.
+
+    def _leave_beats_to_thread(self):
+        """The heartbeat thread reports this job: from now on ``progress`` only counts."""
+        self._last_beat = _NEVER
+
+    def _heartbeat_snapshot(self):
+        """``(job_id, progress count)`` for a heartbeat frame, read in one place."""
+        return self.job_id, self._count
+
+    def _end(self):
+        """The handler returned or raised: ``progress`` (say from a thread the handler left
+        running) sends nothing for this job any more."""
+        self._active = False
+
     def __repr__(self):
         return "Context(job_id=%d, pool=%r, worker_id=%r)" % (self.job_id, self.pool,
                                                              self.worker_id)
 
 
 # -- small helpers ---------------------------------------------------------------------------
-
-
-def _clean_text(text, limit, keep_tail=False):
-    """``text`` as valid UTF-8-encodable str of at most ``limit`` characters."""
-    if not isinstance(text, str):
-        text = str(text)
-    if len(text) > limit:
-        cut = len(text) - limit
-        if keep_tail:
-            text = "[... %d characters cut ...]\n" % cut + text[-limit:]
-        else:
-            text = text[:limit] + "\n[... %d characters cut ...]" % cut
-    # Lone surrogates cannot be encoded; strict JSON parsers refuse their \u escapes too.
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _error_body(type_name, message, tb_text):
-    """JSON ``{"type", "message", "traceback"}`` (HANDLER_ERROR, START_FAILED), < 1 MiB."""
-    message_limit, tb_limit = _MAX_ERROR_MESSAGE, _MAX_ERROR_TRACEBACK
-    while True:
-        body = ('{"type":%s,"message":%s,"traceback":%s}' % (
-            _quote(_clean_text(type_name, 256)),
-            _quote(_clean_text(message, message_limit)),
-            _quote(_clean_text(tb_text, tb_limit, keep_tail=True)))).encode("ascii")
-        if len(body) <= _MAX_ERROR_BODY:
-            return body
-        message_limit //= 2
-        tb_limit //= 2
-
-
-def _type_name(exc_type):
-    """``ValueError`` for builtins, ``package.module.Name`` otherwise."""
-    module = getattr(exc_type, "__module__", None)
-    name = getattr(exc_type, "__qualname__", None) or exc_type.__name__
-    if module in (None, "builtins", "__main__"):
-        return name
-    return "%s.%s" % (module, name)
-
-
-def _safe_str(exc):
-    try:
-        return str(exc)
-    except BaseException:  # noqa: B036 - a broken __str__ must not take the worker down
-        try:
-            return "<unprintable %s object>" % type(exc).__name__
-        except BaseException:  # noqa: B036
-            return "<unprintable exception>"
-
-
-def _describe(exc, skip_frames=0):
-    """(type name, message, traceback text) of an exception, dropping our own top frames."""
-    tb = exc.__traceback__
-    for _ in range(skip_frames):
-        if tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-    try:
-        import traceback  # only on the error path: it costs ~9 ms to import
-        tb_text = "".join(traceback.format_exception(type(exc), exc, tb))
-    except BaseException as format_error:  # noqa: B036
-        tb_text = "(traceback unavailable: %s)" % _safe_str(format_error)
-    return _type_name(type(exc)), _safe_str(exc), tb_text
 
 
 def _resolve(spec, what):
@@ -244,14 +184,6 @@ def _env_int(environ, name, default):
         return default
 
 
-def _warn(message):
-    try:
-        sys.stderr.write("bulkhead.worker: %s\n" % message)
-        sys.stderr.flush()
-    except Exception:  # noqa: BLE001 - stderr may be closed; nothing else to do
-        pass
-
-
 def _runtime():
     impl = sys.implementation
     name = {"cpython": "CPython", "pypy": "PyPy"}.get(impl.name, impl.name)
@@ -272,134 +204,6 @@ def _exit(code):
         except BaseException:  # noqa: B036
             pass
     os._exit(code)
-
-
-# -- heartbeats ------------------------------------------------------------------------------
-
-
-class _Heartbeat(object):
-    """The heartbeat thread and the lock that orders its frames with the main thread's.
-
-    The main thread calls ``begin(ctx)`` when a job starts and ``end()`` when it has the job's
-    result frame ready, before writing it.  The thread sends a HEARTBEAT for ``ctx`` every
-    ``interval`` seconds after ``begin``, holding ``lock`` while it checks that ``ctx`` is still
-    the running job and writes the frame; ``end`` clears the running job under the same lock.  So
-    a heartbeat never interleaves with another frame (the main thread writes nothing else while a
-    job runs), and none for a job follows that job's ``end``.  Once idle with no beat due, the
-    thread blocks on ``_wake``, which ``begin`` releases; otherwise it sleeps until the next beat
-    is due (it does not chase jobs shorter than the interval).
-
-    The thread is started by the first ``begin`` and then reused.  A native call that holds the
-    GIL stops it: the supervisor reads the missing heartbeats as a hang, which is the point.
-    """
-
-    def __init__(self, sock, interval):
-        self._sendall = sock.sendall
-        self.interval = interval
-        self.lock = _allocate_lock()
-        self._wake = _allocate_lock()
-        self._wake.acquire()            # held while idle: the thread blocks acquiring it
-        self._ctx = None                # the running job's Context, or None between jobs
-        self._due = 0.0                 # monotonic time of the next heartbeat
-        self._main = None               # thread id whose stack is fingerprinted
-        self._cpu = 0.0                 # last CPU seconds reported (they never go down)
-        self._digest = None
-        self._thread = None             # the thread's id once started
-
-    # -- main thread
-
-    def begin(self, ctx):
-        if self._thread is None:
-            self._start()
-        ctx._last_beat = _NEVER         # progress() only counts; the thread reports the count
-        with self.lock:
-            self._ctx = ctx
-            self._due = _monotonic() + self.interval
-        # Only the main thread releases _wake: if it is held, the release cannot fail.  If it is
-        # not, the thread has not yet taken the last release and will see this job when it does.
-        if self._wake.locked():
-            self._wake.release()
-
-    def end(self):
-        # Waits for a heartbeat being written to finish; after this, none is sent for the job.
-        with self.lock:
-            self._ctx = None
-
-    def _start(self):
-        try:
-            from _blake2 import blake2b
-
-            def digest(data):
-                return blake2b(data, digest_size=8).hexdigest()
-        except ImportError:  # pragma: no cover - CPython builds without blake2
-            def digest(data):
-                return "%016x" % (hash(data) & 0xFFFFFFFFFFFFFFFF)
-        self._digest = digest
-        self._main = _get_ident()
-        # Not threading.Thread: no threading import, and no patched version of it.  Like a daemon
-        # thread, it is not waited for at exit.
-        self._thread = _start_new_thread(self._run, ())
-
-    # -- the heartbeat thread
-
-    def _run(self):
-        try:
-            self._loop()
-        except OSError:
-            pass        # the control socket is gone; the main thread finds out on its own
-        except BaseException as exc:  # noqa: B036 - say why the heartbeats stopped
-            _warn("heartbeat thread stopped: %s: %s" % (_type_name(type(exc)), _safe_str(exc)))
-
-    def _loop(self):
-        lock, wake, interval = self.lock, self._wake, self.interval
-        while True:
-            wake.acquire()              # idle: wait for a job to begin
-            while True:
-                with lock:
-                    ctx = self._ctx
-                    delay = self._due - _monotonic()
-                if delay > 0:
-                    # Sleep until a beat is due even if the job has ended meanwhile: a stream of
-                    # short jobs then costs this thread one wake-up per interval, not one per job.
-                    # A job that begins meanwhile sets a later _due, read when we wake.
-                    _sleep(delay)
-                    continue
-                if ctx is None:
-                    break               # idle, nothing due: wait for the next job
-                frame = self._frame(ctx)
-                with lock:
-                    if self._ctx is not ctx:
-                        continue        # ended while we looked: its result may be out already
-                    self._sendall(frame, _NO_SIGPIPE)
-                    now = _monotonic()
-                    due = self._due + interval
-                    # Late (the GIL was held, or we were descheduled): no burst of catch-up beats.
-                    self._due = due if due > now else now + interval
-                frame = None
-
-    def _frame(self, ctx):
-        body = b'{"progress":%d,"cpu_seconds":%.6f,"stack":"%s"}' % (
-            ctx._count, self._cpu_seconds(), self._stack_fingerprint().encode("ascii"))
-        return encode_header(HEARTBEAT, ctx.job_id, len(body)) + body
-
-    def _cpu_seconds(self):
-        """CPU seconds of the process minus this thread's own: a deadlocked job's stay flat."""
-        cpu = _process_time() - _thread_time()  # in this order: never counts our own time
-        if cpu < self._cpu:
-            cpu = self._cpu
-        self._cpu = cpu
-        return cpu
-
-    def _stack_fingerprint(self):
-        """Short hex hash of the main thread's stack as (file, function, line) of each frame."""
-        frame = sys._current_frames().get(self._main)
-        parts = []
-        while frame is not None and len(parts) < _STACK_DEPTH:
-            code = frame.f_code
-            parts.append("%s\0%s\0%s" % (code.co_filename, code.co_name, frame.f_lineno))
-            frame = frame.f_back
-        frame = None                    # keep no frame (and its locals) alive
-        return self._digest("\n".join(parts).encode("utf-8", "backslashreplace"))
 
 
 # -- the worker ------------------------------------------------------------------------------
@@ -506,7 +310,7 @@ class _Worker(object):
             try:
                 result = handler(payload, ctx)
             except BaseException as exc:  # noqa: B036 - SystemExit/KeyboardInterrupt included
-                ctx._active = False
+                ctx._end()
                 payload = None
                 body = _error_body(*_describe(exc, skip_frames=1))
                 if heartbeat is not None:
@@ -514,7 +318,7 @@ class _Worker(object):
                 send(HANDLER_ERROR, job_id, body)
                 body = None
                 continue
-            ctx._active = False
+            ctx._end()
             payload = None
             frame_type, body = self._encode_result(result)
             result = None

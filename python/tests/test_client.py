@@ -7,6 +7,7 @@ import socket
 import pytest
 
 import bulkhead
+from bulkhead import _h1
 from bulkhead import client as C
 from bulkhead import errors as E
 
@@ -290,7 +291,7 @@ def test_idle_connection_closed_by_the_server_is_replaced(daemon):
     assert daemon.connections == 3
 
 
-def test_send_failure_on_a_reused_connection_is_retried_once(unix_daemon):
+def test_send_failure_on_a_reused_connection_is_retried_once(unix_daemon, monkeypatch):
     # On a Unix socket, writing to a connection the peer closed fails at once (EPIPE): the
     # request never reached the server, so sending it again is safe.
     unix_daemon.routes[("POST", JOBS)] = ok()
@@ -300,12 +301,31 @@ def test_send_failure_on_a_reused_connection_is_retried_once(unix_daemon):
         unix_daemon.wait_closed(1)
         client._idle_connection_dropped = lambda: False   # let the send hit the dead socket
         starts = []
-        putrequest = client._conn.putrequest
-        client._conn.putrequest = lambda *a, **k: (starts.append(a), putrequest(*a, **k))
+        start_request = _h1.ClientConnection.start_request
+        monkeypatch.setattr(_h1.ClientConnection, "start_request",
+                            lambda self, method: (starts.append(method),
+                                                  start_request(self, method)))
         assert client.call("faces", b"x" * 300000) == b"result"
     assert len(starts) == 2                # the failed send, then the resend
     assert len(unix_daemon.requests) == 2
     assert unix_daemon.connections == 2
+
+
+def test_a_request_interrupted_mid_answer_leaves_a_usable_client(daemon):
+    daemon.routes[("POST", JOBS)] = ok()
+    with bulkhead.Client(daemon.url) as client:
+        assert client.call("faces", b"x") == b"result"
+        read_answer = client._read_answer
+
+        def interrupted():
+            client._read_answer = read_answer
+            raise KeyboardInterrupt
+        client._read_answer = interrupted
+        with pytest.raises(KeyboardInterrupt):
+            client.call("faces", b"x")
+        client._idle_connection_dropped = lambda: False   # the unread answer alone must do
+        assert client.call("faces", b"x") == b"result"
+    assert daemon.connections == 2
 
 
 def test_connection_lost_mid_response_is_not_resent(daemon):

@@ -116,7 +116,7 @@ def test_the_socket_waits_longer_than_the_deadline(daemon):
     seen = []
     with bulkhead.Client(daemon.url) as client:
         def route(req):
-            seen.append(client._conn.sock.gettimeout())   # the client is blocked reading
+            seen.append(client._sock.gettimeout())   # the client is blocked reading
             return ok()
         daemon.routes[("POST", JOBS)] = route
         client.call("faces", b"x", timeout=30)

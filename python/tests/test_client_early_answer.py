@@ -175,7 +175,7 @@ def test_async_client_fresh_connection_early_413(refuser):
     assert refuser.lengths == [len(BIG)]
 
 
-# -- answers too large for the asyncio client --------------------------------------------------
+# -- answers too large for either client -----------------------------------------------------
 
 
 def raw(data):
@@ -186,12 +186,15 @@ def raw(data):
     return write
 
 
-@pytest.mark.parametrize("answer", [
+TOO_LARGE = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n" + b"y" * 101,
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n40\r\n" + b"y" * 64 + b"\r\n40\r\n"
     + b"y" * 64 + b"\r\n0\r\n\r\n",
     b"HTTP/1.0 200 OK\r\n\r\n" + b"y" * 300,
-])
+]
+
+
+@pytest.mark.parametrize("answer", TOO_LARGE)
 def test_async_client_refuses_an_answer_over_max_response_body(daemon, answer):
     daemon.routes[("POST", JOBS)] = raw(answer)
     daemon.routes[("GET", "/healthz")] = (200, {"Content-Type": "application/json"},
@@ -225,3 +228,34 @@ def test_max_response_body_is_checked(bad):
     with pytest.raises(ValueError):
         bulkhead.AsyncClient("http://h:1", max_response_body=bad)
     assert bulkhead.AsyncClient("http://h:1", max_response_body=None).max_response_body is None
+
+
+@pytest.mark.parametrize("answer", TOO_LARGE)
+def test_blocking_client_refuses_an_answer_over_max_response_body(daemon, answer):
+    daemon.routes[("POST", JOBS)] = raw(answer)
+    daemon.routes[("GET", "/healthz")] = (200, {"Content-Type": "application/json"},
+                                          b'{"status":"ok"}')
+    with bulkhead.Client(daemon.url, max_response_body=100) as client:
+        with pytest.raises(bulkhead.ResponseTooLarge) as info:
+            client.call("faces", b"x")
+        assert client.health() == {"status": "ok"}    # the client carries on
+    exc = info.value
+    assert isinstance(exc, bulkhead.TransportError)
+    assert exc.limit == 100 and exc.job_may_have_run
+    assert "max_response_body (100 bytes)" in str(exc)
+    assert len(daemon.requests) == 2          # the job was not sent again
+
+
+def test_blocking_client_reads_answers_up_to_max_response_body(daemon):
+    daemon.routes[("POST", JOBS)] = (200, {"Content-Type": "application/octet-stream"},
+                                     b"z" * 100)
+    with bulkhead.Client(daemon.url, max_response_body=100) as client:
+        assert client.call("faces", b"x") == b"z" * 100
+    assert bulkhead.Client("http://h:1").max_response_body == 1 << 30
+    assert bulkhead.Client("http://h:1", max_response_body=None).max_response_body is None
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "1"])
+def test_blocking_max_response_body_is_checked(bad):
+    with pytest.raises(ValueError):
+        bulkhead.Client("http://h:1", max_response_body=bad)

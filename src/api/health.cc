@@ -1,6 +1,7 @@
 #include "api/health.h"
 
 #include "api/job_answers.h"
+#include "api/pool_views.h"
 
 namespace bulkhead::api {
 
@@ -56,7 +57,7 @@ json readinessOf(const json& snapshot, bool shuttingDown) {
 }
 
 Response readinessResponse(unsigned version, const runtime::Supervisor& supervisor) {
-  json body = readinessOf(supervisor.poolsSnapshot(), supervisor.shuttingDown());
+  json body = readinessOf(poolsJson(supervisor), supervisor.shuttingDown());
   return jsonResponse(version, body["status"] == "ready" ? 200 : 503, body);
 }
 

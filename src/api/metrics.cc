@@ -74,12 +74,11 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::Job
   Writer w;
   struct PoolData {
     std::string name;
-    const config::PoolConfig* config;
     const core::Pool* pool;
   };
   std::vector<PoolData> pools;
-  supervisor.forEachPool([&](const config::PoolConfig& c, const core::Pool& p) {
-    pools.push_back({c.name, &c, &p});
+  supervisor.forEachPool([&](const runtime::Supervisor::PoolView& p) {
+    pools.push_back({p.pool.policy().name, &p.pool});
   });
 
   w.family("bulkhead_jobs_total", "counter", "Jobs that ended, by pool and outcome.");

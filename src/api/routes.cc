@@ -5,6 +5,7 @@
 #include "api/health.h"
 #include "api/job_answers.h"
 #include "api/metrics.h"
+#include "api/pool_views.h"
 #include "config/units.h"
 #include "jobs/jobs_service.h"
 
@@ -122,15 +123,15 @@ void metrics(Call& call) {
 }
 
 void quarantine(Call& call) {
-  call.respond(jsonResponse(call.version(), 200, call.services.supervisor.quarantineSnapshot()));
+  call.respond(jsonResponse(call.version(), 200, quarantineJson(call.services.supervisor)));
 }
 
 void pools(Call& call) {
-  call.respond(jsonResponse(call.version(), 200, call.services.supervisor.poolsSnapshot()));
+  call.respond(jsonResponse(call.version(), 200, poolsJson(call.services.supervisor)));
 }
 
 void pool(Call& call) {
-  auto pool = call.services.supervisor.poolSnapshot(call.capture);
+  auto pool = poolJson(call.services.supervisor, call.capture);
   if (!pool) {
     return call.respond(errorAnswer(call.version(), ApiError::kUnknownPool,
                                     "no pool named '" + std::string(call.capture) + "'"));

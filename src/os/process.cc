@@ -243,6 +243,17 @@ bool signalViaPidfd(int pidfd, int signal) {
   return ::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0) == 0 || errno == ESRCH;
 }
 
+bool signalProcess(pid_t pid, int pidfd, int signal) {
+  if (pidfd >= 0) {
+    if (::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0) == 0 || errno == ESRCH) {
+      return true;
+    }
+    if (errno != ENOSYS) return false;
+  }
+  if (pid <= 1) return false;  // never "every process" or init
+  return ::kill(pid, signal) == 0 || errno == ESRCH;
+}
+
 bool becomeChildSubreaper() { return ::prctl(PR_SET_CHILD_SUBREAPER, 1) == 0; }
 
 }  // namespace bulkhead::os

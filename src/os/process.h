@@ -79,6 +79,11 @@ std::vector<ExitStatus> reapExitedChildren();
 bool signalProcessGroup(pid_t pgid, int signal);
 // Signal one process through its pidfd (immune to pid reuse).
 bool signalViaPidfd(int pidfd, int signal);
+// The one place the shell signals a single process: through its pidfd, or by pid only where the
+// kernel has no pidfds (pidfd_open and pidfd_send_signal came in Linux 5.3 and 5.1: openPidfd
+// returned an invalid fd, or the send failed with ENOSYS). The pid is then that of our own child,
+// not yet reaped, so it cannot have been reused. ESRCH is not an error.
+bool signalProcess(pid_t pid, int pidfd, int signal);
 
 bool becomeChildSubreaper();
 

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "config/to_policy.h"
 #include "core/signal_names.h"
 #include "core/zygote_lifecycle.h"
 #include "os/cgroups.h"
@@ -95,7 +96,7 @@ struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo>
   core::Duration mapsReadCost = std::chrono::milliseconds(5);  // cheapest sample with maps
   int lastMaps = 0;
   std::optional<os::WorkerCgroup> cgroup;
-  std::deque<std::pair<core::Time, core::ResourceSample>> samples;  // for the API, bounded
+  std::deque<TimedSample> samples;  // for the API, bounded
 };
 
 struct Supervisor::ZygoteRuntime {
@@ -116,7 +117,7 @@ struct Supervisor::ZygoteRuntime {
 
 struct Supervisor::PoolRuntime {
   PoolRuntime(config::PoolConfig c, core::PoolPolicy policy)
-      : config(std::move(c)), pool(std::move(policy), now()) {
+      : config(std::move(c)), pool(std::move(policy), runtime::now()) {
     if (config.zygote) {
       core::ZygotePolicy z;
       z.startupTimeout = config.startupTimeout;
@@ -135,35 +136,6 @@ namespace {
 
 bool wantsLimits(const config::PoolConfig& c) { return c.memoryLimit > 0 || c.pidsLimit > 0; }
 
-core::PoolPolicy policyFor(const config::PoolConfig& c, const config::ServerConfig& server) {
-  core::PoolPolicy p;
-  p.name = c.name;
-  p.workers = c.workers;
-  p.queueLimit = c.queueLimit;
-  p.jobTimeout = c.jobTimeout;
-  p.queueTimeout = c.queueTimeout;
-  p.asyncQueueTimeout = c.asyncQueueTimeout;
-  p.startupTimeout = c.startupTimeout;
-  p.retries = c.retries;
-  p.maxJobs = c.maxJobs;
-  p.killGrace = c.killGrace;
-  p.shutdownTimeout = server.shutdownTimeout;
-  p.bounds.maxRssBytes = c.maxRss;
-  p.bounds.maxThreads = c.maxThreads;
-  p.bounds.maxMaps = c.maxMaps;
-  p.bounds.maxFds = c.maxFds;
-  p.bounds.trend = c.trend;
-  p.maxAge = c.maxAge;
-  p.hangAfter = c.hangAfter;
-  p.memoryLimitBytes = c.memoryLimit;
-  p.pidsLimit = c.pidsLimit;
-  p.poisonAfter = c.poisonAfter;
-  p.breaker.failures = static_cast<std::size_t>(c.breakerFailures);
-  p.breaker.window = c.breakerWindow;
-  p.breaker.cooldown = c.breakerCooldown;
-  return p;
-}
-
 }  // namespace
 
 Supervisor::Supervisor(asio::io_context& io, const config::Config& config,
@@ -176,7 +148,7 @@ Supervisor::Supervisor(asio::io_context& io, const config::Config& config,
       startedAt_(now()) {
   bool limited = false;
   for (const auto& pool : config.pools) {
-    pools_.push_back(std::make_unique<PoolRuntime>(pool, policyFor(pool, config.server)));
+    pools_.push_back(std::make_unique<PoolRuntime>(pool, config::toPolicy(pool, config.server)));
     limited = limited || wantsLimits(pool);
   }
   // Every worker gets a cgroup when one can be had, limits or not: it is how everything a worker
@@ -384,9 +356,7 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
         } else if constexpr (std::is_same_v<A, core::DumpStacks>) {
           auto it = pool.workers.find(a.worker);
           if (it == pool.workers.end() || it->second->pid <= 0) return;
-          if (!os::signalViaPidfd(it->second->pidfd.get(), kDumpSignal)) {
-            ::kill(it->second->pid, kDumpSignal);
-          }
+          os::signalProcess(it->second->pid, it->second->pidfd.get(), kDumpSignal);
         } else if constexpr (std::is_same_v<A, core::SignalWorkerGroup>) {
           auto it = pool.workers.find(a.worker);
           if (it == pool.workers.end()) return;
@@ -873,7 +843,7 @@ std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, boo
   if (worker.cgroup && worker.pool.config.pidsLimit > 0) {
     r.pidsMaxEvents = cgroups_->counters(*worker.cgroup).pidsMaxEvents;
   }
-  worker.samples.emplace_back(now(), r);
+  worker.samples.push_back({now(), r});
   if (worker.samples.size() > kSamplesKept) worker.samples.pop_front();
   return r;
 }
@@ -1110,115 +1080,59 @@ void Supervisor::closeWorkerIo(WorkerIo& worker) {
   killOrphansAtShutdown();
 }
 
-// ---------------------------------------------------------------- snapshot
+// ---------------------------------------------------------------- views
 
-namespace {
+core::Time Supervisor::now() const { return runtime::now(); }
 
-json sampleJson(const core::ResourceSample& s) {
-  json j = {{"rss_bytes", s.rssBytes},
-            {"threads", s.threads},
-            {"fds", s.fds},
-            {"cpu_seconds", s.cpuSeconds}};
-  j["maps"] = s.maps >= 0 ? json(s.maps) : json(nullptr);
-  return j;
+std::optional<Supervisor::ZygoteStats> Supervisor::zygoteStatsOf(const PoolRuntime& p) const {
+  if (!p.zygote) return std::nullopt;
+  const auto& z = *p.zygote;
+  ZygoteStats stats;
+  stats.state = z.life.state();
+  stats.ready = stats.state == core::ZygoteLifecycle::State::kReady;
+  stats.refused = stats.state == core::ZygoteLifecycle::State::kRefused;
+  stats.starts = z.life.starts();
+  stats.deaths = z.life.deaths();
+  stats.forked = z.forked;
+  if (z.io) stats.pid = z.io->pid;
+  stats.forksPending = z.forks.size();
+  stats.spawningInstead = z.spawnInstead;
+  stats.refusal = z.life.refusal();
+  return stats;
 }
 
-}  // namespace
-
-json Supervisor::poolJson(const PoolRuntime& p, bool withHistory) const {
-  const core::Time t = now();
-  const auto& c = p.pool.counters();
-  json counters = {{"submitted", c.submitted},        {"retries", c.retries},
-                   {"worker_starts", c.workerStarts}, {"start_failures", c.startFailures},
-                   {"worker_deaths", c.workerDeaths}, {"recycles", c.recycles}};
-  for (core::Outcome o : core::kAllOutcomes) {
-    auto it = c.outcomes.find(o);
-    counters[std::string(core::outcomeName(o))] = it == c.outcomes.end() ? 0 : it->second;
-  }
-  json workers = json::array();
-  for (const auto& w : p.pool.workers()) {
-    std::string state(core::workerStateName(w.state));
-    if (w.retiring && w.state == core::WorkerState::kIdle) state = "retiring";
-    json entry = {{"id", w.name},
-                  {"pid", w.pid},
-                  {"slot", w.slot},
-                  {"state", state},
-                  {"jobs_served", w.jobsServed},
-                  {"age_s", std::chrono::duration<double>(t - w.startedAt).count()}};
-    if (w.job) entry["job"] = std::to_string(*w.job);
-    if (!w.recycleCause.empty()) entry["recycle_cause"] = w.recycleCause;
-    if (w.latestSample) entry["sample"] = sampleJson(*w.latestSample);
-    if (withHistory) {
-      json history = json::array();
-      if (auto io = p.workers.find(w.id); io != p.workers.end()) {
-        for (const auto& [at, sample] : io->second->samples) {
-          json point = sampleJson(sample);
-          point["age_s"] = std::chrono::duration<double>(t - at).count();
-          history.push_back(std::move(point));
-        }
-      }
-      entry["history"] = std::move(history);
-    }
-    workers.push_back(std::move(entry));
-  }
-  json recycles = json::object();
-  for (const auto& [cause, n] : c.recyclesByCause) recycles[cause] = n;
-  json events = json::array();
-  for (const auto& e : p.pool.recentEvents()) {
-    events.push_back({{"kind", e.kind},
-                      {"worker", e.worker},
-                      {"detail", e.detail},
-                      {"age_s", std::chrono::duration<double>(t - e.at).count()}});
-  }
-  json limits = {{"memory_limit_bytes", p.config.memoryLimit},
-                 {"pids_limit", p.config.pidsLimit},
-                 {"max_rss_bytes", p.config.maxRss},
-                 {"max_threads", p.config.maxThreads},
-                 {"max_maps", p.config.maxMaps},
-                 {"max_fds", p.config.maxFds},
-                 {"max_jobs", p.config.maxJobs},
-                 {"hang_after_s", std::chrono::duration<double>(p.config.hangAfter).count()}};
-  json zygote = nullptr;
-  if (p.zygote) {
-    const auto& z = *p.zygote;
-    zygote = {{"state", core::ZygoteLifecycle::stateName(z.life.state())},
-              {"pid", z.io ? json(z.io->pid) : json(nullptr)},
-              {"starts", z.life.starts()},
-              {"deaths", z.life.deaths()},
-              {"forked", z.forked},
-              {"forks_pending", z.forks.size()},
-              {"spawning_instead", z.spawnInstead}};
-    if (!z.life.refusal().empty()) zygote["refusal"] = z.life.refusal();
-  }
-  return {{"name", p.config.name},
-          {"handler", p.config.handler},
-          {"mode", p.config.zygote ? "zygote" : "spawn"},
-          {"zygote", std::move(zygote)},
-          {"workers_target", p.config.workers},
-          {"ready_workers", p.pool.readyWorkers()},
-          {"last_start_failure",
-           p.pool.lastStartFailure() ? json(p.pool.lastStartFailure()->cause) : json(nullptr)},
-          {"breaker", std::string(core::breakerStateName(p.pool.breakerState()))},
-          {"fallback", p.config.fallback.empty() ? json(nullptr) : json(p.config.fallback)},
-          {"quarantined", p.pool.quarantine().size()},
-          {"queue_length", p.pool.queueLength()},
-          {"queue_limit", p.config.queueLimit},
-          {"in_flight", p.pool.inFlight()},
-          {"unavailable", p.pool.unavailable()},
-          {"counters", std::move(counters)},
-          {"recycles_by_cause", std::move(recycles)},
-          {"limits", std::move(limits)},
-          {"workers", std::move(workers)},
-          {"events", std::move(events)}};
+Supervisor::PoolView Supervisor::viewOf(const PoolRuntime& p) const {
+  static const std::deque<TimedSample> kNoHistory;
+  return PoolView{p.pool,
+                  p.config.handler,
+                  p.config.zygote,
+                  p.config.fallback,
+                  zygoteStatsOf(p),
+                  [&p](core::WorkerId id) -> const std::deque<TimedSample>& {
+                    auto io = p.workers.find(id);
+                    return io == p.workers.end() ? kNoHistory : io->second->samples;
+                  }};
 }
 
-json Supervisor::poolsSnapshot() const {
-  json pools = json::array();
-  for (const auto& p : pools_) pools.push_back(poolJson(*p, false));
-  return {{"pools", std::move(pools)},
-          {"uptime_s", std::chrono::duration<double>(now() - startedAt_).count()},
-          {"shutting_down", shuttingDown_},
-          {"orphans_reaped", orphansReaped_}};
+void Supervisor::forEachPool(const std::function<void(const PoolView&)>& visit) const {
+  for (const auto& p : pools_) visit(viewOf(*p));
+}
+
+bool Supervisor::visitPool(std::string_view name,
+                           const std::function<void(const PoolView&)>& visit) const {
+  for (const auto& p : pools_) {
+    if (p->config.name != name) continue;
+    visit(viewOf(*p));
+    return true;
+  }
+  return false;
+}
+
+std::optional<Supervisor::ZygoteStats> Supervisor::zygoteStats(std::string_view name) const {
+  for (const auto& p : pools_) {
+    if (p->config.name == name) return zygoteStatsOf(*p);
+  }
+  return std::nullopt;
 }
 
 void Supervisor::collectEvents() {
@@ -1262,57 +1176,6 @@ int Supervisor::subscribeEvents(std::uint64_t since, EventSink sink) {
 }
 
 void Supervisor::unsubscribeEvents(int subscription) { eventSinks_.erase(subscription); }
-
-void Supervisor::forEachPool(
-    const std::function<void(const config::PoolConfig&, const core::Pool&)>& visit) const {
-  for (const auto& p : pools_) visit(p->config, p->pool);
-}
-
-json Supervisor::quarantineSnapshot() const {
-  json entries = json::array();
-  const core::Time t = now();
-  for (const auto& p : pools_) {
-    for (const auto* e : p->pool.quarantine().entries()) {
-      json attempts = json::array();
-      for (const auto& a : e->attempts) {
-        json j = {{"worker", a.worker},
-                  {"outcome", std::string(core::outcomeName(a.outcome))},
-                  {"cause", a.cause}};
-        if (a.exit.signal) j["signal"] = core::signalName(*a.exit.signal);
-        attempts.push_back(std::move(j));
-      }
-      entries.push_back({{"pool", e->pool},
-                         {"fingerprint", e->fingerprint},
-                         {"job", std::to_string(e->jobId)},
-                         {"age_s", std::chrono::duration<double>(t - e->at).count()},
-                         {"detail", e->detail},
-                         {"attempts", std::move(attempts)}});
-    }
-  }
-  return {{"quarantine", std::move(entries)}};
-}
-
-std::optional<Supervisor::ZygoteStats> Supervisor::zygoteStats(std::string_view name) const {
-  for (const auto& p : pools_) {
-    if (p->config.name != name || !p->zygote) continue;
-    const auto& life = p->zygote->life;
-    ZygoteStats stats;
-    stats.ready = life.state() == core::ZygoteLifecycle::State::kReady;
-    stats.refused = life.state() == core::ZygoteLifecycle::State::kRefused;
-    stats.starts = life.starts();
-    stats.deaths = life.deaths();
-    stats.forked = p->zygote->forked;
-    return stats;
-  }
-  return std::nullopt;
-}
-
-std::optional<json> Supervisor::poolSnapshot(std::string_view name) const {
-  for (const auto& p : pools_) {
-    if (p->config.name == name) return poolJson(*p, true);
-  }
-  return std::nullopt;
-}
 
 // ---------------------------------------------------------------- containment without a cgroup
 

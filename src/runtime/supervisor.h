@@ -18,6 +18,7 @@
 
 #include "config/config.h"
 #include "core/pool.h"
+#include "core/zygote_lifecycle.h"
 #include "os/cgroups.h"
 #include "os/orphans.h"
 #include "os/proc.h"
@@ -66,19 +67,40 @@ class Supervisor {
   bool hasPool(std::string_view pool) const;
   std::uint64_t maxPayload(std::string_view pool) const;
 
-  nlohmann::json poolsSnapshot() const;
-  nlohmann::json quarantineSnapshot() const;
-  // Read-only access for exporters (metrics): each pool's config and policy state.
-  void forEachPool(
-      const std::function<void(const config::PoolConfig&, const core::Pool&)>& visit) const;
-  std::uint64_t orphansReaped() const { return orphansReaped_; }
+  // Typed snapshots for the API views (src/api/pool_views.h renders them as JSON). Limits are
+  // read from each pool's policy (config::toPolicy), never from the config again.
   struct ZygoteStats {
+    core::ZygoteLifecycle::State state = core::ZygoteLifecycle::State::kDown;
     bool ready = false;
     bool refused = false;
     int starts = 0;
     int deaths = 0;
     std::uint64_t forked = 0;
+    std::optional<pid_t> pid;  // the running zygote; none while down
+    std::size_t forksPending = 0;
+    bool spawningInstead = false;
+    std::string refusal;
   };
+  struct TimedSample {
+    core::Time at;
+    core::ResourceSample sample;
+  };
+  struct PoolView {
+    const core::Pool& pool;  // its policy, counters, workers, recent events
+    const std::string& handler;
+    bool zygoteMode;
+    const std::string& fallback;  // empty: none
+    std::optional<ZygoteStats> zygote;
+    // A worker's sample history, oldest first (bounded); empty for an unknown worker.
+    std::function<const std::deque<TimedSample>&(core::WorkerId)> history;
+  };
+  // The shell owns the clock: views compute ages against it.
+  core::Time now() const;
+  core::Time startedAt() const { return startedAt_; }
+  void forEachPool(const std::function<void(const PoolView&)>& visit) const;
+  // False for an unknown pool.
+  bool visitPool(std::string_view pool, const std::function<void(const PoolView&)>& visit) const;
+  std::uint64_t orphansReaped() const { return orphansReaped_; }
   // nullopt for an unknown pool or one in spawn mode.
   std::optional<ZygoteStats> zygoteStats(std::string_view pool) const;
 
@@ -87,8 +109,6 @@ class Supervisor {
   using EventSink = std::function<void(std::uint64_t id, const nlohmann::json& event)>;
   int subscribeEvents(std::uint64_t since, EventSink sink);
   void unsubscribeEvents(int subscription);
-  // One pool with every worker's sample history; nullopt for an unknown pool.
-  std::optional<nlohmann::json> poolSnapshot(std::string_view pool) const;
 
  private:
   struct WorkerIo;
@@ -143,7 +163,8 @@ class Supervisor {
   void checkStopped();
   PoolRuntime* findPool(std::string_view name);
   void collectEvents();
-  nlohmann::json poolJson(const PoolRuntime& pool, bool withHistory) const;
+  PoolView viewOf(const PoolRuntime& pool) const;
+  std::optional<ZygoteStats> zygoteStatsOf(const PoolRuntime& pool) const;
 
   boost::asio::io_context& io_;
   SupervisorOptions options_;

@@ -131,6 +131,34 @@ TEST(Spawn, PidfdSignalsTheRightProcess) {
   EXPECT_EQ(WTERMSIG(status), SIGTERM);
 }
 
+TEST(Spawn, SignalProcessUsesThePidfd) {
+  auto r = spawnWorker(shell("exec sleep 1000"));
+  ASSERT_TRUE(std::holds_alternative<WorkerProcess>(r));
+  auto& p = std::get<WorkerProcess>(r);
+  ASSERT_TRUE(p.pidfd.valid());
+  EXPECT_TRUE(signalProcess(p.pid, p.pidfd.get(), SIGTERM));
+  int status = waitFor(p.pid);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(WTERMSIG(status), SIGTERM);
+}
+
+// A kernel without pidfds leaves the handle invalid: the unreaped child is signalled by pid.
+TEST(Spawn, SignalProcessWithoutAPidfdUsesThePid) {
+  auto r = spawnWorker(shell("exec sleep 1000"));
+  ASSERT_TRUE(std::holds_alternative<WorkerProcess>(r));
+  auto& p = std::get<WorkerProcess>(r);
+  EXPECT_TRUE(signalProcess(p.pid, -1, SIGTERM));
+  int status = waitFor(p.pid);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(WTERMSIG(status), SIGTERM);
+}
+
+TEST(Spawn, SignalProcessNeverSignalsEveryProcessOrInit) {
+  EXPECT_FALSE(signalProcess(-1, -1, 0));
+  EXPECT_FALSE(signalProcess(0, -1, 0));
+  EXPECT_FALSE(signalProcess(1, -1, 0));
+}
+
 TEST(Reap, ReturnsEveryExitedChildWithItsStatus) {
   auto a = spawnWorker(shell("exit 7"));
   auto b = spawnWorker(shell("kill -ABRT $$"));

@@ -1,0 +1,456 @@
+"""HTTP/1.1 for the bulkhead clients, sans-I/O in the manner of h11: bytes in, values out.
+
+This module owns the wire format of the clients' HTTP/1.1: encoding a request, reading the answer
+(status line, headers, a body delimited by Content-Length, chunked, or the end of the
+connection), the keep-alive decision, and the bound on an answer's body (``max_body``, the
+clients' ``max_response_body``).  It has no sockets, no event loop and no clock: the blocking
+``bulkhead.client`` and the asyncio ``bulkhead.aio`` write what ``ClientConnection.send_request``
+returns, feed what they read to ``receive_data`` (``b""`` at the end of the connection) and call
+``next_event`` until it returns an ``Answer``.  What an answer means for bulkhead (outcomes,
+exceptions, job handles) is ``bulkhead._http``'s business, not this module's.
+
+How this works: one ``ClientConnection`` per socket, one request at a time (the clients do not
+pipeline).  Our side is ``IDLE`` until a request is encoded, then ``SENT``.  Their side goes
+``HEAD`` -> one of ``BODY_LENGTH``, ``CHUNK_SIZE`` / ``CHUNK_DATA`` / ``CHUNK_END`` /
+``TRAILERS``, ``BODY_UNTIL_CLOSE`` -> ``DONE``; ``start_next_cycle`` takes a connection that may
+be kept back to ``IDLE``.  Interim ``1xx`` answers are skipped.  The first error latches
+(``ERROR``): every later call raises it again, so a transport cannot read on past a bad answer.
+``BadResponse``: the peer sent something that is not an HTTP/1.x answer as we read it (or closed
+mid-answer); ``TooLarge``: the body is over ``max_body`` (raised as soon as that is known, before
+the body is read); ``LocalProtocolError`` (a ``ValueError``): the caller misused the connection.
+"""
+
+HEAD_LIMIT = 64 * 1024   # the longest status line + headers (and chunk trailers) accepted
+COALESCE = 64 * 1024     # bodies up to this size go out in the same write as the headers
+_CHUNK_LINE_LIMIT = 1024
+
+# our side
+IDLE = "IDLE"
+SENT = "SENT"
+# their side
+HEAD = "HEAD"
+BODY_LENGTH = "BODY_LENGTH"
+CHUNK_SIZE = "CHUNK_SIZE"
+CHUNK_DATA = "CHUNK_DATA"
+CHUNK_END = "CHUNK_END"
+TRAILERS = "TRAILERS"
+BODY_UNTIL_CLOSE = "BODY_UNTIL_CLOSE"
+DONE = "DONE"
+ERROR = "ERROR"
+
+
+class ProtocolError(Exception):
+    """Base of this module's errors."""
+
+
+class BadResponse(ProtocolError):
+    """The peer's answer is not HTTP/1.x as this client reads it, or it ended early."""
+
+
+class TooLarge(ProtocolError):
+    """The answer's body is over the client's ``max_response_body``."""
+
+
+class LocalProtocolError(ProtocolError, ValueError):
+    """Our own misuse: a request that cannot be written, or one sent at the wrong time."""
+
+
+class _NeedData(object):
+    __slots__ = ()
+
+    def __repr__(self):
+        return "NEED_DATA"
+
+
+NEED_DATA = _NeedData()   # next_event(): feed more bytes (or the end of the connection) first
+
+
+class Response(object):
+    """The status line and headers of one answer (``status``, ``reason``, ``version``,
+    ``getheader``), as the helpers of ``bulkhead._http`` read it."""
+
+    __slots__ = ("status", "reason", "version", "headers")
+
+    def __init__(self, status, reason, version, headers):
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers   # lower-case name -> value (repeated fields joined by ", ")
+
+    def getheader(self, name, default=None):
+        return self.headers.get(name.lower(), default)
+
+    def __repr__(self):
+        return "<Response %d %s>" % (self.status, self.reason)
+
+
+class Answer(object):
+    """One whole answer: ``response`` (a ``Response``), ``body`` (bytes) and ``keep_alive``
+    (whether the connection may carry another request)."""
+
+    __slots__ = ("response", "body", "keep_alive")
+
+    def __init__(self, response, body, keep_alive):
+        self.response = response
+        self.body = body
+        self.keep_alive = keep_alive
+
+    def __repr__(self):
+        return "<Answer %d, %d bytes%s>" % (self.response.status, len(self.body),
+                                            "" if self.keep_alive else ", close")
+
+
+# -- requests -------------------------------------------------------------------------------------
+
+
+def host_header(host, port):
+    """The ``Host`` value for a TCP peer, as ``http.client`` writes it: IPv6 in brackets, the
+    port left out when it is 80."""
+    if ":" in host:
+        host = "[%s]" % host
+    return host if port == 80 else "%s:%d" % (host, port)
+
+
+def _token_ok(text):
+    return bool(text) and all("!" <= c <= "~" and c not in '"(),/:;<=>?@[\\]{}' for c in text)
+
+
+def encode_request(method, target, host, headers=(), body=None, content_type=None):
+    """The bytes of one request, as a list of parts to write in order: one part when the body
+    is small (``COALESCE``), so the daemon is woken once; the body apart when it is large.
+    ``headers``: ``(name, value)`` pairs sent after ``Host`` (and ``Content-Type`` and
+    ``Content-Length`` when there is a body)."""
+    if not _token_ok(method):
+        raise LocalProtocolError("bad request method %r" % (method,))
+    if not target or any(c <= " " or c == "\x7f" for c in target):
+        raise LocalProtocolError("request path %r contains whitespace or control characters"
+                                 % (target,))
+    lines = ["%s %s HTTP/1.1" % (method, target), "Host: " + host]
+    if body is not None:
+        lines.append("Content-Type: " + content_type)
+        lines.append("Content-Length: %d" % len(body))
+    for name, value in headers:
+        if not _token_ok(name):
+            raise LocalProtocolError("bad header name %r" % (name,))
+        lines.append("%s: %s" % (name, value))
+    for line in lines:
+        if "\r" in line or "\n" in line or "\0" in line:
+            raise LocalProtocolError("header line %r contains CR, LF or NUL" % (line[:80],))
+    try:
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        raise LocalProtocolError("request head is not latin-1: %r" % (lines,)) from None
+    if not body:
+        return [head]
+    if len(body) <= COALESCE:
+        return [head + bytes(body)]
+    return [head, body]
+
+
+# -- answers --------------------------------------------------------------------------------------
+
+
+def parse_head(head):
+    """A ``Response`` from the bytes of a status line and its header block (CRLF-separated, the
+    final empty line optional)."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or parts[0] not in ("HTTP/1.1", "HTTP/1.0"):
+        raise BadResponse("bad status line %r" % lines[0][:100])
+    if not (len(parts[1]) == 3 and parts[1].isdigit()):
+        raise BadResponse("bad status line %r" % lines[0][:100])
+    status = int(parts[1])
+    if status < 100:
+        raise BadResponse("bad status %d" % status)
+    headers = {}
+    last = None
+    for line in lines[1:]:
+        if not line:
+            continue
+        if line[0] in " \t":            # obsolete line folding
+            if last is None:
+                raise BadResponse("header block starts with a continuation line")
+            headers[last] += " " + line.strip()
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not _token_ok(name):
+            raise BadResponse("bad header line %r" % line[:100])
+        name = name.lower()
+        value = value.strip()
+        headers[name] = headers[name] + ", " + value if name in headers else value
+        last = name
+    return Response(status, parts[2] if len(parts) > 2 else "", parts[0], headers)
+
+
+def _tokens(value):
+    return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
+
+
+def _content_length(response):
+    value = response.getheader("Content-Length")
+    if value is None:
+        return None
+    values = {v.strip() for v in value.split(",")}
+    if len(values) != 1:
+        raise BadResponse("conflicting Content-Length %r" % value)
+    value = values.pop()
+    if not value.isdigit() or not value.isascii():
+        raise BadResponse("bad Content-Length %r" % value)
+    return int(value)
+
+
+def _keep_alive(response):
+    connection = _tokens(response.getheader("Connection"))
+    if response.version == "HTTP/1.0":
+        return "keep-alive" in connection
+    return "close" not in connection
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+class ClientConnection(object):
+    """The client's side of one HTTP/1.1 connection (see the module's docstring).
+
+    ``max_body``: the largest answer body accepted, in bytes (None: no bound).
+    """
+
+    def __init__(self, max_body=None):
+        self.max_body = max_body
+        self.our_state = IDLE
+        self.their_state = DONE      # nothing asked yet: nothing to read
+        self._method = None
+        self._buffer = bytearray()
+        self._eof = False
+        self._error = None
+        self._response = None
+        self._keep = False
+        self._body = []
+        self._size = 0               # body bytes taken so far
+        self._left = 0               # bytes left of the body (BODY_LENGTH) or the chunk
+
+    # -- state
+
+    @property
+    def trailing_data(self):
+        """``(bytes, eof)``: what was received past the last answer, and whether the peer has
+        closed; a connection with either cannot carry another request."""
+        return bytes(self._buffer), self._eof
+
+    @property
+    def reusable(self):
+        """True when the last answer is complete, allows keep-alive, and nothing came after."""
+        return (self.our_state == SENT and self.their_state == DONE and self._keep
+                and not self._buffer and not self._eof and self._error is None)
+
+    def start_next_cycle(self):
+        """Ready for the next request on this connection (only when ``reusable``)."""
+        if not self.reusable:
+            raise LocalProtocolError("the connection cannot carry another request")
+        self.our_state = IDLE
+        self._response = None
+
+    # -- our side
+
+    def send_request(self, method, target, host, headers=(), body=None, content_type=None):
+        """The parts to write for one request (``encode_request``); then answers are read."""
+        parts = encode_request(method, target, host, headers, body, content_type)
+        self.start_request(method)
+        return parts
+
+    def start_request(self, method):
+        """A request made by ``encode_request`` is being written (a transport that encodes once
+        and may write it on several connections calls this instead of ``send_request``)."""
+        self._raise_latched()
+        if self.our_state != IDLE:
+            raise LocalProtocolError("a request was already sent on this connection")
+        self.our_state = SENT
+        self.their_state = HEAD
+        self._method = method
+
+    # -- their side
+
+    def receive_data(self, data):
+        """Bytes read from the peer; ``b""`` when the connection ended (EOF)."""
+        self._raise_latched()
+        if self._eof and data:
+            raise LocalProtocolError("data received after the end of the connection")
+        if data:
+            self._buffer += data
+        else:
+            self._eof = True
+
+    def next_event(self):
+        """``NEED_DATA``, or the ``Answer`` to the request sent, once it is all here; raises
+        ``BadResponse`` or ``TooLarge`` (and again on every later call)."""
+        self._raise_latched()
+        if self.our_state != SENT:
+            raise LocalProtocolError("no request was sent: no answer to read")
+        try:
+            return self._step()
+        except ProtocolError as exc:
+            self.their_state = ERROR
+            self._error = exc
+            raise
+
+    def _raise_latched(self):
+        if self._error is not None:
+            raise self._error
+
+    def _step(self):
+        while True:
+            state = self.their_state
+            if state == DONE:
+                raise LocalProtocolError("the answer was already read")
+            if state == HEAD:
+                if not self._read_head():
+                    return NEED_DATA
+            elif state == BODY_LENGTH:
+                self._take(min(self._left, len(self._buffer)))
+                if self._left:
+                    if self._eof:
+                        raise BadResponse("the connection closed %d bytes before the end of "
+                                          "the body (Content-Length %d)"
+                                          % (self._left, self._size + self._left))
+                    return NEED_DATA
+                return self._finish()
+            elif state == BODY_UNTIL_CLOSE:
+                self._take(len(self._buffer))
+                self._check_size(self._size, at_least=True)
+                if not self._eof:
+                    return NEED_DATA
+                self._keep = False
+                return self._finish()
+            elif state == CHUNK_SIZE:
+                if not self._read_chunk_size():
+                    return NEED_DATA
+            elif state == CHUNK_DATA:
+                self._take(min(self._left, len(self._buffer)))
+                if self._left:
+                    return self._need_more("in a chunk")
+                self.their_state = CHUNK_END
+            elif state == CHUNK_END:
+                if len(self._buffer) < 2:
+                    return self._need_more("after a chunk")
+                if self._buffer[:2] != b"\r\n":
+                    raise BadResponse("chunk not followed by CRLF")
+                del self._buffer[:2]
+                self.their_state = CHUNK_SIZE
+            elif state == TRAILERS:
+                line = self._line(HEAD_LIMIT, "trailer")
+                if line is None:
+                    return NEED_DATA
+                if not line:
+                    return self._finish()
+            else:   # ERROR is latched before we get here; IDLE is not a state of theirs
+                raise LocalProtocolError("no answer can be read in state %s" % state)
+
+    def _need_more(self, where):
+        if self._eof:
+            raise BadResponse("the connection closed %s" % where)
+        return NEED_DATA
+
+    def _line(self, limit, what):
+        """The next CRLF-terminated line (without it), or None when it is not all here."""
+        end = self._buffer.find(b"\r\n")
+        if end < 0:
+            if len(self._buffer) > limit:
+                raise BadResponse("%s line over %d bytes" % (what, limit))
+            self._need_more("in a %s line" % what)
+            return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[:end + 2]
+        return line
+
+    def _read_head(self):
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > HEAD_LIMIT:
+                raise BadResponse("answer head over %d bytes" % HEAD_LIMIT)
+            if self._eof:
+                raise BadResponse("the connection closed before the answer's head was complete "
+                                  "(%d bytes of it)" % len(self._buffer))
+            return False
+        if end > HEAD_LIMIT:
+            raise BadResponse("answer head over %d bytes" % HEAD_LIMIT)
+        response = parse_head(bytes(self._buffer[:end]))
+        del self._buffer[:end + 4]
+        if response.status < 200:
+            if response.status == 101:
+                raise BadResponse("unexpected 101 Switching Protocols")
+            return True   # 100 Continue, 103 Early Hints: the real answer follows
+        self._response = response
+        self._keep = _keep_alive(response)
+        self._body = []
+        self._size = 0
+        if self._method == "HEAD" or response.status in (204, 304):
+            self._left = 0               # no body, whatever the headers say
+            self.their_state = BODY_LENGTH
+            return True
+        if "chunked" in _tokens(response.getheader("Transfer-Encoding")):
+            self.their_state = CHUNK_SIZE
+            return True
+        length = _content_length(response)
+        if length is None:
+            self.their_state = BODY_UNTIL_CLOSE
+            return True
+        self._check_size(length)
+        self._left = length
+        self.their_state = BODY_LENGTH
+        return True
+
+    def _read_chunk_size(self):
+        line = self._line(_CHUNK_LINE_LIMIT, "chunk size")
+        if line is None:
+            return False
+        size_text = line.split(b";", 1)[0].strip().decode("latin-1")
+        if not size_text or not _HEX.issuperset(size_text):
+            raise BadResponse("bad chunk size %r" % size_text[:40])
+        size = int(size_text, 16)
+        if size == 0:
+            self.their_state = TRAILERS
+            return True
+        self._check_size(self._size + size, at_least=True)
+        self._left = size
+        self.their_state = CHUNK_DATA
+        return True
+
+    def _take(self, count):
+        if count:
+            buffer = self._buffer
+            if count == len(buffer):
+                self._body.append(bytes(buffer))
+                buffer.clear()
+            else:
+                with memoryview(buffer) as view:     # one copy, and released before the del
+                    self._body.append(bytes(view[:count]))
+                del buffer[:count]
+            self._size += count
+            if self.their_state != BODY_UNTIL_CLOSE:
+                self._left -= count
+
+    def _check_size(self, size, at_least=False):
+        limit = self.max_body
+        if limit is not None and size > limit:
+            raise TooLarge("the answer's body (%s%d bytes) is over max_response_body (%d bytes)"
+                           % ("at least " if at_least else "", size, limit))
+
+    def _finish(self):
+        body = b"".join(self._body)
+        self._body = []
+        self.their_state = DONE
+        return Answer(self._response, body, self._keep)
+
+
+def read_whole(data, method, max_body=None):
+    """The ``Answer`` in ``data``, bytes that a connection carried before it ended (an answer the
+    server wrote before closing), or None when they hold no whole answer."""
+    conn = ClientConnection(max_body)
+    conn.start_request(method)
+    try:
+        conn.receive_data(data)
+        conn.receive_data(b"")
+        event = conn.next_event()
+    except ProtocolError:
+        return None
+    return event if isinstance(event, Answer) else None

@@ -1,0 +1,34 @@
+#include "config/to_policy.h"
+
+namespace bulkhead::config {
+
+core::PoolPolicy toPolicy(const PoolConfig& c, const ServerConfig& server) {
+  core::PoolPolicy p;
+  p.name = c.name;
+  p.workers = c.workers;
+  p.queueLimit = c.queueLimit;
+  p.jobTimeout = c.jobTimeout;
+  p.queueTimeout = c.queueTimeout;
+  p.asyncQueueTimeout = c.asyncQueueTimeout;
+  p.startupTimeout = c.startupTimeout;
+  p.retries = c.retries;
+  p.maxJobs = c.maxJobs;
+  p.killGrace = c.killGrace;
+  p.shutdownTimeout = server.shutdownTimeout;
+  p.bounds.maxRssBytes = c.maxRss;
+  p.bounds.maxThreads = c.maxThreads;
+  p.bounds.maxMaps = c.maxMaps;
+  p.bounds.maxFds = c.maxFds;
+  p.bounds.trend = c.trend;
+  p.maxAge = c.maxAge;
+  p.hangAfter = c.hangAfter;
+  p.memoryLimitBytes = c.memoryLimit;
+  p.pidsLimit = c.pidsLimit;
+  p.poisonAfter = c.poisonAfter;
+  p.breaker.failures = static_cast<std::size_t>(c.breakerFailures);
+  p.breaker.window = c.breakerWindow;
+  p.breaker.cooldown = c.breakerCooldown;
+  return p;
+}
+
+}  // namespace bulkhead::config
