@@ -9,6 +9,8 @@
 #include <deque>
 #include <string_view>
 
+#include "core/time.h"
+
 namespace bulkhead::core {
 
 struct BreakerPolicy {
@@ -22,7 +24,7 @@ std::string_view breakerStateName(BreakerState state);
 
 class Breaker {
  public:
-  using Time = std::chrono::steady_clock::time_point;
+  using Time = core::Time;
   enum class Admission { kAdmit, kProbe, kReject };
   enum class Change { kNone, kOpened, kClosed };
 

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <deque>
 
+#include "core/time.h"
+
 namespace bulkhead::core {
 
 struct CrashLoopPolicy {
@@ -18,7 +20,7 @@ struct CrashLoopPolicy {
 
 class CrashLoop {
  public:
-  using Time = std::chrono::steady_clock::time_point;
+  using Time = core::Time;
 
   explicit CrashLoop(CrashLoopPolicy policy) : policy_(policy) {}
 

@@ -25,12 +25,10 @@
 #include "core/outcome.h"
 #include "core/quarantine.h"
 #include "core/resource_rules.h"
+#include "core/time.h"
 
 namespace bulkhead::core {
 
-using Clock = std::chrono::steady_clock;
-using Time = Clock::time_point;
-using Duration = std::chrono::nanoseconds;
 using JobId = std::uint64_t;
 using WorkerId = std::uint64_t;
 

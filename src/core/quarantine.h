@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/outcome.h"
+#include "core/time.h"
 
 namespace bulkhead::core {
 
@@ -23,7 +24,7 @@ struct QuarantineEntry {
   std::string fingerprint;
   std::string pool;
   std::uint64_t jobId = 0;
-  std::chrono::steady_clock::time_point at;
+  Time at;
   std::string detail;
   std::vector<AttemptRecord> attempts;
 };

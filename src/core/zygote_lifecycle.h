@@ -18,6 +18,8 @@
 #include <optional>
 #include <string>
 
+#include "core/time.h"
+
 namespace bulkhead::core {
 
 struct ZygotePolicy {
@@ -29,7 +31,7 @@ struct ZygotePolicy {
 
 class ZygoteLifecycle {
  public:
-  using Time = std::chrono::steady_clock::time_point;
+  using Time = core::Time;
   using Duration = std::chrono::nanoseconds;
   enum class State { kDown, kStarting, kReady, kRefused };
 

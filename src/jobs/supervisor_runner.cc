@@ -28,7 +28,7 @@ AsioTimers::~AsioTimers() {
   for (auto& [id, timer] : timers_) timer->cancel();
 }
 
-core::Time AsioTimers::now() const { return core::Clock::now(); }
+core::Time AsioTimers::now() const { return core::fromSteady(std::chrono::steady_clock::now()); }
 
 Timers::TimerId AsioTimers::startTimer(core::Duration after, std::function<void()> fire) {
   const TimerId id = nextId_++;

@@ -37,7 +37,7 @@ constexpr std::size_t kEventsLogged = 1024;
 constexpr std::size_t kReadPerWakeup = 1 << 20;  // then yield to other workers and callers
 enum PipeIndex { kStdout = 0, kStderr = 1, kStacks = 2 };
 
-core::Time now() { return core::Clock::now(); }
+core::Time now() { return core::fromSteady(std::chrono::steady_clock::now()); }
 
 void logLine(const std::string& line) { logAt(LogLevel::kWarning, line); }
 
@@ -323,7 +323,7 @@ void Supervisor::armTimer() {
     timer_.cancel();
     return;
   }
-  timer_.expires_at(*next);
+  timer_.expires_at(core::toSteady(*next));
   timer_.async_wait([this, armed = *next](const boost::system::error_code& ec) {
     if (ec == asio::error::operation_aborted || armedFor_ != armed) return;
     armedFor_.reset();
