@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/retry_rule.h"
 #include "core/signal_names.h"
 
 namespace bulkhead::core {
@@ -99,8 +100,9 @@ std::vector<WorkerView> Pool::workers() const {
   for (const auto& [id, w] : workers_) {
     const bool ready =
         !w.retiring && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
+    std::string recycleCause(w.recycleCause ? recycleCauseName(*w.recycleCause) : "");
     out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring, ready, w.jobsServed,
-                   w.startedAt, w.job, w.recycleCause, w.latestSample});
+                   w.startedAt, w.job, std::move(recycleCause), w.latestSample});
   }
   return out;
 }
@@ -283,13 +285,13 @@ void Pool::on(const JobSubmitted& e, Time now) {
   if (!inserted) invariantFailed("duplicate job id");
   Job& j = it->second;
   if (shuttingDown_) {
+    // Refused before it was queued: no latency observed, no start failure to blame, and the
+    // caller may retry sooner (another supervisor may already be up).
     setJobState(j, JobState::kFinished, now);
     counters_.outcomes[Outcome::kUnavailable]++;
-    JobReport r;
-    r.jobId = j.id;
-    r.pool = policy_.name;
-    r.outcome = Outcome::kUnavailable;
-    r.detail = "the supervisor is shutting down";
+    JobReport r = reportFor(j, Outcome::kUnavailable, "the supervisor is shutting down", now);
+    r.breakerOpen = false;
+    r.lastStartFailure.reset();
     r.retryAfterSeconds = 1;
     actions_.push_back(FinishJob{std::move(r)});
     jobs_.erase(it);
@@ -325,7 +327,7 @@ void Pool::on(const JobSubmitted& e, Time now) {
     finish(
         j, Outcome::kOverloaded,
         "queue of pool '" + policy_.name + "' is full (" + std::to_string(queue_.size()) + " jobs)",
-        now, /*queueFull=*/true);
+        now, queueFullReport());
     return;
   }
   enqueue(j, now, /*front=*/false);
@@ -341,8 +343,7 @@ void Pool::on(const JobCancelled& e, Time now) {
   if (job->state == JobState::kRunning && job->worker) {
     Worker* w = findWorker(*job->worker);
     if (w && w->state == WorkerState::kBusy) {
-      w->killCause = "cancelled";
-      beginKill(*w, KillReason::kShutdown, "cancelled by the caller", now);
+      beginKill(*w, KillReason::kCancelled, "cancelled by the caller", now);
     }
   }
 }
@@ -441,13 +442,9 @@ void Pool::on(const JobErrorReceived& e, Time now) {
     }
     // The worker can no longer create threads or maps: it must not take another job.
     note("resource_exhausted", *w, *exhausted, now, job.id);
-    recycle(*w, "exhausted", now);
+    recycle(*w, RecycleCause::kExhausted, now);
     beginStop(*w, now);
-    if (static_cast<int>(job.attempts.size()) < policy_.retries + 1 && !shuttingDown_) {
-      counters_.retries++;
-      setJobState(job, JobState::kQueued, now);
-      return;
-    }
+    if (retryIfAllowed(job, outcome, now)) return;
     finish(job, outcome, *exhausted, now);
     return;
   }
@@ -605,6 +602,7 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
       case KillReason::kProtocolError:
         cause = w.killCause;
         break;
+      case KillReason::kCancelled:
       case KillReason::kShutdown:
         outcome = Outcome::kCancelled;
         cause = w.killCause;
@@ -647,24 +645,22 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
     finish(job, outcome, detail + "; " + why, now);
     return;
   }
-  const int attemptsAllowed = policy_.retries + 1;
-  const bool deadlinePassed = job.deadline && *job.deadline <= now;
-  if (isInfrastructureFailure(outcome) && static_cast<int>(job.attempts.size()) < attemptsAllowed &&
-      !shuttingDown_ && !deadlinePassed) {
-    counters_.retries++;
-    setJobState(job, JobState::kQueued, now);
-    return;
-  }
+  if (retryIfAllowed(job, outcome, now)) return;
   if (outcome == Outcome::kTimedOut) job.stage = "running";
   finish(job, outcome, detail, now);
 }
 
-void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, bool queueFull) {
-  // Only jobs that ran tell the breaker about the pool's health (not refusals, not queue waits).
-  const bool ran = job.dispatched;
-  setJobState(job, JobState::kFinished, now);
-  counters_.outcomes[outcome]++;
-  if (ran) recordForBreaker(outcome, now);
+bool Pool::retryIfAllowed(Job& job, Outcome outcome, Time now) {
+  const RetryFacts facts{outcome, static_cast<int>(job.attempts.size()), policy_.retries,
+                         shuttingDown_, job.deadline && *job.deadline <= now};
+  if (!shouldRetry(facts)) return false;
+  counters_.retries++;
+  setJobState(job, JobState::kQueued, now);
+  return true;
+}
+
+// The one place a JobReport is assembled from a job that ends (ran or not).
+JobReport Pool::reportFor(Job& job, Outcome outcome, std::string detail, Time now) const {
   JobReport r;
   r.jobId = job.id;
   r.pool = policy_.name;
@@ -674,10 +670,8 @@ void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, bool 
   r.queueMs = job.queueMs;
   r.totalMs = millisBetween(job.submittedAt, now);
   for (const auto& a : r.attempts) r.runMs += a.runMs;
-  observeLatency(r, ran);
-  r.queueFull = queueFull;
-  r.breakerOpen =
-      outcome == Outcome::kUnavailable && !ran && breaker_.state() != BreakerState::kClosed;
+  r.breakerOpen = outcome == Outcome::kUnavailable && !job.dispatched &&
+                  breaker_.state() != BreakerState::kClosed;
   if (outcome == Outcome::kPoison || job.quarantined) {
     r.fingerprint = payloadFingerprint(*job.payload);
   }
@@ -688,6 +682,21 @@ void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, bool 
     r.retryAfterSeconds = 5;
     r.lastStartFailure = lastStartFailure_;
   }
+  return r;
+}
+
+void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, JobReport extra) {
+  // Only jobs that ran tell the breaker about the pool's health (not refusals, not queue waits).
+  const bool ran = job.dispatched;
+  setJobState(job, JobState::kFinished, now);
+  counters_.outcomes[outcome]++;
+  if (ran) recordForBreaker(outcome, now);
+  JobReport r = reportFor(job, outcome, std::move(detail), now);
+  r.queueFull = extra.queueFull;
+  r.resultKind = extra.resultKind;
+  r.result = std::move(extra.result);
+  r.worker = std::move(extra.worker);
+  observeLatency(r, ran);
   actions_.push_back(FinishJob{std::move(r)});
   jobs_.erase(job.id);
 }
@@ -698,23 +707,11 @@ void Pool::finishOk(Job& job, Worker& w, ResultKind kind, Payload body, Time now
   w.jobsServed++;
   setWorkerState(w, WorkerState::kIdle, now);
   afterJob(w, now);
-  setJobState(job, JobState::kFinished, now);
-  counters_.outcomes[Outcome::kOk]++;
-  recordForBreaker(Outcome::kOk, now);
-  JobReport r;
-  r.jobId = job.id;
-  r.pool = policy_.name;
-  r.outcome = Outcome::kOk;
-  r.resultKind = kind;
-  r.result = std::move(body);
-  r.worker = workerName(w.id);
-  r.queueMs = job.queueMs;
-  r.totalMs = millisBetween(job.submittedAt, now);
-  r.attempts = std::move(job.attempts);
-  for (const auto& a : r.attempts) r.runMs += a.runMs;
-  observeLatency(r, true);
-  actions_.push_back(FinishJob{std::move(r)});
-  jobs_.erase(job.id);
+  JobReport result;
+  result.resultKind = kind;
+  result.result = std::move(body);
+  result.worker = workerName(w.id);
+  finish(job, Outcome::kOk, "", now, std::move(result));
 }
 
 void Pool::observeLatency(const JobReport& r, bool ran) {
@@ -1026,7 +1023,8 @@ void Pool::afterJob(Worker& w, Time now) {
     w.history.record(w.jobsServed, *w.jobEndSample);
     w.jobEndSample.reset();
   }
-  if (policy_.maxJobs > 0 && w.jobsServed >= policy_.maxJobs) return recycle(w, "jobs", now);
+  if (policy_.maxJobs > 0 && w.jobsServed >= policy_.maxJobs)
+    return recycle(w, RecycleCause::kJobs, now);
   checkRecycleRules(w, now);
 }
 
@@ -1040,7 +1038,7 @@ void Pool::checkRecycleRules(Worker& w, Time now) {
     return;
   }
   if (policy_.maxAge.count() > 0 && now - w.startedAt >= policy_.maxAge) {
-    return recycle(w, "age", now);
+    return recycle(w, RecycleCause::kAge, now);
   }
   if (!w.latestSample) return;
   if (auto cause = recycleCause(*w.latestSample, w.history, policy_.bounds)) {
@@ -1048,19 +1046,19 @@ void Pool::checkRecycleRules(Worker& w, Time now) {
   }
 }
 
-void Pool::recycle(Worker& w, const std::string& cause, Time now) {
+void Pool::recycle(Worker& w, RecycleCause cause, Time now) {
   if (w.retiring) return;
   w.retiring = true;
   // A crossed bound (not a predicted one) or an exhausted worker takes no further job.
-  w.overBound = cause == "rss" || cause == "threads" || cause == "maps" || cause == "fds" ||
-                cause == "exhausted";
+  w.overBound = recycleCauseCrossedBound(cause);
   if (!w.overBound && w.latestSample) {
     w.overBound = nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed);
   }
   w.recycleCause = cause;
+  const std::string word(recycleCauseName(cause));
   counters_.recycles++;
-  counters_.recyclesByCause[cause]++;
-  note("recycled", w, cause, now);
+  counters_.recyclesByCause[word]++;
+  note("recycled", w, word, now);
 }
 
 LimitEvidence Pool::limitsOf(const Worker& w, const ExitEvidence* exit) const {

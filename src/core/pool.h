@@ -24,6 +24,7 @@
 #include "core/crash_loop.h"
 #include "core/outcome.h"
 #include "core/quarantine.h"
+#include "core/recycle_cause.h"
 #include "core/resource_rules.h"
 #include "core/time.h"
 
@@ -181,7 +182,8 @@ enum class KillReason {
   kHung,
   kStartupTimeout,
   kProtocolError,
-  kShutdown,
+  kCancelled,  // the caller cancelled the running job
+  kShutdown,   // the supervisor is shutting down
   kStopTimeout
 };
 
@@ -196,7 +198,7 @@ struct WorkerView {
   std::uint64_t jobsServed;
   Time startedAt;
   std::optional<JobId> job;
-  std::string recycleCause;
+  std::string recycleCause;  // recycleCauseName(): the word shown; empty when not recycling
   std::optional<ResourceSample> latestSample;
 };
 
@@ -226,10 +228,10 @@ struct PoolCounters {
   std::uint64_t startFailures = 0;
   std::uint64_t workerDeaths = 0;
   std::uint64_t recycles = 0;
-  std::map<std::string, std::uint64_t> recyclesByCause;
-  LatencyHistogram queueSeconds;  // jobs that ran
-  LatencyHistogram runSeconds;    // jobs that ran
-  LatencyHistogram totalSeconds;  // every job, refusals included
+  std::map<std::string, std::uint64_t> recyclesByCause;  // by recycleCauseName()
+  LatencyHistogram queueSeconds;                         // jobs that ran
+  LatencyHistogram runSeconds;                           // jobs that ran
+  LatencyHistogram totalSeconds;                         // every job, refusals included
 };
 
 // Something an operator wants to see in the event stream.
@@ -310,7 +312,7 @@ class Pool {
     std::optional<KillReason> killReason;
     std::string killCause;
     std::optional<ErrorInfo> startError;
-    std::string recycleCause;
+    std::optional<RecycleCause> recycleCause;
     std::optional<ResourceSample> latestSample;
     std::optional<ResourceSample> jobEndSample;  // arrived just before the result
     std::uint64_t pidsEventsAtDispatch = 0;      // pids.events "max" when the job was sent
@@ -355,7 +357,15 @@ class Pool {
   void backOffSpawns(Time now);
   void recordStartFailure(AttemptRecord record, Time now);
   void failInFlight(Worker& worker, const ExitEvidence& evidence, Time now);
-  void finish(Job& job, Outcome outcome, std::string detail, Time now, bool queueFull = false);
+  // `extra` carries what only some endings have: the result, its worker, a full queue.
+  void finish(Job& job, Outcome outcome, std::string detail, Time now, JobReport extra = {});
+  JobReport reportFor(Job& job, Outcome outcome, std::string detail, Time now) const;
+  static JobReport queueFullReport() {
+    JobReport r;
+    r.queueFull = true;
+    return r;
+  }
+  bool retryIfAllowed(Job& job, Outcome outcome, Time now);
   void expireQueued(Job& job, Time now);
   void enqueue(Job& job, Time now, bool front);
   std::optional<Time> queueDeadlineFor(const Job& job, Time now) const;
@@ -368,7 +378,7 @@ class Pool {
   AttemptRecord attemptFor(const Job& job, const Worker& worker, Outcome outcome, Time now) const;
   int freeSlot() const;
   void afterJob(Worker& worker, Time now);
-  void recycle(Worker& worker, const std::string& cause, Time now);
+  void recycle(Worker& worker, RecycleCause cause, Time now);
   void checkRecycleRules(Worker& worker, Time now);
   Time busyDeadline(const Worker& worker) const;
   std::string hangCause(const Worker& worker, Time now) const;

@@ -13,12 +13,12 @@ constexpr int kMapsNearKernelLimit = 65000;
 
 }  // namespace
 
-std::optional<std::string> recycleCause(const ResourceSample& s, const JobEndHistory& history,
-                                        const ResourceBounds& b) {
-  if (b.maxRssBytes && s.rssBytes > b.maxRssBytes) return "rss";
-  if (b.maxThreads && s.threads > b.maxThreads) return "threads";
-  if (b.maxMaps && s.maps > b.maxMaps) return "maps";
-  if (b.maxFds && s.fds > b.maxFds) return "fds";
+std::optional<RecycleCause> recycleCause(const ResourceSample& s, const JobEndHistory& history,
+                                         const ResourceBounds& b) {
+  if (b.maxRssBytes && s.rssBytes > b.maxRssBytes) return RecycleCause::kRss;
+  if (b.maxThreads && s.threads > b.maxThreads) return RecycleCause::kThreads;
+  if (b.maxMaps && s.maps > b.maxMaps) return RecycleCause::kMaps;
+  if (b.maxFds && s.fds > b.maxFds) return RecycleCause::kFds;
   if (!b.trend) return std::nullopt;
   auto wouldCross = [&](auto measure, double current, double bound) {
     if (bound <= 0 || current < 0) return false;
@@ -28,19 +28,19 @@ std::optional<std::string> recycleCause(const ResourceSample& s, const JobEndHis
   };
   if (wouldCross([](const ResourceSample& x) { return static_cast<double>(x.rssBytes); },
                  static_cast<double>(s.rssBytes), static_cast<double>(b.maxRssBytes))) {
-    return "trend:rss";
+    return RecycleCause::kTrendRss;
   }
   if (wouldCross([](const ResourceSample& x) { return static_cast<double>(x.threads); }, s.threads,
                  b.maxThreads)) {
-    return "trend:threads";
+    return RecycleCause::kTrendThreads;
   }
   if (wouldCross([](const ResourceSample& x) { return static_cast<double>(x.maps); }, s.maps,
                  b.maxMaps)) {
-    return "trend:maps";
+    return RecycleCause::kTrendMaps;
   }
   if (wouldCross([](const ResourceSample& x) { return static_cast<double>(x.fds); }, s.fds,
                  b.maxFds)) {
-    return "trend:fds";
+    return RecycleCause::kTrendFds;
   }
   return std::nullopt;
 }

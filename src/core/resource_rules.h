@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "core/outcome.h"
+#include "core/recycle_cause.h"
 
 namespace bulkhead::core {
 
@@ -67,9 +68,9 @@ class JobEndHistory {
   std::deque<Point> points_;
 };
 
-// "rss", "threads", "maps", "fds", "trend:rss", "trend:maps", ... or nullopt.
-std::optional<std::string> recycleCause(const ResourceSample& latest, const JobEndHistory& history,
-                                        const ResourceBounds& bounds);
+// A crossed bound (kRss, kThreads, kMaps, kFds), a predicted one (kTrendRss, ...) or nullopt.
+std::optional<RecycleCause> recycleCause(const ResourceSample& latest, const JobEndHistory& history,
+                                         const ResourceBounds& bounds);
 
 // True when the worker is over a bound now or, with the trend rule, when its next job would take
 // it over one (from the last job-end sample plus the growth per job of every job since): such a

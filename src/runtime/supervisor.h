@@ -24,6 +24,7 @@
 #include "os/proc.h"
 #include "os/process.h"
 #include "proto/frame.h"
+#include "runtime/event_feed.h"
 
 namespace bulkhead::runtime {
 
@@ -106,9 +107,11 @@ class Supervisor {
 
   // The event stream (GET /v1/events): every pool's events with one global, increasing id.
   // A subscriber first gets the kept events with id > since, then each new one as it happens.
-  using EventSink = std::function<void(std::uint64_t id, const nlohmann::json& event)>;
-  int subscribeEvents(std::uint64_t since, EventSink sink);
-  void unsubscribeEvents(int subscription);
+  using EventSink = EventFeed::Sink;
+  int subscribeEvents(std::uint64_t since, EventSink sink) {
+    return feed_.subscribe(since, std::move(sink));
+  }
+  void unsubscribeEvents(int subscription) { feed_.unsubscribe(subscription); }
 
  private:
   struct WorkerIo;
@@ -194,10 +197,7 @@ class Supervisor {
   // Children reaped before we knew their pid: a zygote-forked worker can die before the FORKED
   // frame that names it is read. Bounded, and each entry expires.
   std::map<pid_t, std::pair<int, core::Time>> unclaimedExits_;
-  std::deque<std::pair<std::uint64_t, nlohmann::json>> eventLog_;
-  std::uint64_t nextEventId_ = 1;
-  std::map<int, EventSink> eventSinks_;
-  int nextSubscription_ = 1;
+  EventFeed feed_;
   core::Time startedAt_;
 
   // Containment without a cgroup (src/os/orphans.h): what a worker leaves running is found

@@ -382,6 +382,26 @@ TEST_F(PoolTest, CancelledQueuedJobEndsCancelled) {
   EXPECT_EQ(finished_[0].outcome, Outcome::kCancelled);
 }
 
+// Cancelling a running job kills its worker without a stack dump (KillReason::kCancelled) and
+// ends the job `cancelled`, never retried, with the caller's words.
+TEST_F(PoolTest, CancelledRunningJobKillsItsWorkerAndEndsCancelled) {
+  make(policy(1));
+  startReady();
+  auto send = submit(1);
+  ASSERT_TRUE(send);
+  auto actions = feed(JobCancelled{1});
+  EXPECT_EQ(count<DumpStacks>(actions), 0u);
+  auto signals = only<SignalWorkerGroup>(actions);
+  ASSERT_EQ(signals.size(), 1u);
+  EXPECT_EQ(signals[0].signal, GroupSignal::kTerminate);
+  feed(WorkerExited{send->worker, killedBy(15)});
+  ASSERT_EQ(finished_.size(), 1u);
+  EXPECT_EQ(finished_[0].outcome, Outcome::kCancelled);
+  EXPECT_EQ(finished_[0].detail, "cancelled by the caller");
+  EXPECT_EQ(finished_[0].attempts.size(), 1u);
+  EXPECT_EQ(pool_->counters().retries, 0u);
+}
+
 // A spawn that fails at once (a zygote that refuses, fork() failing) is answered within the same
 // drain; without backoff the pool would ask again forever without time passing.
 TEST_F(PoolTest, SpawnsThatFailAtOnceBackOffInsteadOfLooping) {

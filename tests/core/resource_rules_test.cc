@@ -22,10 +22,10 @@ TEST(RecycleRules, BoundsOnTheLatestSample) {
   b.maxFds = 50;
   JobEndHistory none;
   EXPECT_FALSE(recycleCause(sample(99, 20, 1000, 50), none, b));
-  EXPECT_EQ(recycleCause(sample(101, 1, 1), none, b), "rss");
-  EXPECT_EQ(recycleCause(sample(1, 21, 1), none, b), "threads");
-  EXPECT_EQ(recycleCause(sample(1, 1, 1001), none, b), "maps");
-  EXPECT_EQ(recycleCause(sample(1, 1, 1, 51), none, b), "fds");
+  EXPECT_EQ(recycleCause(sample(101, 1, 1), none, b), RecycleCause::kRss);
+  EXPECT_EQ(recycleCause(sample(1, 21, 1), none, b), RecycleCause::kThreads);
+  EXPECT_EQ(recycleCause(sample(1, 1, 1001), none, b), RecycleCause::kMaps);
+  EXPECT_EQ(recycleCause(sample(1, 1, 1, 51), none, b), RecycleCause::kFds);
 }
 
 TEST(RecycleRules, TrendRecyclesBeforeTheNextJobWouldCrossTheBound) {
@@ -39,7 +39,7 @@ TEST(RecycleRules, TrendRecyclesBeforeTheNextJobWouldCrossTheBound) {
     h.record(job, sample(10, 2, maps));
     auto cause = recycleCause(sample(10, 2, maps), h, b);
     if (maps + 730 > 5000) {
-      EXPECT_EQ(cause, "trend:maps") << "at " << maps << " maps";
+      EXPECT_EQ(cause, RecycleCause::kTrendMaps) << "at " << maps << " maps";
       return;
     }
     EXPECT_FALSE(cause) << "at " << maps << " maps";
@@ -54,7 +54,7 @@ TEST(RecycleRules, TrendUsesJobCountsNotSampleCounts) {
   h.record(10, sample(100, 2, -1));
   h.record(20, sample(200, 2, -1));  // +10 MiB per job over 10 jobs
   EXPECT_FALSE(recycleCause(sample(200, 2, -1), h, b));
-  EXPECT_EQ(recycleCause(sample(995, 2, -1), h, b), "trend:rss");
+  EXPECT_EQ(recycleCause(sample(995, 2, -1), h, b), RecycleCause::kTrendRss);
 }
 
 TEST(RecycleRules, TrendLooksAheadAsManyJobsAsSamplesSkip) {
@@ -64,7 +64,7 @@ TEST(RecycleRules, TrendLooksAheadAsManyJobsAsSamplesSkip) {
   h.record(10, sample(10, 2, 2000));
   h.record(20, sample(10, 2, 12000));  // +1000 per job, sampled every 10 jobs
   // 12000 + 1000 would be fine for one job, but the next sample comes 10 jobs later.
-  EXPECT_EQ(recycleCause(sample(10, 2, 12000), h, b), "trend:maps");
+  EXPECT_EQ(recycleCause(sample(10, 2, 12000), h, b), RecycleCause::kTrendMaps);
 }
 
 TEST(RecycleRules, FlatOrShrinkingMeasuresNeverTriggerTheTrend) {

@@ -1,0 +1,338 @@
+// The worker channel: one worker's (or zygote's) control socket and stdout/stderr/stacks pipes.
+// Owns: reading and writing them, decoding frames and checking their bodies, the HELLO-first rule,
+// draining what a dead worker left in the kernel buffers into its exit evidence, and closing it
+// all. May not touch: policy (it posts core events) or the zygote's own frames
+// (zygote_driver.cc). proto::WorkerConnection is to take over the frame checks here.
+
+#include "runtime/shell_state.h"
+
+namespace bulkhead::runtime {
+
+using nlohmann::json;
+
+std::optional<core::ErrorInfo> parseErrorInfo(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::nullopt;
+  core::ErrorInfo e;
+  auto field = [&](const char* key, std::string& out) {
+    auto it = j.find(key);
+    if (it == j.end()) return true;
+    if (!it->is_string()) return false;
+    out = it->get<std::string>();
+    return true;
+  };
+  if (!field("type", e.type) || !field("message", e.message) || !field("traceback", e.traceback)) {
+    return std::nullopt;
+  }
+  if (e.type.empty()) return std::nullopt;
+  return e;
+}
+
+std::shared_ptr<Supervisor::WorkerIo> Supervisor::makeWorkerIo(PoolRuntime& pool, core::WorkerId id,
+                                                               std::string name,
+                                                               os::WorkerProcess& process) {
+  auto worker = std::make_shared<WorkerIo>(io_, pool, id, std::move(name),
+                                           static_cast<std::uint32_t>(pool.config.maxPayload));
+  worker->control.assign(asio::local::stream_protocol(), process.control.release());
+  worker->pipes[kStdout].assign(process.stdoutRead.release());
+  worker->pipes[kStderr].assign(process.stderrRead.release());
+  worker->pipes[kStacks].assign(process.stacksRead.release());
+  for (int i = 0; i < 3; ++i) readPipe(worker, i);
+  return worker;
+}
+
+// The pid is known: from here on the worker is reaped, signalled and read like any other.
+void Supervisor::workerStarted(WorkerIo& worker, pid_t pid, os::UniqueFd pidfd) {
+  worker.pid = pid;
+  worker.pidfd = std::move(pidfd);
+  auto shared = worker.shared_from_this();
+  byPid_[pid] = shared;
+  readControl(shared);
+  post(worker.pool, core::WorkerSpawned{worker.id, pid});
+}
+
+// Readers wait for readiness and then read themselves, instead of letting the reactor read into a
+// buffer: bytes stay in the kernel until we take them, so the exit path, which drains everything
+// synchronously, can never miss output that a queued completion handler was holding.
+Supervisor::ReadResult Supervisor::readPipeNow(WorkerIo& worker, int which, std::size_t limit) {
+  std::size_t taken = 0;
+  auto& buffer = worker.pipeBuffer;
+  while (taken < limit) {
+    ssize_t n = ::read(worker.pipes[which].native_handle(), buffer.data(), buffer.size());
+    if (n > 0) {
+      worker.tails[which].append({buffer.data(), static_cast<std::size_t>(n)});
+      taken += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return ReadResult::kDrained;
+    return ReadResult::kClosed;  // EOF or a hard error
+  }
+  return ReadResult::kMore;
+}
+
+Supervisor::ReadResult Supervisor::readControlNow(WorkerIo& worker, std::size_t limit) {
+  std::size_t taken = 0;
+  auto& buffer = worker.controlBuffer;
+  while (taken < limit && !worker.misbehaving && !worker.closed) {
+    ssize_t n = ::recv(worker.control.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+    if (n > 0) {
+      consumeControlBytes(worker, {buffer.data(), static_cast<std::size_t>(n)});
+      taken += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return ReadResult::kDrained;
+    if (n == 0 && !worker.misbehaving) {
+      if (auto err = worker.decoder.finish()) misbehaved(worker, err->reason);
+    }
+    return ReadResult::kClosed;
+  }
+  return ReadResult::kMore;
+}
+
+void Supervisor::readPipe(const std::shared_ptr<WorkerIo>& worker, int which) {
+  worker->pipes[which].async_wait(
+      asio::posix::stream_descriptor::wait_read,
+      [this, worker, which](const boost::system::error_code& ec) {
+        if (ec || worker->closed) return;
+        if (readPipeNow(*worker, which, kReadPerWakeup) == ReadResult::kClosed) return;
+        readPipe(worker, which);  // EOF: stop; a grandchild may hold the pipe, never wait on it
+      });
+}
+
+void Supervisor::readControl(const std::shared_ptr<WorkerIo>& worker) {
+  worker->control.async_wait(
+      asio::local::stream_protocol::socket::wait_read,
+      [this, worker](const boost::system::error_code& ec) {
+        if (ec || worker->closed) return;
+        auto result = readControlNow(*worker, kReadPerWakeup);
+        drain();
+        if (result != ReadResult::kClosed && !worker->misbehaving && !worker->closed) {
+          readControl(worker);
+        }
+      });
+}
+
+void Supervisor::consumeControlBytes(WorkerIo& worker, std::string_view bytes) {
+  if (worker.misbehaving) return;
+  worker.decoder.feed(bytes);
+  for (;;) {
+    auto result = worker.decoder.next();
+    if (std::holds_alternative<proto::NeedMore>(result)) return;
+    if (auto* err = std::get_if<proto::DecodeError>(&result)) {
+      misbehaved(worker, err->reason);
+      return;
+    }
+    handleFrame(worker, std::move(std::get<proto::Frame>(result)));
+    if (worker.misbehaving || worker.closed) return;  // e.g. a zygote stopped by its own frame
+  }
+}
+
+void Supervisor::misbehaved(WorkerIo& worker, std::string reason) {
+  if (worker.misbehaving) return;
+  worker.misbehaving = true;
+  logLine("worker " + worker.name + " (pid " + std::to_string(worker.pid) +
+          ") broke the protocol: " + reason);
+  if (worker.isZygote) {
+    killZygote(worker.pool, "it broke the protocol: " + reason);
+    return;
+  }
+  post(worker.pool, core::WorkerMisbehaved{worker.id, std::move(reason)});
+}
+
+void Supervisor::handleFrame(WorkerIo& worker, proto::Frame f) {
+  using proto::FrameType;
+  if (!worker.helloSeen) {
+    if (f.type != FrameType::kHello) {
+      misbehaved(worker, "expected HELLO first, got " + std::string(proto::frameTypeName(f.type)));
+      return;
+    }
+    json hello = json::parse(f.body, nullptr, false);
+    if (hello.is_discarded() || !hello.is_object() || hello.value("protocol", 0) != 1) {
+      misbehaved(worker, "HELLO body is not {\"protocol\": 1, ...}");
+      return;
+    }
+    worker.helloSeen = true;
+    return;
+  }
+  if (worker.isZygote) return handleZygoteFrame(worker, std::move(f));
+  switch (f.type) {
+    case FrameType::kHello:
+      misbehaved(worker, "HELLO sent twice");
+      return;
+    case FrameType::kReady:
+      post(worker.pool, core::WorkerReady{worker.id});
+      return;
+    case FrameType::kStartFailed: {
+      auto e = parseErrorInfo(f.body);
+      if (!e) return misbehaved(worker, "START_FAILED body is not {type, message, traceback}");
+      post(worker.pool, core::WorkerStartFailed{worker.id, std::move(*e)});
+      return;
+    }
+    case FrameType::kResultBytes:
+    case FrameType::kResultText:
+    case FrameType::kResultJson: {
+      core::ResultKind kind = f.type == FrameType::kResultBytes  ? core::ResultKind::kBytes
+                              : f.type == FrameType::kResultText ? core::ResultKind::kText
+                                                                 : core::ResultKind::kJson;
+      if (kind == core::ResultKind::kJson && !json::accept(f.body)) {
+        return misbehaved(worker, "RESULT_JSON body is not valid JSON");
+      }
+      sampleAfterJob(worker);
+      post(worker.pool,
+           core::JobResultReceived{worker.id, f.jobId, kind,
+                                   std::make_shared<const std::string>(std::move(f.body))});
+      return;
+    }
+    case FrameType::kHandlerError: {
+      auto e = parseErrorInfo(f.body);
+      if (!e) return misbehaved(worker, "HANDLER_ERROR body is not {type, message, traceback}");
+      sampleAfterJob(worker);
+      std::uint64_t pidsMaxEvents = 0;
+      if (worker.cgroup) pidsMaxEvents = cgroups_->counters(*worker.cgroup).pidsMaxEvents;
+      post(worker.pool, core::JobErrorReceived{worker.id, f.jobId, std::move(*e), pidsMaxEvents});
+      return;
+    }
+    case FrameType::kHeartbeat: {
+      json beat = json::parse(f.body, nullptr, false);
+      if (beat.is_discarded() || !beat.is_object()) {
+        return misbehaved(worker, "HEARTBEAT body is not a JSON object");
+      }
+      core::WorkerHeartbeat event;
+      event.worker = worker.id;
+      event.job = f.jobId;
+      if (auto it = beat.find("progress"); it != beat.end() && it->is_number_unsigned()) {
+        event.progress = it->get<std::uint64_t>();
+      }
+      if (auto it = beat.find("cpu_seconds"); it != beat.end() && it->is_number()) {
+        event.cpuSeconds = it->get<double>();
+      }
+      if (auto it = beat.find("stack"); it != beat.end() && it->is_string()) {
+        event.stack = it->get<std::string>();
+      }
+      post(worker.pool, std::move(event));
+    }
+      return;
+    case FrameType::kForked:
+    case FrameType::kForkRefused:
+      misbehaved(worker, "a worker sent a zygote frame");
+      return;
+    case FrameType::kJob:
+    case FrameType::kShutdown:
+    case FrameType::kFork:
+      misbehaved(worker, "worker sent a supervisor frame");
+      return;
+  }
+}
+
+void Supervisor::sendFrame(WorkerIo& worker, std::string header, core::Payload body) {
+  if (worker.closed) return;
+  worker.writes.emplace_back(std::move(header), std::move(body));
+  flushWrites(worker.shared_from_this());
+}
+
+void Supervisor::flushWrites(const std::shared_ptr<WorkerIo>& worker) {
+  if (worker->writing || worker->writes.empty() || worker->closed) return;
+  worker->writing = true;
+  auto& [header, body] = worker->writes.front();
+  std::array<asio::const_buffer, 2> buffers{asio::buffer(header),
+                                            body ? asio::buffer(*body) : asio::const_buffer()};
+  asio::async_write(worker->control, buffers,
+                    [this, worker](const boost::system::error_code& ec, std::size_t) {
+                      worker->writing = false;
+                      if (worker->closed) return;
+                      worker->writes.pop_front();
+                      if (ec) {
+                        // EPIPE: the worker is gone or going; SIGCHLD tells the rest.
+                        worker->writes.clear();
+                        return;
+                      }
+                      flushWrites(worker);
+                      if (worker->isZygote && worker->writes.empty()) {
+                        tendZygote(worker->pool);  // FORKs held back behind a partial one
+                        drain();
+                      }
+                    });
+}
+
+void Supervisor::onChildExit(pid_t pid, int status) {
+  auto it = byPid_.find(pid);
+  if (it == byPid_.end()) {
+    orphansReaped_++;  // a grandchild reparented to us (we are a child subreaper)
+    const core::Time t = now();
+    std::erase_if(unclaimedExits_,
+                  [&](const auto& e) { return t - e.second.second > std::chrono::seconds(10); });
+    if (unclaimedExits_.size() < 4096) unclaimedExits_[pid] = {status, t};
+    return;
+  }
+  auto worker = it->second;
+  byPid_.erase(it);
+  // Whatever its children still do, they go with it: they may hold its pipes open forever.
+  os::signalProcessGroup(pid, SIGKILL);
+  if (worker->closed) return;  // released earlier by the core
+
+  // Frames and bytes it wrote before dying are in the kernel buffers: take them now, without
+  // waiting for an EOF that a surviving grandchild could withhold.
+  readControlNow(*worker, std::numeric_limits<std::size_t>::max());
+  for (int i = 0; i < 3; ++i) readPipeNow(*worker, i, kFinalDrainLimit);
+
+  if (worker->isZygote) {
+    std::string reason = WIFSIGNALED(status)
+                             ? "killed by " + std::string(core::signalName(WTERMSIG(status)))
+                             : "exited with code " + std::to_string(WEXITSTATUS(status));
+    PoolRuntime& pool = worker->pool;
+    if (pool.zygote->startError) {
+      reason += ": preload failed: " + pool.zygote->startError->type + ": " +
+                pool.zygote->startError->message;
+    } else if (auto tail = worker->tails[kStderr].tail(); !tail.empty()) {
+      reason += "; stderr ends: " + tail.substr(tail.size() > 400 ? tail.size() - 400 : 0);
+    }
+    closeWorkerIo(*worker);
+    if (pool.zygote->io == worker) zygoteGone(pool, reason);
+    return;
+  }
+
+  core::ExitEvidence evidence;
+  if (WIFSIGNALED(status)) {
+    evidence.signal = WTERMSIG(status);
+    evidence.coreDumped = WCOREDUMP(status);
+  } else if (WIFEXITED(status)) {
+    evidence.exitCode = WEXITSTATUS(status);
+  }
+  evidence.stderrTail = worker->tails[kStderr].tail();
+  evidence.stderrDroppedBytes = worker->tails[kStderr].droppedBytes();
+  evidence.stdoutTail = worker->tails[kStdout].tail();
+  evidence.stacks = worker->tails[kStacks].tail();
+  if (worker->cgroup) {
+    auto counters = cgroups_->counters(*worker->cgroup);
+    evidence.oomKilled = counters.oomKills > 0;
+    evidence.memoryPeakBytes = counters.memoryPeakBytes;
+    evidence.pidsMaxEvents = counters.pidsMaxEvents;
+  }
+  closeWorkerIo(*worker);
+  post(worker->pool, core::WorkerExited{worker->id, std::move(evidence)});
+}
+
+void Supervisor::removeCgroup(os::WorkerCgroup& cgroup) {
+  std::string error;
+  if (!cgroups_->remove(cgroup, &error))
+    logLine("cannot remove cgroup " + cgroup.name() + ": " + error);
+}
+
+void Supervisor::closeWorkerIo(WorkerIo& worker) {
+  worker.closed = true;
+  if (worker.cgroup) {
+    removeCgroup(*worker.cgroup);  // kills whatever is still in it
+    worker.cgroup.reset();
+  } else if (!worker.isZygote && worker.pid > 0) {
+    killLeftovers(worker);  // the same through /proc: setsid'd grandchildren left its group
+  }
+  boost::system::error_code ignored;
+  worker.control.close(ignored);
+  for (auto& pipe : worker.pipes) pipe.close(ignored);
+  worker.writes.clear();
+  killOrphansAtShutdown();
+}
+
+}  // namespace bulkhead::runtime
