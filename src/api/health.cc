@@ -1,5 +1,6 @@
 #include "api/health.h"
 
+#include "api/job_answers.h"
 #include "api/pool_views.h"
 
 namespace bulkhead::api {

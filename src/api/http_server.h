@@ -12,16 +12,15 @@
 #include <memory>
 #include <string>
 
+#include "jobs/jobs_service.h"
 #include "runtime/supervisor.h"
 
 namespace bulkhead::api {
 
-class AsyncJobs;
-
 struct HttpServerOptions {
   std::string listen;  // "HOST:PORT" or "unix:/path"
   std::uint64_t maxRequestBody = 64ull << 20;
-  AsyncJobs* jobs = nullptr;  // journal-backed async jobs; null: none
+  jobs::JobsService* jobs = nullptr;  // required: every job goes through it
   std::uint64_t maxConnections = 1024;
   // Fds kept for workers (os::fdReserve): the cap is lowered to fit the soft RLIMIT_NOFILE.
   std::uint64_t fdReserve = 64;

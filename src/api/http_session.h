@@ -32,6 +32,7 @@
 #include <utility>
 
 #include "api/http_server.h"
+#include "api/job_answers.h"
 #include "api/problem.h"
 #include "api/routes.h"
 #include "os/fd_limits.h"
@@ -73,7 +74,7 @@ struct RateLimitedLog {
 struct ServerState {
   ServerState(asio::io_context& io, runtime::Supervisor& s, const HttpServerOptions& o)
       : supervisor(s),
-        services{s, o.jobs},
+        services{s, *o.jobs},
         options(o),
         maxConnections(o.maxConnections),
         acceptPause(io) {}
@@ -137,13 +138,9 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   void refuse() {
     keepAlive_ = false;
     lingerAfterWrite_ = true;
-    Response response = problemResponse(
-        11, 503,
-        apiProblem(503, "too_many_connections",
-                   "the server holds its limit of " + std::to_string(state_->maxConnections) +
-                       " connections (max_connections); retry shortly"));
-    response.set(http::field::retry_after, "1");
-    write(std::move(response));
+    write(errorAnswer(11, ApiError::kTooManyConnections,
+                      "the server holds its limit of " + std::to_string(state_->maxConnections) +
+                          " connections (max_connections); retry shortly"));
   }
 
   static bool isHealthCheck(const Request& request) {
@@ -187,23 +184,22 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
                    [self](Response response) { self->write(std::move(response)); });
     }
     if (expired) {
-      return fail(408, "request_timeout",
-                  "the request did not arrive whole within " +
-                      millis(state_->options.requestTimeout) + " (request_timeout)");
+      return fail(ApiError::kRequestTimeout, "the request did not arrive whole within " +
+                                                 millis(state_->options.requestTimeout) +
+                                                 " (request_timeout)");
     }
     if (ec == http::error::end_of_stream || ec == asio::error::eof ||
         ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
       return close();
     }
     if (ec == http::error::body_limit) {
-      return fail(
-          413, "payload_too_large",
-          "request body exceeds the server's limit of " + std::to_string(maxBody_) + " bytes");
+      return fail(ApiError::kPayloadTooLarge, "request body exceeds the server's limit of " +
+                                                  std::to_string(maxBody_) + " bytes");
     }
     if (ec == http::error::header_limit) {
-      return fail(431, "bad_request", "request headers too large");
+      return fail(ApiError::kHeadersTooLarge, "request headers too large");
     }
-    if (ec) return fail(400, "bad_request", "malformed HTTP request: " + ec.message());
+    if (ec) return fail(ApiError::kBadRequest, "malformed HTTP request: " + ec.message());
 
     Request request = parser_->release();
     std::string_view target(request.target().data(), request.target().size());
@@ -301,10 +297,10 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     close();
   }
 
-  void fail(int status, const std::string& error, const std::string& detail) {
+  void fail(ApiError error, const std::string& detail) {
     keepAlive_ = false;
     lingerAfterWrite_ = true;
-    write(problemResponse(11, status, apiProblem(status, error, detail)));
+    write(errorAnswer(11, error, detail));
   }
 
   void write(Response response) {

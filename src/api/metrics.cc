@@ -5,8 +5,6 @@
 #include <sstream>
 #include <tuple>
 
-#include "api/async_jobs.h"
-
 namespace bulkhead::api {
 
 namespace {
@@ -72,7 +70,7 @@ class Writer {
 
 }  // namespace
 
-std::string renderMetrics(const runtime::Supervisor& supervisor, const AsyncJobs* jobs) {
+std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::JobsService& jobs) {
   Writer w;
   struct PoolData {
     std::string name;
@@ -246,10 +244,10 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const AsyncJobs
   w.family("bulkhead_orphans_reaped_total", "counter",
            "Grandchildren of workers reaped by the supervisor (child subreaper).");
   w.sample("bulkhead_orphans_reaped_total", {}, static_cast<double>(supervisor.orphansReaped()));
-  if (jobs) {
+  if (jobs.journaled()) {
     w.family("bulkhead_journal_errors_total", "counter",
              "Journal reads and writes that failed (disk full, I/O error); the daemon degraded.");
-    w.sample("bulkhead_journal_errors_total", {}, static_cast<double>(jobs->journalErrors()));
+    w.sample("bulkhead_journal_errors_total", {}, static_cast<double>(jobs.journalErrors()));
   }
   return w.str();
 }

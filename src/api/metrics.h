@@ -3,13 +3,12 @@
 
 #include <string>
 
+#include "jobs/jobs_service.h"
 #include "runtime/supervisor.h"
 
 namespace bulkhead::api {
 
-class AsyncJobs;
-
-// jobs: the journal-backed async jobs, for their journal error count (null: no journal).
-std::string renderMetrics(const runtime::Supervisor& supervisor, const AsyncJobs* jobs = nullptr);
+// jobs: for the journal's error count, when there is a journal.
+std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::JobsService& jobs);
 
 }  // namespace bulkhead::api

@@ -6,61 +6,57 @@ namespace bulkhead::api {
 
 using nlohmann::json;
 
-int httpStatusFor(const core::JobReport& report) {
-  switch (report.outcome) {
-    case core::Outcome::kOk:
-      return 200;
-    case core::Outcome::kHandlerError:
-      return 422;
-    case core::Outcome::kPoison:
-      return 422;
-    case core::Outcome::kCrashed:
-      return 502;
-    case core::Outcome::kOomKilled:
-      return 502;
-    case core::Outcome::kResourceExhausted:
-      return 502;
-    case core::Outcome::kTimedOut:
-      return 504;
-    case core::Outcome::kHung:
-      return 504;
-    case core::Outcome::kOverloaded:
-      // A full queue asks the caller to slow down; a queue wait past the deadline is our capacity.
-      return report.queueFull ? 429 : 503;
-    case core::Outcome::kUnavailable:
-      return 503;
-    case core::Outcome::kCancelled:
-      return 409;
-  }
-  return 500;
+namespace {
+
+constexpr std::string_view kProblemTypes = "https://bulkhead.dev/problems/";
+
+// Indexed by core::Outcome. An overloaded job whose pool's queue was full answers 429 instead
+// (the caller should slow down; a queue wait past the deadline is our capacity): httpStatusFor.
+constexpr StatusRow kOutcomes[] = {
+    {"ok", 200, "ok"},
+    {"handler_error", 422, "the handler raised an exception"},
+    {"crashed", 502, "worker crashed"},
+    {"timed_out", 504, "job timed out"},
+    {"hung", 504, "worker hung"},
+    {"oom_killed", 502, "worker killed at its memory limit"},
+    {"resource_exhausted", 502, "worker ran out of a limited resource"},
+    {"poison", 422, "job quarantined as poison"},
+    {"overloaded", 503, "pool overloaded"},
+    {"unavailable", 503, "pool unavailable"},
+    {"cancelled", 409, "job cancelled"},
+};
+static_assert(std::size(kOutcomes) == std::size(core::kAllOutcomes));
+
+// Indexed by ApiError; an API error's title is its name. Headers too large answer 431 with the
+// error "bad_request", as they always have.
+constexpr StatusRow kApiErrors[] = {
+    {"bad_request", 400, "bad_request"},
+    {"bad_request", 431, "bad_request"},
+    {"not_found", 404, "not_found"},
+    {"unknown_pool", 404, "unknown_pool"},
+    {"unknown_job", 404, "unknown_job"},
+    {"method_not_allowed", 405, "method_not_allowed"},
+    {"request_timeout", 408, "request_timeout"},
+    {"already_finished", 409, "already_finished"},
+    {"payload_too_large", 413, "payload_too_large"},
+    {"duplicate_id", 500, "duplicate_id"},
+    {"shutting_down", 503, "shutting_down"},
+    {"too_many_connections", 503, "too_many_connections"},
+    {"journal_unavailable", 503, "journal_unavailable"},
+};
+static_assert(std::size(kApiErrors) == static_cast<std::size_t>(ApiError::kJournalUnavailable) + 1);
+
+}  // namespace
+
+const StatusRow& statusRow(core::Outcome outcome) {
+  return kOutcomes[static_cast<std::size_t>(outcome)];
 }
 
-std::string titleFor(core::Outcome outcome) {
-  switch (outcome) {
-    case core::Outcome::kOk:
-      return "ok";
-    case core::Outcome::kHandlerError:
-      return "the handler raised an exception";
-    case core::Outcome::kCrashed:
-      return "worker crashed";
-    case core::Outcome::kTimedOut:
-      return "job timed out";
-    case core::Outcome::kHung:
-      return "worker hung";
-    case core::Outcome::kOomKilled:
-      return "worker killed at its memory limit";
-    case core::Outcome::kResourceExhausted:
-      return "worker ran out of a limited resource";
-    case core::Outcome::kPoison:
-      return "job quarantined as poison";
-    case core::Outcome::kOverloaded:
-      return "pool overloaded";
-    case core::Outcome::kUnavailable:
-      return "pool unavailable";
-    case core::Outcome::kCancelled:
-      return "job cancelled";
-  }
-  return "unknown";
+const StatusRow& statusRow(ApiError error) { return kApiErrors[static_cast<std::size_t>(error)]; }
+
+int httpStatusFor(const core::JobReport& report) {
+  if (report.outcome == core::Outcome::kOverloaded && report.queueFull) return 429;
+  return statusRow(report.outcome).status;
 }
 
 json attemptJson(const core::AttemptRecord& a) {
@@ -112,8 +108,8 @@ json problemFor(const core::JobReport& r) {
   const std::string outcome(core::outcomeName(r.outcome));
   json attempts = json::array();
   for (const auto& a : r.attempts) attempts.push_back(attemptJson(a));
-  json j = {{"type", "https://bulkhead.dev/problems/" + outcome},
-            {"title", titleFor(r.outcome)},
+  json j = {{"type", std::string(kProblemTypes) + outcome},
+            {"title", std::string(statusRow(r.outcome).title)},
             {"status", httpStatusFor(r)},
             {"detail", r.detail},
             {"outcome", outcome},
@@ -131,11 +127,12 @@ json problemFor(const core::JobReport& r) {
   return j;
 }
 
-json apiProblem(int status, const std::string& error, const std::string& detail) {
-  return {{"type", "https://bulkhead.dev/problems/" + error},
-          {"title", error},
-          {"status", status},
-          {"error", error},
+json apiProblem(ApiError error, const std::string& detail) {
+  const StatusRow& row = statusRow(error);
+  return {{"type", std::string(kProblemTypes) + std::string(row.name)},
+          {"title", std::string(row.title)},
+          {"status", row.status},
+          {"error", std::string(row.name)},
           {"detail", detail}};
 }
 

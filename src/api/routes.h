@@ -1,8 +1,17 @@
 #pragma once
+// HTTP requests to typed calls: each request is matched against one (methods, path pattern)
+// table, parsed into the typed command its handler needs, and handed to the jobs service or the
+// supervisor's views; what they return is translated by job_answers.h. No check that the jobs
+// service makes is repeated here.
+
 #include <boost/beast/http.hpp>
 #include <functional>
 
 #include "runtime/supervisor.h"
+
+namespace bulkhead::jobs {
+class JobsService;
+}
 
 namespace bulkhead::api {
 
@@ -10,21 +19,13 @@ using Request = boost::beast::http::request<boost::beast::http::string_body>;
 using Response = boost::beast::http::response<boost::beast::http::string_body>;
 using Respond = std::function<void(Response)>;
 
-class AsyncJobs;
-
-// What the routes need: the supervisor, and the journal-backed async jobs (null: no journal).
+// What the routes need: the supervisor's views and the jobs service.
 struct Services {
   runtime::Supervisor& supervisor;
-  AsyncJobs* jobs = nullptr;
+  jobs::JobsService& jobs;
 };
 
 // Answers one request, now or later (a job's outcome), by calling respond exactly once.
 void route(Services& services, Request& request, Respond respond);
-
-// The answer to a finished job, exactly as a sync caller gets it.
-Response responseFor(unsigned version, const core::JobReport& report);
-
-Response problemResponse(unsigned version, int status, const nlohmann::json& problem);
-Response jsonResponse(unsigned version, int status, const nlohmann::json& body);
 
 }  // namespace bulkhead::api

@@ -13,11 +13,13 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "api/async_jobs.h"
 #include "api/http_server.h"
 #include "cli/check.h"
 #include "cli/http_client.h"
 #include "config/config.h"
+#include "jobs/jobs_service.h"
+#include "jobs/supervisor_runner.h"
+#include "journal/journal.h"
 #include "os/fd_limits.h"
 #include "os/process.h"
 #include "runtime/operator_log.h"
@@ -83,16 +85,20 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
   for (char** e = environ; *e; ++e) options.baseEnvironment.emplace_back(*e);
 
   runtime::Supervisor supervisor(io, *config, std::move(options));
-  std::unique_ptr<api::AsyncJobs> jobs;
-  if (!config->server.journal.empty()) {
-    try {
-      jobs = std::make_unique<api::AsyncJobs>(
-          io, supervisor,
-          std::make_unique<journal::Journal>(config->server.journal, config->server.journalKeep));
-    } catch (const std::exception& e) {
-      logAt(LogLevel::kError, e.what());
-      return kExitBadConfig;
+  // Every job goes through the jobs service; the journal (async jobs, failure records) is optional.
+  jobs::SupervisorRunner runner(supervisor);
+  jobs::AsioTimers timers(io);
+  std::unique_ptr<jobs::JobsService> jobs;
+  try {
+    std::unique_ptr<journal::Journal> journal;
+    if (!config->server.journal.empty()) {
+      journal =
+          std::make_unique<journal::Journal>(config->server.journal, config->server.journalKeep);
     }
+    jobs = std::make_unique<jobs::JobsService>(runner, timers, std::move(journal));
+  } catch (const std::exception& e) {
+    logAt(LogLevel::kError, e.what());
+    return kExitBadConfig;
   }
   api::HttpServerOptions serverOptions{config->server.listen, config->server.maxRequestBody,
                                        jobs.get()};
@@ -126,11 +132,9 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
     });
   });
   supervisor.start();
-  if (jobs) {
-    if (std::size_t recovered = jobs->recover()) {
-      logAt(LogLevel::kInfo, "journal " + config->server.journal + ": " +
-                                 std::to_string(recovered) + " unfinished job(s) run again");
-    }
+  if (std::size_t recovered = jobs->recover()) {
+    logAt(LogLevel::kInfo, "journal " + config->server.journal + ": " + std::to_string(recovered) +
+                               " unfinished job(s) run again");
   }
   logAt(
       LogLevel::kInfo,
