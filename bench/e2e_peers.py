@@ -4,7 +4,7 @@
     /usr/bin/python3 bench/e2e_peers.py            # full run, a few minutes
     /usr/bin/python3 bench/e2e_peers.py --quick    # under a minute
 
-What it measures, on whatever machine it runs on (the numbers in /work/shared/PEERS.md were taken
+What it measures, on whatever machine it runs on (BENCHMARKS.md's numbers were taken
 on a 2-core machine; compare ratios within one run, not absolute times across runs):
 
 1. 100-byte echo round trip, sequential calls, p50/p99 ms: bulkhead (the Python client over HTTP

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The policy core and the frame codec stay pure (STYLE.md point 1): standard library only, no OS,
+# The policy core and the frame codec stay pure (docs/design.md, "Layers"): standard library only, no OS,
 # socket, thread or Asio headers, no clock reads, no environment, no streams. The core takes `now`
 # as a parameter; the shell owns the clock and the OS. Comments are ignored (they may name what
 # is forbidden). Usage: check-layers.sh [ROOT]  (default: this repository; tests pass a copy).

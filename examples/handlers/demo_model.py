@@ -5,7 +5,7 @@ stand-in); the handler gets it as ``ctx.preloaded``. Each payload is read as an 
 its bytes, repeated or cut to 3x32x32, standardised. The result is a JSON dict with the top
 class and the inference latency.
 
-A few payloads ask the handler to misbehave the way real ML libraries do (see FAULTS.md):
+A few payloads ask the handler to misbehave the way real ML libraries do:
 
     b"double-free"  free() the same pointer twice: glibc aborts the process (SIGABRT)
     b"segfault"     read address 0 (SIGSEGV, nothing on stderr)

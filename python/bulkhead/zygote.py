@@ -18,8 +18,8 @@ a child of the supervisor) and then forks the next spare.  A spare whose zygote 
 exits.
 
 Before every fork it checks that forking is safe: one thread only (a child forked while an
-OpenMP/MKL/thread pool exists hangs in its first parallel region, FAULTS.md "fork after threads"),
-no CUDA context, no open GPU device.  Otherwise it answers ``FORK_REFUSED`` with what it found and
+OpenMP/MKL/thread pool exists hangs in its first parallel region: a lock a pool thread held is
+never released in the child), no CUDA context, no open GPU device.  Otherwise it answers ``FORK_REFUSED`` with what it found and
 what to move from ``preload`` into ``init``; the supervisor fails the pool with that message or
 falls back to spawning (``zygote_fallback``).
 
