@@ -19,9 +19,9 @@ exits.
 
 Before every fork it checks that forking is safe: one thread only (a child forked while an
 OpenMP/MKL/thread pool exists hangs in its first parallel region: a lock a pool thread held is
-never released in the child), no CUDA context, no open GPU device.  Otherwise it answers ``FORK_REFUSED`` with what it found and
-what to move from ``preload`` into ``init``; the supervisor fails the pool with that message or
-falls back to spawning (``zygote_fallback``).
+never released in the child), no CUDA context, no open GPU device.  Otherwise it answers
+``FORK_REFUSED`` with what it found and what to move from ``preload`` into ``init``; the
+supervisor fails the pool with that message or falls back to spawning (``zygote_fallback``).
 
 Exit codes as bulkhead.worker: 0 SHUTDOWN/EOF, 2 no control socket, 3 START_FAILED, 4 protocol
 error from the supervisor.
