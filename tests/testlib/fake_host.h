@@ -9,6 +9,7 @@
 // which runs every handler that is ready, socket reads included, until nothing is left to do.
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -17,7 +18,7 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
