@@ -233,6 +233,8 @@ class FakeHost final : public runtime::Host {
   };
   // Set: the next spawn fails with it (fork EAGAIN, exec ENOENT ...).
   std::optional<os::SpawnError> failNextSpawn;
+  // What detectCgroups finds; none by default (testlib/fake_cgroups.h stands in for them).
+  std::unique_ptr<os::Cgroups> cgroups;
 
   // ---- the shell's side (runtime::Host)
 
@@ -285,6 +287,11 @@ class FakeHost final : public runtime::Host {
     exits_ = std::move(exits);
   }
   os::ProcessHost& processTable() override { return table_; }
+  std::unique_ptr<os::Cgroups> detectCgroups(std::string* whyNone) override {
+    if (cgroups) return std::move(cgroups);
+    *whyNone = "simulated host";
+    return os::makeNoCgroups(*whyNone);
+  }
   std::optional<os::ProcSample> sample(pid_t pid, bool withMaps) override {
     samples.push_back({pid, withMaps, now_});
     if (!children_.count(pid)) return std::nullopt;
