@@ -9,6 +9,11 @@
 // Worker states change only in setWorkerState(); job states only in setJobState(). After every
 // event, rebalance() is the single place that spawns replacements, retires recycled workers,
 // dispatches queued jobs and drives shutdown.
+//
+// The vocabulary lives in core/events.h and core/actions.h. The class is written in five files,
+// one concern each: pool.cc (events in, views), pool_queue.cc (job states, queue, dispatch),
+// pool_workers.cc (worker states, spawning, kill escalation, shutdown), pool_reports.cc (how jobs
+// end: outcomes, retries, poison, breaker, reports), pool_recycle.cc (recycle rules, hangs).
 
 #include <chrono>
 #include <cstdint>
@@ -20,8 +25,10 @@
 #include <variant>
 #include <vector>
 
+#include "core/actions.h"
 #include "core/breaker.h"
 #include "core/crash_loop.h"
+#include "core/events.h"
 #include "core/outcome.h"
 #include "core/quarantine.h"
 #include "core/recycle_cause.h"
@@ -29,9 +36,6 @@
 #include "core/time.h"
 
 namespace bulkhead::core {
-
-using JobId = std::uint64_t;
-using WorkerId = std::uint64_t;
 
 struct PoolPolicy {
   std::string name;
@@ -58,113 +62,6 @@ struct PoolPolicy {
   int poisonAfter = 2;                 // crashes on this many different workers: poison; 0: off
   BreakerPolicy breaker;               // failures = 0: no breaker
 };
-
-// ---- events ----
-struct JobSubmitted {
-  JobId job;
-  Payload payload;
-  std::optional<Duration> timeout;  // one attempt's run limit; unset: the pool's job_timeout
-  bool allowPoison = false;         // the caller overrides the quarantine for this payload
-  bool async = false;               // accepted with 202: waits in the queue without a limit
-  std::optional<Time> deadline{};   // the caller's end-to-end budget (queue + every attempt)
-};
-struct JobCancelled {
-  JobId job;
-};
-struct WorkerSpawned {
-  WorkerId worker;
-  int pid;
-};
-struct WorkerSpawnFailed {
-  WorkerId worker;
-  std::string reason;
-};
-struct WorkerReady {
-  WorkerId worker;
-};
-struct WorkerStartFailed {  // the worker said so (preload or handler import raised)
-  WorkerId worker;
-  ErrorInfo error;
-};
-struct JobResultReceived {
-  WorkerId worker;
-  JobId job;
-  ResultKind kind;
-  Payload body;
-};
-struct JobErrorReceived {
-  WorkerId worker;
-  JobId job;
-  ErrorInfo error;
-  std::uint64_t pidsMaxEvents = 0;  // the worker cgroup's counter when the error arrived
-};
-// Sent by the worker SDK while a job runs (docs/protocol.md).
-struct WorkerHeartbeat {
-  WorkerId worker;
-  JobId job = 0;
-  std::uint64_t progress = 0;
-  double cpuSeconds = 0;
-  std::string stack;  // fingerprint of the job thread's Python stack
-};
-// A /proc sample; `afterJob` when taken right after a job ended (before its result event).
-struct WorkerSampled {
-  WorkerId worker;
-  ResourceSample sample;
-  bool afterJob = false;
-};
-struct WorkerMisbehaved {  // a frame the protocol does not allow
-  WorkerId worker;
-  std::string reason;
-};
-struct WorkerExited {
-  WorkerId worker;
-  ExitEvidence evidence;
-};
-struct TimePassed {};
-struct ShutdownRequested {};
-// Something the shell saw that belongs in the pool's event stream but changes no policy state
-// (the zygote started, died, refused to fork).
-struct ShellNoted {
-  std::string kind;
-  std::string worker;
-  std::string detail;
-};
-
-using Event = std::variant<JobSubmitted, JobCancelled, WorkerSpawned, WorkerSpawnFailed,
-                           WorkerReady, WorkerStartFailed, JobResultReceived, JobErrorReceived,
-                           WorkerHeartbeat, WorkerSampled, WorkerMisbehaved, WorkerExited,
-                           TimePassed, ShutdownRequested, ShellNoted>;
-
-// ---- actions ----
-struct SpawnWorker {
-  WorkerId worker;
-  int slot;
-};
-struct SendJob {
-  WorkerId worker;
-  JobId job;
-  Payload payload;
-};
-struct SendShutdown {
-  WorkerId worker;
-};
-struct DumpStacks {
-  WorkerId worker;
-};
-enum class GroupSignal { kTerminate, kKill };
-struct SignalWorkerGroup {
-  WorkerId worker;
-  GroupSignal signal;
-};
-struct ReleaseWorker {  // the pool is done with this worker: the shell may drop its handles
-  WorkerId worker;
-};
-struct FinishJob {
-  JobReport report;
-};
-
-using Action = std::variant<SpawnWorker, SendJob, SendShutdown, DumpStacks, SignalWorkerGroup,
-                            ReleaseWorker, FinishJob>;
 
 enum class WorkerState {
   kSpawning,  // asked the shell to start it, no pid yet

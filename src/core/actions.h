@@ -1,0 +1,43 @@
+#pragma once
+// The pool's vocabulary, part two: actions, the imperatives a core::Pool answers with and the
+// shell executes (src/runtime/supervisor.cc). Owns: the action types. May not touch: any
+// behaviour.
+
+#include <variant>
+
+#include "core/events.h"
+#include "core/outcome.h"
+
+namespace bulkhead::core {
+
+struct SpawnWorker {
+  WorkerId worker;
+  int slot;
+};
+struct SendJob {
+  WorkerId worker;
+  JobId job;
+  Payload payload;
+};
+struct SendShutdown {
+  WorkerId worker;
+};
+struct DumpStacks {
+  WorkerId worker;
+};
+enum class GroupSignal { kTerminate, kKill };
+struct SignalWorkerGroup {
+  WorkerId worker;
+  GroupSignal signal;
+};
+struct ReleaseWorker {  // the pool is done with this worker: the shell may drop its handles
+  WorkerId worker;
+};
+struct FinishJob {
+  JobReport report;
+};
+
+using Action = std::variant<SpawnWorker, SendJob, SendShutdown, DumpStacks, SignalWorkerGroup,
+                            ReleaseWorker, FinishJob>;
+
+}  // namespace bulkhead::core

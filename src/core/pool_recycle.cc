@@ -1,0 +1,88 @@
+// Recycling and resources: when a busy worker counts as hung, what a worker's samples and job
+// count say after each job (afterJob, the recycle rules over its bounded history), marking it
+// retiring, and the limit evidence its death is judged by.
+// Owns: a worker's retiring/overBound/recycleCause and its history. May not touch: stopping or
+// killing the worker (retireRecycled in pool_workers.cc does), nor any job.
+
+#include <algorithm>
+#include <string>
+
+#include "core/pool.h"
+#include "core/pool_detail.h"
+
+namespace bulkhead::core {
+
+using pool_detail::millisOf;
+
+Time Pool::busyDeadline(const Worker& w) const {
+  if (policy_.hangAfter.count() <= 0) return w.jobDeadline;
+  return std::min(w.jobDeadline, w.lastProgressAt + policy_.hangAfter);
+}
+
+std::string Pool::hangCause(const Worker& w, Time now) const {
+  const Duration quiet = now - w.lastBeatAt;
+  if (quiet >= policy_.hangAfter) {
+    return "no heartbeat for " + std::to_string(millisOf(quiet)) +
+           " ms (native code holding the GIL, or the process is frozen)";
+  }
+  return "no progress for " + std::to_string(millisOf(now - w.lastProgressAt)) +
+         " ms: heartbeats show no CPU growth, the same stack and no ctx.progress()";
+}
+
+void Pool::afterJob(Worker& w, Time now) {
+  if (w.jobEndSample) {
+    w.history.record(w.jobsServed, *w.jobEndSample);
+    w.jobEndSample.reset();
+  }
+  if (policy_.maxJobs > 0 && w.jobsServed >= policy_.maxJobs)
+    return recycle(w, RecycleCause::kJobs, now);
+  checkRecycleRules(w, now);
+}
+
+void Pool::checkRecycleRules(Worker& w, Time now) {
+  if (w.retiring) {
+    // Retiring on a trend, it may still serve while its replacement starts, but not once a
+    // bound is crossed or its next job would cross one: then it waits idle for the replacement.
+    if (w.latestSample && !w.overBound) {
+      w.overBound = nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed);
+    }
+    return;
+  }
+  if (policy_.maxAge.count() > 0 && now - w.startedAt >= policy_.maxAge) {
+    return recycle(w, RecycleCause::kAge, now);
+  }
+  if (!w.latestSample) return;
+  if (auto cause = recycleCause(*w.latestSample, w.history, policy_.bounds)) {
+    recycle(w, *cause, now);
+  }
+}
+
+void Pool::recycle(Worker& w, RecycleCause cause, Time now) {
+  if (w.retiring) return;
+  w.retiring = true;
+  // A crossed bound (not a predicted one) or an exhausted worker takes no further job.
+  w.overBound = recycleCauseCrossedBound(cause);
+  if (!w.overBound && w.latestSample) {
+    w.overBound = nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed);
+  }
+  w.recycleCause = cause;
+  const std::string word(recycleCauseName(cause));
+  counters_.recycles++;
+  counters_.recyclesByCause[word]++;
+  note("recycled", w, word, now);
+}
+
+LimitEvidence Pool::limitsOf(const Worker& w, const ExitEvidence* exit) const {
+  LimitEvidence l;
+  l.memoryLimitBytes = policy_.memoryLimitBytes;
+  l.pidsLimit = policy_.pidsLimit;
+  l.lastSample = w.latestSample;
+  if (exit) {
+    l.oomKilled = exit->oomKilled;
+    l.memoryPeakBytes = exit->memoryPeakBytes;
+    l.pidsMaxEvents = exit->pidsMaxEvents;
+  }
+  return l;
+}
+
+}  // namespace bulkhead::core

@@ -1,0 +1,266 @@
+// How jobs end: attempt records, a worker's death turned into an outcome (failInFlight), the
+// retry decision, poison (quarantine) and breaker recording, the one report builder, latency.
+// Owns: counters_ outcomes and latency, quarantine_, breaker_ records. May not touch: worker
+// states (it reads them) or the queue beyond setJobState.
+
+#include <set>
+#include <string>
+
+#include "core/pool.h"
+#include "core/pool_detail.h"
+#include "core/retry_rule.h"
+
+namespace bulkhead::core {
+
+using pool_detail::describeExit;
+using pool_detail::millisBetween;
+
+namespace {
+
+// The last non-empty line of a worker's output: what an operator's log line quotes.
+std::string lastLine(const std::string& text) {
+  std::size_t end = text.find_last_not_of("\r\n \t");
+  if (end == std::string::npos) return "";
+  std::size_t begin = text.find_last_of('\n', end);
+  begin = begin == std::string::npos ? 0 : begin + 1;
+  std::string line = text.substr(begin, end - begin + 1);
+  if (line.size() > 300) line = line.substr(0, 300) + "...";
+  return line;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- outcomes
+
+AttemptRecord Pool::attemptFor(const Job& job, const Worker& worker, Outcome outcome,
+                               Time now) const {
+  AttemptRecord a;
+  a.number = static_cast<int>(job.attempts.size()) + 1;
+  a.worker = workerName(worker.id);
+  a.pid = worker.pid;
+  a.outcome = outcome;
+  a.runMs = millisBetween(job.runStartedAt, now);
+  return a;
+}
+
+void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
+  Job& job = jobs_.at(*w.job);
+  w.job.reset();
+  Outcome outcome = Outcome::kCrashed;
+  std::string cause = "worker " + describeExit(evidence) + " while running the job";
+  std::string limit;
+  std::uint64_t limitValue = 0;
+  const bool abnormal = evidence.signal || (evidence.exitCode && *evidence.exitCode != 0);
+  if (evidence.oomKilled) {
+    outcome = Outcome::kOomKilled;
+    limit = "memory";
+    limitValue = policy_.memoryLimitBytes;
+    cause = "killed by the kernel at its memory limit of " +
+            std::to_string(policy_.memoryLimitBytes >> 20) + " MiB (peak " +
+            std::to_string(evidence.memoryPeakBytes >> 20) + " MiB)";
+  } else if (abnormal) {
+    // Library messages count only when the worker exited on its own (code != 0): a signal
+    // death is told by its signal, never by what stderr happens to hold (FAULTS.md, segfault).
+    LimitEvidence limits = limitsOf(w, &evidence);
+    auto exhausted =
+        exhaustionCause(limits, evidence.exitCode ? evidence.stderrTail : std::string());
+    if (exhausted) {
+      outcome = Outcome::kResourceExhausted;
+      cause = *exhausted;
+      limit = limits.pidsMaxEvents ? "pids" : "threads_or_maps";
+      limitValue = limits.pidsMaxEvents ? policy_.pidsLimit : 0;
+    }
+  }
+  // A refused thread or fork often shows as a hang (a thread pool waiting for a thread that was
+  // never created, FAULTS.md): if the cgroup refused one during this job, that is the cause.
+  const bool pidsRefusedDuringJob = evidence.pidsMaxEvents > w.pidsEventsAtDispatch;
+  auto pidsExhausted = [&](const std::string& what) {
+    outcome = Outcome::kResourceExhausted;
+    limit = "pids";
+    limitValue = policy_.pidsLimit;
+    cause = "pids_limit of " + std::to_string(policy_.pidsLimit) +
+            " refused a thread or process while the job ran (pids.events max " +
+            std::to_string(evidence.pidsMaxEvents) + "); then " + what;
+  };
+  if (w.state == WorkerState::kKilling && w.killReason) {
+    switch (*w.killReason) {
+      case KillReason::kJobTimeout:
+        outcome = Outcome::kTimedOut;
+        cause = w.killCause;
+        if (pidsRefusedDuringJob) pidsExhausted(w.killCause);
+        break;
+      case KillReason::kHung:
+        if (outcome == Outcome::kCrashed) outcome = Outcome::kHung;
+        if (outcome == Outcome::kHung) cause = w.killCause;
+        if (outcome == Outcome::kHung && pidsRefusedDuringJob) pidsExhausted(w.killCause);
+        break;
+      case KillReason::kProtocolError:
+        cause = w.killCause;
+        break;
+      case KillReason::kCancelled:
+      case KillReason::kShutdown:
+        outcome = Outcome::kCancelled;
+        cause = w.killCause;
+        break;
+      case KillReason::kStartupTimeout:
+      case KillReason::kStopTimeout:
+        break;
+    }
+  }
+  AttemptRecord a = attemptFor(job, w, outcome, now);
+  a.exit = evidence;
+  a.cause = cause;
+  a.limit = limit;
+  a.limitValue = limitValue;
+  if (outcome == Outcome::kResourceExhausted || outcome == Outcome::kOomKilled ||
+      outcome == Outcome::kHung) {
+    a.lastSample = w.latestSample;
+  }
+  job.attempts.push_back(std::move(a));
+  std::string noted = cause;
+  if (auto line = lastLine(evidence.stderrTail); !line.empty()) {
+    noted += "; last stderr line: " + line;
+  }
+  note(std::string(outcomeName(outcome)), w, std::move(noted), now, job.id);
+
+  std::string detail = "worker " + workerName(w.id) + " (pid " + std::to_string(w.pid) + ") " +
+                       describeExit(evidence);
+  if (outcome != Outcome::kCrashed) detail = cause;
+  if (job.attempts.size() > 1) detail += " (attempt " + std::to_string(job.attempts.size()) + ")";
+
+  // The caller hears what happened to this job (crashed, hung, oom_killed...), marked quarantined;
+  // only a resubmission refused without running is `poison`.
+  if (poisonedBy(job)) {
+    std::string fingerprint = payloadFingerprint(*job.payload);
+    std::string why = "the job killed " + std::to_string(policy_.poisonAfter) +
+                      " different workers; its payload is quarantined";
+    quarantine_.add({fingerprint, policy_.name, job.id, now, why, job.attempts});
+    note("poisoned", w, why + " (" + fingerprint + ")", now, job.id);
+    job.quarantined = true;
+    finish(job, outcome, detail + "; " + why, now);
+    return;
+  }
+  if (retryIfAllowed(job, outcome, now)) return;
+  if (outcome == Outcome::kTimedOut) job.stage = "running";
+  finish(job, outcome, detail, now);
+}
+
+bool Pool::retryIfAllowed(Job& job, Outcome outcome, Time now) {
+  const RetryFacts facts{outcome, static_cast<int>(job.attempts.size()), policy_.retries,
+                         shuttingDown_, job.deadline && *job.deadline <= now};
+  if (!shouldRetry(facts)) return false;
+  counters_.retries++;
+  setJobState(job, JobState::kQueued, now);
+  return true;
+}
+
+// The one place a JobReport is assembled from a job that ends (ran or not).
+JobReport Pool::reportFor(Job& job, Outcome outcome, std::string detail, Time now) const {
+  JobReport r;
+  r.jobId = job.id;
+  r.pool = policy_.name;
+  r.outcome = outcome;
+  r.detail = std::move(detail);
+  r.attempts = std::move(job.attempts);
+  r.queueMs = job.queueMs;
+  r.totalMs = millisBetween(job.submittedAt, now);
+  for (const auto& a : r.attempts) r.runMs += a.runMs;
+  r.breakerOpen = outcome == Outcome::kUnavailable && !job.dispatched &&
+                  breaker_.state() != BreakerState::kClosed;
+  if (outcome == Outcome::kPoison || job.quarantined) {
+    r.fingerprint = payloadFingerprint(*job.payload);
+  }
+  r.quarantined = job.quarantined;
+  r.stage = job.stage;
+  if (outcome == Outcome::kOverloaded) r.retryAfterSeconds = 1;
+  if (outcome == Outcome::kUnavailable) {
+    r.retryAfterSeconds = 5;
+    r.lastStartFailure = lastStartFailure_;
+  }
+  return r;
+}
+
+void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, JobReport extra) {
+  // Only jobs that ran tell the breaker about the pool's health (not refusals, not queue waits).
+  const bool ran = job.dispatched;
+  setJobState(job, JobState::kFinished, now);
+  counters_.outcomes[outcome]++;
+  if (ran) recordForBreaker(outcome, now);
+  JobReport r = reportFor(job, outcome, std::move(detail), now);
+  r.queueFull = extra.queueFull;
+  r.resultKind = extra.resultKind;
+  r.result = std::move(extra.result);
+  r.worker = std::move(extra.worker);
+  observeLatency(r, ran);
+  actions_.push_back(FinishJob{std::move(r)});
+  jobs_.erase(job.id);
+}
+
+void Pool::finishOk(Job& job, Worker& w, ResultKind kind, Payload body, Time now) {
+  job.attempts.push_back(attemptFor(job, w, Outcome::kOk, now));
+  w.job.reset();
+  w.jobsServed++;
+  setWorkerState(w, WorkerState::kIdle, now);
+  afterJob(w, now);
+  JobReport result;
+  result.resultKind = kind;
+  result.result = std::move(body);
+  result.worker = workerName(w.id);
+  finish(job, Outcome::kOk, "", now, std::move(result));
+}
+
+void Pool::observeLatency(const JobReport& r, bool ran) {
+  counters_.totalSeconds.observe(r.totalMs / 1000);
+  if (!ran) return;
+  counters_.queueSeconds.observe(r.queueMs / 1000);
+  counters_.runSeconds.observe(r.runMs / 1000);
+}
+
+// ---------------------------------------------------------------- poison and breaker
+
+bool Pool::poisonedBy(const Job& job) const {
+  if (policy_.poisonAfter <= 0) return false;
+  std::set<std::string> killers;
+  for (const auto& a : job.attempts) {
+    if (a.outcome == Outcome::kCrashed || a.outcome == Outcome::kHung ||
+        a.outcome == Outcome::kOomKilled) {
+      killers.insert(a.worker);
+    }
+  }
+  return static_cast<int>(killers.size()) >= policy_.poisonAfter;
+}
+
+void Pool::recordForBreaker(Outcome outcome, Time now) {
+  bool failed = false;
+  switch (outcome) {
+    case Outcome::kOk:
+    case Outcome::kHandlerError:
+      break;
+    case Outcome::kCrashed:
+    case Outcome::kTimedOut:
+    case Outcome::kHung:
+    case Outcome::kOomKilled:
+    case Outcome::kResourceExhausted:
+    case Outcome::kPoison:
+      failed = true;
+      break;
+    case Outcome::kOverloaded:
+    case Outcome::kUnavailable:
+    case Outcome::kCancelled:
+      return;  // not a verdict on the pool's health
+  }
+  switch (breaker_.record(failed, now)) {
+    case Breaker::Change::kOpened:
+      note("breaker_opened",
+           "circuit breaker opened after " + std::to_string(policy_.breaker.failures) + " failures",
+           now);
+      break;
+    case Breaker::Change::kClosed:
+      note("breaker_closed", "the probe job succeeded", now);
+      break;
+    case Breaker::Change::kNone:
+      break;
+  }
+}
+
+}  // namespace bulkhead::core
