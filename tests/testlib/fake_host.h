@@ -231,8 +231,8 @@ class FakeHost final : public runtime::Host {
     s.fds = 8;
     return s;
   };
-  // Set: the next spawn fails with it (fork EAGAIN, exec ENOENT ...).
-  std::optional<os::SpawnError> failNextSpawn;
+  // While set, every spawn fails with it (fork EAGAIN, exec ENOENT ...).
+  std::optional<os::SpawnError> failSpawns;
   // What detectCgroups finds; none by default (testlib/fake_cgroups.h stands in for them).
   std::unique_ptr<os::Cgroups> cgroups;
 
@@ -246,11 +246,7 @@ class FakeHost final : public runtime::Host {
     return std::make_unique<Timer>(*this, nextTimerId_++);
   }
   std::variant<os::WorkerProcess, os::SpawnError> spawn(const os::SpawnSpec& spec) override {
-    if (failNextSpawn) {
-      auto error = *failNextSpawn;
-      failNextSpawn.reset();
-      return error;
-    }
+    if (failSpawns) return *failSpawns;
     auto made = os::makeWorkerChannels();
     if (auto* error = std::get_if<os::SpawnError>(&made)) return *error;
     auto& channels = std::get<os::WorkerChannels>(made);
