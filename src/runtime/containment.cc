@@ -28,14 +28,9 @@ std::string pidList(const std::vector<os::ProcessKey>& keys) {
 
 }  // namespace
 
-os::ProcessHost& Supervisor::processHost() {
-  if (!processHost_) processHost_ = os::makeLinuxProcessHost("/proc");
-  return *processHost_;
-}
-
 os::OrphanQuery Supervisor::orphanQuery() const {
   os::OrphanQuery q;
-  q.self = ::getpid();
+  q.self = host_->selfPid();
   q.tagName = std::string(kWorkerTagVariable);
   for (const auto& [pid, worker] : byPid_) q.known.insert(pid);
   return q;
@@ -71,7 +66,7 @@ void Supervisor::killLeftovers(const WorkerIo& worker) {
   }
   // Given up but not reaped: its pid is still its own, so its children can be found by it.
   if (byPid_.count(worker.pid)) q.releasedWorkers = {worker.pid};
-  reportSweep("worker " + worker.name, os::killOrphans(processHost(), q));
+  reportSweep("worker " + worker.name, os::killOrphans(host_->processTable(), q));
 }
 
 void Supervisor::killOrphansAtShutdown() {
@@ -82,7 +77,7 @@ void Supervisor::killOrphansAtShutdown() {
   orphansSwept_ = true;
   os::OrphanQuery q = orphanQuery();
   q.everything = true;  // nothing we started may outlive us
-  reportSweep("shutdown: the workers", os::killOrphans(processHost(), q));
+  reportSweep("shutdown: the workers", os::killOrphans(host_->processTable(), q));
 }
 
 void Supervisor::armLineage() {
@@ -93,12 +88,11 @@ void Supervisor::armLineage() {
   for (const auto& pool : pools_) {
     interval = std::min(interval, core::Duration(pool->config.sampleInterval));
   }
-  lineageTimer_.expires_after(std::max(interval, core::Duration(std::chrono::seconds(1))));
-  lineageTimer_.async_wait([this](const boost::system::error_code& ec) {
-    if (ec) return;
-    lineageArmed_ = false;
-    if (recordLineage()) armLineage();
-  });
+  lineageTimer_->expiresAt(now() + std::max(interval, core::Duration(std::chrono::seconds(1))),
+                           [this] {
+                             lineageArmed_ = false;
+                             if (recordLineage()) armLineage();
+                           });
 }
 
 bool Supervisor::recordLineage() {
@@ -121,7 +115,7 @@ bool Supervisor::recordLineage() {
   // One walk of the process table for all of them, only while some worker has no cgroup: the
   // kernel formats /proc/PID/stat for every process, measured at 20-30 us per process on this
   // project's 2-vCPU VMs under load (about 3 ms for 100 processes).
-  const os::ProcTable table = processHost().readTable();
+  const os::ProcTable table = host_->processTable().readTable();
   for (pid_t pid : tracked) lineage_[pid] = os::updateLineage(table, pid, lineage_[pid]);
   return true;
 }

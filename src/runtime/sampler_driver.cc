@@ -30,7 +30,7 @@ void Supervisor::sampleAfterJob(WorkerIo& worker) {
 
 std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, bool withMaps) {
   const core::Time started = now();
-  auto s = procReader_.sample(worker.pid, withMaps);
+  auto s = host_->sample(worker.pid, withMaps);
   if (!s) return std::nullopt;
   if (withMaps) {
     worker.mapsStale = false;
@@ -70,9 +70,7 @@ void Supervisor::armSampler() {
   core::Duration shortest = std::chrono::hours(1);
   for (const auto& pool : pools_)
     shortest = std::min(shortest, core::Duration(pool->config.sampleInterval));
-  sampler_.expires_after(shortest);
-  sampler_.async_wait([this](const boost::system::error_code& ec) {
-    if (ec) return;
+  sampler_->expiresAt(now() + shortest, [this] {
     sampleAll();
     armSampler();
   });

@@ -40,8 +40,6 @@ inline constexpr std::size_t kSamplesKept = 120;
 inline constexpr std::size_t kReadPerWakeup = 1 << 20;  // then yield to other workers and callers
 enum PipeIndex { kStdout = 0, kStderr = 1, kStacks = 2 };
 
-inline core::Time steadyNow() { return core::fromSteady(std::chrono::steady_clock::now()); }
-
 inline void logLine(const std::string& line) { logAt(LogLevel::kWarning, line); }
 
 // proto::WorkerConnection speaks the wire's vocabulary; the core has its own.
@@ -107,8 +105,8 @@ struct Supervisor::ZygoteRuntime {
 };
 
 struct Supervisor::PoolRuntime {
-  PoolRuntime(config::PoolConfig c, core::PoolPolicy policy)
-      : config(std::move(c)), pool(std::move(policy), steadyNow()) {
+  PoolRuntime(config::PoolConfig c, core::PoolPolicy policy, core::Time now)
+      : config(std::move(c)), pool(std::move(policy), now) {
     if (config.zygote) {
       core::ZygotePolicy z;
       z.startupTimeout = config.startupTimeout;

@@ -24,6 +24,7 @@
 #include "os/proc.h"
 #include "os/process.h"
 #include "proto/frame.h"
+#include "runtime/linux_host.h"
 #include "runtime/operator_log.h"
 #include "runtime/shell_state.h"
 #include "runtime/worker_spec.h"
@@ -36,14 +37,16 @@ using nlohmann::json;
 Supervisor::Supervisor(asio::io_context& io, const config::Config& config,
                        SupervisorOptions options)
     : io_(io),
+      host_(options.host ? std::move(options.host) : makeLinuxHost(io)),
       options_(std::move(options)),
-      timer_(io),
-      sampler_(io),
-      sigchld_(io, SIGCHLD),
+      timer_(host_->makeTimer()),
+      sampler_(host_->makeTimer()),
       startedAt_(now()) {
+  lineageTimer_ = host_->makeTimer();
   bool limited = false;
   for (const auto& pool : config.pools) {
-    pools_.push_back(std::make_unique<PoolRuntime>(pool, config::toPolicy(pool, config.server)));
+    pools_.push_back(
+        std::make_unique<PoolRuntime>(pool, config::toPolicy(pool, config.server), startedAt_));
     limited = limited || wantsLimits(pool);
   }
   // Every worker gets a cgroup when one can be had, limits or not: it is how everything a worker
@@ -81,11 +84,14 @@ Supervisor::Supervisor(asio::io_context& io, const config::Config& config,
 
 Supervisor::~Supervisor() {
   // Whatever is still alive dies with us (PDEATHSIG would do it too, but be explicit).
-  for (auto& [pid, worker] : byPid_) os::signalProcessGroup(pid, SIGKILL);
+  for (auto& [pid, worker] : byPid_) host_->signalGroup(pid, SIGKILL);
 }
 
 void Supervisor::start() {
-  waitForSigchld();
+  host_->onChildExits([this](const std::vector<os::ExitStatus>& exits) {
+    for (const auto& exit : exits) onChildExit(exit.pid, exit.rawStatus);
+    drain();
+  });
   armSampler();
   for (auto& pool : pools_) post(*pool, core::TimePassed{});
   drain();
@@ -215,12 +221,11 @@ void Supervisor::armTimer() {
   if (next == armedFor_) return;
   armedFor_ = next;
   if (!next) {
-    timer_.cancel();
+    timer_->cancel();
     return;
   }
-  timer_.expires_at(core::toSteady(*next));
-  timer_.async_wait([this, armed = *next](const boost::system::error_code& ec) {
-    if (ec == asio::error::operation_aborted || armedFor_ != armed) return;
+  timer_->expiresAt(*next, [this, armed = *next] {
+    if (armedFor_ != armed) return;
     armedFor_.reset();
     for (auto& pool : pools_) {
       if (pool->zygote) tendZygote(*pool);
@@ -251,12 +256,12 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
         } else if constexpr (std::is_same_v<A, core::DumpStacks>) {
           auto it = pool.workers.find(a.worker);
           if (it == pool.workers.end() || it->second->pid <= 0) return;
-          os::signalProcess(it->second->pid, it->second->pidfd.get(), kDumpSignal);
+          host_->signalProcess(it->second->pid, it->second->pidfd.get(), kDumpSignal);
         } else if constexpr (std::is_same_v<A, core::SignalWorkerGroup>) {
           auto it = pool.workers.find(a.worker);
           if (it == pool.workers.end()) return;
-          os::signalProcessGroup(it->second->pid,
-                                 a.signal == core::GroupSignal::kKill ? SIGKILL : SIGTERM);
+          host_->signalGroup(it->second->pid,
+                             a.signal == core::GroupSignal::kKill ? SIGKILL : SIGTERM);
         } else if constexpr (std::is_same_v<A, core::ReleaseWorker>) {
           auto it = pool.workers.find(a.worker);
           if (it == pool.workers.end()) return;
@@ -266,7 +271,7 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
           if (!worker->closed) {
             // The core gave up on a process that has not exited (SIGKILL ignored in D state):
             // keep reaping it through byPid_, but stop listening to it.
-            os::signalProcessGroup(worker->pid, SIGKILL);
+            host_->signalGroup(worker->pid, SIGKILL);
             closeWorkerIo(*worker);
           }
         } else if constexpr (std::is_same_v<A, core::FinishJob>) {
@@ -309,7 +314,7 @@ void Supervisor::spawn(PoolRuntime& pool, const core::SpawnWorker& action) {
                               options_.sdkDirectory);
   if (limits.cgroup) spec.joinCgroupFds = limits.cgroup->procsFds();
   spec.addressSpaceLimit = limits.addressSpaceLimit;
-  auto result = os::spawnWorker(spec);
+  auto result = host_->spawn(spec);
   if (limits.cgroup) limits.cgroup->closeProcsFds();
   if (auto* error = std::get_if<os::SpawnError>(&result)) {
     logLine("pool " + pool.config.name + ": cannot start " + name + ": " + error->describe());
@@ -345,18 +350,9 @@ bool Supervisor::prepareLimits(PoolRuntime& pool, const core::SpawnWorker& actio
   return false;
 }
 
-void Supervisor::waitForSigchld() {
-  sigchld_.async_wait([this](const boost::system::error_code& ec, int) {
-    if (ec) return;
-    for (const auto& exit : os::reapExitedChildren()) onChildExit(exit.pid, exit.rawStatus);
-    drain();
-    waitForSigchld();
-  });
-}
-
 // ---------------------------------------------------------------- views
 
-core::Time Supervisor::now() const { return steadyNow(); }
+core::Time Supervisor::now() const { return host_->now(); }
 
 std::optional<Supervisor::ZygoteStats> Supervisor::zygoteStatsOf(const PoolRuntime& p) const {
   if (!p.zygote) return std::nullopt;
@@ -415,7 +411,7 @@ void Supervisor::collectEvents() {
     for (const auto& e : pool->pool.recentEvents()) {
       if (e.seq <= pool->eventsSeen) continue;
       // Wall-clock time for people reading the stream; the core only knows steady time.
-      auto wall = std::chrono::system_clock::now() - (now() - e.at);
+      auto wall = host_->wallNow() - (now() - e.at);
       json event = {{"pool", pool->config.name},
                     {"kind", e.kind},
                     {"worker", e.worker},

@@ -26,6 +26,7 @@
 #include "proto/frame.h"
 #include "proto/worker_connection.h"
 #include "runtime/event_feed.h"
+#include "runtime/host.h"
 
 namespace bulkhead::runtime {
 
@@ -33,6 +34,7 @@ struct SupervisorOptions {
   std::string sdkDirectory;                  // put on each worker's PYTHONPATH
   std::vector<std::string> baseEnvironment;  // what workers inherit before their pool's env
   std::unique_ptr<os::Cgroups> cgroups;      // injected in tests; detected when null
+  std::unique_ptr<Host> host;                // clock, processes, /proc; null: the real Linux one
 };
 
 // How one job is to be run, as the caller asked (docs/api.md, "Deadlines").
@@ -165,7 +167,6 @@ class Supervisor {
   void sampleAll();
   void sampleAfterJob(WorkerIo& worker);
   std::optional<core::ResourceSample> takeSample(WorkerIo& worker, bool withMaps);
-  void waitForSigchld();
   void checkStopped();
   PoolRuntime* findPool(std::string_view name);
   void collectEvents();
@@ -173,6 +174,7 @@ class Supervisor {
   std::optional<ZygoteStats> zygoteStatsOf(const PoolRuntime& pool) const;
 
   boost::asio::io_context& io_;
+  std::unique_ptr<Host> host_;  // before everything that holds its timers
   SupervisorOptions options_;
   std::vector<std::unique_ptr<PoolRuntime>> pools_;
   std::map<pid_t, std::shared_ptr<WorkerIo>> byPid_;
@@ -188,12 +190,10 @@ class Supervisor {
   std::deque<std::pair<PoolRuntime*, core::Event>> events_;
   bool draining_ = false;
   core::JobId nextJobId_ = 1;
-  boost::asio::steady_timer timer_;
-  boost::asio::steady_timer sampler_;
-  os::ProcReader procReader_;
+  std::unique_ptr<HostTimer> timer_;    // the core's next deadline
+  std::unique_ptr<HostTimer> sampler_;  // the pools' sample_interval
   std::unique_ptr<os::Cgroups> cgroups_;
   std::optional<core::Time> armedFor_;
-  boost::asio::signal_set sigchld_;
   bool shuttingDown_ = false;
   std::function<void()> onStopped_;
   std::uint64_t orphansReaped_ = 0;
@@ -205,16 +205,14 @@ class Supervisor {
 
   // Containment without a cgroup (src/os/orphans.h): what a worker leaves running is found
   // through /proc and killed with it. Defined at the end of supervisor.cc.
-  os::ProcessHost& processHost();
   os::OrphanQuery orphanQuery() const;
   void reportSweep(const std::string& whose, const os::SweepResult& result);
   void killLeftovers(const WorkerIo& worker);
   void killOrphansAtShutdown();
   void armLineage();
   bool recordLineage();  // false: no worker without a cgroup is left to watch
-  std::unique_ptr<os::ProcessHost> processHost_;
   std::map<pid_t, std::set<os::ProcessKey>> lineage_;  // by worker pid
-  boost::asio::steady_timer lineageTimer_{io_};
+  std::unique_ptr<HostTimer> lineageTimer_;
   bool lineageArmed_ = false;
   bool orphansSwept_ = false;
 };

@@ -222,7 +222,7 @@ void Supervisor::onChildExit(pid_t pid, int status) {
   auto worker = it->second;
   byPid_.erase(it);
   // Whatever its children still do, they go with it: they may hold its pipes open forever.
-  os::signalProcessGroup(pid, SIGKILL);
+  host_->signalGroup(pid, SIGKILL);
   if (worker->closed) return;  // released earlier by the core
 
   // Frames and bytes it wrote before dying are in the kernel buffers: take them now, without

@@ -79,7 +79,7 @@ void Supervisor::startZygote(PoolRuntime& pool) {
   spec.argv = pythonModuleArgv(pool.config.python, "bulkhead.zygote");
   z.life.started(now());
   z.startError.reset();
-  auto result = os::spawnWorker(spec);
+  auto result = host_->spawn(spec);
   if (auto* error = std::get_if<os::SpawnError>(&result)) {
     zygoteGone(pool, "cannot start it: " + error->describe());
     return;
@@ -142,10 +142,10 @@ void Supervisor::zygoteForked(PoolRuntime& pool, core::WorkerId id, pid_t pid) {
   pool.zygote->forks.erase(id);
   auto it = pool.workers.find(id);
   if (it == pool.workers.end() || it->second->closed || it->second->pid > 0) {
-    os::signalProcessGroup(pid, SIGKILL);  // the core let go of this worker meanwhile
+    host_->signalGroup(pid, SIGKILL);  // the core let go of this worker meanwhile
     return;
   }
-  auto pidfd = os::openPidfd(pid);
+  auto pidfd = host_->openPidfd(pid);
   auto early = unclaimedExits_.find(pid);
   std::optional<int> exitStatus;
   if (early != unclaimedExits_.end()) {
@@ -156,8 +156,8 @@ void Supervisor::zygoteForked(PoolRuntime& pool, core::WorkerId id, pid_t pid) {
   if (pidfd.valid()) {
     // The zygote runs the pool's code: believe its pid only for our own child, in its own group
     // (or a signal to "its" group could hit anything, the supervisor included).
-    auto ids = procReader_.ids(pid);
-    if (ids && (ids->parent != ::getpid() || ids->group != pid)) {
+    auto ids = host_->ids(pid);
+    if (ids && (ids->parent != host_->selfPid() || ids->group != pid)) {
       const std::string why = "FORKED names pid " + std::to_string(pid) +
                               ", which is not a child of the supervisor in its own process group";
       post(pool, core::WorkerSpawnFailed{id, "zygote: " + why});
@@ -205,7 +205,7 @@ void Supervisor::zygoteRefused(PoolRuntime& pool, const std::string& message) {
 void Supervisor::killZygote(PoolRuntime& pool, const std::string& reason) {
   ZygoteRuntime& z = *pool.zygote;
   if (!z.io) return;
-  os::signalProcessGroup(z.io->pid, SIGKILL);
+  host_->signalGroup(z.io->pid, SIGKILL);
   closeWorkerIo(*z.io);  // its exit, when reaped, is not news any more
   zygoteGone(pool, "killed: " + reason);
 }
