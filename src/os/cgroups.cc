@@ -1,3 +1,8 @@
+// Per-worker cgroups over a CgroupHost (cgroups.h explains the design): detection of a usable v1
+// or v2 layout, creating a worker's cgroup with its limits, reading its counters, emptying and
+// removing it, and removing what a dead supervisor left. The text parsers are cgroup_text.cc's,
+// the real file system linux_cgroup_host.cc's.
+
 #include "os/cgroups.h"
 
 #include <dirent.h>
@@ -15,6 +20,7 @@
 #include <set>
 
 #include "os/cgroup_kill.h"
+#include "os/kernel_text.h"
 #include "os/parse_number.h"
 
 namespace bulkhead::os {
@@ -25,104 +31,6 @@ constexpr std::string_view kBasePrefix = "bulkhead-";
 constexpr std::string_view kSupervisorLeaf = "supervisor";
 
 std::string errnoText(int error) { return std::strerror(error); }
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n')) {
-    s.remove_prefix(1);
-  }
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n')) {
-    s.remove_suffix(1);
-  }
-  return s;
-}
-
-template <typename Fn>
-void forEachLine(std::string_view text, Fn fn) {
-  std::size_t pos = 0;
-  while (pos < text.size()) {
-    std::size_t eol = text.find('\n', pos);
-    if (eol == std::string_view::npos) eol = text.size();
-    fn(text.substr(pos, eol - pos));
-    pos = eol + 1;
-  }
-}
-
-std::vector<std::string_view> splitOn(std::string_view s, char sep) {
-  std::vector<std::string_view> out;
-  std::size_t pos = 0;
-  for (;;) {
-    std::size_t next = s.find(sep, pos);
-    if (next == std::string_view::npos) {
-      out.push_back(s.substr(pos));
-      return out;
-    }
-    out.push_back(s.substr(pos, next - pos));
-    pos = next + 1;
-  }
-}
-
-std::vector<std::string_view> splitWords(std::string_view s) {
-  std::vector<std::string_view> out;
-  std::size_t pos = 0;
-  while (pos < s.size()) {
-    while (pos < s.size() && (s[pos] == ' ' || s[pos] == '\t' || s[pos] == '\n')) ++pos;
-    std::size_t end = pos;
-    while (end < s.size() && s[end] != ' ' && s[end] != '\t' && s[end] != '\n') ++end;
-    if (end > pos) out.push_back(s.substr(pos, end - pos));
-    pos = end;
-  }
-  return out;
-}
-
-// mountinfo escapes space, tab, newline and backslash as \ooo (man 5 proc).
-std::string decodeOctalEscapes(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '3' && s[i + 2] >= '0' &&
-        s[i + 2] <= '7' && s[i + 3] >= '0' && s[i + 3] <= '7') {
-      out.push_back(
-          static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
-      i += 3;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
-bool contains(const std::vector<std::string>& v, std::string_view x) {
-  return std::find(v.begin(), v.end(), x) != v.end();
-}
-
-// The directory of cgroup `path` under a mount of its hierarchy whose root is `root`, or nullopt
-// when the cgroup lies outside what that mount shows.
-std::optional<std::string> dirUnderMount(const MountInfoLine& m, const std::string& path) {
-  std::string rel;
-  if (m.root == "/") {
-    rel = path;
-  } else if (path == m.root) {
-    rel = "";
-  } else if (path.size() > m.root.size() && path.compare(0, m.root.size(), m.root) == 0 &&
-             path[m.root.size()] == '/') {
-    rel = path.substr(m.root.size());
-  } else {
-    return std::nullopt;
-  }
-  std::string dir = m.mountPoint;
-  if (rel != "/") dir += rel;
-  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-  return dir;
-}
-
-std::string join(const std::vector<std::string>& parts, std::string_view sep) {
-  std::string out;
-  for (const auto& p : parts) {
-    if (!out.empty()) out += sep;
-    out += p;
-  }
-  return out;
-}
 
 bool validName(const std::string& name) {
   if (name.empty() || name.size() > 64 || name.front() == '.') return false;
@@ -141,81 +49,6 @@ std::optional<pid_t> stalePid(const std::string& entry) {
   if (!pid || *pid <= 0) return std::nullopt;
   return pid;
 }
-
-// ---- the real host ----
-
-class LinuxCgroupHost final : public CgroupHost {
- public:
-  int makeDirectory(const std::string& path) override {
-    return ::mkdir(path.c_str(), 0755) == 0 ? 0 : errno;
-  }
-  int removeDirectory(const std::string& path) override {
-    return ::rmdir(path.c_str()) == 0 ? 0 : errno;
-  }
-  bool exists(const std::string& path) const override { return ::access(path.c_str(), F_OK) == 0; }
-  int readFile(const std::string& path, std::string* out) const override {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd.valid()) return errno;
-    out->clear();
-    char buf[4096];
-    for (;;) {
-      ssize_t n = ::read(fd.get(), buf, sizeof buf);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return errno;
-      }
-      if (n == 0) return 0;
-      out->append(buf, static_cast<std::size_t>(n));
-    }
-  }
-  int writeFile(const std::string& path, std::string_view text) override {
-    // No O_CREAT or O_TRUNC: cgroupfs files exist or the write is wrong. One write(2) call: the
-    // kernel parses each write on its own.
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!fd.valid()) return errno;
-    ssize_t n;
-    do {
-      n = ::write(fd.get(), text.data(), text.size());
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) return errno;
-    return static_cast<std::size_t>(n) == text.size() ? 0 : EIO;
-  }
-  int openForWrite(const std::string& path, UniqueFd* out) override {
-    out->reset(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    return out->valid() ? 0 : errno;
-  }
-  int listSubdirectories(const std::string& path, std::vector<std::string>* names) const override {
-    names->clear();
-    DIR* dir = ::opendir(path.c_str());
-    if (!dir) return errno;
-    while (dirent* e = ::readdir(dir)) {
-      std::string_view name = e->d_name;
-      if (name == "." || name == "..") continue;
-      bool isDir = e->d_type == DT_DIR;
-      if (e->d_type == DT_UNKNOWN) {
-        struct stat st {};
-        isDir = ::fstatat(::dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-                S_ISDIR(st.st_mode);
-      }
-      if (isDir) names->emplace_back(name);
-    }
-    ::closedir(dir);
-    return 0;
-  }
-  int killProcess(pid_t pid) override {
-    if (pid <= 0) return EINVAL;          // never "every process" or a process group
-    if (pid == ::getpid()) return EPERM;  // a supervisor found inside a worker cgroup is a bug
-    return ::kill(pid, SIGKILL) == 0 || errno == ESRCH ? 0 : errno;
-  }
-  bool isAlive(pid_t pid) const override {
-    return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM);
-  }
-  void pause(int milliseconds) override {
-    timespec ts{milliseconds / 1000, (milliseconds % 1000) * 1000000L};
-    while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-  }
-};
 
 // ---- shared helpers over a host ----
 
@@ -588,8 +421,6 @@ std::vector<int> WorkerCgroup::procsFds() const {
   return out;
 }
 
-std::unique_ptr<CgroupHost> makeLinuxCgroupHost() { return std::make_unique<LinuxCgroupHost>(); }
-
 std::unique_ptr<Cgroups> makeNoCgroups(std::string why) {
   return std::make_unique<NoCgroups>(std::move(why));
 }
@@ -631,121 +462,6 @@ std::unique_ptr<Cgroups> detectCgroups(const std::string& procSelfCgroup,
     return makeNoCgroups(why);
   }
   return detectCgroupsOn(std::move(host), cgroupText, mountText, ::getpid(), whyNone);
-}
-
-// ---- parsers ----
-
-std::vector<ProcCgroupLine> parseProcCgroup(std::string_view text) {
-  std::vector<ProcCgroupLine> out;
-  forEachLine(text, [&](std::string_view line) {
-    // "hierarchy-ID:controller-list:cgroup-path"; the path may itself contain ':'.
-    std::size_t a = line.find(':');
-    if (a == std::string_view::npos) return;
-    std::size_t b = line.find(':', a + 1);
-    if (b == std::string_view::npos) return;
-    auto id = parseWhole<int>(line.substr(0, a));
-    std::string_view path = line.substr(b + 1);
-    if (!id || path.empty() || path.front() != '/') return;
-    ProcCgroupLine l;
-    l.hierarchyId = *id;
-    std::string_view controllers = line.substr(a + 1, b - a - 1);
-    if (!controllers.empty()) {
-      for (auto c : splitOn(controllers, ',')) l.controllers.emplace_back(c);
-    }
-    l.path = std::string(path);
-    out.push_back(std::move(l));
-  });
-  return out;
-}
-
-std::vector<MountInfoLine> parseMountInfo(std::string_view text) {
-  std::vector<MountInfoLine> out;
-  forEachLine(text, [&](std::string_view line) {
-    auto words = splitWords(line);
-    // id parent major:minor root mountpoint options [optional...] - fstype source superoptions
-    auto dash = std::find(words.begin() + std::min<std::size_t>(words.size(), 6), words.end(),
-                          std::string_view("-"));
-    if (words.size() < 6 || dash == words.end() || words.end() - dash < 4) return;
-    MountInfoLine m;
-    m.root = decodeOctalEscapes(words[3]);
-    m.mountPoint = decodeOctalEscapes(words[4]);
-    m.fsType = std::string(dash[1]);
-    for (auto o : splitOn(dash[3], ',')) m.superOptions.emplace_back(o);
-    out.push_back(std::move(m));
-  });
-  return out;
-}
-
-OwnCgroupDirs locateOwnCgroups(std::string_view procSelfCgroupText,
-                               std::string_view mountinfoText) {
-  OwnCgroupDirs out;
-  auto lines = parseProcCgroup(procSelfCgroupText);
-  auto mounts = parseMountInfo(mountinfoText);
-
-  auto findV1 = [&](const std::string& controller) -> std::optional<std::string> {
-    auto line = std::find_if(lines.begin(), lines.end(), [&](const ProcCgroupLine& l) {
-      return l.hierarchyId != 0 && contains(l.controllers, controller);
-    });
-    if (line == lines.end()) {
-      out.notes.push_back("no v1 " + controller + " hierarchy");
-      return std::nullopt;
-    }
-    bool mounted = false;
-    for (const auto& m : mounts) {
-      if (m.fsType != "cgroup" || !contains(m.superOptions, controller)) continue;
-      mounted = true;
-      if (auto dir = dirUnderMount(m, line->path)) return dir;
-    }
-    out.notes.push_back(mounted ? "v1 " + controller + " cgroup " + line->path +
-                                      " is outside every mount of its hierarchy"
-                                : "v1 " + controller + " hierarchy is not mounted");
-    return std::nullopt;
-  };
-  out.v1Memory = findV1("memory");
-  out.v1Pids = findV1("pids");
-
-  auto unified = std::find_if(lines.begin(), lines.end(), [](const ProcCgroupLine& l) {
-    return l.hierarchyId == 0 && l.controllers.empty();
-  });
-  if (unified == lines.end()) {
-    out.notes.push_back("no v2 hierarchy");
-  } else {
-    bool mounted = false;
-    for (const auto& m : mounts) {
-      if (m.fsType != "cgroup2") continue;
-      mounted = true;
-      if (auto dir = dirUnderMount(m, unified->path)) {
-        out.v2 = dir;
-        break;
-      }
-    }
-    if (!out.v2) {
-      out.notes.push_back(mounted ? "v2 cgroup " + unified->path + " is outside every cgroup2 mount"
-                                  : "v2 hierarchy is not mounted");
-    }
-  }
-  return out;
-}
-
-std::optional<std::uint64_t> parseKeyedCounter(std::string_view text, std::string_view key) {
-  std::optional<std::uint64_t> found;
-  forEachLine(text, [&](std::string_view line) {
-    auto words = splitWords(line);
-    if (!found && words.size() == 2 && words[0] == key) found = parseWhole<std::uint64_t>(words[1]);
-  });
-  return found;
-}
-
-std::optional<std::uint64_t> parseCounterFile(std::string_view text) {
-  return parseWhole<std::uint64_t>(trim(text));
-}
-
-std::vector<pid_t> parsePidList(std::string_view text) {
-  std::vector<pid_t> out;
-  for (auto w : splitWords(text)) {
-    if (auto pid = parseWhole<pid_t>(w); pid && *pid > 0) out.push_back(*pid);
-  }
-  return out;
 }
 
 }  // namespace bulkhead::os
