@@ -14,7 +14,8 @@ clang++ "${flags[@]}" "$root/tests/fuzz/frame_fuzz.cc" "$root/src/proto/frame.cc
 clang++ "${flags[@]}" "$root/tests/fuzz/worker_connection_fuzz.cc" "$root/src/proto/frame.cc" \
   "$root/src/proto/worker_connection.cc" -o "$out/worker_connection_fuzz"
 clang++ "${flags[@]}" -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 "$root/tests/fuzz/config_fuzz.cc" \
-  "$root/src/config/config.cc" "$root/src/config/units.cc" -ltomlplusplus -o "$out/config_fuzz"
+  "$root/src/config/config.cc" "$root/src/config/key_reader.cc" "$root/src/config/units.cc" \
+  -ltomlplusplus -o "$out/config_fuzz"
 for target in frame worker_connection config; do
   mkdir -p "$out/corpus-$target"
   cp -n "$root/tests/fuzz/corpus/$target/"* "$out/corpus-$target/" 2>/dev/null || true
