@@ -82,7 +82,7 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
             " refused a thread or process while the job ran (pids.events max " +
             std::to_string(evidence.pidsMaxEvents) + "); then " + what;
   };
-  if (w.state == WorkerState::kKilling && w.killReason) {
+  if (isKilling(w.state) && w.killReason) {
     switch (*w.killReason) {
       case KillReason::kJobTimeout:
         outcome = Outcome::kTimedOut;
