@@ -8,7 +8,7 @@ namespace bulkhead::core {
 namespace {
 
 // The kernel refuses new maps at vm.max_map_count (65530 by default): everything that needs a
-// map then fails with ENOMEM while RAM is free (FAULTS.md, memory-map leak).
+// map then fails with ENOMEM while RAM is free (a memory-map leak).
 constexpr int kMapsNearKernelLimit = 65000;
 
 }  // namespace

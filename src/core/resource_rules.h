@@ -4,7 +4,7 @@
 //
 // A rule fires on the latest sample (rss, threads, maps, fds over their bound) or on the trend:
 // from the growth per job over the last few job ends, recycle when the next job would cross the
-// bound (incident 03: +730 maps per fold must never reach the limit).
+// bound (a training loop that adds ~730 maps per fold must be recycled before the limit).
 
 #include <cstdint>
 #include <deque>

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/time.h"
+#include "os/cgroups.h"
 #include "os/orphans.h"
 #include "os/proc.h"
 #include "os/process.h"
@@ -58,6 +59,11 @@ class Host {
   virtual void onChildExits(std::function<void(const std::vector<os::ExitStatus>&)> exits) = 0;
   // The process table, for finding what a worker without a cgroup left running.
   virtual os::ProcessHost& processTable() = 0;
+
+  // ---- cgroups
+  // The workers' cgroups, found once at start-up; mode() kNone when none can be had, with
+  // *whyNone saying why (for the one log line about it).
+  virtual std::unique_ptr<os::Cgroups> detectCgroups(std::string* whyNone) = 0;
 
   // ---- /proc
   // nullopt when the process is gone (os::ProcReader::sample).

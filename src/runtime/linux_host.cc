@@ -6,6 +6,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <string_view>
+
+#include "runtime/operator_log.h"
+
 namespace bulkhead::runtime {
 
 namespace asio = boost::asio;
@@ -56,6 +61,22 @@ class LinuxHost final : public Host {
   os::ProcessHost& processTable() override {
     if (!processTable_) processTable_ = os::makeLinuxProcessHost("/proc");
     return *processTable_;
+  }
+  // Every worker gets a cgroup when one can be had, limits or not: it is how everything a worker
+  // started is found and killed with it. BULKHEAD_CGROUPS=off is the operator's way to keep the
+  // supervisor out of a cgroup tree it must not write to (docs/operations.md).
+  std::unique_ptr<os::Cgroups> detectCgroups(std::string* whyNone) override {
+    const char* cgroupSwitch = std::getenv("BULKHEAD_CGROUPS");
+    const std::string_view wanted = cgroupSwitch ? cgroupSwitch : "";
+    if (wanted == "off") {
+      *whyNone = "BULKHEAD_CGROUPS=off";
+      return os::makeNoCgroups(*whyNone);
+    }
+    if (!wanted.empty() && wanted != "auto") {
+      logAt(LogLevel::kWarning,
+            "BULKHEAD_CGROUPS=" + std::string(wanted) + " is neither auto nor off: using auto");
+    }
+    return os::detectCgroups("/proc/self/cgroup", "/proc/self/mountinfo", whyNone);
   }
   std::optional<os::ProcSample> sample(pid_t pid, bool withMaps) override {
     return procReader_.sample(pid, withMaps);

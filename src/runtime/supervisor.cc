@@ -49,23 +49,12 @@ Supervisor::Supervisor(asio::io_context& io, const config::Config& config,
         std::make_unique<PoolRuntime>(pool, config::toPolicy(pool, config.server), startedAt_));
     limited = limited || wantsLimits(pool);
   }
-  // Every worker gets a cgroup when one can be had, limits or not: it is how everything a worker
-  // started is found and killed with it. BULKHEAD_CGROUPS=off is the operator's way to keep the
-  // supervisor out of a cgroup tree it must not write to (docs/operations.md).
   std::string whyNone;
-  const char* cgroupSwitch = std::getenv("BULKHEAD_CGROUPS");
-  const std::string_view wanted = cgroupSwitch ? cgroupSwitch : "";
   if (options_.cgroups) {
     cgroups_ = std::move(options_.cgroups);
     whyNone = cgroups_->describe();
-  } else if (wanted == "off") {
-    whyNone = "BULKHEAD_CGROUPS=off";
-    cgroups_ = os::makeNoCgroups(whyNone);
   } else {
-    if (!wanted.empty() && wanted != "auto") {
-      logLine("BULKHEAD_CGROUPS=" + std::string(wanted) + " is neither auto nor off: using auto");
-    }
-    cgroups_ = os::detectCgroups("/proc/self/cgroup", "/proc/self/mountinfo", &whyNone);
+    cgroups_ = host_->detectCgroups(&whyNone);
   }
   if (cgroups_->mode() == os::CgroupMode::kNone) {
     logLine("no usable cgroup (" + whyNone +

@@ -33,8 +33,8 @@ namespace bulkhead::runtime {
 struct SupervisorOptions {
   std::string sdkDirectory;                  // put on each worker's PYTHONPATH
   std::vector<std::string> baseEnvironment;  // what workers inherit before their pool's env
-  std::unique_ptr<os::Cgroups> cgroups;      // injected in tests; detected when null
-  std::unique_ptr<Host> host;                // clock, processes, /proc; null: the real Linux one
+  std::unique_ptr<os::Cgroups> cgroups;      // null: the host detects them
+  std::unique_ptr<Host> host;  // clock, processes, /proc, cgroups; null: the real Linux one
 };
 
 // How one job is to be run, as the caller asked (docs/api.md, "Deadlines").

@@ -35,7 +35,8 @@ struct Profile {
 // - TensorFlow reads TF_NUM_INTRAOP_THREADS and TF_NUM_INTEROP_THREADS (threading config);
 //   TF_FORCE_GPU_ALLOW_GROWTH=true stops it from taking all GPU memory at start.
 // - CUDA: CUDA_VISIBLE_DEVICES ("" hides every GPU), CUDA_MODULE_LOADING=LAZY (CUDA >= 11.7).
-// Not here: TF_DISABLE_POOL_ALLOCATOR (incident 01) does not exist in TensorFlow.
+// Not here: TF_DISABLE_POOL_ALLOCATOR, sometimes suggested for TF allocator crashes: it does not
+// exist in TensorFlow.
 const std::vector<Profile>& profiles() {
   static const std::vector<Profile> kProfiles = {
       {"torch",

@@ -2,8 +2,8 @@
 // Builds the exact command line and environment of a pool's worker. Pure: the base environment
 // and the SDK directory are parameters, so `bulkhead env` prints exactly what a worker gets.
 //
-// The environment is built, not inherited (DESIGN.md, "Environment"), in this order, later
-// layers overriding earlier ones:
+// The environment is built, not inherited (the README's example config: `inherit_env`, `profile`,
+// `env`), in this order, later layers overriding earlier ones:
 //   1. a whitelist of the supervisor's environment (PATH, HOME, locale, TZ, ... + inherit_env)
 //   2. the pool's profiles ("torch", "tensorflow", "onnxruntime", "cpu-only")
 //   3. `threads`, turned into every thread-count variable the chosen profiles document

@@ -1,6 +1,6 @@
 """Fault-injection handlers for the integration suite.
 
-Each handler reproduces one row of FAULTS.md in a few lines (ctypes for native faults), so the
+Each handler reproduces one real worker fault in a few lines (ctypes for native faults), so the
 tests can check that the real daemon turns the real fault into the documented outcome and
 evidence. Handlers are looked up by the pool config as ``fault_handlers:NAME``; the directory of
 this file is put on the pool's ``python_path`` by conftest.
@@ -29,7 +29,7 @@ def _scratch(name):
 
 
 def _segfault():
-    ctypes.string_at(0)  # reads address 0: SIGSEGV, stderr empty (FAULTS.md "segfault")
+    ctypes.string_at(0)  # reads address 0: SIGSEGV, stderr empty, as a real segfault
 
 
 def _libc():

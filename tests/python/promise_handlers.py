@@ -27,7 +27,7 @@ def sys_path(payload, ctx):
 
 
 def threads_until_refused_then_hang(payload, ctx):
-    """FAULTS.md "hang from exhaustion": a thread pool asks for more threads than pids.max allows,
+    """Fault "hang from exhaustion": a thread pool asks for more threads than pids.max allows,
     swallows the refusal (as pthreadpool does) and waits forever for threads that never came."""
     started = []
     stop = threading.Event()

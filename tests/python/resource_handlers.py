@@ -1,7 +1,8 @@
 """Resource-leak and hang handlers for test_resources.py (the resource guard).
 
-Each handler reproduces a resource row of FAULTS.md (thread leak, threads under a pids limit,
-memory-map leak, RSS leak, OOM kill, deadlock, slow but healthy job, start-up hang) in a few lines.
+Each handler reproduces a resource fault seen in ML libraries (thread leak, threads under a pids
+limit, memory-map leak, RSS leak, OOM kill, deadlock, slow but healthy job, start-up hang) in a few
+lines.
 Pools name them as ``resource_handlers:NAME``; conftest puts this directory on ``python_path``.
 
 Leaks are kept in module globals, so they live as long as the worker process: only a recycle
@@ -61,7 +62,7 @@ def _work(payload):
 
 
 def thread_leak_one(payload, ctx):
-    """FAULTS.md "thread leak": one thread per job that waits forever."""
+    """Fault "thread leak": one thread per job that waits forever."""
     _work(payload)
     t = threading.Thread(target=_forever.wait, name="leaked-%d" % len(_threads), daemon=True)
     t.start()
@@ -70,7 +71,7 @@ def thread_leak_one(payload, ctx):
 
 
 def thread_leak_unbounded(payload, ctx):
-    """FAULTS.md "threads under a pids limit": start threads until the OS refuses one. Under
+    """Fault "threads under a pids limit": start threads until the OS refuses one. Under
     pids.max = 40 this raises ``RuntimeError: can't start new thread`` after ~38 threads."""
     while True:
         t = threading.Thread(target=_forever.wait, daemon=True)
@@ -81,7 +82,7 @@ def thread_leak_unbounded(payload, ctx):
 
 
 def maps_leak(payload, ctx):
-    """FAULTS.md "memory-map leak": 1000 small shared mappings per job, kept (MAP_SHARED
+    """Fault "memory-map leak": 1000 small shared mappings per job, kept (MAP_SHARED
     anonymous mappings are never merged: exactly +1000 maps)."""
     _work(payload)
     n = 1000
@@ -91,7 +92,7 @@ def maps_leak(payload, ctx):
 
 
 def rss_leak(payload, ctx):
-    """FAULTS.md "RSS leak": keep 10 MiB (resident) per job."""
+    """Fault "RSS leak": keep 10 MiB (resident) per job."""
     _work(payload)
     _blocks.append(_touch(10 * MiB))
     return {"pid": os.getpid(), "rss_kb": int(_status("VmRSS")), "leaked": len(_blocks)}
@@ -108,7 +109,7 @@ def fold(payload, ctx):
 
 
 def allocate_forever(payload, ctx):
-    """FAULTS.md "OOM kill": allocate (and touch) 8 MiB blocks without bound."""
+    """Fault "OOM kill": allocate (and touch) 8 MiB blocks without bound."""
     while True:
         _blocks.append(b"\x01" * (8 * MiB))
 
@@ -117,7 +118,7 @@ def allocate_forever(payload, ctx):
 
 
 def deadlock(payload, ctx):
-    """FAULTS.md "deadlock": a threading.Lock acquired twice. 0% CPU, the same stack forever;
+    """Fault "deadlock": a threading.Lock acquired twice. 0% CPU, the same stack forever;
     the heartbeat thread keeps beating (the GIL is free)."""
     lock = threading.Lock()
     lock.acquire()
@@ -150,5 +151,5 @@ def cpu_burn(payload, ctx):
 
 
 def preload_hang():
-    """preload that never returns (FAULTS.md "hang from exhaustion", at start-up)."""
+    """preload that never returns (the "hang from exhaustion" fault, at start-up)."""
     threading.Event().wait()

@@ -1,5 +1,5 @@
-"""One test per real worker fault (FAULTS.md): the outcome, its evidence, and that the supervisor
-keeps serving and replaces the worker."""
+"""One test per real worker fault (abort, segfault, hang, OOM, ...): the outcome, its evidence,
+and that the supervisor keeps serving and replaces the worker."""
 
 import os
 import time

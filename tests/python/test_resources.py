@@ -1,6 +1,6 @@
-"""The resource guard with real workers (FAULTS.md resource rows, incident 03): soft recycle rules
-on sampled threads / maps / RSS, hard cgroup limits (pids, memory), hang detection from
-heartbeats, the start-up watchdog, and cgroup cleanup.
+"""The resource guard with real workers (leaks, limits and hangs as ML libraries produce
+them): soft recycle rules on sampled threads / maps / RSS, hard cgroup limits (pids, memory),
+hang detection from heartbeats, the start-up watchdog, and cgroup cleanup.
 
 Each test checks the outcome, its evidence, and that the supervisor still answers /healthz and
 serves a normal job afterwards. Handlers live in resource_handlers.py (``resource_handlers:NAME``).
@@ -273,7 +273,7 @@ def test_unbounded_allocation_is_oom_killed_in_its_own_cgroup(start_daemon):
     _serving(d)
 
 
-# -- 6. incident 03 in miniature --------------------------------------------------------------
+# -- 6. maps and RSS growing per training fold, in miniature ---------------------------------------
 
 
 def test_incident_03_folds_leaking_maps_and_rss_all_complete(start_daemon):

@@ -113,6 +113,57 @@ class FakeHost final : public runtime::Host {
   }
   // A child the shell did not start itself (a zygote's fork): live until exit().
   void adopt(pid_t pid) { children_.insert(pid); }
+  // The same, played by the test like a spawned worker, over the fds a FORK carried (control,
+  // stdout, stderr, stacks: docs/protocol.md, "Zygote").
+  void adopt(pid_t pid, std::vector<os::UniqueFd> fds) {
+    auto p = std::make_unique<Process>();
+    p->pid = pid;
+    if (fds.size() > 0) p->control = std::move(fds[0]);
+    if (fds.size() > 1) p->stdoutWrite = std::move(fds[1]);
+    if (fds.size() > 2) p->stderrWrite = std::move(fds[2]);
+    if (fds.size() > 3) p->stacksWrite = std::move(fds[3]);
+    processes_[pid] = std::move(p);
+    children_.insert(pid);
+  }
+
+  // A zygote's view of its control socket: the frames sent since the last call, with the fds
+  // that rode along (SCM_RIGHTS), in order.
+  struct FramesWithFds {
+    std::vector<proto::Frame> frames;
+    std::vector<os::UniqueFd> fds;
+  };
+  FramesWithFds receivedWithFds(pid_t pid) {
+    settle();
+    Process& p = process(pid);
+    FramesWithFds out;
+    char buffer[65536];
+    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+    for (;;) {
+      iovec iov{buffer, sizeof buffer};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof control;
+      ssize_t n = ::recvmsg(p.control.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
+        for (std::size_t i = 0; i < count; ++i) out.fds.emplace_back(fds[i]);
+      }
+      p.decoder.feed({buffer, static_cast<std::size_t>(n)});
+    }
+    for (;;) {
+      auto decoded = p.decoder.next();
+      auto* frame = std::get_if<proto::Frame>(&decoded);
+      if (!frame) break;
+      out.frames.push_back(std::move(*frame));
+    }
+    return out;
+  }
 
   Process& process(pid_t pid) { return *processes_.at(pid); }
   // Processes in the order they were spawned.
@@ -180,8 +231,10 @@ class FakeHost final : public runtime::Host {
     s.fds = 8;
     return s;
   };
-  // Set: the next spawn fails with it (fork EAGAIN, exec ENOENT ...).
-  std::optional<os::SpawnError> failNextSpawn;
+  // While set, every spawn fails with it (fork EAGAIN, exec ENOENT ...).
+  std::optional<os::SpawnError> failSpawns;
+  // What detectCgroups finds; none by default (testlib/fake_cgroups.h stands in for them).
+  std::unique_ptr<os::Cgroups> cgroups;
 
   // ---- the shell's side (runtime::Host)
 
@@ -193,11 +246,7 @@ class FakeHost final : public runtime::Host {
     return std::make_unique<Timer>(*this, nextTimerId_++);
   }
   std::variant<os::WorkerProcess, os::SpawnError> spawn(const os::SpawnSpec& spec) override {
-    if (failNextSpawn) {
-      auto error = *failNextSpawn;
-      failNextSpawn.reset();
-      return error;
-    }
+    if (failSpawns) return *failSpawns;
     auto made = os::makeWorkerChannels();
     if (auto* error = std::get_if<os::SpawnError>(&made)) return *error;
     auto& channels = std::get<os::WorkerChannels>(made);
@@ -234,6 +283,11 @@ class FakeHost final : public runtime::Host {
     exits_ = std::move(exits);
   }
   os::ProcessHost& processTable() override { return table_; }
+  std::unique_ptr<os::Cgroups> detectCgroups(std::string* whyNone) override {
+    if (cgroups) return std::move(cgroups);
+    *whyNone = "simulated host";
+    return os::makeNoCgroups(*whyNone);
+  }
   std::optional<os::ProcSample> sample(pid_t pid, bool withMaps) override {
     samples.push_back({pid, withMaps, now_});
     if (!children_.count(pid)) return std::nullopt;

@@ -1,7 +1,7 @@
 #pragma once
-// The whole shell (runtime::Supervisor and its rooms) on a FakeHost: a config from TOML text, no
-// cgroups, simulated time. Tests submit jobs, play the workers through the host, move the clock
-// and read the reports the shell answered with.
+// The whole shell (runtime::Supervisor and its rooms) on a FakeHost: a config from TOML text,
+// simulated time, no cgroups unless the test brings FakeCgroups. Tests submit jobs, play the
+// workers through the host, move the clock and read the reports the shell answered with.
 
 #include <gtest/gtest.h>
 
@@ -20,15 +20,16 @@ namespace bulkhead::testlib {
 class ShellTest : public ::testing::Test {
  protected:
   // [pool.<name>] tables; the python and handler are never run.
-  void startShell(const std::string& pools) {
+  // cgroups: what the host finds (none when null).
+  void startShell(const std::string& pools, std::unique_ptr<os::Cgroups> cgroups = nullptr) {
     auto loaded = config::loadConfigText(pools, "shell_test.toml");
     ASSERT_TRUE(loaded.config) << (loaded.errors.empty() ? "" : loaded.errors[0].describe());
     config_ = std::move(*loaded.config);
     auto host = std::make_unique<FakeHost>(io_);
     host_ = host.get();
+    host_->cgroups = std::move(cgroups);
     start_ = host_->now();
     runtime::SupervisorOptions options;
-    options.cgroups = os::makeNoCgroups("simulated host");
     options.host = std::move(host);
     shell_ = std::make_unique<runtime::Supervisor>(io_, config_, std::move(options));
     shell_->start();
