@@ -142,6 +142,7 @@ void Pool::on(const JobSubmitted& e, Time now) {
   job.queuedAt = now;
   job.deadline = e.deadline;
   job.async = e.async;
+  job.hops = e.hops;
   auto [it, inserted] = jobs_.emplace(e.job, std::move(job));
   if (!inserted) invariantFailed("duplicate job id");
   Job& j = it->second;

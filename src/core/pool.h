@@ -61,6 +61,8 @@ struct PoolPolicy {
   std::uint64_t pidsLimit = 0;         // hard (cgroup), for evidence; 0: none
   int poisonAfter = 2;                 // crashes on this many different workers: poison; 0: off
   BreakerPolicy breaker;               // failures = 0: no breaker
+  std::string fallback;                // reroute here while the breaker is open; empty: none
+  std::size_t poolsInDaemon = 1;       // bounds a job's fallback hops (core/fallback_route.h)
 };
 
 enum class WorkerState {
@@ -172,12 +174,6 @@ class Pool {
   std::uint64_t eventsNoted() const { return eventsNoted_; }
   const Quarantine& quarantine() const { return quarantine_; }
   BreakerState breakerState() const { return breaker_.state(); }
-  // The shell samples after every job when the pool bounds rss, threads or fds (a /proc read of
-  // ~26 us), and only at a bounded rate when maps alone are bounded (2 ms for a torch worker).
-  bool wantsSampleAfterEveryJob() const {
-    return policy_.bounds.maxRssBytes || policy_.bounds.maxThreads || policy_.bounds.maxFds;
-  }
-  bool wantsSampleAfterJobs() const { return policy_.bounds.any(); }
 
  private:
   enum class JobState { kQueued, kRunning, kFinished };
@@ -192,6 +188,7 @@ class Pool {
     std::optional<Time> queueDeadline;  // when waiting for a worker ends it; unset: never
     std::optional<Time> deadline;       // the caller's end-to-end budget
     bool async = false;
+    int hops = 0;  // fallback reroutes before it came here
     JobState state = JobState::kQueued;
     std::optional<WorkerId> worker;
     std::vector<AttemptRecord> attempts;

@@ -6,6 +6,7 @@
 #include <set>
 #include <string>
 
+#include "core/fallback_route.h"
 #include "core/pool.h"
 #include "core/pool_detail.h"
 #include "core/retry_rule.h"
@@ -192,7 +193,14 @@ void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, JobRe
   r.result = std::move(extra.result);
   r.worker = std::move(extra.worker);
   observeLatency(r, ran);
-  actions_.push_back(FinishJob{std::move(r)});
+  // Refused while the breaker is open: the fallback pool may take it (counted here all the same,
+  // as this pool's answer).
+  if (auto route =
+          fallbackRoute(r.breakerOpen, policy_.fallback, job.hops, policy_.poolsInDaemon)) {
+    actions_.push_back(Resubmit{job.id, route->pool, std::move(r)});
+  } else {
+    actions_.push_back(FinishJob{std::move(r)});
+  }
   jobs_.erase(job.id);
 }
 
