@@ -2,7 +2,7 @@
 
 namespace bulkhead::config {
 
-core::PoolPolicy toPolicy(const PoolConfig& c, const ServerConfig& server) {
+core::PoolPolicy toPolicy(const PoolConfig& c, const ServerConfig& server, std::size_t pools) {
   core::PoolPolicy p;
   p.name = c.name;
   p.workers = c.workers;
@@ -28,6 +28,8 @@ core::PoolPolicy toPolicy(const PoolConfig& c, const ServerConfig& server) {
   p.breaker.failures = static_cast<std::size_t>(c.breakerFailures);
   p.breaker.window = c.breakerWindow;
   p.breaker.cooldown = c.breakerCooldown;
+  p.fallback = c.fallback;
+  p.poolsInDaemon = pools;
   return p;
 }
 

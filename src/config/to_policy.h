@@ -9,6 +9,8 @@
 
 namespace bulkhead::config {
 
-core::PoolPolicy toPolicy(const PoolConfig& pool, const ServerConfig& server);
+// `pools`: how many pools the daemon runs (a job's fallback hops are bounded by it).
+core::PoolPolicy toPolicy(const PoolConfig& pool, const ServerConfig& server,
+                          std::size_t pools = 1);
 
 }  // namespace bulkhead::config

@@ -3,6 +3,7 @@
 // shell executes (src/runtime/supervisor.cc). Owns: the action types. May not touch: any
 // behaviour.
 
+#include <string>
 #include <variant>
 
 #include "core/events.h"
@@ -36,8 +37,15 @@ struct ReleaseWorker {  // the pool is done with this worker: the shell may drop
 struct FinishJob {
   JobReport report;
 };
+// The pool's breaker is open and its fallback pool takes the job instead (core/fallback_route.h):
+// the shell submits it there. `report` is this pool's answer, for when that pool is gone.
+struct Resubmit {
+  JobId job;
+  std::string pool;
+  JobReport report;
+};
 
 using Action = std::variant<SpawnWorker, SendJob, SendShutdown, DumpStacks, SignalWorkerGroup,
-                            ReleaseWorker, FinishJob>;
+                            ReleaseWorker, FinishJob, Resubmit>;
 
 }  // namespace bulkhead::core

@@ -23,6 +23,7 @@ struct JobSubmitted {
   bool allowPoison = false;         // the caller overrides the quarantine for this payload
   bool async = false;               // accepted with 202: waits in the queue without a limit
   std::optional<Time> deadline{};   // the caller's end-to-end budget (queue + every attempt)
+  int hops = 0;                     // how often it was rerouted to a fallback pool already
 };
 struct JobCancelled {
   JobId job;

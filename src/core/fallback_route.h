@@ -1,6 +1,6 @@
 #pragma once
 // Fallback routing: where a job goes when its pool's breaker is open (a simpler model behind a
-// fragile one). Pure policy; the shell only resubmits where this says.
+// fragile one). Pure policy: core::Pool answers Resubmit where this says go; the shell submits.
 //
 // The bound, stated truthfully: a job makes at most as many hops as there are pools, counted over
 // its whole route. It is not "at most once per pool": with a -> b -> a configured, a job whose

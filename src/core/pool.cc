@@ -38,10 +38,28 @@ std::string_view workerStateName(WorkerState state) {
       return "busy";
     case WorkerState::kStopping:
       return "stopping";
-    case WorkerState::kKilling:
+    case WorkerState::kKillSettling:
+    case WorkerState::kKillTerminating:
+    case WorkerState::kKillKilling:
       return "killing";
   }
   return "unknown";
+}
+
+bool isKilling(WorkerState state) {
+  switch (state) {
+    case WorkerState::kKillSettling:
+    case WorkerState::kKillTerminating:
+    case WorkerState::kKillKilling:
+      return true;
+    case WorkerState::kSpawning:
+    case WorkerState::kStarting:
+    case WorkerState::kIdle:
+    case WorkerState::kBusy:
+    case WorkerState::kStopping:
+      return false;
+  }
+  return false;
 }
 
 Pool::Pool(PoolPolicy policy, Time /*now*/)
@@ -72,9 +90,9 @@ std::vector<WorkerView> Pool::workers() const {
   out.reserve(workers_.size());
   for (const auto& [id, w] : workers_) {
     const bool ready =
-        !w.retiring && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
+        !w.retiring() && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
     std::string recycleCause(w.recycleCause ? recycleCauseName(*w.recycleCause) : "");
-    out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring, ready, w.jobsServed,
+    out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring(), ready, w.jobsServed,
                    w.startedAt, w.job, std::move(recycleCause), w.latestSample, deadlineFor(w)});
   }
   return out;
@@ -97,7 +115,7 @@ std::optional<std::string> Pool::jobStateName(JobId id) const {
 std::size_t Pool::readyWorkers() const {
   std::size_t n = 0;
   for (const auto& [id, w] : workers_) {
-    n += !w.retiring && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
+    n += !w.retiring() && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
   }
   return n;
 }
@@ -124,6 +142,7 @@ void Pool::on(const JobSubmitted& e, Time now) {
   job.queuedAt = now;
   job.deadline = e.deadline;
   job.async = e.async;
+  job.hops = e.hops;
   auto [it, inserted] = jobs_.emplace(e.job, std::move(job));
   if (!inserted) invariantFailed("duplicate job id");
   Job& j = it->second;
@@ -249,7 +268,7 @@ void Pool::on(const JobResultReceived& e, Time now) {
     finishOk(job, *w, e.kind, e.body, now);
     return;
   }
-  if (w && w->state != WorkerState::kKilling && w->state != WorkerState::kStopping) {
+  if (w && !isKilling(w->state) && w->state != WorkerState::kStopping) {
     on(WorkerMisbehaved{e.worker, "result for job " + std::to_string(e.job) +
                                       " which is not in flight on this worker"},
        now);
@@ -291,7 +310,7 @@ void Pool::on(const JobErrorReceived& e, Time now) {
     finish(job, outcome, *exhausted, now);
     return;
   }
-  if (w && w->state != WorkerState::kKilling && w->state != WorkerState::kStopping) {
+  if (w && !isKilling(w->state) && w->state != WorkerState::kStopping) {
     on(WorkerMisbehaved{e.worker, "error for job " + std::to_string(e.job) +
                                       " which is not in flight on this worker"},
        now);
@@ -319,12 +338,12 @@ void Pool::on(const WorkerSampled& e, Time now) {
     w->jobEndSample = e.sample;
     return;  // judged when the result arrives, together with the job count
   }
-  if (w->state == WorkerState::kIdle && !w->retiring) checkRecycleRules(*w, now);
+  if (w->state == WorkerState::kIdle && !w->retiring()) checkRecycleRules(*w, now);
 }
 
 void Pool::on(const WorkerMisbehaved& e, Time now) {
   Worker* w = findWorker(e.worker);
-  if (!w || w->state == WorkerState::kKilling) return;
+  if (!w || isKilling(w->state)) return;
   beginKill(*w, KillReason::kProtocolError, "protocol_error: " + e.reason, now);
 }
 
@@ -333,7 +352,7 @@ void Pool::on(const WorkerExited& e, Time now) {
   if (!w) return;
   const bool expected =
       w->state == WorkerState::kStopping ||
-      (w->state == WorkerState::kKilling &&
+      (isKilling(w->state) &&
        (w->killReason == KillReason::kShutdown || w->killReason == KillReason::kStopTimeout) &&
        !w->job);
   if (!expected) counters_.workerDeaths++;
@@ -344,7 +363,7 @@ void Pool::on(const WorkerExited& e, Time now) {
   if (!expected && !w->job) backOffSpawns(now);
 
   if (w->state == WorkerState::kStarting ||
-      (w->state == WorkerState::kKilling && w->killReason == KillReason::kStartupTimeout)) {
+      (isKilling(w->state) && w->killReason == KillReason::kStartupTimeout)) {
     AttemptRecord record;
     record.worker = workerName(w->id);
     record.pid = w->pid;

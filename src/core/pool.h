@@ -61,6 +61,8 @@ struct PoolPolicy {
   std::uint64_t pidsLimit = 0;         // hard (cgroup), for evidence; 0: none
   int poisonAfter = 2;                 // crashes on this many different workers: poison; 0: off
   BreakerPolicy breaker;               // failures = 0: no breaker
+  std::string fallback;                // reroute here while the breaker is open; empty: none
+  std::size_t poolsInDaemon = 1;       // bounds a job's fallback hops (core/fallback_route.h)
 };
 
 enum class WorkerState {
@@ -69,11 +71,17 @@ enum class WorkerState {
   kIdle,
   kBusy,
   kStopping,  // asked to exit gracefully (SHUTDOWN frame sent)
-  kKilling,   // being killed: stacks settling, SIGTERM grace, SIGKILL wait
+  // Being killed, one state per step of the escalation; each waits its own policy duration:
+  kKillSettling,     // stacks asked for (DumpStacks), waiting stack_settle before SIGTERM
+  kKillTerminating,  // SIGTERM sent to the group, waiting kill_grace before SIGKILL
+  kKillKilling,      // SIGKILL sent, waiting kill_wait before giving the process up
 };
+// The name operators see: the three kill steps all read "killing".
 std::string_view workerStateName(WorkerState state);
-
-enum class KillPhase { kSettleStacks, kTerminate, kKill };
+bool isKilling(WorkerState state);
+// The worker state machine's table: may a worker go from `from` to `to`? (Pool::setWorkerState
+// aborts on any other move: that would be our bug, not a peer's.)
+bool workerTransitionAllowed(WorkerState from, WorkerState to);
 enum class KillReason {
   kJobTimeout,
   kHung,
@@ -97,7 +105,7 @@ struct WorkerView {
   std::optional<JobId> job;
   std::string recycleCause;  // recycleCauseName(): the word shown; empty when not recycling
   std::optional<ResourceSample> latestSample;
-  std::optional<Time> deadline;  // when its current state (or kill phase) times out; none: never
+  std::optional<Time> deadline;  // when its current state times out; none: never
 };
 
 // A Prometheus-style cumulative histogram over fixed buckets (seconds).
@@ -166,12 +174,6 @@ class Pool {
   std::uint64_t eventsNoted() const { return eventsNoted_; }
   const Quarantine& quarantine() const { return quarantine_; }
   BreakerState breakerState() const { return breaker_.state(); }
-  // The shell samples after every job when the pool bounds rss, threads or fds (a /proc read of
-  // ~26 us), and only at a bounded rate when maps alone are bounded (2 ms for a torch worker).
-  bool wantsSampleAfterEveryJob() const {
-    return policy_.bounds.maxRssBytes || policy_.bounds.maxThreads || policy_.bounds.maxFds;
-  }
-  bool wantsSampleAfterJobs() const { return policy_.bounds.any(); }
 
  private:
   enum class JobState { kQueued, kRunning, kFinished };
@@ -186,6 +188,7 @@ class Pool {
     std::optional<Time> queueDeadline;  // when waiting for a worker ends it; unset: never
     std::optional<Time> deadline;       // the caller's end-to-end budget
     bool async = false;
+    int hops = 0;  // fallback reroutes before it came here
     JobState state = JobState::kQueued;
     std::optional<WorkerId> worker;
     std::vector<AttemptRecord> attempts;
@@ -195,18 +198,20 @@ class Pool {
     std::string stage;         // timed_out: "queued" or "running"
   };
 
+  // Recycling marks a worker retiring: it serves on while its replacement starts, unless it is over
+  // a bound (crossed one, or its next job would), when it takes no further job.
+  enum class Retirement { kNone, kRetiring, kRetiringOverBound };
+
   struct Worker {
     WorkerId id;
     int slot;
     int pid = 0;
     WorkerState state = WorkerState::kSpawning;
-    bool retiring = false;
-    bool overBound = false;  // retiring and past a bound: no further jobs
+    Retirement retirement = Retirement::kNone;
     std::uint64_t jobsServed = 0;
     Time startedAt;
-    Time stateSince{};  // when it entered its state or kill phase: deadlineFor() counts from it
+    Time stateSince{};  // when it entered its state: deadlineFor() counts from it
     std::optional<JobId> job;
-    KillPhase killPhase = KillPhase::kSettleStacks;
     std::optional<KillReason> killReason;
     std::string killCause;
     std::optional<ErrorInfo> startError;
@@ -219,6 +224,8 @@ class Pool {
     Time lastProgressAt{};
     Time lastBeatAt{};
     std::optional<WorkerHeartbeat> lastBeat;
+
+    bool retiring() const { return retirement != Retirement::kNone; }
   };
 
   // one handler per event type
@@ -245,7 +252,7 @@ class Pool {
   void expireDeadlines(Time now);
   void driveShutdown(Time now);
 
-  // The only writer of a worker's state; a kill phase change re-enters kKilling.
+  // The only writer of a worker's state (the kill escalation's steps included).
   void setWorkerState(Worker& worker, WorkerState next, Time now);
   std::optional<Time> deadlineFor(const Worker& worker) const;
   void setJobState(Job& job, JobState next, Time now);

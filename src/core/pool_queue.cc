@@ -93,7 +93,7 @@ void Pool::enqueue(Job& job, Time now, bool front) {
 std::optional<Time> Pool::latestStartupDeadline() const {
   std::optional<Time> latest;
   for (const auto& [id, w] : workers_) {
-    if (w.retiring || w.state != WorkerState::kStarting) continue;
+    if (w.retiring() || w.state != WorkerState::kStarting) continue;
     const std::optional<Time> deadline = deadlineFor(w);
     if (deadline && (!latest || *deadline > *latest)) latest = deadline;
   }
@@ -144,9 +144,9 @@ void Pool::dispatch(Time now) {
   while (!queue_.empty()) {
     Worker* chosen = nullptr;
     for (auto& [id, w] : workers_) {
-      if (w.state != WorkerState::kIdle || w.overBound) continue;
-      if (!chosen || (chosen->retiring && !w.retiring)) chosen = &w;
-      if (!w.retiring) break;
+      if (w.state != WorkerState::kIdle || w.retirement == Retirement::kRetiringOverBound) continue;
+      if (!chosen || (chosen->retiring() && !w.retiring())) chosen = &w;
+      if (!w.retiring()) break;
     }
     if (!chosen) return;
     Job& job = jobs_.at(queue_.front());

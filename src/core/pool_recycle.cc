@@ -1,7 +1,7 @@
 // Recycling and resources: when a busy worker counts as hung, what a worker's samples and job
 // count say after each job (afterJob, the recycle rules over its bounded history), marking it
 // retiring, and the limit evidence its death is judged by.
-// Owns: a worker's retiring/overBound/recycleCause and its history. May not touch: stopping or
+// Owns: a worker's retirement, recycleCause and its history. May not touch: stopping or
 // killing the worker (retireRecycled in pool_workers.cc does), nor any job.
 
 #include <algorithm>
@@ -40,11 +40,12 @@ void Pool::afterJob(Worker& w, Time now) {
 }
 
 void Pool::checkRecycleRules(Worker& w, Time now) {
-  if (w.retiring) {
+  if (w.retiring()) {
     // Retiring on a trend, it may still serve while its replacement starts, but not once a
     // bound is crossed or its next job would cross one: then it waits idle for the replacement.
-    if (w.latestSample && !w.overBound) {
-      w.overBound = nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed);
+    if (w.latestSample && w.retirement != Retirement::kRetiringOverBound &&
+        nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed)) {
+      w.retirement = Retirement::kRetiringOverBound;
     }
     return;
   }
@@ -58,13 +59,12 @@ void Pool::checkRecycleRules(Worker& w, Time now) {
 }
 
 void Pool::recycle(Worker& w, RecycleCause cause, Time now) {
-  if (w.retiring) return;
-  w.retiring = true;
+  if (w.retiring()) return;
   // A crossed bound (not a predicted one) or an exhausted worker takes no further job.
-  w.overBound = recycleCauseCrossedBound(cause);
-  if (!w.overBound && w.latestSample) {
-    w.overBound = nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed);
-  }
+  const bool overBound = recycleCauseCrossedBound(cause) ||
+                         (w.latestSample && nextJobWouldCross(*w.latestSample, w.history,
+                                                              policy_.bounds, w.jobsServed));
+  w.retirement = overBound ? Retirement::kRetiringOverBound : Retirement::kRetiring;
   w.recycleCause = cause;
   const std::string word(recycleCauseName(cause));
   counters_.recycles++;

@@ -6,6 +6,7 @@
 #include <set>
 #include <string>
 
+#include "core/fallback_route.h"
 #include "core/pool.h"
 #include "core/pool_detail.h"
 #include "core/retry_rule.h"
@@ -82,7 +83,7 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
             " refused a thread or process while the job ran (pids.events max " +
             std::to_string(evidence.pidsMaxEvents) + "); then " + what;
   };
-  if (w.state == WorkerState::kKilling && w.killReason) {
+  if (isKilling(w.state) && w.killReason) {
     switch (*w.killReason) {
       case KillReason::kJobTimeout:
         outcome = Outcome::kTimedOut;
@@ -192,7 +193,14 @@ void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, JobRe
   r.result = std::move(extra.result);
   r.worker = std::move(extra.worker);
   observeLatency(r, ran);
-  actions_.push_back(FinishJob{std::move(r)});
+  // Refused while the breaker is open: the fallback pool may take it (counted here all the same,
+  // as this pool's answer).
+  if (auto route =
+          fallbackRoute(r.breakerOpen, policy_.fallback, job.hops, policy_.poolsInDaemon)) {
+    actions_.push_back(Resubmit{job.id, route->pool, std::move(r)});
+  } else {
+    actions_.push_back(FinishJob{std::move(r)});
+  }
   jobs_.erase(job.id);
 }
 

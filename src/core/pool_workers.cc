@@ -18,39 +18,47 @@ using pool_detail::millisOf;
 
 // ---------------------------------------------------------------- worker transitions
 
-void Pool::setWorkerState(Worker& worker, WorkerState next, Time now) {
-  const WorkerState from = worker.state;
-  bool legal = false;
-  switch (next) {
+// How the worker state machine works: a worker is spawned (kSpawning), starts (kStarting), serves
+// (kIdle <-> kBusy), and ends by a graceful stop (kStopping) or by the kill escalation: stacks
+// first when they explain the kill (kKillSettling), then SIGTERM (kKillTerminating), then
+// SIGKILL (kKillKilling), then the pool gives the process up. It leaves the table by exiting
+// (WorkerExited), from any state. Every state has one deadline (deadlineFor); what its passing
+// does is expireDeadlines()'s switch.
+bool workerTransitionAllowed(WorkerState from, WorkerState to) {
+  switch (to) {
     case WorkerState::kSpawning:
-      legal = false;
-      break;
+      return false;  // only a new worker is spawning
     case WorkerState::kStarting:
-      legal = from == WorkerState::kSpawning;
-      break;
+      return from == WorkerState::kSpawning;
     case WorkerState::kIdle:
-      legal = from == WorkerState::kStarting || from == WorkerState::kBusy;
-      break;
+      return from == WorkerState::kStarting || from == WorkerState::kBusy;
     case WorkerState::kBusy:
-      legal = from == WorkerState::kIdle;
-      break;
+      return from == WorkerState::kIdle;
     case WorkerState::kStopping:
-      legal = from == WorkerState::kIdle;
-      break;
-    case WorkerState::kKilling:
-      legal = from == WorkerState::kStarting || from == WorkerState::kBusy ||
-              from == WorkerState::kIdle || from == WorkerState::kStopping ||
-              from == WorkerState::kKilling;
-      break;
+      return from == WorkerState::kIdle;
+    case WorkerState::kKillSettling:  // stacks explain a timeout, a hang or a stuck start
+      return from == WorkerState::kStarting || from == WorkerState::kBusy;
+    case WorkerState::kKillTerminating:
+      return from == WorkerState::kStarting || from == WorkerState::kIdle ||
+             from == WorkerState::kBusy || from == WorkerState::kStopping ||
+             from == WorkerState::kKillSettling;
+    case WorkerState::kKillKilling:
+      return from == WorkerState::kKillTerminating;
   }
-  if (!legal) invariantFailed("illegal worker state transition");
+  return false;
+}
+
+void Pool::setWorkerState(Worker& worker, WorkerState next, Time now) {
+  if (!workerTransitionAllowed(worker.state, next)) {
+    invariantFailed("illegal worker state transition");
+  }
   worker.state = next;
   worker.stateSince = now;  // the clock of every state's deadline (deadlineFor)
 }
 
-// The one place a worker's deadline is decided: by its state (and kill phase), from when it
-// entered it. A busy worker's is its job's end or, with hang detection, the end of its last
-// progress, whichever comes first (busyDeadline).
+// The one place a worker's deadline is decided: by its state, from when it entered it. A busy
+// worker's is its job's end or, with hang detection, the end of its last progress, whichever
+// comes first (busyDeadline).
 std::optional<Time> Pool::deadlineFor(const Worker& w) const {
   switch (w.state) {
     case WorkerState::kSpawning:
@@ -62,16 +70,12 @@ std::optional<Time> Pool::deadlineFor(const Worker& w) const {
       return busyDeadline(w);
     case WorkerState::kStopping:
       return w.stateSince + policy_.stopGrace;
-    case WorkerState::kKilling:
-      switch (w.killPhase) {
-        case KillPhase::kSettleStacks:
-          return w.stateSince + policy_.stackSettle;
-        case KillPhase::kTerminate:
-          return w.stateSince + policy_.killGrace;
-        case KillPhase::kKill:
-          return w.stateSince + policy_.killWait;
-      }
-      break;
+    case WorkerState::kKillSettling:
+      return w.stateSince + policy_.stackSettle;
+    case WorkerState::kKillTerminating:
+      return w.stateSince + policy_.killGrace;
+    case WorkerState::kKillKilling:
+      return w.stateSince + policy_.killWait;
   }
   return std::nullopt;
 }
@@ -110,28 +114,27 @@ void Pool::beginKill(Worker& w, KillReason reason, std::string cause, Time now) 
   w.killCause = std::move(cause);
   const bool wantStacks = reason == KillReason::kJobTimeout || reason == KillReason::kHung ||
                           reason == KillReason::kStartupTimeout;
-  w.killPhase = wantStacks ? KillPhase::kSettleStacks : KillPhase::kTerminate;
-  setWorkerState(w, WorkerState::kKilling, now);
   if (wantStacks) {
+    setWorkerState(w, WorkerState::kKillSettling, now);
     actions_.push_back(DumpStacks{w.id});
   } else {
+    setWorkerState(w, WorkerState::kKillTerminating, now);
     actions_.push_back(SignalWorkerGroup{w.id, GroupSignal::kTerminate});
   }
 }
 
+// A kill step's deadline passed: take the next step.
 void Pool::advanceKill(Worker& w, Time now) {
-  switch (w.killPhase) {
-    case KillPhase::kSettleStacks:
-      w.killPhase = KillPhase::kTerminate;
-      setWorkerState(w, WorkerState::kKilling, now);
+  switch (w.state) {
+    case WorkerState::kKillSettling:
+      setWorkerState(w, WorkerState::kKillTerminating, now);
       actions_.push_back(SignalWorkerGroup{w.id, GroupSignal::kTerminate});
       return;
-    case KillPhase::kTerminate:
-      w.killPhase = KillPhase::kKill;
-      setWorkerState(w, WorkerState::kKilling, now);
+    case WorkerState::kKillTerminating:
+      setWorkerState(w, WorkerState::kKillKilling, now);
       actions_.push_back(SignalWorkerGroup{w.id, GroupSignal::kKill});
       return;
-    case KillPhase::kKill: {
+    case WorkerState::kKillKilling: {
       // SIGKILL did not end it (uninterruptible sleep). Stop waiting: settle the job as if it
       // exited, keep reaping in the shell, and let a replacement take the slot.
       ExitEvidence none;
@@ -140,6 +143,12 @@ void Pool::advanceKill(Worker& w, Time now) {
       on(gone, now);
       return;
     }
+    case WorkerState::kSpawning:
+    case WorkerState::kStarting:
+    case WorkerState::kIdle:
+    case WorkerState::kBusy:
+    case WorkerState::kStopping:
+      invariantFailed("kill step for a worker not being killed");
   }
 }
 
@@ -187,7 +196,9 @@ void Pool::expireDeadlines(Time now) {
       case WorkerState::kStopping:
         beginKill(*w, KillReason::kStopTimeout, "did not exit after SHUTDOWN", now);
         break;
-      case WorkerState::kKilling:
+      case WorkerState::kKillSettling:
+      case WorkerState::kKillTerminating:
+      case WorkerState::kKillKilling:
         advanceKill(*w, now);
         break;
       case WorkerState::kSpawning:
@@ -213,7 +224,7 @@ void Pool::rebalance(Time now) {
 int Pool::freeSlot() const {
   std::set<int> taken;
   for (const auto& [id, w] : workers_) {
-    if (!w.retiring && w.state != WorkerState::kStopping && w.state != WorkerState::kKilling) {
+    if (!w.retiring() && w.state != WorkerState::kStopping && !isKilling(w.state)) {
       taken.insert(w.slot);
     }
   }
@@ -230,7 +241,7 @@ void Pool::spawnMissing(Time now) {
   }
   int live = 0;
   for (const auto& [id, w] : workers_) {
-    live += !w.retiring && w.state != WorkerState::kStopping && w.state != WorkerState::kKilling;
+    live += !w.retiring() && w.state != WorkerState::kStopping && !isKilling(w.state);
   }
   for (; live < policy_.workers; ++live) {
     Worker w;
@@ -245,10 +256,10 @@ void Pool::spawnMissing(Time now) {
 void Pool::retireRecycled(Time now) {
   int ready = 0;
   for (const auto& [id, w] : workers_) {
-    ready += !w.retiring && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
+    ready += !w.retiring() && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
   }
   for (auto& [id, w] : workers_) {
-    if (!w.retiring || w.state != WorkerState::kIdle) continue;
+    if (!w.retiring() || w.state != WorkerState::kIdle) continue;
     if (ready >= policy_.workers || shuttingDown_) beginStop(w, now);
   }
 }

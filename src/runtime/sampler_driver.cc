@@ -1,7 +1,9 @@
 // The sampler driver: reads /proc (and cgroup counters) for each worker on the pool's
-// sample_interval and after jobs, within the maps-reading budget, and posts the samples to the
-// core. May not touch: what a sample means (core/resource_rules.h) or worker I/O.
+// sample_interval and after jobs, when core/sampling_schedule.h says a sample is due (the
+// maps-reading budget included), and posts the samples to the core. May not touch: when a sample
+// is due or what it means (core/sampling_schedule.h, core/resource_rules.h), or worker I/O.
 
+#include "core/sampling_schedule.h"
 #include "runtime/shell_state.h"
 
 namespace bulkhead::runtime {
@@ -10,20 +12,15 @@ using nlohmann::json;
 
 void Supervisor::sampleAfterJob(WorkerIo& worker) {
   worker.mapsStale = true;
-  const core::Pool& pool = worker.pool.pool;
-  if (!pool.wantsSampleAfterJobs()) return;
+  const core::ResourceBounds& bounds = worker.pool.pool.policy().bounds;
+  if (!bounds.any()) return;
   const core::Time t = now();
-  // Maps cost ~1 us each to count, so counting them may take at most ~5% of the time since the
-  // last count (every job for a small worker, every ~40 ms with torch loaded); the trend rule
-  // looks as many jobs ahead as the samples skip. The cheap measures are read after every job
-  // when the pool bounds them, so a fast leak is caught at the first job past its bound.
-  const int maxMaps = pool.policy().bounds.maxMaps;
-  const bool nearBound = maxMaps > 0 && worker.lastMaps >= maxMaps * 3 / 4;
-  const bool mapsDue = nearBound || !worker.lastJobEndSampleAt ||
-                       t - *worker.lastJobEndSampleAt >= 20 * worker.mapsReadCost;
-  if (!mapsDue && !pool.wantsSampleAfterEveryJob()) return;
-  if (mapsDue) worker.lastJobEndSampleAt = t;
-  if (auto sample = takeSample(worker, mapsDue)) {
+  // Whether to sample and count maps is the core's (core/sampling_schedule.h: the maps budget).
+  const core::AfterJobSampling plan = core::afterJobSampling(
+      bounds, {worker.lastMaps, worker.lastJobEndSampleAt, worker.mapsReadCost}, t);
+  if (!plan.sample) return;
+  if (plan.withMaps) worker.lastJobEndSampleAt = t;
+  if (auto sample = takeSample(worker, plan.withMaps)) {
     post(worker.pool, core::WorkerSampled{worker.id, *sample, true});
   }
 }
@@ -52,8 +49,8 @@ std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, boo
 void Supervisor::sampleAll() {
   const core::Time t = now();
   for (auto& pool : pools_) {
-    if (t < pool->nextSampleAt) continue;
-    pool->nextSampleAt = t + pool->config.sampleInterval;
+    if (!core::poolSampleDue(pool->nextSampleAt, t)) continue;
+    pool->nextSampleAt = core::nextPoolSample(pool->config.sampleInterval, t);
     for (auto& [id, worker] : pool->workers) {
       if (worker->closed || worker->pid <= 0) continue;
       // /proc/PID/maps costs ~1 us per map (2 ms for a torch worker): read it only when jobs

@@ -17,7 +17,6 @@
 #include <limits>
 
 #include "config/to_policy.h"
-#include "core/fallback_route.h"
 #include "core/signal_names.h"
 #include "core/zygote_lifecycle.h"
 #include "os/cgroups.h"
@@ -45,8 +44,8 @@ Supervisor::Supervisor(asio::io_context& io, const config::Config& config,
   lineageTimer_ = host_->makeTimer();
   bool limited = false;
   for (const auto& pool : config.pools) {
-    pools_.push_back(
-        std::make_unique<PoolRuntime>(pool, config::toPolicy(pool, config.server), startedAt_));
+    pools_.push_back(std::make_unique<PoolRuntime>(
+        pool, config::toPolicy(pool, config.server, config.pools.size()), startedAt_));
     limited = limited || wantsLimits(pool);
   }
   std::string whyNone;
@@ -109,8 +108,10 @@ Supervisor::PoolRuntime* Supervisor::findPool(std::string_view name) {
 
 namespace {
 
-core::JobSubmitted submission(core::JobId id, core::Payload payload, const JobOptions& o) {
-  return core::JobSubmitted{id, std::move(payload), o.timeout, o.allowPoison, o.async, o.deadline};
+core::JobSubmitted submission(core::JobId id, core::Payload payload, const JobOptions& o,
+                              int hops) {
+  return core::JobSubmitted{id,      std::move(payload), o.timeout, o.allowPoison,
+                            o.async, o.deadline,         hops};
 }
 
 }  // namespace
@@ -136,7 +137,7 @@ std::optional<Supervisor::SubmitError> Supervisor::submitWithId(core::JobId id,
   if (pending_.count(id)) return SubmitError::kDuplicateId;
   startJobIdsAfter(id);
   pending_.emplace(id, PendingJob{std::move(reply), pool, payload, options, 0, {}});
-  post(*pool, submission(id, std::move(payload), options));
+  post(*pool, submission(id, std::move(payload), options, 0));
   drain();
   return std::nullopt;
 }
@@ -263,21 +264,27 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
             host_->signalGroup(worker->pid, SIGKILL);
             closeWorkerIo(*worker);
           }
+        } else if constexpr (std::is_same_v<A, core::Resubmit>) {
+          auto it = pending_.find(a.job);
+          if (it == pending_.end()) return;
+          PendingJob& job = it->second;
+          // The route and its bound are the core's (core/fallback_route.h); the shell submits.
+          if (PoolRuntime* fallback = findPool(a.pool)) {
+            job.pool = fallback;
+            job.hops++;
+            job.via.push_back(pool.config.name);
+            post(*fallback, submission(a.job, job.payload, job.options, job.hops));
+            return;
+          }
+          auto reply = std::move(job.reply);
+          auto via = std::move(job.via);
+          pending_.erase(it);
+          a.report.fallbackFrom = std::move(via);
+          reply(a.report);
         } else if constexpr (std::is_same_v<A, core::FinishJob>) {
           auto it = pending_.find(a.report.jobId);
           if (it == pending_.end()) return;
           PendingJob& job = it->second;
-          // The route and its bound are policy (core/fallback_route.h); the shell resubmits.
-          if (auto route = core::fallbackRoute(a.report.breakerOpen, pool.config.fallback, job.hops,
-                                               pools_.size())) {
-            if (PoolRuntime* fallback = findPool(route->pool)) {
-              job.pool = fallback;
-              job.hops++;
-              job.via.push_back(pool.config.name);
-              post(*fallback, submission(a.report.jobId, job.payload, job.options));
-              return;
-            }
-          }
           auto reply = std::move(job.reply);
           auto via = std::move(job.via);
           pending_.erase(it);

@@ -17,6 +17,7 @@
 #include <variant>
 
 #include "config/config.h"
+#include "core/exit_claims.h"
 #include "core/pool.h"
 #include "core/zygote_lifecycle.h"
 #include "os/cgroups.h"
@@ -198,8 +199,8 @@ class Supervisor {
   std::function<void()> onStopped_;
   std::uint64_t orphansReaped_ = 0;
   // Children reaped before we knew their pid: a zygote-forked worker can die before the FORKED
-  // frame that names it is read. Bounded, and each entry expires.
-  std::map<pid_t, std::pair<int, core::Time>> unclaimedExits_;
+  // frame that names it is read. Bounded, and each entry expires (the rule: core/exit_claims.h).
+  core::ExitClaims unclaimedExits_;  // reaped before a FORKED named them
   EventFeed feed_;
   core::Time startedAt_;
 

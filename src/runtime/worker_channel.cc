@@ -213,10 +213,7 @@ void Supervisor::onChildExit(pid_t pid, int status) {
   auto it = byPid_.find(pid);
   if (it == byPid_.end()) {
     orphansReaped_++;  // a grandchild reparented to us (we are a child subreaper)
-    const core::Time t = now();
-    std::erase_if(unclaimedExits_,
-                  [&](const auto& e) { return t - e.second.second > std::chrono::seconds(10); });
-    if (unclaimedExits_.size() < 4096) unclaimedExits_[pid] = {status, t};
+    unclaimedExits_.record(pid, status, now());  // a FORKED may claim it (core/exit_claims.h)
     return;
   }
   auto worker = it->second;

@@ -146,12 +146,10 @@ void Supervisor::zygoteForked(PoolRuntime& pool, core::WorkerId id, pid_t pid) {
     return;
   }
   auto pidfd = host_->openPidfd(pid);
-  auto early = unclaimedExits_.find(pid);
   std::optional<int> exitStatus;
-  if (early != unclaimedExits_.end()) {
+  if (auto early = unclaimedExits_.claim(pid)) {
     // Reaped before this frame was read; a live process with that pid would be a reuse.
-    if (!pidfd.valid()) exitStatus = early->second.first;
-    unclaimedExits_.erase(early);
+    if (!pidfd.valid()) exitStatus = *early;
   }
   if (pidfd.valid()) {
     // The zygote runs the pool's code: believe its pid only for our own child, in its own group

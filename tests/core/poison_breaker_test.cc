@@ -143,12 +143,75 @@ TEST_F(PolicyTest, OpenBreakerRefusesJobsAsUnavailableAndSaysSo) {
   auto actions = feed(JobSubmitted{3, payload("c"), std::nullopt});
   EXPECT_EQ(count<SendJob>(actions), 0u);
   EXPECT_EQ(finished_.back().outcome, Outcome::kUnavailable);
-  EXPECT_TRUE(finished_.back().breakerOpen) << "the shell routes it to the fallback pool";
+  EXPECT_TRUE(finished_.back().breakerOpen) << "with a fallback pool, Resubmit instead";
   now_ += 11s;
   auto probe = nextSend(feed(JobSubmitted{4, payload("d"), std::nullopt}));
   ASSERT_TRUE(probe);
   feed(JobResultReceived{probe->worker, 4, ResultKind::kBytes, payload("ok")});
   EXPECT_EQ(pool_->breakerState(), BreakerState::kClosed);
+}
+
+// Fallback routing is the pool's answer (core/fallback_route.h): a job refused by an open breaker
+// is handed to the fallback pool as Resubmit, counted here as this pool's unavailable.
+class FallbackTest : public PolicyTest {
+ protected:
+  void openBreaker(std::string fallback, std::size_t pools) {
+    PoolPolicy p;
+    p.workers = 2;
+    p.poisonAfter = 0;
+    p.retries = 0;
+    p.breaker = {2, 30s, 10s};
+    p.fallback = std::move(fallback);
+    p.poolsInDaemon = pools;
+    make(p);
+    crashUntilDone(1, "a");
+    crashUntilDone(2, "b");
+    ASSERT_EQ(pool_->breakerState(), BreakerState::kOpen);
+  }
+  std::vector<Action> submitWithHops(JobId id, int hops) {
+    JobSubmitted e{id, payload("c"), std::nullopt};
+    e.hops = hops;
+    return feed(e);
+  }
+};
+
+TEST_F(FallbackTest, OpenBreakerResubmitsToTheFallbackPool) {
+  openBreaker("small", 2);
+  const std::size_t finishedBefore = finished_.size();
+  auto actions = submitWithHops(3, 0);
+  auto resubmits = only<Resubmit>(actions);
+  ASSERT_EQ(resubmits.size(), 1u);
+  EXPECT_EQ(resubmits[0].job, 3u);
+  EXPECT_EQ(resubmits[0].pool, "small");
+  EXPECT_EQ(resubmits[0].report.outcome, Outcome::kUnavailable);
+  EXPECT_TRUE(resubmits[0].report.breakerOpen);
+  EXPECT_EQ(count<FinishJob>(actions), 0u) << "the caller hears the fallback pool's answer";
+  EXPECT_EQ(finished_.size(), finishedBefore);
+  EXPECT_EQ(pool_->counters().outcomes.at(Outcome::kUnavailable), 1u);
+}
+
+TEST_F(FallbackTest, HopsAreBoundedByThePoolCount) {
+  openBreaker("small", 2);
+  auto actions = submitWithHops(3, 2);
+  EXPECT_EQ(count<Resubmit>(actions), 0u);
+  ASSERT_EQ(count<FinishJob>(actions), 1u);
+  EXPECT_EQ(finished_.back().outcome, Outcome::kUnavailable);
+  EXPECT_TRUE(finished_.back().breakerOpen);
+  EXPECT_EQ(count<Resubmit>(submitWithHops(4, 1)), 1u) << "one hop left of two";
+}
+
+TEST_F(FallbackTest, WithoutAFallbackTheRefusalFinishes) {
+  openBreaker("", 2);
+  auto actions = submitWithHops(3, 0);
+  EXPECT_EQ(count<Resubmit>(actions), 0u);
+  EXPECT_EQ(count<FinishJob>(actions), 1u);
+}
+
+TEST_F(FallbackTest, JobsThatRanAreNeverRerouted) {
+  openBreaker("small", 2);
+  // The crashes that opened the breaker finished as crashed, where they ran.
+  EXPECT_EQ(finished_.at(0).outcome, Outcome::kCrashed);
+  EXPECT_EQ(finished_.at(1).outcome, Outcome::kCrashed);
 }
 
 TEST_F(PolicyTest, HandlerErrorsDoNotOpenTheBreaker) {

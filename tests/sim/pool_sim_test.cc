@@ -264,6 +264,10 @@ class Simulation {
     }
   }
 
+  void act(const Resubmit& a) {
+    ADD_FAILURE() << "resubmit of job " << a.job << " with no fallback configured" << trace();
+  }
+
   void act(const FinishJob& a) {
     const JobReport& r = a.report;
     ASSERT_TRUE(submitted_.count(r.jobId)) << "outcome for an unknown job" << trace();
