@@ -60,7 +60,7 @@ std::optional<Time> Pool::nextDeadline() const {
   auto consider = [&](std::optional<Time> t) {
     if (t && (!next || *t < *next)) next = t;
   };
-  for (const auto& [id, w] : workers_) consider(w.deadline);
+  for (const auto& [id, w] : workers_) consider(deadlineFor(w));
   if (!queueDeadlines_.empty()) consider(queueDeadlines_.begin()->first);
   consider(spawnNotBefore_);
   consider(shutdownDeadline_);
@@ -75,7 +75,7 @@ std::vector<WorkerView> Pool::workers() const {
         !w.retiring && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
     std::string recycleCause(w.recycleCause ? recycleCauseName(*w.recycleCause) : "");
     out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring, ready, w.jobsServed,
-                   w.startedAt, w.job, std::move(recycleCause), w.latestSample});
+                   w.startedAt, w.job, std::move(recycleCause), w.latestSample, deadlineFor(w)});
   }
   return out;
 }
@@ -309,7 +309,6 @@ void Pool::on(const WorkerHeartbeat& e, Time now) {
     w->lastProgressAt = now;
     w->lastBeat = e;
   }
-  w->deadline = busyDeadline(*w);
 }
 
 void Pool::on(const WorkerSampled& e, Time now) {

@@ -97,6 +97,7 @@ struct WorkerView {
   std::optional<JobId> job;
   std::string recycleCause;  // recycleCauseName(): the word shown; empty when not recycling
   std::optional<ResourceSample> latestSample;
+  std::optional<Time> deadline;  // when its current state (or kill phase) times out; none: never
 };
 
 // A Prometheus-style cumulative histogram over fixed buckets (seconds).
@@ -203,7 +204,7 @@ class Pool {
     bool overBound = false;  // retiring and past a bound: no further jobs
     std::uint64_t jobsServed = 0;
     Time startedAt;
-    std::optional<Time> deadline;
+    Time stateSince{};  // when it entered its state or kill phase: deadlineFor() counts from it
     std::optional<JobId> job;
     KillPhase killPhase = KillPhase::kSettleStacks;
     std::optional<KillReason> killReason;
@@ -244,7 +245,9 @@ class Pool {
   void expireDeadlines(Time now);
   void driveShutdown(Time now);
 
+  // The only writer of a worker's state; a kill phase change re-enters kKilling.
   void setWorkerState(Worker& worker, WorkerState next, Time now);
+  std::optional<Time> deadlineFor(const Worker& worker) const;
   void setJobState(Job& job, JobState next, Time now);
   void removeFromQueue(const Job& job);
   void dropQueueDeadline(const Job& job);

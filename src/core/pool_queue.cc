@@ -93,8 +93,9 @@ void Pool::enqueue(Job& job, Time now, bool front) {
 std::optional<Time> Pool::latestStartupDeadline() const {
   std::optional<Time> latest;
   for (const auto& [id, w] : workers_) {
-    if (w.retiring || w.state != WorkerState::kStarting || !w.deadline) continue;
-    if (!latest || *w.deadline > *latest) latest = w.deadline;
+    if (w.retiring || w.state != WorkerState::kStarting) continue;
+    const std::optional<Time> deadline = deadlineFor(w);
+    if (deadline && (!latest || *deadline > *latest)) latest = deadline;
   }
   return latest;
 }
@@ -160,7 +161,6 @@ void Pool::dispatch(Time now) {
     chosen->lastBeatAt = now;
     chosen->lastBeat.reset();
     chosen->jobEndSample.reset();
-    chosen->deadline = busyDeadline(*chosen);
     actions_.push_back(SendJob{chosen->id, job.id, job.payload});
   }
 }

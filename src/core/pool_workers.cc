@@ -45,23 +45,35 @@ void Pool::setWorkerState(Worker& worker, WorkerState next, Time now) {
   }
   if (!legal) invariantFailed("illegal worker state transition");
   worker.state = next;
-  switch (next) {
-    case WorkerState::kStarting:
-      worker.deadline = now + policy_.startupTimeout;
-      break;
-    case WorkerState::kIdle:
-      worker.deadline.reset();
-      break;
-    case WorkerState::kBusy:
-      break;  // the job's timeout, set by dispatch()
-    case WorkerState::kStopping:
-      worker.deadline = now + policy_.stopGrace;
-      break;
-    case WorkerState::kKilling:
-      break;  // set by the kill phase
+  worker.stateSince = now;  // the clock of every state's deadline (deadlineFor)
+}
+
+// The one place a worker's deadline is decided: by its state (and kill phase), from when it
+// entered it. A busy worker's is its job's end or, with hang detection, the end of its last
+// progress, whichever comes first (busyDeadline).
+std::optional<Time> Pool::deadlineFor(const Worker& w) const {
+  switch (w.state) {
     case WorkerState::kSpawning:
+    case WorkerState::kIdle:
+      return std::nullopt;
+    case WorkerState::kStarting:
+      return w.stateSince + policy_.startupTimeout;
+    case WorkerState::kBusy:
+      return busyDeadline(w);
+    case WorkerState::kStopping:
+      return w.stateSince + policy_.stopGrace;
+    case WorkerState::kKilling:
+      switch (w.killPhase) {
+        case KillPhase::kSettleStacks:
+          return w.stateSince + policy_.stackSettle;
+        case KillPhase::kTerminate:
+          return w.stateSince + policy_.killGrace;
+        case KillPhase::kKill:
+          return w.stateSince + policy_.killWait;
+      }
       break;
   }
+  return std::nullopt;
 }
 
 // ---------------------------------------------------------------- start failures
@@ -98,14 +110,11 @@ void Pool::beginKill(Worker& w, KillReason reason, std::string cause, Time now) 
   w.killCause = std::move(cause);
   const bool wantStacks = reason == KillReason::kJobTimeout || reason == KillReason::kHung ||
                           reason == KillReason::kStartupTimeout;
+  w.killPhase = wantStacks ? KillPhase::kSettleStacks : KillPhase::kTerminate;
   setWorkerState(w, WorkerState::kKilling, now);
   if (wantStacks) {
-    w.killPhase = KillPhase::kSettleStacks;
-    w.deadline = now + policy_.stackSettle;
     actions_.push_back(DumpStacks{w.id});
   } else {
-    w.killPhase = KillPhase::kTerminate;
-    w.deadline = now + policy_.killGrace;
     actions_.push_back(SignalWorkerGroup{w.id, GroupSignal::kTerminate});
   }
 }
@@ -114,12 +123,12 @@ void Pool::advanceKill(Worker& w, Time now) {
   switch (w.killPhase) {
     case KillPhase::kSettleStacks:
       w.killPhase = KillPhase::kTerminate;
-      w.deadline = now + policy_.killGrace;
+      setWorkerState(w, WorkerState::kKilling, now);
       actions_.push_back(SignalWorkerGroup{w.id, GroupSignal::kTerminate});
       return;
     case KillPhase::kTerminate:
       w.killPhase = KillPhase::kKill;
-      w.deadline = now + policy_.killWait;
+      setWorkerState(w, WorkerState::kKilling, now);
       actions_.push_back(SignalWorkerGroup{w.id, GroupSignal::kKill});
       return;
     case KillPhase::kKill: {
@@ -142,11 +151,12 @@ void Pool::beginStop(Worker& w, Time now) {
 void Pool::expireDeadlines(Time now) {
   std::vector<WorkerId> due;
   for (auto& [id, w] : workers_) {
-    if (w.deadline && *w.deadline <= now) due.push_back(id);
+    if (auto deadline = deadlineFor(w); deadline && *deadline <= now) due.push_back(id);
   }
   for (WorkerId id : due) {
     Worker* w = findWorker(id);
-    if (!w || !w->deadline || *w->deadline > now) continue;
+    if (!w) continue;
+    if (auto deadline = deadlineFor(*w); !deadline || *deadline > now) continue;
     switch (w->state) {
       case WorkerState::kStarting:
         beginKill(*w, KillReason::kStartupTimeout,
@@ -182,8 +192,7 @@ void Pool::expireDeadlines(Time now) {
         break;
       case WorkerState::kSpawning:
       case WorkerState::kIdle:
-        w->deadline.reset();
-        break;
+        break;  // no deadline in these states
     }
   }
   while (!queue_.empty()) {
