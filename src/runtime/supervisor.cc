@@ -1,5 +1,6 @@
 // The event-loop shell (see supervisor.h): owns the loop, the pools, the job ids and replies,
-// the timers and SIGCHLD, and carries out the actions the core returns. The rooms around it:
+// the core's timer and the child exits its Host reports, and carries out the actions the core
+// returns. The rooms around it:
 // worker_channel.cc (one worker's socket and pipes), zygote_driver.cc, sampler_driver.cc,
 // containment.cc, event_feed.h; shell_state.h holds the records they share. May not touch: policy
 // (src/core decides) or JSON views (src/api/pool_views.cc renders its typed snapshots).

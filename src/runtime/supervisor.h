@@ -1,7 +1,9 @@
 #pragma once
-// The event-loop shell around the policy core. It owns the real clock, the worker processes and
-// their file descriptors; it turns what the OS reports (frames, bytes on stderr, SIGCHLD, timers)
-// into core events and carries out the actions the core returns. One thread, one io_context.
+// The event-loop shell around the policy core. It owns the worker processes and their file
+// descriptors; it turns what the OS reports (frames, bytes on stderr, child exits, timers) into
+// core events and carries out the actions the core returns. One thread, one io_context. The clock,
+// timers, spawning, signals, /proc and cgroups come through a Host (runtime/host.h): the real one
+// by default, a simulated one in tests/runtime.
 
 #include <algorithm>
 #include <boost/asio.hpp>
@@ -99,7 +101,7 @@ class Supervisor {
     // A worker's sample history, oldest first (bounded); empty for an unknown worker.
     std::function<const std::deque<TimedSample>&(core::WorkerId)> history;
   };
-  // The shell owns the clock: views compute ages against it.
+  // The shell's clock (its Host's): views compute ages against it.
   core::Time now() const;
   core::Time startedAt() const { return startedAt_; }
   void forEachPool(const std::function<void(const PoolView&)>& visit) const;

@@ -188,5 +188,43 @@ TEST_F(ZygoteTest, AnUnclaimedExitExpiresAndALateForkedIsAVanishedWorker) {
   EXPECT_EQ(shell_->orphansReaped(), 2u);
 }
 
+TEST_F(ZygoteTest, AForkedPidThatIsNotOurChildIsRefusedAndTheZygoteKilled) {
+  startShell(kZygotePool);
+  const pid_t zygote = pidOf("p-zygote");
+  host_->ready(zygote);
+  auto forks = forksTo(zygote);
+  ASSERT_EQ(forks.size(), 1u);
+  host_->stranger(4242, os::ProcessIds{1, 4242});  // someone else's process
+  forked(zygote, forks[0].request, 4242);
+
+  EXPECT_TRUE(signalsTo(4242).empty());  // never signalled: it is not ours
+  auto signals = signalsTo(zygote);
+  ASSERT_FALSE(signals.empty());
+  EXPECT_EQ(signals.back().signal, SIGKILL);
+  auto died = events("zygote_died");
+  ASSERT_EQ(died.size(), 1u);
+  EXPECT_NE(died[0].detail.find("not a child of the supervisor"), std::string::npos);
+}
+
+TEST_F(ZygoteTest, APermanentRefusalWithSpawnFallbackStartsWorkersByExec) {
+  startShell(std::string(kZygotePool) + "zygote_fallback = \"spawn\"\n");
+  const pid_t zygote = pidOf("p-zygote");
+  host_->ready(zygote);
+  auto forks = forksTo(zygote);
+  ASSERT_EQ(forks.size(), 1u);
+  host_->send(zygote, FrameType::kForkRefused, forks[0].request,
+              R"({"message": "CUDA is initialised in the zygote", "permanent": true})");
+
+  const pid_t worker = pidOf("p-1");  // spawned by exec, as in spawn mode
+  ASSERT_GT(worker, 0);
+  EXPECT_NE(worker, zygote);
+  EXPECT_EQ(events("zygote_fallback").size(), 1u);
+  host_->ready(worker);
+  const core::JobId job = submit("p", "x");
+  host_->send(worker, FrameType::kResultBytes, job, "y");
+  ASSERT_NE(report(job), nullptr);
+  EXPECT_EQ(report(job)->outcome, core::Outcome::kOk);
+}
+
 }  // namespace
 }  // namespace bulkhead::testlib

@@ -113,6 +113,9 @@ class FakeHost final : public runtime::Host {
   }
   // A child the shell did not start itself (a zygote's fork): live until exit().
   void adopt(pid_t pid) { children_.insert(pid); }
+  // A live process that is not our child (another parent or process group): what a lying zygote
+  // could name in FORKED.
+  void stranger(pid_t pid, os::ProcessIds ids) { strangers_[pid] = ids; }
   // The same, played by the test like a spawned worker, over the fds a FORK carried (control,
   // stdout, stderr, stacks: docs/protocol.md, "Zygote").
   void adopt(pid_t pid, std::vector<os::UniqueFd> fds) {
@@ -266,9 +269,10 @@ class FakeHost final : public runtime::Host {
     return ours;
   }
   os::UniqueFd openPidfd(pid_t pid) override {
-    return children_.count(pid) ? standInPidfd() : os::UniqueFd();
+    return children_.count(pid) || strangers_.count(pid) ? standInPidfd() : os::UniqueFd();
   }
   std::optional<os::ProcessIds> ids(pid_t pid) override {
+    if (auto it = strangers_.find(pid); it != strangers_.end()) return it->second;
     if (!children_.count(pid)) return std::nullopt;
     return os::ProcessIds{kSelfPid, pid};
   }
@@ -343,6 +347,7 @@ class FakeHost final : public runtime::Host {
   std::map<pid_t, std::unique_ptr<Process>> processes_;
   std::vector<pid_t> spawned_;
   std::set<pid_t> children_;
+  std::map<pid_t, os::ProcessIds> strangers_;
   std::function<void(const std::vector<os::ExitStatus>&)> exits_;
   EmptyTable table_;
 };
