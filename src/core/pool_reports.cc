@@ -61,7 +61,8 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
             std::to_string(evidence.memoryPeakBytes >> 20) + " MiB)";
   } else if (abnormal) {
     // Library messages count only when the worker exited on its own (code != 0): a signal
-    // death is told by its signal, never by what stderr happens to hold (FAULTS.md, segfault).
+    // death is told by its signal, never by what stderr happens to hold (a thread that
+    // segfaults can leave unrelated library complaints from other threads in stderr).
     LimitEvidence limits = limitsOf(w, &evidence);
     auto exhausted =
         exhaustionCause(limits, evidence.exitCode ? evidence.stderrTail : std::string());
@@ -73,7 +74,7 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
     }
   }
   // A refused thread or fork often shows as a hang (a thread pool waiting for a thread that was
-  // never created, FAULTS.md): if the cgroup refused one during this job, that is the cause.
+  // never created): if the cgroup refused one during this job, that is the cause.
   const bool pidsRefusedDuringJob = evidence.pidsMaxEvents > w.pidsEventsAtDispatch;
   auto pidsExhausted = [&](const std::string& what) {
     outcome = Outcome::kResourceExhausted;

@@ -276,7 +276,7 @@ def test_unbounded_allocation_is_oom_killed_in_its_own_cgroup(start_daemon):
 # -- 6. maps and RSS growing per training fold, in miniature ---------------------------------------
 
 
-def test_incident_03_folds_leaking_maps_and_rss_all_complete(start_daemon):
+def test_training_folds_leaking_maps_and_rss_all_complete(start_daemon):
     d = start_daemon({"echo": ECHO, "folds": {
         "handler": R + "fold", "max_maps": 3000, "max_rss": "150MiB",
         "sample_interval": "100ms"}})

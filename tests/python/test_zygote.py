@@ -104,7 +104,7 @@ def test_a_crashed_forked_worker_is_reported_and_replaced_by_a_new_fork(start_da
 
 
 @pytest.mark.limit(90)
-def test_incident_04_a_thread_pool_in_preload_is_refused_with_what_to_move(start_daemon):
+def test_a_thread_pool_in_preload_is_refused_with_what_to_move(start_daemon):
     pytest.importorskip("torch")
     d = start_daemon({"z": {"handler": Z + "torch_job", "preload": Z + "preload_torch_pool",
                             "mode": "zygote", "workers": 1, "startup_timeout": "60s"}})
