@@ -155,12 +155,12 @@ def test_async_client_sends_the_deadline_and_waits_longer(daemon):
 
     async def main():
         async with bulkhead.AsyncClient(daemon.url, timeout=1) as client:
-            request = client._request
+            send = client._send
 
-            async def spy(*args, **kwargs):
-                waits.append(kwargs.get("timeout", args[5] if len(args) > 5 else None))
-                return await request(*args, **kwargs)
-            client._request = spy
+            async def spy(method, path, request, timeout, idempotent):
+                waits.append(timeout)
+                return await send(method, path, request, timeout, idempotent)
+            client._send = spy
             await client.call("faces", b"x")
             await client.call("faces", b"x", timeout=40)
     run(main)
