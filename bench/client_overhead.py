@@ -5,9 +5,9 @@
     /usr/bin/python3 bench/client_overhead.py --baseline main    # ... and main's, side by side
     /usr/bin/python3 bench/client_overhead.py --quick            # fewer rounds and calls
 
-This file owns the client-overhead measurement: two daemons (`build/bulkhead serve`, or $BULKHEAD_BIN
-/ --bin), one listening on 127.0.0.1 TCP and one on a Unix socket, each with a 1-worker echo pool
-(bench/handlers/bench_handlers.py:echo).  Sequential 64-byte echo calls from:
+This file owns the client-overhead measurement: two daemons (`build/bulkhead serve`, or
+$BULKHEAD_BIN / --bin), one listening on 127.0.0.1 TCP and one on a Unix socket, each with a
+1-worker echo pool (bench/handlers/bench_handlers.py:echo).  Sequential 64-byte echo calls from:
 
 - ``bulkhead.Client`` over TCP and over ``unix:`` (this tree's python/bulkhead);
 - with ``--baseline REF``: the client of git revision REF too (its python/bulkhead is extracted
@@ -20,7 +20,9 @@ This file owns the client-overhead measurement: two daemons (`build/bulkhead ser
 
 The machine is noisy (2 shared cores): every system runs ``--calls`` calls in each of ``--rounds``
 interleaved rounds (the order rotates per round), and the table reports the MEDIAN over rounds of
-each round's p50 and p99, plus the load average before and after.
+each round's p50 and p99, and of this process's CPU time per call (the client's own cost, the
+least noisy number), plus the load average before and after.  ``--timeout S`` gives the Client
+rows a deadline per call (the raw rows then send the same deadline headers).
 """
 
 import argparse
@@ -106,9 +108,9 @@ def load_baseline(ref, tmpdir):
 
 
 class ClientSys:
-    def __init__(self, package, label, url):
+    def __init__(self, package, label, url, timeout=None):
         self.name = label
-        self.client = package.Client(url)
+        self.client = package.Client(url, timeout=timeout)
 
     def call(self, payload):
         return self.client.call(POOL, payload)
@@ -120,7 +122,7 @@ class ClientSys:
 class RawSys:
     """bench/e2e_peers.py's RawSocketSys, over TCP or a Unix socket."""
 
-    def __init__(self, label, url):
+    def __init__(self, label, url, timeout=None):
         self.name = label
         if url.startswith("unix:"):
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -129,8 +131,13 @@ class RawSys:
             host, port = url[len("http://"):].rsplit(":", 1)
             self.sock = socket.create_connection((host, int(port)))
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.head = ("POST /v1/pools/%s/jobs HTTP/1.1\r\nHost: x\r\n"
-                     "Content-Type: application/octet-stream\r\nContent-Length: " % POOL).encode()
+        # with --timeout, the deadline headers the Client sends: the daemon's work per job
+        # (a deadline timer) is then the same for both, and the difference stays the client's
+        extra = ("X-Bulkhead-Timeout: %dms\r\nX-Bulkhead-Deadline: %dms\r\n"
+                 % (timeout * 1000, timeout * 1000)) if timeout else ""
+        self.head = ("POST /v1/pools/%s/jobs HTTP/1.1\r\nHost: x\r\n%s"
+                     "Content-Type: application/octet-stream\r\nContent-Length: "
+                     % (POOL, extra)).encode()
         self.buf = b""
 
     def call(self, payload):
@@ -160,17 +167,20 @@ class RawSys:
 
 
 def measure(system, calls):
-    """Per-call seconds of ``calls`` sequential echo calls (each answer checked)."""
+    """Per-call seconds of ``calls`` sequential echo calls (each answer checked), and this
+    process's CPU seconds per call over them (the client's own cost, user and kernel: much less
+    noisy than the latency, which waits for the daemon and the worker)."""
     clock = time.perf_counter
     call = system.call
     samples = []
+    cpu0 = time.process_time()
     for _ in range(calls):
         t0 = clock()
         out = call(PAYLOAD)
         samples.append(clock() - t0)
         if out != PAYLOAD:
             raise SystemExit("overhead: %s answered %r" % (system.name, out[:80]))
-    return samples
+    return samples, (time.process_time() - cpu0) / calls
 
 
 def median(values):
@@ -186,6 +196,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="5 rounds of 1000 calls")
     ap.add_argument("--baseline", metavar="REF", help="also measure the client of git REF")
     ap.add_argument("--bin", default=os.environ.get("BULKHEAD_BIN", benchlib.BIN))
+    ap.add_argument("--timeout", type=float, help="Client(timeout=...) for the Client rows "
+                    "(a deadline per call: the socket waits with a timeout)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.calls = 5, 1000
@@ -205,18 +217,21 @@ def main():
             packages.insert(0, ("Client@" + args.baseline, load_baseline(args.baseline, tmpdir)))
         for transport, url in (("tcp", tcp), ("unix", unix)):
             for label, package in packages:
-                systems.append(ClientSys(package, "%s %s" % (label, transport), url))
-            systems.append(RawSys("raw %s" % transport, url))
-        results = {s.name: ([], []) for s in systems}
+                systems.append(ClientSys(package, "%s %s" % (label, transport), url,
+                                         args.timeout))
+            systems.append(RawSys("raw %s" % transport, url, args.timeout))
+        results = {s.name: ([], [], []) for s in systems}   # p50s, p99s, CPU per call
         for s in systems:                       # warm up: connections, caches, the worker
             measure(s, 300)
         for r in range(args.rounds):
             k = r % len(systems)
             for s in systems[k:] + systems[:k]:
-                samples = sorted(measure(s, args.calls))
+                samples, cpu = measure(s, args.calls)
+                samples.sort()
                 results[s.name][0].append(samples[len(samples) // 2] * 1e3)
                 results[s.name][1].append(samples[min(len(samples) - 1,
                                                       int(len(samples) * 0.99))] * 1e3)
+                results[s.name][2].append(cpu * 1e6)
             log("round %d/%d done (load %s)" % (r + 1, args.rounds, loadavg()))
         for s in systems:
             s.close()
@@ -225,18 +240,21 @@ def main():
         shutil.rmtree(tmpdir, ignore_errors=True)
 
     lines = ["Client overhead, 64-byte echo, sequential calls, 1 worker; median over %d "
-             "interleaved rounds of %d calls each (ms)" % (args.rounds, args.calls),
+             "interleaved rounds of %d calls each (ms)%s" % (
+                 args.rounds, args.calls,
+                 "; Client(timeout=%g)" % args.timeout if args.timeout else ""),
              "tree %s; %s" % (git_desc(), machine_line()),
              "load average: %s at start, %s at end" % (load_start, loadavg()), "",
-             "| system | p50 | p99 | p50 - raw (us) | p99 - raw (us) |",
-             "|---|---:|---:|---:|---:|"]
+             "| system | p50 | p99 | p50 - raw (us) | p99 - raw (us) | client CPU/call (us) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for s in systems:
         p50, p99 = median(results[s.name][0]), median(results[s.name][1])
         raw = "raw " + s.name.rsplit(" ", 1)[1]
         r50, r99 = median(results[raw][0]), median(results[raw][1])
         d50 = "" if s.name == raw else "%+.0f" % ((p50 - r50) * 1e3)
         d99 = "" if s.name == raw else "%+.0f" % ((p99 - r99) * 1e3)
-        lines.append("| %s | %s | %s | %s | %s |" % (s.name, fmt(p50, 3), fmt(p99, 3), d50, d99))
+        lines.append("| %s | %s | %s | %s | %s | %.1f |" % (
+            s.name, fmt(p50, 3), fmt(p99, 3), d50, d99, median(results[s.name][2])))
     print("\n".join(lines), flush=True)
 
 
