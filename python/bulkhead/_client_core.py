@@ -9,12 +9,16 @@ these and only send: each public method there is "plan here, send there, read wi
 
 import time
 
-from ._h1 import host_header
+from ._h1 import encode_head, finish_request, host_header
 from ._http import (
     ACK_TIMEOUT, DEFAULT_MAX_RESPONSE_BODY, MAX_POLL_WAIT, TIMEOUT_MARGIN, PollClock, _describe,
     answer_timeout, check_job_id, check_max_response_body, encode_json_payload, encode_payload,
     final_summary, job_path, job_request_headers, job_state, parse_url, poll_path,
     pool_jobs_path, resolve_url, timeout_header)
+
+# Job request heads kept per client; past this many (pools x timeouts x allow_poison) the
+# cache starts over, so callers passing ever-new timeouts do not grow it.
+_HEADS_MAX = 256
 from .errors import ClientTimeout, ResponseTooLarge, TransportError
 
 
@@ -40,6 +44,7 @@ class ClientCore(object):
         self._prefix = prefix
         self._host = "localhost" if kind == "unix" else host_header(*where)
         self._job_paths = {}
+        self._heads = {}             # (pool, timeout, allow_poison) -> (path, encoded head)
 
     def job(self, job_id, pool=None):
         """A handle for an existing job id (from a handle's ``id``, another process, or the
@@ -65,6 +70,38 @@ class ClientCore(object):
             timeout = self.timeout
         headers = job_request_headers(timeout, deadline=True, allow_poison=allow_poison)
         return path, body, content_type, headers, answer_timeout(timeout, self.timeout_margin)
+
+    def _job_request(self, pool, payload, timeout, allow_poison, as_json=False):
+        """``(path, request parts, answer wait)`` of a sync job: ``_call_plan`` encoded
+        (``bulkhead._h1.finish_request``).  The head (request line, ``Host``, deadline headers)
+        of each pool, timeout and ``allow_poison`` is checked and encoded once, then reused:
+        what a call does per request is only its payload and ``Content-Length``.  Raises
+        ``LocalProtocolError`` for a head that cannot be written."""
+        if timeout is None:
+            timeout = self.timeout
+        try:   # True == 1 as a key, but is no timeout: it takes the checks that refuse it
+            head = None if timeout is True else self._heads.get((pool, timeout, allow_poison))
+        except TypeError:
+            head = None      # an unhashable pool or flag: the checks below say what is wrong
+        if head is None:
+            head = self._job_head(pool, timeout, allow_poison)
+        if as_json:
+            body, content_type = encode_json_payload(payload), "application/json"
+        elif type(payload) is bytes:
+            body, content_type = payload, None     # octet-stream: no Content-Type line
+        else:
+            body, content_type = encode_payload(payload)
+        wait = None if timeout is None else answer_timeout(timeout, self.timeout_margin)
+        return head[0], finish_request(head[1], body, content_type), wait
+
+    def _job_head(self, pool, timeout, allow_poison):
+        path = self._pool_path(pool)
+        headers = job_request_headers(timeout, deadline=True, allow_poison=allow_poison)
+        head = (path, encode_head("POST", path, self._host, headers))
+        if len(self._heads) >= _HEADS_MAX:
+            self._heads.clear()
+        self._heads[(pool, timeout, allow_poison)] = head
+        return head
 
     def _submit_plan(self, pool, payload, timeout, idempotency_key, allow_poison, as_json=False):
         """``(path, body, content_type, headers, idempotent)`` of an async submission: its

@@ -1,13 +1,12 @@
 """HTTP/1.1 for the bulkhead clients, sans-I/O in the manner of h11: bytes in, values out.
 
-This module owns the wire format of the clients' HTTP/1.1: encoding a request, reading the answer
-(status line, headers, a body delimited by Content-Length, chunked, or the end of the
-connection), the keep-alive decision, and the bound on an answer's body (``max_body``, the
-clients' ``max_response_body``).  It has no sockets, no event loop and no clock: the blocking
-``bulkhead.client`` and the asyncio ``bulkhead.aio`` write what ``ClientConnection.send_request``
-returns, feed what they read to ``receive_data`` (``b""`` at the end of the connection) and call
-``next_event`` until it returns an ``Answer``.  What an answer means for bulkhead (outcomes,
-exceptions, job handles) is ``bulkhead._http``'s business, not this module's.
+This module owns the wire format of the clients' HTTP/1.1: encoding a request (``encode_head``,
+once per kind of request, and ``finish_request``: one buffer), reading the answer (status line,
+headers, a body delimited by Content-Length, chunked, or the end of the connection), keep-alive,
+and the bound on an answer's body (``max_body``, the clients' ``max_response_body``).  No
+sockets, no event loop, no clock: the clients write the parts, call ``start_request``, feed what
+they read to ``receive_data`` (``b""`` at the end) and call ``next_event`` until it returns an
+``Answer``.  What an answer means for bulkhead is ``bulkhead._http``'s business.
 
 How this works: one ``ClientConnection`` per socket, one request at a time (the clients do not
 pipeline).  Our side is ``IDLE`` until a request is encoded, then ``SENT``.  Their side goes
@@ -115,39 +114,73 @@ def _token_ok(text):
     return bool(text) and all("!" <= c <= "~" and c not in '"(),/:;<=>?@[\\]{}' for c in text)
 
 
-def encode_request(method, target, host, headers=(), body=None, content_type=None):
-    """The bytes of one request, as a list of parts to write in order: one part when the body
-    is small (``COALESCE``), so the daemon is woken once; the body apart when it is large.
-    ``headers``: ``(name, value)`` pairs sent after ``Host`` (and ``Content-Type`` and
-    ``Content-Length`` when there is a body)."""
+def encode_head(method, target, host, headers=()):
+    """The request line, ``Host`` and ``headers`` (``(name, value)`` pairs), checked, as bytes
+    (each line ends in CRLF) for ``finish_request``: a client keeps them for requests alike."""
     if not _token_ok(method):
         raise LocalProtocolError("bad request method %r" % (method,))
     if not target or any(c <= " " or c == "\x7f" for c in target):
         raise LocalProtocolError("request path %r contains whitespace or control characters"
                                  % (target,))
     lines = ["%s %s HTTP/1.1" % (method, target), "Host: " + host]
-    if body is not None:
-        lines.append("Content-Type: " + content_type)
-        lines.append("Content-Length: %d" % len(body))
     for name, value in headers:
         if not _token_ok(name):
             raise LocalProtocolError("bad header name %r" % (name,))
         lines.append("%s: %s" % (name, value))
+    return _encode_lines(lines)
+
+
+def _encode_lines(lines):
     for line in lines:
         if "\r" in line or "\n" in line or "\0" in line:
             raise LocalProtocolError("header line %r contains CR, LF or NUL" % (line[:80],))
     try:
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        return "".join([line + "\r\n" for line in lines]).encode("latin-1")
     except UnicodeEncodeError:
         raise LocalProtocolError("request head is not latin-1: %r" % (lines,)) from None
-    if not body:
-        return [head]
+
+
+# The Content-Type line of each content type seen (checked once); None: no line (a transport
+# leaves it out for application/octet-stream, what a body without one means, RFC 9110 8.3.5).
+_TYPE_LINES = {None: b""}
+
+
+def _type_line(content_type):
+    line = _TYPE_LINES.get(content_type)
+    if line is None:
+        line = _encode_lines(["Content-Type: " + content_type])
+        if len(_TYPE_LINES) < 64:
+            _TYPE_LINES[content_type] = line
+    return line
+
+
+def finish_request(head, body=None, content_type=None):
+    """The parts to write: ``head`` (``encode_head``), then with a body (even empty) its
+    ``Content-Type`` (unless None) and ``Content-Length``, the blank line, the body.  ONE part
+    (one write: the daemon is woken once) for a body up to ``COALESCE``; a larger one apart, not
+    copied (a transport writes both with one ``sendmsg``)."""
+    if body is None:
+        return [head + b"\r\n"]
+    head = b"%b%bContent-Length: %d\r\n\r\n" % (head, _type_line(content_type), len(body))
     if len(body) <= COALESCE:
-        return [head + bytes(body)]
+        return [head + body] if body else [head]
     return [head, body]
 
 
+def encode_request(method, target, host, headers=(), body=None, content_type=None):
+    """The bytes of one request, as a list of parts to write in order (``finish_request``).
+    ``headers``: ``(name, value)`` pairs sent after ``Host``; ``Content-Type`` and
+    ``Content-Length`` follow when there is a body."""
+    return finish_request(encode_head(method, target, host, headers), body, content_type)
+
+
 # -- answers --------------------------------------------------------------------------------------
+
+
+# Header names already checked (as sent -> lower case): checking the daemon's dozen names char by
+# char in every answer was most of the parsing time.  Bounded: a peer cannot grow it for ever.
+_NAMES = {}
+_NAMES_MAX = 512
 
 
 def parse_head(head):
@@ -165,20 +198,24 @@ def parse_head(head):
     headers = {}
     last = None
     for line in lines[1:]:
-        if not line:
-            continue
-        if line[0] in " \t":            # obsolete line folding
-            if last is None:
-                raise BadResponse("header block starts with a continuation line")
-            headers[last] += " " + line.strip()
-            continue
         name, sep, value = line.partition(":")
-        if not sep or not _token_ok(name):
-            raise BadResponse("bad header line %r" % line[:100])
-        name = name.lower()
+        key = _NAMES.get(name)
+        if key is None or not sep:      # not a name seen before: the full checks
+            if not line:
+                continue
+            if line[0] in " \t":            # obsolete line folding
+                if last is None:
+                    raise BadResponse("header block starts with a continuation line")
+                headers[last] += " " + line.strip()
+                continue
+            if not sep or not _token_ok(name):
+                raise BadResponse("bad header line %r" % line[:100])
+            key = name.lower()
+            if len(_NAMES) < _NAMES_MAX:
+                _NAMES[name] = key
         value = value.strip()
-        headers[name] = headers[name] + ", " + value if name in headers else value
-        last = name
+        headers[key] = headers[key] + ", " + value if key in headers else value
+        last = key
     return Response(status, parts[2] if len(parts) > 2 else "", parts[0], headers)
 
 
@@ -259,10 +296,10 @@ class ClientConnection(object):
         return parts
 
     def start_request(self, method):
-        """A request made by ``encode_request`` is being written (a transport that encodes once
-        and may write it on several connections calls this instead of ``send_request``)."""
-        self._raise_latched()
-        if self.our_state != IDLE:
+        """A request encoded apart (``encode_request``, ``finish_request``) is being written."""
+        if self._error is not None:
+            raise self._error
+        if self.our_state is not IDLE:
             raise LocalProtocolError("a request was already sent on this connection")
         self.our_state = SENT
         self.their_state = HEAD
@@ -272,7 +309,8 @@ class ClientConnection(object):
 
     def receive_data(self, data):
         """Bytes read from the peer; ``b""`` when the connection ended (EOF)."""
-        self._raise_latched()
+        if self._error is not None:
+            raise self._error
         if self._eof and data:
             raise LocalProtocolError("data received after the end of the connection")
         if data:
@@ -283,8 +321,9 @@ class ClientConnection(object):
     def next_event(self):
         """``NEED_DATA``, or the ``Answer`` to the request sent, once it is all here; raises
         ``BadResponse`` or ``TooLarge`` (and again on every later call)."""
-        self._raise_latched()
-        if self.our_state != SENT:
+        if self._error is not None:
+            raise self._error
+        if self.our_state is not SENT:
             raise LocalProtocolError("no request was sent: no answer to read")
         try:
             return self._step()
@@ -292,10 +331,6 @@ class ClientConnection(object):
             self.their_state = ERROR
             self._error = exc
             raise
-
-    def _raise_latched(self):
-        if self._error is not None:
-            raise self._error
 
     def _step(self):
         while True:
@@ -363,37 +398,45 @@ class ClientConnection(object):
         return line
 
     def _read_head(self):
-        end = self._buffer.find(b"\r\n\r\n")
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(self._buffer) > HEAD_LIMIT:
+            if len(buffer) > HEAD_LIMIT:
                 raise BadResponse("answer head over %d bytes" % HEAD_LIMIT)
             if self._eof:
                 raise BadResponse("the connection closed before the answer's head was complete "
-                                  "(%d bytes of it)" % len(self._buffer))
+                                  "(%d bytes of it)" % len(buffer))
             return False
         if end > HEAD_LIMIT:
             raise BadResponse("answer head over %d bytes" % HEAD_LIMIT)
-        response = parse_head(bytes(self._buffer[:end]))
-        del self._buffer[:end + 4]
-        if response.status < 200:
-            if response.status == 101:
+        response = parse_head(buffer[:end])
+        del buffer[:end + 4]
+        status = response.status
+        if status < 200:
+            if status == 101:
                 raise BadResponse("unexpected 101 Switching Protocols")
             return True   # 100 Continue, 103 Early Hints: the real answer follows
+        headers = response.headers
         self._response = response
-        self._keep = _keep_alive(response)
+        # The daemon's answers name no Connection and no Transfer-Encoding, and give a plain
+        # Content-Length: those are looked up once each; anything else takes the general path.
+        self._keep = (response.version == "HTTP/1.1" if "connection" not in headers
+                      else _keep_alive(response))
         self._body = []
         self._size = 0
-        if self._method == "HEAD" or response.status in (204, 304):
+        if self._method == "HEAD" or status == 204 or status == 304:
             self._left = 0               # no body, whatever the headers say
             self.their_state = BODY_LENGTH
             return True
-        if "chunked" in _tokens(response.getheader("Transfer-Encoding")):
+        if "transfer-encoding" in headers and "chunked" in _tokens(headers["transfer-encoding"]):
             self.their_state = CHUNK_SIZE
             return True
-        length = _content_length(response)
+        length = headers.get("content-length")
         if length is None:
             self.their_state = BODY_UNTIL_CLOSE
             return True
+        length = int(length) if length.isascii() and length.isdigit() else _content_length(
+            response)   # the general path: "5, 5", a bad value
         self._check_size(length)
         self._left = length
         self.their_state = BODY_LENGTH

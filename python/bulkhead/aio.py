@@ -14,6 +14,10 @@ exceptions for the same answers, send the same deadline headers and wait for an 
 Both read answer bodies up to ``max_response_body`` bytes (1 GiB by default); a larger one
 raises ``ResponseTooLarge``.
 
+Requests are lean as ``Client``'s: a call's request is one buffer and one write, its head
+(request line, ``Host``, deadline headers) encoded once per pool and timeout, and a bytes
+payload goes without a ``Content-Type`` (octet-stream is what a body without one means).
+
 Connections: each ``AsyncClient`` keeps a small pool of keep-alive connections, at most
 ``max_connections`` (default 8).  Concurrent awaits on one client run in parallel on different
 connections up to that number; more wait (first come, first served) for a connection to come
@@ -177,12 +181,12 @@ class AsyncClient(ClientCore):
 
     async def call(self, pool, payload, timeout=None, allow_poison=False):
         """Run one job on ``pool``; returns the handler's result as bytes.  As ``Client.call``."""
-        return await self._call(self._call_plan(pool, payload, timeout, allow_poison))
+        answer = await self._call(pool, payload, timeout, allow_poison, False)
+        return answer[2] if answer[0] == 200 else final_value(answer)
 
     async def call_json(self, pool, obj, timeout=None, allow_poison=False):
         """Run one job with a JSON payload and parse the JSON result.  As ``Client.call_json``."""
-        return json.loads(await self._call(self._call_plan(pool, obj, timeout, allow_poison,
-                                                           as_json=True)))
+        return json.loads(final_value(await self._call(pool, obj, timeout, allow_poison, True)))
 
     async def submit(self, pool, payload, timeout=None, idempotency_key=None, allow_poison=False):
         """Submit one job to run in the background; returns an ``AsyncJobHandle`` once the daemon
@@ -229,9 +233,11 @@ class AsyncClient(ClientCore):
 
     # -- internals -------------------------------------------------------------------------------
 
-    async def _call(self, plan):
-        path, body, content_type, headers, wait = plan
-        return final_value(await self._request("POST", path, body, content_type, headers, wait))
+    async def _call(self, pool, payload, timeout, allow_poison, as_json):
+        """The answer to a sync job: its request in one buffer, the head encoded once per pool
+        and timeout (``_job_request``, as ``Client``'s), never resent once written."""
+        path, request, wait = self._job_request(pool, payload, timeout, allow_poison, as_json)
+        return await self._send("POST", path, request, wait, False)
 
     async def _submit(self, pool, plan):
         path, body, content_type, headers, idempotent = plan
@@ -254,6 +260,12 @@ class AsyncClient(ClientCore):
         and the whole answer (not the wait for a free connection)."""
         self._bind_loop()
         request = encode_request(method, path, self._host, headers, body, content_type)
+        return await self._send(method, path, request, timeout, idempotent)
+
+    async def _send(self, method, path, request, timeout, idempotent):
+        """``_request`` for a request already encoded (``bulkhead._h1.finish_request``'s parts:
+        one, unless the body is large)."""
+        self._bind_loop()
         async with self._slots:
             attempt = _Attempt()
             if timeout is None:
@@ -277,7 +289,7 @@ class AsyncClient(ClientCore):
             try:
                 conn.h1.max_body = self.max_response_body   # it may have been changed
                 conn.h1.start_request(method)
-                for part in request:
+                for part in request:        # one buffer: one write (a large body: two)
                     conn.writer.write(part)
                 if conn.writer.transport.is_closing():   # the write failed at once
                     # ... maybe because the server already answered and closed (a part went out)

@@ -10,9 +10,19 @@ without the deadline header honour), and waits for the answer a little longer th
 (``timeout + max(timeout_margin, 10%)``), so the caller gets ``JobTimedOut`` (with ``stage``
 ``"queued"`` or ``"running"``), not a ``ClientTimeout``, while the daemon is alive.
 
-A ``Client`` holds ONE persistent keep-alive connection (TCP with ``TCP_NODELAY``, or a Unix
-socket for ``unix:/path``) and is meant for ONE thread at a time: it takes no locks.  Give each
-thread its own ``Client``.
+Connections: a ``Client`` may be shared by threads.  It pools keep-alive connections (TCP with
+``TCP_NODELAY``, or Unix sockets for ``unix:/path``): a request takes the most recently used idle
+one (or opens one) and puts it back after the answer, so each thread in a request has its own
+and a thread calling in a loop gets its own back, with no lock (the pool is a list: pop and
+append are atomic under the GIL).  ``close()`` closes the idle ones, a busy one when its request
+ends.  A forked child opens its own (it never writes on its parent's).
+
+Lean (issue 12): a request is ONE buffer and one ``sendall`` (a large body goes with its head in
+one ``sendmsg``, uncopied); a job's head (request line, ``Host``, deadline headers) is encoded
+once per pool and timeout; octet-stream goes without ``Content-Type``.  On 64-bit Linux the answer
+wait is a kernel timeout (``SO_RCVTIMEO``/``SO_SNDTIMEO``, set when it changes), not Python's,
+which polls before every read and write.  A call is one ``poll(0)`` (the idle check below), one
+write, one read and the parsing of the answer.
 
 Resending is careful because a job is not idempotent.  Before a request goes out on a connection
 that served earlier requests, the client checks that the server has not closed it while it was
@@ -46,12 +56,15 @@ both clients write the same requests and raise the same exceptions for the same 
 """
 
 import json
+import os
 import socket
+import struct
+import sys
 import time
 from select import POLLIN, poll
 
 from ._h1 import (
-    IDLE, NEED_DATA, SENT, ClientConnection, LocalProtocolError, ProtocolError, TooLarge,
+    NEED_DATA, SENT, ClientConnection, LocalProtocolError, ProtocolError, TooLarge,
     encode_request)
 # The sans-I/O helpers live in ._http; the names are kept here too for code that imported them
 # from this module.
@@ -73,13 +86,91 @@ __all__ = ["Client", "JobHandle", "DEFAULT_URL"]
 EARLY_ANSWER_WAIT = 5.0
 _RECV_BUFFER = 256 * 1024
 
+# Kernel socket timeouts (struct timeval as two C longs) where that layout is certain: 64-bit
+# Linux.  Elsewhere the socket keeps Python's timeouts (a poll() before each read and write).
+_KERNEL_TIMEOUTS = (sys.platform.startswith("linux") and struct.calcsize("@l") == 8
+                    and hasattr(socket, "SO_RCVTIMEO"))
+_TIMED_OUT = (socket.timeout, BlockingIOError)   # BlockingIOError: EAGAIN of SO_RCVTIMEO/SNDTIMEO
+
+_fork_epoch = 0   # bumped in a forked child: connections opened before belong to the parent
+
+
+def _forked():
+    global _fork_epoch
+    _fork_epoch += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
+class _Connection(object):
+    """One keep-alive connection: the socket, its HTTP/1.1 state (``h1``, a
+    ``bulkhead._h1.ClientConnection``) and what the transport needs around them.  ``generation``
+    and ``epoch`` say when it was opened: before a ``close()`` or a fork, it is not used again."""
+
+    __slots__ = ("sock", "h1", "timeout", "generation", "epoch", "buffer", "view", "poller")
+
+    def __init__(self, sock, timeout, max_body, generation):
+        self.sock = sock
+        self.h1 = ClientConnection(max_body)
+        self.timeout = timeout
+        self.generation = generation
+        self.epoch = _fork_epoch
+        self.buffer = bytearray(_RECV_BUFFER)   # calloc'd: pages only as answers fill it
+        self.view = memoryview(self.buffer)
+        self.poller = None
+
+    def set_timeout(self, seconds):
+        """Bounds each read and write by ``seconds`` (None: no bound)."""
+        if _KERNEL_TIMEOUTS:
+            if seconds is None:
+                value = b"\0" * 16
+            else:   # 0 would mean "no bound" to the kernel: at least 1 us
+                usec = max(1, int(seconds * 1e6 + 0.5))
+                value = struct.pack("@ll", usec // 1000000, usec % 1000000)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        else:
+            self.sock.settimeout(seconds)
+        self.timeout = seconds
+
+    def dropped(self):
+        """True if the server closed (or wrote to) this idle connection.  One poll(0): a
+        syscall, but a job sent into a connection the server already closed could not be sent
+        again (``job_may_have_run``)."""
+        poller = self.poller
+        if poller is None:
+            poller = self.poller = poll()
+            poller.register(self.sock, POLLIN)
+        return bool(poller.poll(0))
+
+    def close(self):
+        self.sock.close()
+
+    def __del__(self):      # dropped mid-request (KeyboardInterrupt): no ResourceWarning
+        self.sock.close()
+
+
+def _send_parts(sock, parts):
+    """Writes a head and a large body with one ``sendmsg`` (the body is not copied), then what
+    it did not take: ``sent`` < 0 is the tail of the head still to go."""
+    head, body = parts
+    sent = sock.sendmsg(parts) - len(head)
+    if sent < 0:
+        sock.sendall(head[sent:])
+        sent = 0
+    if sent < len(body):
+        with memoryview(body) as view:
+            sock.sendall(view[sent:])
+
 
 # -- the blocking client --------------------------------------------------------------------------
 
 
 class Client(ClientCore):
-    """Client of one bulkhead daemon, over one keep-alive connection.  Not thread-safe: use one
-    ``Client`` per thread.
+    """Client of one bulkhead daemon, over keep-alive connections (one per thread in a request
+    at the same time; the client may be shared by threads).
 
     ``url``: ``http://HOST:PORT`` or ``unix:/path/to.sock``; None (the default) takes
     ``$BULKHEAD_URL``, else ``http://127.0.0.1:8787``.
@@ -101,12 +192,9 @@ class Client(ClientCore):
 
     def __init__(self, url=None, timeout=None, max_response_body=DEFAULT_MAX_RESPONSE_BODY):
         ClientCore.__init__(self, url, timeout, max_response_body)
-        self._sock = None        # the keep-alive connection, once a request opened it
-        self._h1 = None          # its HTTP/1.1 state (bulkhead._h1.ClientConnection)
-        self._recv_buffer = None
-        self._sock_timeout = None
-        self._poller = None
-        self._polled_sock = None
+        self._idle = []               # idle connections, the most recently used last
+        self._generation = 0          # bumped by close(): older connections are not reused
+        self._last = None             # the connection of the latest request (tests, debugging)
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -121,15 +209,15 @@ class Client(ClientCore):
         daemon cannot be reached.  ``allow_poison``: run it even if the daemon quarantined this
         payload (without it such a job is refused at once: ``Poisoned``).
         """
-        return self._call(self._call_plan(pool, payload, timeout, allow_poison))
+        answer = self._call(pool, payload, timeout, allow_poison, False)
+        return answer[2] if answer[0] == 200 else final_value(answer)
 
     def call_json(self, pool, obj, timeout=None, allow_poison=False):
         """Run one job with a JSON payload and parse the JSON result.
 
         ``obj``: a dict or list (JSON-encoded here), or already-encoded bytes/str.
         """
-        return json.loads(self._call(self._call_plan(pool, obj, timeout, allow_poison,
-                                                     as_json=True)))
+        return json.loads(final_value(self._call(pool, obj, timeout, allow_poison, True)))
 
     def submit(self, pool, payload, timeout=None, idempotency_key=None, allow_poison=False):
         """Submit one job to run in the background (``POST .../jobs?wait=0``); returns a
@@ -154,12 +242,6 @@ class Client(ClientCore):
         return self._submit(pool, self._submit_plan(pool, obj, timeout, idempotency_key,
                                                     allow_poison, as_json=True))
 
-    def job(self, job_id, pool=None):
-        """A ``JobHandle`` for an existing job id (from ``JobHandle.id``, another process, or the
-        ``X-Bulkhead-Job`` / ``JobFailed.job_id`` of a sync call).  Nothing is sent until it is
-        used; an unknown id raises ``ApiError`` (``error == "unknown_job"``, status 404) then."""
-        return ClientCore.job(self, job_id, pool)
-
     def pools(self):
         """``GET /v1/pools``: the pools, their counters and workers (a dict)."""
         return json.loads(final_value(self._request("GET", self._prefix + "/v1/pools",
@@ -170,12 +252,16 @@ class Client(ClientCore):
         return health_answer(*self._request("GET", self._prefix + "/healthz", idempotent=True))
 
     def close(self):
-        """Close the connection (a later call opens a new one)."""
-        sock, self._sock, self._h1 = self._sock, None, None
-        if sock is not None:
-            sock.close()
-        self._poller = None
-        self._polled_sock = None
+        """Close the idle connections (a later call opens a new one); a connection busy in
+        another thread closes when its request ends."""
+        self._generation += 1         # read by a request in flight before it puts one back
+        idle = self._idle
+        while idle:
+            try:
+                conn = idle.pop()
+            except IndexError:        # another thread took the last one
+                break
+            conn.close()
 
     def __enter__(self):
         return self
@@ -183,11 +269,21 @@ class Client(ClientCore):
     def __exit__(self, *exc_info):
         self.close()
 
+    @property
+    def _sock(self):
+        """The socket of the latest request, or None (for tests and debugging)."""
+        conn = self._last
+        return None if conn is None else conn.sock
+
     # -- internals -------------------------------------------------------------------------------
 
-    def _call(self, plan):
-        path, body, content_type, headers, wait = plan
-        return final_value(self._request("POST", path, body, content_type, headers, wait))
+    def _call(self, pool, payload, timeout, allow_poison, as_json):
+        """The answer to a sync job: ``_job_request``'s one buffer, no resend once sent."""
+        try:
+            path, request, wait = self._job_request(pool, payload, timeout, allow_poison, as_json)
+        except LocalProtocolError as exc:
+            raise self._cannot_encode(exc) from exc
+        return self._roundtrip("POST", path, request, wait, False)
 
     def _submit(self, pool, plan):
         path, body, content_type, headers, idempotent = plan
@@ -195,114 +291,140 @@ class Client(ClientCore):
                                idempotent)
         return JobHandle(self, **submit_answer(*answer, pool))
 
-    def _idle_connection_dropped(self):
-        """True if the server closed (or wrote to) our idle keep-alive connection."""
-        sock = self._sock
-        if sock is not self._polled_sock:
-            self._poller = poll()
-            self._poller.register(sock, POLLIN)
-            self._polled_sock = sock
-        return bool(self._poller.poll(0))
+    def _cannot_encode(self, exc):
+        return TransportError("cannot send request to bulkhead at %s: %s"
+                              % (self.url, _describe(exc)))
 
-    def _connect(self):
+    def _request(self, method, path, body=None, content_type=None, headers=(), sock_timeout=None,
+                 idempotent=False):
+        """``(status, response, body)`` of one request (the general path: any method and
+        headers; ``call`` encodes its own)."""
+        try:
+            request = encode_request(method, path, self._host, headers, body, content_type)
+        except LocalProtocolError as exc:
+            raise self._cannot_encode(exc) from exc
+        return self._roundtrip(method, path, request, sock_timeout, idempotent)
+
+    def _connect(self, sock_timeout):
         if self._kind == "unix":
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.settimeout(self._sock_timeout)
+                sock.settimeout(sock_timeout)
                 sock.connect(self._where)
             except BaseException:
                 sock.close()
                 raise
         else:
-            sock = socket.create_connection(self._where, self._sock_timeout)
+            sock = socket.create_connection(self._where, sock_timeout)
             try:   # latency depends on it (the request goes out in one write: nothing to merge)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        self._sock = sock
-        self._h1 = ClientConnection(self.max_response_body)
-
-    def _request(self, method, path, body=None, content_type=None, headers=(), sock_timeout=None,
-                 idempotent=False):
-        if sock_timeout != self._sock_timeout:
-            if self._sock is not None:
-                self._sock.settimeout(sock_timeout)
-            self._sock_timeout = sock_timeout
         try:
-            request = encode_request(method, path, self._host, headers, body, content_type)
-        except LocalProtocolError as exc:
-            raise TransportError("cannot send request to bulkhead at %s: %s"
-                                 % (self.url, _describe(exc))) from exc
+            conn = _Connection(sock, sock_timeout, self.max_response_body, self._generation)
+            if _KERNEL_TIMEOUTS:
+                sock.settimeout(None)      # blocking: the kernel bounds reads and writes
+                if sock_timeout is not None:
+                    conn.set_timeout(sock_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return conn
 
+    def _take_idle(self):
+        """The most recently used idle connection that can carry a request, or None: not one
+        that predates a close() or a fork, nor one the server closed while it was idle."""
+        idle = self._idle
+        while idle:
+            try:
+                conn = idle.pop()
+            except IndexError:
+                return None
+            if (conn.generation == self._generation and conn.epoch == _fork_epoch
+                    and not conn.dropped()):
+                return conn
+            conn.close()
+        return None
+
+    def _roundtrip(self, method, path, request, sock_timeout, idempotent):
+        """Sends ``request`` (the parts of ``bulkhead._h1.finish_request``) on an idle
+        connection (or a new one) and reads the answer: ``(status, response, body)``.  The
+        connection goes back to the pool only after a whole answer that allows it: one
+        interrupted mid-request (KeyboardInterrupt) is simply not reused."""
         retried = False
         while True:
-            # A socket exists only after an earlier request on it: it is a reused connection,
-            # unusable if that request was interrupted (KeyboardInterrupt mid-answer) or the
-            # server closed it while idle.
-            reused = self._sock is not None
-            if reused and (self._h1.our_state != IDLE or self._idle_connection_dropped()):
-                self.close()
-                reused = False
+            conn = self._take_idle()
+            reused = conn is not None
             try:
-                if self._sock is None:
-                    self._connect()
-                self._h1.max_body = self.max_response_body   # it may have been changed
-                self._h1.start_request(method)
-                for part in request:
-                    self._sock.sendall(part)
+                if not reused:
+                    conn = None
+                    conn = self._connect(sock_timeout)
+                elif sock_timeout != conn.timeout:
+                    conn.set_timeout(sock_timeout)
+                self._last = conn
+                h1 = conn.h1
+                h1.max_body = self.max_response_body   # it may have been changed
+                h1.start_request(method)
+                if len(request) == 1:
+                    conn.sock.sendall(request[0])
+                else:
+                    _send_parts(conn.sock, request)
             except OSError as exc:
-                answer = self._early_answer()
-                self.close()
+                answer = None
+                if conn is not None:
+                    answer = self._early_answer(conn)
+                    conn.close()
                 if answer is not None:
                     return answer.response.status, answer.response, answer.body
-                if reused and not retried and not isinstance(exc, socket.timeout):
+                if reused and not retried and not isinstance(exc, _TIMED_OUT):
                     retried = True   # never reached the server complete: safe to send again
                     continue
                 raise TransportError("cannot send request to bulkhead at %s: %s"
                                      % (self.url, _describe(exc))) from exc
             try:
-                answer = self._read_answer()
-            except socket.timeout as exc:
-                self.close()
+                answer = self._read_answer(conn)
+            except _TIMED_OUT as exc:
+                conn.close()
                 raise self._no_answer_in_time(sock_timeout, method, path, True) from exc
             except TooLarge as exc:
-                self.close()    # the body was not read: the connection cannot carry more
+                conn.close()    # the body was not read: the connection cannot carry more
                 raise self._answer_too_large(method, path, exc) from None
             except (OSError, ProtocolError) as exc:
-                self.close()
+                conn.close()
                 if idempotent and not retried:
                     retried = True
                     continue
                 raise self._lost_after_sending(method, path, exc, idempotent) from exc
-            if self._h1.reusable:
-                self._h1.start_next_cycle()
+            if h1.reusable and conn.generation == self._generation:
+                h1.start_next_cycle()
+                self._idle.append(conn)
             else:
-                self.close()
+                conn.close()
             return answer.response.status, answer.response, answer.body
 
-    def _read_answer(self):
-        """The ``Answer`` to the request just written (the socket's timeout bounds each read)."""
-        h1, sock = self._h1, self._sock
-        buffer = self._recv_buffer
-        if buffer is None:
-            buffer = self._recv_buffer = bytearray(_RECV_BUFFER)
-        view = memoryview(buffer)
+    def _read_answer(self, conn):
+        """The ``Answer`` to the request just written (the socket's timeout bounds each read).
+        Nothing of it is buffered yet (a connection is reused only with nothing left over), so
+        the loop reads first."""
+        h1 = conn.h1
+        recv_into = conn.sock.recv_into
+        buffer, view = conn.buffer, conn.view
         while True:
+            count = recv_into(buffer)
+            h1.receive_data(view[:count] if count else b"")
             event = h1.next_event()
             if event is not NEED_DATA:
                 return event
-            count = sock.recv_into(buffer)
-            h1.receive_data(view[:count] if count else b"")
 
-    def _early_answer(self):
+    def _early_answer(self, conn):
         """The ``Answer`` the server wrote before our request was sent completely (it refused it
         from the headers, e.g. 413, and closed, which broke the send), or None.  Only called once
         sending failed, so whatever is readable was written in reply to this request: the check
         before sending found the idle connection clean.  No waiting for it: a send fails when the
         server reset or closed the connection, and TCP and Unix sockets deliver what it wrote
         before that first."""
-        sock = self._sock
-        if sock is None or self._h1.our_state != SENT:
+        sock = conn.sock
+        if conn.h1.our_state != SENT:
             return None
         try:
             readable = poll()
@@ -310,7 +432,7 @@ class Client(ClientCore):
             if not readable.poll(0):
                 return None
             sock.settimeout(EARLY_ANSWER_WAIT)   # the connection is closed right after
-            return self._read_answer()
+            return self._read_answer(conn)
         except (OSError, ValueError, ProtocolError):
             return None   # nothing usable arrived: report the send failure
 
@@ -323,10 +445,9 @@ class JobHandle(JobHandleCore):
     submission this client resent after losing the first answer), ``location`` (the ``Location``
     header).
 
-    The handle sends its requests through the ``Client`` that made it, so like that client it
-    belongs to ONE thread at a time.  To wait for the job from another thread, give that thread
-    its own client and use ``other_client.job(handle.id)``.  Once the job's final answer has been
-    read it is kept in the handle: ``result()`` and ``status()`` do not ask the daemon again.
+    The handle sends its requests through the ``Client`` that made it (and its connections), so
+    any thread may use it.  Once the job's final answer has been read it is kept in the handle:
+    ``result()`` and ``status()`` do not ask the daemon again.
     """
 
     _name = "JobHandle"

@@ -58,6 +58,9 @@ def test_call_returns_the_body_over_one_connection(jobs_daemon):
     assert first.headers["Content-Length"] == "3"
     assert first.headers["Host"] == jobs_daemon.url[len("http://"):]
     assert "X-Bulkhead-Timeout" not in first.headers
+    # lean as Client's: octet-stream needs no Content-Type, nothing else is sent
+    assert sorted(first.headers.keys()) == ["Content-Length", "Host"]
+    assert jobs_daemon.requests[1].headers["Content-Type"] == "text/plain; charset=utf-8"
     jobs_daemon.wait_closed(1)         # closed by the context manager
 
 

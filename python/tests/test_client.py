@@ -8,6 +8,7 @@ import pytest
 
 import bulkhead
 from bulkhead import _h1
+from bulkhead import client as client_module
 from bulkhead import client as C
 from bulkhead import errors as E
 
@@ -299,7 +300,8 @@ def test_send_failure_on_a_reused_connection_is_retried_once(unix_daemon, monkey
     with bulkhead.Client(unix_daemon.url) as client:
         client.call("faces", b"x")
         unix_daemon.wait_closed(1)
-        client._idle_connection_dropped = lambda: False   # let the send hit the dead socket
+        monkeypatch.setattr(client_module._Connection, "dropped",
+                            lambda conn: False)   # let the send hit the dead socket
         starts = []
         start_request = _h1.ClientConnection.start_request
         monkeypatch.setattr(_h1.ClientConnection, "start_request",
@@ -311,19 +313,20 @@ def test_send_failure_on_a_reused_connection_is_retried_once(unix_daemon, monkey
     assert unix_daemon.connections == 2
 
 
-def test_a_request_interrupted_mid_answer_leaves_a_usable_client(daemon):
+def test_a_request_interrupted_mid_answer_leaves_a_usable_client(daemon, monkeypatch):
     daemon.routes[("POST", JOBS)] = ok()
     with bulkhead.Client(daemon.url) as client:
         assert client.call("faces", b"x") == b"result"
         read_answer = client._read_answer
 
-        def interrupted():
+        def interrupted(conn):
             client._read_answer = read_answer
             raise KeyboardInterrupt
         client._read_answer = interrupted
         with pytest.raises(KeyboardInterrupt):
             client.call("faces", b"x")
-        client._idle_connection_dropped = lambda: False   # the unread answer alone must do
+        monkeypatch.setattr(client_module._Connection, "dropped",
+                            lambda conn: False)   # the unread answer alone must do
         assert client.call("faces", b"x") == b"result"
     assert daemon.connections == 2
 

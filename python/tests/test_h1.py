@@ -49,8 +49,21 @@ def test_a_request_with_a_small_body_is_one_write():
     parts = encode_request("POST", "/v1/pools/faces/jobs", "127.0.0.1:8787",
                            [("X-Bulkhead-Timeout", "5000ms")], b"abc", "text/plain")
     assert parts == [b"POST /v1/pools/faces/jobs HTTP/1.1\r\nHost: 127.0.0.1:8787\r\n"
-                     b"Content-Type: text/plain\r\nContent-Length: 3\r\n"
-                     b"X-Bulkhead-Timeout: 5000ms\r\n\r\nabc"]
+                     b"X-Bulkhead-Timeout: 5000ms\r\n"
+                     b"Content-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc"]
+
+
+def test_a_kept_head_is_finished_per_request():
+    head = _h1.encode_head("POST", "/j", "h", [("X-Bulkhead-Timeout", "1ms")])
+    assert _h1.finish_request(head, b"x", "application/json") == [
+        b"POST /j HTTP/1.1\r\nHost: h\r\nX-Bulkhead-Timeout: 1ms\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 1\r\n\r\nx"]
+    assert _h1.finish_request(head, bytearray(b"yz")) == [   # None: no Content-Type line
+        b"POST /j HTTP/1.1\r\nHost: h\r\nX-Bulkhead-Timeout: 1ms\r\nContent-Length: 2\r\n\r\nyz"]
+    assert _h1.finish_request(head, b"") == [
+        b"POST /j HTTP/1.1\r\nHost: h\r\nX-Bulkhead-Timeout: 1ms\r\nContent-Length: 0\r\n\r\n"]
+    with pytest.raises(LocalProtocolError):
+        _h1.finish_request(head, b"x", "text/plain\r\nX-Injected: 1")
 
 
 def test_a_large_body_goes_apart_and_no_body_has_no_length():
@@ -125,6 +138,29 @@ def test_headers_are_read_case_insensitively_and_repeats_joined():
     assert response.getheader("X-A") == "1, 2"
     assert response.getheader("X-Folded") == "one two"
     assert response.getheader("Missing", "d") == "d"
+
+
+def test_names_seen_before_are_still_read_strictly():
+    # Checked names are remembered (the daemon repeats the same ones); a line that only looks
+    # like one of them is still refused, and a peer cannot grow the memory without bound.
+    parse_head(b"HTTP/1.1 200 OK\r\nX-Seen: 1")
+    for bad in (b"X-Seen", b" X-Seen: 1", b"X-Seen : 1"):
+        with pytest.raises(BadResponse):
+            parse_head(b"HTTP/1.1 200 OK\r\n" + bad)
+    assert parse_head(b"HTTP/1.1 200 OK\r\nx-seen:  2 \r\nX-Seen: 3").getheader("x-seen") == "2, 3"
+    for i in range(2 * _h1._NAMES_MAX):
+        parse_head(b"HTTP/1.1 200 OK\r\nX-N%d: 1" % i)
+    assert len(_h1._NAMES) <= _h1._NAMES_MAX
+
+
+def test_framing_headers_off_the_fast_path():
+    conn = sent()
+    answer = feed(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\nConnection: close\r\n\r\nabc")
+    assert (answer.body, answer.keep_alive) == (b"abc", False)
+    with pytest.raises(BadResponse):
+        feed(sent(), b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\nabc")  # a latin-1 digit
+    keep = feed(sent(), b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n")
+    assert keep.keep_alive
 
 
 def test_interim_answers_are_skipped():
