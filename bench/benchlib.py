@@ -223,6 +223,44 @@ def git_desc(dirty_word="with"):
 
 # -- the daemon ---------------------------------------------------------------------------------
 
+class RawJobConnection:
+    """One keep-alive connection that posts echo jobs to a pool with hand-built HTTP and the
+    least parsing that still checks the answer (no http.client): what a client cannot go below.
+    ``sock`` is connected; ``extra_headers`` are whole header lines ("Name: value\\r\\n")."""
+
+    def __init__(self, sock, pool, extra_headers=""):
+        self.sock = sock
+        self.head = ("POST /v1/pools/%s/jobs HTTP/1.1\r\nHost: x\r\n%s"
+                     "Content-Type: application/octet-stream\r\nContent-Length: "
+                     % (pool, extra_headers)).encode()
+        self.buf = b""
+
+    def call(self, payload):
+        self.sock.sendall(self.head + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        buf = self.buf
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+        head = buf[:end + 2]
+        i = head.lower().find(b"content-length:")
+        n = int(head[i + 15:head.find(b"\r\n", i)])
+        body_end = end + 4 + n
+        while len(buf) < body_end:
+            buf += self.sock.recv(max(65536, body_end - len(buf)))
+        self.buf = buf[body_end:]
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head[:200])
+        return buf[end + 4:body_end]
+
+    def close(self):
+        self.sock.close()
+
+
 LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
 DAEMONS = []   # started, not stopped or killed yet: kill_daemons() on the way out
 

@@ -125,45 +125,19 @@ class RawSys:
     def __init__(self, label, url, timeout=None):
         self.name = label
         if url.startswith("unix:"):
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(url[len("unix:"):])
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(url[len("unix:"):])
         else:
             host, port = url[len("http://"):].rsplit(":", 1)
-            self.sock = socket.create_connection((host, int(port)))
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = socket.create_connection((host, int(port)))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # with --timeout, the deadline headers the Client sends: the daemon's work per job
         # (a deadline timer) is then the same for both, and the difference stays the client's
         extra = ("X-Bulkhead-Timeout: %dms\r\nX-Bulkhead-Deadline: %dms\r\n"
                  % (timeout * 1000, timeout * 1000)) if timeout else ""
-        self.head = ("POST /v1/pools/%s/jobs HTTP/1.1\r\nHost: x\r\n%s"
-                     "Content-Type: application/octet-stream\r\nContent-Length: "
-                     % (POOL, extra)).encode()
-        self.buf = b""
-
-    def call(self, payload):
-        self.sock.sendall(self.head + str(len(payload)).encode() + b"\r\n\r\n" + payload)
-        buf = self.buf
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            buf += chunk
-        head = buf[:end + 2]
-        i = head.lower().find(b"content-length:")
-        n = int(head[i + 15:head.find(b"\r\n", i)])
-        body_end = end + 4 + n
-        while len(buf) < body_end:
-            buf += self.sock.recv(max(65536, body_end - len(buf)))
-        self.buf = buf[body_end:]
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(head[:200])
-        return buf[end + 4:body_end]
-
-    def close(self):
-        self.sock.close()
+        self.conn = benchlib.RawJobConnection(sock, POOL, extra)
+        self.call = self.conn.call
+        self.close = self.conn.close
 
 
 def measure(system, calls):

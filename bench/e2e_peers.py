@@ -149,36 +149,11 @@ class RawSocketSys:
     key = "bulkhead-raw"
 
     def __init__(self, daemon, pool):
-        self.sock = socket.create_connection((daemon.host, daemon.port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.head = ("POST /v1/pools/%s/jobs HTTP/1.1\r\nHost: x\r\n"
-                     "Content-Type: application/octet-stream\r\nContent-Length: " % pool).encode()
-        self.buf = b""
-
-    def call(self, payload):
-        self.sock.sendall(self.head + str(len(payload)).encode() + b"\r\n\r\n" + payload)
-        buf = self.buf
-        while True:
-            end = buf.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            buf += chunk
-        head = buf[:end + 2]
-        i = head.lower().find(b"content-length:")
-        n = int(head[i + 15:head.find(b"\r\n", i)])
-        body_end = end + 4 + n
-        while len(buf) < body_end:
-            buf += self.sock.recv(max(65536, body_end - len(buf)))
-        self.buf = buf[body_end:]
-        if not head.startswith(b"HTTP/1.1 200"):
-            raise RuntimeError(head[:200])
-        return buf[end + 4:body_end]
-
-    def close(self):
-        self.sock.close()
+        sock = socket.create_connection((daemon.host, daemon.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.conn = benchlib.RawJobConnection(sock, pool)
+        self.call = self.conn.call
+        self.close = self.conn.close
 
 
 class PeerHung(Exception):
