@@ -26,6 +26,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +49,8 @@ using namespace std::chrono_literals;
 // 64 fds of os::fdReserve.
 constexpr std::size_t kMaxTurningAway = 16;
 constexpr auto kLinger = 2s;
+// Request bodies from this size on are read straight into the request (Session::readBody).
+constexpr std::size_t kDirectBodyMin = 64 * 1024;
 
 inline std::string millis(std::chrono::nanoseconds d) {
   return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
@@ -163,10 +166,50 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     });
   }
 
+  // The head first: the body's size is then known, and the body is read in reads of its size,
+  // not in Beast's 512-byte reads of a fresh buffer (~2,000 reads per MiB).
   void readRequestNow() {
     arm(state_->options.requestTimeout);
-    http::async_read(
+    http::async_read_header(
         socket_, buffer_, *parser_,
+        [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->onHead(ec); });
+  }
+
+  void onHead(beast::error_code ec) {
+    if (ec || parser_->is_done()) return onRead(ec);
+    auto expect = parser_->get()[http::field::expect];
+    if (!beast::iequals(expect, "100-continue")) return readBody();
+    // curl asks before sending a body over 1 MiB and otherwise waits a second for this.
+    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+    asio::async_write(socket_, asio::buffer(kContinue.data(), kContinue.size()),
+                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec) return self->onRead(ec);
+                        self->readBody();
+                      });
+  }
+
+  void readBody() {
+    const auto length = parser_->content_length();
+    if (!length || *length < kDirectBodyMin) {  // small or chunked: Beast parses it
+      buffer_.reserve(kDirectBodyMin);
+      http::async_read(socket_, buffer_, *parser_,
+                       [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+                         self->onRead(ec);
+                       });
+      return;
+    }
+    // Large (the head already checked it against max_request_body): straight into the request's
+    // body, the bytes already buffered first, then reads as large as the socket gives.
+    std::string& body = parser_->get().body();
+    body.resize(static_cast<std::size_t>(*length));
+    const std::size_t buffered = std::min(buffer_.size(), body.size());
+    asio::buffer_copy(asio::buffer(body.data(), buffered), buffer_.data());
+    buffer_.consume(buffered);
+    asio::async_read(
+        socket_, asio::buffer(body.data() + buffered, body.size() - buffered),
+        [](const beast::error_code& ec, std::size_t) -> std::size_t {
+          return ec ? 0 : std::numeric_limits<std::size_t>::max();  // not asio's 64 KiB steps
+        },
         [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
   }
 

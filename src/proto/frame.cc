@@ -1,5 +1,6 @@
 #include "proto/frame.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -97,6 +98,13 @@ std::string encodeFrame(FrameType type, std::uint64_t jobId, std::string_view bo
 
 void FrameDecoder::feed(std::string_view bytes) {
   if (error_) return;
+  if (pending_ && buffer_.size() == consumed_) {  // else the body is whole: bytes queue behind
+    const std::size_t take = std::min(bytes.size(), pending_->body.size() - pendingFill_);
+    std::memcpy(pending_->body.data() + pendingFill_, bytes.data(), take);
+    pendingFill_ += take;
+    bytes.remove_prefix(take);
+    if (bytes.empty()) return;
+  }
   if (consumed_ > 0 && consumed_ >= buffer_.size() / 2) {
     buffer_.erase(0, consumed_);
     consumed_ = 0;
@@ -128,8 +136,25 @@ std::optional<DecodeError> FrameDecoder::checkHeader(const unsigned char* h) con
   return std::nullopt;
 }
 
+std::span<char> FrameDecoder::bodyBuffer() {
+  if (error_ || !pending_ || buffer_.size() > consumed_) return {};
+  return std::span<char>(pending_->body).subspan(pendingFill_);
+}
+
+void FrameDecoder::bodyReceived(std::size_t n) {
+  if (!pending_ || n > pending_->body.size() - pendingFill_) return;  // a caller bug: ignore
+  pendingFill_ += n;
+}
+
 DecodeResult FrameDecoder::next() {
   if (error_) return *error_;
+  if (pending_) {
+    if (pendingFill_ < pending_->body.size()) return NeedMore{};
+    Frame frame = std::move(*pending_);
+    pending_.reset();
+    pendingFill_ = 0;
+    return frame;
+  }
   const std::size_t available = buffer_.size() - consumed_;
   if (available < kHeaderSize) {
     // Validate what we have early so garbage is refused without waiting for 16 bytes.
@@ -149,7 +174,24 @@ DecodeResult FrameDecoder::next() {
   }
   const std::size_t length = getLe(h + 4, 4);
   if (available < kHeaderSize + length) {
-    buffer_.reserve(consumed_ + kHeaderSize + length);
+    if (length < directBodyMin_) {
+      buffer_.reserve(consumed_ + kHeaderSize + length);
+      return NeedMore{};
+    }
+    // Large: the body gets its own buffer of its exact size now; the rest of it is received
+    // there (bodyBuffer() or feed()), and the frame leaves without another copy.
+    pending_.emplace();
+    pending_->type = static_cast<FrameType>(h[3]);
+    pending_->jobId = getLe(h + 8, 8);
+    pending_->body.resize(length);
+    pendingFill_ = available - kHeaderSize;
+    std::memcpy(pending_->body.data(), buffer_.data() + consumed_ + kHeaderSize, pendingFill_);
+    consumed_ = 0;
+    if (buffer_.capacity() > kKeepCapacity) {
+      std::string().swap(buffer_);
+    } else {
+      buffer_.clear();
+    }
     return NeedMore{};
   }
   Frame frame;
@@ -171,6 +213,10 @@ DecodeResult FrameDecoder::next() {
 
 std::optional<DecodeError> FrameDecoder::finish() const {
   if (error_) return error_;
+  if (pending_ && pendingFill_ < pending_->body.size()) {
+    return DecodeError{"stream ended inside a frame body (" + std::to_string(pendingFill_) +
+                       " of " + std::to_string(pending_->body.size()) + " bytes)"};
+  }
   if (buffer_.size() != consumed_) {
     return DecodeError{"stream ended inside a frame (" +
                        std::to_string(buffer_.size() - consumed_) + " bytes pending)"};

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -18,6 +19,8 @@ inline constexpr std::uint8_t kMagic1 = 0x4B;  // 'K'
 inline constexpr std::uint8_t kVersion = 1;
 inline constexpr std::size_t kHeaderSize = 16;
 inline constexpr std::uint32_t kMaxControlBody = 1u << 20;
+// Bodies from this size on are received straight into their own buffer (FrameDecoder).
+inline constexpr std::size_t kDirectBodyMin = 64 * 1024;
 
 enum class FrameType : std::uint8_t {
   kHello = 0x01,
@@ -61,22 +64,36 @@ using DecodeResult = std::variant<Frame, NeedMore, DecodeError>;
 class FrameDecoder {
  public:
   // maxBody bounds result and job frames; control frames are bounded by kMaxControlBody.
-  FrameDecoder(Sender from, std::uint32_t maxBody) : from_(from), maxBody_(maxBody) {}
+  // directBodyMin: from which body size bodyBuffer() applies (smaller only in tests and fuzzing).
+  FrameDecoder(Sender from, std::uint32_t maxBody, std::size_t directBodyMin = kDirectBodyMin)
+      : from_(from), maxBody_(maxBody), directBodyMin_(directBodyMin) {}
 
   void feed(std::string_view bytes);
   DecodeResult next();
+  // The zero-copy pair for large bodies: while a body of at least directBodyMin bytes is
+  // incomplete (and nothing else is buffered), the unfilled rest of that body's own buffer, to
+  // receive into; report what was written with bodyReceived(n). Empty otherwise: use feed().
+  // A 64 MiB result then crosses the daemon once (kernel to its final string), not three times.
+  std::span<char> bodyBuffer();
+  void bodyReceived(std::size_t n);
   // The peer closed the stream: an error if it stopped in the middle of a frame.
   std::optional<DecodeError> finish() const;
   bool failed() const { return error_.has_value(); }
-  std::size_t buffered() const { return buffer_.size() - consumed_; }
+  std::size_t buffered() const {
+    return buffer_.size() - consumed_ + (pending_ ? kHeaderSize + pendingFill_ : 0);
+  }
 
  private:
   std::optional<DecodeError> checkHeader(const unsigned char* header) const;
 
   Sender from_;
   std::uint32_t maxBody_;
+  std::size_t directBodyMin_;
   std::string buffer_;
   std::size_t consumed_ = 0;
+  // A large frame whose body is being received in place (see bodyBuffer()).
+  std::optional<Frame> pending_;
+  std::size_t pendingFill_ = 0;
   std::optional<DecodeError> error_;
 };
 

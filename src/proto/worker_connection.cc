@@ -92,6 +92,16 @@ void WorkerConnection::receive(std::string_view bytes) {
   decoder_.feed(bytes);
 }
 
+std::span<char> WorkerConnection::bodyBuffer() {
+  if (error_ || eof_) return {};
+  return decoder_.bodyBuffer();
+}
+
+void WorkerConnection::bodyReceived(std::size_t n) {
+  if (error_ || eof_) return;
+  decoder_.bodyReceived(n);
+}
+
 void WorkerConnection::receiveEof() { eof_ = true; }
 
 PeerError WorkerConnection::fail(std::string reason) {

@@ -20,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -93,6 +94,10 @@ class WorkerConnection {
       : role_(role), decoder_(Sender::kWorker, maxBody) {}
 
   void receive(std::string_view bytes);
+  // Zero-copy receive of a large body (FrameDecoder::bodyBuffer): where to read the next bytes
+  // to, or empty (then read into your own buffer and receive() it). Empty after an error or EOF.
+  std::span<char> bodyBuffer();
+  void bodyReceived(std::size_t n);
   // The peer closed its end. Frames already received are still returned; then Closed, or a
   // PeerError if the stream stopped inside a frame.
   void receiveEof();

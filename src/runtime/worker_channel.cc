@@ -80,9 +80,18 @@ Supervisor::ReadResult Supervisor::readControlNow(WorkerIo& worker, std::size_t 
   std::size_t taken = 0;
   auto& buffer = worker.controlBuffer;
   while (taken < limit && !worker.misbehaving && !worker.closed) {
-    ssize_t n = ::recv(worker.control.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+    // A large result body is read straight into its final string; anything else via the buffer.
+    const std::span<char> direct = worker.connection.bodyBuffer();
+    char* into = direct.empty() ? buffer.data() : direct.data();
+    const std::size_t room = direct.empty() ? buffer.size() : direct.size();
+    ssize_t n = ::recv(worker.control.native_handle(), into, room, MSG_DONTWAIT);
     if (n > 0) {
-      consumeControlBytes(worker, {buffer.data(), static_cast<std::size_t>(n)});
+      if (direct.empty()) {
+        consumeControlBytes(worker, {into, static_cast<std::size_t>(n)});
+      } else {
+        worker.connection.bodyReceived(static_cast<std::size_t>(n));
+        handleConnectionEvents(worker);
+      }
       taken += static_cast<std::size_t>(n);
       continue;
     }
@@ -191,22 +200,27 @@ void Supervisor::flushWrites(const std::shared_ptr<WorkerIo>& worker) {
   auto& [header, body] = worker->writes.front();
   std::array<asio::const_buffer, 2> buffers{asio::buffer(header),
                                             body ? asio::buffer(*body) : asio::const_buffer()};
-  asio::async_write(worker->control, buffers,
-                    [this, worker](const boost::system::error_code& ec, std::size_t) {
-                      worker->writing = false;
-                      if (worker->closed) return;
-                      worker->writes.pop_front();
-                      if (ec) {
-                        // EPIPE: the worker is gone or going; SIGCHLD tells the rest.
-                        worker->writes.clear();
-                        return;
-                      }
-                      flushWrites(worker);
-                      if (worker->isZygote && worker->writes.empty()) {
-                        tendZygote(worker->pool);  // FORKs held back behind a partial one
-                        drain();
-                      }
-                    });
+  asio::async_write(
+      worker->control, buffers,
+      [](const boost::system::error_code& ec, std::size_t) -> std::size_t {
+        // as much per write as the socket takes, not asio's 64 KiB steps
+        return ec ? 0 : std::numeric_limits<std::size_t>::max();
+      },
+      [this, worker](const boost::system::error_code& ec, std::size_t) {
+        worker->writing = false;
+        if (worker->closed) return;
+        worker->writes.pop_front();
+        if (ec) {
+          // EPIPE: the worker is gone or going; SIGCHLD tells the rest.
+          worker->writes.clear();
+          return;
+        }
+        flushWrites(worker);
+        if (worker->isZygote && worker->writes.empty()) {
+          tendZygote(worker->pool);  // FORKs held back behind a partial one
+          drain();
+        }
+      });
 }
 
 void Supervisor::onChildExit(pid_t pid, int status) {

@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <random>
+#include <span>
 
 namespace bulkhead::proto {
 namespace {
@@ -129,5 +132,59 @@ TEST(FrameCodec, RandomBytesNeverCrashAndAlwaysEndInAnError) {
   SUCCEED();
 }
 
+// A large body is received straight into its own buffer: bodyBuffer() hands out exactly the part
+// not yet filled, mixed with feed(), and the frame after it still decodes.
+TEST(FrameCodec, LargeBodyIsReceivedInPlaceThroughBodyBuffer) {
+  FrameDecoder d(Sender::kWorker, 1 << 20, /*directBodyMin=*/1000);
+  std::string body(5000, '\0');
+  for (std::size_t i = 0; i < body.size(); ++i) body[i] = static_cast<char>(i * 7);
+  const std::string wire =
+      encodeFrame(FrameType::kResultBytes, 9, body) + encodeFrame(FrameType::kHeartbeat, 9, "{}");
+  EXPECT_TRUE(d.bodyBuffer().empty());  // nothing pending yet
+  d.feed(std::string_view(wire).substr(0, kHeaderSize + 100));
+  EXPECT_TRUE(std::holds_alternative<NeedMore>(d.next()));
+  std::size_t at = kHeaderSize + 100;
+  bool fed = false;
+  while (at < kHeaderSize + body.size()) {
+    std::span<char> into = d.bodyBuffer();
+    ASSERT_EQ(into.size(), kHeaderSize + body.size() - at);  // never past the body's end
+    const std::size_t n = std::min<std::size_t>(into.size(), fed ? 1500 : 700);
+    if (!fed) {
+      d.feed(std::string_view(wire).substr(at, n));  // feed() fills the same buffer
+    } else {
+      std::memcpy(into.data(), wire.data() + at, n);
+      d.bodyReceived(n);
+    }
+    fed = !fed;
+    at += n;
+    EXPECT_EQ(d.buffered(), at);
+  }
+  EXPECT_TRUE(d.bodyBuffer().empty());
+  d.feed(std::string_view(wire).substr(at));
+  Frame f = expectFrame(d);
+  EXPECT_EQ(f.type, FrameType::kResultBytes);
+  EXPECT_EQ(f.jobId, 9u);
+  EXPECT_EQ(f.body, body);
+  EXPECT_EQ(expectFrame(d).type, FrameType::kHeartbeat);
+  EXPECT_EQ(d.buffered(), 0u);
+  EXPECT_FALSE(d.finish());
+}
+
+TEST(FrameCodec, StreamEndingInsideAnInPlaceBodyIsAnError) {
+  FrameDecoder d(Sender::kWorker, 1 << 20, /*directBodyMin=*/1000);
+  const std::string wire = encodeFrame(FrameType::kResultBytes, 1, std::string(4000, 'x'));
+  d.feed(std::string_view(wire).substr(0, 2000));
+  EXPECT_TRUE(std::holds_alternative<NeedMore>(d.next()));
+  auto err = d.finish();
+  ASSERT_TRUE(err);
+  EXPECT_NE(err->reason.find("1984 of 4000"), std::string::npos) << err->reason;
+}
+
+TEST(FrameCodec, OversizedLargeBodyIsRefusedBeforeAnyBufferIsMade) {
+  FrameDecoder d(Sender::kWorker, 4096, /*directBodyMin=*/1000);
+  d.feed(encodeHeader(FrameType::kResultBytes, 1, 1u << 30));
+  EXPECT_NE(expectError(d).find("exceeds the limit"), std::string::npos);
+  EXPECT_TRUE(d.bodyBuffer().empty());
+}
 }  // namespace
 }  // namespace bulkhead::proto

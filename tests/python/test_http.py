@@ -101,6 +101,78 @@ def test_large_payload_roundtrip(daemon):
     assert r.body == payload
 
 
+# The daemon reads a body of 64 KiB or more straight into the request, a smaller one through
+# the HTTP parser: both sides of that line, byte-exact, each followed on the same connection by
+# a small request (nothing of one body may leak into the next request).
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 1024 * 1024 + 5])
+def test_bodies_either_side_of_the_direct_read_roundtrip_on_one_connection(daemon, size):
+    payload = os.urandom(size)
+    conn = daemon.connection(timeout=60)
+    try:
+        for body in (payload, b"after"):
+            conn.request("POST", "/v1/pools/echo/jobs", body=body)
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert resp.read() == body
+    finally:
+        conn.close()
+
+
+def test_a_large_body_sent_in_pieces_with_pipelined_request_behind_it(daemon):
+    payload = os.urandom(300 * 1024)
+    head = (b"POST /v1/pools/echo/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % len(payload))
+    second = b"POST /v1/pools/echo/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nnext"
+    sock = daemon.raw_socket(timeout=60)
+    try:
+        sock.sendall(head + payload[:1000])        # the head and a little of the body together
+        sock.sendall(payload[1000:200000])
+        sock.sendall(payload[200000:] + second)    # the body's end and the next request at once
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"next"):
+            chunk = sock.recv(1 << 20)
+            assert chunk, data[:300]
+            data += chunk
+    finally:
+        sock.close()
+    first_head, _, rest = data.partition(b"\r\n\r\n")
+    assert b"content-length: %d" % len(payload) in first_head.lower()
+    assert rest[:len(payload)] == payload
+    assert rest[len(payload):].startswith(b"HTTP/1.1 200")
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(daemon):
+    # curl sends `Expect: 100-continue` for bodies over 1 MiB and waits for this answer (a second
+    # otherwise); the test waits for it too, and only then sends the body.
+    payload = os.urandom(2 * 1024 * 1024)
+    sock = daemon.raw_socket(timeout=60)
+    try:
+        sock.sendall(b"POST /v1/pools/echo/jobs HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(payload))
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            chunk = sock.recv(4096)
+            assert chunk, interim
+            interim += chunk
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim[:200]
+        sock.sendall(payload)
+        raw = interim.partition(b"\r\n\r\n")[2] + _recv_all(sock, limit=4 << 20)
+    finally:
+        sock.close()
+    assert _status_of(raw) == 200, raw[:300]
+    assert raw.partition(b"\r\n\r\n")[2] == payload
+
+
+def test_a_client_that_stops_inside_a_large_body_is_dropped_and_the_daemon_serves(daemon):
+    sock = daemon.raw_socket(timeout=10)
+    sock.sendall(b"POST /v1/pools/echo/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n"
+                 b"\r\n" + b"x" * 100000)
+    sock.close()
+    daemon.assert_serving()
+    r = daemon.job("echo", b"still here")
+    assert r.status == 200 and r.body == b"still here"
+
+
 def test_keep_alive_serves_several_requests(daemon):
     conn = daemon.connection(timeout=10)
     try:
