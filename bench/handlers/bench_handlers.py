@@ -5,6 +5,7 @@ points here), ProcessPoolExecutor / multiprocessing.Pool / loky call them from t
 the subprocess-per-job peer imports it in a fresh interpreter.
 
 - ``echo``: returns the payload (100 bytes in the bench).
+- ``echo_view``: the same, taking the payload as a ``memoryview`` (no copy in the worker).
 - ``build_model``: a small CNN built in code (no downloaded weights), 1 intra-op thread, eval mode,
   one warm-up forward pass.  ``infer(model, payload)``: payload = 3x64x64 uint8 bytes, returns the
   10 logits as float32 bytes.
@@ -17,6 +18,10 @@ PAYLOAD_BYTES = 3 * SIDE * SIDE
 
 
 def echo(payload, ctx=None):
+    return payload
+
+
+def echo_view(payload: memoryview, ctx=None):
     return payload
 
 

@@ -294,6 +294,8 @@ class _Worker(object):
         """Run jobs until SHUTDOWN or EOF."""
         handler = self._handler
         send = self.send
+        as_view = wants_memoryview(handler)
+        self._decoder.large_bodies_as_views = as_view
         pool, worker_id, preloaded = self._pool, self._worker_id, self._preloaded
         heartbeat = self._heartbeat     # None: heartbeats off, nothing to do per job
         while True:
@@ -304,6 +306,8 @@ class _Worker(object):
             job_id = frame.job_id
             payload = frame.body
             frame = None
+            if as_view and not isinstance(payload, memoryview):
+                payload = memoryview(payload)
             ctx = Context(job_id, pool, worker_id, preloaded, send)
             if heartbeat is not None:
                 heartbeat.begin(ctx)
@@ -311,6 +315,8 @@ class _Worker(object):
                 result = handler(payload, ctx)
             except BaseException as exc:  # noqa: B036 - SystemExit/KeyboardInterrupt included
                 ctx._end()
+                if as_view:
+                    self._end_view(payload)
                 payload = None
                 body = _error_body(*_describe(exc, skip_frames=1))
                 if heartbeat is not None:
@@ -319,7 +325,8 @@ class _Worker(object):
                 body = None
                 continue
             ctx._end()
-            payload = None
+            if not as_view:
+                payload = None      # not held while the result is sent
             frame_type, body = self._encode_result(result)
             result = None
             if len(body) > self._max_frame:
@@ -331,6 +338,18 @@ class _Worker(object):
                 heartbeat.end()         # no heartbeat for this job after this point
             send(frame_type, job_id, body)
             body = None
+            if as_view:
+                self._end_view(payload)  # after the send: the result may be this very view
+            payload = None
+
+    def _end_view(self, view):
+        """The job is over: its payload view stops working (a handler that kept it gets a
+        ValueError, never the next job's bytes).  If something still exports from it (a numpy
+        array made with frombuffer), the buffer under it is left to that and not reused."""
+        try:
+            view.release()
+        except BufferError:
+            self._decoder.forget_kept_buffer()
 
     def _encode_result(self, result):
         """(frame type, body) for a handler's return value."""
@@ -370,6 +389,25 @@ def send_hello(send, role=None):
     send(HELLO, 0, ('{"protocol":%d,"pid":%d,"sdk":"python","sdk_version":%s,"runtime":%s%s}'
                     % (PROTOCOL_VERSION, os.getpid(), _quote(__version__), _quote(_runtime()),
                        ',"role":%s' % _quote(role) if role else "")).encode("ascii"))
+
+
+def wants_memoryview(handler):
+    """True when the handler's payload parameter is annotated ``memoryview``
+    (``def handle(payload: memoryview, ctx)``): it then gets the payload without a copy."""
+    function = getattr(handler, "__func__", handler)          # a bound method's function
+    code = getattr(function, "__code__", None)
+    if code is None:
+        function = getattr(handler, "__call__", None)         # a callable object
+        function = getattr(function, "__func__", function)
+        code = getattr(function, "__code__", None)
+        bound = True
+    else:
+        bound = function is not handler
+    if code is None or code.co_argcount <= (1 if bound else 0):
+        return False
+    first = code.co_varnames[1 if bound else 0]
+    annotation = (getattr(function, "__annotations__", None) or {}).get(first)
+    return annotation is memoryview or annotation == "memoryview"
 
 
 def load_handler_and_preload(environ):

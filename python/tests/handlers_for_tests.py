@@ -212,3 +212,51 @@ def init_returns_none(preloaded):
 
 def init_raises(preloaded):
     raise RuntimeError("cannot move to cuda:0")
+
+
+# -- payloads as memoryview (the annotation opts in) -----------------------------------------
+
+_KEPT = []
+
+
+def view_echo(payload: memoryview, ctx):
+    """Returns the payload view itself: the worker sends it before the view ends."""
+    return payload
+
+
+def view_describe(payload: "memoryview", ctx):
+    return {"type": type(payload).__name__, "len": len(payload), "readonly": payload.readonly}
+
+
+def view_keep_then_touch(payload: memoryview, ctx):
+    """Job 1 keeps its view; job 2 shows what touching it then does."""
+    if not _KEPT:
+        _KEPT.append(payload)
+        return b"kept"
+    try:
+        return bytes(_KEPT[0][:4])
+    except ValueError as exc:
+        return ("ValueError: %s" % exc).encode()
+
+
+_EXPORTS = []
+
+
+def view_export_then_check(payload: memoryview, ctx):
+    """Job 1 keeps an export of its view (an iterator holding the buffer); job 2 checks that
+    job 1's bytes were not overwritten by its own."""
+    import struct
+    if not _EXPORTS:
+        _EXPORTS.append((struct.iter_unpack("B", payload), bytes(payload[:8])))
+        return b"exported"
+    iterator, first = _EXPORTS[0]
+    return bytes(next(iterator) + tuple(first[1:2])) if len(payload) else b""
+
+
+class Handler(object):
+    def __call__(self, payload: memoryview, ctx):
+        return type(payload).__name__
+
+
+def unannotated(payload, ctx):
+    return payload

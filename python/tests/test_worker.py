@@ -144,6 +144,55 @@ def test_large_payload_round_trip_64_mib(ready_worker):
     assert proc.run_job(65, b"small") == P.Frame(P.RESULT_BYTES, 65, b"small")
 
 
+# -- payloads as memoryview ------------------------------------------------------------------
+
+
+def test_wants_memoryview_reads_the_payload_parameters_annotation():
+    from bulkhead.worker import wants_memoryview
+    import handlers_for_tests as h
+    assert wants_memoryview(h.view_echo)
+    assert wants_memoryview(h.view_describe)          # a string annotation
+    assert wants_memoryview(h.Handler())              # a callable object
+    assert not wants_memoryview(h.unannotated)
+    assert not wants_memoryview(h.echo)
+    assert not wants_memoryview(print)                # a builtin: no code object
+
+    class Model(object):
+        def handle(self, payload: memoryview, ctx):
+            return payload
+    assert wants_memoryview(Model().handle)           # a bound method: self is skipped
+
+
+@pytest.mark.parametrize("size", [0, 5, (64 << 10) - 1, 64 << 10, (1 << 20) + 3])
+def test_a_memoryview_handler_gets_every_size_as_a_read_only_view(ready_worker, size):
+    proc = ready_worker("handlers_for_tests:view_describe")
+    result = proc.run_job(1, b"x" * size, timeout=30)
+    assert result.type == P.RESULT_JSON
+    assert json.loads(result.body) == {"type": "memoryview", "len": size, "readonly": True}
+
+
+def test_a_returned_payload_view_round_trips_large_bodies_byte_exact(ready_worker):
+    proc = ready_worker("handlers_for_tests:view_echo")
+    for job_id, size in enumerate([3 << 20, 100, 1 << 20, 5 << 20, 0], start=1):
+        payload = os.urandom(size)
+        assert proc.run_job(job_id, payload, timeout=60) == P.Frame(P.RESULT_BYTES, job_id,
+                                                                    payload)
+
+
+def test_a_kept_payload_view_fails_after_its_job_instead_of_showing_the_next(ready_worker):
+    proc = ready_worker("handlers_for_tests:view_keep_then_touch")
+    assert proc.run_job(1, b"A" * (1 << 20)).body == b"kept"
+    answer = proc.run_job(2, b"B" * (1 << 20)).body
+    assert answer.startswith(b"ValueError") and b"released" in answer, answer[:200]
+
+
+def test_an_exported_payload_keeps_its_bytes_when_the_next_job_arrives(ready_worker):
+    proc = ready_worker("handlers_for_tests:view_export_then_check")
+    assert proc.run_job(1, b"\x01\x02" * (1 << 19)).body == b"exported"
+    # job 1's buffer is still exported: job 2 must land in another buffer
+    assert proc.run_job(2, b"\x09" * (1 << 20)).body == bytes([1, 2])
+
+
 def test_result_above_max_frame_is_a_handler_error(ready_worker):
     proc = ready_worker("handlers_for_tests:make_bytes", env={"BULKHEAD_MAX_FRAME": "1000"})
     assert proc.run_job(1, b"1000") == P.Frame(P.RESULT_BYTES, 1, b"x" * 1000)

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,7 @@
 #include "jobs/supervisor_runner.h"
 #include "journal/journal.h"
 #include "os/fd_limits.h"
+#include "os/heap_reuse.h"
 #include "os/process.h"
 #include "runtime/operator_log.h"
 #include "runtime/supervisor.h"
@@ -78,6 +80,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
           "cannot become a child subreaper; orphaned grandchildren of workers will be reaped by "
           "init instead");
   }
+  os::keepFreedBlocksForReuse();
   boost::asio::io_context io(1);
   runtime::SupervisorOptions options;
   const char* sdk = std::getenv("BULKHEAD_SDK_DIR");
@@ -117,6 +120,18 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
     logAt(LogLevel::kError, e.what());
     return kExitBadConfig;
   }
+  // Large jobs reuse the daemon's freed blocks (os/heap_reuse.h); a quiet daemon returns them.
+  boost::asio::steady_timer heapTimer(io);
+  os::HeapRelease heapRelease(/*threshold=*/8u << 20, /*quiet=*/1u << 20);
+  std::function<void()> tendHeap = [&] {
+    heapTimer.expires_after(std::chrono::seconds(1));
+    heapTimer.async_wait([&](const boost::system::error_code& ec) {
+      if (ec) return;
+      if (heapRelease.due(os::heapUse())) os::releaseFreeHeap();
+      tendHeap();
+    });
+  };
+  tendHeap();
   boost::asio::signal_set stopSignals(io, SIGTERM, SIGINT);
   stopSignals.async_wait([&](const boost::system::error_code& ec, int sig) {
     if (ec) return;
@@ -128,7 +143,10 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
       server.stopAccepting();
       logAt(LogLevel::kInfo, "all workers stopped, exiting", {{"event", "stopped"}});
       // The last outcomes must reach their callers before the loop ends.
-      server.whenResponsesWritten([&] { io.stop(); });
+      server.whenResponsesWritten([&] {
+        heapTimer.cancel();
+        io.stop();
+      });
     });
   });
   supervisor.start();
