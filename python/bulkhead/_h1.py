@@ -280,6 +280,25 @@ class ClientConnection(object):
         return (self.our_state == SENT and self.their_state == DONE and self._keep
                 and not self._buffer and not self._eof and self._error is None)
 
+    @property
+    def body_bytes_wanted(self):
+        """While a ``Content-Length`` body is being read and nothing is buffered: how many of
+        its bytes are still due.  A transport may read them itself (all at once, into one bytes
+        object) and hand them to ``receive_body``; 0 otherwise."""
+        if (self.their_state == BODY_LENGTH and not self._buffer and not self._eof
+                and self._error is None):
+            return self._left
+        return 0
+
+    def receive_body(self, data):
+        """Body bytes read apart (``body_bytes_wanted``), kept as they are: a body read whole
+        this way is the answer's body object itself, never copied."""
+        if not data or len(data) > self.body_bytes_wanted:
+            raise LocalProtocolError("receive_body(%d bytes) outside a wanted body" % len(data))
+        self._body.append(data)
+        self._size += len(data)
+        self._left -= len(data)
+
     def start_next_cycle(self):
         """Ready for the next request on this connection (only when ``reusable``)."""
         if not self.reusable:

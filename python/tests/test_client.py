@@ -47,6 +47,18 @@ def ok(body=b"result", content_type="application/octet-stream"):
 # -- success paths -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("size", [(1 << 20) - 1, 1 << 20, 3 * (1 << 20) + 7])
+def test_large_answers_to_large_requests_are_read_whole_and_exact(daemon, size):
+    # a large request's answer is read head first, then its body in one read (client.py)
+    daemon.routes[("POST", JOBS)] = lambda req: ok(req.body[::-1])
+    client = C.Client(daemon.url, timeout=30)
+    payload = bytes(range(251)) * (size // 251) + b"z" * (size % 251)
+    for _ in range(2):                                   # and the connection is reused after it
+        assert client.call("faces", payload) == payload[::-1]
+    assert client.call("faces", b"small") == b"llams"
+    assert daemon.connections == 1
+
+
 def test_call_returns_the_body_and_sends_the_payload(daemon):
     daemon.routes[("POST", JOBS)] = lambda req: ok(req.body[::-1])
     with bulkhead.Client(daemon.url) as client:
@@ -319,7 +331,7 @@ def test_a_request_interrupted_mid_answer_leaves_a_usable_client(daemon, monkeyp
         assert client.call("faces", b"x") == b"result"
         read_answer = client._read_answer
 
-        def interrupted(conn):
+        def interrupted(conn, *args):
             client._read_answer = read_answer
             raise KeyboardInterrupt
         client._read_answer = interrupted

@@ -316,3 +316,33 @@ def test_read_whole_finds_an_answer_the_server_wrote_before_closing():
     assert read_whole(OK[:-1], "POST") is None
     assert read_whole(b"junk\r\n\r\n", "POST") is None
     assert read_whole(OK, "POST", max_body=4) is None
+
+
+# -- a body read whole by the transport -------------------------------------------------------
+
+
+def test_a_body_read_apart_is_the_answers_body_object_itself():
+    body = bytes(range(256)) * 8192     # 2 MiB
+    conn = sent("POST")
+    assert conn.body_bytes_wanted == 0                   # no head yet
+    assert feed(conn, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)) is NEED_DATA
+    assert conn.body_bytes_wanted == len(body)
+    conn.receive_body(body)
+    answer = conn.next_event()
+    assert answer.body is body                           # not copied
+    assert conn.reusable
+
+
+def test_a_body_partly_buffered_is_wanted_only_after_the_buffer_is_taken():
+    conn = sent("POST")
+    assert feed(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc") is NEED_DATA
+    assert conn.body_bytes_wanted == 7                   # "abc" already taken into the body
+    conn.receive_body(b"defg")
+    assert conn.next_event() is NEED_DATA
+    assert conn.body_bytes_wanted == 3
+    with pytest.raises(LocalProtocolError):
+        conn.receive_body(b"hijk")                        # more than the body has left
+    conn.receive_body(b"hij")
+    assert conn.next_event().body == b"abcdefghij"
+    with pytest.raises(LocalProtocolError):
+        conn.receive_body(b"x")                           # no body is being read now

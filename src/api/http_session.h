@@ -237,7 +237,8 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     }
     if (ec == http::error::body_limit) {
       return fail(ApiError::kPayloadTooLarge, "request body exceeds the server's limit of " +
-                                                  std::to_string(maxBody_) + " bytes");
+                                                  std::to_string(maxBody_) +
+                                                  " bytes (max_request_body)");
     }
     if (ec == http::error::header_limit) {
       return fail(ApiError::kHeadersTooLarge, "request headers too large");

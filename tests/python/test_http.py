@@ -290,6 +290,7 @@ def test_huge_content_length_is_413(daemon):
     finally:
         sock.close()
     assert _status_of(raw) == 413, raw[:300]
+    assert b"max_request_body" in raw, raw[:600]     # the answer names the key to raise
     daemon.assert_serving()
 
 
