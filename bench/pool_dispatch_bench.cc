@@ -7,9 +7,10 @@
 // the growth 256/2: work per job should not depend on how many workers sit idle.
 //
 // Deterministic: no randomness, the clock is a counter. Usage:
-//   pool_dispatch_bench [--jobs M] [--repeats R] [--inflight K]
+//   pool_dispatch_bench [--jobs M] [--repeats R] [--inflight K] [--workers N]
 // --inflight fixes the number of jobs in flight for every N (default: N/2, at least 1). The best
-// of R repeats is reported, which filters out the noise of a shared machine.
+// of R repeats is reported, which filters out the noise of a shared machine. --workers runs one
+// size only (to profile it, or to count instructions under valgrind --tool=callgrind).
 
 #include <algorithm>
 #include <chrono>
@@ -47,6 +48,7 @@ struct Options {
   long jobs = 200000;
   int repeats = 5;
   int inflight = 0;  // 0: N/2
+  int workers = 0;   // 0: every size
 };
 
 [[noreturn]] void fail(const char* what) {
@@ -159,11 +161,13 @@ Options parse(int argc, char** argv) {
       o.repeats = static_cast<int>(value());
     } else if (!std::strcmp(argv[i], "--inflight")) {
       o.inflight = static_cast<int>(value());
+    } else if (!std::strcmp(argv[i], "--workers")) {
+      o.workers = static_cast<int>(value());
     } else {
-      fail("usage: pool_dispatch_bench [--jobs M] [--repeats R] [--inflight K]");
+      fail("usage: pool_dispatch_bench [--jobs M] [--repeats R] [--inflight K] [--workers N]");
     }
   }
-  if (o.jobs <= 0 || o.repeats <= 0) fail("--jobs and --repeats must be positive");
+  if (o.jobs <= 0 || o.repeats <= 0 || o.workers < 0) fail("--jobs and --repeats must be positive");
   return o;
 }
 
@@ -175,6 +179,10 @@ int main(int argc, char** argv) {
   std::printf("core::Pool submit -> dispatch -> result, %ld jobs, best of %d, in flight %s\n",
               o.jobs, o.repeats, o.inflight > 0 ? std::to_string(o.inflight).c_str() : "N/2");
   std::printf("%8s %12s\n", "workers", "ns/job");
+  if (o.workers > 0) {
+    std::printf("%8d %12.0f\n", o.workers, nsPerJob(o.workers, o));
+    return 0;
+  }
   double first = 0;
   double last = 0;
   for (int n : sizes) {
