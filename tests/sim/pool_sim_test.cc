@@ -154,6 +154,8 @@ class Simulation {
          << "ms event#" << e.index();
     log(line.str());
     apply(pool_->handle(e, now_));
+    // After every event, faults included: the worker indexes equal a full scan of the workers.
+    ASSERT_EQ(pool_->indexProblems(), "") << trace();
     std::size_t ready = 0;
     for (const auto& v : pool_->workers())
       ready += v.state == WorkerState::kIdle || v.state == WorkerState::kBusy;
