@@ -12,7 +12,10 @@ drives --jobs 100-byte echo jobs with --callers raw keep-alive socket callers
 (benchlib.RawJobConnection, one thread each) and reads the daemon's CPU from /proc
 (benchlib.cpu_seconds). It prints, per N: jobs/s, daemon CPU per job, the same net of the idle
 rate over the run, and each relative to N = 2. The goal: net CPU per job within 1.2x from 2 to
-256 workers.
+256 workers. --no-maps-bound sets max_maps = 0, which turns off the after-job /proc samples: their
+maps-reading budget is per worker (core/sampling_schedule.h), so with many workers nearly every
+job ends with a /proc/PID/maps read, a cost per job that grows with the pool outside core::Pool.
+On a shared machine compare runs taken back to back (--bin selects the other build).
 
 Memory: a worker is a Python interpreter (~20 MB): 256 workers need about 5 GB. The bench refuses
 a size whose workers would not fit in MemAvailable (less a margin) and says so; pass a smaller
@@ -50,7 +53,7 @@ queue_limit = 10000
 job_timeout = "60s"
 startup_timeout = "300s"
 env = {{ OMP_NUM_THREADS = "1", MKL_NUM_THREADS = "1" }}
-"""
+{extra}"""
 
 
 def drive(daemon, jobs, callers):
@@ -89,7 +92,8 @@ def drive(daemon, jobs, callers):
 def measure(binary, workers, args, tmpdir):
     d = benchlib.Daemon(binary, os.path.join(tmpdir, "bulkhead-%d.toml" % workers),
                         CONFIG.format(pool=POOL, python=PYTHON, workers=workers,
-                                      handlers=json.dumps(HANDLERS)),
+                                      handlers=json.dumps(HANDLERS),
+                                      extra="max_maps = 0\n" if args.no_maps_bound else ""),
                         label="scale: daemon with %d workers" % workers)
     d.spawn(os.path.join(tmpdir, "daemon-%d.log" % workers))
     try:
@@ -118,6 +122,9 @@ def main():
     ap.add_argument("--callers", type=int, default=4, help="concurrent socket callers")
     ap.add_argument("--idle-s", type=float, default=3.0, help="idle CPU measured this long")
     ap.add_argument("--bin", default=BIN, help="the bulkhead binary (default build/bulkhead)")
+    ap.add_argument("--no-maps-bound", action="store_true",
+                    help="max_maps = 0: no after-job /proc samples (their maps-reading budget is "
+                    "per worker, so their cost per job grows with the pool)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.workers.split(",")]
     avail_mb = meminfo_kb("MemAvailable") / 1024
@@ -138,8 +145,9 @@ def main():
         finally:
             benchlib.kill_daemons()
     base = rows[0]
-    print("daemon CPU per job, %d echo jobs, %d raw socket callers, %s; load %s"
-          % (args.jobs, args.callers, args.bin, benchlib.loadavg()))
+    print("daemon CPU per job, %d echo jobs, %d raw socket callers, %s%s; load %s"
+          % (args.jobs, args.callers, args.bin, ", max_maps = 0" if args.no_maps_bound else "",
+             benchlib.loadavg()))
     print("| workers | jobs/s | CPU us/job | idle CPU %% | net us/job | net vs N=%d |"
           % base["workers"])
     print("|---:|---:|---:|---:|---:|---:|")
