@@ -317,7 +317,7 @@ class Pool {
   WorkerIndex index_;  // idle lists, deadlines and counts over workers_ (pool_index.cc)
   std::map<JobId, Job> jobs_;
   std::deque<JobId> queue_;
-  // Queue deadlines in time order, so nextDeadline() costs O(workers), not O(queue).
+  // Queue deadlines in time order, so nextDeadline() never walks the queue.
   std::multimap<Time, JobId> queueDeadlines_;
   WorkerId nextWorkerId_ = 1;
   CrashLoop crashLoop_;
