@@ -78,7 +78,7 @@ std::optional<Time> Pool::nextDeadline() const {
   auto consider = [&](std::optional<Time> t) {
     if (t && (!next || *t < *next)) next = t;
   };
-  for (const auto& [id, w] : workers_) consider(deadlineFor(w));
+  consider(index_.nextDeadline());  // the earliest of deadlineFor() over the workers
   if (!queueDeadlines_.empty()) consider(queueDeadlines_.begin()->first);
   consider(spawnNotBefore_);
   consider(shutdownDeadline_);
@@ -112,13 +112,7 @@ std::optional<std::string> Pool::jobStateName(JobId id) const {
   return std::nullopt;
 }
 
-std::size_t Pool::readyWorkers() const {
-  std::size_t n = 0;
-  for (const auto& [id, w] : workers_) {
-    n += !w.retiring() && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
-  }
-  return n;
-}
+std::size_t Pool::readyWorkers() const { return index_.ready(); }
 
 std::size_t Pool::inFlight() const {
   std::size_t n = 0;
@@ -325,8 +319,8 @@ void Pool::on(const WorkerHeartbeat& e, Time now) {
                      e.stack != w->lastBeat->stack ||
                      e.cpuSeconds - w->lastBeat->cpuSeconds >= kCpuProgressSeconds;
   if (moved) {
-    w->lastProgressAt = now;
     w->lastBeat = e;
+    recordProgress(*w, now);
   }
 }
 
@@ -416,7 +410,12 @@ void Pool::note(std::string kind, const Worker& w, std::string detail, Time now,
 
 // ---------------------------------------------------------------- lookup
 
-void Pool::removeWorker(WorkerId id) { workers_.erase(id); }
+void Pool::removeWorker(WorkerId id) {
+  auto it = workers_.find(id);
+  if (it == workers_.end()) return;
+  if (it->second.indexed) index_.remove(id, *it->second.indexed);
+  workers_.erase(it);
+}
 
 Pool::Worker* Pool::findWorker(WorkerId id) {
   auto it = workers_.find(id);

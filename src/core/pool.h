@@ -10,10 +10,12 @@
 // event, rebalance() is the single place that spawns replacements, retires recycled workers,
 // dispatches queued jobs and drives shutdown.
 //
-// The vocabulary lives in core/events.h and core/actions.h. The class is written in five files,
+// The vocabulary lives in core/events.h and core/actions.h. The class is written in six files,
 // one concern each: pool.cc (events in, views), pool_queue.cc (job states, queue, dispatch),
 // pool_workers.cc (worker states, spawning, kill escalation, shutdown), pool_reports.cc (how jobs
-// end: outcomes, retries, poison, breaker, reports), pool_recycle.cc (recycle rules, hangs).
+// end: outcomes, retries, poison, breaker, reports), pool_recycle.cc (recycle rules, hangs),
+// pool_index.cc (the worker indexes, core/worker_index.h, that keep per-event work independent
+// of the pool's size).
 
 #include <chrono>
 #include <cstdint>
@@ -34,6 +36,7 @@
 #include "core/recycle_cause.h"
 #include "core/resource_rules.h"
 #include "core/time.h"
+#include "core/worker_index.h"
 
 namespace bulkhead::core {
 
@@ -174,6 +177,9 @@ class Pool {
   std::uint64_t eventsNoted() const { return eventsNoted_; }
   const Quarantine& quarantine() const { return quarantine_; }
   BreakerState breakerState() const { return breaker_.state(); }
+  // For tests, after any event: empty when the worker indexes agree with a full scan of the
+  // workers; else what differs. Costs O(workers), so the pool itself never calls it.
+  std::string indexProblems() const;
 
  private:
   enum class JobState { kQueued, kRunning, kFinished };
@@ -224,6 +230,8 @@ class Pool {
     Time lastProgressAt{};
     Time lastBeatAt{};
     std::optional<WorkerHeartbeat> lastBeat;
+    // What index_ holds for this worker; nullopt until it is indexed. Only reindex() writes it.
+    std::optional<WorkerIndexEntry> indexed;
 
     bool retiring() const { return retirement != Retirement::kNone; }
   };
@@ -255,6 +263,13 @@ class Pool {
   // The only writer of a worker's state (the kill escalation's steps included).
   void setWorkerState(Worker& worker, WorkerState next, Time now);
   std::optional<Time> deadlineFor(const Worker& worker) const;
+  // The only writers of a worker's retirement, and of a busy worker's last progress (which moves
+  // its hang deadline).
+  void setRetirement(Worker& worker, Retirement next);
+  void recordProgress(Worker& worker, Time now);
+  // Brings index_ in line with the worker's fields; every writer above ends with it.
+  void reindex(Worker& worker);
+  WorkerIndexEntry indexEntryFor(const Worker& worker) const;
   void setJobState(Job& job, JobState next, Time now);
   void removeFromQueue(const Job& job);
   void dropQueueDeadline(const Job& job);
@@ -299,9 +314,10 @@ class Pool {
 
   PoolPolicy policy_;
   std::map<WorkerId, Worker> workers_;
+  WorkerIndex index_;  // idle lists, deadlines and counts over workers_ (pool_index.cc)
   std::map<JobId, Job> jobs_;
   std::deque<JobId> queue_;
-  // Queue deadlines in time order, so nextDeadline() costs O(workers), not O(queue).
+  // Queue deadlines in time order, so nextDeadline() never walks the queue.
   std::multimap<Time, JobId> queueDeadlines_;
   WorkerId nextWorkerId_ = 1;
   CrashLoop crashLoop_;

@@ -142,26 +142,25 @@ void Pool::expireQueued(Job& job, Time now) {
 
 void Pool::dispatch(Time now) {
   while (!queue_.empty()) {
-    Worker* chosen = nullptr;
-    for (auto& [id, w] : workers_) {
-      if (w.state != WorkerState::kIdle || w.retirement == Retirement::kRetiringOverBound) continue;
-      if (!chosen || (chosen->retiring() && !w.retiring())) chosen = &w;
-      if (!w.retiring()) break;
-    }
-    if (!chosen) return;
+    // The lowest idle id not retiring, else the lowest idle retiring one still under its bounds.
+    const std::optional<WorkerId> next = index_.nextToDispatch();
+    if (!next) return;
+    Worker& chosen = workers_.at(*next);
     Job& job = jobs_.at(queue_.front());
     setJobState(job, JobState::kRunning, now);
-    job.worker = chosen->id;
-    chosen->job = job.id;
-    setWorkerState(*chosen, WorkerState::kBusy, now);
-    chosen->jobDeadline = now + job.timeout;
-    if (job.deadline && *job.deadline < chosen->jobDeadline) chosen->jobDeadline = *job.deadline;
-    chosen->pidsEventsAtDispatch = chosen->latestSample ? chosen->latestSample->pidsMaxEvents : 0;
-    chosen->lastProgressAt = now;
-    chosen->lastBeatAt = now;
-    chosen->lastBeat.reset();
-    chosen->jobEndSample.reset();
-    actions_.push_back(SendJob{chosen->id, job.id, job.payload});
+    job.worker = chosen.id;
+    chosen.job = job.id;
+    // The busy deadline (deadlineFor) is computed from these: set them before the state change
+    // files the worker's deadline in the index.
+    chosen.jobDeadline = now + job.timeout;
+    if (job.deadline && *job.deadline < chosen.jobDeadline) chosen.jobDeadline = *job.deadline;
+    chosen.lastProgressAt = now;
+    chosen.pidsEventsAtDispatch = chosen.latestSample ? chosen.latestSample->pidsMaxEvents : 0;
+    chosen.lastBeatAt = now;
+    chosen.lastBeat.reset();
+    chosen.jobEndSample.reset();
+    setWorkerState(chosen, WorkerState::kBusy, now);
+    actions_.push_back(SendJob{chosen.id, job.id, job.payload});
   }
 }
 

@@ -19,6 +19,11 @@ Time Pool::busyDeadline(const Worker& w) const {
   return std::min(w.jobDeadline, w.lastProgressAt + policy_.hangAfter);
 }
 
+void Pool::recordProgress(Worker& w, Time now) {
+  w.lastProgressAt = now;
+  reindex(w);  // with hang detection, progress pushes the busy deadline out
+}
+
 std::string Pool::hangCause(const Worker& w, Time now) const {
   const Duration quiet = now - w.lastBeatAt;
   if (quiet >= policy_.hangAfter) {
@@ -45,7 +50,7 @@ void Pool::checkRecycleRules(Worker& w, Time now) {
     // bound is crossed or its next job would cross one: then it waits idle for the replacement.
     if (w.latestSample && w.retirement != Retirement::kRetiringOverBound &&
         nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed)) {
-      w.retirement = Retirement::kRetiringOverBound;
+      setRetirement(w, Retirement::kRetiringOverBound);
     }
     return;
   }
@@ -58,13 +63,18 @@ void Pool::checkRecycleRules(Worker& w, Time now) {
   }
 }
 
+void Pool::setRetirement(Worker& w, Retirement next) {
+  w.retirement = next;
+  reindex(w);  // a retiring worker leaves the live count and moves to another idle list
+}
+
 void Pool::recycle(Worker& w, RecycleCause cause, Time now) {
   if (w.retiring()) return;
   // A crossed bound (not a predicted one) or an exhausted worker takes no further job.
   const bool overBound = recycleCauseCrossedBound(cause) ||
                          (w.latestSample && nextJobWouldCross(*w.latestSample, w.history,
                                                               policy_.bounds, w.jobsServed));
-  w.retirement = overBound ? Retirement::kRetiringOverBound : Retirement::kRetiring;
+  setRetirement(w, overBound ? Retirement::kRetiringOverBound : Retirement::kRetiring);
   w.recycleCause = cause;
   const std::string word(recycleCauseName(cause));
   counters_.recycles++;

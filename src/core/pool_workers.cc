@@ -54,6 +54,7 @@ void Pool::setWorkerState(Worker& worker, WorkerState next, Time now) {
   }
   worker.state = next;
   worker.stateSince = now;  // the clock of every state's deadline (deadlineFor)
+  reindex(worker);          // so the deadline and idle indexes cannot drift from the state
 }
 
 // The one place a worker's deadline is decided: by its state, from when it entered it. A busy
@@ -95,9 +96,7 @@ void Pool::recordStartFailure(AttemptRecord record, Time now) {
   counters_.startFailures++;
   consecutiveStartFailures_++;
   lastStartFailure_ = std::move(record);
-  bool anyReady = std::any_of(workers_.begin(), workers_.end(), [](const auto& kv) {
-    return kv.second.state == WorkerState::kIdle || kv.second.state == WorkerState::kBusy;
-  });
+  const bool anyReady = index_.serving() > 0;  // idle or busy, retiring or not
   if (!anyReady && consecutiveStartFailures_ >= policy_.startFailureLimit) {
     unavailable_ = true;
     failQueued(Outcome::kUnavailable,
@@ -158,10 +157,8 @@ void Pool::beginStop(Worker& w, Time now) {
 }
 
 void Pool::expireDeadlines(Time now) {
-  std::vector<WorkerId> due;
-  for (auto& [id, w] : workers_) {
-    if (auto deadline = deadlineFor(w); deadline && *deadline <= now) due.push_back(id);
-  }
+  // Handled in id order; one step may end or change another worker, hence the re-check below.
+  const std::vector<WorkerId> due = index_.dueBy(now);
   for (WorkerId id : due) {
     Worker* w = findWorker(id);
     if (!w) continue;
@@ -239,29 +236,24 @@ void Pool::spawnMissing(Time now) {
     if (now < *spawnNotBefore_) return;
     spawnNotBefore_.reset();
   }
-  int live = 0;
-  for (const auto& [id, w] : workers_) {
-    live += !w.retiring() && w.state != WorkerState::kStopping && !isKilling(w.state);
-  }
-  for (; live < policy_.workers; ++live) {
+  // Live: not retiring, stopping or being killed (spawning and starting ones count).
+  for (auto live = static_cast<int>(index_.live()); live < policy_.workers; ++live) {
     Worker w;
     w.id = nextWorkerId_++;
     w.slot = freeSlot();
     w.startedAt = now;
     actions_.push_back(SpawnWorker{w.id, w.slot});
-    workers_.emplace(w.id, std::move(w));
+    auto [it, inserted] = workers_.emplace(w.id, std::move(w));
+    if (!inserted) invariantFailed("duplicate worker id");
+    reindex(it->second);
   }
 }
 
 void Pool::retireRecycled(Time now) {
-  int ready = 0;
-  for (const auto& [id, w] : workers_) {
-    ready += !w.retiring() && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
-  }
-  for (auto& [id, w] : workers_) {
-    if (!w.retiring() || w.state != WorkerState::kIdle) continue;
-    if (ready >= policy_.workers || shuttingDown_) beginStop(w, now);
-  }
+  // A retiring worker stops once its replacements are ready (stopping it changes no ready
+  // count: retiring workers are not ready), or at once when shutting down.
+  if (static_cast<int>(index_.ready()) < policy_.workers && !shuttingDown_) return;
+  for (WorkerId id : index_.idleRetiring()) beginStop(workers_.at(id), now);
 }
 
 void Pool::driveShutdown(Time now) {
@@ -275,9 +267,7 @@ void Pool::driveShutdown(Time now) {
       }
     }
   }
-  const bool anyoneCanServe = std::any_of(workers_.begin(), workers_.end(), [](const auto& kv) {
-    return kv.second.state == WorkerState::kIdle || kv.second.state == WorkerState::kBusy;
-  });
+  const bool anyoneCanServe = index_.serving() > 0;  // idle or busy, retiring or not
   if (!anyoneCanServe) {
     failQueued(Outcome::kCancelled, "the supervisor shut down with no worker left to run the job",
                now);

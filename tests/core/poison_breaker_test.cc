@@ -27,6 +27,8 @@ class PolicyTest : public ::testing::Test {
   }
   std::vector<Action> feed(Event e) {
     last_ = pool_->handle(e, now_);
+    // The worker indexes (idle lists, deadlines, counts) must equal a full scan after any event.
+    EXPECT_EQ(pool_->indexProblems(), "") << "after event #" << e.index();
     for (const auto& f : only<FinishJob>(last_)) finished_.push_back(f.report);
     for (const auto& s : only<SpawnWorker>(last_)) spawning_.push_back(s.worker);
     return last_;

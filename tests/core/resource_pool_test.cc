@@ -29,6 +29,8 @@ class ResourcePoolTest : public ::testing::Test {
 
   std::vector<Action> feed(Event e) {
     last_ = pool_->handle(e, now_);
+    // The worker indexes (idle lists, deadlines, counts) must equal a full scan after any event.
+    EXPECT_EQ(pool_->indexProblems(), "") << "after event #" << e.index();
     for (const auto& f : only<FinishJob>(last_)) finished_.push_back(f.report);
     dumps_ += count<DumpStacks>(last_);
     return last_;

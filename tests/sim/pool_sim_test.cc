@@ -1,6 +1,8 @@
 // Randomized fault simulation of core::Pool: thousands of jobs against simulated workers that
 // crash, hang, ignore SIGTERM, send bad frames, fail to start, or answer late. A failing seed
-// prints its number and the tail of the event trace so it can be replayed.
+// prints its number and the tail of the event trace so it can be replayed. The second mode adds
+// hang detection with heartbeats and resource samples that recycle growing workers, so the
+// pool's worker indexes (checked after every event) see deadlines move and retirements.
 
 #include <gtest/gtest.h>
 
@@ -26,7 +28,13 @@ struct SimWorker {
   bool alive = true;
   bool ignoresTerm = false;
   std::optional<JobId> job;
+  std::uint64_t rssBytes = 0;  // grows with each job in the heartbeats-and-recycling mode
 };
+
+// Adds hang detection (heartbeats from long jobs) and RSS samples against a bound.
+enum class Mode { kFaults, kHeartbeatsAndRecycling };
+
+constexpr std::uint64_t kMiB = 1 << 20;
 
 struct Scheduled {
   Time at;
@@ -37,7 +45,8 @@ struct Scheduled {
 
 class Simulation {
  public:
-  Simulation(unsigned seed, int jobs) : rng_(seed), jobsToSubmit_(jobs) {
+  Simulation(unsigned seed, int jobs, Mode mode = Mode::kFaults)
+      : rng_(seed), jobsToSubmit_(jobs), mode_(mode) {
     policy_.name = "sim";
     policy_.workers = 1 + static_cast<int>(rng_() % 4);
     policy_.queueLimit = 50;
@@ -50,6 +59,11 @@ class Simulation {
     policy_.killWait = 2s;
     policy_.stopGrace = 1s;
     policy_.shutdownTimeout = 20s;
+    if (mode_ == Mode::kHeartbeatsAndRecycling) {
+      policy_.hangAfter = 800ms;
+      policy_.bounds.maxRssBytes = 100 * kMiB;
+      policy_.poisonAfter = 0;  // every job has the same payload: keep them all running
+    }
     pool_ = std::make_unique<Pool>(policy_, now_);
   }
 
@@ -62,6 +76,10 @@ class Simulation {
     }
     // Shut down after all jobs were submitted and had time to run.
     schedule(at + 60s, [this] { feed(ShutdownRequested{}); });
+    if (mode_ == Mode::kHeartbeatsAndRecycling) {
+      // The shell's periodic sampling: idle workers over the bound are recycled between jobs.
+      for (Time t = now_ + 1s; t < at + 60s; t += 1s) schedule(t, [this] { sampleAll(); });
+    }
     std::uint64_t steps = 0;
     while (!pool_->stopped()) {
       ASSERT_LT(++steps, 5'000'000u) << "simulation does not converge";
@@ -97,7 +115,7 @@ class Simulation {
         EXPECT_EQ(report.attempts.back().outcome, Outcome::kOk);
       }
       if (report.outcome == Outcome::kHandlerError) {
-        EXPECT_EQ(report.attempts.size(), 1u + crashesBefore(report))
+        EXPECT_EQ(report.attempts.size(), 1u + retriedFailures(report))
             << "handler errors never retry";
       }
     }
@@ -110,6 +128,8 @@ class Simulation {
     EXPECT_EQ(readyAtQuiet_, static_cast<std::size_t>(policy_.workers)) << trace();
   }
 
+  std::uint64_t recycles() const { return pool_->counters().recycles; }
+
   std::map<Outcome, int> tally() const {
     std::map<Outcome, int> t;
     for (const auto& [id, o] : outcomes_) t[o]++;
@@ -117,9 +137,10 @@ class Simulation {
   }
 
  private:
-  std::size_t crashesBefore(const JobReport& r) const {
+  // Attempts that failed the infrastructure's way (crashed, hung...): the ones retried.
+  std::size_t retriedFailures(const JobReport& r) const {
     std::size_t n = 0;
-    for (const auto& a : r.attempts) n += a.outcome == Outcome::kCrashed;
+    for (const auto& a : r.attempts) n += isInfrastructureFailure(a.outcome);
     return n;
   }
 
@@ -154,6 +175,8 @@ class Simulation {
          << "ms event#" << e.index();
     log(line.str());
     apply(pool_->handle(e, now_));
+    // After every event, faults included: the worker indexes equal a full scan of the workers.
+    ASSERT_EQ(pool_->indexProblems(), "") << trace();
     std::size_t ready = 0;
     for (const auto& v : pool_->workers())
       ready += v.state == WorkerState::kIdle || v.state == WorkerState::kBusy;
@@ -176,6 +199,8 @@ class Simulation {
     }
     workers_[a.worker] = SimWorker{};
     workers_[a.worker].ignoresTerm = rng_() % 5 == 0;
+    if (mode_ == Mode::kHeartbeatsAndRecycling)
+      workers_[a.worker].rssBytes = (40 + rng_() % 20) * kMiB;
     schedule(now_, [this, id = a.worker] { feed(WorkerSpawned{id, static_cast<int>(id) + 100}); });
     Duration startup = std::chrono::milliseconds(50 + rng_() % 1500);
     if (r < 5) {
@@ -209,12 +234,23 @@ class Simulation {
     if (fate == Fate::kSlowOk) run = std::chrono::milliseconds(1500 + rng_() % 1500);
     WorkerId id = a.worker;
     JobId job = a.job;
+    if (mode_ == Mode::kHeartbeatsAndRecycling && fate != Fate::kHang) {
+      // A live job beats every 300 ms with new progress: slow jobs outlive hang_after by it.
+      std::uint64_t progress = 0;
+      for (Duration t = 300ms; t < run; t += 300ms) {
+        schedule(now_ + t, [this, id, job, p = ++progress] {
+          if (workers_[id].alive && workers_[id].job == job)
+            feed(WorkerHeartbeat{id, job, p, 0.0, ""});
+        });
+      }
+    }
     switch (fate) {
       case Fate::kOk:
       case Fate::kSlowOk:
         schedule(now_ + run, [this, id, job] {
           if (!workers_[id].alive || workers_[id].job != job) return;
           workers_[id].job.reset();
+          sampleAfterJob(id);
           feed(JobResultReceived{id, job, ResultKind::kBytes, testlib::payload("r")});
         });
         break;
@@ -222,6 +258,7 @@ class Simulation {
         schedule(now_ + run, [this, id, job] {
           if (!workers_[id].alive || workers_[id].job != job) return;
           workers_[id].job.reset();
+          sampleAfterJob(id);
           feed(JobErrorReceived{id, job, {"ValueError", "m", "tb"}});
         });
         break;
@@ -276,6 +313,32 @@ class Simulation {
     reports_[r.jobId] = r;
   }
 
+  // As the shell does right after a job ends, before its result: the worker grew a little.
+  void sampleAfterJob(WorkerId id) {
+    if (mode_ != Mode::kHeartbeatsAndRecycling) return;
+    workers_[id].rssBytes += (rng_() % 6) * kMiB;
+    feed(WorkerSampled{id, sampleOf(id), true});
+  }
+
+  void sampleAll() {
+    std::vector<WorkerId> alive;
+    for (const auto& [id, w] : workers_) {
+      if (w.alive) alive.push_back(id);
+    }
+    for (WorkerId id : alive) {
+      feed(WorkerSampled{id, sampleOf(id), false});
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+  }
+
+  ResourceSample sampleOf(WorkerId id) {
+    ResourceSample s;
+    s.rssBytes = workers_[id].rssBytes;
+    s.threads = 2;
+    s.fds = 8;
+    return s;
+  }
+
   void die(WorkerId id, std::optional<int> signal, std::optional<int> code) {
     auto& w = workers_[id];
     if (!w.alive) return;
@@ -301,6 +364,7 @@ class Simulation {
 
   std::mt19937_64 rng_;
   int jobsToSubmit_;
+  Mode mode_;
   PoolPolicy policy_;
   std::unique_ptr<Pool> pool_;
   Time now_{std::chrono::seconds(1)};
@@ -334,6 +398,25 @@ TEST(PoolSimulation, EveryJobGetsExactlyOneOutcomeUnderRandomFaults) {
   EXPECT_GT(total[Outcome::kHandlerError], 100);
   EXPECT_GT(total[Outcome::kCrashed] + total[Outcome::kTimedOut], 100);
   EXPECT_GT(total[Outcome::kTimedOut], 10);
+}
+
+TEST(PoolSimulation, IndexesHoldUnderHeartbeatsHangsAndRecycling) {
+  std::map<Outcome, int> total;
+  std::uint64_t recycles = 0;
+  for (unsigned seed = 1; seed <= 30; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    Simulation sim(seed, 500, Mode::kHeartbeatsAndRecycling);
+    sim.run();
+    if (HasFatalFailure()) return;
+    sim.checkInvariants();
+    sim.checkCapacityRestored();
+    for (auto [o, n] : sim.tally()) total[o] += n;
+    recycles += sim.recycles();
+  }
+  // Hang detection and the RSS bound must both have acted, or this mode tests nothing new.
+  EXPECT_GT(total[Outcome::kHung], 10);
+  EXPECT_GT(recycles, 100u);
+  EXPECT_GT(total[Outcome::kOk], 5000);
 }
 
 }  // namespace

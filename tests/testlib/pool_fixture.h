@@ -54,6 +54,8 @@ class PoolFixture : public ::testing::Test {
 
   std::vector<Action> feed(Event e) {
     last_ = pool_->handle(e, now_);
+    // The worker indexes (idle lists, deadlines, counts) must equal a full scan after any event.
+    EXPECT_EQ(pool_->indexProblems(), "") << "after event #" << e.index();
     for (const auto& f : only<FinishJob>(last_)) finished_.push_back(f.report);
     return last_;
   }

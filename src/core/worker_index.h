@@ -1,0 +1,67 @@
+#pragma once
+// The pool's worker indexes (issue 12, "O(1) dispatch"): which workers are idle, whose deadline
+// comes first, and how many count as live, ready or serving, kept up to date as workers change
+// instead of recomputed by scanning every worker on every event.
+// Owns: the index structures and the counts. May not touch: what a worker's entry is (Pool
+// decides, in pool_index.cc, from its state, retirement and deadline) or when it changes.
+
+#include <cstddef>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/events.h"
+#include "core/time.h"
+
+namespace bulkhead::core {
+
+// Which idle list a worker is on; dispatch prefers kServing and never picks kRetiringOverBound.
+enum class IdleKind { kNotIdle, kServing, kRetiring, kRetiringOverBound };
+
+// Everything the indexes hold about one worker, derived from its fields (Pool::indexEntryFor).
+struct WorkerIndexEntry {
+  std::optional<Time> deadline;  // when its current state times out
+  bool live = false;             // counts towards the target: not retiring, stopping or killed
+  bool ready = false;            // idle or busy and not retiring
+  bool serving = false;          // idle or busy, retiring or not
+  IdleKind idle = IdleKind::kNotIdle;
+
+  bool operator==(const WorkerIndexEntry&) const = default;
+};
+
+class WorkerIndex {
+ public:
+  void add(WorkerId id, const WorkerIndexEntry& entry);
+  void remove(WorkerId id, const WorkerIndexEntry& entry);
+
+  std::optional<Time> nextDeadline() const;
+  // Workers whose deadline is at or before `now`, in id order (the order events are handled in).
+  std::vector<WorkerId> dueBy(Time now) const;
+  // Who takes the next job: the lowest id that is idle and not retiring, else the lowest id that
+  // is idle and retiring but under its bounds.
+  std::optional<WorkerId> nextToDispatch() const;
+  // Idle retiring workers, over a bound or not, in id order: those retireRecycled() may stop.
+  std::vector<WorkerId> idleRetiring() const;
+
+  std::size_t live() const { return live_; }
+  std::size_t ready() const { return ready_; }
+  std::size_t serving() const { return serving_; }
+
+  // Empty when both indexes hold the same workers the same way; else what differs (for tests).
+  std::string differenceFrom(const WorkerIndex& other) const;
+
+ private:
+  std::set<WorkerId>& idleSet(IdleKind kind);
+
+  std::set<std::pair<Time, WorkerId>> deadlines_;
+  std::set<WorkerId> idleServing_;
+  std::set<WorkerId> idleRetiring_;
+  std::set<WorkerId> idleOverBound_;
+  std::size_t live_ = 0;
+  std::size_t ready_ = 0;
+  std::size_t serving_ = 0;
+};
+
+}  // namespace bulkhead::core
