@@ -288,6 +288,9 @@ class _Zygote(object):
                 os.close(fd)
             self._fds = []
             self._adopt_parent_death()
+            # Everything that does not depend on the FORK request is done now, while nobody
+            # waits for this process: a replacement then starts straight from HELLO.
+            _reseed()
             request, fds = bytearray(), []
             while True:
                 data = _recv_with_fds(channel, fds)
@@ -326,7 +329,6 @@ class _Zygote(object):
             self._prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
         if rlimit_as > 0:
             resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
-        _reseed()
 
     def _adopt_parent_death(self):
         """Wait to be reparented to the supervisor, then die with it (PR_SET_PDEATHSIG)."""
@@ -358,19 +360,31 @@ def _recv_with_fds(sock, fds):
 
 def _reseed():
     """Forked workers would share the zygote's random streams: give each its own, as a spawned
-    worker has (Python's random module reseeds itself at fork)."""
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
+    worker has (Python's random module reseeds itself at fork).
+
+    Only the generators that exist, and only what a module already imported: numpy's global
+    RandomState, torch's CPU generator, and torch's GPU generators only on a CUDA/ROCm build.
+    Not ``torch.seed()``: it also queues a lazy CUDA seeding, even on a CPU-only build, and
+    each queued call captures the caller's stack (traceback.format_stack reads source files):
+    10-35 ms in a fresh fork.  Runs in the spare, before a FORK needs it (_spare_main)."""
+    random = sys.modules.get("numpy.random")
+    if random is not None:
         try:
-            numpy.random.seed()
-        except Exception:  # noqa: BLE001
+            random.seed()
+        except Exception:  # noqa: BLE001 - a broken numpy is the handler's problem, not ours
             pass
     torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            torch.seed()
-        except Exception:  # noqa: BLE001
-            pass
+    if torch is None:
+        return
+    try:
+        seed = torch.default_generator.seed()
+        version = getattr(torch, "version", None)
+        if getattr(version, "cuda", None) or getattr(version, "hip", None):
+            # CUDA is never initialised in a zygote (fork_hazards refuses), so this is queued
+            # and applied when the worker first uses CUDA, as torch.seed() would.
+            torch.cuda.manual_seed_all(seed)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def main(environ=None):
