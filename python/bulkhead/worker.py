@@ -261,11 +261,12 @@ class _Worker(object):
 
     # -- start-up
 
-    def start(self, environ, loaded=None):
+    def start(self, environ, loaded=None, on_ready=None):
         """HELLO, import handler and preload (unless ``loaded``), run init, READY.
 
         ``loaded`` is ``(handler, preloaded)`` when a zygote did the importing and the preload
-        before forking this process.  Returns False after START_FAILED.
+        before forking this process; ``on_ready()`` is called once READY is sent (the zygote's
+        worker uses it to tell the zygote).  Returns False after START_FAILED.
         """
         send_hello(self.send)
         started = _perf_counter()
@@ -286,6 +287,8 @@ class _Worker(object):
         now = _perf_counter()
         self.send(READY, 0, b'{"preload_seconds":%.6f,"init_seconds":%.6f}'
                   % (preloaded_at - started, now - preloaded_at))
+        if on_ready is not None:
+            on_ready()
         return True
 
     # -- jobs
@@ -423,10 +426,11 @@ def control_socket(environ):
     return sock
 
 
-def main(environ=None, loaded=None):
+def main(environ=None, loaded=None, on_ready=None):
     """Run a worker process to completion; never returns (exits with the codes listed above).
 
-    ``loaded``: ``(handler, preloaded)`` in a process forked by the zygote (bulkhead.zygote).
+    ``loaded``: ``(handler, preloaded)`` in a process forked by the zygote (bulkhead.zygote);
+    ``on_ready``: called once READY is sent.
     """
     if environ is None:
         environ = os.environ
@@ -438,7 +442,7 @@ def main(environ=None, loaded=None):
                      worker_id=environ.get("BULKHEAD_WORKER_ID", ""),
                      max_frame=_env_int(environ, "BULKHEAD_MAX_FRAME", DEFAULT_MAX_PAYLOAD),
                      heartbeat_interval=_env_interval(environ, "BULKHEAD_HEARTBEAT_INTERVAL"))
-    if not worker.start(environ, loaded):
+    if not worker.start(environ, loaded, on_ready):
         _exit(EXIT_START_FAILED)
     try:
         worker.serve()

@@ -12,10 +12,14 @@ Each worker is forked twice (zygote -> short-lived middle process -> worker) so 
 reparented to the supervisor, a child subreaper: the supervisor reaps it, holds a pidfd for it and
 signals its process group exactly as for a spawned worker, and the zygote has no children to wait
 for.  The double fork of a process holding a model costs tens of milliseconds, so it is done ahead
-of time: the zygote always keeps one *spare*, forked, reparented and waiting on a private socket.
+of time: the zygote always keeps one *spare*, forked, reparented, reseeded and waiting on a
+private socket.
 A FORK hands the fds to the spare, answers ``FORKED {"pid"}`` at once (the pid already belongs to
-a child of the supervisor) and then forks the next spare.  A spare whose zygote dies sees EOF and
-exits.
+a child of the supervisor) and forks the next spare once the new worker is READY (it closes its
+end of the private socket then), or dies, or after _REPLENISH_WAIT, or at once if another FORK
+comes first: a fork of the whole zygote and the new spare's reseed would otherwise compete for
+the CPU with the replacement that a client is waiting for.  A spare whose zygote dies sees EOF
+and exits.
 
 Before every fork it checks that forking is safe: one thread only (a child forked while an
 OpenMP/MKL/thread pool exists hangs in its first parallel region: a lock a pool thread held is
@@ -33,10 +37,11 @@ import gc
 import json
 import os
 import resource
+import select
 import sys
 import time
-from _socket import (AF_UNIX, CMSG_SPACE, MSG_CTRUNC, SCM_RIGHTS, SOCK_STREAM, SOL_SOCKET,
-                     socketpair)
+from _socket import (AF_UNIX, CMSG_SPACE, MSG_CTRUNC, SCM_RIGHTS, SHUT_WR, SOCK_STREAM,
+                     SOL_SOCKET, socketpair)
 from array import array
 
 from . import worker as _worker
@@ -48,6 +53,7 @@ __all__ = ["main", "fork_hazards"]
 _MAX_FDS_PER_READ = 64
 _THREADS_SETTLE = 0.5           # extra threads get this long to end before a fork is refused
 _REPARENT_WAIT = 5.0            # a forked worker waits this long to be handed to the supervisor
+_REPLENISH_WAIT = 1.0           # the next spare is forked after the new worker's READY, or this
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 _SIGKILL = 9
@@ -133,6 +139,7 @@ class _Zygote(object):
         self._supervisor = os.getppid()
         self._loaded = None
         self._spare = None          # (pid, socket): forked ahead, waiting for a worker's fds
+        self._starting = None       # (deadline, socket) of the last worker handed out, until READY
         self._why_no_spare = ("OSError", "no spare worker", False)
         libc = ctypes.CDLL(None, use_errno=True)
         self._prctl = libc.prctl
@@ -173,6 +180,7 @@ class _Zygote(object):
 
     def serve(self):
         while True:
+            self._replenish_when_idle()
             frame = self.read_frame()
             if frame is None or frame.type == SHUTDOWN:
                 return
@@ -196,7 +204,9 @@ class _Zygote(object):
         """Give the spare the worker's fds and the FORK body, answer FORKED, make a new spare.
 
         The spare was forked (twice) ahead of time and already belongs to the supervisor, so the
-        answer does not wait for a fork: a crashed worker's replacement starts at once."""
+        answer does not wait for a fork: a crashed worker's replacement starts at once.  The next
+        spare is forked later (_replenish_when_idle), or here when a FORK finds none."""
+        self._forget_starting()
         try:
             for _ in range(2):              # a spare that died meanwhile is replaced once
                 if self._spare is None:
@@ -208,10 +218,12 @@ class _Zygote(object):
                 self._spare = None
                 try:
                     channel.sendmsg([body], [(SOL_SOCKET, SCM_RIGHTS, array("i", fds).tobytes())])
+                    channel.shutdown(SHUT_WR)   # the spare reads the request up to this EOF
                 except OSError:
+                    channel.close()
                     continue                # it is gone; the supervisor reaps it
-                finally:
-                    channel.close()         # the spare reads the request up to this EOF
+                # Its end closes when it has sent READY (or when it dies).
+                self._starting = (time.monotonic() + _REPLENISH_WAIT, channel)
                 self.send(FORKED, request_id, b'{"pid":%d}' % pid)
                 break
             else:
@@ -221,7 +233,27 @@ class _Zygote(object):
         finally:
             for fd in fds:
                 os.close(fd)
-        self._replenish()
+
+    def _replenish_when_idle(self):
+        """Fork the next spare once the last worker handed out is READY or dead (EOF on its
+        socket), after _REPLENISH_WAIT at the latest; return early, without one, when the
+        supervisor sends something first (a FORK then forks the spare it needs)."""
+        if self._starting is None:
+            return
+        deadline, channel = self._starting
+        decoder = self._decoder
+        if not (decoder.buffered or decoder.eof):     # else a frame is already on its way
+            wait = max(0.0, deadline - time.monotonic())
+            if self._sock in select.select([self._sock, channel], [], [], wait)[0]:
+                return
+        self._forget_starting()
+        if self._spare is None:
+            self._replenish()
+
+    def _forget_starting(self):
+        if self._starting is not None:
+            self._starting[1].close()
+            self._starting = None
 
     def _replenish(self):
         """Fork the next spare: a worker-to-be, reparented to the supervisor, waiting for fds."""
@@ -297,7 +329,6 @@ class _Zygote(object):
                 if not data:
                     break
                 request += data
-            channel.close()
             if not request:
                 os._exit(_worker.EXIT_OK)   # the zygote went away before it needed us
             request = json.loads(bytes(request))
@@ -305,7 +336,8 @@ class _Zygote(object):
         except BaseException as exc:  # noqa: B036
             _worker._warn("forked worker setup failed: %s: %s" % (type(exc).__name__, exc))
             os._exit(_worker.EXIT_ENVIRONMENT)
-        _worker.main(os.environ, loaded=self._loaded)
+        # Closing the channel after READY tells the zygote it may fork the next spare now.
+        _worker.main(os.environ, loaded=self._loaded, on_ready=channel.close)
 
     def _become_worker(self, fds, env, rlimit_as):
         # Received fds take the lowest free numbers, which may be targets: move them all above
