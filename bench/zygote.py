@@ -62,7 +62,7 @@ from benchlib import (BIN, HANDLERS, PYTHON, begin_run, fmt, git_desc, loadavg, 
 benchlib.set_log_tag("zygote")
 
 POOL = "cnn"
-TARGET_MS = 15.0            # crash -> replacement ready p50, zygote-warm (issue 12; was 20, issue 5)
+TARGET_MS = 15.0            # crash -> replacement ready p50, zygote-warm (issue 12; issue 5: 20)
 READY_DEADLINE_S = 180      # 8 spawn workers import torch and fill 200 MB each on 2 CPUs
 JOB_TIMEOUT_S = 60          # client side, per HTTP request
 CYCLE_DEADLINE_S = 60       # a replacement that is not ready by then is an error
