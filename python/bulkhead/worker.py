@@ -261,12 +261,11 @@ class _Worker(object):
 
     # -- start-up
 
-    def start(self, environ, loaded=None, on_ready=None):
+    def start(self, environ, loaded=None):
         """HELLO, import handler and preload (unless ``loaded``), run init, READY.
 
         ``loaded`` is ``(handler, preloaded)`` when a zygote did the importing and the preload
-        before forking this process; ``on_ready()`` is called once READY is sent (the zygote's
-        worker uses it to tell the zygote).  Returns False after START_FAILED.
+        before forking this process.  Returns False after START_FAILED.
         """
         send_hello(self.send)
         started = _perf_counter()
@@ -287,19 +286,22 @@ class _Worker(object):
         now = _perf_counter()
         self.send(READY, 0, b'{"preload_seconds":%.6f,"init_seconds":%.6f}'
                   % (preloaded_at - started, now - preloaded_at))
-        if on_ready is not None:
-            on_ready()
         return True
 
     # -- jobs
 
-    def serve(self):
-        """Run jobs until SHUTDOWN or EOF."""
+    def serve(self, on_first_answer=None):
+        """Run jobs until SHUTDOWN or EOF; call ``on_first_answer()`` once the first job is
+        answered (a zygote's worker tells the zygote so)."""
         handler = self._handler
         send = self.send
         pool, worker_id, preloaded = self._pool, self._worker_id, self._preloaded
         heartbeat = self._heartbeat     # None: heartbeats off, nothing to do per job
+        job_id = None
         while True:
+            if on_first_answer is not None and job_id is not None:
+                on_first_answer()
+                on_first_answer = None
             frame = self.read_frame()
             if frame is None or frame.type == SHUTDOWN:
                 return
@@ -426,11 +428,11 @@ def control_socket(environ):
     return sock
 
 
-def main(environ=None, loaded=None, on_ready=None):
+def main(environ=None, loaded=None, on_first_answer=None):
     """Run a worker process to completion; never returns (exits with the codes listed above).
 
     ``loaded``: ``(handler, preloaded)`` in a process forked by the zygote (bulkhead.zygote);
-    ``on_ready``: called once READY is sent.
+    ``on_first_answer``: called once the first job's answer is sent.
     """
     if environ is None:
         environ = os.environ
@@ -442,10 +444,10 @@ def main(environ=None, loaded=None, on_ready=None):
                      worker_id=environ.get("BULKHEAD_WORKER_ID", ""),
                      max_frame=_env_int(environ, "BULKHEAD_MAX_FRAME", DEFAULT_MAX_PAYLOAD),
                      heartbeat_interval=_env_interval(environ, "BULKHEAD_HEARTBEAT_INTERVAL"))
-    if not worker.start(environ, loaded, on_ready):
+    if not worker.start(environ, loaded):
         _exit(EXIT_START_FAILED)
     try:
-        worker.serve()
+        worker.serve(on_first_answer)
     except ProtocolError as exc:
         _warn("protocol error from the supervisor: %s" % exc)
         _exit(EXIT_PROTOCOL_ERROR)

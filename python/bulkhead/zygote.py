@@ -15,11 +15,11 @@ for.  The double fork of a process holding a model costs tens of milliseconds, s
 of time: the zygote always keeps one *spare*, forked, reparented, reseeded and waiting on a
 private socket.
 A FORK hands the fds to the spare, answers ``FORKED {"pid"}`` at once (the pid already belongs to
-a child of the supervisor) and forks the next spare once the new worker is READY (it closes its
-end of the private socket then), or dies, or after _REPLENISH_WAIT, or at once if another FORK
-comes first: a fork of the whole zygote and the new spare's reseed would otherwise compete for
-the CPU with the replacement that a client is waiting for.  A spare whose zygote dies sees EOF
-and exits.
+a child of the supervisor) and forks the next spare once the new worker has answered its first
+job (it closes its end of the private socket then), or died, or after _REPLENISH_WAIT, or at once
+if another FORK comes first: a fork of the whole zygote and the new spare's reseed would
+otherwise compete for the CPU with the replacement and the job a client is waiting for (after a
+crash, its retry or the next job in the queue).  A spare whose zygote dies sees EOF and exits.
 
 Before every fork it checks that forking is safe: one thread only (a child forked while an
 OpenMP/MKL/thread pool exists hangs in its first parallel region: a lock a pool thread held is
@@ -53,7 +53,7 @@ __all__ = ["main", "fork_hazards"]
 _MAX_FDS_PER_READ = 64
 _THREADS_SETTLE = 0.5           # extra threads get this long to end before a fork is refused
 _REPARENT_WAIT = 5.0            # a forked worker waits this long to be handed to the supervisor
-_REPLENISH_WAIT = 1.0           # the next spare is forked after the new worker's READY, or this
+_REPLENISH_WAIT = 0.5           # the next spare: after the new worker's first answer, or this
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 _SIGKILL = 9
@@ -139,7 +139,7 @@ class _Zygote(object):
         self._supervisor = os.getppid()
         self._loaded = None
         self._spare = None          # (pid, socket): forked ahead, waiting for a worker's fds
-        self._starting = None       # (deadline, socket) of the last worker handed out, until READY
+        self._starting = None       # (deadline, socket) of the last worker handed out
         self._why_no_spare = ("OSError", "no spare worker", False)
         libc = ctypes.CDLL(None, use_errno=True)
         self._prctl = libc.prctl
@@ -222,7 +222,7 @@ class _Zygote(object):
                 except OSError:
                     channel.close()
                     continue                # it is gone; the supervisor reaps it
-                # Its end closes when it has sent READY (or when it dies).
+                # Its end closes when it has answered its first job (or when it dies).
                 self._starting = (time.monotonic() + _REPLENISH_WAIT, channel)
                 self.send(FORKED, request_id, b'{"pid":%d}' % pid)
                 break
@@ -235,9 +235,9 @@ class _Zygote(object):
                 os.close(fd)
 
     def _replenish_when_idle(self):
-        """Fork the next spare once the last worker handed out is READY or dead (EOF on its
-        socket), after _REPLENISH_WAIT at the latest; return early, without one, when the
-        supervisor sends something first (a FORK then forks the spare it needs)."""
+        """Fork the next spare once the last worker handed out has answered its first job or died
+        (EOF on its socket), after _REPLENISH_WAIT at the latest; return early, without one, when
+        the supervisor sends something first (a FORK then forks the spare it needs)."""
         if self._starting is None:
             return
         deadline, channel = self._starting
@@ -336,8 +336,8 @@ class _Zygote(object):
         except BaseException as exc:  # noqa: B036
             _worker._warn("forked worker setup failed: %s: %s" % (type(exc).__name__, exc))
             os._exit(_worker.EXIT_ENVIRONMENT)
-        # Closing the channel after READY tells the zygote it may fork the next spare now.
-        _worker.main(os.environ, loaded=self._loaded, on_ready=channel.close)
+        # Closing the channel after the first answer tells the zygote to fork the next spare.
+        _worker.main(os.environ, loaded=self._loaded, on_first_answer=channel.close)
 
     def _become_worker(self, fds, env, rlimit_as):
         # Received fds take the lowest free numbers, which may be targets: move them all above

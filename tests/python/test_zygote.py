@@ -123,8 +123,9 @@ def test_a_thread_pool_in_preload_is_refused_with_what_to_move(start_daemon):
 
 
 def test_the_next_spare_waits_for_the_new_worker_but_not_for_a_slow_init(start_daemon):
-    # The zygote forks the next spare once the worker it handed out is READY, so that the fork
-    # does not compete with it for the CPU; an init still running after 1 s does not hold it up.
+    # The zygote forks the next spare once the worker it handed out has answered its first job,
+    # so that the fork does not compete with it for the CPU; an init still running after 0.5 s
+    # does not hold it up.
     d = start_daemon({"z": _zygote_pool(workers=1, init=Z + "init_slow",
                                         startup_timeout="30s")})
     wait_until(lambda: [w for w in d.workers("z") if w.get("pid")], 10, "the worker forked")
@@ -132,7 +133,7 @@ def test_the_next_spare_waits_for_the_new_worker_but_not_for_a_slow_init(start_d
     while True:
         spares = _spares(d, "z")
         [worker] = d.workers("z")           # read after the spares: its age bounds theirs
-        if worker["age_s"] >= 0.8:
+        if worker["age_s"] >= 0.3:
             break
         early.append(spares)
         time.sleep(0.05)
