@@ -7,7 +7,8 @@
     #          --keep (keep the temp dir: configs, logs, result.md), --verbose (every crash),
     #          --latency-only (part 1's bulkhead rows only), --cases zygote-warm,zygote,spawn,
     #          --crashes N, --sdk-before DIR (before/after: each zygote case also runs with
-    #          the worker SDK in DIR, e.g. python/ of an older checkout, just before this tree's)
+    #          the worker SDK in DIR, e.g. python/ of an older checkout, just before this tree's),
+    #          --rounds R (every latency row R times, interleaved, samples pooled)
 
 1. Replacement after a crash, torch CNN preloaded (bench/handlers/zygote_cnn.py): a 1-worker pool,
    mode = "zygote" and mode = "spawn", retries = 0, poison_after = 0.  Each cycle: the worker has
@@ -277,28 +278,40 @@ def latency_runs(cfg):
 
 
 def run_latency(cfg, r):
+    """Every row once per round (--rounds); a row's samples are pooled over the rounds, so that
+    rows compared with each other saw the same spread of machine load."""
     rows = {}
-    for row, key, sdk in latency_runs(cfg):
-        mode, preload, init = LATENCY_CASES[key]
-        tag = "latency-" + key + ("-before" if sdk else "")
-        d = Daemon(cfg, tag, mode, 1, preload, init, sdk=sdk)
-        try:
-            took = d.start()
-            load = loadavg()
-            log("latency, %s: ready %.1f s after start; %d crashes (load %s)"
-                % (row, took, cfg["crashes"], load))
-            res = crash_cycles(cfg, d, cfg["crashes"])
-            res["load"], res["ready_s"] = load, took
-            log("  crashed->ready p50 %.1f ms p90 %.1f ms max %.1f ms; crashed->next job ok p50 "
-                "%.1f ms; answer->next ok p50 %.1f ms; %d errors"
-                % (pct(res["crash_ready"], 50), pct(res["crash_ready"], 90),
-                   1e3 * max(res["crash_ready"] or [float("nan")]), pct(res["crash_ok"], 50),
-                   pct(res["e2e"], 50), len(res["errors"])))
-            for e in res["errors"][:3]:
-                log("  error: " + e)
-            rows[row] = res
-        finally:
-            d.finish(r)
+    for rnd in range(cfg["rounds"]):
+        for row, key, sdk in latency_runs(cfg):
+            mode, preload, init = LATENCY_CASES[key]
+            tag = "latency-" + key + ("-before" if sdk else "") + (
+                "-%d" % (rnd + 1) if cfg["rounds"] > 1 else "")
+            d = Daemon(cfg, tag, mode, 1, preload, init, sdk=sdk)
+            try:
+                took = d.start()
+                load = loadavg()
+                log("latency, %s: ready %.1f s after start; %d crashes (load %s)%s"
+                    % (row, took, cfg["crashes"], load, ", round %d/%d" % (rnd + 1, cfg["rounds"])
+                       if cfg["rounds"] > 1 else ""))
+                res = crash_cycles(cfg, d, cfg["crashes"])
+                log("  crashed->ready p50 %.1f ms p90 %.1f ms max %.1f ms; crashed->next job ok "
+                    "p50 %.1f ms; answer->next ok p50 %.1f ms; %d errors"
+                    % (pct(res["crash_ready"], 50), pct(res["crash_ready"], 90),
+                       1e3 * max(res["crash_ready"] or [float("nan")]), pct(res["crash_ok"], 50),
+                       pct(res["e2e"], 50), len(res["errors"])))
+                for e in res["errors"][:3]:
+                    log("  error: " + e)
+                res["loads"], res["ready_s"] = [load], took
+                for k, v in rows.get(row, {}).items():
+                    if isinstance(v, list):
+                        res[k] = v + res.get(k, [])
+                rows[row] = res
+            finally:
+                d.finish(r)
+    for res in rows.values():
+        ones = [float(x.split()[0]) for x in res["loads"]]
+        res["load"] = res["loads"][0] if len(ones) == 1 else (
+            "%.2f-%.2f (1 min, %d rounds)" % (min(ones), max(ones), len(ones)))
     r["latency"] = rows
 
 
@@ -648,8 +661,9 @@ def report(r, cfg):
     targets = []
     lat = r.get("latency", {})
     if lat:
-        w("### Replacement after a crash (1-worker pool, torch CNN preloaded, %d crashes per mode)"
-          % cfg["crashes"])
+        w("### Replacement after a crash (1-worker pool, torch CNN preloaded, %d crashes per row%s)"
+          % (cfg["crashes"] * cfg["rounds"],
+             ", in %d interleaved rounds" % cfg["rounds"] if cfg["rounds"] > 1 else ""))
         w("")
         w("| system | crash → replacement ready p50 / p90 / max ms | crash → next job 200, "
           "p50 / p90 / max ms | crash → started (pid known) p50 ms | started → ready p50 ms (of "
@@ -863,6 +877,9 @@ def main():
     ap.add_argument("--cases", default=",".join(LATENCY_CASES),
                     help="latency cases to run, comma-separated (default: %(default)s)")
     ap.add_argument("--crashes", type=int, help="crashes per latency case (default 20; 5 quick)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every latency row this many times, interleaved, and pool the "
+                         "samples (for before/after on a machine whose load changes)")
     ap.add_argument("--sdk-before", metavar="DIR",
                     help="another worker SDK (a python/ directory, e.g. from `git worktree add "
                          "/tmp/old main`): each zygote case runs with it too, just before the "
@@ -878,6 +895,7 @@ def main():
     cfg = {"quick": q, "bin": os.path.abspath(args.bin), "verbose": args.verbose,
            "crashes": args.crashes or (5 if q else 20), "peer_crashes": 5 if q else 20,
            "gap_s": 0.2, "mem_workers": 8, "fork_ref_n": 10 if q else 20, "cases": cases,
+           "rounds": max(1, args.rounds),
            "latency_only": args.latency_only, "sdk_before": None, "sdk_before_desc": ""}
     if not os.path.exists(cfg["bin"]):
         sys.exit("bench: %s not built (bash scripts/build.sh)" % cfg["bin"])
