@@ -290,15 +290,20 @@ class _Worker(object):
 
     # -- jobs
 
-    def serve(self):
-        """Run jobs until SHUTDOWN or EOF."""
+    def serve(self, on_first_answer=None):
+        """Run jobs until SHUTDOWN or EOF; call ``on_first_answer()`` once the first job is
+        answered (a zygote's worker tells the zygote so)."""
         handler = self._handler
         send = self.send
         as_view = wants_memoryview(handler)
         self._decoder.large_bodies_as_views = as_view
         pool, worker_id, preloaded = self._pool, self._worker_id, self._preloaded
         heartbeat = self._heartbeat     # None: heartbeats off, nothing to do per job
+        job_id = None
         while True:
+            if on_first_answer is not None and job_id is not None:
+                on_first_answer()
+                on_first_answer = None
             frame = self.read_frame()
             if frame is None or frame.type == SHUTDOWN:
                 return
@@ -461,10 +466,11 @@ def control_socket(environ):
     return sock
 
 
-def main(environ=None, loaded=None):
+def main(environ=None, loaded=None, on_first_answer=None):
     """Run a worker process to completion; never returns (exits with the codes listed above).
 
-    ``loaded``: ``(handler, preloaded)`` in a process forked by the zygote (bulkhead.zygote).
+    ``loaded``: ``(handler, preloaded)`` in a process forked by the zygote (bulkhead.zygote);
+    ``on_first_answer``: called once the first job's answer is sent.
     """
     if environ is None:
         environ = os.environ
@@ -479,7 +485,7 @@ def main(environ=None, loaded=None):
     if not worker.start(environ, loaded):
         _exit(EXIT_START_FAILED)
     try:
-        worker.serve()
+        worker.serve(on_first_answer)
     except ProtocolError as exc:
         _warn("protocol error from the supervisor: %s" % exc)
         _exit(EXIT_PROTOCOL_ERROR)

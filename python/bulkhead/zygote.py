@@ -12,10 +12,14 @@ Each worker is forked twice (zygote -> short-lived middle process -> worker) so 
 reparented to the supervisor, a child subreaper: the supervisor reaps it, holds a pidfd for it and
 signals its process group exactly as for a spawned worker, and the zygote has no children to wait
 for.  The double fork of a process holding a model costs tens of milliseconds, so it is done ahead
-of time: the zygote always keeps one *spare*, forked, reparented and waiting on a private socket.
+of time: the zygote always keeps one *spare*, forked, reparented, reseeded and waiting on a
+private socket.
 A FORK hands the fds to the spare, answers ``FORKED {"pid"}`` at once (the pid already belongs to
-a child of the supervisor) and then forks the next spare.  A spare whose zygote dies sees EOF and
-exits.
+a child of the supervisor) and forks the next spare once the new worker has answered its first
+job (it closes its end of the private socket then), or died, or after _REPLENISH_WAIT, or at once
+if another FORK comes first: a fork of the whole zygote and the new spare's reseed would
+otherwise compete for the CPU with the replacement and the job a client is waiting for (after a
+crash, its retry or the next job in the queue).  A spare whose zygote dies sees EOF and exits.
 
 Before every fork it checks that forking is safe: one thread only (a child forked while an
 OpenMP/MKL/thread pool exists hangs in its first parallel region: a lock a pool thread held is
@@ -33,10 +37,11 @@ import gc
 import json
 import os
 import resource
+import select
 import sys
 import time
-from _socket import (AF_UNIX, CMSG_SPACE, MSG_CTRUNC, SCM_RIGHTS, SOCK_STREAM, SOL_SOCKET,
-                     socketpair)
+from _socket import (AF_UNIX, CMSG_SPACE, MSG_CTRUNC, SCM_RIGHTS, SHUT_WR, SOCK_STREAM,
+                     SOL_SOCKET, socketpair)
 from array import array
 
 from . import worker as _worker
@@ -48,6 +53,7 @@ __all__ = ["main", "fork_hazards"]
 _MAX_FDS_PER_READ = 64
 _THREADS_SETTLE = 0.5           # extra threads get this long to end before a fork is refused
 _REPARENT_WAIT = 5.0            # a forked worker waits this long to be handed to the supervisor
+_REPLENISH_WAIT = 0.5           # the next spare: after the new worker's first answer, or this
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
 _SIGKILL = 9
@@ -133,6 +139,7 @@ class _Zygote(object):
         self._supervisor = os.getppid()
         self._loaded = None
         self._spare = None          # (pid, socket): forked ahead, waiting for a worker's fds
+        self._starting = None       # (deadline, socket) of the last worker handed out
         self._why_no_spare = ("OSError", "no spare worker", False)
         libc = ctypes.CDLL(None, use_errno=True)
         self._prctl = libc.prctl
@@ -173,6 +180,7 @@ class _Zygote(object):
 
     def serve(self):
         while True:
+            self._replenish_when_idle()
             frame = self.read_frame()
             if frame is None or frame.type == SHUTDOWN:
                 return
@@ -196,7 +204,9 @@ class _Zygote(object):
         """Give the spare the worker's fds and the FORK body, answer FORKED, make a new spare.
 
         The spare was forked (twice) ahead of time and already belongs to the supervisor, so the
-        answer does not wait for a fork: a crashed worker's replacement starts at once."""
+        answer does not wait for a fork: a crashed worker's replacement starts at once.  The next
+        spare is forked later (_replenish_when_idle), or here when a FORK finds none."""
+        self._forget_starting()
         try:
             for _ in range(2):              # a spare that died meanwhile is replaced once
                 if self._spare is None:
@@ -208,10 +218,12 @@ class _Zygote(object):
                 self._spare = None
                 try:
                     channel.sendmsg([body], [(SOL_SOCKET, SCM_RIGHTS, array("i", fds).tobytes())])
+                    channel.shutdown(SHUT_WR)   # the spare reads the request up to this EOF
                 except OSError:
+                    channel.close()
                     continue                # it is gone; the supervisor reaps it
-                finally:
-                    channel.close()         # the spare reads the request up to this EOF
+                # Its end closes when it has answered its first job (or when it dies).
+                self._starting = (time.monotonic() + _REPLENISH_WAIT, channel)
                 self.send(FORKED, request_id, b'{"pid":%d}' % pid)
                 break
             else:
@@ -221,7 +233,27 @@ class _Zygote(object):
         finally:
             for fd in fds:
                 os.close(fd)
-        self._replenish()
+
+    def _replenish_when_idle(self):
+        """Fork the next spare once the last worker handed out has answered its first job or died
+        (EOF on its socket), after _REPLENISH_WAIT at the latest; return early, without one, when
+        the supervisor sends something first (a FORK then forks the spare it needs)."""
+        if self._starting is None:
+            return
+        deadline, channel = self._starting
+        decoder = self._decoder
+        if not (decoder.buffered or decoder.eof):     # else a frame is already on its way
+            wait = max(0.0, deadline - time.monotonic())
+            if self._sock in select.select([self._sock, channel], [], [], wait)[0]:
+                return
+        self._forget_starting()
+        if self._spare is None:
+            self._replenish()
+
+    def _forget_starting(self):
+        if self._starting is not None:
+            self._starting[1].close()
+            self._starting = None
 
     def _replenish(self):
         """Fork the next spare: a worker-to-be, reparented to the supervisor, waiting for fds."""
@@ -288,13 +320,15 @@ class _Zygote(object):
                 os.close(fd)
             self._fds = []
             self._adopt_parent_death()
+            # Everything that does not depend on the FORK request is done now, while nobody
+            # waits for this process: a replacement then starts straight from HELLO.
+            _reseed()
             request, fds = bytearray(), []
             while True:
                 data = _recv_with_fds(channel, fds)
                 if not data:
                     break
                 request += data
-            channel.close()
             if not request:
                 os._exit(_worker.EXIT_OK)   # the zygote went away before it needed us
             request = json.loads(bytes(request))
@@ -302,7 +336,8 @@ class _Zygote(object):
         except BaseException as exc:  # noqa: B036
             _worker._warn("forked worker setup failed: %s: %s" % (type(exc).__name__, exc))
             os._exit(_worker.EXIT_ENVIRONMENT)
-        _worker.main(os.environ, loaded=self._loaded)
+        # Closing the channel after the first answer tells the zygote to fork the next spare.
+        _worker.main(os.environ, loaded=self._loaded, on_first_answer=channel.close)
 
     def _become_worker(self, fds, env, rlimit_as):
         # Received fds take the lowest free numbers, which may be targets: move them all above
@@ -326,7 +361,6 @@ class _Zygote(object):
             self._prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
         if rlimit_as > 0:
             resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
-        _reseed()
 
     def _adopt_parent_death(self):
         """Wait to be reparented to the supervisor, then die with it (PR_SET_PDEATHSIG)."""
@@ -358,19 +392,31 @@ def _recv_with_fds(sock, fds):
 
 def _reseed():
     """Forked workers would share the zygote's random streams: give each its own, as a spawned
-    worker has (Python's random module reseeds itself at fork)."""
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
+    worker has (Python's random module reseeds itself at fork).
+
+    Only the generators that exist, and only what a module already imported: numpy's global
+    RandomState, torch's CPU generator, and torch's GPU generators only on a CUDA/ROCm build.
+    Not ``torch.seed()``: it also queues a lazy CUDA seeding, even on a CPU-only build, and
+    each queued call captures the caller's stack (traceback.format_stack reads source files):
+    10-35 ms in a fresh fork.  Runs in the spare, before a FORK needs it (_spare_main)."""
+    random = sys.modules.get("numpy.random")
+    if random is not None:
         try:
-            numpy.random.seed()
-        except Exception:  # noqa: BLE001
+            random.seed()
+        except Exception:  # noqa: BLE001 - a broken numpy is the handler's problem, not ours
             pass
     torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            torch.seed()
-        except Exception:  # noqa: BLE001
-            pass
+    if torch is None:
+        return
+    try:
+        seed = torch.default_generator.seed()
+        version = getattr(torch, "version", None)
+        if getattr(version, "cuda", None) or getattr(version, "hip", None):
+            # CUDA is never initialised in a zygote (fork_hazards refuses), so this is queued
+            # and applied when the worker first uses CUDA, as torch.seed() would.
+            torch.cuda.manual_seed_all(seed)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def main(environ=None):

@@ -49,3 +49,61 @@ def test_the_zygote_exits_2_without_a_control_socket():
                          timeout=30, cwd=SDK, env={"BULKHEAD_CONTROL_FD": "57"})
     assert out.returncode == 2, out
     assert "control fd 57" in out.stderr
+
+
+# -- the reseed a forked worker gets (bulkhead.zygote._reseed)
+
+_RESEED = """
+import json, os, sys
+sys.path.insert(0, %(sdk)r)
+import numpy, torch
+%(setup)s
+calls = []
+torch.cuda.manual_seed_all = lambda seed: calls.append(seed)
+from bulkhead.zygote import _reseed
+out = []
+for _ in range(2):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _reseed()
+        os.write(w, json.dumps({"numpy": float(numpy.random.random()),
+                                "torch": float(torch.rand(1).item()),
+                                "seed": torch.initial_seed(), "cuda_calls": calls}).encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r) as f:
+        out.append(json.loads(f.read()))
+print(json.dumps(out))
+"""
+
+
+def _reseeded_children(setup=""):
+    out = subprocess.run([PYTHON, "-c", _RESEED % {"sdk": SDK, "setup": setup}],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def test_two_reseeded_children_draw_different_numpy_and_torch_numbers():
+    pytest.importorskip("torch")
+    pytest.importorskip("numpy")
+    a, b = _reseeded_children()
+    assert a["numpy"] != b["numpy"] and a["torch"] != b["torch"], (a, b)
+    assert a["seed"] != b["seed"], (a, b)
+
+
+def test_a_cpu_build_of_torch_gets_no_cuda_seeding():
+    torch = pytest.importorskip("torch")
+    if torch.version.cuda or getattr(torch.version, "hip", None):
+        pytest.skip("a GPU build of torch")
+    # torch.seed() would queue a lazy CUDA seeding (and capture a stack for it) even here.
+    for child in _reseeded_children():
+        assert child["cuda_calls"] == [], child
+
+
+def test_a_gpu_build_of_torch_gets_its_cuda_generators_seeded_like_the_cpu_one():
+    pytest.importorskip("torch")
+    for child in _reseeded_children("torch.version.cuda = '12.1'"):
+        assert child["cuda_calls"] == [child["seed"]], child

@@ -3,6 +3,8 @@ fallback to spawn, zygote death and restart, limits and environment of forked wo
 
 import os
 import signal
+import threading
+import time
 
 import pytest
 
@@ -118,6 +120,58 @@ def test_a_thread_pool_in_preload_is_refused_with_what_to_move(start_daemon):
     assert r.json["outcome"] == "unavailable", r.json
     assert "refuses to fork" in r.json["detail"] and "init" in r.json["detail"], r.json
     assert not [w for w in d.workers("z") if w.get("pid")], d.workers("z")
+
+
+def test_the_next_spare_waits_for_the_new_worker_but_not_for_a_slow_init(start_daemon):
+    # The zygote forks the next spare once the worker it handed out has answered its first job,
+    # so that the fork does not compete with it for the CPU; an init still running after 0.5 s
+    # does not hold it up.
+    d = start_daemon({"z": _zygote_pool(workers=1, init=Z + "init_slow",
+                                        startup_timeout="30s")})
+    wait_until(lambda: [w for w in d.workers("z") if w.get("pid")], 10, "the worker forked")
+    early = []
+    while True:
+        spares = _spares(d, "z")
+        [worker] = d.workers("z")           # read after the spares: its age bounds theirs
+        if worker["age_s"] >= 0.3:
+            break
+        early.append(spares)
+        time.sleep(0.05)
+    assert all(s == [] for s in early), early
+    wait_until(lambda: len(_spares(d, "z")) == 1, 4, "a spare while the worker runs init")
+    [worker] = d.workers("z")
+    assert worker["state"] == "starting", worker
+    d.wait_ready("z", timeout=20)
+    assert len(_spares(d, "z")) == 1
+
+
+@pytest.mark.limit(90)
+def test_forked_workers_do_not_share_numpy_or_torch_random_streams(start_daemon):
+    pytest.importorskip("torch")
+    pytest.importorskip("numpy")
+    d = start_daemon({"z": {"handler": Z + "random_streams", "preload": Z + "preload_torch_numpy",
+                            "mode": "zygote", "workers": 2, "startup_timeout": "60s"}})
+    workers = d.wait_ready("z", timeout=60)
+    # Busy workers are skipped by dispatch: two jobs at once (each 0.2 s) use both workers.
+    seen = {}
+    for _ in range(5):
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(d.job("z", b"x")))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for r in answers:
+            assert r.status == 200, r
+            seen.setdefault(r.json["pid"], r.json)
+        if len(seen) == 2:
+            break
+    assert set(seen) == {int(w["pid"]) for w in workers}, (workers, seen)
+    a, b = seen.values()
+    # Without the reseed both would draw the zygote's next numbers.
+    for stream in ("random", "numpy", "torch"):
+        assert a[stream] != b[stream], "forked workers share the %s stream: %r" % (stream, seen)
 
 
 @pytest.mark.limit(90)

@@ -50,6 +50,11 @@ def mark_init(preloaded):
     return preloaded
 
 
+def init_slow(preloaded):
+    time.sleep(6)
+    return preloaded
+
+
 def preload_torch_pool():
     """Incident 04 on a CPU: an OpenMP pool exists before the fork."""
     import torch
@@ -61,6 +66,24 @@ def preload_torch_pool():
 def preload_torch_only():
     import torch  # noqa: F401 - imported once in the zygote, shared by every worker
     return "model"
+
+
+def preload_torch_numpy():
+    import numpy  # noqa: F401 - their global generators are what the zygote must reseed
+    import torch  # noqa: F401
+    return "model"
+
+
+def random_streams(payload, ctx):
+    """The next number of every global generator a forked worker inherited from the zygote."""
+    import random
+
+    import numpy
+    import torch
+    out = {"pid": os.getpid(), "random": random.random(),
+           "numpy": float(numpy.random.random()), "torch": float(torch.rand(1).item())}
+    time.sleep(0.2)             # so that two jobs sent at once run on two workers
+    return out
 
 
 def init_torch_threads(model):
