@@ -26,7 +26,6 @@
 #include <cstring>
 #include <deque>
 #include <functional>
-#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,6 +36,7 @@
 #include "api/problem.h"
 #include "api/routes.h"
 #include "os/fd_limits.h"
+#include "util/whole_transfers.h"
 
 namespace bulkhead::api::http_detail {
 
@@ -207,9 +207,7 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     buffer_.consume(buffered);
     asio::async_read(
         socket_, asio::buffer(body.data() + buffered, body.size() - buffered),
-        [](const beast::error_code& ec, std::size_t) -> std::size_t {
-          return ec ? 0 : std::numeric_limits<std::size_t>::max();  // not asio's 64 KiB steps
-        },
+        util::AsMuchAsTheSocketTakes{},
         [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
   }
 

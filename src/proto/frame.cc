@@ -136,6 +136,15 @@ std::optional<DecodeError> FrameDecoder::checkHeader(const unsigned char* h) con
   return std::nullopt;
 }
 
+// A 64 MiB frame must not pin 64 MiB per worker for the rest of its life.
+void FrameDecoder::emptyBuffer() {
+  if (buffer_.capacity() > kKeepCapacity) {
+    std::string().swap(buffer_);
+  } else {
+    buffer_.clear();
+  }
+}
+
 std::span<char> FrameDecoder::bodyBuffer() {
   if (error_ || !pending_ || buffer_.size() > consumed_) return {};
   return std::span<char>(pending_->body).subspan(pendingFill_);
@@ -187,11 +196,7 @@ DecodeResult FrameDecoder::next() {
     pendingFill_ = available - kHeaderSize;
     std::memcpy(pending_->body.data(), buffer_.data() + consumed_ + kHeaderSize, pendingFill_);
     consumed_ = 0;
-    if (buffer_.capacity() > kKeepCapacity) {
-      std::string().swap(buffer_);
-    } else {
-      buffer_.clear();
-    }
+    emptyBuffer();
     return NeedMore{};
   }
   Frame frame;
@@ -200,12 +205,7 @@ DecodeResult FrameDecoder::next() {
   frame.body.assign(buffer_.data() + consumed_ + kHeaderSize, length);
   consumed_ += kHeaderSize + length;
   if (consumed_ == buffer_.size()) {
-    // A 64 MiB result must not pin 64 MiB per worker for the rest of its life.
-    if (buffer_.capacity() > kKeepCapacity) {
-      std::string().swap(buffer_);
-    } else {
-      buffer_.clear();
-    }
+    emptyBuffer();
     consumed_ = 0;
   }
   return frame;

@@ -85,6 +85,7 @@ class FrameDecoder {
 
  private:
   std::optional<DecodeError> checkHeader(const unsigned char* header) const;
+  void emptyBuffer();
 
   Sender from_;
   std::uint32_t maxBody_;

@@ -6,6 +6,7 @@
 // (zygote_driver.cc).
 
 #include "runtime/shell_state.h"
+#include "util/whole_transfers.h"
 
 namespace bulkhead::runtime {
 
@@ -200,27 +201,22 @@ void Supervisor::flushWrites(const std::shared_ptr<WorkerIo>& worker) {
   auto& [header, body] = worker->writes.front();
   std::array<asio::const_buffer, 2> buffers{asio::buffer(header),
                                             body ? asio::buffer(*body) : asio::const_buffer()};
-  asio::async_write(
-      worker->control, buffers,
-      [](const boost::system::error_code& ec, std::size_t) -> std::size_t {
-        // as much per write as the socket takes, not asio's 64 KiB steps
-        return ec ? 0 : std::numeric_limits<std::size_t>::max();
-      },
-      [this, worker](const boost::system::error_code& ec, std::size_t) {
-        worker->writing = false;
-        if (worker->closed) return;
-        worker->writes.pop_front();
-        if (ec) {
-          // EPIPE: the worker is gone or going; SIGCHLD tells the rest.
-          worker->writes.clear();
-          return;
-        }
-        flushWrites(worker);
-        if (worker->isZygote && worker->writes.empty()) {
-          tendZygote(worker->pool);  // FORKs held back behind a partial one
-          drain();
-        }
-      });
+  asio::async_write(worker->control, buffers, util::AsMuchAsTheSocketTakes{},
+                    [this, worker](const boost::system::error_code& ec, std::size_t) {
+                      worker->writing = false;
+                      if (worker->closed) return;
+                      worker->writes.pop_front();
+                      if (ec) {
+                        // EPIPE: the worker is gone or going; SIGCHLD tells the rest.
+                        worker->writes.clear();
+                        return;
+                      }
+                      flushWrites(worker);
+                      if (worker->isZygote && worker->writes.empty()) {
+                        tendZygote(worker->pool);  // FORKs held back behind a partial one
+                        drain();
+                      }
+                    });
 }
 
 void Supervisor::onChildExit(pid_t pid, int status) {
