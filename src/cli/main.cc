@@ -1,11 +1,14 @@
 // bulkhead: command-line entry point (serve, check, call, status).
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <array>
 #include <boost/asio.hpp>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <functional>
@@ -50,7 +53,7 @@ std::optional<config::Config> loadOrReport(const std::string& path) {
 }
 
 int serve(const std::string& path, const std::string& listenOverride, const std::string& logFormat,
-          const std::string& logLevel) {
+          const std::string& logLevel, bool stopWhenStdinCloses) {
   using runtime::logAt;
   using runtime::LogLevel;
   auto format = runtime::parseLogFormat(logFormat);
@@ -132,13 +135,10 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
     });
   };
   tendHeap();
-  boost::asio::signal_set stopSignals(io, SIGTERM, SIGINT);
-  stopSignals.async_wait([&](const boost::system::error_code& ec, int sig) {
-    if (ec) return;
-    logAt(LogLevel::kInfo,
-          std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") +
-              " received: finishing jobs and stopping workers",
-          {{"event", "stopping"}});
+  bool stopping = false;
+  auto stop = [&](const std::string& why) {
+    if (std::exchange(stopping, true)) return;
+    logAt(LogLevel::kInfo, why + ": finishing jobs and stopping workers", {{"event", "stopping"}});
     supervisor.shutdown([&] {
       server.stopAccepting();
       logAt(LogLevel::kInfo, "all workers stopped, exiting", {{"event", "stopped"}});
@@ -148,7 +148,32 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
         io.stop();
       });
     });
+  };
+  boost::asio::signal_set stopSignals(io, SIGTERM, SIGINT);
+  stopSignals.async_wait([&](const boost::system::error_code& ec, int sig) {
+    if (!ec) stop(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + " received");
   });
+  // A private daemon (bulkhead.Executor) is bound to its owner's life by a pipe on stdin: when
+  // the owner goes, even by SIGKILL, the kernel closes the write end and the daemon stops.
+  boost::asio::posix::stream_descriptor lifeline(io);
+  std::array<char, 256> lifelineBytes{};
+  std::function<void()> watchLifeline = [&] {
+    lifeline.async_read_some(boost::asio::buffer(lifelineBytes),
+                             [&](const boost::system::error_code& ec, std::size_t) {
+                               if (ec == boost::asio::error::operation_aborted) return;
+                               if (ec) return stop("stdin closed");
+                               watchLifeline();
+                             });
+  };
+  if (stopWhenStdinCloses) {
+    int fd = ::fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) {
+      logAt(LogLevel::kError, std::string("--stop-when-stdin-closes: ") + std::strerror(errno));
+      return kExitBadConfig;
+    }
+    lifeline.assign(fd);
+    watchLifeline();
+  }
   supervisor.start();
   if (std::size_t recovered = jobs->recover()) {
     logAt(LogLevel::kInfo, "journal " + config->server.journal + ": " + std::to_string(recovered) +
@@ -404,8 +429,12 @@ int main(int argc, char** argv) {
   serveCmd->add_option("-c,--config", configPath, "config file (TOML)")->required();
   serveCmd->add_option("--listen", listen, "override [server] listen (HOST:PORT or unix:PATH)");
   std::string logFormat = "text", logLevel = "info";
+  bool stopWhenStdinCloses = false;
   serveCmd->add_option("--log-format", logFormat, "text (default) or json: one object per line");
   serveCmd->add_option("--log-level", logLevel, "debug, info (default), warning or error");
+  serveCmd->add_flag("--stop-when-stdin-closes", stopWhenStdinCloses,
+                     "drain and exit once stdin reaches end of file (a private daemon bound to "
+                     "the process holding the other end of the pipe)");
 
   bool imports = false;
   auto* checkCmd = app.add_subcommand("check", "validate a config file (exit 2 if invalid)");
@@ -441,7 +470,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : kExitBadConfig;
   }
   try {
-    if (*serveCmd) return serve(configPath, listen, logFormat, logLevel);
+    if (*serveCmd) return serve(configPath, listen, logFormat, logLevel, stopWhenStdinCloses);
     if (*checkCmd) return check(configPath, imports);
     if (*callCmd) return call(url, pool, payload, timeout);
     if (*statusCmd) return status(url);

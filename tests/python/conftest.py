@@ -208,6 +208,7 @@ class Daemon:
         # exec the daemon (so self.proc.pid is the daemon's pid).
         self.wrapper = list(wrapper or [])
         self.args = list(args)  # more `bulkhead serve` flags, e.g. ["--log-format", "json"]
+        self.stdin = subprocess.DEVNULL  # subprocess.PIPE: the test holds the daemon's stdin
         self.workdir = workdir
         self.scratch = os.path.join(workdir, "scratch")
         os.makedirs(self.scratch, exist_ok=True)
@@ -260,7 +261,7 @@ class Daemon:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             self.wrapper + [BIN, "serve", "-c", self.config_path] + self.args,
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            stdin=self.stdin, stdout=self._log, stderr=subprocess.STDOUT,
             env=env, cwd=self.workdir, start_new_session=True)
 
         def listening():

@@ -1,6 +1,7 @@
 """Graceful shutdown: in-flight jobs still get their one outcome, exit 0, no process left."""
 
 import signal
+import subprocess
 import threading
 import time
 
@@ -97,3 +98,29 @@ def test_shutdown_timeout_bounds_a_stuck_job(start_daemon):
         assert r.status != 200, r
         assert r.outcome in ("cancelled", "unavailable"), r
         assert r.json["attempts"][-1]["signal"] == "SIGKILL", r
+
+
+def test_stdin_lifeline_drains_and_exits_when_the_owner_closes_it(_daemons, tmp_path):
+    """--stop-when-stdin-closes: the owner's end of the pipe closing (its exit, even SIGKILL)
+    stops the daemon as SIGTERM would: the job in flight still gets its outcome, nothing left."""
+    from conftest import Daemon
+    d = Daemon(str(tmp_path), {"slow": {"handler": "slow", "workers": 1}},
+               args=["--stop-when-stdin-closes"])
+    d.stdin = subprocess.PIPE
+    _daemons.append(d)
+    d.start()
+    d.wait_ready("slow")
+    pids = d.idle_pids("slow")
+    t, box = _submit_in_thread(d, "slow", b"sleep:1")
+    wait_until(lambda: d.pool_status("slow")["in_flight"] == 1, 10, "the job to be running")
+    d.proc.stdin.write(b"bytes written to the lifeline are ignored\n")
+    d.proc.stdin.flush()
+    assert d.proc.poll() is None
+    d.proc.stdin.close()
+    rc = d.proc.wait(25)
+    assert rc == 0, d.log()[-3000:]
+    assert "stdin closed: finishing jobs" in d.log()
+    t.join(10)
+    assert box.get("resp") is not None and box["resp"].outcome == "ok", box
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 5, "workers %s to be gone" % pids)
+    assert not d.survivors(), d.survivors()
