@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds bulkhead into build/ (or $BUILD_DIR) and makes the Python package importable by Debian's
-# /usr/bin/python3 (a .pth file pointing at python/ in this checkout). NINJA_JOBS caps ninja's -j.
+# /usr/bin/python3 (a .pth file pointing at python/ in this checkout).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
 "$root/scripts/deps.sh"
 cmake -S "$root" -B "$build" -G Ninja ${CMAKE_ARGS:-} >/dev/null
-ninja -C "$build" ${NINJA_JOBS:+-j "$NINJA_JOBS"} >/dev/null
+ninja -C "$build" >/dev/null
 site=$(/usr/bin/python3 -c 'import site, sys; print([p for p in site.getsitepackages() if p.startswith("/usr/local")][0])')
 mkdir -p "$site"
 echo "$root/python" > "$site/bulkhead.pth"
