@@ -182,6 +182,19 @@ def test_pids_exhaustion_is_resource_exhausted_and_retried(tag):
     assert "retrying in a fresh process" in err
 
 
+def test_max_maps_stops_the_step_resource_exhausted(tmp_path, tag):
+    # One fold leaks 1,000 maps and holds them: over --max-maps 600, the runner stops it.
+    code, doc, _, err = run(["--steps", "1", "--max-maps", "600", "--grace", "2s", "--json",
+                             "--env", "BULKHEAD_TEST_TAG=" + tag, "--", PYTHON, STEP, "folds",
+                             str(tmp_path), "1"])
+    assert code == 1, err
+    step = doc["steps"][0]
+    assert step["outcome"] == "resource_exhausted", step
+    assert step["evidence"]["limit"] == "maps"
+    assert step["evidence"]["limit_value"] == 600
+    assert step["evidence"]["largest_process_maps"] >= 600
+
+
 def test_timeout_is_timed_out(tag):
     code, doc, _, err = run(["--steps", "1", "--timeout", "1s", "--grace", "2s", "--retries", "2",
                              "--json", "--env", "BULKHEAD_TEST_TAG=" + tag, "--", PYTHON, STEP,
