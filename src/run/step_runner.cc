@@ -210,8 +210,9 @@ void Runner::start(std::size_t index, int attempt, double now) {
     } else {
       progress_.note("warning: step " + step->name + ": no cgroup (" + error + ")");
     }
-  } else if (o_.memoryBytes) {
-    spec.addressSpaceLimit = *o_.memoryBytes;
+  }
+  if (!step->cgroup && o_.memoryBytes) {
+    spec.addressSpaceLimit = *o_.memoryBytes;  // the no-cgroup fallback, as for pool workers
   }
 
   summary.attempts = attempt;
