@@ -68,9 +68,11 @@ StepVerdict judgeStep(const StepEnd& end, const StepLimitsSet& limits) {
   if (!(e.exitCode && *e.exitCode == 0 && !end.stopReason)) {
     core::ExitVerdict verdict = core::classifyExit(facts, "step");
     v.outcome = verdict.outcome;
-    evidence["cause"] = v.outcome == core::Outcome::kHandlerError
-                            ? "the step's command " + core::describeExitEvidence(e)
-                            : verdict.cause;
+    // The plain ends read as the step's, not as a pool worker's "... while running the job".
+    const bool plain =
+        v.outcome == core::Outcome::kHandlerError || v.outcome == core::Outcome::kCrashed;
+    evidence["cause"] =
+        plain ? "the step's command " + core::describeExitEvidence(e) : verdict.cause;
     if (!verdict.limit.empty()) evidence["limit"] = verdict.limit;
     if (verdict.limitValue) evidence["limit_value"] = verdict.limitValue;
   }

@@ -38,6 +38,7 @@ TEST(StepVerdict, ASegfaultIsCrashedWithTheSignal) {
   StepVerdict v = judgeStep(ended(killedBy(SIGSEGV)), noLimits());
   EXPECT_EQ(v.outcome, core::Outcome::kCrashed);
   EXPECT_EQ(v.evidence["signal"], "SIGSEGV");
+  EXPECT_EQ(v.evidence["cause"], "the step's command killed by SIGSEGV");
 }
 
 TEST(StepVerdict, TheOomKillerMakesItOomKilled) {
