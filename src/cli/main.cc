@@ -20,6 +20,7 @@
 #include "api/http_server.h"
 #include "cli/check.h"
 #include "cli/http_client.h"
+#include "cli/run_command.h"
 #include "config/config.h"
 #include "jobs/jobs_service.h"
 #include "jobs/supervisor_runner.h"
@@ -464,6 +465,9 @@ int main(int argc, char** argv) {
   eventsCmd->add_option("--url", url, "supervisor URL");
   eventsCmd->add_option("--since", since, "replay kept events after this id (0: all kept)");
 
+  auto runCmd = cli::addRunCommand(app);
+  argc = cli::cutRunCommand(argc, argv, *runCmd);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -476,6 +480,7 @@ int main(int argc, char** argv) {
     if (*statusCmd) return status(url);
     if (*eventsCmd) return events(url, since);
     if (*envCmd) return env(configPath, pool, slot);
+    if (cli::runChosen(*runCmd)) return cli::executeRun(*runCmd);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bulkhead: %s\n", e.what());
     return kExitJobFailed;

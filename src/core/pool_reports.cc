@@ -6,6 +6,7 @@
 #include <set>
 #include <string>
 
+#include "core/exit_outcome.h"
 #include "core/fallback_route.h"
 #include "core/pool.h"
 #include "core/pool_detail.h"
@@ -47,68 +48,39 @@ AttemptRecord Pool::attemptFor(const Job& job, const Worker& worker, Outcome out
 void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
   Job& job = jobs_.at(*w.job);
   w.job.reset();
-  Outcome outcome = Outcome::kCrashed;
-  std::string cause = "worker " + describeExit(evidence) + " while running the job";
-  std::string limit;
-  std::uint64_t limitValue = 0;
-  const bool abnormal = evidence.signal || (evidence.exitCode && *evidence.exitCode != 0);
-  if (evidence.oomKilled) {
-    outcome = Outcome::kOomKilled;
-    limit = "memory";
-    limitValue = policy_.memoryLimitBytes;
-    cause = "killed by the kernel at its memory limit of " +
-            std::to_string(policy_.memoryLimitBytes >> 20) + " MiB (peak " +
-            std::to_string(evidence.memoryPeakBytes >> 20) + " MiB)";
-  } else if (abnormal) {
-    // Library messages count only when the worker exited on its own (code != 0): a signal
-    // death is told by its signal, never by what stderr happens to hold (a thread that
-    // segfaults can leave unrelated library complaints from other threads in stderr).
-    LimitEvidence limits = limitsOf(w, &evidence);
-    auto exhausted =
-        exhaustionCause(limits, evidence.exitCode ? evidence.stderrTail : std::string());
-    if (exhausted) {
-      outcome = Outcome::kResourceExhausted;
-      cause = *exhausted;
-      limit = limits.pidsMaxEvents ? "pids" : "threads_or_maps";
-      limitValue = limits.pidsMaxEvents ? policy_.pidsLimit : 0;
-    }
-  }
-  // A refused thread or fork often shows as a hang (a thread pool waiting for a thread that was
-  // never created): if the cgroup refused one during this job, that is the cause.
-  const bool pidsRefusedDuringJob = evidence.pidsMaxEvents > w.pidsEventsAtDispatch;
-  auto pidsExhausted = [&](const std::string& what) {
-    outcome = Outcome::kResourceExhausted;
-    limit = "pids";
-    limitValue = policy_.pidsLimit;
-    cause = "pids_limit of " + std::to_string(policy_.pidsLimit) +
-            " refused a thread or process while the job ran (pids.events max " +
-            std::to_string(evidence.pidsMaxEvents) + "); then " + what;
-  };
+  ExitFacts facts;
+  facts.evidence = evidence;
+  facts.limits = limitsOf(w, &evidence);
+  facts.memoryLimitBytes = policy_.memoryLimitBytes;
+  facts.pidsLimit = policy_.pidsLimit;
+  facts.pidsRefusedDuringWork = evidence.pidsMaxEvents > w.pidsEventsAtDispatch;
   if (isKilling(w.state) && w.killReason) {
+    facts.killCause = w.killCause;
     switch (*w.killReason) {
       case KillReason::kJobTimeout:
-        outcome = Outcome::kTimedOut;
-        cause = w.killCause;
-        if (pidsRefusedDuringJob) pidsExhausted(w.killCause);
+        facts.killReason = ExitKillReason::kTimeout;
         break;
       case KillReason::kHung:
-        if (outcome == Outcome::kCrashed) outcome = Outcome::kHung;
-        if (outcome == Outcome::kHung) cause = w.killCause;
-        if (outcome == Outcome::kHung && pidsRefusedDuringJob) pidsExhausted(w.killCause);
+        facts.killReason = ExitKillReason::kHung;
         break;
       case KillReason::kProtocolError:
-        cause = w.killCause;
+        facts.killReason = ExitKillReason::kProtocol;
         break;
       case KillReason::kCancelled:
       case KillReason::kShutdown:
-        outcome = Outcome::kCancelled;
-        cause = w.killCause;
+        facts.killReason = ExitKillReason::kCancelled;
         break;
       case KillReason::kStartupTimeout:
       case KillReason::kStopTimeout:
+        facts.killReason = ExitKillReason::kOther;
         break;
     }
   }
+  ExitVerdict verdict = classifyExit(facts, "worker");
+  const Outcome outcome = verdict.outcome;
+  const std::string cause = verdict.cause;
+  const std::string limit = verdict.limit;
+  const std::uint64_t limitValue = verdict.limitValue;
   AttemptRecord a = attemptFor(job, w, outcome, now);
   a.exit = evidence;
   a.cause = cause;

@@ -42,9 +42,8 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
 
 // Runs in the child between fork and exec: async-signal-safe calls only (man 7 signal-safety).
 [[noreturn]] void execChild(const char* executable, char* const* argv, char* const* envp,
-                            const char* workdir, pid_t parent, int devNull, int stdoutFd,
-                            int stderrFd, int controlFd, int stacksFd, int errorFd,
-                            const int* cgroupFds, std::size_t cgroupFdCount,
+                            const char* workdir, pid_t parent, int* sources, int sourceCount,
+                            int errorFd, const int* cgroupFds, std::size_t cgroupFdCount,
                             std::uint64_t addressSpaceLimit) {
   auto fail = [&](int stage) {
     int report[2] = {stage, errno};
@@ -72,17 +71,16 @@ std::vector<char*> pointers(std::vector<std::string>& strings) {
   }
 
   // Move every source above the target range first so no dup2 clobbers a later source.
-  int sources[5] = {devNull, stdoutFd, stderrFd, controlFd, stacksFd};
-  for (int& fd : sources) {
-    fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 16);
-    if (fd < 0) fail(3);
+  for (int i = 0; i < sourceCount; ++i) {
+    sources[i] = ::fcntl(sources[i], F_DUPFD_CLOEXEC, 16);
+    if (sources[i] < 0) fail(3);
   }
   int highError = ::fcntl(errorFd, F_DUPFD_CLOEXEC, 16);
   if (highError >= 0) errorFd = highError;
-  for (int target = 0; target < 5; ++target) {
+  for (int target = 0; target < sourceCount; ++target) {
     if (::dup2(sources[target], target) != target) fail(4);
   }
-  ::close_range(5, ~0u, CLOSE_RANGE_CLOEXEC);
+  ::close_range(static_cast<unsigned>(sourceCount), ~0u, CLOSE_RANGE_CLOEXEC);
   if (workdir && ::chdir(workdir) != 0) fail(5);
   ::execve(executable, argv, envp);
   fail(6);
@@ -138,10 +136,11 @@ std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
   if (pid < 0) return SpawnError{"fork", errno};
   if (pid == 0) {
     // ---- child: async-signal-safe region until execve ----
-    execChild(spec.executable.c_str(), argv.data(), envp.data(), workdir, parent, devNull.get(),
-              channels.stdoutWrite.get(), channels.stderrWrite.get(), channels.controlTheirs.get(),
-              channels.stacksWrite.get(), execErrWrite.get(), spec.joinCgroupFds.data(),
-              spec.joinCgroupFds.size(), spec.addressSpaceLimit);
+    int sources[5] = {devNull.get(), channels.stdoutWrite.get(), channels.stderrWrite.get(),
+                      channels.controlTheirs.get(), channels.stacksWrite.get()};
+    execChild(spec.executable.c_str(), argv.data(), envp.data(), workdir, parent, sources, 5,
+              execErrWrite.get(), spec.joinCgroupFds.data(), spec.joinCgroupFds.size(),
+              spec.addressSpaceLimit);
   }
   // The child is in its own group from its first instruction on only after setpgid; set it from
   // this side too so a signal to the group sent right now cannot miss it (man 2 setpgid).
@@ -168,6 +167,56 @@ std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
   WorkerProcess p = std::move(channels.ours);
   p.pid = pid;
   p.pidfd = openPidfd(pid);
+  return p;
+}
+
+std::variant<CommandProcess, SpawnError> spawnCommand(const SpawnSpec& spec) {
+  // As spawnWorker, but the child gets only fds 0-2: stdin /dev/null, stdout and stderr pipes.
+  std::vector<std::string> argvStrings = spec.argv;
+  std::vector<std::string> envStrings = spec.env;
+  std::vector<char*> argv = pointers(argvStrings);
+  std::vector<char*> envp = pointers(envStrings);
+  const char* workdir = spec.workingDirectory.empty() ? nullptr : spec.workingDirectory.c_str();
+
+  UniqueFd devNull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+  if (!devNull.valid()) return SpawnError{"open /dev/null", errno};
+  UniqueFd execErrRead, execErrWrite, outRead, outWrite, errRead, errWrite;
+  if (!makePipe(execErrRead, execErrWrite) || !makePipe(outRead, outWrite) ||
+      !makePipe(errRead, errWrite)) {
+    return SpawnError{"pipe2", errno};
+  }
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) return SpawnError{"fork", errno};
+  if (pid == 0) {
+    // ---- child: async-signal-safe region until execve ----
+    int sources[3] = {devNull.get(), outWrite.get(), errWrite.get()};
+    execChild(spec.executable.c_str(), argv.data(), envp.data(), workdir, parent, sources, 3,
+              execErrWrite.get(), spec.joinCgroupFds.data(), spec.joinCgroupFds.size(),
+              spec.addressSpaceLimit);
+  }
+  ::setpgid(pid, pid);
+  execErrWrite.reset();
+  outWrite.reset();
+  errWrite.reset();
+  int report[2] = {0, 0};
+  ssize_t got;
+  do {
+    got = ::read(execErrRead.get(), report, sizeof report);
+  } while (got < 0 && errno == EINTR);
+  if (got == static_cast<ssize_t>(sizeof report)) {
+    int status;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return SpawnError{stageName(report[0]), report[1]};
+  }
+  setNonBlocking(outRead.get());
+  setNonBlocking(errRead.get());
+  CommandProcess p;
+  p.pid = pid;
+  p.pidfd = openPidfd(pid);
+  p.stdoutRead = std::move(outRead);
+  p.stderrRead = std::move(errRead);
   return p;
 }
 

@@ -46,6 +46,17 @@ inline constexpr int kStacksFd = 4;
 
 std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec);
 
+// A plain command (a `bulkhead run` step): like spawnWorker (own process group, PDEATHSIG,
+// cgroups joined before exec, signals reset) but with no control socket or stacks pipe: the child
+// has stdin on /dev/null and stdout/stderr on pipes, and nothing else open.
+struct CommandProcess {
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  UniqueFd stdoutRead;  // non-blocking, close-on-exec
+  UniqueFd stderrRead;
+};
+std::variant<CommandProcess, SpawnError> spawnCommand(const SpawnSpec& spec);
+
 // A worker's pipes and control socket, made before the worker exists. spawnWorker hands the
 // child's ends to a fresh exec; in zygote mode they travel to the zygote with SCM_RIGHTS and the
 // process it forks takes them as its fds 1-4.

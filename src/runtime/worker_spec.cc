@@ -70,9 +70,8 @@ const std::vector<std::string>& knownProfiles() {
   return kNames;
 }
 
-std::map<std::string, EnvValue> buildWorkerEnvironment(
-    const config::PoolConfig& pool, const std::string& workerName, int slot,
-    const std::vector<std::string>& baseEnvironment, const std::string& sdkDirectory) {
+std::map<std::string, EnvValue> buildCommandEnvironment(
+    const config::PoolConfig& pool, int slot, const std::vector<std::string>& baseEnvironment) {
   std::map<std::string, EnvValue> env;
   // 1. whitelist
   for (const auto& entry : baseEnvironment) {
@@ -113,6 +112,13 @@ std::map<std::string, EnvValue> buildWorkerEnvironment(
   }
   // 5. the pool's own env
   for (const auto& [key, value] : pool.env) env[key] = {value, "pool env"};
+  return env;
+}
+
+std::map<std::string, EnvValue> buildWorkerEnvironment(
+    const config::PoolConfig& pool, const std::string& workerName, int slot,
+    const std::vector<std::string>& baseEnvironment, const std::string& sdkDirectory) {
+  std::map<std::string, EnvValue> env = buildCommandEnvironment(pool, slot, baseEnvironment);
   // 6. bulkhead's own
   std::string pythonPath;
   for (const auto& dir : pool.pythonPath) pythonPath += (pythonPath.empty() ? "" : ":") + dir;

@@ -28,6 +28,11 @@ struct EnvValue {
   std::string source;  // "inherited", "profile torch", "threads", "gpu slot 1", "pool env", ...
 };
 
+// Layers 1-5 only (no BULKHEAD_* worker variables, no SDK on PYTHONPATH): the environment of a
+// plain command such as a `bulkhead run` step.
+std::map<std::string, EnvValue> buildCommandEnvironment(
+    const config::PoolConfig& pool, int slot, const std::vector<std::string>& baseEnvironment);
+
 std::map<std::string, EnvValue> buildWorkerEnvironment(
     const config::PoolConfig& pool, const std::string& workerName, int slot,
     const std::vector<std::string>& baseEnvironment, const std::string& sdkDirectory);

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -67,6 +68,29 @@ TEST(Spawn, ChildSeesExactlyTheDocumentedFds) {
   EXPECT_EQ(out.substr(0, 10), "0 1 2 3 4 ") << out;
   EXPECT_NE(out.find("/dev/null"), std::string::npos) << out;
   EXPECT_TRUE(WIFEXITED(waitFor(p.pid)));
+}
+
+TEST(SpawnCommand, ACommandSeesOnlyStdinStdoutStderr) {
+  auto r = spawnCommand(
+      shell("ls /proc/self/fd | sort -n | tr '\\n' ' '; readlink /proc/self/fd/0; echo e >&2"));
+  ASSERT_TRUE(std::holds_alternative<CommandProcess>(r));
+  auto& p = std::get<CommandProcess>(r);
+  std::string out = readAll(p.stdoutRead.get());
+  // ls's own directory fd is 3: no control socket or stacks pipe leaks into a plain command.
+  EXPECT_EQ(out.substr(0, 8), "0 1 2 3 ") << out;
+  EXPECT_EQ(out.find(" 4 "), std::string::npos) << out;
+  EXPECT_NE(out.find("/dev/null"), std::string::npos) << out;
+  EXPECT_EQ(readAll(p.stderrRead.get()), "e\n");
+  EXPECT_EQ(::getpgid(p.pid), p.pid) << "its own process group";
+  EXPECT_TRUE(WIFEXITED(waitFor(p.pid)));
+}
+
+TEST(SpawnCommand, AMissingExecutableIsASpawnError) {
+  SpawnSpec spec = shell("true");
+  spec.executable = "/no/such/program";
+  auto r = spawnCommand(spec);
+  ASSERT_TRUE(std::holds_alternative<SpawnError>(r));
+  EXPECT_EQ(std::get<SpawnError>(r).stage, "exec");
 }
 
 TEST(Spawn, ControlSocketAndStacksPipeReachTheChild) {
