@@ -41,6 +41,7 @@ _EXHAUSTION_SIGNATURES = ("can't start new thread", "Thread creation failed", "p
                           "failed to map segment")
 
 _jobs_served = 0
+_bootstrapping = False   # True while preload imports the caller's main module
 
 
 def preload():
@@ -49,11 +50,16 @@ def preload():
     name = os.environ.get(MAIN_NAME_ENV, "")
     path = os.environ.get(MAIN_PATH_ENV, "")
     if name or path:
+        global _bootstrapping
         import multiprocessing.spawn as spawn   # only when there is a main to import
-        if name:
-            spawn._fixup_main_from_name(name)
-        else:
-            spawn._fixup_main_from_path(path)
+        _bootstrapping = True
+        try:
+            if name:
+                spawn._fixup_main_from_name(name)
+            else:
+                spawn._fixup_main_from_path(path)
+        finally:
+            _bootstrapping = False
     spec = os.environ.get(USER_PRELOAD_ENV, "").strip()
     if spec:
         module, _, attr = spec.partition(":")

@@ -73,7 +73,8 @@ _INTS = ("pids_limit", "max_threads", "max_maps", "max_fds", "retries", "poison_
 _STRINGS = ("python", "zygote_fallback")
 _ENTRY_POINTS = ("preload", "init")
 _ALIASES = {"max_jobs_per_worker": "max_jobs", "profiles": "profile"}
-_OTHER = ("mode", "profile", "env", "inherit_env", "gpus", "python_path", "trend", "breaker")
+_OTHER = ("mode", "profile", "env", "inherit_env", "gpus", "python_path", "trend", "breaker",
+          "max_jobs_strict")
 POOL_KWARGS = frozenset(_SIZES + _DURATIONS + _INTS + _STRINGS + _ENTRY_POINTS + _OTHER) | \
     frozenset(_ALIASES)
 
@@ -166,12 +167,16 @@ def pool_config(workers, python=None, python_path=(), main=None, **kwargs):
             keys[key] = [int(g) for g in value]
         elif key == "python_path":
             extra_path.extend([value] if isinstance(value, str) else list(value))
-        elif key == "trend":
+        elif key in ("trend", "max_jobs_strict"):
             keys[key] = bool(value)
         elif key == "breaker":
             keys[key] = dict(value)
         else:   # python, zygote_fallback
             keys[key] = str(value)
+    if keys.get("max_jobs") and "max_jobs_strict" not in keys:
+        # max_jobs_per_worker=1 means one task per process: the retiring worker takes no
+        # further task while its replacement starts (the daemon's default lets it).
+        keys["max_jobs_strict"] = True
     if main is not None:
         kind, where = main
         env[_task.MAIN_NAME_ENV if kind == "name" else _task.MAIN_PATH_ENV] = where
@@ -555,6 +560,12 @@ class Executor(_BaseExecutor):
                  start_timeout=DEFAULT_START_TIMEOUT, inflight_per_worker=INFLIGHT_PER_WORKER,
                  **pool_kwargs):
         from .client import Client
+        if _task._bootstrapping:
+            raise RuntimeError(
+                "bulkhead.Executor was started while a worker imported the main module: like "
+                "multiprocessing's spawn start method, the Executor runs the caller's main "
+                "script in each worker, so a script must create its Executor under "
+                "`if __name__ == \"__main__\":`")
         if max_workers is not None and (isinstance(max_workers, bool)
                                         or not isinstance(max_workers, int) or max_workers < 1):
             raise ValueError("max_workers must be an integer of at least 1, got %r"
@@ -623,13 +634,21 @@ class Executor(_BaseExecutor):
                         if w.get("state") == "idle" and w.get("pid")]
                 if len(idle) >= workers:
                     return
-                last = status
+                failure = status.get("last_start_failure")
+                if failure and not idle:
+                    # A worker that cannot start (bad preload, a main script that starts an
+                    # Executor at import, ...) fails the same way every time: say so now.
+                    raise ExecutorStartError("the workers cannot start: %s" % failure,
+                                             self._daemon.log_tail(1500))
+                last = "%d of %d workers ready" % (len(idle), workers)
             except BulkheadError as exc:
+                if isinstance(exc, ExecutorStartError):
+                    raise
                 last = exc
             if time.monotonic() > deadline:
                 raise ExecutorStartError(
-                    "the workers were not ready within the start timeout (last pool status: "
-                    "%r)" % (last,), self._daemon.log_tail())
+                    "the workers were not ready within the start timeout (%s)" % (last,),
+                    self._daemon.log_tail())
             time.sleep(0.02)
 
     # -- the Executor API -----------------------------------------------------------------------
@@ -641,10 +660,18 @@ class Executor(_BaseExecutor):
     def submit(self, fn, /, *args, **kwargs):
         """Schedules ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``.  A task
         that cannot be pickled gives a future that raises the ``PicklingError``."""
+        return self._submit(fn, args, kwargs, None)
+
+    def submit_labelled(self, fn, label, /, *args, **kwargs):
+        """``submit`` with the text that failure messages use to name the task."""
+        return self._submit(fn, args, kwargs, label)
+
+    def _submit(self, fn, args, kwargs, label):
         with self._lock:
             self._check_open()
         fut = Future()
-        label = describe_call(fn, args, kwargs)
+        if label is None:
+            label = describe_call(fn, args, kwargs)
         try:
             payload = _dumps((_task.CALL, fn, args, kwargs))
         except Exception as exc:  # noqa: BLE001 - reported through the future, at once
