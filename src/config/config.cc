@@ -139,7 +139,8 @@ class Loader : KeyReader {
                    "max_age",    "trend",           "hang_after",    "poison_after",
                    "breaker",    "fallback",        "profile",       "threads",
                    "gpus",       "gpus_per_worker", "inherit_env",   "mode",
-                   "init",       "zygote_fallback", "queue_timeout", "async_queue_timeout"});
+                   "init",       "zygote_fallback", "queue_timeout", "async_queue_timeout",
+                   "max_jobs_strict"});
     if (!t.get("handler"))
       error(nullptr, line, p + "handler", "missing: expected \"module:function\"");
     readString(t, line, p, "handler", c.handler);
@@ -235,6 +236,13 @@ class Loader : KeyReader {
               "expected a table such as { failures = 5, window = \"30s\", cooldown = \"10s\" }, "
               "got " +
                   describeNode(*n));
+      }
+    }
+    if (const toml::node* n = t.get("max_jobs_strict")) {
+      if (auto b = n->value<bool>(); b && n->is_boolean()) {
+        c.maxJobsStrict = *b;
+      } else {
+        error(n, line, p + "max_jobs_strict", "expected true or false, got " + describeNode(*n));
       }
     }
     if (const toml::node* n = t.get("trend")) {

@@ -72,6 +72,7 @@ void Pool::recycle(Worker& w, RecycleCause cause, Time now) {
   if (w.retiring()) return;
   // A crossed bound (not a predicted one) or an exhausted worker takes no further job.
   const bool overBound = recycleCauseCrossedBound(cause) ||
+                         (cause == RecycleCause::kJobs && policy_.maxJobsStrict) ||
                          (w.latestSample && nextJobWouldCross(*w.latestSample, w.history,
                                                               policy_.bounds, w.jobsServed));
   setRetirement(w, overBound ? Retirement::kRetiringOverBound : Retirement::kRetiring);
