@@ -2,7 +2,8 @@
 ``preload = "bulkhead._executor_task:preload"`` (docs/executor.md).
 
 A job's payload is a pickle of ``(CALL, fn, args, kwargs)`` or ``(BATCH, fn, [args, ...])`` (a
-``map`` chunk).  The answer is a pickle of ``(status, value, report)``:
+``map`` chunk), or ``(MULTI, [payload, ...])``: several short tasks the Executor sent as one job,
+answered as a pickled list of their answers.  The answer is a pickle of ``(status, value, report)``:
 
 - ``("ok", value, report)``; a batch's value is the list of its results;
 - ``("raised", exc, report)``: the task raised ``exc`` (its remote traceback text is
@@ -10,8 +11,9 @@ A job's payload is a pickle of ``(CALL, fn, args, kwargs)`` or ``(BATCH, fn, [ar
 - ``("raised_unpicklable", (type_name, message), report)``: it raised something that could not be
   pickled: the caller raises ``HandlerError``.
 
-``report``: the worker's pid, id, jobs served, peak RSS, threads and maps after the task, so the
-caller sees each task's footprint (``future.bulkhead_report``).
+``report``: the worker's pid, id, jobs served, the task's run time and, for tasks of 5 ms or more,
+peak RSS, RSS, threads and maps after the task, so the caller sees each task's footprint
+(``future.bulkhead_report``).
 
 A task that fails because the process cannot create threads or maps any more (``can't start new
 thread``, ``[Errno 11]``, ...) is NOT caught: the exception goes to the worker, which reports it as
@@ -27,9 +29,11 @@ function if the Executor was given one.
 import os
 import pickle
 import sys
+from time import perf_counter as _perf_counter
 
 CALL = 0
 BATCH = 1
+MULTI = 2    # several tasks, each its own CALL/BATCH payload, answered one by one
 
 MAIN_PATH_ENV = "BULKHEAD_EXECUTOR_MAIN_PATH"
 MAIN_NAME_ENV = "BULKHEAD_EXECUTOR_MAIN_NAME"
@@ -113,11 +117,18 @@ def _status_numbers():
     return rss_peak, rss, threads, maps
 
 
-def _report(ctx, traceback_text=None):
-    rss_peak, rss, threads, maps = _status_numbers()
+# A task shorter than this gets no /proc numbers in its report (they cost ~50-100 us).
+REPORT_FOOTPRINT_MS = 5.0
+
+
+def _report(ctx, started, traceback_text=None):
+    task_ms = (_perf_counter() - started) * 1e3
     report = {"pid": os.getpid(), "worker": getattr(ctx, "worker_id", None),
               "job": getattr(ctx, "job_id", None), "jobs_served": _jobs_served,
-              "rss_peak": rss_peak, "rss": rss, "threads": threads, "maps": maps}
+              "task_ms": task_ms}
+    if task_ms >= REPORT_FOOTPRINT_MS:
+        report["rss_peak"], report["rss"], report["threads"], report["maps"] = \
+            _status_numbers()
     if traceback_text is not None:
         report["traceback"] = traceback_text
     return report
@@ -131,6 +142,17 @@ def handle(payload, ctx):
     global _jobs_served
     _jobs_served += 1
     task = pickle.loads(payload)
+    if task[0] == MULTI:
+        # The Executor's automatic batching of short tasks: one job, each task answered on
+        # its own (an exhaustion error still fails the whole job: the Executor then runs every
+        # task of it alone).
+        return pickle.dumps([_run(pickle.loads(sub), ctx) for sub in task[1]],
+                            pickle.HIGHEST_PROTOCOL)
+    return _run(task, ctx)
+
+
+def _run(task, ctx):
+    started = _perf_counter()
     try:
         if task[0] == CALL:
             value = task[1](*task[2], **task[3])
@@ -143,7 +165,7 @@ def handle(payload, ctx):
         text = "".join(traceback.format_exception(type(exc), exc, tb.tb_next if tb else None))
         if isinstance(exc, Exception) and _exhausted(exc, text):
             raise   # the supervisor's resource_exhausted: replace this worker, retry the task
-        report = _report(ctx, text)
+        report = _report(ctx, started, text)
         exc.__traceback__ = None
         try:
             return _dumps(("raised", exc, report))
@@ -151,7 +173,7 @@ def handle(payload, ctx):
             return _dumps(("raised_unpicklable",
                            ("%s.%s" % (type(exc).__module__, type(exc).__qualname__), str(exc)),
                            report))
-    report = _report(ctx)
+    report = _report(ctx, started)
     try:
         return _dumps(("ok", value, report))
     except Exception as exc:  # noqa: BLE001 - the result cannot be pickled

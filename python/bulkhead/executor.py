@@ -382,12 +382,14 @@ class _Daemon(object):
 
 
 class _Task(object):
-    __slots__ = ("future", "payload", "label")
+    __slots__ = ("future", "payload", "label", "started", "solo")
 
     def __init__(self, future, payload, label):
         self.future = future
         self.payload = payload
         self.label = label
+        self.started = False   # set_running_or_notify_cancel done
+        self.solo = False      # never batched (its batch failed: it runs alone)
 
 
 def _dumps(obj):
@@ -439,7 +441,7 @@ def _decode(task, body, headers):
         status, value, report = pickle.loads(body)
     except Exception as exc:  # noqa: BLE001 - e.g. the result's class is not importable here
         fut.set_exception(exc)
-        return
+        return {}
     report["attempts"] = int(headers.get("x-bulkhead-attempts", 1) or 1)
     for name, key in (("x-bulkhead-run-ms", "run_ms"), ("x-bulkhead-queue-ms", "queue_ms")):
         try:
@@ -449,7 +451,7 @@ def _decode(task, body, headers):
     fut.bulkhead_report = report
     if status == "ok":
         fut.set_result(value)
-        return
+        return report
     tb = report.get("traceback") or ""
     if status == "raised":
         cause = HandlerError({"outcome": "handler_error", "pool": None,
@@ -459,6 +461,7 @@ def _decode(task, body, headers):
         cause.task = task.label
         value.__cause__ = cause
         fut.set_exception(value)
+        return report
     else:
         type_name, message = value
         err = HandlerError({"outcome": "handler_error",
@@ -467,15 +470,28 @@ def _decode(task, body, headers):
                             "error": {"type": type_name, "message": message, "traceback": tb}})
         err.task = task.label
         fut.set_exception(err)
+    return report
+
+
+# Automatic batching (``autobatch=True``): once tasks are known to be short (a moving average of
+# their run time under BATCH_TASK_MS), a dispatcher thread sends up to BATCH_MAX queued tasks
+# as one job, about BATCH_TARGET_MS of work, never more than its share of the queue.  Each task
+# still gets its own result or exception; if the job fails as a whole (crash, OOM kill, pids
+# limit, timeout), each of its tasks is run again alone, so only the culprit fails.
+BATCH_TASK_MS = 2.0
+BATCH_TARGET_MS = 20.0
+BATCH_MAX = 64
 
 
 class _Core(object):
     """What the dispatcher threads share (no reference to the Executor, so that an Executor
     dropped without ``shutdown`` is finalized)."""
 
-    def __init__(self, client, pool, threads):
+    def __init__(self, client, pool, threads, autobatch=True):
         self.client = client
         self.pool = pool
+        self.autobatch = autobatch
+        self.avg_ms = None   # moving average of a task's run time in the worker
         self.queue = collections.deque()
         self.cond = threading.Condition(threading.Lock())
         self.closed = False
@@ -506,32 +522,76 @@ class _Core(object):
         for task in cancelled:
             task.future.cancel()
 
+    def _batch_size(self, waiting):
+        avg = self.avg_ms
+        if not self.autobatch or avg is None or avg > BATCH_TASK_MS or waiting < 2:
+            return 1
+        share = -(-waiting // len(self.threads))
+        return max(1, min(BATCH_MAX, share, int(BATCH_TARGET_MS / max(avg, 0.01))))
+
+    def _observe(self, report):
+        ms = report.get("task_ms")
+        if ms is not None:
+            avg = self.avg_ms
+            self.avg_ms = ms if avg is None else 0.8 * avg + 0.2 * ms
+
     def run(self):
-        queue, cond, client, pool = self.queue, self.cond, self.client, self.pool
-        call = client._call
+        queue, cond = self.queue, self.cond
         while True:
             with cond:
                 while not queue:
                     if self.closed:
                         return
                     cond.wait()
-                task = queue.popleft()
-            fut = task.future
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                status, response, body = call(pool, task.payload, None, False, False)
-            except BaseException as exc:  # noqa: BLE001 - transport failure: this task only
-                fut.set_exception(_task_error(task, exc) if isinstance(exc, BulkheadError)
-                                  else exc)
-                continue
-            if status == 200:
-                _decode(task, body, response.headers)
-            else:
-                from ._http import error_from_response
-                exc = error_from_response(status, response, body)
-                fut.bulkhead_report = {"attempts": getattr(exc, "attempts", None)}
-                fut.set_exception(_task_error(task, exc))
+                tasks = [queue.popleft()]
+                if not tasks[0].solo:
+                    n = self._batch_size(len(queue) + 1)
+                    while len(tasks) < n and queue and not queue[0].solo:
+                        tasks.append(queue.popleft())
+            live = []
+            for task in tasks:
+                if task.started or task.future.set_running_or_notify_cancel():
+                    task.started = True
+                    live.append(task)
+            if len(live) == 1:
+                self._one(live[0])
+            elif live:
+                self._many(live)
+
+    def _one(self, task):
+        fut = task.future
+        try:
+            status, response, body = self.client._call(self.pool, task.payload, None, False,
+                                                       False)
+        except BaseException as exc:  # noqa: BLE001 - transport failure: this task only
+            fut.set_exception(_task_error(task, exc) if isinstance(exc, BulkheadError) else exc)
+            return
+        if status == 200:
+            self._observe(_decode(task, body, response.headers))
+        else:
+            from ._http import error_from_response
+            exc = error_from_response(status, response, body)
+            fut.bulkhead_report = {"attempts": getattr(exc, "attempts", None)}
+            fut.set_exception(_task_error(task, exc))
+
+    def _many(self, tasks):
+        try:
+            payload = pickle.dumps((_task.MULTI, [t.payload for t in tasks]),
+                                   pickle.HIGHEST_PROTOCOL)
+            status, response, body = self.client._call(self.pool, payload, None, False, False)
+            answers = pickle.loads(body) if status == 200 else None
+        except BaseException:  # noqa: BLE001 - run them alone: each gets its own error
+            answers = None
+        if answers is None or len(answers) != len(tasks):
+            with self.cond:
+                for task in reversed(tasks):
+                    task.solo = True
+                    self.queue.appendleft(task)
+                self.cond.notify(len(tasks))
+            return
+        headers = response.headers
+        for task, answer in zip(tasks, answers):
+            self._observe(_decode(task, answer, headers))
 
 
 def _finalize(core, daemon):
@@ -554,11 +614,12 @@ class Executor(_BaseExecutor):
     instead of starting one.  ``bulkhead_bin=``: the binary (after ``$BULKHEAD_BIN``).
     ``start_timeout``: seconds to wait for the workers to be ready.
     ``inflight_per_worker``: jobs sent to the daemon at once per worker (2).
+    ``autobatch``: send several queued short tasks (under 2 ms each) as one job (True).
     """
 
     def __init__(self, max_workers=None, *, url=None, pool=None, bulkhead_bin=None,
                  start_timeout=DEFAULT_START_TIMEOUT, inflight_per_worker=INFLIGHT_PER_WORKER,
-                 **pool_kwargs):
+                 autobatch=True, **pool_kwargs):
         from .client import Client
         if _task._bootstrapping:
             raise RuntimeError(
@@ -603,7 +664,8 @@ class Executor(_BaseExecutor):
                 self._daemon.stop(timeout=10)
                 raise
         self.max_workers = workers
-        self._core = _Core(client, self.pool, max(1, workers * int(inflight_per_worker)))
+        self._core = _Core(client, self.pool, max(1, workers * int(inflight_per_worker)),
+                           autobatch)
         self._finalizer = weakref.finalize(self, _finalize, self._core, self._daemon)
 
     # -- start-up -------------------------------------------------------------------------------

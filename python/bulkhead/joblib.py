@@ -5,6 +5,11 @@
                                  max_jobs_per_worker=1):
         cross_validate(model, X, y, cv=3, n_jobs=3)
 
+To keep the workers across several contexts, make the backend yourself:
+``backend = bulkhead.joblib.BulkheadBackend(memory_limit="4GiB")``, then
+``with joblib.parallel_backend(backend, n_jobs=3): ...`` as often as needed, and
+``backend.shutdown()`` (or drop it) at the end.
+
 Keyword arguments of ``parallel_backend`` other than ``n_jobs`` are ``bulkhead.Executor``'s (pool
 keys, or ``url=``/``pool=`` to use a running daemon's pool).  Unlike loky, a worker that crashes
 fails only its own batch, after ``retries`` on a fresh worker, with the typed exception
@@ -56,6 +61,7 @@ class BulkheadBackend(AutoBatchingMixin, ParallelBackendBase):
         self._workers = None
         self._pending = set()
         self.parallel = None
+        self._owned_by_context = False   # made by parallel_backend("bulkhead"): stops with it
 
     def effective_n_jobs(self, n_jobs):
         if n_jobs == 0:
@@ -98,9 +104,10 @@ class BulkheadBackend(AutoBatchingMixin, ParallelBackendBase):
     def terminate(self):
         # Under parallel_backend("bulkhead"), the workers stay for the next Parallel call in the
         # context (as loky's do) and stop when it exits; a one-off Parallel(backend="bulkhead")
-        # stops them now.
+        # stops them now.  A backend instance the caller made (parallel_backend(BulkheadBackend(
+        # ...))) keeps them until its shutdown(), or until it is dropped.
         self.reset_batch_stats()
-        if _active_backend() is not self:
+        if self._owned_by_context and _active_backend() is not self:
             self.shutdown()
 
     def abort_everything(self, ensure_ready=True):
@@ -135,16 +142,23 @@ def _patch_context_exit():
     def unregister(self):
         original(self)
         backend = (getattr(self, "new_backend_and_jobs", None) or (None,))[0]
-        if isinstance(backend, BulkheadBackend) and _active_backend() is not backend:
+        if isinstance(backend, BulkheadBackend) and backend._owned_by_context and \
+                _active_backend() is not backend:
             backend.shutdown()
 
     unregister._bulkhead = True
     cls.unregister = unregister
 
 
+def _by_name(**kwargs):
+    backend = BulkheadBackend(**kwargs)
+    backend._owned_by_context = True
+    return backend
+
+
 def register():
     """Registers ``"bulkhead"`` with joblib (done on import)."""
-    joblib.register_parallel_backend(BACKEND_NAME, BulkheadBackend)
+    joblib.register_parallel_backend(BACKEND_NAME, _by_name)
     _patch_context_exit()
 
 
