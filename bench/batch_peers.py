@@ -131,7 +131,14 @@ def main():
     # (b) cross_validate
     X, y = cv_data()
     expected = list(cv_run(X, y))          # loky: default backend, workers then reused
+    from joblib.externals.loky import get_reusable_executor as reusable
+
+    def loky_cold():
+        reusable().shutdown(wait=True, kill_workers=True)   # the next call starts new workers
+        cv_run(X, y)
+
     cv = {"joblib default (loky), n_jobs=2": [],
+          "joblib default (loky), fresh workers (cold)": [],
           "bulkhead backend, context per round (cold)": [],
           "bulkhead backend, context held (reused)": []}
     held = bulkhead.joblib.BulkheadBackend()   # made here: its workers outlive each context
@@ -148,6 +155,8 @@ def main():
 
     for r in range(args.rounds):
         cv["joblib default (loky), n_jobs=2"].append(timed(lambda: cv_run(X, y)))
+        cv["joblib default (loky), fresh workers (cold)"].append(timed(loky_cold))
+        cv_run(X, y)   # loky warm again for the next round's warm measure
         cv["bulkhead backend, context per round (cold)"].append(timed(cold_cv))
         cv["bulkhead backend, context held (reused)"].append(timed(held_cv))
     held.shutdown()

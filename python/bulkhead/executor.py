@@ -678,10 +678,10 @@ class Executor(_BaseExecutor):
 
     def _attached_workers(self, client):
         status = self._pool_status(client)
-        workers = status.get("target_workers") or status.get("workers")
-        if isinstance(workers, list):
-            workers = len(workers)
-        return int(workers or 1)
+        workers = status.get("workers_target")
+        if not isinstance(workers, int):
+            workers = len(status.get("workers") or ()) or 1
+        return max(1, workers)
 
     def _wait_ready(self, client, workers, deadline):
         """Until every worker is idle (started, preloaded), the daemon exits, or the deadline."""

@@ -81,7 +81,14 @@ class BulkheadBackend(AutoBatchingMixin, ParallelBackendBase):
             self._executor.shutdown(wait=True)
             self._executor = None
         if self._executor is None:
-            self._executor = Executor(max_workers=n_jobs, **self._executor_kwargs)
+            kwargs = dict(self._executor_kwargs)
+            if "url" not in kwargs:
+                # As loky does: each worker's OpenMP/BLAS pools get cpu_count // n_jobs threads
+                # (the caller's env= wins), so n_jobs workers do not oversubscribe the CPUs.
+                env = self._prepare_worker_env(n_jobs)
+                env.update(kwargs.get("env") or {})
+                kwargs["env"] = env
+            self._executor = Executor(max_workers=n_jobs, **kwargs)
             self._workers = n_jobs
         return n_jobs
 

@@ -313,3 +313,23 @@ def test_incident_03_one_fold_per_worker_finishes_every_fold(tmp_path):
         assert 20 <= rep["threads"] < 30
         assert rep["rss_peak"] >= 50 << 20
     assert_all_gone(tag)
+
+
+# -- attach mode -------------------------------------------------------------------------------------
+
+
+def test_attach_to_a_running_daemons_pool(start_daemon):
+    import bulkhead
+    d = start_daemon({"train": {"handler": "bulkhead._executor_task:handle",
+                                "preload": "bulkhead._executor_task:preload", "workers": 2,
+                                "retries": 1}}, unix=True)
+    d.wait_ready("train")
+    with bulkhead.Executor(url=d.url, pool="train") as ex:
+        assert ex.max_workers == 2
+        assert list(ex.map(T.square, range(20))) == [x * x for x in range(20)]
+        with pytest.raises(ValueError):
+            ex.submit(T.raise_value_error, "attached").result(RESULT_LIMIT)
+        with pytest.raises(bulkhead.WorkerCrashed):
+            ex.submit(T.segfault).result(RESULT_LIMIT)
+    with pytest.raises(TypeError, match="memory_limit"):
+        bulkhead.Executor(url=d.url, pool="train", memory_limit="1GiB")
