@@ -392,8 +392,10 @@ class _Task(object):
         self.solo = False      # never batched (its batch failed: it runs alone)
 
 
-def _dumps(obj):
+def _dumps(obj, by_value=False):
     try:
+        if by_value and _task._cloudpickle() is not None:
+            raise pickle.PicklingError("a function of a __main__ the workers cannot import")
         return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
     except Exception as first:  # noqa: BLE001 - lambdas, closures, interactive functions
         cp = _task._cloudpickle()
@@ -635,6 +637,7 @@ class Executor(_BaseExecutor):
         self._lock = threading.Lock()
         self._daemon = None
         self.url = None
+        self._main_in_workers = False   # the workers import the caller's __main__
         if url is not None:
             if pool_kwargs:
                 raise TypeError("pool keys (%s) can't be given when attaching to a running "
@@ -648,7 +651,9 @@ class Executor(_BaseExecutor):
             self.pool = pool or "tasks"
             workers = max_workers or os.cpu_count() or 1
             # Validate everything before starting a process.
-            keys = pool_config(workers, python_path=caller_python_path(), main=caller_main(),
+            main = caller_main()
+            self._main_in_workers = main is not None
+            keys = pool_config(workers, python_path=caller_python_path(), main=main,
                                **pool_kwargs)
             binary = find_binary(bulkhead_bin)
             self._daemon = _Daemon(binary, keys, self.pool, start_timeout)
@@ -715,6 +720,12 @@ class Executor(_BaseExecutor):
 
     # -- the Executor API -----------------------------------------------------------------------
 
+    def _by_value(self, fn):
+        """A function of a ``__main__`` the workers cannot import (a REPL, a notebook, an
+        attached pool): pickled by value (cloudpickle), not by a reference they cannot
+        resolve."""
+        return not self._main_in_workers and getattr(fn, "__module__", None) == "__main__"
+
     def _check_open(self):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
@@ -735,7 +746,7 @@ class Executor(_BaseExecutor):
         if label is None:
             label = describe_call(fn, args, kwargs)
         try:
-            payload = _dumps((_task.CALL, fn, args, kwargs))
+            payload = _dumps((_task.CALL, fn, args, kwargs), self._by_value(fn))
         except Exception as exc:  # noqa: BLE001 - reported through the future, at once
             fut.set_exception(exc)
             return fut
@@ -747,7 +758,7 @@ class Executor(_BaseExecutor):
         label = describe_call(fn, chunk[0]) + (" and %d more" % (len(chunk) - 1)
                                                if len(chunk) > 1 else "")
         try:
-            payload = _dumps((_task.BATCH, fn, chunk))
+            payload = _dumps((_task.BATCH, fn, chunk), self._by_value(fn))
         except Exception as exc:  # noqa: BLE001
             fut.set_exception(exc)
             return fut

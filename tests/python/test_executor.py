@@ -93,7 +93,7 @@ def test_map_keeps_order_with_and_without_chunksize(shared):
 
 def test_map_many_more_tasks_than_the_daemon_queue_holds(shared):
     # The Executor keeps its own queue: at most 2 jobs per worker reach the daemon.
-    n = 3000
+    n = 10000
     assert sum(shared.map(T.square, range(n), chunksize=1)) == sum(x * x for x in range(n))
 
 
@@ -242,6 +242,22 @@ def test_main_script_functions_run_and_nothing_is_left(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "cubes [0, 1, 8, 27, 64]" in out.stdout
     assert "exited" in out.stdout
+    assert_all_gone(tag)
+
+
+def test_interactive_main_functions_go_by_value(tmp_path):
+    # python3 -c (no __file__ in __main__): the workers cannot import it, so its functions go
+    # through cloudpickle by value, as in a REPL or a notebook.
+    tag = uuid.uuid4().hex
+    code = ("import os, sys; sys.path.insert(0, %r); import bulkhead\n"
+            "def double(x): return 2 * x\n"
+            "with bulkhead.Executor(max_workers=1, env={'BULKHEAD_TEST_TAG': os.environ["
+            "'BULKHEAD_TEST_TAG']}) as ex: print('doubles', list(ex.map(double, range(4))))\n"
+            % os.path.join(REPO, "python"))
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True,
+                         env=_script_env(tag), cwd=str(tmp_path), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "doubles [0, 2, 4, 6]" in out.stdout
     assert_all_gone(tag)
 
 
