@@ -689,7 +689,10 @@ class Executor(_BaseExecutor):
         return max(1, workers)
 
     def _wait_ready(self, client, workers, deadline):
-        """Until every worker is idle (started, preloaded), the daemon exits, or the deadline."""
+        """Until a worker is idle (started, preloaded: the others start beside it, and tasks
+        queue in the daemon meanwhile), a worker fails to start, the daemon exits, or the
+        deadline."""
+        workers = 1
         last = None
         while True:
             if self._daemon.proc.poll() is not None:
