@@ -6,6 +6,7 @@ packages=(
   g++ cmake ninja-build pkg-config
   libboost-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libgtest-dev libgmock-dev libsqlite3-dev
   python3 python3-numpy python3-torch python3-pytest python3-prometheus-client
+  python3-joblib python3-sklearn
   clang-format curl procps
 )
 missing=()

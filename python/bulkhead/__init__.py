@@ -6,7 +6,8 @@ outcome, and the worker SDK the supervisor starts (``python -m bulkhead.worker``
 
 Importing ``bulkhead`` is cheap on purpose (every worker process does it): the clients and their
 ``socket`` / ``asyncio`` imports load on first use of ``bulkhead.Client`` (or
-``JobHandle``) and ``bulkhead.AsyncClient`` (or ``AsyncJobHandle``).
+``JobHandle``) and ``bulkhead.AsyncClient`` (or ``AsyncJobHandle``); ``bulkhead.Executor`` (a
+``concurrent.futures`` executor over a private supervisor, docs/executor.md) on first use too.
 """
 
 __version__ = "0.1.0"
@@ -18,7 +19,8 @@ from .errors import (  # noqa: E402 - __version__ first: the worker reads it fro
     WorkerHung)
 
 __all__ = [
-    "__version__", "Client", "JobHandle", "AsyncClient", "AsyncJobHandle",
+    "__version__", "Client", "JobHandle", "AsyncClient", "AsyncJobHandle", "Executor",
+    "ExecutorStartError",
     "BulkheadError", "JobFailed", "HandlerError", "WorkerCrashed", "JobTimedOut", "WorkerHung",
     "OomKilled", "ResourceExhausted", "Poisoned", "Overloaded", "Unavailable", "Cancelled",
     "ApiError", "UnknownPool", "UnknownJob", "BadRequest", "PayloadTooLarge", "TransportError",
@@ -27,7 +29,8 @@ __all__ = [
 
 
 _LAZY = {"Client": "client", "JobHandle": "client",
-         "AsyncClient": "aio", "AsyncJobHandle": "aio"}
+         "AsyncClient": "aio", "AsyncJobHandle": "aio",
+         "Executor": "executor", "ExecutorStartError": "executor"}
 
 
 def __getattr__(name):
@@ -37,6 +40,8 @@ def __getattr__(name):
         raise AttributeError("module %r has no attribute %r" % (__name__, name))
     if module == "client":
         from . import client as loaded
+    elif module == "executor":
+        from . import executor as loaded
     else:
         from . import aio as loaded
     value = getattr(loaded, name)

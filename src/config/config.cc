@@ -130,16 +130,18 @@ class Loader : KeyReader {
     c.name = name;
     c.line = line;
     const std::string p = "pool." + name + ".";
-    rejectUnknown(t, line, p,
-                  {"handler",    "preload",         "python",        "python_path",
-                   "workers",    "queue_limit",     "job_timeout",   "startup_timeout",
-                   "kill_grace", "retries",         "max_jobs",      "max_payload",
-                   "env",        "sample_interval", "memory_limit",  "pids_limit",
-                   "max_rss",    "max_threads",     "max_maps",      "max_fds",
-                   "max_age",    "trend",           "hang_after",    "poison_after",
-                   "breaker",    "fallback",        "profile",       "threads",
-                   "gpus",       "gpus_per_worker", "inherit_env",   "mode",
-                   "init",       "zygote_fallback", "queue_timeout", "async_queue_timeout"});
+    std::set<std::string> known = {
+        "handler",    "preload",         "python",        "python_path",
+        "workers",    "queue_limit",     "job_timeout",   "startup_timeout",
+        "kill_grace", "retries",         "max_jobs",      "max_payload",
+        "env",        "sample_interval", "memory_limit",  "pids_limit",
+        "max_rss",    "max_threads",     "max_maps",      "max_fds",
+        "max_age",    "trend",           "hang_after",    "poison_after",
+        "breaker",    "fallback",        "profile",       "threads",
+        "gpus",       "gpus_per_worker", "inherit_env",   "mode",
+        "init",       "zygote_fallback", "queue_timeout", "async_queue_timeout"};
+    known.insert("max_jobs_strict");  // beside the table: 37 keys break its columns
+    rejectUnknown(t, line, p, known);
     if (!t.get("handler"))
       error(nullptr, line, p + "handler", "missing: expected \"module:function\"");
     readString(t, line, p, "handler", c.handler);
@@ -235,6 +237,13 @@ class Loader : KeyReader {
               "expected a table such as { failures = 5, window = \"30s\", cooldown = \"10s\" }, "
               "got " +
                   describeNode(*n));
+      }
+    }
+    if (const toml::node* n = t.get("max_jobs_strict")) {
+      if (auto b = n->value<bool>(); b && n->is_boolean()) {
+        c.maxJobsStrict = *b;
+      } else {
+        error(n, line, p + "max_jobs_strict", "expected true or false, got " + describeNode(*n));
       }
     }
     if (const toml::node* n = t.get("trend")) {

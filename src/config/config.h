@@ -46,6 +46,9 @@ struct PoolConfig {
   std::chrono::nanoseconds killGrace = std::chrono::seconds(1);
   int retries = 2;
   std::uint64_t maxJobs = 0;
+  // max_jobs_strict: a worker that served max_jobs takes no further job, even while its
+  // replacement starts (one job per process with max_jobs = 1: bulkhead.Executor's folds).
+  bool maxJobsStrict = false;
   std::uint64_t maxPayload = 64ull << 20;
   std::map<std::string, std::string> env;
 

@@ -13,6 +13,7 @@ core::PoolPolicy toPolicy(const PoolConfig& c, const ServerConfig& server, std::
   p.startupTimeout = c.startupTimeout;
   p.retries = c.retries;
   p.maxJobs = c.maxJobs;
+  p.maxJobsStrict = c.maxJobsStrict;
   p.killGrace = c.killGrace;
   p.shutdownTimeout = server.shutdownTimeout;
   p.bounds.maxRssBytes = c.maxRss;

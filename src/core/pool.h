@@ -49,7 +49,8 @@ struct PoolPolicy {
   std::optional<Duration> asyncQueueTimeout;         // async jobs: unset = never expire queued
   Duration startupTimeout = std::chrono::seconds(60);
   int retries = 2;
-  std::uint64_t maxJobs = 0;                              // 0: never recycle on job count
+  std::uint64_t maxJobs = 0;   // 0: never recycle on job count
+  bool maxJobsStrict = false;  // served maxJobs: no further job, even before the replacement
   Duration stackSettle = std::chrono::milliseconds(200);  // dump signal -> SIGTERM
   Duration killGrace = std::chrono::seconds(1);           // SIGTERM -> SIGKILL
   Duration killWait = std::chrono::seconds(5);            // SIGKILL -> give the worker up

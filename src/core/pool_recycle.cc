@@ -70,10 +70,12 @@ void Pool::setRetirement(Worker& w, Retirement next) {
 
 void Pool::recycle(Worker& w, RecycleCause cause, Time now) {
   if (w.retiring()) return;
-  // A crossed bound (not a predicted one) or an exhausted worker takes no further job.
-  const bool overBound = recycleCauseCrossedBound(cause) ||
-                         (w.latestSample && nextJobWouldCross(*w.latestSample, w.history,
-                                                              policy_.bounds, w.jobsServed));
+  // A crossed bound (not a predicted one), an exhausted worker, or max_jobs with
+  // max_jobs_strict takes no further job.
+  const bool overBound =
+      recycleCauseCrossedBound(cause) || (cause == RecycleCause::kJobs && policy_.maxJobsStrict) ||
+      (w.latestSample &&
+       nextJobWouldCross(*w.latestSample, w.history, policy_.bounds, w.jobsServed));
   setRetirement(w, overBound ? Retirement::kRetiringOverBound : Retirement::kRetiring);
   w.recycleCause = cause;
   const std::string word(recycleCauseName(cause));

@@ -39,6 +39,7 @@ job_timeout = "5s"
 startup_timeout = "2m"
 retries = 1
 max_jobs = 100
+max_jobs_strict = true
 env = { OMP_NUM_THREADS = "1" }
 )");
   ASSERT_TRUE(r.config) << r.errors.front().describe();
@@ -52,6 +53,7 @@ env = { OMP_NUM_THREADS = "1" }
   EXPECT_EQ(p.pythonPath.at(1), "/opt/lib");
   EXPECT_EQ(p.env.at("OMP_NUM_THREADS"), "1");
   EXPECT_EQ(p.maxJobs, 100u);
+  EXPECT_TRUE(p.maxJobsStrict);
 }
 
 TEST(Config, DefaultsApply) {

@@ -25,6 +25,7 @@ startup_timeout = "9s"
 kill_grace = "2s"
 retries = 4
 max_jobs = 12
+max_jobs_strict = true
 memory_limit = "1GiB"
 pids_limit = 13
 max_rss = "512MiB"
@@ -51,6 +52,7 @@ breaker = { failures = 6, window = "10s", cooldown = "20s" }
   EXPECT_EQ(p.shutdownTimeout, 7s);
   EXPECT_EQ(p.retries, 4);
   EXPECT_EQ(p.maxJobs, 12u);
+  EXPECT_TRUE(p.maxJobsStrict);
   EXPECT_EQ(p.memoryLimitBytes, 1ull << 30);
   EXPECT_EQ(p.pidsLimit, 13u);
   EXPECT_EQ(p.bounds.maxRssBytes, 512ull << 20);

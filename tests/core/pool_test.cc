@@ -286,6 +286,26 @@ TEST_F(PoolTest, RecycledWorkerRetiresOnlyAfterItsReplacementIsReady) {
   EXPECT_EQ(pool_->counters().workerDeaths, 0u) << "a graceful stop is not a death";
 }
 
+TEST_F(PoolTest, StrictMaxJobsWorkerTakesNoFurtherJobWhileItsReplacementStarts) {
+  auto p = policy(1);
+  p.maxJobs = 1;
+  p.maxJobsStrict = true;
+  make(p);
+  auto workers = startReady();
+  auto send = submit(1);
+  auto actions = feed(JobResultReceived{send->worker, 1, ResultKind::kBytes, payload("y")});
+  auto spawn = only<SpawnWorker>(actions);
+  ASSERT_EQ(spawn.size(), 1u);
+  // One job per process: the next job waits for the replacement.
+  EXPECT_FALSE(submit(2)) << "the retired worker took a second job";
+  feed(WorkerSpawned{spawn[0].worker, 77});
+  auto ready = feed(WorkerReady{spawn[0].worker});
+  auto sends = only<SendJob>(ready);
+  ASSERT_EQ(sends.size(), 1u);
+  EXPECT_EQ(sends[0].worker, spawn[0].worker);
+  EXPECT_EQ(only<SendShutdown>(ready).size(), 1u);
+}
+
 TEST_F(PoolTest, BadFrameKillsTheWorkerAndTheJobIsRetriedAsCrashed) {
   make(policy());
   startReady();
