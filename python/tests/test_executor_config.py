@@ -94,7 +94,7 @@ def test_caller_python_path_keeps_user_dirs_not_the_stdlib():
 
 def test_describe_call_is_short():
     text = X.describe_call(X.describe_call, ("x" * 500,), {"k": list(range(100))})
-    assert text.startswith("bulkhead.executor.describe_call('xxx")
+    assert text.startswith("bulkhead._executor_dispatch.describe_call('xxx")
     assert len(text) <= 200
 
 
