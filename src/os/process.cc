@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <initializer_list>
 
 namespace bulkhead::os {
 
@@ -114,7 +115,13 @@ const char* stageName(int stage) {
 
 std::string SpawnError::describe() const { return stage + ": " + std::strerror(error); }
 
-std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
+namespace {
+
+// fork + exec of `spec`; the child's fds are /dev/null (0), then `childFds` in order (1, 2, ...).
+// Returns the pid once the exec succeeded, or the stage and errno that failed (the child reaped).
+// The caller still holds its copies of childFds: it closes them after this returns.
+std::variant<pid_t, SpawnError> forkExec(const SpawnSpec& spec,
+                                         std::initializer_list<int> childFds) {
   // Everything the child needs is built before fork: the child may only make async-signal-safe
   // calls.
   std::vector<std::string> argvStrings = spec.argv;
@@ -127,18 +134,16 @@ std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
   if (!devNull.valid()) return SpawnError{"open /dev/null", errno};
   UniqueFd execErrRead, execErrWrite;
   if (!makePipe(execErrRead, execErrWrite)) return SpawnError{"pipe2", errno};
-  auto made = makeWorkerChannels();
-  if (auto* error = std::get_if<SpawnError>(&made)) return *error;
-  auto& channels = std::get<WorkerChannels>(made);
+  int sources[8] = {devNull.get()};
+  int count = 1;
+  for (int fd : childFds) sources[count++] = fd;
 
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) return SpawnError{"fork", errno};
   if (pid == 0) {
     // ---- child: async-signal-safe region until execve ----
-    int sources[5] = {devNull.get(), channels.stdoutWrite.get(), channels.stderrWrite.get(),
-                      channels.controlTheirs.get(), channels.stacksWrite.get()};
-    execChild(spec.executable.c_str(), argv.data(), envp.data(), workdir, parent, sources, 5,
+    execChild(spec.executable.c_str(), argv.data(), envp.data(), workdir, parent, sources, count,
               execErrWrite.get(), spec.joinCgroupFds.data(), spec.joinCgroupFds.size(),
               spec.addressSpaceLimit);
   }
@@ -147,11 +152,6 @@ std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
   ::setpgid(pid, pid);
 
   execErrWrite.reset();
-  channels.stdoutWrite.reset();
-  channels.stderrWrite.reset();
-  channels.stacksWrite.reset();
-  channels.controlTheirs.reset();
-
   int report[2] = {0, 0};
   ssize_t got;
   do {
@@ -163,58 +163,37 @@ std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
     }
     return SpawnError{stageName(report[0]), report[1]};
   }
+  return pid;
+}
 
+}  // namespace
+
+std::variant<WorkerProcess, SpawnError> spawnWorker(const SpawnSpec& spec) {
+  auto made = makeWorkerChannels();
+  if (auto* error = std::get_if<SpawnError>(&made)) return *error;
+  auto& channels = std::get<WorkerChannels>(made);
+  auto started = forkExec(spec, {channels.stdoutWrite.get(), channels.stderrWrite.get(),
+                                 channels.controlTheirs.get(), channels.stacksWrite.get()});
+  if (auto* error = std::get_if<SpawnError>(&started)) return *error;
   WorkerProcess p = std::move(channels.ours);
-  p.pid = pid;
-  p.pidfd = openPidfd(pid);
-  return p;
+  p.pid = std::get<pid_t>(started);
+  p.pidfd = openPidfd(p.pid);
+  return p;  // the child's ends close with `channels`
 }
 
 std::variant<CommandProcess, SpawnError> spawnCommand(const SpawnSpec& spec) {
   // As spawnWorker, but the child gets only fds 0-2: stdin /dev/null, stdout and stderr pipes.
-  std::vector<std::string> argvStrings = spec.argv;
-  std::vector<std::string> envStrings = spec.env;
-  std::vector<char*> argv = pointers(argvStrings);
-  std::vector<char*> envp = pointers(envStrings);
-  const char* workdir = spec.workingDirectory.empty() ? nullptr : spec.workingDirectory.c_str();
-
-  UniqueFd devNull(::open("/dev/null", O_RDWR | O_CLOEXEC));
-  if (!devNull.valid()) return SpawnError{"open /dev/null", errno};
-  UniqueFd execErrRead, execErrWrite, outRead, outWrite, errRead, errWrite;
-  if (!makePipe(execErrRead, execErrWrite) || !makePipe(outRead, outWrite) ||
-      !makePipe(errRead, errWrite)) {
+  UniqueFd outRead, outWrite, errRead, errWrite;
+  if (!makePipe(outRead, outWrite) || !makePipe(errRead, errWrite)) {
     return SpawnError{"pipe2", errno};
   }
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) return SpawnError{"fork", errno};
-  if (pid == 0) {
-    // ---- child: async-signal-safe region until execve ----
-    int sources[3] = {devNull.get(), outWrite.get(), errWrite.get()};
-    execChild(spec.executable.c_str(), argv.data(), envp.data(), workdir, parent, sources, 3,
-              execErrWrite.get(), spec.joinCgroupFds.data(), spec.joinCgroupFds.size(),
-              spec.addressSpaceLimit);
-  }
-  ::setpgid(pid, pid);
-  execErrWrite.reset();
-  outWrite.reset();
-  errWrite.reset();
-  int report[2] = {0, 0};
-  ssize_t got;
-  do {
-    got = ::read(execErrRead.get(), report, sizeof report);
-  } while (got < 0 && errno == EINTR);
-  if (got == static_cast<ssize_t>(sizeof report)) {
-    int status;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    return SpawnError{stageName(report[0]), report[1]};
-  }
+  auto started = forkExec(spec, {outWrite.get(), errWrite.get()});
+  if (auto* error = std::get_if<SpawnError>(&started)) return *error;
   setNonBlocking(outRead.get());
   setNonBlocking(errRead.get());
   CommandProcess p;
-  p.pid = pid;
-  p.pidfd = openPidfd(pid);
+  p.pid = std::get<pid_t>(started);
+  p.pidfd = openPidfd(p.pid);
   p.stdoutRead = std::move(outRead);
   p.stderrRead = std::move(errRead);
   return p;

@@ -1,5 +1,5 @@
-// RunWatcher: see run_watcher.h. The child side uses plain syscalls only: it is forked before any
-// thread exists, so it may allocate, but it keeps to read/kill/rmdir and exits.
+// RunWatcher: see run_watcher.h. The child is forked before any thread exists, so it may
+// allocate; it reads its pipe, then kills and removes what it was told about, and exits.
 
 #include "run/run_watcher.h"
 
@@ -13,46 +13,11 @@
 #include <cstring>
 #include <set>
 
+#include "os/cgroup_kill.h"
+
 namespace bulkhead::run {
 
 namespace {
-
-std::string readAll(const std::string& path) {
-  std::string out;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
-  char buffer[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buffer, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
-
-// SIGKILL everything in a cgroup directory until it is empty (bounded), then remove it.
-void emptyAndRemove(const std::string& dir) {
-  for (int round = 0; round < 50; ++round) {
-    std::string procs = readAll(dir + "/cgroup.procs");
-    bool any = false;
-    std::size_t at = 0;
-    while (at < procs.size()) {
-      std::size_t end = procs.find('\n', at);
-      if (end == std::string::npos) end = procs.size();
-      long pid = std::strtol(procs.substr(at, end - at).c_str(), nullptr, 10);
-      if (pid > 1) {
-        ::kill(static_cast<pid_t>(pid), SIGKILL);
-        any = true;
-      }
-      at = end + 1;
-    }
-    if (!any && ::rmdir(dir.c_str()) == 0) return;
-    if (!any && errno == ENOENT) return;
-    ::usleep(20000);
-  }
-}
 
 [[noreturn]] void watch(int readFd) {
   // Ctrl-C and a closing terminal reach our whole process group: the watcher outlives them and
@@ -88,7 +53,9 @@ void emptyAndRemove(const std::string& dir) {
   for (pid_t g : groups) {
     if (g > 1) ::kill(-g, SIGKILL);
   }
-  for (const auto& dir : cgroups) emptyAndRemove(dir);
+  // The same bounded kill-until-empty rounds as a worker's cgroup (os/cgroup_kill.h).
+  auto host = os::makeLinuxCgroupHost();
+  for (const auto& dir : cgroups) os::emptyAndRemoveCgroup(*host, dir, nullptr);
   ::_exit(0);
 }
 
