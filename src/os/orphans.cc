@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -23,6 +24,8 @@ constexpr std::size_t kStatBytes = 4096;
 // Environments are a few KiB; the kernel's own bound (ARG_MAX, 1/4 of the stack limit) is larger,
 // but a tag past the first MiB is not worth reading for.
 constexpr std::size_t kEnvironBytes = 1 << 20;
+constexpr int kEnvironRetries = 50;  // at most 100 ms for one process
+constexpr long kEnvironRetryPauseNs = 2'000'000;
 
 // Reads at most `limit` bytes of the file at dirFd/name; nullopt when it cannot be opened or read
 // (the process is gone, or not ours to read).
@@ -88,6 +91,17 @@ class LinuxProcessHost final : public ProcessHost {
     if (!root_.valid() || pid <= 0) return std::nullopt;
     const std::string path = std::to_string(pid) + "/environ";
     auto text = readBounded(root_.get(), path.c_str(), kEnvironBytes);
+    // Empty: most likely a process in the middle of execve. Once the old image is gone (and a
+    // vfork parent, e.g. Python's subprocess, has resumed and may have crashed meanwhile), the new
+    // one has no environment until the kernel has set up its stack (mm->env_end is still 0 and
+    // environ reads as empty, fs/proc/base.c). On a loaded machine that window is long enough for
+    // its worker to die and be swept: read again for a short, bounded while. A process that
+    // really has an empty environment costs this wait once per sweep.
+    for (int tries = 0; text && text->empty() && tries < kEnvironRetries; ++tries) {
+      timespec pause{0, kEnvironRetryPauseNs};
+      ::nanosleep(&pause, nullptr);
+      text = readBounded(root_.get(), path.c_str(), kEnvironBytes);
+    }
     if (!text) return std::nullopt;
     return environValue(*text, name);
   }
