@@ -250,9 +250,10 @@ std::vector<ExitStatus> reapExitedChildren() {
   std::vector<ExitStatus> out;
   for (;;) {
     int status = 0;
-    pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    struct rusage usage {};
+    pid_t pid = ::wait4(-1, &status, WNOHANG, &usage);
     if (pid > 0) {
-      out.push_back({pid, status});
+      out.push_back({pid, status, static_cast<std::uint64_t>(usage.ru_maxrss) * 1024});  // KiB
       continue;
     }
     if (pid < 0 && errno == EINTR) continue;

@@ -79,10 +79,12 @@ long sendWithFds(int socket, const std::string& bytes, const std::vector<int>& f
 
 struct ExitStatus {
   pid_t pid;
-  int rawStatus;  // as from waitpid
+  int rawStatus;                  // as from waitpid
+  std::uint64_t maxRssBytes = 0;  // wait4's ru_maxrss: the largest RSS it (or a child it
+                                  // reaped) ever had, exact where sampling can miss a short peak
 };
 
-// Reaps every child that has changed state (tini's loop): waitpid(-1, WNOHANG) until nothing is
+// Reaps every child that has changed state (tini's loop): wait4(-1, WNOHANG) until nothing is
 // left. As a child subreaper the supervisor also reaps orphaned grandchildren here.
 std::vector<ExitStatus> reapExitedChildren();
 

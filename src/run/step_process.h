@@ -32,6 +32,7 @@ struct LiveStep {
   std::string cgroupProcs;  // a cgroup.procs path listing the tree ("" without cgroups)
   util::ByteRing stderrTail{kStderrTailBytes};
   double startedMs = 0;          // on the shell's monotonic clock
+  double lastSampledMs = 0;      // 0: never
   std::optional<int> rawStatus;  // the leader was reaped
   TreeSample latest;
   StepPeaks peaks;

@@ -6,6 +6,10 @@
 
 namespace bulkhead::run {
 
+std::string jsonText(const nlohmann::json& j, int indent) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string formatBytes(std::uint64_t bytes) {
   char text[32];
   const double b = static_cast<double>(bytes);
@@ -56,7 +60,7 @@ namespace {
 std::string evidenceText(const StepSummary& s) {
   std::string text;
   if (s.outcome == "ok" && s.result) {
-    text = "result " + s.result->dump();
+    text = "result " + jsonText(*s.result);
     if (text.size() > 120) text = text.substr(0, 117) + "...";
   }
   if (s.skipped) return "from state (not run again); " + text;

@@ -12,6 +12,11 @@
 
 namespace bulkhead::run {
 
+// JSON text of j. A step's stderr tail (and its result file) may hold bytes that are not UTF-8 (a
+// native library's garbage, a tail cut inside a character): they become U+FFFD instead of
+// nlohmann's type_error 316, which would end `bulkhead run` itself.
+std::string jsonText(const nlohmann::json& j, int indent = -1);
+
 struct StepSummary {
   std::string name;
   std::string outcome = "not_run";  // an outcome name, or "not_run" (interrupted before it)

@@ -4,7 +4,8 @@
 // running step's stdout/stderr pipe. Each turn asks the StepScheduler what is due (start, SIGTERM,
 // SIGKILL), reaps exited children (we are a child subreaper, so orphaned grandchildren come back
 // to us too), ends a step once its leader is reaped (the rest of its group and its cgroup are
-// killed then: a step is its leader), and samples running trees every kSampleEvery.
+// killed then: a step is its leader), and samples running trees every kSampleEveryMs
+// (kYoungSampleEveryMs in their first second).
 
 #include "run/step_runner.h"
 
@@ -41,8 +42,19 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr double kSampleEveryMs = 250;
+// A young step is sampled more often: most of a short step's life, and the start-up of a long one
+// (imports, model load), would otherwise fall between two samples.
+constexpr double kYoungSampleEveryMs = 40;
+constexpr double kYoungForMs = 1000;
+
 constexpr double kRedrawEveryMs = 1000;
 constexpr double kPlainEveryMs = 10000;  // not a terminal: one line per step per 10 s
+
+// Milliseconds until the step is due for its next sample (0 or less: now).
+double sampleDueIn(const LiveStep& step, double now) {
+  const double every = now - step.startedMs < kYoungForMs ? kYoungSampleEveryMs : kSampleEveryMs;
+  return step.lastSampledMs + every - now;
+}
 
 double msNow() {
   return std::chrono::duration<double, std::milli>(Clock::now().time_since_epoch()).count();
@@ -93,7 +105,7 @@ class Runner {
   os::UniqueFd signals_;
   int interruptSignal_ = 0;
   int maxMapCount_ = 65530;
-  double lastSampleMs_ = 0, lastRedrawMs_ = 0, lastPlainMs_ = 0;
+  double lastRedrawMs_ = 0, lastPlainMs_ = 0;
   std::vector<std::string> baseEnvironment_;
 };
 
@@ -146,7 +158,7 @@ bool Runner::setUp(int* exitCode) {
       s = summaryFromRecord(*row);
       scheduler_.skip(i);
       std::string line = "step " + s.name + ": ok in an earlier run, skipped";
-      if (s.result) line += "; result " + s.result->dump();
+      if (s.result) line += "; result " + jsonText(*s.result);
       progress_.note(line);
     } else if (row->outcome == "running") {
       progress_.note("step " + s.name + " was running in run pid " +
@@ -167,8 +179,8 @@ void Runner::record(const StepSummary& s, const std::string& outcome, pid_t pid)
   r.runnerPid = static_cast<int>(::getpid());
   r.pid = pid;
   r.peaks = s.peaks;
-  r.evidenceJson = s.evidence.dump();
-  if (s.result) r.resultJson = s.result->dump();
+  r.evidenceJson = jsonText(s.evidence);
+  if (s.result) r.resultJson = jsonText(*s.result);
   r.updatedAtMs = unixMs();
   std::string error;
   if (!state_->put(r, &error)) progress_.note("warning: " + error);
@@ -413,7 +425,10 @@ int Runner::run() {
         owners.push_back(index);
       }
     }
-    double wait = kSampleEveryMs - (msNow() - lastSampleMs_);
+    double wait = kSampleEveryMs;
+    for (const auto& [index, step] : live_) {
+      wait = std::min(wait, sampleDueIn(*step, msNow()));
+    }
     if (auto deadline = scheduler_.nextDeadline()) {
       double until = std::chrono::duration<double, std::milli>(*deadline - coreNow()).count();
       wait = std::min(wait, until);
@@ -434,7 +449,10 @@ int Runner::run() {
     }
     for (const auto& exited : os::reapExitedChildren()) {
       for (auto& [index, step] : live_) {
-        if (step->pid == exited.pid) step->rawStatus = exited.rawStatus;
+        if (step->pid != exited.pid) continue;
+        step->rawStatus = exited.rawStatus;
+        // A step shorter than a few samples would otherwise report a peak taken mid-exec.
+        step->peaks.rssBytes = std::max(step->peaks.rssBytes, exited.maxRssBytes);
       }
     }
     for (auto it = live_.begin(); it != live_.end();) {
@@ -445,14 +463,13 @@ int Runner::run() {
         ++it;
       }
     }
-    if (now - lastSampleMs_ >= kSampleEveryMs) {
-      lastSampleMs_ = now;
-      for (auto& [index, step] : live_) {
-        sampleTree(*step, proc_, *cgroups_);
-        if (o_.maxMaps > 0 && step->latest.largestMaps >= o_.maxMaps &&
-            scheduler_.phase(index) == core::StepPhase::kRunning) {
-          scheduler_.stop(index, core::StepStopReason::kBound, coreNow());
-        }
+    for (auto& [index, step] : live_) {
+      if (sampleDueIn(*step, now) > 0) continue;
+      step->lastSampledMs = now;
+      sampleTree(*step, proc_, *cgroups_);
+      if (o_.maxMaps > 0 && step->latest.largestMaps >= o_.maxMaps &&
+          scheduler_.phase(index) == core::StepPhase::kRunning) {
+        scheduler_.stop(index, core::StepStopReason::kBound, coreNow());
       }
     }
     const double every = progress_.tty() ? kRedrawEveryMs : kPlainEveryMs;
@@ -472,9 +489,9 @@ int Runner::run() {
     exitCode = allOk ? kExitAllOk : kExitStepFailed;
   }
   if (o_.json) {
-    std::string doc = runJson(summaries_, exitCode, interruptSignal_ != 0, maxMapCount_,
-                              os::cgroupModeName(cgroups_->mode()))
-                          .dump(2) +
+    std::string doc = jsonText(runJson(summaries_, exitCode, interruptSignal_ != 0, maxMapCount_,
+                                       os::cgroupModeName(cgroups_->mode())),
+                               2) +
                       "\n";
     writeAll(1, doc);
   } else {

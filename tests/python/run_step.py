@@ -114,6 +114,13 @@ def main():
     elif mode == "sleep":
         while True:
             time.sleep(1)
+    elif mode == "garbage":
+        # What a native library may leave on stderr, ending inside a 3-byte character.
+        sys.stderr.buffer.write(b"\xff\xfe not utf-8 \xe2\x82")
+        sys.stderr.flush()
+        with open(os.environ["BULKHEAD_STEP_RESULT"], "wb") as f:
+            f.write(b'{"note": "\xff"}')
+        sys.exit(3)
     elif mode == "exit":
         sys.stderr.write("the step failed on its own\n")
         sys.exit(int(sys.argv[2]))

@@ -206,6 +206,32 @@ def test_timeout_is_timed_out(tag):
     assert "--timeout" in step["evidence"]["cause"]
 
 
+def test_a_step_shorter_than_a_sample_still_reports_its_peak_rss(tag):
+    # Touches 48 MiB and exits at once: the peak comes from wait4's ru_maxrss at the reap, not
+    # from a sample that may have been taken mid-exec.
+    code, doc, _, err = run(["--steps", "1", "--json", "--env", "BULKHEAD_TEST_TAG=" + tag, "--",
+                             PYTHON, STEP, "oom", "48"])
+    assert code == 0, err
+    step = doc["steps"][0]
+    assert step["outcome"] == "ok", step
+    assert step["peaks"]["rss_bytes"] >= 48 << 20, step
+
+
+def test_stderr_and_result_that_are_not_utf8_are_reported_not_fatal(tmp_path, tag):
+    state = str(tmp_path / "state")
+    args = ["--steps", "1", "--json", "--state", state, "--env", "BULKHEAD_TEST_TAG=" + tag, "--",
+            PYTHON, STEP, "garbage"]
+    code, doc, _, err = run(args)
+    assert code == 1, err
+    step = doc["steps"][0]
+    assert step["outcome"] == "handler_error", step
+    assert "not utf-8" in step["evidence"]["stderr_tail"]
+    assert "\ufffd" in step["evidence"]["stderr_tail"]
+    # The next run reruns it (not ok) over the row stored with that text: still no crash.
+    code, doc, _, err = run(args)
+    assert code == 1 and doc["steps"][0]["outcome"] == "handler_error", err
+
+
 def test_own_nonzero_exit_is_handler_error_never_retried(tag):
     code, doc, _, err = run(["--steps", "1", "--retries", "2", "--json", "--env",
                              "BULKHEAD_TEST_TAG=" + tag, "--", PYTHON, STEP, "exit", "3"])
