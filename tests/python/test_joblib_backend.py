@@ -73,3 +73,28 @@ def test_a_segfaulting_fold_is_retried_then_typed_and_named(tag):
     assert len({a["pid"] for a in err.attempts}) == 2
     assert "_fit_and_score(SegfaultWithoutMarker()" in str(err)
     assert "BatchedCalls[" in err.task
+
+
+def test_leaky_folds_fail_in_one_process_and_finish_one_per_worker(tag):
+    """The fold-3 case through cross_validate: folds that leak maps, threads and memory under a
+    pids limit. All in one process, the third fold cannot start its threads (typed
+    ResourceExhausted); through the backend with one fold per worker, every fold finishes, each
+    in its own process, and reports what it held."""
+    import bulkhead
+    import bulkhead.joblib  # noqa: F401
+    from sklearn.model_selection import cross_validate
+    import joblib_estimators as E
+    X, y = _data()
+    with bulkhead.Executor(max_workers=1, pids_limit=64, retries=0,
+                           env={"BULKHEAD_TEST_TAG": tag}) as ex:
+        with pytest.raises(bulkhead.ResourceExhausted) as info:
+            ex.submit(E.sequential_cross_validate, X, y, 4).result(120)
+    assert "pids limit 64 reached" in info.value.last_attempt.get("cause", ""), info.value
+    with joblib.parallel_backend("bulkhead", n_jobs=2, pids_limit=64, max_jobs_per_worker=1,
+                                 retries=0, env={"BULKHEAD_TEST_TAG": tag}):
+        out = cross_validate(E.LeakyFold(), X, y, cv=4, n_jobs=2, return_estimator=True,
+                             error_score="raise")
+    prints = [est.footprint_ for est in out["estimator"]]
+    assert len({p["pid"] for p in prints}) == 4, prints     # a fresh worker per fold
+    for p in prints:
+        assert p["maps"] >= 1000 and 20 <= p["threads"] < 30, p
