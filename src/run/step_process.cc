@@ -10,29 +10,15 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "run/run_output.h"
+
 namespace bulkhead::run {
 
-namespace {
-
-std::string readFile(const std::string& path) {
-  std::string out;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
-  char buffer[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof buffer);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buffer, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return out;
-}
-
-}  // namespace
-
 std::vector<pid_t> treePids(const LiveStep& step, const os::ProcReader& proc) {
-  if (!step.cgroupProcs.empty()) return os::parsePidList(readFile(step.cgroupProcs));
+  if (!step.cgroupProcs.empty()) {
+    bool tooLarge = false;  // 1 MiB of pids: far more than any pids limit lets a tree hold
+    return os::parsePidList(readSmallFile(step.cgroupProcs, &tooLarge).value_or(""));
+  }
   std::vector<pid_t> pids;
   DIR* dir = ::opendir("/proc");
   if (!dir) return pids;
