@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds bulkhead into build/ (or $BUILD_DIR) and makes the Python package importable by Debian's
-# /usr/bin/python3 (a .pth file pointing at python/ in this checkout).
+# Builds bulkhead into build/ (or $BUILD_DIR). Nothing is written outside the checkout: the
+# scripts and tests put python/ on PYTHONPATH themselves, and an install (docs/install.md) puts
+# the package where /usr/bin/python3 finds it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
@@ -15,6 +16,8 @@ if ! ninja -C "$build" >"$log" 2>&1; then
   exit 1
 fi
 rm -f "$log"
-site=$(/usr/bin/python3 -c 'import site, sys; print([p for p in site.getsitepackages() if p.startswith("/usr/local")][0])')
-mkdir -p "$site"
-echo "$root/python" > "$site/bulkhead.pth"
+# Earlier builds wrote a machine-wide .pth pointing at the checkout that built last: remove it.
+for pth in /usr/local/lib/python3*/dist-packages/bulkhead.pth; do
+  [[ -f "$pth" && "$(cat "$pth")" == "$root/python" ]] && rm -f "$pth"
+done
+exit 0

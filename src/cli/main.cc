@@ -21,6 +21,8 @@
 #include "cli/check.h"
 #include "cli/http_client.h"
 #include "cli/run_command.h"
+#include "cli/sdk_location.h"
+#include "cli/service_notifications.h"
 #include "config/config.h"
 #include "jobs/jobs_service.h"
 #include "jobs/supervisor_runner.h"
@@ -31,10 +33,6 @@
 #include "runtime/operator_log.h"
 #include "runtime/supervisor.h"
 #include "runtime/worker_spec.h"
-
-#ifndef BULKHEAD_SDK_DIR
-#define BULKHEAD_SDK_DIR ""
-#endif
 
 extern char** environ;
 
@@ -87,8 +85,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
   os::keepFreedBlocksForReuse();
   boost::asio::io_context io(1);
   runtime::SupervisorOptions options;
-  const char* sdk = std::getenv("BULKHEAD_SDK_DIR");
-  options.sdkDirectory = sdk && *sdk ? sdk : BULKHEAD_SDK_DIR;
+  options.sdkDirectory = cli::locateSdkDirectory();
   for (char** e = environ; *e; ++e) options.baseEnvironment.emplace_back(*e);
 
   runtime::Supervisor supervisor(io, *config, std::move(options));
@@ -136,9 +133,14 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
     });
   };
   tendHeap();
+  std::map<std::string, std::chrono::nanoseconds> startupTimeouts;
+  for (const auto& pool : config->pools) startupTimeouts[pool.name] = pool.startupTimeout;
+  cli::ServiceNotifications notifications(io, supervisor, std::move(startupTimeouts),
+                                          os::ServiceNotifier::fromEnvironment());
   bool stopping = false;
   auto stop = [&](const std::string& why) {
     if (std::exchange(stopping, true)) return;
+    notifications.stopping();
     logAt(LogLevel::kInfo, why + ": finishing jobs and stopping workers", {{"event", "stopping"}});
     supervisor.shutdown([&] {
       server.stopAccepting();
@@ -146,6 +148,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
       // The last outcomes must reach their callers before the loop ends.
       server.whenResponsesWritten([&] {
         heapTimer.cancel();
+        notifications.cancel();
         io.stop();
       });
     });
@@ -184,14 +187,12 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
       LogLevel::kInfo,
       std::to_string(config->pools.size()) + " pool(s) from " + path + "; listening on " + address,
       {{"event", "listening"}, {"address", address}});
+  notifications.start();
   io.run();
   return 0;
 }
 
-std::string sdkDirectory() {
-  const char* sdk = std::getenv("BULKHEAD_SDK_DIR");
-  return sdk && *sdk ? sdk : BULKHEAD_SDK_DIR;
-}
+std::string sdkDirectory() { return cli::locateSdkDirectory(); }
 
 std::vector<std::string> ourEnvironment() {
   std::vector<std::string> base;
