@@ -3,13 +3,14 @@
 # scripts and tests put python/ on PYTHONPATH themselves, and an install (docs/install.md) puts
 # the package where /usr/bin/python3 finds it.
 set -euo pipefail
+source "$(dirname "$0")/progress.sh"
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
 "$root/scripts/deps.sh"
 cmake -S "$root" -B "$build" -G Ninja ${CMAKE_ARGS:-} >/dev/null
 # Quiet when it works; the compiler's own messages when it does not.
 log=$(mktemp)
-if ! ninja -C "$build" >"$log" 2>&1; then
+if ! ninja -C "$build" 2>&1 | PROGRESS_LOG=$log show_progress "bulkhead: building" '^\['; then
   grep -E -A12 'error:|FAILED:' "$log" | head -150 >&2 || tail -n 100 "$log" >&2
   rm -f "$log"
   echo "bulkhead: the build failed (above: ninja's first errors)" >&2

@@ -2,6 +2,7 @@
 # Installs what bulkhead needs to build and test, from Debian 12 packages only. Idempotent: does
 # nothing when everything is present.
 set -euo pipefail
+source "$(dirname "$0")/progress.sh"
 packages=(
   g++ cmake ninja-build pkg-config
   libboost-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libgtest-dev libgmock-dev libsqlite3-dev
@@ -16,6 +17,9 @@ done
 if ((${#missing[@]})); then
   echo "bulkhead: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
+  echo "bulkhead: apt-get update, then ${#missing[@]} package(s) (a few minutes on a fresh machine)" >&2
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1 |
+    show_progress "bulkhead: apt" '^(Unpacking|Setting up) '
+
 fi
