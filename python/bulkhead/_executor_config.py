@@ -9,8 +9,8 @@ import sysconfig
 
 from . import _executor_task as _task
 
-# A duration the config accepts that no batch job reaches (the config's bound is 1e18 ns).
-NO_TIMEOUT = "100000h"
+# The config's word for "no limit" (job_timeout, queue_timeout).
+NO_TIMEOUT = "off"
 
 
 _SIZES = ("memory_limit", "max_rss", "max_payload")

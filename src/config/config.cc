@@ -191,8 +191,8 @@ class Loader : KeyReader {
     v = static_cast<int64_t>(c.maxJobs);
     readInt(t, line, p, "max_jobs", 0, std::numeric_limits<int64_t>::max(), v);
     c.maxJobs = static_cast<std::uint64_t>(v);
-    readDuration(t, line, p, "job_timeout", std::chrono::milliseconds(1), c.jobTimeout);
-    readDuration(t, line, p, "queue_timeout", std::chrono::milliseconds(1), c.queueTimeout);
+    readTimeout(t, line, p, "job_timeout", std::chrono::milliseconds(1), c.jobTimeout);
+    readTimeout(t, line, p, "queue_timeout", std::chrono::milliseconds(1), c.queueTimeout);
     if (t.get("async_queue_timeout")) {
       c.asyncQueueTimeout = std::chrono::nanoseconds{0};
       readDuration(t, line, p, "async_queue_timeout", std::chrono::milliseconds(1),

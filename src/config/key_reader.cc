@@ -99,6 +99,17 @@ void KeyReader::readDuration(const toml::table& t, int line, const std::string& 
   out = *d;
 }
 
+void KeyReader::readTimeout(const toml::table& t, int line, const std::string& prefix,
+                            const char* key, std::chrono::nanoseconds min,
+                            std::chrono::nanoseconds& out) {
+  const toml::node* n = t.get(key);
+  if (n && n->is_string() && *n->value<std::string>() == "off") {
+    out = kTimeoutOff;
+    return;
+  }
+  readDuration(t, line, prefix, key, min, out);
+}
+
 void KeyReader::readSize(const toml::table& t, int line, const std::string& prefix, const char* key,
                          std::uint64_t min, std::uint64_t& out) {
   const toml::node* n = t.get(key);

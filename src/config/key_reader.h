@@ -36,6 +36,9 @@ class KeyReader {
                int64_t min, int64_t max, int64_t& out);
   void readDuration(const toml::table& t, int line, const std::string& prefix, const char* key,
                     std::chrono::nanoseconds min, std::chrono::nanoseconds& out);
+  // A duration, or "off" (no limit: kTimeoutOff).
+  void readTimeout(const toml::table& t, int line, const std::string& prefix, const char* key,
+                   std::chrono::nanoseconds min, std::chrono::nanoseconds& out);
   void readSize(const toml::table& t, int line, const std::string& prefix, const char* key,
                 std::uint64_t min, std::uint64_t& out);
   void rejectUnknown(const toml::table& t, int line, const std::string& prefix,

@@ -10,6 +10,10 @@
 namespace bulkhead::config {
 
 std::optional<std::chrono::nanoseconds> parseDuration(std::string_view text);
+
+// What "off" means for a timeout that may be turned off (job_timeout, queue_timeout): a century,
+// so deadline arithmetic (now + timeout) stays plain and cannot overflow.
+inline constexpr std::chrono::nanoseconds kTimeoutOff = std::chrono::hours(24 * 365 * 100);
 std::optional<std::uint64_t> parseSize(std::string_view text);
 
 }  // namespace bulkhead::config

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "config/units.h"
+
 namespace bulkhead::config {
 namespace {
 
@@ -139,6 +141,15 @@ TEST(Config, QueueTimeoutsHaveOneMeaningEach) {
               "expected a duration");
   expectError("[pool.a]\nhandler = \"m:f\"\nasync_queue_timeout = \"soon\"\n", 3,
               "pool.a.async_queue_timeout", "expected a duration");
+}
+
+TEST(Config, JobAndQueueTimeoutsCanBeTurnedOff) {
+  auto r = load("[pool.a]\nhandler = \"m:f\"\njob_timeout = \"off\"\nqueue_timeout = \"off\"\n");
+  ASSERT_TRUE(r.config);
+  EXPECT_EQ(r.config->pools[0].jobTimeout, kTimeoutOff);
+  EXPECT_EQ(r.config->pools[0].queueTimeout, kTimeoutOff);
+  expectError("[pool.a]\nhandler = \"m:f\"\nstartup_timeout = \"off\"\n", 3,
+              "pool.a.startup_timeout", "expected a duration");
 }
 
 TEST(Config, MissingHandlerNamesThePoolTable) {

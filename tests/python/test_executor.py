@@ -61,8 +61,9 @@ def shared():
 
 @pytest.fixture(scope="module")
 def limited():
-    """One worker with a run limit and a memory limit, no retries."""
-    ex, tag = tagged_executor(max_workers=1, job_timeout="1500ms", memory_limit="160MiB",
+    """One worker with a run limit and a memory limit, no retries. The run limit leaves a
+    600 MiB allocation (0.3 s here) time to reach the memory limit on a loaded machine."""
+    ex, tag = tagged_executor(max_workers=1, job_timeout="8s", memory_limit="160MiB",
                               retries=0)
     yield ex
     ex.shutdown(wait=True)
