@@ -68,7 +68,7 @@ from ._h1 import (
     encode_request)
 # The sans-I/O helpers live in ._http; the names are kept here too for code that imported them
 # from this module.
-from ._client_core import ClientCore, JobHandleCore, ResultRounds
+from ._client_core import ClientCore, JobHandleCore, ResultRounds, quarantine_entries
 from ._http import (  # noqa: F401
     ACK_TIMEOUT, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_URL, MAX_POLL_WAIT, TIMEOUT_MARGIN, URL_ENV,
     PollClock, _as_bytes, _describe, _json_object, _runs, answer_timeout, cancel_answer,
@@ -251,6 +251,28 @@ class Client(ClientCore):
         """``GET /v1/pools``: the pools, their counters and workers (a dict)."""
         return json.loads(final_value(self._request("GET", self._prefix + "/v1/pools",
                                                     idempotent=True)))
+
+    def pool(self, name):
+        """``GET /v1/pools/{name}``: that pool, its workers with their sample history, recycles
+        by cause, limits and recent events (a dict); ``UnknownPool`` if the daemon has none."""
+        return json.loads(final_value(self._request("GET", self._pool_view_path(name),
+                                                    idempotent=True)))
+
+    def quarantine(self):
+        """``GET /v1/quarantine``: the quarantined payloads of every pool, a list of dicts
+        (``pool``, ``fingerprint``, ``job``, ``age_s``, ``detail``, ``attempts``)."""
+        return quarantine_entries(json.loads(final_value(self._request(
+            "GET", self._prefix + "/v1/quarantine", idempotent=True))))
+
+    def events(self, since=0, timeout=None, reconnect=True):
+        """``GET /v1/events``: an iterator of the daemon's events (dicts with ``id``, ``kind``,
+        ``pool``, ``worker``, ``detail``, ...), those it keeps after id ``since`` first, then
+        each as it happens.  ``timeout``: seconds to wait for each next event (None: for ever),
+        then ``ClientTimeout``.  A dropped stream is reopened after the last id yielded
+        (``reconnect=False``: the iteration ends).  Close it with ``close()`` or ``with``;
+        see ``bulkhead._events_io``."""
+        from ._events_io import EventStream
+        return EventStream(self, since, timeout, reconnect)
 
     def health(self):
         """``GET /healthz``: ``{"status": "ok"}``, or ``{"status": "shutting_down"}`` (503)."""
