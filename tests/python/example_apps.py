@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 
-from conftest import PYTHON, REPO, pid_alive, wait_until
+from conftest import REPO, pid_alive, wait_until
 
 EXAMPLES = os.path.join(REPO, "examples")
 

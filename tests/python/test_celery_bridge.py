@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from conftest import HERE, PYTHON, REPO, pid_alive, tagged_pids, wait_until
+from conftest import HERE, PYTHON, REPO, tagged_pids, wait_until
 from example_apps import free_port
 
 pytest.importorskip("celery")
