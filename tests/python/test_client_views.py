@@ -74,6 +74,18 @@ def test_events_time_out_when_nothing_happens(start_daemon):
         next(stream)
 
 
+def test_without_reconnect_the_iteration_ends_with_the_daemon(start_daemon):
+    d = start_daemon({"ev": POOL})
+    d.wait_ready("ev")
+    stream = d.client.events(timeout=20, reconnect=False)
+    _next_of(stream, "ready", "ev")
+    assert d.stop() == 0
+    rest = list(stream)            # ends (no error, no reconnect) once the daemon closed it
+    assert all(e["kind"] != "started" for e in rest), rest
+    with pytest.raises(StopIteration):
+        next(stream)
+
+
 def test_events_of_a_daemon_that_is_not_there_fail_at_once():
     client = bulkhead.Client("http://127.0.0.1:%d" % _free_port())
     with pytest.raises(bulkhead.TransportError) as caught:
