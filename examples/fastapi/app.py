@@ -14,6 +14,7 @@ every request (its keep-alive connections are reused) and closed at shutdown.
 """
 
 import json
+import math
 import os
 
 from fastapi import FastAPI, File, UploadFile
@@ -56,7 +57,7 @@ async def classify(file: UploadFile = File(...)):
     except bulkhead.JobFailed as exc:
         # The daemon's status for the outcome: 502 crashed/oom_killed, 504 timed_out/hung,
         # 422 handler_error/poison, 429/503 overloaded, 503 unavailable.
-        headers = {"Retry-After": "%d" % exc.retry_after} if exc.retry_after else None
+        headers = {"Retry-After": str(math.ceil(exc.retry_after))} if exc.retry_after else None
         return JSONResponse(failure_evidence(exc), status_code=exc.status or 502,
                             headers=headers)
     except bulkhead.TransportError as exc:

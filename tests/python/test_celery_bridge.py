@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from conftest import HERE, PYTHON, REPO, tagged_pids, wait_until
+from conftest import BIN, HERE, PYTHON, REPO, tagged_pids, wait_until
 from example_apps import free_port
 
 pytest.importorskip("celery")
@@ -78,6 +78,7 @@ class CeleryWorker(object):
         self.tag = uuid.uuid4().hex
         self.log_path = os.path.join(str(directory), "celery-%s.log" % queue)
         env = dict(os.environ, BULKHEAD_TEST_CELERY_URL=url, BULKHEAD_TEST_TAG=self.tag,
+                   BULKHEAD_BIN=BIN,
                    PYTHONPATH=os.pathsep.join([os.path.join(REPO, "python"), HERE]))
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(

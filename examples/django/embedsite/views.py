@@ -10,6 +10,7 @@
 """
 
 import json
+import math
 
 from django.conf import settings
 from django.http import JsonResponse
@@ -37,7 +38,7 @@ def embed(request):
     except bulkhead.JobFailed as exc:
         response = JsonResponse(failure_evidence(exc), status=exc.status or 502)
         if exc.retry_after:
-            response["Retry-After"] = "%d" % exc.retry_after
+            response["Retry-After"] = str(math.ceil(exc.retry_after))
         return response
     except bulkhead.TransportError as exc:
         return JsonResponse({"outcome": "unreachable", "detail": str(exc)}, status=503)
