@@ -8,6 +8,8 @@ Importing ``bulkhead`` is cheap on purpose (every worker process does it): the c
 ``socket`` / ``asyncio`` imports load on first use of ``bulkhead.Client`` (or
 ``JobHandle``) and ``bulkhead.AsyncClient`` (or ``AsyncJobHandle``); ``bulkhead.Executor`` (a
 ``concurrent.futures`` executor over a private supervisor, docs/executor.md) on first use too.
+``bulkhead.celery`` (task bodies of Celery in bulkhead workers, docs/integrations.md) and
+``bulkhead.joblib`` are imported by name, never by ``import bulkhead``.
 """
 
 __version__ = "0.1.0"

@@ -55,6 +55,10 @@ class ClientCore(object):
     def __repr__(self):
         return "%s(%r)" % (self._name, self.url)
 
+    def _pool_view_path(self, pool):
+        """``{prefix}/v1/pools/{pool}`` (the name checked and quoted as for jobs)."""
+        return self._pool_path(pool)[:-len("/jobs")]
+
     def _pool_path(self, pool):
         path = self._job_paths.get(pool)
         if path is None:
@@ -130,6 +134,12 @@ class ClientCore(object):
                               "(%s %s): %s; the job may have run, so it was not sent again"
                               % (self.url, method, path, _describe(exc)),
                               job_may_have_run=not idempotent)
+
+
+def quarantine_entries(document):
+    """The entries of ``GET /v1/quarantine``'s ``{"quarantine": [...]}`` (a list of dicts)."""
+    entries = document.get("quarantine") if isinstance(document, dict) else None
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
 def _payload(payload, as_json):

@@ -47,7 +47,7 @@ import os
 import socket
 from select import POLLIN, poll
 
-from ._client_core import ClientCore, JobHandleCore, ResultRounds
+from ._client_core import ClientCore, JobHandleCore, ResultRounds, quarantine_entries
 from ._h1 import (
     HEAD_LIMIT, NEED_DATA, BadResponse, ClientConnection, TooLarge, encode_request, read_whole)
 from ._http import (
@@ -208,6 +208,22 @@ class AsyncClient(ClientCore):
         """``GET /v1/pools``: the pools, their counters and workers (a dict)."""
         return json.loads(final_value(await self._request("GET", self._prefix + "/v1/pools",
                                                           idempotent=True)))
+
+    async def pool(self, name):
+        """``GET /v1/pools/{name}`` (a dict); ``UnknownPool`` if the daemon has none."""
+        return json.loads(final_value(await self._request("GET", self._pool_view_path(name),
+                                                          idempotent=True)))
+
+    async def quarantine(self):
+        """``GET /v1/quarantine``: the quarantined payloads (a list of dicts)."""
+        return quarantine_entries(json.loads(final_value(await self._request(
+            "GET", self._prefix + "/v1/quarantine", idempotent=True))))
+
+    def events(self, since=0, timeout=None, reconnect=True):
+        """``GET /v1/events`` as an async iterator (``async for event in client.events()``),
+        as ``Client.events``; it has a connection of its own, outside ``max_connections``."""
+        from ._events_io import AsyncEventStream
+        return AsyncEventStream(self, since, timeout, reconnect)
 
     async def health(self):
         """``GET /healthz``: ``{"status": "ok"}``, or ``{"status": "shutting_down"}`` (503)."""

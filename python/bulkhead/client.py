@@ -56,19 +56,16 @@ both clients write the same requests and raise the same exceptions for the same 
 """
 
 import json
-import os
 import socket
-import struct
-import sys
 import time
 from select import POLLIN, poll
 
-from ._h1 import (
-    NEED_DATA, SENT, ClientConnection, LocalProtocolError, ProtocolError, TooLarge,
-    encode_request)
+from . import _client_socket as _sockets
+from ._client_socket import _KERNEL_TIMEOUTS, _TIMED_OUT, _Connection, _send_parts  # noqa: F401
+from ._h1 import NEED_DATA, SENT, LocalProtocolError, ProtocolError, TooLarge, encode_request
 # The sans-I/O helpers live in ._http; the names are kept here too for code that imported them
 # from this module.
-from ._client_core import ClientCore, JobHandleCore, ResultRounds
+from ._client_core import ClientCore, JobHandleCore, ResultRounds, quarantine_entries
 from ._http import (  # noqa: F401
     ACK_TIMEOUT, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_URL, MAX_POLL_WAIT, TIMEOUT_MARGIN, URL_ENV,
     PollClock, _as_bytes, _describe, _json_object, _runs, answer_timeout, cancel_answer,
@@ -84,90 +81,11 @@ __all__ = ["Client", "JobHandle", "DEFAULT_URL"]
 # After a send fails, the bound on reading the rest of an answer the server had already started
 # to write (it refused the request early, e.g. 413, and closed).
 EARLY_ANSWER_WAIT = 5.0
-_RECV_BUFFER = 256 * 1024
 # Answers to requests with a body this large are read head first (peeked), then the body in one
 # MSG_WAITALL read into the bytes object returned: no copy and one allocation of fresh pages,
 # where pieces joined afterwards cost two (each a page fault per 4 KiB).
 _WHOLE_BODY = 1024 * 1024
 _HEAD_PEEK = 8192
-
-# Kernel socket timeouts (struct timeval as two C longs) where that layout is certain: 64-bit
-# Linux.  Elsewhere the socket keeps Python's timeouts (a poll() before each read and write).
-_KERNEL_TIMEOUTS = (sys.platform.startswith("linux") and struct.calcsize("@l") == 8
-                    and hasattr(socket, "SO_RCVTIMEO"))
-_TIMED_OUT = (socket.timeout, BlockingIOError)   # BlockingIOError: EAGAIN of SO_RCVTIMEO/SNDTIMEO
-
-_fork_epoch = 0   # bumped in a forked child: connections opened before belong to the parent
-
-
-def _forked():
-    global _fork_epoch
-    _fork_epoch += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forked)
-
-
-class _Connection(object):
-    """One keep-alive connection: the socket, its HTTP/1.1 state (``h1``, a
-    ``bulkhead._h1.ClientConnection``) and what the transport needs around them.  ``generation``
-    and ``epoch`` say when it was opened: before a ``close()`` or a fork, it is not used again."""
-
-    __slots__ = ("sock", "h1", "timeout", "generation", "epoch", "buffer", "view", "poller")
-
-    def __init__(self, sock, timeout, max_body, generation):
-        self.sock = sock
-        self.h1 = ClientConnection(max_body)
-        self.timeout = timeout
-        self.generation = generation
-        self.epoch = _fork_epoch
-        self.buffer = bytearray(_RECV_BUFFER)   # calloc'd: pages only as answers fill it
-        self.view = memoryview(self.buffer)
-        self.poller = None
-
-    def set_timeout(self, seconds):
-        """Bounds each read and write by ``seconds`` (None: no bound)."""
-        if _KERNEL_TIMEOUTS:
-            if seconds is None:
-                value = b"\0" * 16
-            else:   # 0 would mean "no bound" to the kernel: at least 1 us
-                usec = max(1, int(seconds * 1e6 + 0.5))
-                value = struct.pack("@ll", usec // 1000000, usec % 1000000)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-        else:
-            self.sock.settimeout(seconds)
-        self.timeout = seconds
-
-    def dropped(self):
-        """True if the server closed (or wrote to) this idle connection.  One poll(0): a
-        syscall, but a job sent into a connection the server already closed could not be sent
-        again (``job_may_have_run``)."""
-        poller = self.poller
-        if poller is None:
-            poller = self.poller = poll()
-            poller.register(self.sock, POLLIN)
-        return bool(poller.poll(0))
-
-    def close(self):
-        self.sock.close()
-
-    def __del__(self):      # dropped mid-request (KeyboardInterrupt): no ResourceWarning
-        self.sock.close()
-
-
-def _send_parts(sock, parts):
-    """Writes a head and a large body with one ``sendmsg`` (the body is not copied), then what
-    it did not take: ``sent`` < 0 is the tail of the head still to go."""
-    head, body = parts
-    sent = sock.sendmsg(parts) - len(head)
-    if sent < 0:
-        sock.sendall(head[sent:])
-        sent = 0
-    if sent < len(body):
-        with memoryview(body) as view:
-            sock.sendall(view[sent:])
 
 
 # -- the blocking client --------------------------------------------------------------------------
@@ -251,6 +169,28 @@ class Client(ClientCore):
         """``GET /v1/pools``: the pools, their counters and workers (a dict)."""
         return json.loads(final_value(self._request("GET", self._prefix + "/v1/pools",
                                                     idempotent=True)))
+
+    def pool(self, name):
+        """``GET /v1/pools/{name}``: that pool, its workers with their sample history, recycles
+        by cause, limits and recent events (a dict); ``UnknownPool`` if the daemon has none."""
+        return json.loads(final_value(self._request("GET", self._pool_view_path(name),
+                                                    idempotent=True)))
+
+    def quarantine(self):
+        """``GET /v1/quarantine``: the quarantined payloads of every pool, a list of dicts
+        (``pool``, ``fingerprint``, ``job``, ``age_s``, ``detail``, ``attempts``)."""
+        return quarantine_entries(json.loads(final_value(self._request(
+            "GET", self._prefix + "/v1/quarantine", idempotent=True))))
+
+    def events(self, since=0, timeout=None, reconnect=True):
+        """``GET /v1/events``: an iterator of the daemon's events (dicts with ``id``, ``kind``,
+        ``pool``, ``worker``, ``detail``, ...), those it keeps after id ``since`` first, then
+        each as it happens.  ``timeout``: seconds to wait for each next event (None: for ever),
+        then ``ClientTimeout``.  A dropped stream is reopened after the last id yielded
+        (``reconnect=False``: the iteration ends).  Close it with ``close()`` or ``with``;
+        see ``bulkhead._events_io``."""
+        from ._events_io import EventStream
+        return EventStream(self, since, timeout, reconnect)
 
     def health(self):
         """``GET /healthz``: ``{"status": "ok"}``, or ``{"status": "shutting_down"}`` (503)."""
@@ -345,7 +285,7 @@ class Client(ClientCore):
                 conn = idle.pop()
             except IndexError:
                 return None
-            if (conn.generation == self._generation and conn.epoch == _fork_epoch
+            if (conn.generation == self._generation and conn.epoch == _sockets.fork_epoch
                     and not conn.dropped()):
                 return conn
             conn.close()
