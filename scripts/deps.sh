@@ -8,6 +8,7 @@ packages=(
   python3 python3-numpy python3-torch python3-pytest python3-prometheus-client
   python3-joblib python3-sklearn
   clang-format curl procps
+  tmux  # tests/python/test_top.py: bulkhead top in a real terminal
 )
 missing=()
 for p in "${packages[@]}"; do
