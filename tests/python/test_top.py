@@ -198,6 +198,29 @@ def test_sigterm_restores_the_terminal_then_ends_by_the_signal(daemon, pane):
     assert_left_cleanly(p, 128 + signal.SIGTERM)
 
 
+def test_ctrl_z_gives_the_terminal_back_and_fg_brings_the_view_back(daemon, pane):
+    # Job control needs an interactive shell: top is typed into one, as a user would.
+    p = Pane("env PS1='$ ' bash --norc --noprofile -i")
+    try:
+        p.wait_for(lambda s: s.strip() == "$", "the shell's prompt")
+        p.keys(shlex.join([BIN, "top", "--url", daemon.url]), "Enter")
+        p.wait_text("LAST FAILURES")
+        p.keys("C-z")
+        screen = p.wait_text("Stopped")
+        assert p.flag("alternate_on") == "0" and p.flag("cursor_flag") == "1", screen
+        assert "LAST FAILURES" not in screen, screen
+        p.keys("fg", "Enter")
+        screen = p.wait_for(lambda s: "LAST FAILURES" in s, "the view after fg")
+        assert p.flag("alternate_on") == "1", screen
+        p.keys("q")
+        p.wait_for(lambda s: "LAST FAILURES" not in s, "the shell's screen after q")
+        p.keys("echo EXIT=$?", "Enter")
+        p.wait_text("EXIT=0")
+        assert p.flag("alternate_on") == "0"
+    finally:
+        p.close()
+
+
 def test_unreachable_daemon_is_shown_and_retried_until_it_answers(start_daemon, pane):
     port = free_port()
     url = "http://127.0.0.1:%d" % port
