@@ -59,7 +59,7 @@ Exit codes:
   0  quit with q or Ctrl-C; or one frame printed (--once, or stdout not a terminal)
   2  bad usage (e.g. --interval)
   3  --once (or stdout not a terminal) and the daemon did not answer
-  SIGTERM or SIGHUP: the terminal is restored, then top ends by that signal)";
+  128+N  ended by SIGTERM (143) or SIGHUP (129), after restoring the terminal)";
 
 double monotonicSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
