@@ -11,6 +11,7 @@ packages=(
   python3-fastapi python3-uvicorn python3-multipart python3-django
   python3-celery python3-redis redis-server
   clang-format curl procps
+  tmux  # tests/python/test_top.py: bulkhead top in a real terminal
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -23,6 +23,7 @@
 #include "cli/run_command.h"
 #include "cli/sdk_location.h"
 #include "cli/service_notifications.h"
+#include "cli/top_command.h"
 #include "config/config.h"
 #include "jobs/jobs_service.h"
 #include "jobs/supervisor_runner.h"
@@ -468,6 +469,7 @@ int main(int argc, char** argv) {
 
   auto runCmd = cli::addRunCommand(app);
   argc = cli::cutRunCommand(argc, argv, *runCmd);
+  auto topCmd = cli::addTopCommand(app);
 
   try {
     app.parse(argc, argv);
@@ -482,6 +484,7 @@ int main(int argc, char** argv) {
     if (*eventsCmd) return events(url, since);
     if (*envCmd) return env(configPath, pool, slot);
     if (cli::runChosen(*runCmd)) return cli::executeRun(*runCmd);
+    if (cli::topChosen(*topCmd)) return cli::executeTop(*topCmd);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bulkhead: %s\n", e.what());
     return kExitJobFailed;
