@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Batch benchmark (issue 13): bulkhead.Executor and the "bulkhead" joblib backend beside
+"""Batch benchmark: bulkhead.Executor and the "bulkhead" joblib backend beside
 ProcessPoolExecutor and loky, measured in ONE run, interleaved rounds, medians.
 
     BULKHEAD_BIN=build/bulkhead /usr/bin/python3 bench/batch_peers.py [--rounds 5]

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""What the blocking Python client costs over a raw keep-alive socket (issue 12), in ONE run.
+"""What the blocking Python client costs over a raw keep-alive socket, in ONE run.
 
     /usr/bin/python3 bench/client_overhead.py                    # this tree's client
     /usr/bin/python3 bench/client_overhead.py --baseline main    # ... and main's, side by side

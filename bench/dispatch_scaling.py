@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Daemon CPU per job as the pool grows (issue 12, "O(1) dispatch"), end to end.
+"""Daemon CPU per job as the pool grows ("O(1) dispatch"), end to end.
 
     /usr/bin/python3 bench/dispatch_scaling.py                      # N = 2, 16, 64, 256
     /usr/bin/python3 bench/dispatch_scaling.py --workers 2,16,64,128 --jobs 4000

@@ -1,4 +1,4 @@
-// Microbenchmark of core::Pool's per-job cost as the pool grows (issue 12, "O(1) dispatch").
+// Microbenchmark of core::Pool's per-job cost as the pool grows ("O(1) dispatch").
 //
 // Drives one Pool of N workers (N = 2, 16, 64, 256) on a simulated clock: every worker is spawned
 // and made ready, then M jobs go submit -> dispatch -> result, with about half the workers busy

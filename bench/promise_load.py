@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Promise under load (issue 10): a 10,000-job load with 10% injected faults, bulkhead OLD vs NEW
+"""Promise under load: a 10,000-job load with 10% injected faults, bulkhead OLD vs NEW
 vs ProcessPoolExecutor, side by side in interleaved rounds.
 
     /usr/bin/python3 bench/promise_load.py                 # 10,000 jobs x 2 rounds x 2 configs

@@ -10,7 +10,7 @@
    configuration sampled every hour (sample_interval = "1h", i.e. no sample in the window).
    N = 16, 64, 256 echo workers, and 16 workers that `import torch` in preload (~1,700 maps each;
    idle workers' maps are not re-read, so this shows whether the map count matters when idle).
-   Target (issue 4): < 2% of one core at 256 idle workers.
+   Target: < 2% of one core at 256 idle workers.
 2. Recycle-to-ready latency, spawn mode: a 1-worker pool with max_jobs = 1, so every job triggers a
    recycle.  After each job we poll GET /v1/pools/{pool} every ~5 ms until the replacement is
    "idle".  Reported: (a) decision -> ready, the age_s of the "recycled" event in the first

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Zygote-mode benchmark (issue 5): replacement after a crash, and memory shared by forked workers.
+"""Zygote-mode benchmark: replacement after a crash, and memory shared by forked workers.
 
     /usr/bin/python3 bench/zygote.py            # full run, about 1.5 minutes
     /usr/bin/python3 bench/zygote.py --quick    # under a minute
@@ -20,7 +20,7 @@
    READY; spawn also imports torch and runs preload).  Crashed -> next job's 200 (the crashed
    event placed on this process's clock, to within half the snapshot request's round trip; the
    job was queued in the meantime).  Client side: crash answer -> next job's 200.  Target:
-   zygote crashed -> ready p50 <= 15 ms (issue 12; issue 5's was 20 ms).
+   zygote crashed -> ready p50 <= 15 ms.
    Peer: concurrent.futures.ProcessPoolExecutor(1) (fork context) whose worker crashes: the
    executor is broken (BrokenProcessPool), so the replacement is a new executor and the first
    result from it: (a) initializer builds the model (the parent has no torch: like spawn), and
@@ -63,7 +63,7 @@ from benchlib import (BIN, HANDLERS, PYTHON, begin_run, fmt, git_desc, loadavg, 
 benchlib.set_log_tag("zygote")
 
 POOL = "cnn"
-TARGET_MS = 15.0            # crash -> replacement ready p50, zygote-warm (issue 12; issue 5: 20)
+TARGET_MS = 15.0            # crash -> replacement ready p50, zygote-warm
 READY_DEADLINE_S = 180      # 8 spawn workers import torch and fill 200 MB each on 2 CPUs
 JOB_TIMEOUT_S = 60          # client side, per HTTP request
 CYCLE_DEADLINE_S = 60       # a replacement that is not ready by then is an error

@@ -12,6 +12,7 @@ packages=(
   python3-celery python3-redis redis-server
   clang-format curl procps
   tmux  # tests/python/test_top.py: bulkhead top in a real terminal
+  man-db groff-base
 )
 missing=()
 for p in "${packages[@]}"; do

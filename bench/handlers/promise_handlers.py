@@ -1,4 +1,4 @@
-"""Handlers for bench/promise_load.py (issue 10: does bulkhead keep its promise under load?).
+"""Handlers for bench/promise_load.py (does bulkhead keep its promise under load?).
 
 ``chaos(payload)``: the payload's first word picks what the job does; the rest of the payload only
 makes it unique (so a quarantined payload never matches another job):

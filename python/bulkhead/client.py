@@ -17,7 +17,7 @@ and a thread calling in a loop gets its own back, with no lock (the pool is a li
 append are atomic under the GIL).  ``close()`` closes the idle ones, a busy one when its request
 ends.  A forked child opens its own (it never writes on its parent's).
 
-Lean (issue 12): a request is ONE buffer and one ``sendall`` (a large body goes with its head in
+Lean: a request is ONE buffer and one ``sendall`` (a large body goes with its head in
 one ``sendmsg``, uncopied); a job's head (request line, ``Host``, deadline headers) is encoded
 once per pool and timeout; octet-stream goes without ``Content-Type``.  On 64-bit Linux the answer
 wait is a kernel timeout (``SO_RCVTIMEO``/``SO_SNDTIMEO``, set when it changes), not Python's,

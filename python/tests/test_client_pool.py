@@ -1,4 +1,4 @@
-"""The blocking client's lean request path (issue 12): its pool of keep-alive connections shared
+"""The blocking client's lean request path: its pool of keep-alive connections shared
 by threads, one write per request, minimal headers, and kernel socket timeouts; against the
 in-process HTTP peer of conftest.py."""
 

@@ -29,6 +29,7 @@
 #include <optional>
 #include <system_error>
 
+#include "cli/exit_codes.h"
 #include "cli/http_client.h"
 #include "cli/top_view.h"
 #include "config/units.h"
@@ -44,13 +45,12 @@ struct TopCommand {
 
 namespace {
 
-constexpr int kExitUsage = 2;
-constexpr int kExitCannotConnect = 3;
 constexpr double kShortestInterval = 0.1;
 constexpr double kOnceTimeout = 10;
 
-const char* const kHelpFooter = R"(Example:
+const char* const kHelpFooter = R"(Examples:
   bulkhead top --url http://127.0.0.1:8787 --interval 2s
+  bulkhead top --once | grep crashed
 
 Keys: q (or Ctrl-C) quits. Jobs/s come from the counters' change between two refreshes. While
 the daemon does not answer, the view says so and keeps trying.
@@ -377,7 +377,7 @@ int executeTop(const TopCommand& c) {
   if (!interval || seconds < kShortestInterval || seconds > 3600) {
     std::fprintf(stderr, "bulkhead top: bad --interval '%s' (100ms to 1h, e.g. 1s, 500ms)\n",
                  c.interval.c_str());
-    return kExitUsage;
+    return kExitBadConfig;
   }
   if (c.once || !::isatty(STDOUT_FILENO)) return printOnce(c.url);
   return runLive(c.url, seconds);

@@ -1,6 +1,6 @@
 // Loading bulkhead.toml: the [server] and [pool.NAME] tables into a Config, every key checked
 // (type, range, unknown keys) with errors that name file, line and key. Typed reads of one key are
-// key_reader.h's; units (durations, sizes) units.h's.
+// key_reader.h's; units (durations, sizes) units.h's; the list of known keys known_keys.h's.
 
 #include "config/config.h"
 
@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "config/key_reader.h"  // toml++ with exceptions
+#include "config/known_keys.h"
 #include "config/units.h"
 
 namespace bulkhead::config {
@@ -83,9 +84,7 @@ class Loader : KeyReader {
   ServerConfig loadServer(const toml::table& t, int line) {
     ServerConfig s;
     const std::string p = "server.";
-    rejectUnknown(t, line, p,
-                  {"listen", "shutdown_timeout", "max_request_body", "journal", "journal_keep",
-                   "max_connections", "request_timeout", "idle_timeout"});
+    rejectUnknown(t, line, p, knownKeysOf("server"));
     s.journal = (baseDir_ / "bulkhead-journal.db").string();
     if (const toml::node* n = t.get("journal")) {
       if (auto j = n->value<std::string>(); j && n->is_string()) {
@@ -130,18 +129,7 @@ class Loader : KeyReader {
     c.name = name;
     c.line = line;
     const std::string p = "pool." + name + ".";
-    std::set<std::string> known = {
-        "handler",    "preload",         "python",        "python_path",
-        "workers",    "queue_limit",     "job_timeout",   "startup_timeout",
-        "kill_grace", "retries",         "max_jobs",      "max_payload",
-        "env",        "sample_interval", "memory_limit",  "pids_limit",
-        "max_rss",    "max_threads",     "max_maps",      "max_fds",
-        "max_age",    "trend",           "hang_after",    "poison_after",
-        "breaker",    "fallback",        "profile",       "threads",
-        "gpus",       "gpus_per_worker", "inherit_env",   "mode",
-        "init",       "zygote_fallback", "queue_timeout", "async_queue_timeout"};
-    known.insert("max_jobs_strict");  // beside the table: 37 keys break its columns
-    rejectUnknown(t, line, p, known);
+    rejectUnknown(t, line, p, knownKeysOf("pool"));
     if (!t.get("handler"))
       error(nullptr, line, p + "handler", "missing: expected \"module:function\"");
     readString(t, line, p, "handler", c.handler);
@@ -226,7 +214,7 @@ class Loader : KeyReader {
     if (const toml::node* n = t.get("breaker")) {
       if (const toml::table* b = n->as_table()) {
         const std::string bp = p + "breaker.";
-        rejectUnknown(*b, line, bp, {"failures", "window", "cooldown"});
+        rejectUnknown(*b, line, bp, knownKeysOf("pool.breaker"));
         v = 5;
         readInt(*b, line, bp, "failures", 1, 1'000'000, v);
         c.breakerFailures = static_cast<int>(v);

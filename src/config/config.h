@@ -25,6 +25,8 @@ struct ServerConfig {
   // config file; "" turns it (and async jobs) off.
   std::string journal;
   std::uint64_t journalKeep = 100000;  // finished jobs kept
+
+  bool operator==(const ServerConfig&) const = default;
 };
 
 struct PoolConfig {
@@ -77,6 +79,9 @@ struct PoolConfig {
   std::vector<int> gpus;              // device ids shared out by worker slot
   int gpusPerWorker = 1;
   std::vector<std::string> inheritEnv;  // more names (or PREFIX*) to keep from the supervisor
+
+  // Field by field: tests check that a documented default equals the parser's.
+  bool operator==(const PoolConfig&) const = default;
 };
 
 struct Config {

@@ -1,5 +1,5 @@
 #pragma once
-// The pool's worker indexes (issue 12, "O(1) dispatch"): which workers are idle, whose deadline
+// The pool's worker indexes ("O(1) dispatch"): which workers are idle, whose deadline
 // comes first, and how many count as live, ready or serving, kept up to date as workers change
 // instead of recomputed by scanning every worker on every event.
 // Owns: the index structures and the counts. May not touch: what a worker's entry is (Pool

@@ -32,7 +32,7 @@ TEST(RecycleRules, TrendRecyclesBeforeTheNextJobWouldCrossTheBound) {
   ResourceBounds b;
   b.maxMaps = 5000;
   JobEndHistory h;
-  // Incident 03 in numbers: about +730 maps per fold.
+  // A leaky cross-validation fold in numbers: about +730 maps per fold.
   int maps = 1700;
   for (std::uint64_t job = 1; job <= 4; ++job) {
     maps += 730;
@@ -110,7 +110,7 @@ TEST(Exhaustion, MapsAtTheKernelLimit) {
 }
 
 TEST(NextJob, MapsOneJobShortOfTheBoundTakeNoFurtherJob) {
-  // Incident 03 in numbers: +730 maps per job. Samples every 4 jobs; 29,300 after job 8.
+  // A leaky fold in numbers: +730 maps per job. Samples every 4 jobs; 29,300 after job 8.
   JobEndHistory h;
   h.record(4, sample(10, 2, 26380));
   h.record(8, sample(10, 2, 29300));

@@ -66,7 +66,7 @@ def allocate(megabytes):
     return len(blocks)
 
 
-# -- incident 03 in miniature: every fold leaks maps, threads and memory -------------------------
+# -- leaky folds in miniature: every fold leaks maps, threads and memory --------------------------
 
 _LEAKED = []     # what earlier folds left behind in this process
 _STOP = threading.Event()

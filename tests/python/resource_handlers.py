@@ -99,7 +99,7 @@ def rss_leak(payload, ctx):
 
 
 def fold(payload, ctx):
-    """Incident 03 in miniature: one cross-validation fold that leaves ~700 maps and 30 MiB of RSS
+    """A leaky fold in miniature: one cross-validation fold that leaves ~700 maps and 30 MiB of RSS
     behind in the process, like TF/CUDA did."""
     for _ in range(700):
         _maps.append(mmap.mmap(-1, 4096))

@@ -1,7 +1,7 @@
 """Step programs for tests/python/test_run.py (stdlib only): ``run_step.py MODE ARGS...``.
 
 Modes:
-  folds DIR FOLD[,FOLD...]  incident 03 in miniature: each fold leaks 1,000 anonymous maps, 20
+  folds DIR FOLD[,FOLD...]  leaky folds in miniature: each fold leaks 1,000 anonymous maps, 20
                             live threads and 50 MB, then holds 1.5 s so the runner samples it;
                             writes {"folds": [...], "threads": N, "maps": N} as its result.
   marker DIR STEP           appends STEP to DIR/starts, writes DIR/started-STEP, and while

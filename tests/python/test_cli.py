@@ -1,9 +1,11 @@
-"""`bulkhead call`, `status` against a running daemon, and `check` (also `--import`)."""
+"""`bulkhead call`, `status` against a running daemon, `check` (also `--import`), and the command
+line itself: `--version`, unknown commands, help with examples and exit codes."""
 
 import os
+import re
 import subprocess
 
-from conftest import BIN, HERE, PYTHON, render_config, run_bulkhead, wait_until
+from conftest import BIN, HERE, PYTHON, REPO, render_config, run_bulkhead, wait_until
 
 
 def test_call_prints_result(daemon):
@@ -191,3 +193,76 @@ def test_check_refuses_a_python_that_is_not_executable(tmp_path):
     err = p.stderr.decode("utf-8", "replace")
     assert p.returncode == 2, (p.returncode, err)
     assert "pool.echo.python" in err and "not an executable file" in err, err
+
+
+# -- version, unknown commands, help with examples and exit codes ------------------------------
+
+COMMANDS = ["serve", "check", "call", "status", "env", "events", "run", "top", "version"]
+
+
+def _project_version():
+    with open(os.path.join(REPO, "CMakeLists.txt")) as f:
+        return re.search(r"project\(bulkhead VERSION ([0-9.]+)", f.read()).group(1)
+
+
+def test_version_names_the_project_version_and_commit():
+    p = run_bulkhead("--version")
+    out = p.stdout.decode()
+    assert p.returncode == 0, p.stderr
+    match = re.fullmatch(r"bulkhead ([0-9.]+)(?: \(commit ([0-9a-f]{7,40})\))?\n", out)
+    assert match, out
+    assert match.group(1) == _project_version(), out
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "HEAD"], capture_output=True)
+    if head.returncode == 0:
+        # Built from this checkout (every build rewrites the commit): HEAD's.
+        assert match.group(2) and head.stdout.decode().startswith(match.group(2)), \
+            (out, head.stdout, "rebuild after committing")
+    same = run_bulkhead("version")
+    assert same.returncode == 0 and same.stdout.decode() == out, same
+
+
+def test_an_unknown_command_is_named_with_the_valid_ones():
+    p = run_bulkhead("frobnicate", "-c", "x.toml")
+    err = p.stderr.decode()
+    assert p.returncode == 2, (p.returncode, err)
+    assert "unknown command 'frobnicate'" in err, err
+    listed = re.search(r"commands: (.*)", err).group(1).split(", ")
+    assert listed == COMMANDS, err
+    assert p.stdout == b""
+
+
+def test_no_command_is_a_usage_error():
+    p = run_bulkhead()
+    assert p.returncode == 2, p
+    assert b"no command given" in p.stderr and b"serve" in p.stderr, p.stderr
+
+
+def test_an_unknown_option_is_a_usage_error():
+    p = run_bulkhead("status", "--no-such-option")
+    assert p.returncode == 2, p
+    assert b"--no-such-option" in p.stderr, p.stderr
+
+
+def test_every_command_has_examples_and_exit_codes_in_its_help():
+    for command in COMMANDS:
+        p = run_bulkhead(command, "--help")
+        out = p.stdout.decode()
+        assert p.returncode == 0, (command, p.stderr)
+        examples = out.split("Examples:\n", 1)[1].split("\n\n", 1)[0] if "Examples:\n" in out \
+            else ""
+        lines = [line.strip() for line in examples.splitlines() if line.strip()]
+        assert lines, (command, out)
+        for line in lines:       # each example runs this very command
+            assert re.match(r"(.*\| )?bulkhead %s\b" % command, line), (command, line)
+        codes = out.split("Exit codes:\n", 1)[1] if "Exit codes:\n" in out else ""
+        assert re.search(r"^\s+0\s+\S", codes, re.M), (command, out)
+
+
+def test_top_level_help_lists_every_command_and_the_exit_codes():
+    p = run_bulkhead("--help")
+    out = p.stdout.decode()
+    assert p.returncode == 0, p.stderr
+    for command in COMMANDS:
+        assert re.search(r"^\s+%s\s" % command, out, re.M), (command, out)
+    assert not re.search(r"^\s+man\s", out, re.M), out      # hidden: the build's man page writer
+    assert "Exit codes" in out and "3  the daemon cannot be reached" in out, out

@@ -1,4 +1,4 @@
-"""Containment (issue 10): every process a worker starts dies with it, also one that left the
+"""Containment: every process a worker starts dies with it, also one that left the
 worker's process group with ``start_new_session=True``: when the worker crashes, when the daemon
 stops, and after a ``kill -9`` of the daemon (at the next start). Pools here have no limits.
 

@@ -1,4 +1,4 @@
-"""bulkhead.Executor (issue 13): a concurrent.futures executor over a private supervisor.
+"""bulkhead.Executor: a concurrent.futures executor over a private supervisor.
 
 Real processes: each Executor starts its own ``bulkhead serve`` ($BULKHEAD_BIN) with
 ``--stop-when-stdin-closes``.  Every daemon and worker carries ``BULKHEAD_TEST_TAG=<unique>`` (the
@@ -287,13 +287,13 @@ def test_sigkill_of_the_owner_leaves_nothing(tmp_path):
         proc.stderr.close()
 
 
-# -- incident 03 in miniature ------------------------------------------------------------------------
+# -- leaky cross-validation folds in miniature -------------------------------------------------------
 
 FOLDS = 4
 PIDS_LIMIT = 64   # a fold peaks at ~32 tasks (2 + 20 leaked + 10 of its own): 3 folds need ~72
 
 
-def test_incident_03_folds_in_one_process_exhaust_pids(tmp_path):
+def test_leaky_folds_in_one_process_exhaust_pids(tmp_path):
     import bulkhead
     ex, tag = tagged_executor(max_workers=1, max_jobs_per_worker=0, pids_limit=PIDS_LIMIT,
                               retries=0)
@@ -314,7 +314,7 @@ def test_incident_03_folds_in_one_process_exhaust_pids(tmp_path):
     assert_all_gone(tag)
 
 
-def test_incident_03_one_fold_per_worker_finishes_every_fold(tmp_path):
+def test_leaky_folds_one_fold_per_worker_finishes_every_fold(tmp_path):
     ex, tag = tagged_executor(max_workers=1, max_jobs_per_worker=1, pids_limit=PIDS_LIMIT,
                               retries=0)
     with ex:

@@ -1,4 +1,4 @@
-"""The "bulkhead" joblib backend (issue 13): cross_validate through bulkhead workers.
+"""The "bulkhead" joblib backend: cross_validate through bulkhead workers.
 
 Real processes: each ``parallel_backend("bulkhead", ...)`` starts a private supervisor
 ($BULKHEAD_BIN); workers carry BULKHEAD_TEST_TAG (pool ``env``) and the daemon inherits it from

@@ -1,4 +1,4 @@
-"""The promise under load and abuse (issue 10): deadlines with one meaning each, crash backoff only
+"""The promise under load and abuse: deadlines with one meaning each, crash backoff only
 for crash loops, outcomes that say what happened to the job, readiness that does not lie, an
 operator log that says what happened, and a journal whose trouble degrades instead of killing."""
 

@@ -44,7 +44,7 @@ def tag():
     wait_until(lambda: not tagged_pids(t), 10, "no tagged process left")
 
 
-# -- 1. incident 03 in miniature ------------------------------------------------------------
+# -- 1. leaky cross-validation folds in miniature --------------------------------------------
 
 def test_folds_in_one_process_exhaust_pids_but_one_process_per_fold_succeeds(tmp_path, tag):
     # 3 folds x 20 leaked threads: 61 tasks in one process, 21 per fold. Limit 50.

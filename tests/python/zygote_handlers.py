@@ -56,7 +56,7 @@ def init_slow(preloaded):
 
 
 def preload_torch_pool():
-    """Incident 04 on a CPU: an OpenMP pool exists before the fork."""
+    """A torch pool made fork-unsafe, on a CPU: an OpenMP pool exists before the fork."""
     import torch
     torch.set_num_threads(2)
     (torch.ones(64, 64) @ torch.ones(64, 64)).sum()

@@ -1,0 +1,74 @@
+// The table of known configuration keys (see known_keys.h).
+
+#include "config/known_keys.h"
+
+namespace bulkhead::config {
+
+const std::vector<KnownKey>& knownKeys() {
+  static const std::vector<KnownKey> kKeys = {
+      {"server", "listen"},
+      {"server", "shutdown_timeout"},
+      {"server", "max_request_body"},
+      {"server", "max_connections"},
+      {"server", "request_timeout"},
+      {"server", "idle_timeout"},
+      {"server", "journal"},
+      {"server", "journal_keep"},
+      // What runs, and how it starts.
+      {"pool", "handler"},
+      {"pool", "preload"},
+      {"pool", "init"},
+      {"pool", "mode"},
+      {"pool", "zygote_fallback"},
+      {"pool", "python"},
+      {"pool", "python_path"},
+      {"pool", "workers"},
+      // Jobs: queue, deadlines, retries, recycling by count.
+      {"pool", "queue_limit"},
+      {"pool", "job_timeout"},
+      {"pool", "queue_timeout"},
+      {"pool", "async_queue_timeout"},
+      {"pool", "startup_timeout"},
+      {"pool", "kill_grace"},
+      {"pool", "retries"},
+      {"pool", "max_jobs"},
+      {"pool", "max_jobs_strict"},
+      {"pool", "max_payload"},
+      // Environment.
+      {"pool", "env"},
+      {"pool", "profile"},
+      {"pool", "threads"},
+      {"pool", "gpus"},
+      {"pool", "gpus_per_worker"},
+      {"pool", "inherit_env"},
+      // Resource guard.
+      {"pool", "memory_limit"},
+      {"pool", "pids_limit"},
+      {"pool", "max_rss"},
+      {"pool", "max_threads"},
+      {"pool", "max_maps"},
+      {"pool", "max_fds"},
+      {"pool", "max_age"},
+      {"pool", "trend"},
+      {"pool", "hang_after"},
+      {"pool", "sample_interval"},
+      // Failure policy.
+      {"pool", "poison_after"},
+      {"pool", "breaker"},
+      {"pool", "fallback"},
+      {"pool.breaker", "failures"},
+      {"pool.breaker", "window"},
+      {"pool.breaker", "cooldown"},
+  };
+  return kKeys;
+}
+
+std::set<std::string> knownKeysOf(std::string_view section) {
+  std::set<std::string> keys;
+  for (const auto& k : knownKeys()) {
+    if (k.section == section) keys.emplace(k.key);
+  }
+  return keys;
+}
+
+}  // namespace bulkhead::config
