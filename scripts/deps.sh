@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what bulkhead needs to build and test, from Debian 12 packages only. Idempotent: does
-# nothing when everything is present.
+# nothing when everything is present. `--tests` adds what only the tests use (a browser for the
+# dashboard's test), so the demo does not download it.
 set -euo pipefail
 source "$(dirname "$0")/progress.sh"
 packages=(
@@ -14,6 +15,9 @@ packages=(
   tmux  # tests/python/test_top.py: bulkhead top in a real terminal
   man-db groff-base
 )
+if [[ "${1:-}" == "--tests" ]]; then
+  packages+=(chromium)  # tests/python/test_dashboard.py: the dashboard in a real headless browser
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,6 +4,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
+"$root/scripts/deps.sh" --tests
 "$root/scripts/build.sh"
 "$root/scripts/check-layers.sh"
 ctest --test-dir "$build" --output-on-failure -j2 --timeout 300

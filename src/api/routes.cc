@@ -2,9 +2,11 @@
 
 #include <charconv>
 
+#include "api/dashboard.h"
 #include "api/health.h"
 #include "api/job_answers.h"
 #include "api/metrics.h"
+#include "api/outcome_views.h"
 #include "api/pool_views.h"
 #include "config/units.h"
 #include "jobs/jobs_service.h"
@@ -139,6 +141,40 @@ void pool(Call& call) {
   call.respond(jsonResponse(call.version(), 200, *pool));
 }
 
+// GET /v1/outcomes?since=SEQ&pool=NAME&limit=N: the recent outcomes after SEQ, oldest first.
+void outcomes(Call& call) {
+  const unsigned version = call.version();
+  std::uint64_t since = 0;
+  std::size_t limit = jobs::RecentOutcomes::kKept;
+  auto number = [&](const char* name, auto& out) {
+    auto text = queryParameter(call.target(), name);
+    if (!text) return true;
+    auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), out);
+    return ec == std::errc() && end == text->data() + text->size();
+  };
+  if (!number("since", since) || !number("limit", limit)) {
+    return call.respond(errorAnswer(version, ApiError::kBadRequest,
+                                    "since and limit must be non-negative integers"));
+  }
+  const std::string pool = queryParameter(call.target(), "pool").value_or("");
+  if (!pool.empty() && !call.services.supervisor.hasPool(pool)) {
+    return call.respond(
+        errorAnswer(version, ApiError::kUnknownPool, "no pool named '" + pool + "'"));
+  }
+  const jobs::JobsService& jobs = call.services.jobs;
+  call.respond(jsonResponse(version, 200,
+                            outcomesJson(jobs.recentOutcomes(), jobs.now(), since, pool, limit)));
+}
+
+void dashboard(Call& call) {
+  auto file = dashboardFile(call.version(), call.path);
+  if (!file) {
+    return call.respond(errorAnswer(call.version(), ApiError::kNotFound,
+                                    "no dashboard file at " + std::string(call.path)));
+  }
+  call.respond(std::move(*file));
+}
+
 void submit(Call& call) {
   SubmitCommand command = parseSubmit(call);
   const unsigned version = call.version();
@@ -219,6 +255,10 @@ constexpr Route kRoutes[] = {
     {kAny, "", "/v1/jobs/{id*}", job},
     {kGet, "GET", "/metrics", metrics},
     {kGet, "GET", "/v1/quarantine", quarantine},
+    {kGet, "GET", "/v1/outcomes", outcomes},
+    {kGet, "GET", "/", dashboard},
+    {kGet, "GET", "/ui", dashboard},
+    {kGet, "GET", "/ui/{file*}", dashboard},
     {kGet, "GET", "/v1/pools", pools},
     {kGet, "GET", "/v1/pools/{pool}", pool},
     {kPost, "POST", "/v1/pools/{pool}/jobs", submit},

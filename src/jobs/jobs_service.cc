@@ -70,6 +70,7 @@ std::optional<SubmitError> JobsService::submit(SubmitRequest request, ReportCall
   auto refused = runner_.submitWithId(
       id, request.pool, request.payload, optionsFor(request, false),
       [this, done = std::move(done)](const core::JobReport& report) {
+        recent_.add(report, timers_.now(), false);
         if (journal_ && report.outcome != core::Outcome::kOk) {
           if (auto kept = journal_->record(report.jobId, report.pool, finishedJobFrom(report));
               !kept) {
@@ -169,6 +170,7 @@ void JobsService::start(core::JobId id, const std::string& pool, core::Payload p
 }
 
 void JobsService::finished(core::JobId id, const core::JobReport& report) {
+  recent_.add(report, timers_.now(), true);
   std::optional<int> runs;
   auto stored = journal_->finish(id, finishedJobFrom(report));
   if (stored) {

@@ -7,7 +7,8 @@
 // Owns: the submit checks and their order, job ids for the jobs it starts, the journal (optional:
 // without one there are no async jobs) and what is written to it (a JobReport, never an HTTP
 // answer), long-poll waiters and their timers, degraded operation when the journal fails (counted,
-// logged at most every 10 s, outcomes kept in memory so their callers still get them).
+// logged at most every 10 s, outcomes kept in memory so their callers still get them), and the
+// log of recent outcomes (sync and async) that GET /v1/outcomes and the dashboard read.
 // It may not: touch HTTP, sockets or the real clock (Timers gives time), or decide how a job runs
 // (the pools do).
 
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "jobs/pool_runner.h"
+#include "jobs/recent_outcomes.h"
 #include "journal/journal.h"
 
 namespace bulkhead::jobs {
@@ -111,6 +113,9 @@ class JobsService {
 
   // Journal reads and writes that failed (disk full, I/O error) since start.
   std::uint64_t journalErrors() const { return journalErrors_; }
+  // The last finished jobs, whatever their outcome, as they ended.
+  const RecentOutcomes& recentOutcomes() const { return recent_; }
+  core::Time now() const { return timers_.now(); }
 
  private:
   struct Waiter {
@@ -137,6 +142,7 @@ class JobsService {
   std::uint64_t journalErrors_ = 0;
   std::uint64_t journalErrorsLogged_ = 0;
   std::optional<core::Time> lastJournalLog_;
+  RecentOutcomes recent_;
 };
 
 }  // namespace bulkhead::jobs

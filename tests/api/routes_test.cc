@@ -85,6 +85,48 @@ TEST_F(RoutesTest, ASyncJobIsAnsweredWhenItEnds) {
   EXPECT_EQ(answers_[0]["X-Bulkhead-Outcome"], "ok");
 }
 
+TEST_F(RoutesTest, FinishedJobsAreListedInOutcomesAfterASeq) {
+  withJournal();
+  EXPECT_FALSE(call(http::verb::post, "/v1/pools/p/jobs", "sync"));
+  runner_.end(1);
+  timers_.advance(std::chrono::seconds(3));
+  ASSERT_EQ(call(http::verb::post, "/v1/pools/p/jobs?wait=0", "async")->result_int(), 202u);
+  runner_.end(2, core::Outcome::kCrashed);
+  auto r = call(http::verb::get, "/v1/outcomes");
+  ASSERT_EQ(r->result_int(), 200u);
+  auto body = json::parse(r->body());
+  ASSERT_EQ(body["outcomes"].size(), 2u);
+  EXPECT_EQ(body["last_seq"], 2);
+  EXPECT_EQ(body["outcomes"][0]["job"], "1");
+  EXPECT_EQ(body["outcomes"][0]["outcome"], "ok");
+  EXPECT_EQ(body["outcomes"][0]["result_bytes"], 4);
+  EXPECT_EQ(body["outcomes"][0]["age_s"], 3.0);
+  EXPECT_EQ(body["outcomes"][0]["async"], false);
+  EXPECT_EQ(body["outcomes"][1]["outcome"], "crashed");
+  EXPECT_EQ(body["outcomes"][1]["async"], true);
+  body = json::parse(call(http::verb::get, "/v1/outcomes?since=1")->body());
+  ASSERT_EQ(body["outcomes"].size(), 1u);
+  EXPECT_EQ(body["outcomes"][0]["job"], "2");
+  EXPECT_EQ(call(http::verb::get, "/v1/outcomes?since=1x")->result_int(), 400u);
+  EXPECT_EQ(call(http::verb::get, "/v1/outcomes?limit=-1")->result_int(), 400u);
+  EXPECT_EQ(error(*call(http::verb::get, "/v1/outcomes?pool=nope")), "unknown_pool");
+}
+
+TEST_F(RoutesTest, TheDashboardIsServedFromTheBinary) {
+  withoutJournal();
+  for (const char* path : {"/", "/ui", "/ui/", "/ui/index.html"}) {
+    auto r = call(http::verb::get, path);
+    ASSERT_EQ(r->result_int(), 200u) << path;
+    EXPECT_EQ((*r)[http::field::content_type], "text/html; charset=utf-8");
+    EXPECT_NE(r->body().find("/ui/dashboard.js"), std::string::npos);
+  }
+  auto js = call(http::verb::get, "/ui/dashboard.js");
+  EXPECT_EQ((*js)[http::field::content_type], "text/javascript; charset=utf-8");
+  EXPECT_NE(js->body().find("/v1/outcomes"), std::string::npos);
+  EXPECT_EQ(error(*call(http::verb::get, "/ui/../metrics")), "not_found");
+  EXPECT_EQ(call(http::verb::post, "/")->result_int(), 405u);
+}
+
 TEST_F(RoutesTest, ADuplicateJobIdIsAnsweredNotLeftHanging) {
   withoutJournal();
   runner_.refuseNext_ = jobs::RunnerRefusal::kDuplicateId;
