@@ -46,7 +46,8 @@ install(FILES ${CMAKE_BINARY_DIR}/bulkhead.service DESTINATION lib/systemd/syste
 # from a build without it still works.
 install(FILES ${CMAKE_BINARY_DIR}/bulkhead.1 DESTINATION share/man/man1 OPTIONAL)
 install(FILES README.md BENCHMARKS.md DESTINATION share/doc/bulkhead)
-install(DIRECTORY docs/ DESTINATION share/doc/bulkhead/docs FILES_MATCHING PATTERN "*.md")
+install(DIRECTORY docs/ DESTINATION share/doc/bulkhead/docs FILES_MATCHING PATTERN "*.md"
+  PATTERN "*.png")
 install(FILES examples/bulkhead.toml DESTINATION share/bulkhead/examples)
 install(DIRECTORY examples/handlers DESTINATION share/bulkhead/examples
   FILES_MATCHING PATTERN "*.py" PATTERN "__pycache__" EXCLUDE)

@@ -67,4 +67,11 @@ except bulkhead.WorkerCrashed as exc:
     print("package-check: crash typed:", exc.outcome)
 print("package-check: ok after the crash:", client.call("faces", b"again", timeout=60))
 PY
+# The dashboard comes from the installed binary, with no file on disk.
+page=$(curl -sf --unix-socket "$scratch/sock" http://localhost/) || fail "no dashboard at /"
+grep -q '/ui/dashboard.js' <<<"$page" || fail "the dashboard page is not the dashboard"
+curl -sf --unix-socket "$scratch/sock" http://localhost/v1/outcomes | grep -q '"crashed"' ||
+  fail "GET /v1/outcomes does not list the crash"
+echo "package-check: dashboard served" >&2
+[[ -f /usr/share/doc/bulkhead/docs/dashboard.png ]] || fail "docs/dashboard.png not installed"
 echo "package-check: passed" >&2
