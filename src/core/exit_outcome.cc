@@ -34,12 +34,12 @@ ExitVerdict classifyExit(const ExitFacts& f, const std::string& what) {
     // death is told by its signal, never by what stderr happens to hold (a thread that
     // segfaults can leave unrelated library complaints from other threads in stderr).
     auto exhausted =
-        exhaustionCause(f.limits, evidence.exitCode ? evidence.stderrTail : std::string());
+        exhaustionOf(f.limits, evidence.exitCode ? evidence.stderrTail : std::string());
     if (exhausted) {
       v.outcome = Outcome::kResourceExhausted;
-      v.cause = *exhausted;
-      v.limit = f.limits.pidsMaxEvents ? "pids" : "threads_or_maps";
-      v.limitValue = f.limits.pidsMaxEvents ? f.pidsLimit : 0;
+      v.cause = exhausted->cause;
+      v.limit = exhausted->limit;
+      v.limitValue = exhausted->limit == "pids" ? f.pidsLimit : 0;
     }
   }
   // A refused thread or fork often shows as a hang (a thread pool waiting for a thread that was

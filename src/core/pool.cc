@@ -276,14 +276,14 @@ void Pool::on(const JobErrorReceived& e, Time now) {
     LimitEvidence limits = limitsOf(*w, nullptr);
     limits.pidsMaxEvents = e.pidsMaxEvents;
     auto exhausted =
-        exhaustionCause(limits, e.error.type + ": " + e.error.message + "\n" + e.error.traceback);
+        exhaustionOf(limits, e.error.type + ": " + e.error.message + "\n" + e.error.traceback);
     const Outcome outcome = exhausted ? Outcome::kResourceExhausted : Outcome::kHandlerError;
     AttemptRecord a = attemptFor(job, *w, outcome, now);
     a.error = e.error;
-    a.cause = exhausted ? *exhausted : "the handler raised " + e.error.type;
+    a.cause = exhausted ? exhausted->cause : "the handler raised " + e.error.type;
     if (exhausted) {
-      a.limit = limits.pidsMaxEvents ? "pids" : "threads_or_maps";
-      a.limitValue = limits.pidsMaxEvents ? policy_.pidsLimit : 0;
+      a.limit = exhausted->limit;
+      a.limitValue = exhausted->limit == "pids" ? policy_.pidsLimit : 0;
       a.exit.pidsMaxEvents = limits.pidsMaxEvents;
       a.lastSample = w->latestSample;
     }
@@ -296,12 +296,13 @@ void Pool::on(const JobErrorReceived& e, Time now) {
       finish(job, Outcome::kHandlerError, e.error.type + ": " + e.error.message, now);
       return;
     }
-    // The worker can no longer create threads or maps: it must not take another job.
-    note("resource_exhausted", *w, *exhausted, now, job.id);
+    // The worker can no longer get a thread, a map or GPU memory (its allocator caches what it
+    // got): it must not take another job.
+    note("resource_exhausted", *w, exhausted->cause, now, job.id);
     recycle(*w, RecycleCause::kExhausted, now);
     beginStop(*w, now);
     if (retryIfAllowed(job, outcome, now)) return;
-    finish(job, outcome, *exhausted, now);
+    finish(job, outcome, exhausted->cause, now);
     return;
   }
   if (w && !isKilling(w->state) && w->state != WorkerState::kStopping) {

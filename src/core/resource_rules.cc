@@ -1,6 +1,8 @@
 #include "core/resource_rules.h"
 
 #include <array>
+#include <initializer_list>
+#include <optional>
 #include <string_view>
 
 namespace bulkhead::core {
@@ -68,33 +70,54 @@ bool nextJobWouldCross(const ResourceSample& s, const JobEndHistory& history,
          crosses([](const ResourceSample& x) { return static_cast<double>(x.fds); }, b.maxFds);
 }
 
-std::optional<std::string> exhaustionCause(const LimitEvidence& l, const std::string& text) {
+namespace {
+
+// The line of text holding `at`, at most 200 bytes of it: the evidence quoted in the cause.
+std::string lineAround(const std::string& text, std::size_t at) {
+  auto lineStart = text.rfind('\n', at);
+  lineStart = lineStart == std::string::npos ? 0 : lineStart + 1;
+  auto lineEnd = text.find('\n', at);
+  std::string line = text.substr(
+      lineStart, lineEnd == std::string::npos ? std::string::npos : lineEnd - lineStart);
+  if (line.size() > 200) line = line.substr(0, 200);
+  return line;
+}
+
+std::optional<std::size_t> findAny(const std::string& text,
+                                   std::initializer_list<std::string_view> signatures) {
+  for (std::string_view signature : signatures) {
+    auto at = text.find(signature);
+    if (at != std::string::npos) return at;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Exhaustion> exhaustionOf(const LimitEvidence& l, const std::string& text) {
   if (l.pidsMaxEvents > 0) {
-    return "pids limit " + (l.pidsLimit ? std::to_string(l.pidsLimit) : std::string("?")) +
-           " reached (pids.events max " + std::to_string(l.pidsMaxEvents) + ")";
+    return Exhaustion{
+        "pids", "pids limit " + (l.pidsLimit ? std::to_string(l.pidsLimit) : std::string("?")) +
+                    " reached (pids.events max " + std::to_string(l.pidsMaxEvents) + ")"};
   }
   if (l.lastSample && l.lastSample->maps >= kMapsNearKernelLimit) {
-    return "memory maps exhausted (" + std::to_string(l.lastSample->maps) +
-           " maps, vm.max_map_count is about 65530)";
+    return Exhaustion{"threads_or_maps", "memory maps exhausted (" +
+                                             std::to_string(l.lastSample->maps) +
+                                             " maps, vm.max_map_count is about 65530)"};
   }
-  static constexpr std::array<std::string_view, 6> kSignatures = {
-      "can't start new thread",
-      "Thread creation failed",
-      "pthread_create",
-      "Resource temporarily unavailable",
-      "[Errno 11]",
-      "failed to map segment",
-  };
-  for (std::string_view signature : kSignatures) {
-    auto at = text.find(signature);
-    if (at == std::string::npos) continue;
-    auto lineStart = text.rfind('\n', at);
-    lineStart = lineStart == std::string::npos ? 0 : lineStart + 1;
-    auto lineEnd = text.find('\n', at);
-    std::string line = text.substr(
-        lineStart, lineEnd == std::string::npos ? std::string::npos : lineEnd - lineStart);
-    if (line.size() > 200) line = line.substr(0, 200);
-    return "thread or map creation failed: " + line;
+  // The GPU's memory is full: PyTorch, cuBLAS/cuDNN, the CUDA runtime and driver, TensorFlow and
+  // Apple's MPS each say it their own way. A fresh worker (the allocator's cache and whatever the
+  // failed job pinned gone with the old one) may well succeed.
+  if (auto at = findAny(text, {"CUDA out of memory", "OutOfMemoryError: CUDA",
+                               "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
+                               "cudaErrorMemoryAllocation", "CUDA_ERROR_OUT_OF_MEMORY",
+                               "OOM when allocating tensor", "MPS backend out of memory"})) {
+    return Exhaustion{"gpu_memory", "GPU memory exhausted: " + lineAround(text, *at)};
+  }
+  if (auto at = findAny(
+          text, {"can't start new thread", "Thread creation failed", "pthread_create",
+                 "Resource temporarily unavailable", "[Errno 11]", "failed to map segment"})) {
+    return Exhaustion{"threads_or_maps", "thread or map creation failed: " + lineAround(text, *at)};
   }
   return std::nullopt;
 }

@@ -89,9 +89,15 @@ struct LimitEvidence {
   std::optional<ResourceSample> lastSample;
 };
 
+// A limited resource that ran out: which one and why it is known.
+struct Exhaustion {
+  std::string limit;  // "pids", "threads_or_maps" or "gpu_memory": the attempt's `limit`
+  std::string cause;  // "pids limit 64 reached (pids.events max 3)", ...
+};
+
 // Why a failure is the exhaustion of a limited resource rather than the job's bug or a plain
-// crash: from the kernel's counters first, then from the messages libraries print when thread or
-// map creation fails. Returns the cause ("pids limit 64 reached (pids.events max 3)", ...).
-std::optional<std::string> exhaustionCause(const LimitEvidence& limits, const std::string& text);
+// crash: from the kernel's counters first, then from the messages libraries print when the GPU's
+// memory is full or when thread or map creation fails.
+std::optional<Exhaustion> exhaustionOf(const LimitEvidence& limits, const std::string& text);
 
 }  // namespace bulkhead::core

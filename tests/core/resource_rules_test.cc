@@ -83,9 +83,10 @@ TEST(Exhaustion, PidsCounterComesFirst) {
   LimitEvidence l;
   l.pidsLimit = 40;
   l.pidsMaxEvents = 2;
-  auto cause = exhaustionCause(l, "");
-  ASSERT_TRUE(cause);
-  EXPECT_NE(cause->find("pids limit 40"), std::string::npos);
+  auto exhausted = exhaustionOf(l, "CUDA out of memory");
+  ASSERT_TRUE(exhausted);
+  EXPECT_EQ(exhausted->limit, "pids");
+  EXPECT_NE(exhausted->cause.find("pids limit 40"), std::string::npos);
 }
 
 TEST(Exhaustion, LibraryMessagesFromFaultsMd) {
@@ -94,19 +95,44 @@ TEST(Exhaustion, LibraryMessagesFromFaultsMd) {
                            "libgomp: Thread creation failed: Resource temporarily unavailable",
                            "BlockingIOError: [Errno 11] Resource temporarily unavailable",
                            "ImportError: libfoo.so: failed to map segment from shared object"}) {
-    auto cause = exhaustionCause(l, std::string("Traceback...\n") + text + "\n");
-    ASSERT_TRUE(cause) << text;
-    EXPECT_NE(cause->find(text), std::string::npos) << *cause;
+    auto exhausted = exhaustionOf(l, std::string("Traceback...\n") + text + "\n");
+    ASSERT_TRUE(exhausted) << text;
+    EXPECT_EQ(exhausted->limit, "threads_or_maps");
+    EXPECT_NE(exhausted->cause.find(text), std::string::npos) << exhausted->cause;
   }
-  EXPECT_FALSE(exhaustionCause(l, "ValueError: bad image"));
+  EXPECT_FALSE(exhaustionOf(l, "ValueError: bad image"));
+}
+
+TEST(Exhaustion, GpuOutOfMemoryAsEachLibrarySaysIt) {
+  LimitEvidence l;
+  for (const char* text :
+       {"torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; "
+        "79.11 GiB total capacity; 70.02 GiB already allocated)",
+        "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 MiB",
+        "RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+        "RuntimeError: cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+        "cupy.cuda.runtime.CUDARuntimeError: cudaErrorMemoryAllocation: out of memory",
+        "CUDA_ERROR_OUT_OF_MEMORY: out of memory",
+        "ResourceExhaustedError: OOM when allocating tensor with shape[8192,8192]",
+        "RuntimeError: MPS backend out of memory (MPS allocated: 17.00 GB)"}) {
+    auto exhausted = exhaustionOf(l, std::string("Traceback...\n") + text + "\n");
+    ASSERT_TRUE(exhausted) << text;
+    EXPECT_EQ(exhausted->limit, "gpu_memory") << text;
+    EXPECT_EQ(exhausted->cause.rfind("GPU memory exhausted: ", 0), 0u) << exhausted->cause;
+    EXPECT_NE(exhausted->cause.find(std::string(text).substr(0, 40)), std::string::npos);
+  }
+  // Host memory running out is not the GPU's, nor is a CUDA error of another kind.
+  EXPECT_FALSE(exhaustionOf(l, "MemoryError: Unable to allocate 8.00 GiB"));
+  EXPECT_FALSE(
+      exhaustionOf(l, "RuntimeError: CUDA error: an illegal memory access was encountered"));
 }
 
 TEST(Exhaustion, MapsAtTheKernelLimit) {
   LimitEvidence l;
   l.lastSample = sample(10, 2, 65400);
-  auto cause = exhaustionCause(l, "MemoryError");
-  ASSERT_TRUE(cause);
-  EXPECT_NE(cause->find("maps"), std::string::npos);
+  auto exhausted = exhaustionOf(l, "MemoryError");
+  ASSERT_TRUE(exhausted);
+  EXPECT_NE(exhausted->cause.find("maps"), std::string::npos);
 }
 
 TEST(NextJob, MapsOneJobShortOfTheBoundTakeNoFurtherJob) {

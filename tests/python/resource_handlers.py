@@ -153,3 +153,14 @@ def cpu_burn(payload, ctx):
 def preload_hang():
     """preload that never returns (the "hang from exhaustion" fault, at start-up)."""
     threading.Event().wait()
+
+
+def cuda_out_of_memory(payload, ctx):
+    """Raises PyTorch's own ``torch.cuda.OutOfMemoryError`` with the message a CUDA allocator
+    gives when the card is full (the class exists on a CPU-only build; this machine has no GPU
+    to fill). The pid in the message tells the attempts apart."""
+    import torch
+
+    raise torch.cuda.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.11 GiB total capacity; "
+        "70.02 GiB already allocated; worker pid %d)" % os.getpid())
