@@ -1,6 +1,8 @@
 #include "api/metrics.h"
 
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <sstream>
 #include <tuple>
@@ -23,9 +25,17 @@ std::string escape(const std::string& value) {
   return out;
 }
 
+// Counts and byte sizes exactly (an 80 GiB GPU's bytes need 11 digits; "%.9g" rounded them), other
+// values as the shortest text that reads back as the same double.
 std::string number(double v) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.9g", v);
+  if (v == std::floor(v) && std::fabs(v) < 9007199254740992.0) {  // an integer a double holds
+    std::snprintf(buf, sizeof buf, "%.0f", v);
+  } else {
+    // The shortest of 15 or 17 digits that reads back as v: 0.005 stays "0.005" (a bucket's le).
+    std::snprintf(buf, sizeof buf, "%.15g", v);
+    if (std::strtod(buf, nullptr) != v) std::snprintf(buf, sizeof buf, "%.17g", v);
+  }
   return buf;
 }
 
@@ -199,12 +209,15 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::Job
                        [](const core::ResourceSample& s) { return double(s.fds); }},
            WorkerGauge{"bulkhead_worker_cpu_seconds_total", "counter", "CPU time (last sample).",
                        [](const core::ResourceSample& s) { return s.cpuSeconds; }},
+           WorkerGauge{"bulkhead_worker_gpu_memory_bytes", "gauge",
+                       "GPU memory held by the worker's processes, every device (pools with gpus).",
+                       [](const core::ResourceSample& s) { return double(s.gpuMemoryBytes); }},
        }) {
     perPool(g.name, g.type, g.help, [&](const PoolData& p) {
       for (const auto& wv : p.pool->workers()) {
         if (!wv.latestSample) continue;
         double value = g.measure(*wv.latestSample);
-        if (value < 0) continue;  // maps not counted yet
+        if (value < 0) continue;  // maps not counted yet, no GPU reading
         w.sample(g.name, {{"pool", p.name}, {"worker", wv.name}}, value);
       }
     });

@@ -23,6 +23,7 @@ json sampleJson(const core::ResourceSample& s) {
             {"fds", s.fds},
             {"cpu_seconds", s.cpuSeconds}};
   j["maps"] = s.maps >= 0 ? json(s.maps) : json(nullptr);
+  if (s.gpuMemoryBytes >= 0) j["gpu_memory_bytes"] = s.gpuMemoryBytes;
   return j;
 }
 

@@ -96,6 +96,7 @@ class Loader : KeyReader {
     int64_t keep = static_cast<int64_t>(s.journalKeep);
     readInt(t, line, p, "journal_keep", 0, 100'000'000, keep);
     s.journalKeep = static_cast<std::uint64_t>(keep);
+    readString(t, line, p, "nvml_library", s.nvmlLibrary);
     readString(t, line, p, "listen", s.listen);
     if (s.listen.rfind("unix:", 0) != 0) {
       auto colon = s.listen.rfind(':');

@@ -25,6 +25,8 @@ struct ServerConfig {
   // config file; "" turns it (and async jobs) off.
   std::string journal;
   std::uint64_t journalKeep = 100000;  // finished jobs kept
+  // Where GPU readings come from (dlopen'd when a pool has `gpus`): a library name or a path.
+  std::string nvmlLibrary = "libnvidia-ml.so.1";
 
   bool operator==(const ServerConfig&) const = default;
 };

@@ -14,6 +14,7 @@ const std::vector<KnownKey>& knownKeys() {
       {"server", "idle_timeout"},
       {"server", "journal"},
       {"server", "journal_keep"},
+      {"server", "nvml_library"},
       // What runs, and how it starts.
       {"pool", "handler"},
       {"pool", "preload"},

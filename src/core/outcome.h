@@ -48,7 +48,8 @@ struct ResourceSample {
   int maps = -1;  // -1: not read in this sample
   int fds = 0;
   double cpuSeconds = 0;
-  std::uint64_t pidsMaxEvents = 0;  // the worker cgroup's pids.events "max" so far (0: none)
+  std::uint64_t pidsMaxEvents = 0;   // the worker cgroup's pids.events "max" so far (0: none)
+  std::int64_t gpuMemoryBytes = -1;  // held on every GPU by the worker's processes; -1: not read
 };
 
 // What the OS layer observed about a worker when it went away.

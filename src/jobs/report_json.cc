@@ -22,7 +22,8 @@ json sampleToJson(const core::ResourceSample& s) {
           {"maps", s.maps >= 0 ? json(s.maps) : json(nullptr)},
           {"fds", s.fds},
           {"cpu_seconds", s.cpuSeconds},
-          {"pids_max_events", s.pidsMaxEvents}};
+          {"pids_max_events", s.pidsMaxEvents},
+          {"gpu_memory_bytes", s.gpuMemoryBytes >= 0 ? json(s.gpuMemoryBytes) : json(nullptr)}};
 }
 
 core::ResourceSample sampleFromJson(const json& j) {
@@ -33,6 +34,9 @@ core::ResourceSample sampleFromJson(const json& j) {
   s.fds = j.value("fds", 0);
   s.cpuSeconds = j.value("cpu_seconds", 0.0);
   s.pidsMaxEvents = j.value("pids_max_events", std::uint64_t{0});
+  s.gpuMemoryBytes = j.contains("gpu_memory_bytes") && j["gpu_memory_bytes"].is_number()
+                         ? j["gpu_memory_bytes"].get<std::int64_t>()
+                         : -1;
   return s;
 }
 

@@ -13,11 +13,13 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <variant>
 #include <vector>
 
 #include "core/time.h"
 #include "os/cgroups.h"
+#include "os/gpu_probe.h"
 #include "os/orphans.h"
 #include "os/proc.h"
 #include "os/process.h"
@@ -68,6 +70,11 @@ class Host {
   // ---- /proc
   // nullopt when the process is gone (os::ProcReader::sample).
   virtual std::optional<os::ProcSample> sample(pid_t pid, bool withMaps) = 0;
+
+  // ---- GPUs
+  // The GPU reader (NVML from `library`, os/nvml.h); null with *whyNot set when there is none.
+  virtual std::unique_ptr<os::GpuProbe> openGpuProbe(const std::string& library,
+                                                     std::string* whyNot) = 0;
 };
 
 }  // namespace bulkhead::runtime

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "os/nvml.h"
 #include "runtime/operator_log.h"
 
 namespace bulkhead::runtime {
@@ -80,6 +81,10 @@ class LinuxHost final : public Host {
   }
   std::optional<os::ProcSample> sample(pid_t pid, bool withMaps) override {
     return procReader_.sample(pid, withMaps);
+  }
+  std::unique_ptr<os::GpuProbe> openGpuProbe(const std::string& library,
+                                             std::string* whyNot) override {
+    return os::loadNvml(library, whyNot);
   }
 
  private:

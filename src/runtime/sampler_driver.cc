@@ -1,7 +1,10 @@
-// The sampler driver: reads /proc (and cgroup counters) for each worker on the pool's
-// sample_interval and after jobs, when core/sampling_schedule.h says a sample is due (the
-// maps-reading budget included), and posts the samples to the core. May not touch: when a sample
+// The sampler driver: reads /proc (and cgroup counters, and for pools with `gpus` the GPU memory
+// of the worker's processes) for each worker on the pool's sample_interval and after jobs, when
+// core/sampling_schedule.h says a sample is due (the maps-reading budget included), and posts the
+// samples to the core. May not touch: when a sample
 // is due or what it means (core/sampling_schedule.h, core/resource_rules.h), or worker I/O.
+
+#include <algorithm>
 
 #include "core/sampling_schedule.h"
 #include "runtime/shell_state.h"
@@ -25,7 +28,18 @@ void Supervisor::sampleAfterJob(WorkerIo& worker) {
   }
 }
 
-std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, bool withMaps) {
+void Supervisor::openGpuProbe(const config::Config& config) {
+  const bool gpuPools = std::any_of(config.pools.begin(), config.pools.end(),
+                                    [](const config::PoolConfig& p) { return !p.gpus.empty(); });
+  if (!gpuPools) return;
+  std::string whyNot;
+  gpu_ = host_->openGpuProbe(config.server.nvmlLibrary, &whyNot);
+  logLine(gpu_ ? "GPU memory per worker from " + gpu_->describe()
+               : "GPU readings are off: " + whyNot + " (nvml_library)");
+}
+
+std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, bool withMaps,
+                                                           const os::GpuSnapshot* gpu) {
   const core::Time started = now();
   auto s = host_->sample(worker.pid, withMaps);
   if (!s) return std::nullopt;
@@ -41,6 +55,17 @@ std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, boo
   if (worker.cgroup && worker.pool.config.pidsLimit > 0) {
     r.pidsMaxEvents = cgroups_->counters(*worker.cgroup).pidsMaxEvents;
   }
+  if (!gpu && !worker.pool.config.gpus.empty() && !worker.samples.empty()) {
+    // After a job only /proc is read again: the GPU figure is the tick's, until the next tick.
+    r.gpuMemoryBytes = worker.samples.back().sample.gpuMemoryBytes;
+  } else if (gpu && !worker.pool.config.gpus.empty()) {
+    // Workers lead their process groups: what they started counts with them.
+    r.gpuMemoryBytes = static_cast<std::int64_t>(
+        os::gpuMemoryOfGroup(*gpu, worker.pid, [this](pid_t pid) -> std::optional<pid_t> {
+          auto ids = host_->ids(pid);
+          return ids ? std::optional<pid_t>(ids->group) : std::nullopt;
+        }));
+  }
   worker.samples.push_back({now(), r});
   if (worker.samples.size() > kSamplesKept) worker.samples.pop_front();
   return r;
@@ -48,14 +73,21 @@ std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, boo
 
 void Supervisor::sampleAll() {
   const core::Time t = now();
+  // One GPU reading per tick, shared by every GPU pool due (NVML answers for all devices at once).
+  std::optional<os::GpuSnapshot> gpu;
+  bool gpuRead = false;
   for (auto& pool : pools_) {
     if (!core::poolSampleDue(pool->nextSampleAt, t)) continue;
+    if (gpu_ && !gpuRead && !pool->config.gpus.empty()) {
+      gpu = gpu_->read();
+      gpuRead = true;
+    }
     pool->nextSampleAt = core::nextPoolSample(pool->config.sampleInterval, t);
     for (auto& [id, worker] : pool->workers) {
       if (worker->closed || worker->pid <= 0) continue;
       // /proc/PID/maps costs ~1 us per map (2 ms for a torch worker): read it only when jobs
       // ran since the last read, since an idle worker's maps do not grow.
-      if (auto sample = takeSample(*worker, worker->mapsStale)) {
+      if (auto sample = takeSample(*worker, worker->mapsStale, gpu ? &*gpu : nullptr)) {
         post(*pool, core::WorkerSampled{id, *sample, false});
       }
     }

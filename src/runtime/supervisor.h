@@ -169,7 +169,10 @@ class Supervisor {
   void armSampler();
   void sampleAll();
   void sampleAfterJob(WorkerIo& worker);
-  std::optional<core::ResourceSample> takeSample(WorkerIo& worker, bool withMaps);
+  // gpu: this tick's GPU reading, for workers of pools with `gpus` (null: none taken).
+  std::optional<core::ResourceSample> takeSample(WorkerIo& worker, bool withMaps,
+                                                 const os::GpuSnapshot* gpu = nullptr);
+  void openGpuProbe(const config::Config& config);
   void checkStopped();
   PoolRuntime* findPool(std::string_view name);
   void collectEvents();
@@ -196,6 +199,7 @@ class Supervisor {
   std::unique_ptr<HostTimer> timer_;    // the core's next deadline
   std::unique_ptr<HostTimer> sampler_;  // the pools' sample_interval
   std::unique_ptr<os::Cgroups> cgroups_;
+  std::unique_ptr<os::GpuProbe> gpu_;  // null: no pool has GPUs, or no NVML here
   std::optional<core::Time> armedFor_;
   bool shuttingDown_ = false;
   std::function<void()> onStopped_;

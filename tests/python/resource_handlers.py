@@ -164,3 +164,17 @@ def cuda_out_of_memory(payload, ctx):
     raise torch.cuda.OutOfMemoryError(
         "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.11 GiB total capacity; "
         "70.02 GiB already allocated; worker pid %d)" % os.getpid())
+
+
+_children = []
+
+
+def start_child(payload, ctx):
+    """Starts a ``sleep`` in the worker's process group (as a library's helper process would be)
+    and returns its pid; it lives as long as the worker."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "1000"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    _children.append(child)
+    return {"pid": child.pid, "worker_pid": os.getpid()}

@@ -292,6 +292,10 @@ class FakeHost final : public runtime::Host {
     *whyNone = "simulated host";
     return os::makeNoCgroups(*whyNone);
   }
+  std::unique_ptr<os::GpuProbe> openGpuProbe(const std::string&, std::string* whyNot) override {
+    *whyNot = "simulated host";
+    return nullptr;
+  }
   std::optional<os::ProcSample> sample(pid_t pid, bool withMaps) override {
     samples.push_back({pid, withMaps, now_});
     if (!children_.count(pid)) return std::nullopt;

@@ -1,0 +1,74 @@
+"""GPU readings through NVML, on a machine without a GPU: the daemon loads the fake NVML library
+the build makes (tests/fake_nvml/, build/libfake_nvml.so) through `nvml_library`, exactly as it
+loads libnvidia-ml.so.1, and the fake answers from a fixture file the test rewrites while the
+daemon runs. What a real GPU adds is checked by scripts/gpu-check.sh on a GPU machine.
+"""
+
+import json
+import os
+
+from conftest import BIN, wait_until
+
+FAKE_NVML = os.path.join(os.path.dirname(os.path.abspath(BIN)), "libfake_nvml.so")
+R = "resource_handlers:"
+GIB = 1 << 30
+
+
+def _gpu_of(d, pool):
+    """{worker id: gpu_memory_bytes of its latest sample (None when absent)}."""
+    return {w["id"]: w.get("sample", {}).get("gpu_memory_bytes")
+            for w in d.get_json("/v1/pools/" + pool)["workers"]}
+
+
+def test_gpu_memory_is_attributed_to_each_worker_and_what_it_started(start_daemon, tmp_path,
+                                                                      monkeypatch):
+    assert os.path.exists(FAKE_NVML), "the build makes %s" % FAKE_NVML
+    fixture = tmp_path / "nvml.txt"
+    fixture.write_text("device 0 85899345920 0 0\n")
+    monkeypatch.setenv("FAKE_NVML_FIXTURE", str(fixture))
+    d = start_daemon({"gpu": {"handler": R + "start_child", "workers": 2, "gpus": [0],
+                              "sample_interval": "100ms"},
+                      "cpu": {"handler": "echo", "sample_interval": "100ms"}},
+                     server={"nvml_library": FAKE_NVML})
+    assert "GPU memory per worker from NVML (%s), driver 0.0.fake, 1 device(s)" % FAKE_NVML \
+        in d.log(), d.log()
+    d.wait_ready("gpu")
+    started = d.job("gpu", b"")
+    assert started.status == 200, started
+    child, holder = started.json["pid"], started.json["worker_pid"]
+    [other] = [int(w["pid"]) for w in d.workers("gpu") if int(w["pid"]) != holder]
+    # The worker holds 1 GiB, its helper process 256 MiB, the other worker 5 bytes; a process of
+    # no worker's 7 bytes.
+    fixture.write_text("device 0 85899345920 %d 60\n" % (GIB + (GIB >> 2) + 12)
+                       + "process 0 %d %d\n" % (holder, GIB)
+                       + "process 0 %d %d\n" % (child, GIB >> 2)
+                       + "process 0 %d 5\n" % other
+                       + "process 0 %d 7\n" % os.getpid())
+    names = {int(w["pid"]): w["id"] for w in d.workers("gpu")}
+    want = {names[holder]: GIB + (GIB >> 2), names[other]: 5}
+    wait_until(lambda: _gpu_of(d, "gpu") == want, 30,
+               "GPU memory per worker %s (seen %s)" % (want, _gpu_of(d, "gpu")))
+    # A pool without gpus reads none.
+    assert set(_gpu_of(d, "cpu").values()) == {None}
+    metrics = d.http("GET", "/metrics").body.decode()
+    line = 'bulkhead_worker_gpu_memory_bytes{pool="gpu",worker="%s"} %d' % (names[holder],
+                                                                          GIB + (GIB >> 2))
+    assert line in metrics, [m for m in metrics.splitlines() if "gpu_memory" in m]
+    # The history a dashboard draws carries it too.
+    history = [w for w in d.get_json("/v1/pools/gpu")["workers"] if int(w["pid"]) == holder][0]
+    assert any(s.get("gpu_memory_bytes") == GIB + (GIB >> 2) for s in history["history"])
+    # Memory released: the next reading says so.
+    fixture.write_text("device 0 85899345920 0 0\n")
+    wait_until(lambda: set(_gpu_of(d, "gpu").values()) == {0}, 30, "GPU memory back to 0")
+
+
+def test_without_nvml_gpu_readings_are_off_and_said_once(start_daemon, tmp_path):
+    d = start_daemon({"gpu": {"handler": "echo", "gpus": [0], "sample_interval": "100ms"}},
+                     server={"nvml_library": str(tmp_path / "libnvidia-ml.so.1")})
+    d.wait_ready("gpu")
+    assert d.job("gpu", b"still works").body == b"still works"
+    lines = [l for l in d.log().splitlines() if "GPU readings are off" in l]
+    assert len(lines) == 1 and "cannot be loaded" in lines[0] and "nvml_library" in lines[0], \
+        d.log()
+    wait_until(lambda: all(w.get("sample") for w in d.workers("gpu")), 30, "a sample")
+    assert set(_gpu_of(d, "gpu").values()) == {None}
