@@ -40,7 +40,12 @@ MAIN_NAME_ENV = "BULKHEAD_EXECUTOR_MAIN_NAME"
 USER_PRELOAD_ENV = "BULKHEAD_EXECUTOR_PRELOAD"
 
 # What the supervisor reads as "the process cannot create threads or maps" (src/core/resource_rules.cc).
-_EXHAUSTION_SIGNATURES = ("can't start new thread", "Thread creation failed", "pthread_create",
+# The GPU's memory full, then a thread or map refused: src/core/resource_rules.cc's two tables.
+_EXHAUSTION_SIGNATURES = ("CUDA out of memory", "OutOfMemoryError: CUDA",
+                          "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
+                          "cudaErrorMemoryAllocation", "CUDA_ERROR_OUT_OF_MEMORY",
+                          "OOM when allocating tensor", "MPS backend out of memory",
+                          "can't start new thread", "Thread creation failed", "pthread_create",
                           "Resource temporarily unavailable", "[Errno 11]",
                           "failed to map segment")
 

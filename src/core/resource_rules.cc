@@ -1,7 +1,6 @@
 #include "core/resource_rules.h"
 
 #include <array>
-#include <initializer_list>
 #include <optional>
 #include <string_view>
 
@@ -83,8 +82,27 @@ std::string lineAround(const std::string& text, std::size_t at) {
   return line;
 }
 
+// What libraries print when the GPU's memory is full: PyTorch, cuBLAS/cuDNN, the CUDA runtime and
+// driver, TensorFlow and Apple's MPS each say it their own way. (The Executor's in-worker check,
+// python/bulkhead/_executor_task.py, lists both tables too; a test keeps them equal.)
+constexpr std::array<std::string_view, 8> kGpuMemorySignatures = {
+    "CUDA out of memory",         "OutOfMemoryError: CUDA",    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",  "cudaErrorMemoryAllocation", "CUDA_ERROR_OUT_OF_MEMORY",
+    "OOM when allocating tensor", "MPS backend out of memory",
+};
+// What they print when a thread or a memory map cannot be created.
+constexpr std::array<std::string_view, 6> kThreadOrMapSignatures = {
+    "can't start new thread",
+    "Thread creation failed",
+    "pthread_create",
+    "Resource temporarily unavailable",
+    "[Errno 11]",
+    "failed to map segment",
+};
+
+template <std::size_t N>
 std::optional<std::size_t> findAny(const std::string& text,
-                                   std::initializer_list<std::string_view> signatures) {
+                                   const std::array<std::string_view, N>& signatures) {
   for (std::string_view signature : signatures) {
     auto at = text.find(signature);
     if (at != std::string::npos) return at;
@@ -105,18 +123,12 @@ std::optional<Exhaustion> exhaustionOf(const LimitEvidence& l, const std::string
                                              std::to_string(l.lastSample->maps) +
                                              " maps, vm.max_map_count is about 65530)"};
   }
-  // The GPU's memory is full: PyTorch, cuBLAS/cuDNN, the CUDA runtime and driver, TensorFlow and
-  // Apple's MPS each say it their own way. A fresh worker (the allocator's cache and whatever the
-  // failed job pinned gone with the old one) may well succeed.
-  if (auto at = findAny(text, {"CUDA out of memory", "OutOfMemoryError: CUDA",
-                               "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
-                               "cudaErrorMemoryAllocation", "CUDA_ERROR_OUT_OF_MEMORY",
-                               "OOM when allocating tensor", "MPS backend out of memory"})) {
+  // The GPU's memory is full. A fresh worker (the allocator's cache and whatever the failed job
+  // pinned gone with the old one) may well succeed.
+  if (auto at = findAny(text, kGpuMemorySignatures)) {
     return Exhaustion{"gpu_memory", "GPU memory exhausted: " + lineAround(text, *at)};
   }
-  if (auto at = findAny(
-          text, {"can't start new thread", "Thread creation failed", "pthread_create",
-                 "Resource temporarily unavailable", "[Errno 11]", "failed to map segment"})) {
+  if (auto at = findAny(text, kThreadOrMapSignatures)) {
     return Exhaustion{"threads_or_maps", "thread or map creation failed: " + lineAround(text, *at)};
   }
   return std::nullopt;
