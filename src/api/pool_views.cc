@@ -17,16 +17,6 @@ double secondsBetween(core::Time from, core::Time to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
-json sampleJson(const core::ResourceSample& s) {
-  json j = {{"rss_bytes", s.rssBytes},
-            {"threads", s.threads},
-            {"fds", s.fds},
-            {"cpu_seconds", s.cpuSeconds}};
-  j["maps"] = s.maps >= 0 ? json(s.maps) : json(nullptr);
-  if (s.gpuMemoryBytes >= 0) j["gpu_memory_bytes"] = s.gpuMemoryBytes;
-  return j;
-}
-
 json countersJson(const core::PoolCounters& c) {
   json counters = {{"submitted", c.submitted},        {"retries", c.retries},
                    {"worker_starts", c.workerStarts}, {"start_failures", c.startFailures},
@@ -127,6 +117,16 @@ json poolViewJson(const runtime::Supervisor::PoolView& p, core::Time t, bool wit
 }
 
 }  // namespace
+
+json sampleJson(const core::ResourceSample& s) {
+  json j = {{"rss_bytes", s.rssBytes},
+            {"threads", s.threads},
+            {"fds", s.fds},
+            {"cpu_seconds", s.cpuSeconds}};
+  j["maps"] = s.maps >= 0 ? json(s.maps) : json(nullptr);
+  if (s.gpuMemoryBytes >= 0) j["gpu_memory_bytes"] = s.gpuMemoryBytes;
+  return j;
+}
 
 json poolsJson(const runtime::Supervisor& supervisor) {
   const core::Time t = supervisor.now();

@@ -17,5 +17,7 @@ nlohmann::json poolsJson(const runtime::Supervisor& supervisor);
 std::optional<nlohmann::json> poolJson(const runtime::Supervisor& supervisor,
                                        std::string_view pool);
 nlohmann::json quarantineJson(const runtime::Supervisor& supervisor);
+// One resource sample, as every view and an attempt's "last_sample" show it.
+nlohmann::json sampleJson(const core::ResourceSample& sample);
 
 }  // namespace bulkhead::api

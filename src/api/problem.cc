@@ -1,5 +1,6 @@
 #include "api/problem.h"
 
+#include "api/pool_views.h"
 #include "core/signal_names.h"
 
 namespace bulkhead::api {
@@ -90,12 +91,7 @@ json attemptJson(const core::AttemptRecord& a) {
   if (a.exit.oomKilled || a.exit.memoryPeakBytes) j["memory_peak_bytes"] = a.exit.memoryPeakBytes;
   if (a.exit.pidsMaxEvents) j["pids_max_events"] = a.exit.pidsMaxEvents;
   if (a.lastSample) {
-    j["last_sample"] = {
-        {"rss_bytes", a.lastSample->rssBytes},
-        {"threads", a.lastSample->threads},
-        {"maps", a.lastSample->maps >= 0 ? json(a.lastSample->maps) : json(nullptr)},
-        {"fds", a.lastSample->fds},
-        {"cpu_seconds", a.lastSample->cpuSeconds}};
+    j["last_sample"] = sampleJson(*a.lastSample);
   }
   if (a.error) {
     j["error"] = {

@@ -193,6 +193,8 @@ class Loader : KeyReader {
     readDuration(t, line, p, "sample_interval", std::chrono::milliseconds(50), c.sampleInterval);
     readSize(t, line, p, "memory_limit", 16ull << 20, c.memoryLimit);
     readSize(t, line, p, "max_rss", 1, c.maxRss);
+    readSize(t, line, p, "max_gpu_memory", 1, c.maxGpuMemory);
+    readSize(t, line, p, "gpu_memory_limit", 1, c.gpuMemoryLimit);
     v = static_cast<int64_t>(c.pidsLimit);
     readInt(t, line, p, "pids_limit", 0, 4'194'304, v);
     c.pidsLimit = static_cast<std::uint64_t>(v);

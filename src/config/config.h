@@ -64,6 +64,8 @@ struct PoolConfig {
   int maxThreads = 0;
   int maxMaps = 32768;  // well below vm.max_map_count (65530), where every mmap starts failing
   int maxFds = 0;
+  std::uint64_t maxGpuMemory = 0;    // 0: no bound (soft, per worker, needs NVML)
+  std::uint64_t gpuMemoryLimit = 0;  // 0: none (hard while a job runs, per sample)
   std::chrono::nanoseconds maxAge{0};
   bool trend = true;
   std::chrono::nanoseconds hangAfter{0};  // 0: off (only job_timeout applies)

@@ -49,6 +49,8 @@ const std::vector<KnownKey>& knownKeys() {
       {"pool", "max_threads"},
       {"pool", "max_maps"},
       {"pool", "max_fds"},
+      {"pool", "max_gpu_memory"},
+      {"pool", "gpu_memory_limit"},
       {"pool", "max_age"},
       {"pool", "trend"},
       {"pool", "hang_after"},

@@ -17,6 +17,8 @@ core::PoolPolicy toPolicy(const PoolConfig& c, const ServerConfig& server, std::
   p.killGrace = c.killGrace;
   p.shutdownTimeout = server.shutdownTimeout;
   p.bounds.maxRssBytes = c.maxRss;
+  p.bounds.maxGpuMemoryBytes = c.maxGpuMemory;
+  p.gpuMemoryLimitBytes = c.gpuMemoryLimit;
   p.bounds.maxThreads = c.maxThreads;
   p.bounds.maxMaps = c.maxMaps;
   p.bounds.maxFds = c.maxFds;

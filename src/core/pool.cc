@@ -333,6 +333,17 @@ void Pool::on(const WorkerSampled& e, Time now) {
     w->jobEndSample = e.sample;
     return;  // judged when the result arrives, together with the job count
   }
+  // The hard GPU limit: no cgroup can cap GPU memory, so a sample over it ends the job.
+  if (w->state == WorkerState::kBusy && policy_.gpuMemoryLimitBytes &&
+      e.sample.gpuMemoryBytes >= 0 &&
+      static_cast<std::uint64_t>(e.sample.gpuMemoryBytes) > policy_.gpuMemoryLimitBytes) {
+    beginKill(*w, KillReason::kGpuMemoryLimit,
+              "GPU memory " + std::to_string(e.sample.gpuMemoryBytes >> 20) +
+                  " MiB over gpu_memory_limit (" +
+                  std::to_string(policy_.gpuMemoryLimitBytes >> 20) + " MiB)",
+              now);
+    return;
+  }
   if (w->state == WorkerState::kIdle && !w->retiring()) checkRecycleRules(*w, now);
 }
 

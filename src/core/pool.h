@@ -58,15 +58,16 @@ struct PoolPolicy {
   Duration shutdownTimeout = std::chrono::seconds(30);
   int startFailureLimit = 3;  // consecutive start failures with no ready worker: pool unavailable
   CrashLoopPolicy crashLoop;
-  ResourceBounds bounds;               // soft: recycle between jobs
-  Duration maxAge{0};                  // 0: no age limit
-  Duration hangAfter{0};               // 0: no hang detection, only job_timeout
-  std::uint64_t memoryLimitBytes = 0;  // hard (cgroup), for evidence; 0: none
-  std::uint64_t pidsLimit = 0;         // hard (cgroup), for evidence; 0: none
-  int poisonAfter = 2;                 // crashes on this many different workers: poison; 0: off
-  BreakerPolicy breaker;               // failures = 0: no breaker
-  std::string fallback;                // reroute here while the breaker is open; empty: none
-  std::size_t poolsInDaemon = 1;       // bounds a job's fallback hops (core/fallback_route.h)
+  ResourceBounds bounds;                  // soft: recycle between jobs
+  Duration maxAge{0};                     // 0: no age limit
+  Duration hangAfter{0};                  // 0: no hang detection, only job_timeout
+  std::uint64_t memoryLimitBytes = 0;     // hard (cgroup), for evidence; 0: none
+  std::uint64_t pidsLimit = 0;            // hard (cgroup), for evidence; 0: none
+  std::uint64_t gpuMemoryLimitBytes = 0;  // hard, checked on each sample of a busy worker; 0: none
+  int poisonAfter = 2;                    // crashes on this many different workers: poison; 0: off
+  BreakerPolicy breaker;                  // failures = 0: no breaker
+  std::string fallback;                   // reroute here while the breaker is open; empty: none
+  std::size_t poolsInDaemon = 1;          // bounds a job's fallback hops (core/fallback_route.h)
 };
 
 enum class WorkerState {
@@ -93,7 +94,8 @@ enum class KillReason {
   kProtocolError,
   kCancelled,  // the caller cancelled the running job
   kShutdown,   // the supervisor is shutting down
-  kStopTimeout
+  kStopTimeout,
+  kGpuMemoryLimit  // a sample of the busy worker showed more GPU memory than gpu_memory_limit
 };
 
 struct WorkerView {

@@ -74,6 +74,11 @@ void Pool::failInFlight(Worker& w, const ExitEvidence& evidence, Time now) {
       case KillReason::kStopTimeout:
         facts.killReason = ExitKillReason::kOther;
         break;
+      case KillReason::kGpuMemoryLimit:
+        facts.killReason = ExitKillReason::kResourceBound;
+        facts.boundLimit = "gpu_memory";
+        facts.boundValue = policy_.gpuMemoryLimitBytes;
+        break;
     }
   }
   ExitVerdict verdict = classifyExit(facts, "worker");

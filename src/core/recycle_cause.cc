@@ -18,6 +18,8 @@ std::string_view recycleCauseName(RecycleCause cause) {
       return "maps";
     case RecycleCause::kFds:
       return "fds";
+    case RecycleCause::kGpuMemory:
+      return "gpu_memory";
     case RecycleCause::kTrendRss:
       return "trend:rss";
     case RecycleCause::kTrendThreads:
@@ -26,6 +28,8 @@ std::string_view recycleCauseName(RecycleCause cause) {
       return "trend:maps";
     case RecycleCause::kTrendFds:
       return "trend:fds";
+    case RecycleCause::kTrendGpuMemory:
+      return "trend:gpu_memory";
   }
   return "unknown";
 }
@@ -37,6 +41,7 @@ bool recycleCauseCrossedBound(RecycleCause cause) {
     case RecycleCause::kThreads:
     case RecycleCause::kMaps:
     case RecycleCause::kFds:
+    case RecycleCause::kGpuMemory:
       return true;
     case RecycleCause::kJobs:
     case RecycleCause::kAge:
@@ -44,6 +49,7 @@ bool recycleCauseCrossedBound(RecycleCause cause) {
     case RecycleCause::kTrendThreads:
     case RecycleCause::kTrendMaps:
     case RecycleCause::kTrendFds:
+    case RecycleCause::kTrendGpuMemory:
       return false;
   }
   return false;

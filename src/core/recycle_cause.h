@@ -16,10 +16,12 @@ enum class RecycleCause {
   kThreads,
   kMaps,
   kFds,
+  kGpuMemory,
   kTrendRss,  // the next job would take it over a bound
   kTrendThreads,
   kTrendMaps,
   kTrendFds,
+  kTrendGpuMemory,
 };
 
 // The words users see: "jobs", "age", "exhausted", "rss", ..., "trend:maps".

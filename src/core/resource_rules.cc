@@ -20,6 +20,10 @@ std::optional<RecycleCause> recycleCause(const ResourceSample& s, const JobEndHi
   if (b.maxThreads && s.threads > b.maxThreads) return RecycleCause::kThreads;
   if (b.maxMaps && s.maps > b.maxMaps) return RecycleCause::kMaps;
   if (b.maxFds && s.fds > b.maxFds) return RecycleCause::kFds;
+  if (b.maxGpuMemoryBytes && s.gpuMemoryBytes >= 0 &&
+      static_cast<std::uint64_t>(s.gpuMemoryBytes) > b.maxGpuMemoryBytes) {
+    return RecycleCause::kGpuMemory;
+  }
   if (!b.trend) return std::nullopt;
   auto wouldCross = [&](auto measure, double current, double bound) {
     if (bound <= 0 || current < 0) return false;
@@ -42,6 +46,10 @@ std::optional<RecycleCause> recycleCause(const ResourceSample& s, const JobEndHi
   if (wouldCross([](const ResourceSample& x) { return static_cast<double>(x.fds); }, s.fds,
                  b.maxFds)) {
     return RecycleCause::kTrendFds;
+  }
+  if (wouldCross([](const ResourceSample& x) { return static_cast<double>(x.gpuMemoryBytes); },
+                 static_cast<double>(s.gpuMemoryBytes), static_cast<double>(b.maxGpuMemoryBytes))) {
+    return RecycleCause::kTrendGpuMemory;
   }
   return std::nullopt;
 }
@@ -66,7 +74,9 @@ bool nextJobWouldCross(const ResourceSample& s, const JobEndHistory& history,
          crosses([](const ResourceSample& x) { return static_cast<double>(x.threads); },
                  b.maxThreads) ||
          crosses([](const ResourceSample& x) { return static_cast<double>(x.maps); }, b.maxMaps) ||
-         crosses([](const ResourceSample& x) { return static_cast<double>(x.fds); }, b.maxFds);
+         crosses([](const ResourceSample& x) { return static_cast<double>(x.fds); }, b.maxFds) ||
+         crosses([](const ResourceSample& x) { return static_cast<double>(x.gpuMemoryBytes); },
+                 static_cast<double>(b.maxGpuMemoryBytes));
 }
 
 namespace {

@@ -2,7 +2,8 @@
 // Soft recycle rules over per-worker resource samples, and the classification of failures caused
 // by a hard limit. Pure functions over bounded history: each is tested alone.
 //
-// A rule fires on the latest sample (rss, threads, maps, fds over their bound) or on the trend:
+// A rule fires on the latest sample (rss, threads, maps, fds, GPU memory over their bound) or on
+// the trend:
 // from the growth per job over the last few job ends, recycle when the next job would cross the
 // bound (a training loop that adds ~730 maps per fold must be recycled before the limit).
 
@@ -22,9 +23,10 @@ struct ResourceBounds {  // 0: no bound
   int maxThreads = 0;
   int maxMaps = 0;
   int maxFds = 0;
+  std::uint64_t maxGpuMemoryBytes = 0;  // judged only on samples with a GPU reading
   bool trend = true;
 
-  bool any() const { return maxRssBytes || maxThreads || maxMaps || maxFds; }
+  bool any() const { return maxRssBytes || maxThreads || maxMaps || maxFds || maxGpuMemoryBytes; }
 };
 
 // Samples taken right after jobs ended, with the job count at that moment.

@@ -23,7 +23,10 @@ void Supervisor::sampleAfterJob(WorkerIo& worker) {
       bounds, {worker.lastMaps, worker.lastJobEndSampleAt, worker.mapsReadCost}, t);
   if (!plan.sample) return;
   if (plan.withMaps) worker.lastJobEndSampleAt = t;
-  if (auto sample = takeSample(worker, plan.withMaps)) {
+  // The GPU trend rule needs the GPU figure at each job's end, not the last tick's.
+  std::optional<os::GpuSnapshot> gpu;
+  if (gpu_ && bounds.maxGpuMemoryBytes && !worker.pool.config.gpus.empty()) gpu = gpu_->read();
+  if (auto sample = takeSample(worker, plan.withMaps, gpu ? &*gpu : nullptr)) {
     post(worker.pool, core::WorkerSampled{worker.id, *sample, true});
   }
 }
@@ -34,8 +37,12 @@ void Supervisor::openGpuProbe(const config::Config& config) {
   if (!gpuPools) return;
   std::string whyNot;
   gpu_ = host_->openGpuProbe(config.server.nvmlLibrary, &whyNot);
-  logLine(gpu_ ? "GPU memory per worker from " + gpu_->describe()
-               : "GPU readings are off: " + whyNot + " (nvml_library)");
+  if (gpu_) return logAt(LogLevel::kInfo, "GPU memory per worker from " + gpu_->describe());
+  const bool gpuRules =
+      std::any_of(config.pools.begin(), config.pools.end(),
+                  [](const config::PoolConfig& p) { return p.maxGpuMemory || p.gpuMemoryLimit; });
+  logLine("GPU readings are off: " + whyNot + " (nvml_library)" +
+          (gpuRules ? "; max_gpu_memory and gpu_memory_limit are not enforced" : ""));
 }
 
 std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, bool withMaps,

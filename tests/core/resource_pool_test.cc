@@ -206,6 +206,70 @@ TEST_F(ResourcePoolTest, LibgompExitIsResourceExhausted) {
   EXPECT_EQ(finished_.at(0).outcome, Outcome::kResourceExhausted);
 }
 
+static ResourceSample gpu(std::int64_t bytes) {
+  ResourceSample s;
+  s.rssBytes = 20 << 20;
+  s.threads = 2;
+  s.fds = 8;
+  s.gpuMemoryBytes = bytes;
+  return s;
+}
+
+TEST_F(ResourcePoolTest, ABusyWorkerOverTheGpuMemoryLimitIsKilledAndItsJobRetried) {
+  PoolPolicy p;
+  p.workers = 1;
+  p.retries = 1;
+  p.gpuMemoryLimitBytes = 8ull << 30;
+  make(p);
+  auto send = submit(1);
+  feed(WorkerSampled{send.worker, gpu(4ll << 30), false});
+  EXPECT_EQ(count<SignalWorkerGroup>(last_), 0u) << "under the limit";
+  feed(WorkerSampled{send.worker, gpu(-1), false});
+  EXPECT_EQ(count<SignalWorkerGroup>(last_), 0u) << "no GPU reading: nothing to judge";
+  auto spawns = only<SpawnWorker>(feed(WorkerSampled{send.worker, gpu(9ll << 30), false}));
+  auto signals = only<SignalWorkerGroup>(last_);
+  ASSERT_EQ(signals.size(), 1u) << "over it: killed at once, no stacks first";
+  EXPECT_EQ(dumps_, 0u);
+  for (const auto& s : only<SpawnWorker>(feed(WorkerExited{send.worker, terminated()}))) {
+    spawns.push_back(s);
+  }
+  ASSERT_TRUE(finished_.empty()) << "an infrastructure failure: retried on a fresh worker";
+  ASSERT_EQ(spawns.size(), 1u) << "one replacement";
+  for (const auto& s : spawns) {
+    feed(WorkerSpawned{s.worker, 900});
+    feed(WorkerReady{s.worker});
+  }
+  auto retried = only<SendJob>(last_);
+  ASSERT_EQ(retried.size(), 1u);
+  feed(WorkerSampled{retried[0].worker, gpu(9ll << 30), false});
+  feed(WorkerExited{retried[0].worker, terminated()});
+  ASSERT_EQ(finished_.size(), 1u);
+  const JobReport& r = finished_[0];
+  EXPECT_EQ(r.outcome, Outcome::kResourceExhausted);
+  ASSERT_EQ(r.attempts.size(), 2u);
+  const AttemptRecord& a = r.attempts[0];
+  EXPECT_EQ(a.limit, "gpu_memory");
+  EXPECT_EQ(a.limitValue, 8ull << 30);
+  EXPECT_NE(a.cause.find("GPU memory 9216 MiB over gpu_memory_limit (8192 MiB)"), std::string::npos)
+      << a.cause;
+  ASSERT_TRUE(a.lastSample);
+  EXPECT_EQ(a.lastSample->gpuMemoryBytes, 9ll << 30);
+}
+
+TEST_F(ResourcePoolTest, AnIdleWorkerOverMaxGpuMemoryIsRecycled) {
+  PoolPolicy p;
+  p.workers = 1;
+  p.bounds.maxGpuMemoryBytes = 2ull << 30;
+  make(p);
+  feed(WorkerSampled{workers_[0], gpu(1ll << 30), false});
+  EXPECT_EQ(count<SendShutdown>(last_), 0u);
+  feed(WorkerSampled{workers_[0], gpu(3ll << 30), false});
+  EXPECT_EQ(count<SpawnWorker>(last_), 1u) << "its replacement starts first";
+  auto view = pool_->workers();
+  ASSERT_FALSE(view.empty());
+  EXPECT_EQ(view[0].recycleCause, "gpu_memory");
+}
+
 class HangTest : public ResourcePoolTest {
  protected:
   void SetUp() override {

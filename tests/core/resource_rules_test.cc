@@ -79,6 +79,29 @@ TEST(RecycleRules, FlatOrShrinkingMeasuresNeverTriggerTheTrend) {
   EXPECT_FALSE(recycleCause(sample(10, 10, 100), h, b));
 }
 
+TEST(Recycle, GpuMemoryOverItsBoundAndByTheTrend) {
+  ResourceBounds b;
+  b.maxGpuMemoryBytes = 19ull << 29;  // 9.5 GiB
+  JobEndHistory h;
+  auto at = [](std::int64_t gib) {
+    ResourceSample s;
+    s.gpuMemoryBytes = gib << 30;
+    return s;
+  };
+  EXPECT_EQ(recycleCause(at(10), h, b), RecycleCause::kGpuMemory);
+  EXPECT_EQ(recycleCauseName(RecycleCause::kGpuMemory), "gpu_memory");
+  ResourceSample unread;  // no GPU reading: never over
+  EXPECT_FALSE(recycleCause(unread, h, b));
+  // A leak of 1 GiB per job (the fold-3 failure): recycled before the job that would cross.
+  for (std::uint64_t job = 1; job <= 4; ++job)
+    h.record(job, at(static_cast<std::int64_t>(5 + job)));
+  EXPECT_EQ(recycleCause(at(9), h, b), RecycleCause::kTrendGpuMemory);
+  EXPECT_EQ(recycleCauseName(RecycleCause::kTrendGpuMemory), "trend:gpu_memory");
+  EXPECT_TRUE(nextJobWouldCross(at(9), h, b, 4));
+  b.trend = false;
+  EXPECT_FALSE(recycleCause(at(9), h, b));
+}
+
 TEST(Exhaustion, PidsCounterComesFirst) {
   LimitEvidence l;
   l.pidsLimit = 40;

@@ -4,8 +4,8 @@ loads libnvidia-ml.so.1, and the fake answers from a fixture file the test rewri
 daemon runs. What a real GPU adds is checked by scripts/gpu-check.sh on a GPU machine.
 """
 
-import json
 import os
+import threading
 
 from conftest import BIN, wait_until
 
@@ -72,3 +72,56 @@ def test_without_nvml_gpu_readings_are_off_and_said_once(start_daemon, tmp_path)
         d.log()
     wait_until(lambda: all(w.get("sample") for w in d.workers("gpu")), 30, "a sample")
     assert set(_gpu_of(d, "gpu").values()) == {None}
+
+
+def _fake_nvml(tmp_path, monkeypatch):
+    fixture = tmp_path / "nvml.txt"
+    fixture.write_text("device 0 85899345920 0 0\n")
+    monkeypatch.setenv("FAKE_NVML_FIXTURE", str(fixture))
+    return fixture
+
+
+def _holding(fixture, pid, nbytes):
+    fixture.write_text("device 0 85899345920 %d 90\nprocess 0 %d %d\n" % (nbytes, pid, nbytes))
+
+
+def test_a_worker_over_max_gpu_memory_is_recycled_between_jobs(start_daemon, tmp_path,
+                                                               monkeypatch):
+    fixture = _fake_nvml(tmp_path, monkeypatch)
+    d = start_daemon({"gpu": {"handler": "echo", "gpus": [0], "max_gpu_memory": "1GiB",
+                              "sample_interval": "100ms"}},
+                     server={"nvml_library": FAKE_NVML})
+    [worker] = d.wait_ready("gpu")
+    pid = int(worker["pid"])
+    _holding(fixture, pid, 2 * GIB)
+    d.wait_replaced("gpu", pid, timeout=30)
+    pool = d.get_json("/v1/pools/gpu")
+    assert pool["recycles_by_cause"] == {"gpu_memory": 1}, pool["recycles_by_cause"]
+    assert any(e["kind"] == "recycled" and "gpu_memory" in e["detail"] for e in pool["events"]), \
+        pool["events"]
+    assert d.job("gpu", b"after").body == b"after"
+
+
+def test_a_busy_worker_over_gpu_memory_limit_ends_its_job_resource_exhausted(start_daemon,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    fixture = _fake_nvml(tmp_path, monkeypatch)
+    d = start_daemon({"gpu": {"handler": "slow", "gpus": [0], "gpu_memory_limit": "1GiB",
+                              "retries": 0, "job_timeout": "60s", "sample_interval": "100ms"}},
+                     server={"nvml_library": FAKE_NVML})
+    [worker] = d.wait_ready("gpu")
+    pid = int(worker["pid"])
+    answer = {}
+    caller = threading.Thread(target=lambda: answer.update(r=d.job("gpu", b"sleep:30", timeout=60)))
+    caller.start()
+    wait_until(lambda: any(w["state"] == "busy" for w in d.workers("gpu")), 30, "the job running")
+    _holding(fixture, pid, 2 * GIB)
+    caller.join(60)
+    r = answer["r"]
+    assert r.status == 502 and r.outcome == "resource_exhausted", r
+    [attempt] = r.json["attempts"]
+    assert attempt["limit"] == "gpu_memory" and attempt["limit_value"] == GIB, attempt
+    assert "over gpu_memory_limit (1024 MiB)" in attempt["cause"], attempt
+    assert attempt["last_sample"]["gpu_memory_bytes"] == 2 * GIB, attempt
+    assert attempt["pid"] == pid
+    d.wait_replaced("gpu", pid, timeout=30)
