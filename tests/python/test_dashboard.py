@@ -92,6 +92,9 @@ def test_the_dashboard_shows_a_pool_and_a_crash_live_in_chromium(start_daemon):
         # counted less often (a costly read), so RSS, threads and fds for both workers.
         browser.wait_for("document.querySelectorAll('#workers svg polyline').length >= 6", 30,
                          "sparklines of RSS, threads and fds for both workers")
+        assert browser.evaluate(
+            "getComputedStyle(document.querySelector('#workers th.gpu')).display") == "none", \
+            "no GPU column for a pool without gpus"
 
         crash = d.job("dash", b"crash")
         crashed_at = time.monotonic()

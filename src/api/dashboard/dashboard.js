@@ -185,6 +185,7 @@ function drawPools(pools) {
 
 function drawWorkers(pools) {
   const rows = [];
+  let gpu = false;  // the GPU column shows once any worker has a GPU reading (NVML, gpus)
   for (const p of pools) {
     for (const w of p.workers || []) {
       const history = (w.history || []).slice();  // oldest first
@@ -194,11 +195,16 @@ function drawWorkers(pools) {
         duration(w.age_s), w.jobs_served, sparkline(series("rss_bytes"), bytes),
         sparkline(series("threads"), String), sparkline(series("maps"), String),
         sparkline(series("fds"), String)]);
+      const gpuCell = sparkline(series("gpu_memory_bytes"), bytes);
+      gpuCell.classList.add("gpu");
+      tr.appendChild(gpuCell);
+      gpu = gpu || history.some((s) => typeof s.gpu_memory_bytes === "number");
       tr.dataset.worker = w.id;
       rows.push(tr);
     }
   }
   fill("workers", rows);
+  document.getElementById("workers").classList.toggle("has-gpu", gpu);
 }
 
 function takeOutcomes(answer) {
