@@ -192,11 +192,20 @@ int showStatus(const std::string& url) {
     }
     std::printf("\npool %s: last start failure:\n  %s\n", text(p, "name").c_str(), failure.c_str());
   }
-  std::printf("\n%-16s %-8s %-10s %-6s %-6s %-8s %-9s %-8s %-7s %-5s %-8s\n", "WORKER", "PID",
-              "STATE", "READY", "JOBS", "AGE", "RSS", "THREADS", "MAPS", "FDS", "RECYCLE");
+  // A GPU column only where some worker has a GPU reading (pools with gpus, NVML there).
+  bool gpuShown = false;
+  for (const auto& p : j["pools"]) {
+    for (const auto& w : p["workers"]) {
+      gpuShown = gpuShown || (w.contains("sample") && w["sample"].contains("gpu_memory_bytes"));
+    }
+  }
+  std::printf("\n%-16s %-8s %-10s %-6s %-6s %-8s %-9s %-8s %-7s %-5s %s%-8s\n", "WORKER", "PID",
+              "STATE", "READY", "JOBS", "AGE", "RSS", "THREADS", "MAPS", "FDS",
+              gpuShown ? "GPU        " : "", "RECYCLE");
   for (const auto& p : j["pools"]) {
     for (const auto& w : p["workers"]) {
       char age[32], pid[16] = "-", rss[32] = "-", threads[16] = "-", maps[16] = "-", fds[16] = "-";
+      char gpu[32] = "-";
       std::snprintf(age, sizeof age, "%.1fs", w.value("age_s", 0.0));
       // A worker still spawning (zygote mode: waiting for its fork) has no pid yet: null.
       if (w.contains("pid") && w["pid"].is_number()) {
@@ -208,11 +217,17 @@ int showStatus(const std::string& url) {
         std::snprintf(threads, sizeof threads, "%d", s.value("threads", 0));
         if (s["maps"].is_number()) std::snprintf(maps, sizeof maps, "%d", s["maps"].get<int>());
         std::snprintf(fds, sizeof fds, "%d", s.value("fds", 0));
+        if (s.contains("gpu_memory_bytes") && s["gpu_memory_bytes"].is_number()) {
+          std::snprintf(gpu, sizeof gpu, "%.1fMiB",
+                        s["gpu_memory_bytes"].get<double>() / (1 << 20));
+        }
       }
-      std::printf("%-16s %-8s %-10s %-6s %-6llu %-8s %-9s %-8s %-7s %-5s %-8s\n",
+      char gpuColumn[40] = "";
+      if (gpuShown) std::snprintf(gpuColumn, sizeof gpuColumn, "%-10s ", gpu);
+      std::printf("%-16s %-8s %-10s %-6s %-6llu %-8s %-9s %-8s %-7s %-5s %s%-8s\n",
                   text(w, "id").c_str(), pid, text(w, "state").c_str(), isReady(w) ? "yes" : "no",
                   (unsigned long long)w.value("jobs_served", 0ull), age, rss, threads, maps, fds,
-                  text(w, "recycle_cause").c_str());
+                  gpuColumn, text(w, "recycle_cause").c_str());
     }
   }
   return 0;

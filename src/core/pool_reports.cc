@@ -42,6 +42,10 @@ AttemptRecord Pool::attemptFor(const Job& job, const Worker& worker, Outcome out
   a.pid = worker.pid;
   a.outcome = outcome;
   a.runMs = millisBetween(job.runStartedAt, now);
+  // In a GPU pool every attempt carries the GPU memory its worker last held: the evidence that
+  // tells a job that needed the whole card from one that leaked it.
+  const auto& sample = worker.jobEndSample ? worker.jobEndSample : worker.latestSample;
+  if (sample && sample->gpuMemoryBytes >= 0) a.lastSample = sample;
   return a;
 }
 

@@ -256,6 +256,22 @@ TEST_F(ResourcePoolTest, ABusyWorkerOverTheGpuMemoryLimitIsKilledAndItsJobRetrie
   EXPECT_EQ(a.lastSample->gpuMemoryBytes, 9ll << 30);
 }
 
+TEST_F(ResourcePoolTest, EveryAttemptInAGpuPoolCarriesItsGpuMemory) {
+  PoolPolicy p;
+  p.workers = 1;
+  make(p);
+  auto send = submit(1);
+  feed(JobResultReceived{send.worker, 1, ResultKind::kBytes, payload("plain")});
+  ASSERT_EQ(finished_.size(), 1u);
+  EXPECT_FALSE(finished_[0].attempts.at(0).lastSample) << "no GPU reading: no sample attached";
+  feed(WorkerSampled{send.worker, gpu(3ll << 30), false});
+  send = submit(2);
+  feed(JobResultReceived{send.worker, 2, ResultKind::kBytes, payload("on the gpu")});
+  ASSERT_EQ(finished_.size(), 2u);
+  ASSERT_TRUE(finished_[1].attempts.at(0).lastSample);
+  EXPECT_EQ(finished_[1].attempts[0].lastSample->gpuMemoryBytes, 3ll << 30);
+}
+
 TEST_F(ResourcePoolTest, AnIdleWorkerOverMaxGpuMemoryIsRecycled) {
   PoolPolicy p;
   p.workers = 1;

@@ -5,6 +5,7 @@ daemon runs. What a real GPU adds is checked by scripts/gpu-check.sh on a GPU ma
 """
 
 import os
+import subprocess
 import threading
 
 from conftest import BIN, wait_until
@@ -33,6 +34,7 @@ def test_gpu_memory_is_attributed_to_each_worker_and_what_it_started(start_daemo
     assert "GPU memory per worker from NVML (%s), driver 0.0.fake, 1 device(s)" % FAKE_NVML \
         in d.log(), d.log()
     d.wait_ready("gpu")
+    wait_until(lambda: set(_gpu_of(d, "gpu").values()) == {0}, 30, "a first GPU reading")
     started = d.job("gpu", b"")
     assert started.status == 200, started
     child, holder = started.json["pid"], started.json["worker_pid"]
@@ -50,6 +52,14 @@ def test_gpu_memory_is_attributed_to_each_worker_and_what_it_started(start_daemo
                "GPU memory per worker %s (seen %s)" % (want, _gpu_of(d, "gpu")))
     # A pool without gpus reads none.
     assert set(_gpu_of(d, "cpu").values()) == {None}
+    status = subprocess.run([BIN, "status", "--url", d.url], capture_output=True, text=True,
+                            timeout=30)
+    assert status.returncode == 0, status
+    header = [l for l in status.stdout.splitlines() if l.startswith("WORKER")][0]
+    assert header.split() == ["WORKER", "PID", "STATE", "READY", "JOBS", "AGE", "RSS",
+                              "THREADS", "MAPS", "FDS", "GPU", "RECYCLE"], header
+    row = [l for l in status.stdout.splitlines() if l.startswith(names[holder] + " ")][0]
+    assert row.split()[10] == "1280.0MiB", status.stdout
     metrics = d.http("GET", "/metrics").body.decode()
     line = 'bulkhead_worker_gpu_memory_bytes{pool="gpu",worker="%s"} %d' % (names[holder],
                                                                           GIB + (GIB >> 2))
@@ -57,6 +67,10 @@ def test_gpu_memory_is_attributed_to_each_worker_and_what_it_started(start_daemo
     # The history a dashboard draws carries it too.
     history = [w for w in d.get_json("/v1/pools/gpu")["workers"] if int(w["pid"]) == holder][0]
     assert any(s.get("gpu_memory_bytes") == GIB + (GIB >> 2) for s in history["history"])
+    # Every attempt in a GPU pool carries the GPU memory its worker held (here: none yet).
+    [first] = [o for o in d.get_json("/v1/outcomes")["outcomes"]
+               if o["job"] == started.headers["x-bulkhead-job"]]
+    assert first["attempts"][0]["last_sample"]["gpu_memory_bytes"] == 0, first
     # Memory released: the next reading says so.
     fixture.write_text("device 0 85899345920 0 0\n")
     wait_until(lambda: set(_gpu_of(d, "gpu").values()) == {0}, 30, "GPU memory back to 0")
