@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,9 +43,18 @@ class GpuProbe {
   virtual std::string describe() const = 0;
 };
 
+// A snapshot with the process group of each of its processes, looked up once per reading (not
+// once per worker): what attribution needs.
+struct GpuReading {
+  GpuSnapshot snapshot;
+  std::map<pid_t, pid_t> groups;  // pid -> its process group; gone processes are absent
+};
+// groupOf gives a pid's process group, nullopt when the pid is gone.
+GpuReading resolveGroups(GpuSnapshot snapshot,
+                         const std::function<std::optional<pid_t>(pid_t)>& groupOf);
+
 // The GPU memory held by the processes of one process group (a worker and what it started), on
-// every device. groupOf gives a pid's process group, nullopt when the pid is gone.
-std::uint64_t gpuMemoryOfGroup(const GpuSnapshot& snapshot, pid_t group,
-                               const std::function<std::optional<pid_t>(pid_t)>& groupOf);
+// every device.
+std::uint64_t gpuMemoryOfGroup(const GpuReading& reading, pid_t group);
 
 }  // namespace bulkhead::os

@@ -4,29 +4,13 @@
 
 #include <vector>
 
+#include "os/nvml_abi.h"
+
 namespace bulkhead::os {
 
 namespace {
 
-// The C types of the entry points used, as NVML's header declares them (API version 11/12).
-using nvmlReturn_t = int;
-using nvmlDevice_t = struct nvmlDevice_st*;
-constexpr nvmlReturn_t kNvmlSuccess = 0;
-constexpr nvmlReturn_t kNvmlInsufficientSize = 7;
-constexpr unsigned long long kNvmlValueNotAvailable = ~0ULL;
-struct nvmlMemory_t {
-  unsigned long long total, free, used;
-};
-struct nvmlUtilization_t {
-  unsigned int gpu, memory;
-};
-// nvmlProcessInfo_v2_t, which the _v2 and _v3 process queries fill.
-struct nvmlProcessInfo_t {
-  unsigned int pid;
-  unsigned long long usedGpuMemory;
-  unsigned int gpuInstanceId;
-  unsigned int computeInstanceId;
-};
+using namespace nvml_abi;
 
 struct NvmlApi {
   nvmlReturn_t (*init)();
@@ -57,20 +41,20 @@ class NvmlProbe : public GpuProbe {
 
   std::optional<GpuSnapshot> read() override {
     unsigned int count = 0;
-    if (api_.deviceCount(&count) != kNvmlSuccess) return std::nullopt;
+    if (api_.deviceCount(&count) != kSuccess) return std::nullopt;
     GpuSnapshot snapshot;
     for (unsigned int i = 0; i < count; ++i) {
       nvmlDevice_t device = nullptr;
-      if (api_.deviceByIndex(i, &device) != kNvmlSuccess) continue;  // lost: the others count
+      if (api_.deviceByIndex(i, &device) != kSuccess) continue;  // lost: the others count
       GpuDevice d;
       d.index = i;
       nvmlMemory_t memory{};
-      if (api_.memoryInfo(device, &memory) == kNvmlSuccess) {
+      if (api_.memoryInfo(device, &memory) == kSuccess) {
         d.memoryUsedBytes = memory.used;
         d.memoryTotalBytes = memory.total;
       }
       nvmlUtilization_t utilization{};
-      if (api_.utilization(device, &utilization) == kNvmlSuccess) {
+      if (api_.utilization(device, &utilization) == kSuccess) {
         d.utilizationPercent = static_cast<int>(utilization.gpu);
       }
       snapshot.devices.push_back(d);
@@ -87,15 +71,15 @@ class NvmlProbe : public GpuProbe {
     for (int tries = 0; tries < 2; ++tries) {
       unsigned int n = static_cast<unsigned int>(buffer_.size());
       nvmlReturn_t r = api_.computeProcesses(device, &n, buffer_.data());
-      if (r == kNvmlInsufficientSize) {
+      if (r == kInsufficientSize) {
         buffer_.resize(n + 16);
         continue;
       }
-      if (r != kNvmlSuccess) return;
+      if (r != kSuccess) return;
       for (unsigned int k = 0; k < n && k < buffer_.size(); ++k) {
         const auto& p = buffer_[k];
         // Not available under some virtualisation: the process is seen, its memory is not.
-        const std::uint64_t bytes = p.usedGpuMemory == kNvmlValueNotAvailable ? 0 : p.usedGpuMemory;
+        const std::uint64_t bytes = p.usedGpuMemory == kValueNotAvailable ? 0 : p.usedGpuMemory;
         out.push_back({static_cast<pid_t>(p.pid), index, bytes});
       }
       return;
@@ -140,13 +124,13 @@ std::unique_ptr<GpuProbe> loadNvml(const std::string& library, std::string* whyN
     ::dlclose(handle);
     return nullptr;
   }
-  if (nvmlReturn_t r = api.init(); r != kNvmlSuccess) {
+  if (nvmlReturn_t r = api.init(); r != kSuccess) {
     *whyNot = library + ": nvmlInit failed: " + api.errorString(r);
     ::dlclose(handle);
     return nullptr;
   }
   char version[96] = {};
-  std::string driver = api.driverVersion(version, sizeof version) == kNvmlSuccess
+  std::string driver = api.driverVersion(version, sizeof version) == kSuccess
                            ? std::string(version)
                            : std::string("unknown");
   unsigned int count = 0;

@@ -24,14 +24,14 @@ void Supervisor::sampleAfterJob(WorkerIo& worker) {
   if (!plan.sample) return;
   if (plan.withMaps) worker.lastJobEndSampleAt = t;
   // The GPU trend rule needs the GPU figure at each job's end, not the last tick's.
-  std::optional<os::GpuSnapshot> gpu;
-  if (gpu_ && bounds.maxGpuMemoryBytes && !worker.pool.config.gpus.empty()) gpu = gpu_->read();
+  std::optional<os::GpuReading> gpu;
+  if (bounds.maxGpuMemoryBytes && !worker.pool.config.gpus.empty()) gpu = readGpus();
   if (auto sample = takeSample(worker, plan.withMaps, gpu ? &*gpu : nullptr)) {
     post(worker.pool, core::WorkerSampled{worker.id, *sample, true});
   }
 }
 
-void Supervisor::openGpuProbe(const config::Config& config) {
+void Supervisor::startGpuReadings(const config::Config& config) {
   const bool gpuPools = std::any_of(config.pools.begin(), config.pools.end(),
                                     [](const config::PoolConfig& p) { return !p.gpus.empty(); });
   if (!gpuPools) return;
@@ -45,8 +45,18 @@ void Supervisor::openGpuProbe(const config::Config& config) {
           (gpuRules ? "; max_gpu_memory and gpu_memory_limit are not enforced" : ""));
 }
 
+std::optional<os::GpuReading> Supervisor::readGpus() {
+  if (!gpu_) return std::nullopt;
+  auto snapshot = gpu_->read();
+  if (!snapshot) return std::nullopt;
+  return os::resolveGroups(std::move(*snapshot), [this](pid_t pid) -> std::optional<pid_t> {
+    auto ids = host_->ids(pid);
+    return ids ? std::optional<pid_t>(ids->group) : std::nullopt;
+  });
+}
+
 std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, bool withMaps,
-                                                           const os::GpuSnapshot* gpu) {
+                                                           const os::GpuReading* gpu) {
   const core::Time started = now();
   auto s = host_->sample(worker.pid, withMaps);
   if (!s) return std::nullopt;
@@ -67,11 +77,7 @@ std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, boo
     r.gpuMemoryBytes = worker.samples.back().sample.gpuMemoryBytes;
   } else if (gpu && !worker.pool.config.gpus.empty()) {
     // Workers lead their process groups: what they started counts with them.
-    r.gpuMemoryBytes = static_cast<std::int64_t>(
-        os::gpuMemoryOfGroup(*gpu, worker.pid, [this](pid_t pid) -> std::optional<pid_t> {
-          auto ids = host_->ids(pid);
-          return ids ? std::optional<pid_t>(ids->group) : std::nullopt;
-        }));
+    r.gpuMemoryBytes = static_cast<std::int64_t>(os::gpuMemoryOfGroup(*gpu, worker.pid));
   }
   worker.samples.push_back({now(), r});
   if (worker.samples.size() > kSamplesKept) worker.samples.pop_front();
@@ -81,12 +87,12 @@ std::optional<core::ResourceSample> Supervisor::takeSample(WorkerIo& worker, boo
 void Supervisor::sampleAll() {
   const core::Time t = now();
   // One GPU reading per tick, shared by every GPU pool due (NVML answers for all devices at once).
-  std::optional<os::GpuSnapshot> gpu;
+  std::optional<os::GpuReading> gpu;
   bool gpuRead = false;
   for (auto& pool : pools_) {
     if (!core::poolSampleDue(pool->nextSampleAt, t)) continue;
     if (gpu_ && !gpuRead && !pool->config.gpus.empty()) {
-      gpu = gpu_->read();
+      gpu = readGpus();
       gpuRead = true;
     }
     pool->nextSampleAt = core::nextPoolSample(pool->config.sampleInterval, t);

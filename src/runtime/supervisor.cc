@@ -49,7 +49,7 @@ Supervisor::Supervisor(asio::io_context& io, const config::Config& config,
         pool, config::toPolicy(pool, config.server, config.pools.size()), startedAt_));
     limited = limited || wantsLimits(pool);
   }
-  openGpuProbe(config);
+  startGpuReadings(config);
   std::string whyNone;
   if (options_.cgroups) {
     cgroups_ = std::move(options_.cgroups);

@@ -171,8 +171,9 @@ class Supervisor {
   void sampleAfterJob(WorkerIo& worker);
   // gpu: this tick's GPU reading, for workers of pools with `gpus` (null: none taken).
   std::optional<core::ResourceSample> takeSample(WorkerIo& worker, bool withMaps,
-                                                 const os::GpuSnapshot* gpu = nullptr);
-  void openGpuProbe(const config::Config& config);
+                                                 const os::GpuReading* gpu = nullptr);
+  void startGpuReadings(const config::Config& config);
+  std::optional<os::GpuReading> readGpus();
   void checkStopped();
   PoolRuntime* findPool(std::string_view name);
   void collectEvents();

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "os/nvml_abi.h"
+
 namespace {
 
 struct Device {
@@ -59,49 +61,38 @@ Fixture readFixture() {
   return f;
 }
 
-struct nvmlMemory_t {
-  unsigned long long total, free, used;
-};
-struct nvmlUtilization_t {
-  unsigned int gpu, memory;
-};
-struct nvmlProcessInfo_t {
-  unsigned int pid;
-  unsigned long long usedGpuMemory;
-  unsigned int gpuInstanceId, computeInstanceId;
-};
-// A device handle is its index + 1 (never null).
-using nvmlDevice_t = void*;
-unsigned indexOf(nvmlDevice_t d) { return static_cast<unsigned>(reinterpret_cast<size_t>(d) - 1); }
+using namespace bulkhead::os::nvml_abi;
 
-constexpr int kSuccess = 0, kInvalidArgument = 2, kInsufficientSize = 7, kDriverNotLoaded = 9;
+// A device handle is its index + 1 (never null).
+nvmlDevice_t handleOf(unsigned index) { return reinterpret_cast<nvmlDevice_t>(index + size_t{1}); }
+unsigned indexOf(nvmlDevice_t d) { return static_cast<unsigned>(reinterpret_cast<size_t>(d) - 1); }
 
 }  // namespace
 
 extern "C" {
 
-int nvmlInit_v2() {
+nvmlReturn_t nvmlInit_v2() {
   Fixture f = readFixture();
   return f.present && !f.failInit ? kSuccess : kDriverNotLoaded;
 }
-int nvmlShutdown() { return kSuccess; }
-const char* nvmlErrorString(int r) {
+nvmlReturn_t nvmlShutdown() { return kSuccess; }
+const char* nvmlErrorString(nvmlReturn_t r) {
   return r == kDriverNotLoaded ? "Driver Not Loaded" : r == kSuccess ? "Success" : "Unknown Error";
 }
-int nvmlSystemGetDriverVersion(char* version, unsigned int length) {
+nvmlReturn_t nvmlSystemGetDriverVersion(char* version, unsigned int length) {
   std::snprintf(version, length, "%s", "0.0.fake");
   return kSuccess;
 }
-int nvmlDeviceGetCount_v2(unsigned int* count) {
+nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int* count) {
   *count = static_cast<unsigned>(readFixture().devices.size());
   return kSuccess;
 }
-int nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t* device) {
+nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t* device) {
   if (index >= readFixture().devices.size()) return kInvalidArgument;
-  *device = reinterpret_cast<nvmlDevice_t>(static_cast<size_t>(index) + 1);
+  *device = handleOf(index);
   return kSuccess;
 }
-int nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t* memory) {
+nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t* memory) {
   for (const Device& d : readFixture().devices) {
     if (d.index != indexOf(device)) continue;
     *memory = {d.total, d.total - d.used, d.used};
@@ -109,7 +100,7 @@ int nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t* memory) {
   }
   return kInvalidArgument;
 }
-int nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilization_t* utilization) {
+nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilization_t* utilization) {
   for (const Device& d : readFixture().devices) {
     if (d.index != indexOf(device)) continue;
     *utilization = {d.util, 0};
@@ -117,8 +108,8 @@ int nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilization_t* utiliz
   }
   return kInvalidArgument;
 }
-int nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int* count,
-                                            nvmlProcessInfo_t* infos) {
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int* count,
+                                                     nvmlProcessInfo_t* infos) {
   std::vector<nvmlProcessInfo_t> found;
   for (const Process& p : readFixture().processes) {
     if (p.device == indexOf(device)) found.push_back({p.pid, p.bytes, 0, 0});

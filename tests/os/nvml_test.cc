@@ -98,9 +98,15 @@ TEST(GpuAttribution, AWorkerCountsItselfAndItsProcessGroupOnEveryDevice) {
     auto it = groups.find(pid);
     return it == groups.end() ? std::nullopt : std::optional<pid_t>(it->second);
   };
-  EXPECT_EQ(gpuMemoryOfGroup(s, 100, groupOf), 1320u);
-  EXPECT_EQ(gpuMemoryOfGroup(s, 200, groupOf), 7u);
-  EXPECT_EQ(gpuMemoryOfGroup(s, 400, groupOf), 0u);
+  int lookups = 0;
+  auto reading = resolveGroups(s, [&](pid_t pid) {
+    ++lookups;
+    return groupOf(pid);
+  });
+  EXPECT_EQ(lookups, 4) << "once per process, not per device or per worker";
+  EXPECT_EQ(gpuMemoryOfGroup(reading, 100), 1320u);
+  EXPECT_EQ(gpuMemoryOfGroup(reading, 200), 7u);
+  EXPECT_EQ(gpuMemoryOfGroup(reading, 400), 0u);
 }
 
 }  // namespace
