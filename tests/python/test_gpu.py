@@ -1,7 +1,8 @@
 """GPU readings through NVML, on a machine without a GPU: the daemon loads the fake NVML library
 the build makes (tests/fake_nvml/, build/libfake_nvml.so) through `nvml_library`, exactly as it
 loads libnvidia-ml.so.1, and the fake answers from a fixture file the test rewrites while the
-daemon runs. What a real GPU adds is checked by scripts/gpu-check.sh on a GPU machine.
+daemon runs. And a handler raising PyTorch's own CUDA out-of-memory error (the class exists on a
+CPU-only build). What a real GPU adds needs a GPU machine to check.
 """
 
 import os
@@ -139,3 +140,24 @@ def test_a_busy_worker_over_gpu_memory_limit_ends_its_job_resource_exhausted(sta
     assert attempt["last_sample"]["gpu_memory_bytes"] == 2 * GIB, attempt
     assert attempt["pid"] == pid
     d.wait_replaced("gpu", pid, timeout=30)
+
+
+def test_cuda_out_of_memory_is_resource_exhausted_and_retried_on_a_fresh_worker(start_daemon):
+    d = start_daemon({"echo": {"handler": "echo"}, "gpu": {
+        "handler": R + "cuda_out_of_memory", "retries": 1, "startup_timeout": "60s"}})
+    [worker] = d.wait_ready("gpu", 1)
+    r = d.job("gpu", b"x", timeout=120)
+    assert r.status == 502 and r.outcome == "resource_exhausted", r
+    body = r.json
+    assert len(body["attempts"]) == 2, body["attempts"]    # retried: it is not the job's bug
+    pids = [a["pid"] for a in body["attempts"]]
+    assert pids[0] == int(worker["pid"]) and pids[1] != pids[0], pids
+    for a in body["attempts"]:
+        assert a["outcome"] == "resource_exhausted", a
+        assert a["limit"] == "gpu_memory", a
+        assert a["cause"].startswith("GPU memory exhausted: "), a
+        assert "CUDA out of memory" in a["cause"], a
+        assert a["error"]["type"] == "torch.cuda.OutOfMemoryError", a["error"]
+    # Each worker that hit it is replaced (its allocator's cache goes with it).
+    d.wait_replaced("gpu", pids[1])
+    d.assert_serving("echo")

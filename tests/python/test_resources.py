@@ -137,26 +137,6 @@ def test_thread_leak_is_recycled_on_max_threads(start_daemon, payload):
 # -- 2. threads under a pids limit ------------------------------------------------------------
 
 
-def test_cuda_out_of_memory_is_resource_exhausted_and_retried_on_a_fresh_worker(start_daemon):
-    d = start_daemon({"echo": ECHO, "gpu": {
-        "handler": R + "cuda_out_of_memory", "retries": 1, "startup_timeout": "60s"}})
-    [worker] = d.wait_ready("gpu", 1)
-    r = d.job("gpu", b"x", timeout=120)
-    body = _problem(r, 502, "resource_exhausted")
-    assert len(body["attempts"]) == 2, body["attempts"]    # retried: it is not the job's bug
-    pids = [a["pid"] for a in body["attempts"]]
-    assert pids[0] == int(worker["pid"]) and pids[1] != pids[0], pids
-    for a in body["attempts"]:
-        assert a["outcome"] == "resource_exhausted", a
-        assert a["limit"] == "gpu_memory", a
-        assert a["cause"].startswith("GPU memory exhausted: "), a
-        assert "CUDA out of memory" in a["cause"], a
-        assert a["error"]["type"] == "torch.cuda.OutOfMemoryError", a["error"]
-    # Each worker that hit it is replaced (its allocator's cache goes with it).
-    d.wait_replaced("gpu", pids[1])
-    _serving(d)
-
-
 def test_threads_under_pids_limit_are_resource_exhausted(start_daemon):
     d = start_daemon({"echo": ECHO, "leak": {
         "handler": R + "thread_leak_unbounded", "pids_limit": 40, "retries": 0}})
