@@ -219,10 +219,8 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
       if (ec && !expired) return close();
       if (expired || !isHealthCheck(parser_->get())) return refuse();
       Request request = parser_->release();
-      auto self = this->shared_from_this();
       lingerAfterWrite_ = true;
-      return route(state_->services, request,
-                   [self](Response response) { self->write(std::move(response)); });
+      return route(state_->services, request, answerTo(request));
     }
     if (expired) {
       return fail(ApiError::kRequestTimeout, "the request did not arrive whole within " +
@@ -251,9 +249,22 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     // A big request must not pin its buffer for the rest of a keep-alive connection.
     if (buffer_.capacity() > (1u << 20)) buffer_.shrink_to_fit();
     keepAlive_ = request.keep_alive();
+    route(state_->services, request, answerTo(request));
+  }
+
+  // How a routed request's answer is written. A HEAD answer keeps its Content-Length but sends
+  // no body (RFC 9110 9.3.2): body bytes would be read as the start of the next response.
+  Respond answerTo(const Request& request) {
     auto self = this->shared_from_this();
-    route(state_->services, request,
-          [self](Response response) { self->write(std::move(response)); });
+    if (request.method() != http::verb::head) {
+      return [self](Response response) { self->write(std::move(response)); };
+    }
+    return [self](Response response) {
+      const auto length = response.body().size();
+      response.body().clear();
+      response.content_length(length);
+      self->write(std::move(response));
+    };
   }
 
   // One timer per session, for the current phase only (see the top of the file).

@@ -185,6 +185,40 @@ def test_keep_alive_serves_several_requests(daemon):
         conn.close()
 
 
+def test_a_head_answer_has_no_body_so_the_next_answer_on_the_connection_is_intact(daemon):
+    sock = daemon.raw_socket(timeout=10)
+    try:
+        # Pipelined: a body after the HEAD answer would be read as the start of the GET's.
+        sock.sendall(b"HEAD /livez HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"HEAD /readyz HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 3 or not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+    finally:
+        sock.close()
+    answers = data.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 3, data
+    for head in answers[:2]:
+        fields, _, body = head.partition(b"\r\n\r\n")
+        assert body == b"", head
+        assert int(fields.lower().split(b"content-length: ")[1].split(b"\r\n")[0]) > 0, head
+    assert answers[2].endswith(b'\r\n\r\n{"status":"ok"}'), answers[2]
+    # A real client on one keep-alive connection: HEAD, then GET.
+    conn = daemon.connection(timeout=10)
+    try:
+        conn.request("HEAD", "/livez")
+        head = conn.getresponse()
+        assert head.status == 200 and head.read() == b""
+        conn.request("GET", "/livez")
+        get = conn.getresponse()
+        assert get.status == 200 and get.read() == b'{"status":"ok"}'
+    finally:
+        conn.close()
+
+
 def test_pools_listing(daemon):
     r = daemon.http("GET", "/v1/pools")
     assert r.status == 200
