@@ -122,7 +122,7 @@ class Driver {
 
   Time now_{};
   Pool pool_;
-  Payload payload_ = std::make_shared<const std::string>("{}");
+  Payload payload_ = bulkhead::core::makePayload("{}");
   JobId nextJob_ = 1;
   std::deque<Sent> inFlight_;
   bool deadlineSink_ = false;

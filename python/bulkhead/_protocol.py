@@ -12,6 +12,14 @@ against that type's limit.  The first error raises ``ProtocolError`` and latches
 raises the same error, because after a bad header the stream has no frame boundaries left.
 ``ProtocolError`` means the *peer* sent bad bytes; misuse by our own code (encoding an unknown type,
 feeding after EOF) raises ``ValueError``/``RuntimeError`` instead.
+
+Two frames carry a file descriptor beside their bytes: ``JOB_FD`` and ``RESULT_BYTES_FD``, whose
+8-byte body is the size of the sealed memfd that rides along as SCM_RIGHTS (docs/protocol.md,
+"Large payloads by memfd").  They are not in ``ALL_TYPES`` nor in the direction sets: without
+its fd such a frame means nothing, so ``encode_frame`` refuses them (``encode_fd_frame`` makes
+one, to be sent with its fd by ``sendmsg``), and a decoder accepts them only when its owner
+collects the fds (``SUPERVISOR_TO_WORKER_FD`` / ``WORKER_TO_SUPERVISOR_FD``).  Their body length
+is checked from the header like the other limits, but for equality.
 """
 
 from struct import Struct
@@ -20,9 +28,11 @@ __all__ = [
     "PROTOCOL_VERSION", "MAGIC", "HEADER_SIZE", "MAX_CONTROL_BODY", "DEFAULT_MAX_PAYLOAD",
     "MAX_BODY_LENGTH",
     "HELLO", "READY", "START_FAILED", "RESULT_BYTES", "RESULT_JSON", "RESULT_TEXT",
-    "HANDLER_ERROR", "HEARTBEAT", "JOB", "SHUTDOWN",
-    "WORKER_TO_SUPERVISOR", "SUPERVISOR_TO_WORKER", "ALL_TYPES", "TYPE_NAMES", "RESULT_TYPES",
-    "Frame", "ProtocolError", "FrameDecoder", "encode_header", "encode_frame", "body_limit",
+    "HANDLER_ERROR", "HEARTBEAT", "JOB", "SHUTDOWN", "JOB_FD", "RESULT_BYTES_FD", "FD_TYPES",
+    "FD_BODY_SIZE", "WORKER_TO_SUPERVISOR", "SUPERVISOR_TO_WORKER", "WORKER_TO_SUPERVISOR_FD",
+    "SUPERVISOR_TO_WORKER_FD", "ALL_TYPES", "TYPE_NAMES", "RESULT_TYPES",
+    "Frame", "ProtocolError", "FrameDecoder", "encode_header", "encode_frame", "encode_fd_frame",
+    "decode_fd_size", "body_limit",
 ]
 
 PROTOCOL_VERSION = 1
@@ -42,6 +52,8 @@ RESULT_JSON = 0x11
 RESULT_TEXT = 0x12
 HANDLER_ERROR = 0x13
 HEARTBEAT = 0x20
+# Worker -> supervisor, with a sealed memfd holding the result bytes (SCM_RIGHTS).
+RESULT_BYTES_FD = 0x14
 # Zygote -> supervisor (answers to FORK, with the request's id).
 FORKED = 0x30
 FORK_REFUSED = 0x31
@@ -50,12 +62,15 @@ JOB = 0x80
 SHUTDOWN = 0x81
 # Supervisor -> zygote; the new worker's file descriptors ride along as SCM_RIGHTS.
 FORK = 0x82
+# Supervisor -> worker, with a sealed memfd holding the payload (SCM_RIGHTS).
+JOB_FD = 0x83
 
 TYPE_NAMES = {
     HELLO: "HELLO", READY: "READY", START_FAILED: "START_FAILED",
     RESULT_BYTES: "RESULT_BYTES", RESULT_JSON: "RESULT_JSON", RESULT_TEXT: "RESULT_TEXT",
     HANDLER_ERROR: "HANDLER_ERROR", HEARTBEAT: "HEARTBEAT", JOB: "JOB", SHUTDOWN: "SHUTDOWN",
     FORKED: "FORKED", FORK_REFUSED: "FORK_REFUSED", FORK: "FORK",
+    JOB_FD: "JOB_FD", RESULT_BYTES_FD: "RESULT_BYTES_FD",
 }
 WORKER_TO_SUPERVISOR = frozenset(
     (HELLO, READY, START_FAILED, RESULT_BYTES, RESULT_JSON, RESULT_TEXT, HANDLER_ERROR, HEARTBEAT))
@@ -65,6 +80,11 @@ SUPERVISOR_TO_ZYGOTE = frozenset((FORK, SHUTDOWN))
 ALL_TYPES = WORKER_TO_SUPERVISOR | SUPERVISOR_TO_WORKER | ZYGOTE_TO_SUPERVISOR | \
     SUPERVISOR_TO_ZYGOTE
 RESULT_TYPES = frozenset((RESULT_BYTES, RESULT_JSON, RESULT_TEXT, HANDLER_ERROR))
+# Frames with one fd beside them; their body is the fd's size, a u64, and nothing else.
+FD_TYPES = frozenset((JOB_FD, RESULT_BYTES_FD))
+FD_BODY_SIZE = 8
+SUPERVISOR_TO_WORKER_FD = SUPERVISOR_TO_WORKER | frozenset((JOB_FD,))
+WORKER_TO_SUPERVISOR_FD = WORKER_TO_SUPERVISOR | frozenset((RESULT_BYTES_FD,))
 
 # Bodies limited by max_payload; every other body is a control body (1 MiB).  HANDLER_ERROR is
 # JSON, so it counts as control (as in src/proto/frame.cc); the worker keeps it below 1 MiB.
@@ -75,6 +95,7 @@ _PAYLOAD_TYPES = frozenset((RESULT_BYTES, RESULT_JSON, RESULT_TEXT, JOB))
 _HEADER = Struct("<2sBBIQ")
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
+_FD_SIZE = Struct("<Q")
 
 # Bodies at least this long are received into one preallocated buffer of their exact size.
 _LARGE_BODY = 64 * 1024
@@ -85,9 +106,11 @@ _KEEP_BODY_BUFFER = 64 * 1024 * 1024
 
 
 def body_limit(frame_type, max_payload=DEFAULT_MAX_PAYLOAD, max_control=MAX_CONTROL_BODY):
-    """The largest body allowed for ``frame_type``."""
+    """The largest body allowed for ``frame_type`` (for an fd frame, the only length allowed)."""
     if frame_type in _PAYLOAD_TYPES:
         return max_payload
+    if frame_type in FD_TYPES:
+        return FD_BODY_SIZE
     return max_control
 
 
@@ -145,11 +168,30 @@ def encode_frame(frame_type, job_id, body=b""):
     return encode_header(frame_type, job_id, len(body)) + body
 
 
+def encode_fd_frame(frame_type, job_id, size):
+    """Header + body of a ``JOB_FD``/``RESULT_BYTES_FD`` frame for an fd of ``size`` bytes; the
+    caller sends them in one ``sendmsg`` with the fd as SCM_RIGHTS."""
+    if frame_type not in FD_TYPES:
+        raise ValueError("frame type %r does not carry a file descriptor" % (frame_type,))
+    if not 0 <= job_id <= MAX_JOB_ID:
+        raise ValueError("job id %r does not fit in a u64" % (job_id,))
+    if not 0 <= size <= MAX_JOB_ID:
+        raise ValueError("size %r does not fit in a u64" % (size,))
+    return _pack_header(MAGIC, PROTOCOL_VERSION, frame_type, FD_BODY_SIZE, job_id) + \
+        _FD_SIZE.pack(size)
+
+
+def decode_fd_size(body):
+    """The size an fd frame's body declares (the decoder already checked its length)."""
+    return _FD_SIZE.unpack(body)[0]
+
+
 class FrameDecoder(object):
     """Incremental decoder of one direction of a frame stream.
 
     ``accept``: the frame types this side may receive (a worker passes ``SUPERVISOR_TO_WORKER``,
-    a supervisor or test passes ``WORKER_TO_SUPERVISOR``); any other type is a protocol error.
+    a supervisor or test passes ``WORKER_TO_SUPERVISOR``; the ``_FD`` sets add the frames that
+    carry an fd, for a reader that collects them); any other type is a protocol error.
     ``max_payload`` bounds job and result bodies, ``max_control`` the JSON control bodies.
 
     Use either ``feed(data)`` or the zero-copy pair ``buf = get_buffer(); n = sock.recv_into(buf);
@@ -159,7 +201,7 @@ class FrameDecoder(object):
     def __init__(self, accept=ALL_TYPES, max_payload=DEFAULT_MAX_PAYLOAD,
                  max_control=MAX_CONTROL_BODY):
         accept = frozenset(accept)
-        unknown = accept - ALL_TYPES
+        unknown = accept - ALL_TYPES - FD_TYPES
         if unknown:
             raise ValueError("unknown frame types in accept: %r" % sorted(unknown))
         self._limits = {t: min(body_limit(t, max_payload, max_control), MAX_BODY_LENGTH)
@@ -311,6 +353,9 @@ class FrameDecoder(object):
         if length > limit:
             self._fail("%s body of %d bytes exceeds the limit of %d bytes"
                        % (TYPE_NAMES[frame_type], length, limit))
+        if length != FD_BODY_SIZE and frame_type in FD_TYPES:
+            self._fail("%s body of %d bytes (it must be exactly %d: the fd's size)"
+                       % (TYPE_NAMES[frame_type], length, FD_BODY_SIZE))
         end = HEADER_SIZE + length
         if have >= end:
             if length:

@@ -5,7 +5,9 @@ How this works: the supervisor execs this module with the control socket on fd 3
 which writes every thread's stack without stopping us), send ``HELLO``, import the handler and
 the optional preload function, run preload, and send ``READY`` (or ``START_FAILED`` and exit 3).
 Then one job at a time: read a ``JOB`` frame, call ``handler(payload, ctx)``, send the result
-frame.  ``SHUTDOWN`` or EOF on the control socket ends the process with exit code 0.
+frame.  ``SHUTDOWN`` or EOF on the control socket ends the process with exit code 0.  Large
+payloads may come as ``JOB_FD`` (a sealed memfd); bytes results from ``BULKHEAD_MEMFD_THRESHOLD``
+bytes up go as ``RESULT_BYTES_FD`` (``sendmsg``): ``bulkhead._memfd`` does the fd work.
 
 Jobs run on the main thread, which writes every frame but one kind with ``sendall``.  When the
 supervisor sets ``BULKHEAD_HEARTBEAT_INTERVAL`` (seconds), a thread started at the first job
@@ -41,9 +43,10 @@ from . import __version__
 # thread and sleep primitives before a handler's module can monkey-patch them.
 from ._error_report import _describe, _error_body, _quote, _type_name, _warn
 from ._heartbeat import Heartbeat as _Heartbeat
-from ._protocol import (DEFAULT_MAX_PAYLOAD, HANDLER_ERROR, HEARTBEAT, HELLO,
+from ._memfd import Receiver as _Receiver, open_job as _open_job, send_result_fd
+from ._protocol import (DEFAULT_MAX_PAYLOAD, HANDLER_ERROR, HEARTBEAT, HELLO, JOB_FD,
                         MAX_CONTROL_BODY, PROTOCOL_VERSION, READY, RESULT_BYTES, RESULT_JSON,
-                        RESULT_TEXT, SHUTDOWN, START_FAILED, SUPERVISOR_TO_WORKER,
+                        RESULT_TEXT, SHUTDOWN, START_FAILED, SUPERVISOR_TO_WORKER_FD,
                         FrameDecoder, ProtocolError, encode_header)
 
 try:
@@ -210,16 +213,22 @@ def _exit(code):
 
 
 class _Worker(object):
-    def __init__(self, sock, pool, worker_id, max_frame, heartbeat_interval=0.0):
+    def __init__(self, sock, pool, worker_id, max_frame, heartbeat_interval=0.0,
+                 memfd_threshold=0):
         self._sock = sock
         self._sendall = sock.sendall
         self._pool = pool
         self._worker_id = worker_id
         self._max_frame = max_frame
+        # Bytes results at least this long go as RESULT_BYTES_FD (0: never).
+        self._memfd_at = memfd_threshold if memfd_threshold > 0 else _NEVER
         # The supervisor may send jobs up to the pool's max_payload; accept at least the default.
-        self._decoder = FrameDecoder(SUPERVISOR_TO_WORKER,
+        self._decoder = FrameDecoder(SUPERVISOR_TO_WORKER_FD,
                                      max_payload=max(max_frame, DEFAULT_MAX_PAYLOAD),
                                      max_control=MAX_CONTROL_BODY)
+        self._receiver = _Receiver(sock, self._decoder)
+        # The next frame from the supervisor, or None at EOF; the fds that came are queued.
+        self.read_frame = self._receiver.read_frame
         self._handler = None
         self._preloaded = None
         # No thread yet: the first job starts it.
@@ -238,26 +247,6 @@ class _Worker(object):
         except (BrokenPipeError, ConnectionResetError):
             # The supervisor is gone; nobody will read a result.  Leave at once.
             _exit(EXIT_OK)
-
-    def read_frame(self):
-        """The next frame from the supervisor, or None at EOF.  Raises ProtocolError."""
-        decoder = self._decoder
-        recv_into = self._sock.recv_into
-        while True:
-            frame = decoder.next()
-            if frame is not None or decoder.eof:
-                return frame
-            buf = decoder.get_buffer()
-            try:
-                n = recv_into(buf)
-            except ConnectionResetError:
-                n = 0
-            buf = None
-            if n:
-                decoder.buffer_updated(n)
-            else:
-                decoder.buffer_updated(0)
-                decoder.feed_eof()
 
     # -- start-up
 
@@ -307,9 +296,12 @@ class _Worker(object):
             frame = self.read_frame()
             if frame is None or frame.type == SHUTDOWN:
                 return
-            # frame.type is JOB: the decoder accepts nothing else.
+            # frame.type is JOB or JOB_FD: the decoder accepts nothing else.
             job_id = frame.job_id
-            payload = frame.body
+            if frame.type == JOB_FD:    # job: a Job for a memoryview handler, else None
+                job, payload = _open_job(frame, self._receiver.pop_fd(), as_view)
+            else:
+                job, payload = None, frame.body
             frame = None
             if as_view and not isinstance(payload, memoryview):
                 payload = memoryview(payload)
@@ -321,8 +313,8 @@ class _Worker(object):
             except BaseException as exc:  # noqa: B036 - SystemExit/KeyboardInterrupt included
                 ctx._end()
                 if as_view:
-                    self._end_view(payload)
-                payload = None
+                    self._end_view(payload, job)
+                payload = job = None
                 body = _error_body(*_describe(exc, skip_frames=1))
                 if heartbeat is not None:
                     heartbeat.end()     # no heartbeat for this job after this point
@@ -332,6 +324,8 @@ class _Worker(object):
             ctx._end()
             if not as_view:
                 payload = None      # not held while the result is sent
+            elif job is not None and result is job.mapping:
+                result = job.view   # the mapping itself: answered as its whole view
             frame_type, body = self._encode_result(result)
             result = None
             if len(body) > self._max_frame:
@@ -341,16 +335,22 @@ class _Worker(object):
                     "(max_payload)" % (len(body), self._max_frame), "")
             if heartbeat is not None:
                 heartbeat.end()         # no heartbeat for this job after this point
-            send(frame_type, job_id, body)
+            # RESULT_BYTES_FD if large; inline if not, or if no memfd could be made.
+            if not (frame_type == RESULT_BYTES and len(body) >= self._memfd_at
+                    and send_result_fd(self._sock, job_id, body, job, _exit)):
+                send(frame_type, job_id, body)
             body = None
             if as_view:
-                self._end_view(payload)  # after the send: the result may be this very view
-            payload = None
+                self._end_view(payload, job)  # after the send: the result may be this view
+            payload = job = None
 
-    def _end_view(self, view):
+    def _end_view(self, view, job):
         """The job is over: its payload view stops working (a handler that kept it gets a
         ValueError, never the next job's bytes).  If something still exports from it (a numpy
-        array made with frombuffer), the buffer under it is left to that and not reused."""
+        array made with frombuffer), the buffer under it is left to that and not reused.  A
+        JOB_FD job's mapping and fd end with it (``Job.close``)."""
+        if job is not None:
+            return job.close()
         try:
             view.release()
         except BufferError:
@@ -481,7 +481,8 @@ def main(environ=None, loaded=None, on_first_answer=None):
                      pool=environ.get("BULKHEAD_POOL", ""),
                      worker_id=environ.get("BULKHEAD_WORKER_ID", ""),
                      max_frame=_env_int(environ, "BULKHEAD_MAX_FRAME", DEFAULT_MAX_PAYLOAD),
-                     heartbeat_interval=_env_interval(environ, "BULKHEAD_HEARTBEAT_INTERVAL"))
+                     heartbeat_interval=_env_interval(environ, "BULKHEAD_HEARTBEAT_INTERVAL"),
+                     memfd_threshold=_env_int(environ, "BULKHEAD_MEMFD_THRESHOLD", 0))
     if not worker.start(environ, loaded):
         _exit(EXIT_START_FAILED)
     try:

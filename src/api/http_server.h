@@ -20,7 +20,8 @@ namespace bulkhead::api {
 struct HttpServerOptions {
   std::string listen;  // "HOST:PORT" or "unix:/path"
   std::uint64_t maxRequestBody = 64ull << 20;
-  jobs::JobsService* jobs = nullptr;  // required: every job goes through it
+  jobs::JobsService* jobs = nullptr;          // required: every job goes through it
+  std::uint64_t memfdThreshold = 256 * 1024;  // bodies this large go into a memfd; 0: never
   std::uint64_t maxConnections = 1024;
   // Fds kept for workers (os::fdReserve): the cap is lowered to fit the soft RLIMIT_NOFILE.
   std::uint64_t fdReserve = 64;

@@ -31,6 +31,7 @@
 #include <string>
 #include <utility>
 
+#include "api/file_transfer.h"
 #include "api/http_server.h"
 #include "api/job_answers.h"
 #include "api/problem.h"
@@ -154,6 +155,7 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   }
 
   void readRequest() {
+    fileBody_.reset();
     parser_.emplace();
     parser_->body_limit(maxBody_);
     parser_->header_limit(64 * 1024);
@@ -190,6 +192,15 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
 
   void readBody() {
     const auto length = parser_->content_length();
+    const std::uint64_t memfdFrom = state_->options.memfdThreshold;
+    if (length && memfdFrom > 0 && *length >= memfdFrom) {
+      auto prefix = buffer_.data();
+      std::string_view buffered(static_cast<const char*>(prefix.data()), prefix.size());
+      if (auto file = startFileBody(*length, buffered)) {
+        buffer_.consume(std::min<std::size_t>(buffer_.size(), *length));
+        return readBodyIntoFile(std::move(file));
+      }  // no memfd to be had: the body goes into memory as below
+    }
     if (!length || *length < kDirectBodyMin) {  // small or chunked: Beast parses it
       buffer_.reserve(kDirectBodyMin);
       http::async_read(socket_, buffer_, *parser_,
@@ -209,6 +220,23 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
         socket_, asio::buffer(body.data() + buffered, body.size() - buffered),
         util::AsMuchAsTheSocketTakes{},
         [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
+  }
+
+  // The body (memfd_threshold or more) into a sealed memfd, handed to the routes as the payload.
+  void readBodyIntoFile(std::shared_ptr<FileBodyState> file) {
+    readRestOfFileBody(socket_, std::move(file),
+                       [self = this->shared_from_this()](beast::error_code ec, int writeErrno,
+                                                         core::Payload payload) {
+                         if (writeErrno != 0) {
+                           self->disarm();
+                           return self->fail(ApiError::kPayloadTooLarge,
+                                             std::string("the server cannot hold the request "
+                                                         "body: ") +
+                                                 std::strerror(writeErrno));
+                         }
+                         self->fileBody_ = std::move(payload);
+                         self->onRead(ec);
+                       });
   }
 
   void onRead(beast::error_code ec) {
@@ -249,7 +277,7 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     // A big request must not pin its buffer for the rest of a keep-alive connection.
     if (buffer_.capacity() > (1u << 20)) buffer_.shrink_to_fit();
     keepAlive_ = request.keep_alive();
-    route(state_->services, request, answerTo(request));
+    route(state_->services, request, answerTo(request), std::move(fileBody_));
   }
 
   // How a routed request's answer is written. A HEAD answer keeps its Content-Length but sends
@@ -257,10 +285,11 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   Respond answerTo(const Request& request) {
     auto self = this->shared_from_this();
     if (request.method() != http::verb::head) {
-      return [self](Response response) { self->write(std::move(response)); };
+      return [self](Answer answer) { self->write(std::move(answer)); };
     }
-    return [self](Response response) {
-      const auto length = response.body().size();
+    return [self](Answer answer) {
+      Response response = std::move(answer.response);
+      const auto length = answer.fileBody ? answer.fileBody->size() : response.body().size();
       response.body().clear();
       response.content_length(length);
       self->write(std::move(response));
@@ -356,18 +385,33 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     write(errorAnswer(11, error, detail));
   }
 
-  void write(Response response) {
+  void write(Answer answer) {
     state_->responsesPending++;
-    response.keep_alive(keepAlive_);
-    auto message = std::make_shared<Response>(std::move(response));
-    http::async_write(
-        socket_, *message,
-        [self = this->shared_from_this(), message](beast::error_code ec, std::size_t) {
-          self->state_->responseDone();
-          if (ec) return self->close();
-          if (!self->keepAlive_) return self->lingerAfterWrite_ ? self->linger() : self->close();
-          self->readRequest();
-        });
+    answer.response.keep_alive(keepAlive_);
+    auto message = std::make_shared<Response>(std::move(answer.response));
+    if (answer.fileBody) return writeWithFile(std::move(message), std::move(answer.fileBody));
+    http::async_write(socket_, *message,
+                      [self = this->shared_from_this(), message](
+                          beast::error_code ec, std::size_t) { self->written(!ec); });
+  }
+
+  // A result in a memfd: the head by Beast, then the file by sendfile(2), never through memory.
+  void writeWithFile(std::shared_ptr<Response> message, core::Payload file) {
+    auto serializer = std::make_shared<http::response_serializer<http::string_body>>(*message);
+    http::async_write_header(socket_, *serializer,
+                             [self = this->shared_from_this(), message, serializer,
+                              file = std::move(file)](beast::error_code ec, std::size_t) mutable {
+                               if (ec) return self->written(false);
+                               sendFileBody(self->socket_, std::move(file), 0,
+                                            [self](bool ok) { self->written(ok); });
+                             });
+  }
+
+  void written(bool ok) {
+    state_->responseDone();
+    if (!ok) return close();
+    if (!keepAlive_) return lingerAfterWrite_ ? linger() : close();
+    readRequest();
   }
 
   // After an error answer the client may still be sending (a body, a request we never read):
@@ -403,6 +447,7 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   std::uint64_t maxBody_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  core::Payload fileBody_;  // the current request's body, when it went into a memfd
   bool keepAlive_ = false;
   bool lingerAfterWrite_ = false;
   bool turnedAway_ = false;  // over the cap: only a health check is answered

@@ -76,7 +76,7 @@ Response methodNotAllowed(unsigned version, const std::string& detail, const cha
   return res;
 }
 
-Response reportAnswer(unsigned version, const core::JobReport& r) {
+Answer reportAnswer(unsigned version, const core::JobReport& r) {
   if (r.outcome != core::Outcome::kOk) {
     Response res = problemResponse(version, httpStatusFor(r), problemFor(r));
     res.set("X-Bulkhead-Outcome", std::string(core::outcomeName(r.outcome)));
@@ -109,7 +109,11 @@ Response reportAnswer(unsigned version, const core::JobReport& r) {
   res.set("X-Bulkhead-Queue-Ms", formatMs(r.queueMs));
   res.set("X-Bulkhead-Run-Ms", formatMs(r.runMs));
   res.set("X-Bulkhead-Total-Ms", formatMs(r.totalMs));
-  if (r.result) res.body() = *r.result;
+  if (r.result && r.result->inFile()) {
+    res.content_length(r.result->size());
+    return Answer(std::move(res), r.result);
+  }
+  if (r.result) res.body() = r.result->bytes();
   res.prepare_payload();
   return res;
 }
@@ -151,10 +155,10 @@ Response acceptedAnswer(unsigned version, const jobs::Accepted& a) {
   return res;
 }
 
-Response jobAnswer(unsigned version, core::JobId id, const jobs::JobAnswer& answer) {
+Answer jobAnswer(unsigned version, core::JobId id, const jobs::JobAnswer& answer) {
   if (const auto* finished = std::get_if<jobs::Finished>(&answer)) {
-    Response res = reportAnswer(version, finished->report);
-    if (finished->runs) res.set("X-Bulkhead-Runs", std::to_string(*finished->runs));
+    Answer res = reportAnswer(version, finished->report);
+    if (finished->runs) res.response.set("X-Bulkhead-Runs", std::to_string(*finished->runs));
     return res;
   }
   if (const auto* pending = std::get_if<jobs::Pending>(&answer)) {

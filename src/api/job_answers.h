@@ -23,11 +23,11 @@ Response errorAnswer(unsigned version, ApiError error, const std::string& detail
 Response methodNotAllowed(unsigned version, const std::string& detail, const char* allowed);
 
 // The answer to a finished job, exactly as a sync caller gets it.
-Response reportAnswer(unsigned version, const core::JobReport& report);
+Answer reportAnswer(unsigned version, const core::JobReport& report);
 
 Response submitRefusal(unsigned version, const jobs::SubmitError& error);
 Response acceptedAnswer(unsigned version, const jobs::Accepted& accepted);
-Response jobAnswer(unsigned version, core::JobId id, const jobs::JobAnswer& answer);
+Answer jobAnswer(unsigned version, core::JobId id, const jobs::JobAnswer& answer);
 Response cancelAnswer(unsigned version, core::JobId id, const jobs::CancelAnswer& answer);
 
 }  // namespace bulkhead::api

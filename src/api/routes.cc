@@ -22,6 +22,7 @@ struct Call {
   Services& services;
   Request& request;
   Respond& respond;
+  core::Payload fileBody;  // the request body, when the session read it into a memfd
   std::string_view path;
   std::string_view capture;  // what the pattern's {placeholder} matched
   unsigned version() const { return request.version(); }
@@ -82,7 +83,7 @@ SubmitCommand parseSubmit(const Call& call) {
     r.idempotencyKey = std::string(it->value());
   }
   c.async = queryParameter(call.target(), "wait") == "0";
-  r.payload = std::make_shared<const std::string>(std::move(req.body()));
+  r.payload = call.fileBody ? call.fileBody : core::makePayload(std::move(req.body()));
   return c;
 }
 
@@ -289,7 +290,7 @@ std::optional<std::string_view> match(std::string_view pattern, std::string_view
 
 }  // namespace
 
-void route(Services& services, Request& req, Respond respond) {
+void route(Services& services, Request& req, Respond respond, core::Payload fileBody) {
   std::string_view target(req.target().data(), req.target().size());
   std::string_view path = target.substr(0, target.find('?'));
   for (const Route& r : kRoutes) {
@@ -301,7 +302,7 @@ void route(Services& services, Request& req, Respond respond) {
                                           std::string(path) + " (allowed: " + r.allow + ")",
                                       r.allow));
     }
-    Call call{services, req, respond, path, *capture};
+    Call call{services, req, respond, std::move(fileBody), path, *capture};
     return r.handle(call);
   }
   respond(errorAnswer(req.version(), ApiError::kNotFound, "no resource at " + std::string(path)));

@@ -17,7 +17,16 @@ namespace bulkhead::api {
 
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
 using Response = boost::beast::http::response<boost::beast::http::string_body>;
-using Respond = std::function<void(Response)>;
+// A response, and for a job result held in a memfd the file that is its body: the session writes
+// the head and then the file with sendfile(2), and response.body() stays empty (Content-Length
+// is set). Every other answer is the response alone.
+struct Answer {
+  Answer(Response r) : response(std::move(r)) {}  // NOLINT: implicit, most answers are this
+  Answer(Response r, core::Payload file) : response(std::move(r)), fileBody(std::move(file)) {}
+  Response response;
+  core::Payload fileBody;
+};
+using Respond = std::function<void(Answer)>;
 
 // What the routes need: the supervisor's views and the jobs service.
 struct Services {
@@ -26,6 +35,8 @@ struct Services {
 };
 
 // Answers one request, now or later (a job's outcome), by calling respond exactly once.
-void route(Services& services, Request& request, Respond respond);
+// `fileBody`: the request's body when the session read it into a memfd (request.body() is then
+// empty).
+void route(Services& services, Request& request, Respond respond, core::Payload fileBody = {});
 
 }  // namespace bulkhead::api

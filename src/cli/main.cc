@@ -98,6 +98,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
   api::HttpServerOptions serverOptions{config->server.listen, config->server.maxRequestBody,
                                        jobs.get()};
   serverOptions.maxConnections = config->server.maxConnections;
+  serverOptions.memfdThreshold = config->server.memfdThreshold;
   serverOptions.requestTimeout = config->server.requestTimeout;
   serverOptions.idleTimeout = config->server.idleTimeout;
   std::uint64_t workerSlots = 0;  // a zygote holds fds like a worker

@@ -15,6 +15,9 @@ struct ServerConfig {
   std::string listen = "127.0.0.1:8787";
   std::chrono::nanoseconds shutdownTimeout = std::chrono::seconds(30);
   std::uint64_t maxRequestBody = 64ull << 20;
+  // Request bodies and results from this size on travel as sealed memfds, outside the daemon's
+  // heap (docs/protocol.md, "Large payloads by memfd"); 0: never.
+  std::uint64_t memfdThreshold = 256 * 1024;
   // Connections (docs/operations.md, "Connections"): beyond max_connections a client gets 503;
   // a request must arrive whole within request_timeout; an idle keep-alive connection is closed
   // after idle_timeout.
@@ -54,6 +57,7 @@ struct PoolConfig {
   // replacement starts (one job per process with max_jobs = 1: bulkhead.Executor's folds).
   bool maxJobsStrict = false;
   std::uint64_t maxPayload = 64ull << 20;
+  std::uint64_t memfdThreshold = 256 * 1024;  // [server] memfd_threshold, copied for the workers
   std::map<std::string, std::string> env;
 
   // Resource guard: sampling, hard limits (cgroup), soft recycle rules, hang detection.

@@ -9,6 +9,7 @@ const std::vector<KnownKey>& knownKeys() {
       {"server", "listen"},
       {"server", "shutdown_timeout"},
       {"server", "max_request_body"},
+      {"server", "memfd_threshold"},
       {"server", "max_connections"},
       {"server", "request_timeout"},
       {"server", "idle_timeout"},

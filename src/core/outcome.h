@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "core/blob.h"
+
 namespace bulkhead::core {
 
 enum class Outcome {
@@ -83,7 +85,11 @@ struct AttemptRecord {
 
 enum class ResultKind { kBytes, kJson, kText };
 
-using Payload = std::shared_ptr<const std::string>;
+using Payload = std::shared_ptr<const Blob>;
+
+inline Payload makePayload(std::string bytes) {
+  return std::make_shared<const Blob>(std::move(bytes));
+}
 
 struct JobReport {
   std::uint64_t jobId = 0;

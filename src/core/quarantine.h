@@ -19,6 +19,19 @@ namespace bulkhead::core {
 
 // 64-bit FNV-1a over the bytes, hex, with the length: an identity for refusals, not security.
 std::string payloadFingerprint(std::string_view payload);
+// The same for a blob: a file blob's was computed as its bytes were written (FingerprintBuilder).
+std::string payloadFingerprint(const Blob& payload);
+
+// payloadFingerprint of bytes that arrive in pieces.
+class FingerprintBuilder {
+ public:
+  void add(std::string_view bytes);
+  std::string finish() const;
+
+ private:
+  std::uint64_t hash_ = 1469598103934665603ull;
+  std::uint64_t size_ = 0;
+};
 
 struct QuarantineEntry {
   std::string fingerprint;

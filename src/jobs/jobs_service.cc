@@ -1,8 +1,11 @@
 #include "jobs/jobs_service.h"
 
+#include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 #include "jobs/report_json.h"
+#include "os/memfd.h"
 #include "runtime/operator_log.h"
 
 namespace bulkhead::jobs {
@@ -115,7 +118,14 @@ std::variant<Accepted, SubmitError> JobsService::submitAsync(SubmitRequest reque
   journal::JobRow row;
   row.id = id;
   row.pool = request.pool;
-  row.payload = *request.payload;
+  auto bytes = os::blobBytes(*request.payload);  // a memfd payload is read into the row
+  if (!bytes) {
+    journalFailed("read an async job's payload",
+                  journal::JournalError{journal::JournalError::Kind::kIo,
+                                        std::string("memfd read: ") + std::strerror(errno)});
+    return error(SubmitError::Kind::kJournalUnavailable, request);
+  }
+  row.payload = std::move(*bytes);
   row.timeoutMs =
       options.timeout
           ? std::chrono::duration_cast<std::chrono::milliseconds>(*options.timeout).count()
@@ -148,7 +158,7 @@ std::size_t JobsService::recover() {
     if (auto counted = journal_->markStarted(row.id); !counted) {
       journalFailed("count a recovered run", counted.error());
     }
-    start(row.id, row.pool, std::make_shared<const std::string>(std::move(row.payload)), options);
+    start(row.id, row.pool, core::makePayload(std::move(row.payload)), options);
   }
   return rows->size();
 }

@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 
+#include "os/memfd.h"
+
 namespace bulkhead::jobs {
 
 using nlohmann::json;
@@ -167,7 +169,7 @@ std::optional<core::JobReport> reportFromLegacy(const journal::LegacyAnswer& ans
   r.totalMs = std::strtod(header("X-Bulkhead-Total-Ms").c_str(), nullptr);
   if (answer.contentType == "application/json") r.resultKind = core::ResultKind::kJson;
   if (answer.contentType.rfind("text/plain", 0) == 0) r.resultKind = core::ResultKind::kText;
-  r.result = std::make_shared<const std::string>(answer.body);
+  r.result = core::makePayload(answer.body);
   return r;
 }
 
@@ -206,7 +208,7 @@ std::optional<core::JobReport> reportFromJson(const std::string& text, std::stri
   try {
     auto report = reportFromDocument(json::parse(text, nullptr, false));
     if (report && report->outcome == core::Outcome::kOk) {
-      report->result = std::make_shared<const std::string>(std::move(result));
+      report->result = core::makePayload(std::move(result));
     }
     return report;
   } catch (const json::exception&) {
@@ -218,7 +220,8 @@ journal::FinishedJob finishedJobFrom(const core::JobReport& report) {
   journal::FinishedJob f;
   f.outcome = std::string(core::outcomeName(report.outcome));
   f.report = reportToJson(report).dump(-1, ' ', false, json::error_handler_t::replace);
-  if (report.result) f.result = *report.result;
+  // A result in a memfd is read back for the journal: it must outlive the daemon.
+  if (report.result) f.result = os::blobBytes(*report.result).value_or(std::string());
   return f;
 }
 

@@ -27,6 +27,7 @@ bool sentByWorker(std::uint8_t type) {
     case 0x11:
     case 0x12:
     case 0x13:
+    case 0x14:
     case 0x20:
     case 0x30:
     case 0x31:
@@ -36,7 +37,11 @@ bool sentByWorker(std::uint8_t type) {
   }
 }
 
-bool sentBySupervisor(std::uint8_t type) { return type == 0x80 || type == 0x81 || type == 0x82; }
+bool sentBySupervisor(std::uint8_t type) {
+  return type == 0x80 || type == 0x81 || type == 0x82 || type == 0x83;
+}
+
+bool carriesFileSize(std::uint8_t type) { return type == 0x14 || type == 0x83; }
 
 constexpr std::size_t kKeepCapacity = 1 << 20;
 
@@ -62,6 +67,8 @@ std::string_view frameTypeName(FrameType type) {
       return "RESULT_TEXT";
     case FrameType::kHandlerError:
       return "HANDLER_ERROR";
+    case FrameType::kResultBytesFd:
+      return "RESULT_BYTES_FD";
     case FrameType::kHeartbeat:
       return "HEARTBEAT";
     case FrameType::kJob:
@@ -74,6 +81,8 @@ std::string_view frameTypeName(FrameType type) {
       return "FORK_REFUSED";
     case FrameType::kFork:
       return "FORK";
+    case FrameType::kJobFd:
+      return "JOB_FD";
   }
   return "UNKNOWN";
 }
@@ -88,6 +97,17 @@ std::string encodeHeader(FrameType type, std::uint64_t jobId, std::uint32_t body
   putLe(out, bodyLength, 4);
   putLe(out, jobId, 8);
   return out;
+}
+
+std::string encodeFileSize(std::uint64_t size) {
+  std::string out;
+  putLe(out, size, 8);
+  return out;
+}
+
+std::uint64_t decodeFileSize(std::string_view body) {
+  if (body.size() != kFileSizeBody) return 0;
+  return getLe(reinterpret_cast<const unsigned char*>(body.data()), 8);
 }
 
 std::string encodeFrame(FrameType type, std::uint64_t jobId, std::string_view body) {
@@ -127,6 +147,11 @@ std::optional<DecodeError> FrameDecoder::checkHeader(const unsigned char* h) con
   const bool allowed = from_ == Sender::kWorker ? sentByWorker(type) : sentBySupervisor(type);
   if (!allowed) return DecodeError{"unknown frame type " + std::to_string(type)};
   const std::uint64_t length = getLe(h + 4, 4);
+  if (carriesFileSize(type) && length != kFileSizeBody) {
+    return DecodeError{"frame " + std::string(frameTypeName(static_cast<FrameType>(type))) +
+                       " has a body of " + std::to_string(length) + " bytes, not " +
+                       std::to_string(kFileSizeBody)};
+  }
   const std::uint64_t limit = carriesPayload(type) ? maxBody_ : kMaxControlBody;
   if (length > limit) {
     return DecodeError{"frame " + std::string(frameTypeName(static_cast<FrameType>(type))) +

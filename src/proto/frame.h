@@ -30,6 +30,9 @@ enum class FrameType : std::uint8_t {
   kResultJson = 0x11,
   kResultText = 0x12,
   kHandlerError = 0x13,
+  // RESULT_BYTES whose bytes are in a sealed memfd riding along as SCM_RIGHTS; the body is the
+  // size (kFileSizeBody bytes). Also JOB_FD, the same for a job's payload.
+  kResultBytesFd = 0x14,
   kHeartbeat = 0x20,
   // Zygote only (docs/protocol.md, "Zygote"): the answer to a FORK, with the request's id.
   kForked = 0x30,
@@ -37,7 +40,13 @@ enum class FrameType : std::uint8_t {
   kJob = 0x80,
   kShutdown = 0x81,
   kFork = 0x82,  // zygote only; the new worker's fds ride along as SCM_RIGHTS
+  kJobFd = 0x83,
 };
+
+// The body of RESULT_BYTES_FD and JOB_FD: the file's size, u64 little-endian.
+inline constexpr std::uint32_t kFileSizeBody = 8;
+std::string encodeFileSize(std::uint64_t size);
+std::uint64_t decodeFileSize(std::string_view body);  // body is kFileSizeBody bytes
 
 // Which side sends: the decoder only accepts the other side's frame types.
 enum class Sender { kWorker, kSupervisor };

@@ -143,12 +143,18 @@ ConnectionEvent WorkerConnection::workerFrame(Frame f) {
       if (auto e = parseErrorInfo(f.body)) return StartFailed{std::move(*e)};
       return fail("START_FAILED body is not {type, message, traceback}");
     case FrameType::kResultBytes:
-      return Result{f.jobId, ResultKind::kBytes, std::move(f.body)};
+      return Result{f.jobId, ResultKind::kBytes, std::move(f.body), std::nullopt};
+    case FrameType::kResultBytesFd:
+      if (decodeFileSize(f.body) > maxBody_) {
+        return fail("RESULT_BYTES_FD of " + std::to_string(decodeFileSize(f.body)) +
+                    " bytes exceeds the limit of " + std::to_string(maxBody_));
+      }
+      return Result{f.jobId, ResultKind::kBytes, {}, decodeFileSize(f.body)};
     case FrameType::kResultText:
-      return Result{f.jobId, ResultKind::kText, std::move(f.body)};
+      return Result{f.jobId, ResultKind::kText, std::move(f.body), std::nullopt};
     case FrameType::kResultJson:
       if (!json::accept(f.body)) return fail("RESULT_JSON body is not valid JSON");
-      return Result{f.jobId, ResultKind::kJson, std::move(f.body)};
+      return Result{f.jobId, ResultKind::kJson, std::move(f.body), std::nullopt};
     case FrameType::kHandlerError:
       if (auto e = parseErrorInfo(f.body)) return JobError{f.jobId, std::move(*e)};
       return fail("HANDLER_ERROR body is not {type, message, traceback}");
@@ -159,6 +165,7 @@ ConnectionEvent WorkerConnection::workerFrame(Frame f) {
     case FrameType::kForkRefused:
       return fail("a worker sent a zygote frame");
     case FrameType::kJob:
+    case FrameType::kJobFd:
     case FrameType::kShutdown:
     case FrameType::kFork:
       // The decoder refuses these as unknown types from a worker; kept exhaustive all the same.
@@ -182,11 +189,13 @@ ConnectionEvent WorkerConnection::zygoteFrame(Frame f) {
       return fail("FORK_REFUSED body is not {type, message, permanent}");
     case FrameType::kHello:
     case FrameType::kResultBytes:
+    case FrameType::kResultBytesFd:
     case FrameType::kResultJson:
     case FrameType::kResultText:
     case FrameType::kHandlerError:
     case FrameType::kHeartbeat:
     case FrameType::kJob:
+    case FrameType::kJobFd:
     case FrameType::kShutdown:
     case FrameType::kFork:
       return fail("the zygote sent " + std::string(frameTypeName(f.type)));

@@ -46,11 +46,13 @@ struct Ready {};
 struct StartFailed {
   ErrorInfo error;
 };
-// RESULT_BYTES, RESULT_JSON (the body is valid JSON) or RESULT_TEXT.
+// RESULT_BYTES, RESULT_JSON (the body is valid JSON) or RESULT_TEXT; or RESULT_BYTES_FD, whose
+// bytes are in the file descriptor that came with it (the shell takes and checks it).
 struct Result {
   std::uint64_t jobId = 0;
   ResultKind kind = ResultKind::kBytes;
   std::string body;
+  std::optional<std::uint64_t> fileSize;  // RESULT_BYTES_FD: the memfd's size
 };
 // HANDLER_ERROR: the handler raised.
 struct JobError {
@@ -91,7 +93,7 @@ class WorkerConnection {
   // maxBody bounds result frames (the pool's max_payload); control frames are bounded by
   // kMaxControlBody.
   WorkerConnection(Role role, std::uint32_t maxBody)
-      : role_(role), decoder_(Sender::kWorker, maxBody) {}
+      : role_(role), maxBody_(maxBody), decoder_(Sender::kWorker, maxBody) {}
 
   void receive(std::string_view bytes);
   // Zero-copy receive of a large body (FrameDecoder::bodyBuffer): where to read the next bytes
@@ -115,6 +117,7 @@ class WorkerConnection {
   PeerError fail(std::string reason);
 
   Role role_;
+  std::uint32_t maxBody_;
   FrameDecoder decoder_;
   bool helloSeen_ = false;
   bool eof_ = false;

@@ -13,12 +13,14 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "config/to_policy.h"
 #include "core/signal_names.h"
 #include "core/zygote_lifecycle.h"
 #include "os/cgroups.h"
+#include "os/memfd.h"
 #include "os/proc.h"
 #include "os/process.h"
 #include "proto/frame.h"
@@ -38,6 +40,8 @@ inline constexpr std::size_t kFinalDrainLimit =
     1 << 20;  // bytes read from a pipe after the worker died
 inline constexpr std::size_t kSamplesKept = 120;
 inline constexpr std::size_t kReadPerWakeup = 1 << 20;  // then yield to other workers and callers
+// File descriptors a worker may have sent ahead of the frames that claim them (RESULT_BYTES_FD).
+inline constexpr std::size_t kMaxQueuedFds = 4;
 enum PipeIndex { kStdout = 0, kStderr = 1, kStacks = 2 };
 
 inline void logLine(const std::string& line) { logAt(LogLevel::kWarning, line); }
@@ -79,6 +83,7 @@ struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo>
   bool misbehaving = false;
   bool closed = false;
   std::deque<std::pair<std::string, core::Payload>> writes;
+  std::deque<os::UniqueFd> receivedFds;  // SCM_RIGHTS not yet claimed by a frame
   bool writing = false;
   std::optional<core::Time> lastJobEndSampleAt;
   bool mapsStale = true;  // jobs ran since /proc/PID/maps was last counted

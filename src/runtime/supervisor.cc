@@ -237,10 +237,17 @@ void Supervisor::execute(PoolRuntime& pool, core::Action& action) {
           auto it = pool.workers.find(a.worker);
           if (it == pool.workers.end()) return;
           it->second->tails[kStacks].clear();  // stacks in a report belong to this job
-          sendFrame(*it->second,
-                    proto::encodeHeader(proto::FrameType::kJob, a.job,
-                                        static_cast<std::uint32_t>(a.payload->size())),
-                    a.payload);
+          if (a.payload->inFile()) {           // JOB_FD: the size, and the memfd as SCM_RIGHTS
+            sendFrame(*it->second,
+                      proto::encodeFrame(proto::FrameType::kJobFd, a.job,
+                                         proto::encodeFileSize(a.payload->size())),
+                      a.payload);
+          } else {
+            sendFrame(*it->second,
+                      proto::encodeHeader(proto::FrameType::kJob, a.job,
+                                          static_cast<std::uint32_t>(a.payload->size())),
+                      a.payload);
+          }
         } else if constexpr (std::is_same_v<A, core::SendShutdown>) {
           auto it = pool.workers.find(a.worker);
           if (it == pool.workers.end()) return;

@@ -152,6 +152,9 @@ class Supervisor {
   void noteEvent(PoolRuntime& pool, std::string kind, std::string worker, std::string detail);
   void sendFrame(WorkerIo& worker, std::string header, core::Payload body);
   void flushWrites(const std::shared_ptr<WorkerIo>& worker);
+  void sendWithFile(const std::shared_ptr<WorkerIo>& worker);
+  core::Payload takeResultFile(WorkerIo& worker, std::uint64_t size);
+  ssize_t receiveControl(WorkerIo& worker, char* into, std::size_t room);
   void readControl(const std::shared_ptr<WorkerIo>& worker);
   enum class ReadResult { kDrained, kMore, kClosed };
   ReadResult readPipeNow(WorkerIo& worker, int which, std::size_t limit);

@@ -77,6 +77,35 @@ Supervisor::ReadResult Supervisor::readPipeNow(WorkerIo& worker, int which, std:
   return ReadResult::kMore;
 }
 
+// One recvmsg: bytes, and any file descriptors that came with them (RESULT_BYTES_FD's memfd)
+// queued for the frame that claims them. More than kMaxQueuedFds unclaimed, or a truncated
+// ancillary message, is the worker's error: it could otherwise fill our fd table.
+ssize_t Supervisor::receiveControl(WorkerIo& worker, char* into, std::size_t room) {
+  iovec iov{into, room};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxQueuedFds)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n = ::recvmsg(worker.control.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0) return n;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      worker.receivedFds.emplace_back(fd);
+    }
+  }
+  if ((msg.msg_flags & MSG_CTRUNC) != 0 || worker.receivedFds.size() > kMaxQueuedFds) {
+    worker.receivedFds.clear();
+    misbehaved(worker, "it sent more file descriptors than frames that carry them");
+  }
+  return n;
+}
+
 Supervisor::ReadResult Supervisor::readControlNow(WorkerIo& worker, std::size_t limit) {
   std::size_t taken = 0;
   auto& buffer = worker.controlBuffer;
@@ -85,7 +114,7 @@ Supervisor::ReadResult Supervisor::readControlNow(WorkerIo& worker, std::size_t 
     const std::span<char> direct = worker.connection.bodyBuffer();
     char* into = direct.empty() ? buffer.data() : direct.data();
     const std::size_t room = direct.empty() ? buffer.size() : direct.size();
-    ssize_t n = ::recv(worker.control.native_handle(), into, room, MSG_DONTWAIT);
+    ssize_t n = receiveControl(worker, into, room);
     if (n > 0) {
       if (direct.empty()) {
         consumeControlBytes(worker, {into, static_cast<std::size_t>(n)});
@@ -172,10 +201,16 @@ void Supervisor::handleWorkerEvent(WorkerIo& worker, proto::ConnectionEvent even
   } else if (auto* failed = std::get_if<proto::StartFailed>(&event)) {
     post(worker.pool, core::WorkerStartFailed{worker.id, toCore(std::move(failed->error))});
   } else if (auto* result = std::get_if<proto::Result>(&event)) {
+    core::Payload body;
+    if (result->fileSize) {
+      body = takeResultFile(worker, *result->fileSize);
+      if (!body) return;  // misbehaved
+    } else {
+      body = core::makePayload(std::move(result->body));
+    }
     sampleAfterJob(worker);
     post(worker.pool,
-         core::JobResultReceived{worker.id, result->jobId, toCore(result->kind),
-                                 std::make_shared<const std::string>(std::move(result->body))});
+         core::JobResultReceived{worker.id, result->jobId, toCore(result->kind), std::move(body)});
   } else if (auto* error = std::get_if<proto::JobError>(&event)) {
     sampleAfterJob(worker);
     std::uint64_t pidsMaxEvents = 0;
@@ -189,6 +224,21 @@ void Supervisor::handleWorkerEvent(WorkerIo& worker, proto::ConnectionEvent even
   // Hello needs nothing; the connection refuses a zygote's frames from a worker.
 }
 
+// RESULT_BYTES_FD: the memfd that came with the frame, checked before anyone reads it.
+core::Payload Supervisor::takeResultFile(WorkerIo& worker, std::uint64_t size) {
+  if (worker.receivedFds.empty()) {
+    misbehaved(worker, "RESULT_BYTES_FD came without a file descriptor");
+    return nullptr;
+  }
+  os::UniqueFd fd = std::move(worker.receivedFds.front());
+  worker.receivedFds.pop_front();
+  if (auto problem = os::checkSealedBlob(fd.get(), size)) {
+    misbehaved(worker, "RESULT_BYTES_FD: " + *problem);
+    return nullptr;
+  }
+  return os::fileBlob(std::move(fd), size);
+}
+
 void Supervisor::sendFrame(WorkerIo& worker, std::string header, core::Payload body) {
   if (worker.closed) return;
   worker.writes.emplace_back(std::move(header), std::move(body));
@@ -197,10 +247,12 @@ void Supervisor::sendFrame(WorkerIo& worker, std::string header, core::Payload b
 
 void Supervisor::flushWrites(const std::shared_ptr<WorkerIo>& worker) {
   if (worker->writing || worker->writes.empty() || worker->closed) return;
-  worker->writing = true;
   auto& [header, body] = worker->writes.front();
-  std::array<asio::const_buffer, 2> buffers{asio::buffer(header),
-                                            body ? asio::buffer(*body) : asio::const_buffer()};
+  if (body && body->inFile()) return sendWithFile(worker);
+  worker->writing = true;
+  std::array<asio::const_buffer, 2> buffers{
+      asio::buffer(header),
+      body ? asio::buffer(body->bytes().data(), body->bytes().size()) : asio::const_buffer()};
   asio::async_write(worker->control, buffers, util::AsMuchAsTheSocketTakes{},
                     [this, worker](const boost::system::error_code& ec, std::size_t) {
                       worker->writing = false;
@@ -217,6 +269,32 @@ void Supervisor::flushWrites(const std::shared_ptr<WorkerIo>& worker) {
                         drain();
                       }
                     });
+}
+
+// JOB_FD: its 24 bytes go in one sendmsg with the memfd attached, so the fd arrives with the
+// frame. A socket too full for even one byte waits for room; the rest of a short send follows
+// as plain bytes (the fd went with the first).
+void Supervisor::sendWithFile(const std::shared_ptr<WorkerIo>& worker) {
+  auto& [frame, body] = worker->writes.front();
+  const long sent = os::sendWithFds(worker->control.native_handle(), frame, {body->fd()});
+  if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    worker->writing = true;
+    worker->control.async_wait(asio::local::stream_protocol::socket::wait_write,
+                               [this, worker](const boost::system::error_code& ec) {
+                                 worker->writing = false;
+                                 if (ec || worker->closed) return;
+                                 flushWrites(worker);
+                               });
+    return;
+  }
+  if (sent < 0) {  // EPIPE: the worker is gone or going; SIGCHLD tells the rest.
+    worker->writes.clear();
+    return;
+  }
+  // What is left is plain bytes: the fd is delivered, the memfd may close with the job.
+  worker->writes.front() = {frame.substr(static_cast<std::size_t>(sent)), nullptr};
+  if (worker->writes.front().first.empty()) worker->writes.pop_front();
+  flushWrites(worker);
 }
 
 void Supervisor::onChildExit(pid_t pid, int status) {
@@ -292,6 +370,7 @@ void Supervisor::closeWorkerIo(WorkerIo& worker) {
   worker.control.close(ignored);
   for (auto& pipe : worker.pipes) pipe.close(ignored);
   worker.writes.clear();
+  worker.receivedFds.clear();
   killOrphansAtShutdown();
 }
 

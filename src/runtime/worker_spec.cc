@@ -135,6 +135,7 @@ std::map<std::string, EnvValue> buildWorkerEnvironment(
   env["BULKHEAD_POOL"] = {pool.name, own};
   env["BULKHEAD_WORKER_ID"] = {workerName, own};
   env["BULKHEAD_MAX_FRAME"] = {std::to_string(pool.maxPayload), own};
+  env["BULKHEAD_MEMFD_THRESHOLD"] = {std::to_string(pool.memfdThreshold), "memfd_threshold"};
   if (pool.hangAfter.count() > 0) {
     // Four beats per hang window, so one late beat is never mistaken for a hang.
     double interval = std::chrono::duration<double>(pool.hangAfter).count() / 4;

@@ -112,7 +112,7 @@ TEST(StoredAnswers, AReportReadBackFromTheJournalAnswersTheSame) {
   row.result = stored.result;
   auto back = jobs::reportFromRow(row);
   ASSERT_TRUE(back);
-  expectSameAnswer(reportAnswer(11, *back), reportAnswer(11, r));
+  expectSameAnswer(reportAnswer(11, *back).response, reportAnswer(11, r).response);
 }
 
 TEST(StoredAnswers, ASchemaOneRowAnswersAsItDidWhenItWasWritten) {
@@ -121,7 +121,7 @@ TEST(StoredAnswers, ASchemaOneRowAnswersAsItDidWhenItWasWritten) {
   ok.pool = "b";
   ok.worker = "b-2";
   ok.resultKind = core::ResultKind::kJson;
-  ok.result = std::make_shared<const std::string>("{\"x\":1}");
+  ok.result = core::makePayload("{\"x\":1}");
   ok.attempts.resize(2);
   ok.fallbackFrom = {"a"};
   ok.queueMs = 0.1234;
@@ -137,10 +137,10 @@ TEST(StoredAnswers, ASchemaOneRowAnswersAsItDidWhenItWasWritten) {
   overloaded.fallbackFrom = {"a", "b"};
   overloaded.breakerOpen = true;
   for (const core::JobReport& r : {ok, overloaded, crashed()}) {
-    const Response then = reportAnswer(11, r);
+    const Response then = reportAnswer(11, r).response;
     auto back = jobs::reportFromRow(storedBySchemaOne(then));
     ASSERT_TRUE(back) << core::outcomeName(r.outcome);
-    expectSameAnswer(reportAnswer(11, *back), then);
+    expectSameAnswer(reportAnswer(11, *back).response, then);
   }
 }
 

@@ -44,7 +44,7 @@ class RoutesTest : public ::testing::Test {
     req.body() = std::move(body);
     Services services{supervisor_, *jobs_};
     answers_.clear();
-    route(services, req, [this](Response r) { answers_.push_back(std::move(r)); });
+    route(services, req, [this](Answer a) { answers_.push_back(std::move(a.response)); });
     if (answers_.empty()) return std::nullopt;
     EXPECT_EQ(answers_.size(), 1u);
     return answers_.front();

@@ -17,7 +17,7 @@ namespace {
 using testlib::FakeRunner;
 using testlib::FakeTimers;
 
-core::Payload bytes(std::string s) { return std::make_shared<const std::string>(std::move(s)); }
+core::Payload bytes(std::string s) { return core::makePayload(std::move(s)); }
 
 SubmitRequest request(std::string payload = "x", std::string key = "") {
   SubmitRequest r;
@@ -107,7 +107,7 @@ TEST_F(JobsServiceTest, ASyncJobsReportGoesToItsCallerWithTheDeadlineFromNow) {
   EXPECT_FALSE(job.options.async);
   runner_.end(runner_.running_.begin()->first);
   ASSERT_TRUE(got);
-  EXPECT_EQ(*got->result, "hello");
+  EXPECT_EQ(got->result->bytes(), "hello");
 }
 
 TEST_F(JobsServiceTest, AnIdClashIsATypedErrorNotACallerLeftWaiting) {
@@ -146,7 +146,7 @@ TEST_F(JobsServiceTest, AnAsyncJobIsJournaledThenAnsweredFromItsReport) {
   runner_.end(accepted.id);
   auto done = lookUp(jobs, accepted.id);
   ASSERT_TRUE(std::holds_alternative<Finished>(done));
-  EXPECT_EQ(*std::get<Finished>(done).report.result, "payload");
+  EXPECT_EQ(std::get<Finished>(done).report.result->bytes(), "payload");
   EXPECT_EQ(std::get<Finished>(done).runs, 1);
   auto again = jobs.cancel(accepted.id);
   ASSERT_TRUE(std::holds_alternative<AlreadyFinished>(again));
@@ -208,7 +208,7 @@ TEST_F(JobsServiceTest, RecoveryRunsUnfinishedJobsAgainWithTheirIdsAndOptions) {
   EXPECT_EQ(jobs.recover(), 1u);
   ASSERT_EQ(runner_.running_.count(id), 1u);
   const auto& job = runner_.running_.at(id);
-  EXPECT_EQ(*job.payload, "again");
+  EXPECT_EQ(job.payload->bytes(), "again");
   EXPECT_EQ(job.options.timeout, std::chrono::milliseconds(1500));
   EXPECT_TRUE(job.options.allowPoison);
   EXPECT_TRUE(job.options.async);

@@ -54,8 +54,8 @@ TEST(RecentOutcomes, KeepsTheNewestInOrderAndPagesBySeq) {
 TEST(RecentOutcomes, DropsTheResultButKeepsItsSizeAndTheEvidence) {
   RecentOutcomes recent;
   auto ok = report(1, "p", core::Outcome::kOk);
-  ok.result = std::make_shared<const std::string>(std::string(1 << 20, 'x'));
-  std::weak_ptr<const std::string> result = ok.result;
+  ok.result = core::makePayload(std::string(1 << 20, 'x'));
+  std::weak_ptr<const core::Blob> result = ok.result;
   recent.add(ok, core::Time{}, true);
   ok.result.reset();
   EXPECT_TRUE(result.expired()) << "the log does not pin a result";

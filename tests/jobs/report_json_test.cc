@@ -83,13 +83,13 @@ TEST(ReportJson, AnOkResultIsKeptAsBytesBesideTheReport) {
   r.jobId = 3;
   r.outcome = core::Outcome::kOk;
   r.resultKind = core::ResultKind::kJson;
-  r.result = std::make_shared<const std::string>(std::string("\0\xff{}", 4));
+  r.result = core::makePayload(std::string("\0\xff{}", 4));
   const journal::FinishedJob stored = finishedJobFrom(r);
   EXPECT_EQ(stored.result, std::string("\0\xff{}", 4));
   EXPECT_EQ(stored.report.find('\xff'), std::string::npos) << "the bytes stay out of the JSON";
   auto back = reportFromJson(stored.report, stored.result);
   ASSERT_TRUE(back && back->result);
-  EXPECT_EQ(*back->result, std::string("\0\xff{}", 4));
+  EXPECT_EQ(back->result->bytes(), std::string("\0\xff{}", 4));
   EXPECT_EQ(back->resultKind, core::ResultKind::kJson);
 }
 
@@ -134,7 +134,7 @@ TEST(ReportJson, ASchemaOneOkAnswerReadsBackAsItsReport) {
   EXPECT_EQ(r->totalMs, 3.5);
   EXPECT_EQ(r->resultKind, core::ResultKind::kText);
   ASSERT_TRUE(r->result);
-  EXPECT_EQ(*r->result, "hello");
+  EXPECT_EQ(r->result->bytes(), "hello");
 }
 
 TEST(ReportJson, ASchemaOneProblemAnswerReadsBackAsItsReport) {

@@ -45,6 +45,8 @@ std::string describe(const ConnectionEvent& event) {
       const char* kind = r.kind == ResultKind::kBytes  ? "bytes"
                          : r.kind == ResultKind::kJson ? "json"
                                                        : "text";
+      if (r.fileSize)
+        return "Result " + std::to_string(r.jobId) + " file " + std::to_string(*r.fileSize);
       return "Result " + std::to_string(r.jobId) + " " + kind + " " + r.body;
     }
     std::string operator()(const JobError& e) const {
@@ -394,6 +396,56 @@ TEST(WorkerConnection, DeeplyNestedJsonIsRefusedOrAcceptedWithoutCrashing) {
   WorkerConnection conn(Role::kWorker, 1 << 20);
   conn.receive(workerHello() + frame(FrameType::kResultJson, 1, deep));
   EXPECT_EQ(drain(conn).size(), 2u);
+}
+
+}  // namespace
+}  // namespace bulkhead::proto
+
+namespace bulkhead::proto {
+namespace {
+
+// RESULT_BYTES_FD: the size is the whole body; the fd itself is the shell's business.
+TEST(WorkerConnection, AResultInAFileIsItsSize) {
+  const auto events = eventsOf(
+      Role::kWorker, workerHello() + frame(FrameType::kResultBytesFd, 7, encodeFileSize(4000)));
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1], "Result 7 file 4000");
+}
+
+TEST(WorkerConnection, AResultInAFileLargerThanMaxBodyIsRefused) {
+  EXPECT_EQ(peerErrorOf(Role::kWorker, workerHello() + frame(FrameType::kResultBytesFd, 7,
+                                                             encodeFileSize(kMaxBody + 1))),
+            "RESULT_BYTES_FD of 4097 bytes exceeds the limit of 4096");
+}
+
+TEST(WorkerConnection, AFileSizeBodyMustBeEightBytesFromTheHeader) {
+  EXPECT_EQ(
+      peerErrorOf(Role::kWorker, workerHello() + encodeHeader(FrameType::kResultBytesFd, 7, 9)),
+      "frame RESULT_BYTES_FD has a body of 9 bytes, not 8");
+  EXPECT_EQ(
+      peerErrorOf(Role::kWorker, workerHello() + encodeHeader(FrameType::kResultBytesFd, 7, 0)),
+      "frame RESULT_BYTES_FD has a body of 0 bytes, not 8");
+}
+
+TEST(WorkerConnection, AZygoteMaySendNoResultInAFile) {
+  EXPECT_EQ(peerErrorOf(Role::kZygote,
+                        zygoteHello() + frame(FrameType::kResultBytesFd, 7, encodeFileSize(1))),
+            "the zygote sent RESULT_BYTES_FD");
+}
+
+TEST(WorkerConnection, AJobInAFileIsASupervisorFrame) {
+  EXPECT_EQ(
+      peerErrorOf(Role::kWorker, workerHello() + frame(FrameType::kJobFd, 7, encodeFileSize(1))),
+      "unknown frame type 131");
+}
+
+TEST(FrameCodec, FileSizesRoundTripLittleEndian) {
+  for (std::uint64_t size : {0ull, 1ull, 262144ull, 64ull << 20, ~0ull}) {
+    const std::string body = encodeFileSize(size);
+    ASSERT_EQ(body.size(), kFileSizeBody);
+    EXPECT_EQ(decodeFileSize(body), size);
+  }
+  EXPECT_EQ(encodeFileSize(0x0102), std::string("\x02\x01\0\0\0\0\0\0", 8));
 }
 
 }  // namespace

@@ -48,7 +48,7 @@ TEST_F(FallbackTest, AJobRefusedByAnOpenBreakerRunsOnTheFallbackPool) {
   const core::JobReport* r = report(job);
   ASSERT_NE(r, nullptr);
   EXPECT_EQ(r->outcome, core::Outcome::kOk);
-  EXPECT_EQ(*r->result, "from b");
+  EXPECT_EQ(r->result->bytes(), "from b");
   EXPECT_EQ(r->fallbackFrom, std::vector<std::string>{"a"});
 }
 

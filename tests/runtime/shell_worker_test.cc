@@ -48,7 +48,7 @@ TEST_F(ShellTest, ACrashMidJobIsRetriedOnAFreshWorker) {
   const core::JobReport* r = report(job);
   ASSERT_NE(r, nullptr);
   EXPECT_EQ(r->outcome, core::Outcome::kOk);
-  EXPECT_EQ(*r->result, "fine");
+  EXPECT_EQ(r->result->bytes(), "fine");
   ASSERT_EQ(r->attempts.size(), 2u);
   EXPECT_EQ(r->attempts[0].outcome, core::Outcome::kCrashed);
   EXPECT_EQ(r->attempts[0].pid, first);

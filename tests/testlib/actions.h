@@ -21,8 +21,6 @@ std::size_t count(const std::vector<core::Action>& actions) {
   return only<A>(actions).size();
 }
 
-inline core::Payload payload(std::string s) {
-  return std::make_shared<const std::string>(std::move(s));
-}
+inline core::Payload payload(std::string s) { return core::makePayload(std::move(s)); }
 
 }  // namespace bulkhead::testlib

@@ -39,9 +39,8 @@ class ShellTest : public ::testing::Test {
   // Submits a job; its report lands in reports_ under the returned id.
   core::JobId submit(const std::string& pool, std::string payload,
                      runtime::JobOptions options = {}) {
-    auto submitted =
-        shell_->submit(pool, std::make_shared<const std::string>(std::move(payload)), options,
-                       [this](const core::JobReport& r) { reports_[r.jobId] = r; });
+    auto submitted = shell_->submit(pool, core::makePayload(std::move(payload)), options,
+                                    [this](const core::JobReport& r) { reports_[r.jobId] = r; });
     auto* id = std::get_if<core::JobId>(&submitted);
     EXPECT_NE(id, nullptr);
     host_->settle();

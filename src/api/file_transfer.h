@@ -1,0 +1,105 @@
+#pragma once
+// Large HTTP bodies kept out of the daemon's heap (docs/protocol.md, "Large payloads by memfd"):
+// a request body read into a sealed memfd, and a memfd result sent as a response body with
+// sendfile(2). Owns only the byte moving; the session (http_session.h) decides when to use them
+// and answers errors.
+//
+// Why a memfd and not a string: the worker maps the same pages (JOB_FD), so a 64 MiB job costs
+// the daemon a 256 KiB buffer instead of a 64 MiB one, and a worker in a tight memory cgroup does
+// not pay for a copy of its payload.
+
+#include <sys/sendfile.h>
+
+#include <algorithm>
+#include <boost/asio.hpp>
+#include <cerrno>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "os/memfd.h"
+
+namespace bulkhead::api::http_detail {
+
+// What a body read into a memfd ends as: the payload, or why not (errno of the memfd write;
+// the socket's error code is given separately).
+struct FileBodyState {
+  os::UniqueFd file;
+  std::uint64_t size = 0;
+  std::uint64_t remaining = 0;
+  std::unique_ptr<char[]> chunk;
+};
+inline constexpr std::size_t kFileBodyChunk = 256 * 1024;
+
+// Starts a memfd for a body of `length` bytes whose first bytes (`prefix`, already buffered by
+// the parser) are written at once. Null when no memfd can be made (EMFILE, no memfd support) or
+// the prefix cannot be written: the caller then reads the body into memory as before.
+inline std::shared_ptr<FileBodyState> startFileBody(std::uint64_t length, std::string_view prefix) {
+  auto state = std::make_shared<FileBodyState>();
+  state->file = os::createMemfd("bulkhead-payload");
+  if (!state->file.valid()) return nullptr;
+  prefix =
+      prefix.substr(0, static_cast<std::size_t>(std::min<std::uint64_t>(prefix.size(), length)));
+  if (!os::writeAll(state->file.get(), prefix)) return nullptr;
+  state->size = length;
+  state->remaining = length - prefix.size();
+  state->chunk = std::make_unique<char[]>(kFileBodyChunk);
+  return state;
+}
+
+// Reads the rest of the body from `socket` into the memfd, then seals it. done(ec, writeErrno,
+// payload): ec is the socket's error (timeout cancels it: operation_aborted); writeErrno is
+// non-zero when the memfd refused bytes (a memory limit); payload is set when all went well.
+template <class Socket, class Done>
+void readRestOfFileBody(Socket& socket, std::shared_ptr<FileBodyState> state, Done done) {
+  if (state->remaining == 0) {
+    if (!os::sealFinal(state->file.get())) return done(boost::system::error_code(), errno, nullptr);
+    auto payload = os::fileBlob(std::move(state->file), state->size);
+    return done(boost::system::error_code(), 0, std::move(payload));
+  }
+  const std::size_t want =
+      static_cast<std::size_t>(std::min<std::uint64_t>(state->remaining, kFileBodyChunk));
+  socket.async_read_some(boost::asio::buffer(state->chunk.get(), want),
+                         [&socket, state, done = std::move(done)](
+                             const boost::system::error_code& ec, std::size_t n) mutable {
+                           if (ec) return done(ec, 0, nullptr);
+                           const std::string_view bytes(state->chunk.get(), n);
+                           if (!os::writeAll(state->file.get(), bytes)) {
+                             return done(boost::system::error_code(), errno, nullptr);
+                           }
+                           state->remaining -= n;
+                           readRestOfFileBody(socket, std::move(state), std::move(done));
+                         });
+}
+
+// Sends `file` (a memfd blob) from `offset` to its end with sendfile(2), waiting for the socket
+// to take more when it is full. done(ok).
+template <class Socket, class Done>
+void sendFileBody(Socket& socket, core::Payload file, std::uint64_t offset, Done done) {
+  boost::system::error_code ignored;
+  socket.native_non_blocking(true, ignored);
+  while (offset < file->size()) {
+    off_t at = static_cast<off_t>(offset);
+    const std::size_t step =
+        static_cast<std::size_t>(std::min<std::uint64_t>(file->size() - offset, 1u << 30));
+    const ssize_t n = ::sendfile(socket.native_handle(), file->fd(), &at, step);
+    if (n > 0) {
+      offset += static_cast<std::uint64_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      socket.async_wait(Socket::wait_write,
+                        [&socket, file = std::move(file), offset,
+                         done = std::move(done)](const boost::system::error_code& ec) mutable {
+                          if (ec) return done(false);
+                          sendFileBody(socket, std::move(file), offset, std::move(done));
+                        });
+      return;
+    }
+    return done(false);  // the client went away (EPIPE, ECONNRESET), or 0 from a shrunk file
+  }
+  done(true);
+}
+
+}  // namespace bulkhead::api::http_detail
