@@ -1,0 +1,182 @@
+#!/usr/bin/python3
+"""Large payload round trips, memfd against inline, beside the pool peers, in ONE run.
+
+    /usr/bin/python3 bench/large_payloads.py                 # 1, 4, 16, 64 MiB; 5 rounds
+    /usr/bin/python3 bench/large_payloads.py --quick         # 1 and 16 MiB; 3 rounds
+
+This file owns the large-payload measurement (docs/protocol.md, "Large payloads by memfd"). Two
+daemons (`build/bulkhead serve`, or $BULKHEAD_BIN / --bin), each with two 1-worker pools running
+bench/handlers/bench_handlers.py's ``echo`` (payload as ``bytes``) and ``echo_view`` (payload as
+a ``memoryview``): one daemon with ``memfd_threshold = "0"`` (every payload inline in the
+socketpair, as before memfds), one with the default 256 KiB. Beside them ProcessPoolExecutor
+(fork), multiprocessing.Pool and loky (when joblib is installed), 1 worker each, calling
+``echo``. Every caller gets its answer as ``bytes`` and the answer is checked byte for byte.
+
+The machine is noisy (2 shared cores): each round makes one call per system and size after one
+warm-up call per system and size, the order rotating per round; the table reports the MEDIAN
+per system and size, the ratio to the fastest peer, the daemons' CPU per call and their peak RSS
+(VmHWM) at the end, and the load average before and after.
+"""
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "python"))
+sys.path.insert(0, os.path.join(HERE, "handlers"))
+sys.path.insert(0, HERE)
+
+import bench_handlers as bh  # noqa: E402
+import benchlib  # noqa: E402
+from benchlib import cpu_seconds, loadavg, log, machine_line, proc_status_kb  # noqa: E402
+
+MIB = 1 << 20
+CONFIG = """\
+[server]
+listen = "127.0.0.1:0"
+max_request_body = "80MiB"
+memfd_threshold = "{threshold}"
+journal = ""
+
+[pool.echo]
+handler = "bench_handlers:echo"
+python = "/usr/bin/python3"
+python_path = ["{handlers}"]
+workers = 1
+max_payload = "80MiB"
+job_timeout = "60s"
+
+[pool.view]
+handler = "bench_handlers:echo_view"
+python = "/usr/bin/python3"
+python_path = ["{handlers}"]
+workers = 1
+max_payload = "80MiB"
+job_timeout = "60s"
+"""
+
+
+class BulkheadRow:
+    def __init__(self, daemon, client, pool, name):
+        self.daemon, self.client, self.pool, self.name = daemon, client, pool, name
+        self.peer = False
+
+    def call(self, payload):
+        return self.client.call(self.pool, payload, timeout=120)
+
+
+class PeerRow:
+    def __init__(self, name, executor):
+        self.name, self.executor, self.peer = name, executor, True
+
+    def call(self, payload):
+        return self.executor.submit(bh.echo, payload).result(timeout=120)
+
+
+def start_daemon(binary, tmpdir, label, threshold):
+    d = benchlib.Daemon(binary, os.path.join(tmpdir, label + ".toml"),
+                        CONFIG.format(threshold=threshold, handlers=os.path.join(HERE, "handlers")),
+                        label="bench: daemon " + label, keep_alive=False)
+    d.spawn(os.path.join(tmpdir, label + ".log"))
+    d.wait_healthy()
+    if d.wait_ready(60) is None:
+        sys.exit("bench: the %s daemon's pools did not get ready:\n%s" % (label, d.log()))
+    return d
+
+
+def peers():
+    rows = [PeerRow("ProcessPoolExecutor (fork)", concurrent.futures.ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("fork")))]
+    pool = multiprocessing.get_context("fork").Pool(1)
+
+    class PoolAsExecutor:
+        def submit(self, fn, arg):
+            return pool.apply_async(fn, (arg,))
+    rows.append(PeerRow("multiprocessing.Pool", PoolAsExecutor()))
+    rows[-1].call = lambda payload: pool.apply_async(bh.echo, (payload,)).get(120)
+    rows[-1].close = pool.terminate
+    try:
+        from joblib.externals import loky
+        rows.append(PeerRow("loky", loky.get_reusable_executor(max_workers=1, reuse=False)))
+    except ImportError:
+        log("loky (joblib) not installed: no loky row")
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", default=os.environ.get("BULKHEAD_BIN",
+                                                    os.path.join(ROOT, "build", "bulkhead")))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    sizes = [1, 16] if args.quick else [1, 4, 16, 64]
+    rounds = 3 if args.quick else args.rounds
+    load_start = loadavg()
+    log("machine: %s; load average %s" % (machine_line(), load_start))
+    tmpdir = tempfile.mkdtemp(prefix="bulkhead-large-")
+    daemons = {"inline": start_daemon(args.bin, tmpdir, "inline", "0"),
+               "memfd": start_daemon(args.bin, tmpdir, "memfd", "256KiB")}
+    import bulkhead
+    rows = []
+    for mode, d in daemons.items():
+        client = bulkhead.Client(d.url, max_response_body=100 * MIB)
+        rows.append(BulkheadRow(d, client, "echo", "bulkhead %s, bytes handler" % mode))
+        rows.append(BulkheadRow(d, client, "view", "bulkhead %s, memoryview handler" % mode))
+    rows += peers()
+    times = {(r.name, s): [] for r in rows for s in sizes}
+    calls = {mode: 0 for mode in daemons}
+    cpu0 = {mode: cpu_seconds(d.pid) for mode, d in daemons.items()}
+    try:
+        for size in sizes:
+            payload = os.urandom(size * MIB)
+            for r in rows:  # warm: each worker has seen a payload of this size once
+                assert r.call(payload) == payload, r.name
+            for rnd in range(rounds):
+                for i in range(len(rows)):
+                    r = rows[(i + rnd) % len(rows)]
+                    t = time.perf_counter()
+                    out = r.call(payload)
+                    times[(r.name, size)].append((time.perf_counter() - t) * 1e3)
+                    assert out == payload, r.name
+                    out = None
+                    if not r.peer:
+                        calls["memfd" if "memfd" in r.name else "inline"] += 1
+            log("%d MiB done" % size)
+        cpu = {m: (cpu_seconds(d.pid) - cpu0[m]) / max(calls[m], 1) * 1e3
+               for m, d in daemons.items()}
+        hwm = {m: proc_status_kb(d.pid, "VmHWM") / 1024.0 for m, d in daemons.items()}
+    finally:
+        for d in daemons.values():
+            d.kill()
+        for r in rows:
+            if r.peer:
+                getattr(r, "close", lambda: r.executor.shutdown())()
+    print("## Large payload round trips, memfd vs inline, beside the peers\n")
+    print("Machine: %s. Load average at start %s, at end %s. %d rounds, medians, ms; the "
+          "ratio is to the fastest peer of that size.\n" % (machine_line(), load_start, loadavg(),
+                                                           rounds))
+    print("| system | " + " | ".join("%d MiB" % s for s in sizes) + " |")
+    print("|---|" + "---:|" * len(sizes))
+    best = {s: min(statistics.median(times[(r.name, s)]) for r in rows if r.peer) for s in sizes}
+    for r in rows:
+        cells = []
+        for s in sizes:
+            m = statistics.median(times[(r.name, s)])
+            cells.append("%.1f (%.2fx)" % (m, m / best[s]))
+        print("| %s | %s |" % (r.name, " | ".join(cells)))
+    print("\nDaemon CPU per call (all sizes together): inline %.1f ms, memfd %.1f ms. Daemon peak "
+          "RSS (VmHWM) at the end: inline %.1f MB, memfd %.1f MB."
+          % (cpu["inline"], cpu["memfd"], hwm["inline"], hwm["memfd"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
