@@ -87,14 +87,20 @@ SubmitCommand parseSubmit(const Call& call) {
   return c;
 }
 
-// /v1/jobs/{id}: ids are positive 64-bit integers. from_chars refuses what does not fit
-// (strtoull would clamp it to 2^64-1).
+// A whole decimal number in `text`, nothing before or after it. from_chars refuses what does not
+// fit (strtoull would clamp it to the type's maximum) and signs.
+template <class Unsigned>
+std::optional<Unsigned> parseUnsigned(std::string_view text) {
+  Unsigned value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// /v1/jobs/{id}: ids are positive 64-bit integers.
 std::optional<core::JobId> parseJobId(std::string_view text) {
-  core::JobId id = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
-  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || id == 0) {
-    return std::nullopt;
-  }
+  auto id = parseUnsigned<core::JobId>(text);
+  if (!id || *id == 0) return std::nullopt;
   return id;
 }
 
@@ -150,8 +156,9 @@ void outcomes(Call& call) {
   auto number = [&](const char* name, auto& out) {
     auto text = queryParameter(call.target(), name);
     if (!text) return true;
-    auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), out);
-    return ec == std::errc() && end == text->data() + text->size();
+    auto parsed = parseUnsigned<std::remove_reference_t<decltype(out)>>(*text);
+    if (parsed) out = *parsed;
+    return parsed.has_value();
   };
   if (!number("since", since) || !number("limit", limit)) {
     return call.respond(errorAnswer(version, ApiError::kBadRequest,

@@ -39,7 +39,7 @@ ExitVerdict classifyExit(const ExitFacts& f, const std::string& what) {
       v.outcome = Outcome::kResourceExhausted;
       v.cause = exhausted->cause;
       v.limit = exhausted->limit;
-      v.limitValue = exhausted->limit == "pids" ? f.pidsLimit : 0;
+      v.limitValue = exhausted->limitValue;
     }
   }
   // A refused thread or fork often shows as a hang (a thread pool waiting for a thread that was

@@ -283,7 +283,7 @@ void Pool::on(const JobErrorReceived& e, Time now) {
     a.cause = exhausted ? exhausted->cause : "the handler raised " + e.error.type;
     if (exhausted) {
       a.limit = exhausted->limit;
-      a.limitValue = exhausted->limit == "pids" ? policy_.pidsLimit : 0;
+      a.limitValue = exhausted->limitValue;
       a.exit.pidsMaxEvents = limits.pidsMaxEvents;
       a.lastSample = w->latestSample;
     }

@@ -124,22 +124,26 @@ std::optional<std::size_t> findAny(const std::string& text,
 
 std::optional<Exhaustion> exhaustionOf(const LimitEvidence& l, const std::string& text) {
   if (l.pidsMaxEvents > 0) {
-    return Exhaustion{
-        "pids", "pids limit " + (l.pidsLimit ? std::to_string(l.pidsLimit) : std::string("?")) +
-                    " reached (pids.events max " + std::to_string(l.pidsMaxEvents) + ")"};
+    return Exhaustion{"pids",
+                      "pids limit " +
+                          (l.pidsLimit ? std::to_string(l.pidsLimit) : std::string("?")) +
+                          " reached (pids.events max " + std::to_string(l.pidsMaxEvents) + ")",
+                      l.pidsLimit};
   }
   if (l.lastSample && l.lastSample->maps >= kMapsNearKernelLimit) {
-    return Exhaustion{"threads_or_maps", "memory maps exhausted (" +
-                                             std::to_string(l.lastSample->maps) +
-                                             " maps, vm.max_map_count is about 65530)"};
+    return Exhaustion{"threads_or_maps",
+                      "memory maps exhausted (" + std::to_string(l.lastSample->maps) +
+                          " maps, vm.max_map_count is about 65530)",
+                      0};
   }
   // The GPU's memory is full. A fresh worker (the allocator's cache and whatever the failed job
   // pinned gone with the old one) may well succeed.
   if (auto at = findAny(text, kGpuMemorySignatures)) {
-    return Exhaustion{"gpu_memory", "GPU memory exhausted: " + lineAround(text, *at)};
+    return Exhaustion{"gpu_memory", "GPU memory exhausted: " + lineAround(text, *at), 0};
   }
   if (auto at = findAny(text, kThreadOrMapSignatures)) {
-    return Exhaustion{"threads_or_maps", "thread or map creation failed: " + lineAround(text, *at)};
+    return Exhaustion{"threads_or_maps", "thread or map creation failed: " + lineAround(text, *at),
+                      0};
   }
   return std::nullopt;
 }

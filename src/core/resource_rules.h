@@ -95,6 +95,7 @@ struct LimitEvidence {
 struct Exhaustion {
   std::string limit;  // "pids", "threads_or_maps" or "gpu_memory": the attempt's `limit`
   std::string cause;  // "pids limit 64 reached (pids.events max 3)", ...
+  std::uint64_t limitValue = 0;  // the configured bound (pids_limit), when there is one
 };
 
 // Why a failure is the exhaustion of a limited resource rather than the job's bug or a plain
