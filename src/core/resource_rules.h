@@ -93,8 +93,8 @@ struct LimitEvidence {
 
 // A limited resource that ran out: which one and why it is known.
 struct Exhaustion {
-  std::string limit;  // "pids", "threads_or_maps" or "gpu_memory": the attempt's `limit`
-  std::string cause;  // "pids limit 64 reached (pids.events max 3)", ...
+  std::string limit;             // "pids", "threads_or_maps" or "gpu_memory": the attempt's `limit`
+  std::string cause;             // "pids limit 64 reached (pids.events max 3)", ...
   std::uint64_t limitValue = 0;  // the configured bound (pids_limit), when there is one
 };
 
