@@ -7,6 +7,7 @@ source "$(dirname "$0")/progress.sh"
 packages=(
   g++ cmake ninja-build pkg-config
   libboost-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev libgtest-dev libgmock-dev libsqlite3-dev
+  libhiredis-dev
   python3 python3-numpy python3-torch python3-pytest python3-prometheus-client
   python3-joblib python3-sklearn
   python3-fastapi python3-uvicorn python3-multipart python3-django

@@ -78,7 +78,7 @@ struct RateLimitedLog {
 struct ServerState {
   ServerState(asio::io_context& io, runtime::Supervisor& s, const HttpServerOptions& o)
       : supervisor(s),
-        services{s, *o.jobs},
+        services{s, *o.jobs, o.cluster},
         options(o),
         maxConnections(o.maxConnections),
         acceptPause(io) {}

@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "api/cluster_views.h"
 #include "api/dashboard.h"
 #include "api/health.h"
 #include "api/job_answers.h"
@@ -135,6 +136,10 @@ void quarantine(Call& call) {
   call.respond(jsonResponse(call.version(), 200, quarantineJson(call.services.supervisor)));
 }
 
+void cluster(Call& call) {
+  call.respond(jsonResponse(call.version(), 200, clusterJson(call.services.cluster)));
+}
+
 void pools(Call& call) {
   call.respond(jsonResponse(call.version(), 200, poolsJson(call.services.supervisor)));
 }
@@ -263,6 +268,7 @@ constexpr Route kRoutes[] = {
     {kAny, "", "/v1/jobs/{id*}", job},
     {kGet, "GET", "/metrics", metrics},
     {kGet, "GET", "/v1/quarantine", quarantine},
+    {kGet, "GET", "/v1/cluster", cluster},
     {kGet, "GET", "/v1/outcomes", outcomes},
     {kGet, "GET", "/", dashboard},
     {kGet, "GET", "/ui", dashboard},

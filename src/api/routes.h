@@ -12,6 +12,9 @@
 namespace bulkhead::jobs {
 class JobsService;
 }
+namespace bulkhead::cluster {
+class Membership;
+}
 
 namespace bulkhead::api {
 
@@ -28,10 +31,12 @@ struct Answer {
 };
 using Respond = std::function<void(Answer)>;
 
-// What the routes need: the supervisor's views and the jobs service.
+// What the routes need: the supervisor's views, the jobs service and, with [cluster], this
+// node's membership.
 struct Services {
   runtime::Supervisor& supervisor;
   jobs::JobsService& jobs;
+  const cluster::Membership* cluster = nullptr;
 };
 
 // Answers one request, now or later (a job's outcome), by calling respond exactly once.

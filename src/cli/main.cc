@@ -13,6 +13,7 @@
 #include <cstring>
 #include <functional>
 
+#include "api/cluster_views.h"
 #include "api/http_server.h"
 #include "cli/cli_app.h"
 #include "cli/client_commands.h"
@@ -99,6 +100,24 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
                                        jobs.get()};
   serverOptions.maxConnections = config->server.maxConnections;
   serverOptions.memfdThreshold = config->server.memfdThreshold;
+  // [cluster]: this node announces itself in Redis every heartbeat (cluster/membership.h).
+  std::unique_ptr<cluster::Membership> membership;
+  if (config->cluster) {
+    const config::ClusterConfig& c = *config->cluster;
+    std::string password;
+    if (!c.passwordEnv.empty()) {
+      const char* value = std::getenv(c.passwordEnv.c_str());
+      if (!value) {
+        logAt(LogLevel::kError, "[cluster] password_env names " + c.passwordEnv +
+                                    ", which is not set in the daemon's environment");
+        return kExitBadConfig;
+      }
+      password = value;
+    }
+    membership = std::make_unique<cluster::Membership>(
+        c, c.node.empty() ? cluster::defaultNodeName() : c.node, std::move(password));
+    serverOptions.cluster = membership.get();
+  }
   serverOptions.requestTimeout = config->server.requestTimeout;
   serverOptions.idleTimeout = config->server.idleTimeout;
   std::uint64_t workerSlots = 0;  // a zygote holds fds like a worker
@@ -125,6 +144,19 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
     });
   };
   tendHeap();
+  // What this node announces to the cluster, refreshed every heartbeat on the event loop.
+  boost::asio::steady_timer announceTimer(io);
+  std::function<void()> announce = [&] {
+    if (!membership) return;
+    membership->describe(
+        api::nodeDescription(supervisor, membership->nodeName(), address, cli::versionText())
+            .dump());
+    announceTimer.expires_after(config->cluster->heartbeat);
+    announceTimer.async_wait([&](const boost::system::error_code& ec) {
+      if (!ec) announce();
+    });
+  };
+  announce();
   std::map<std::string, std::chrono::nanoseconds> startupTimeouts;
   for (const auto& pool : config->pools) startupTimeouts[pool.name] = pool.startupTimeout;
   cli::ServiceNotifications notifications(io, supervisor, std::move(startupTimeouts),
@@ -140,6 +172,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
       // The last outcomes must reach their callers before the loop ends.
       server.whenResponsesWritten([&] {
         heapTimer.cancel();
+        announceTimer.cancel();
         notifications.cancel();
         io.stop();
       });

@@ -15,6 +15,7 @@
 
 #include "config/key_reader.h"  // toml++ with exceptions
 #include "config/known_keys.h"
+#include "config/redis_address.h"
 #include "config/units.h"
 
 namespace bulkhead::config {
@@ -124,6 +125,33 @@ class Loader : KeyReader {
     readDuration(t, line, p, "request_timeout", std::chrono::milliseconds(1), s.requestTimeout);
     readDuration(t, line, p, "idle_timeout", std::chrono::milliseconds(1), s.idleTimeout);
     return s;
+  }
+
+  ClusterConfig loadCluster(const toml::table& t, int line) {
+    ClusterConfig c;
+    c.line = line;
+    const std::string p = "cluster.";
+    rejectUnknown(t, line, p, knownKeysOf("cluster"));
+    if (!t.get("redis")) {
+      error(nullptr, line, p + "redis",
+            "missing: expected \"redis://HOST:PORT/DB\" or \"unix:/path\"");
+    }
+    readString(t, line, p, "redis", c.redis);
+    if (t.get("redis") && t.get("redis")->is_string()) {
+      if (auto problem = redisAddressProblem(c.redis))
+        error(t.get("redis"), line, p + "redis", *problem);
+    }
+    readString(t, line, p, "node", c.node);
+    if (c.node.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+        std::string::npos) {
+      error(t.get("node"), line, p + "node",
+            "node names may use letters, digits, '_', '.' and '-' only");
+    }
+    readString(t, line, p, "password_env", c.passwordEnv);
+    readDuration(t, line, p, "claim_after", std::chrono::milliseconds(1), c.claimAfter);
+    readDuration(t, line, p, "heartbeat", std::chrono::milliseconds(10), c.heartbeat);
+    return c;
   }
 
   PoolConfig loadPool(const std::string& name, const toml::table& t, int line) {
@@ -275,8 +303,8 @@ class Loader : KeyReader {
     config.path = path_;
     for (auto&& [k, v] : root) {
       std::string key(k.str());
-      if (key != "server" && key != "pool") {
-        error(&v, 0, key, "unknown top-level key (expected [server] or [pool.NAME])");
+      if (key != "server" && key != "pool" && key != "cluster") {
+        error(&v, 0, key, "unknown top-level key (expected [server], [pool.NAME] or [cluster])");
       }
     }
     config.server.journal = (baseDir_ / "bulkhead-journal.db").string();
@@ -285,6 +313,13 @@ class Loader : KeyReader {
         config.server = loadServer(*t, static_cast<int>(n->source().begin.line));
       } else {
         error(n, 0, "server", "expected a table [server]");
+      }
+    }
+    if (const toml::node* n = root.get("cluster")) {
+      if (const toml::table* t = n->as_table()) {
+        config.cluster = loadCluster(*t, static_cast<int>(n->source().begin.line));
+      } else {
+        error(n, 0, "cluster", "expected a table [cluster]");
       }
     }
     if (const toml::node* n = root.get("pool")) {

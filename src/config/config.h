@@ -92,10 +92,23 @@ struct PoolConfig {
   bool operator==(const PoolConfig&) const = default;
 };
 
+// [cluster]: nodes that share pools through Redis (docs/cluster.md). Absent: one node alone.
+struct ClusterConfig {
+  int line = 0;
+  std::string redis;        // "redis://HOST:PORT[/DB]" or "unix:/path/to/redis.sock[?db=N]"
+  std::string node;         // this node's name; default: the host name
+  std::string passwordEnv;  // the environment variable holding Redis's password; "" = none
+  std::chrono::nanoseconds claimAfter = std::chrono::seconds(30);
+  std::chrono::nanoseconds heartbeat = std::chrono::seconds(1);
+
+  bool operator==(const ClusterConfig&) const = default;
+};
+
 struct Config {
   std::string path;
   ServerConfig server;
   std::vector<PoolConfig> pools;
+  std::optional<ClusterConfig> cluster;
 };
 
 struct ConfigError {

@@ -16,6 +16,12 @@ const std::vector<KnownKey>& knownKeys() {
       {"server", "journal"},
       {"server", "journal_keep"},
       {"server", "nvml_library"},
+      // Several nodes through Redis.
+      {"cluster", "redis"},
+      {"cluster", "node"},
+      {"cluster", "password_env"},
+      {"cluster", "claim_after"},
+      {"cluster", "heartbeat"},
       // What runs, and how it starts.
       {"pool", "handler"},
       {"pool", "preload"},

@@ -102,6 +102,10 @@ std::string configWith(const std::string& section, const std::string& key,
                        const std::optional<std::string>& value) {
   std::string setting = value ? key + " = " + *value + "\n" : "";
   if (section == "server") return "[server]\n" + setting + "[pool.a]\nhandler = \"m:f\"\n";
+  if (section == "cluster") {
+    const std::string redis = key == "redis" ? "" : "redis = \"redis://127.0.0.1:6379/0\"\n";
+    return "[cluster]\n" + redis + setting + "[pool.a]\nhandler = \"m:f\"\n";
+  }
   std::string text = "[pool.a]\nhandler = \"m:f\"\n";
   if (key == "zygote_fallback") text += "mode = \"zygote\"\n";
   if (section == "pool.breaker") {
@@ -148,6 +152,7 @@ TEST(ConfigDocs, EveryKnownKeyIsReadByTheParser) {
     auto r = loadConfigText(configWith(section, key, "1979-05-27"), kFile);
     std::string name = (section == "pool.breaker" ? "pool.a.breaker."
                         : section == "pool"       ? "pool.a."
+                        : section == "cluster"    ? "cluster."
                                                   : "server.") +
                        key;
     bool named = false;
@@ -172,6 +177,10 @@ TEST(ConfigDocs, DocumentedDefaultsAreTheParsersDefaults) {
     if (d.section == "server") {
       EXPECT_TRUE(with.config->server == without.config->server)
           << kDocPath << ":" << d.line << ": server." << d.key << " = " << value
+          << " is not the parser's default";
+    } else if (d.section == "cluster") {
+      EXPECT_TRUE(with.config->cluster == without.config->cluster)
+          << kDocPath << ":" << d.line << ": cluster." << d.key << " = " << value
           << " is not the parser's default";
     } else {
       EXPECT_TRUE(with.config->pools.at(0) == without.config->pools.at(0))

@@ -156,9 +156,12 @@ def _toml_value(value):
     raise TypeError("cannot write %r as TOML" % (value,))
 
 
-def render_config(server, pools):
+def render_config(server, pools, extra_sections=None):
     lines = ["[server]"]
     lines += ["%s = %s" % (k, _toml_value(v)) for k, v in server.items()]
+    for section, keys in (extra_sections or {}).items():   # e.g. {"cluster": {...}}
+        lines += ["", "[%s]" % section]
+        lines += ["%s = %s" % (k, _toml_value(v)) for k, v in keys.items()]
     for name, keys in pools.items():
         lines += ["", "[pool.%s]" % name]
         lines += ["%s = %s" % (k, _toml_value(v)) for k, v in keys.items()]
@@ -202,7 +205,8 @@ class Response:
 class Daemon:
     """One real ``bulkhead serve`` process and helpers to talk to it."""
 
-    def __init__(self, workdir, pools, server=None, unix=False, wrapper=None, args=()):
+    def __init__(self, workdir, pools, server=None, unix=False, wrapper=None, args=(),
+                 extra_sections=None):
         self.tag = uuid.uuid4().hex
         # argv prefix the daemon runs under, e.g. ["prlimit", "--nofile=256:256", "--"]: it must
         # exec the daemon (so self.proc.pid is the daemon's pid).
@@ -229,7 +233,7 @@ class Daemon:
                 server["listen"] = "127.0.0.1:0"
         self.pools = {name: self._pool_defaults(keys) for name, keys in pools.items()}
         with open(self.config_path, "w") as f:
-            f.write(render_config(server, self.pools))
+            f.write(render_config(server, self.pools, extra_sections))
 
     def _pool_defaults(self, keys):
         keys = dict(keys)
@@ -524,11 +528,12 @@ def start_daemon(_daemons, tmp_path):
     """
     counter = [0]
 
-    def start(pools, server=None, unix=False, wrapper=None, args=()):
+    def start(pools, server=None, unix=False, wrapper=None, args=(), extra_sections=None):
         counter[0] += 1
         workdir = str(tmp_path / ("d%d" % counter[0]))
         os.makedirs(workdir)
-        d = Daemon(workdir, pools, server=server, unix=unix, wrapper=wrapper, args=args)
+        d = Daemon(workdir, pools, server=server, unix=unix, wrapper=wrapper, args=args,
+                   extra_sections=extra_sections)
         _daemons.append(d)
         return d.start()
 

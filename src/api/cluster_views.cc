@@ -1,0 +1,57 @@
+#include "api/cluster_views.h"
+
+#include <unistd.h>
+
+#include "api/pool_views.h"
+
+namespace bulkhead::api {
+
+using nlohmann::json;
+
+json nodeDescription(const runtime::Supervisor& supervisor, const std::string& node,
+                     const std::string& address, const std::string& version) {
+  const json all = poolsJson(supervisor);
+  json pools = json::array();
+  for (const json& p : all["pools"]) {
+    pools.push_back({{"name", p["name"]},
+                     {"workers_target", p["workers_target"]},
+                     {"ready_workers", p["ready_workers"]},
+                     {"in_flight", p["in_flight"]},
+                     {"queue_length", p["queue_length"]},
+                     {"breaker", p["breaker"]}});
+  }
+  return {{"node", node},
+          {"pid", static_cast<long>(::getpid())},
+          {"address", address},
+          {"version", version},
+          {"uptime_s", all["uptime_s"]},
+          {"shutting_down", supervisor.shuttingDown()},
+          {"pools", std::move(pools)},
+          {"announced_at_unix_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count()}};
+}
+
+json clusterJson(const cluster::Membership* membership) {
+  if (!membership) return {{"enabled", false}};
+  const cluster::MembershipView view = membership->view();
+  json nodes = json::array();
+  for (const std::string& text : view.nodes) {
+    json node = json::parse(text, nullptr, false);
+    if (node.is_object() && node.contains("node")) nodes.push_back(std::move(node));
+  }
+  json redis = {{"address", membership->redisAddress()}, {"connected", view.connected}};
+  if (!view.error.empty()) redis["error"] = view.error;
+  json j = {{"enabled", true},
+            {"node", membership->nodeName()},
+            {"redis", std::move(redis)},
+            {"nodes", std::move(nodes)}};
+  if (view.readAt.time_since_epoch().count() != 0) {
+    j["read_at_unix_ms"] =
+        std::chrono::duration_cast<std::chrono::milliseconds>(view.readAt.time_since_epoch())
+            .count();
+  }
+  return j;
+}
+
+}  // namespace bulkhead::api

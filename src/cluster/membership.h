@@ -1,0 +1,71 @@
+#pragma once
+// This daemon as one node of a cluster that meets in Redis (docs/cluster.md): who is alive and
+// what pools each one has. Owns the Redis connection of the cluster's membership and the last
+// view of it.
+//
+// One dedicated thread holds a blocking hiredis connection: every heartbeat it announces this
+// node (SET bulkhead:node:NAME <json> PX 3*heartbeat: a node that stops is gone from every view
+// three heartbeats later) and reads the others (SCAN + MGET). The event loop hands it this node's
+// description and reads the last view, both under one mutex: the loop never waits on Redis, and
+// Redis being down shows as `connected: false` with the reason, not as a stuck daemon. The thread
+// reconnects by itself; on shutdown the node deletes its key (leaves at once).
+
+#include <sys/time.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/config.h"
+#include "config/redis_address.h"
+
+namespace bulkhead::cluster {
+
+struct MembershipView {
+  bool connected = false;
+  std::string error;               // why not connected (or the last command's failure)
+  std::vector<std::string> nodes;  // each node's announcement (JSON text), by name
+  std::chrono::system_clock::time_point readAt{};  // when `nodes` was read; epoch: never
+};
+
+class Membership {
+ public:
+  // `password`: what password_env's variable held ("" = none). Starts the thread.
+  Membership(const config::ClusterConfig& config, std::string nodeName, std::string password);
+  ~Membership();  // deletes this node's key (within a second), stops the thread
+  Membership(const Membership&) = delete;
+  Membership& operator=(const Membership&) = delete;
+
+  const std::string& nodeName() const { return node_; }
+  const std::string& redisAddress() const { return addressText_; }
+  // This node as announced from the next heartbeat on (a JSON object's text).
+  void describe(std::string json);
+  MembershipView view() const;
+
+ private:
+  struct Connection;
+  void run();
+  void connect(Connection& c, const timeval& timeout, std::string& error);
+  bool beat(Connection& c, std::string& error);
+  void wait(std::chrono::nanoseconds d);
+
+  const config::RedisAddress address_;
+  const std::string addressText_;
+  const std::string node_;
+  const std::string password_;
+  const std::chrono::nanoseconds heartbeat_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::string description_;
+  MembershipView view_;
+  std::thread thread_;
+};
+
+// The name a node goes by when [cluster] node is not set.
+std::string defaultNodeName();
+
+}  // namespace bulkhead::cluster
