@@ -80,7 +80,8 @@ class Writer {
 
 }  // namespace
 
-std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::JobsService& jobs) {
+std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::JobsService& jobs,
+                          const cluster::Membership* cluster) {
   Writer w;
   struct PoolData {
     std::string name;
@@ -261,6 +262,17 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::Job
     w.family("bulkhead_journal_errors_total", "counter",
              "Journal reads and writes that failed (disk full, I/O error); the daemon degraded.");
     w.sample("bulkhead_journal_errors_total", {}, static_cast<double>(jobs.journalErrors()));
+  }
+  if (cluster) {  // [cluster]: this node's view of the others (docs/cluster.md)
+    const cluster::MembershipView view = cluster->view();
+    w.family("bulkhead_cluster_redis_connected", "gauge",
+             "1 while this node's membership connection to Redis works.");
+    w.sample("bulkhead_cluster_redis_connected", {{"node", cluster->nodeName()}},
+             view.connected ? 1 : 0);
+    w.family("bulkhead_cluster_nodes", "gauge",
+             "Nodes alive in the cluster as this node's last heartbeat read them (itself too).");
+    w.sample("bulkhead_cluster_nodes", {{"node", cluster->nodeName()}},
+             static_cast<double>(view.nodes.size()));
   }
   return w.str();
 }

@@ -3,12 +3,15 @@
 
 #include <string>
 
+#include "cluster/membership.h"
 #include "jobs/jobs_service.h"
 #include "runtime/supervisor.h"
 
 namespace bulkhead::api {
 
 // jobs: for the journal's error count, when there is a journal.
-std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::JobsService& jobs);
+// `cluster`: with [cluster], this node's membership (adds the bulkhead_cluster_* families).
+std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::JobsService& jobs,
+                          const cluster::Membership* cluster = nullptr);
 
 }  // namespace bulkhead::api

@@ -127,7 +127,7 @@ void readiness(Call& call) {
 void metrics(Call& call) {
   Response res{http::status::ok, call.version()};
   res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
-  res.body() = renderMetrics(call.services.supervisor, call.services.jobs);
+  res.body() = renderMetrics(call.services.supervisor, call.services.jobs, call.services.cluster);
   res.prepare_payload();
   call.respond(std::move(res));
 }

@@ -77,9 +77,12 @@ void addStatusCommand(CommandLine& c) {
   c.status = c.app.add_subcommand("status", "show pools and workers");
   c.status->add_option("--url", c.url,
                        "supervisor URL (default $BULKHEAD_URL or http://127.0.0.1:8787)");
+  c.status->add_flag("--cluster", c.cluster,
+                     "the nodes of the cluster ([cluster]) instead: address, pools, Redis state");
   c.status->footer(
       footer("  bulkhead status\n"
-             "  bulkhead status --url http://10.0.0.5:8787\n",
+             "  bulkhead status --url http://10.0.0.5:8787\n"
+             "  bulkhead status --cluster\n",
              "  0  printed\n"
              "  1  the daemon answered with an error\n"
              "  2  bad usage\n"

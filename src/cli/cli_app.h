@@ -25,6 +25,7 @@ struct CommandLine {
   std::string configPath, listen, url, pool, payload, timeout;
   std::string logFormat = "text", logLevel = "info";
   bool stopWhenStdinCloses = false, imports = false;
+  bool cluster = false;  // status --cluster
   int slot = 0;
   std::uint64_t since = 0;
 

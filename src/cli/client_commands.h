@@ -25,6 +25,8 @@ int checkConfig(const std::string& path, bool imports);
 int callJob(const std::string& url, const std::string& pool, const std::string& payloadArg,
             const std::string& timeout);
 int showStatus(const std::string& url);
+// `bulkhead status --cluster`: GET /v1/cluster as a table (cli/cluster_status.cc).
+int showCluster(const std::string& url);
 int printWorkerEnvironment(const std::string& path, const std::string& pool, int slot);
 int followEvents(const std::string& url, std::uint64_t since);
 

@@ -230,7 +230,7 @@ int main(int argc, char** argv) {
     }
     if (*line.check) return cli::checkConfig(line.configPath, line.imports);
     if (*line.call) return cli::callJob(line.url, line.pool, line.payload, line.timeout);
-    if (*line.status) return cli::showStatus(line.url);
+    if (*line.status) return line.cluster ? cli::showCluster(line.url) : cli::showStatus(line.url);
     if (*line.events) return cli::followEvents(line.url, line.since);
     if (*line.env) return cli::printWorkerEnvironment(line.configPath, line.pool, line.slot);
     if (cli::runChosen(*line.run)) return cli::executeRun(*line.run);

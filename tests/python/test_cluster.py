@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import Daemon, wait_until
+from conftest import Daemon, run_bulkhead, wait_until
 from example_apps import free_port
 
 redis = pytest.importorskip("redis")
@@ -145,5 +145,25 @@ def test_a_password_comes_from_the_environment(start_daemon, tmp_path):
         server.stop()
 
 
+def test_status_and_metrics_show_the_cluster(start_daemon, redis_server):
+    a = _node(start_daemon, redis_server, "node-a", "alpha")
+    b = _node(start_daemon, redis_server, "node-b", "beta")
+    wait_until(lambda: [p["ready_workers"] for n in a.get_json("/v1/cluster")["nodes"]
+                        for p in n["pools"]] == [1, 1], 20, "both nodes, their pools ready")
+    out = run_bulkhead("status", "--cluster", "--url", a.url)
+    assert out.returncode == 0, out
+    text = out.stdout.decode()
+    assert "node node-a; redis redis://127.0.0.1:%d/0: connected" % redis_server.port in text
+    rows = {line.split()[0]: line for line in text.splitlines()[3:] if line.strip()}
+    assert set(rows) == {"node-a", "node-b"}, text
+    assert b.url in rows["node-b"] and "beta 1/1" in rows["node-b"], text
+    metrics = a.http("GET", "/metrics").body.decode()
+    assert 'bulkhead_cluster_redis_connected{node="node-a"} 1' in metrics
+    assert 'bulkhead_cluster_nodes{node="node-a"} 2' in metrics
+
+
 def test_without_a_cluster_section_the_view_says_so(daemon):
     assert daemon.get_json("/v1/cluster") == {"enabled": False}
+    out = run_bulkhead("status", "--cluster", "--url", daemon.url)
+    assert out.returncode == 0 and b"not part of a cluster" in out.stdout, out
+    assert b"bulkhead_cluster" not in daemon.http("GET", "/metrics").body

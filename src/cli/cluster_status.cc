@@ -1,0 +1,56 @@
+// `bulkhead status --cluster`: the nodes of the cluster (GET /v1/cluster) as a table, with the
+// Redis connection's state; a daemon without [cluster] says so.
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cli/client_commands.h"
+#include "cli/exit_codes.h"
+#include "cli/http_client.h"
+
+namespace bulkhead::cli {
+
+using nlohmann::json;
+
+int showCluster(const std::string& url) {
+  HttpResult res;
+  try {
+    res = httpRequest(url, "GET", "/v1/cluster", "", {}, 10);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bulkhead: %s\n", e.what());
+    return kExitCannotConnect;
+  }
+  json j = json::parse(res.body, nullptr, false);
+  if (res.status != 200 || !j.is_object()) {
+    std::fprintf(stderr, "HTTP %d: %s\n", res.status, res.body.c_str());
+    return kExitJobFailed;
+  }
+  if (!j.value("enabled", false)) {
+    std::printf("this daemon is not part of a cluster (no [cluster] section)\n");
+    return 0;
+  }
+  const json& redis = j["redis"];
+  std::printf("node %s; redis %s: %s\n", j.value("node", "").c_str(),
+              redis.value("address", "").c_str(),
+              redis.value("connected", false)
+                  ? "connected"
+                  : ("NOT connected (" + redis.value("error", std::string("?")) + ")").c_str());
+  std::printf("\n%-16s %-26s %-8s %-9s %s\n", "NODE", "ADDRESS", "PID", "UPTIME", "POOLS");
+  for (const json& n : j["nodes"]) {
+    std::string pools;
+    for (const json& p : n.value("pools", json::array())) {
+      if (!pools.empty()) pools += ", ";
+      pools += p.value("name", "") + " " + std::to_string(p.value("ready_workers", 0)) + "/" +
+               std::to_string(p.value("workers_target", 0));
+    }
+    char uptime[32];
+    std::snprintf(uptime, sizeof uptime, "%.0fs", n.value("uptime_s", 0.0));
+    std::printf("%-16s %-26s %-8ld %-9s %s%s\n", n.value("node", "").c_str(),
+                n.value("address", "").c_str(), n.value("pid", 0L), uptime, pools.c_str(),
+                n.value("shutting_down", false) ? " (stopping)" : "");
+  }
+  return 0;
+}
+
+}  // namespace bulkhead::cli
