@@ -185,3 +185,13 @@ def test_a_large_payload_that_kills_workers_is_quarantined_by_its_bytes(start_da
     assert d.job("mixed", other).outcome == "crashed"
     fine = os.urandom(T * 2)
     assert d.job("mixed", fine).body == fine
+
+
+def test_memfd_bodies_and_results_over_a_unix_socket(start_daemon, tmp_path):
+    # sendfile(2) to a Unix stream socket, and a body read from one into a memfd.
+    d = start_daemon({"view": _pool(M + "echo_view"), "big": _pool(M + "big_result")},
+                     server={"memfd_threshold": "64KiB", "journal": "",
+                             "max_request_body": "80MiB"}, unix=True)
+    payload = os.urandom(9 * 1024 * 1024 + 3)
+    assert d.job("view", payload, timeout=60).body == payload
+    assert d.job("big", str(T + 1).encode()).body == b"r" * (T + 1)
