@@ -24,7 +24,7 @@ build() {
     "$root/src/proto/worker_connection.cc" -o "$out/worker_connection_fuzz" & pids+=($!)
   clang++ "${flags[@]}" -DTOML_HEADER_ONLY=0 -DTOML_SHARED_LIB=1 "$root/tests/fuzz/config_fuzz.cc" \
     "$root/src/config/config.cc" "$root/src/config/key_reader.cc" "$root/src/config/units.cc" \
-    "$root/src/config/known_keys.cc" \
+    "$root/src/config/known_keys.cc" "$root/src/config/redis_address.cc" \
     -ltomlplusplus -o "$out/config_fuzz" & pids+=($!)
   local status=0 pid
   for pid in "${pids[@]}"; do wait "$pid" || status=1; done
