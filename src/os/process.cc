@@ -246,6 +246,33 @@ long sendWithFds(int socket, const std::string& bytes, const std::vector<int>& f
   return static_cast<long>(sent);
 }
 
+long receiveWithFds(int socket, char* into, std::size_t room, std::vector<UniqueFd>& fds,
+                    bool& truncated, std::size_t maxFds) {
+  iovec iov{into, room};
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * maxFds));
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  ssize_t n;
+  do {
+    n = ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return -1;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      fds.emplace_back(fd);
+    }
+  }
+  truncated = (msg.msg_flags & MSG_CTRUNC) != 0;
+  return static_cast<long>(n);
+}
+
 std::vector<ExitStatus> reapExitedChildren() {
   std::vector<ExitStatus> out;
   for (;;) {

@@ -81,25 +81,12 @@ Supervisor::ReadResult Supervisor::readPipeNow(WorkerIo& worker, int which, std:
 // queued for the frame that claims them. More than kMaxQueuedFds unclaimed, or a truncated
 // ancillary message, is the worker's error: it could otherwise fill our fd table.
 ssize_t Supervisor::receiveControl(WorkerIo& worker, char* into, std::size_t room) {
-  iovec iov{into, room};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxQueuedFds)];
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n = ::recvmsg(worker.control.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-  if (n < 0) return n;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (std::size_t i = 0; i < count; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      worker.receivedFds.emplace_back(fd);
-    }
-  }
-  if ((msg.msg_flags & MSG_CTRUNC) != 0 || worker.receivedFds.size() > kMaxQueuedFds) {
+  std::vector<os::UniqueFd> fds;
+  bool truncated = false;
+  const long n =
+      os::receiveWithFds(worker.control.native_handle(), into, room, fds, truncated, kMaxQueuedFds);
+  for (auto& fd : fds) worker.receivedFds.push_back(std::move(fd));
+  if (truncated || worker.receivedFds.size() > kMaxQueuedFds) {
     worker.receivedFds.clear();
     misbehaved(worker, "it sent more file descriptors than frames that carry them");
   }

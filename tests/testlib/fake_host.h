@@ -140,23 +140,10 @@ class FakeHost final : public runtime::Host {
     Process& p = process(pid);
     FramesWithFds out;
     char buffer[65536];
-    alignas(struct cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
     for (;;) {
-      iovec iov{buffer, sizeof buffer};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      ssize_t n = ::recvmsg(p.control.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-      if (n < 0 && errno == EINTR) continue;
+      bool truncated = false;
+      const long n = os::receiveWithFds(p.control.get(), buffer, sizeof buffer, out.fds, truncated);
       if (n <= 0) break;
-      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        const int* fds = reinterpret_cast<const int*>(CMSG_DATA(c));
-        for (std::size_t i = 0; i < count; ++i) out.fds.emplace_back(fds[i]);
-      }
       p.decoder.feed({buffer, static_cast<std::size_t>(n)});
     }
     for (;;) {
