@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <initializer_list>
 
@@ -249,12 +250,13 @@ long sendWithFds(int socket, const std::string& bytes, const std::vector<int>& f
 long receiveWithFds(int socket, char* into, std::size_t room, std::vector<UniqueFd>& fds,
                     bool& truncated, std::size_t maxFds) {
   iovec iov{into, room};
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * maxFds));
+  // On the stack: this runs for every read of a worker's frames.
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerReceive)];
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  msg.msg_control = control.data();
-  msg.msg_controllen = control.size();
+  msg.msg_control = control;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * std::min(maxFds, kMaxFdsPerReceive));
   ssize_t n;
   do {
     n = ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);

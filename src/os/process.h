@@ -77,9 +77,11 @@ UniqueFd openPidfd(pid_t pid);
 // SIGPIPE. Returns the bytes sent (the fds went with the first of them) or -1 with errno set.
 long sendWithFds(int socket, const std::string& bytes, const std::vector<int>& fds);
 // The other side: one recvmsg() of up to `room` bytes, never blocking (EINTR retried). The fds
-// that came with them are appended to `fds` (close-on-exec, at most maxFds taken per call);
+// that came with them are appended to `fds` (close-on-exec, at most maxFds, itself at most
+// kMaxFdsPerReceive, taken per call);
 // `truncated` is set when the kernel dropped some for lack of room (MSG_CTRUNC). Returns the
 // bytes read (0 at EOF) or -1 with errno set.
+inline constexpr std::size_t kMaxFdsPerReceive = 16;
 long receiveWithFds(int socket, char* into, std::size_t room, std::vector<UniqueFd>& fds,
                     bool& truncated, std::size_t maxFds = 16);
 
