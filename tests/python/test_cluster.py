@@ -167,3 +167,15 @@ def test_without_a_cluster_section_the_view_says_so(daemon):
     out = run_bulkhead("status", "--cluster", "--url", daemon.url)
     assert out.returncode == 0 and b"not part of a cluster" in out.stdout, out
     assert b"bulkhead_cluster" not in daemon.http("GET", "/metrics").body
+
+
+def test_an_unset_password_variable_stops_the_daemon_at_start(tmp_path):
+    path = tmp_path / "bulkhead.toml"
+    path.write_text('[server]\nlisten = "127.0.0.1:0"\njournal = ""\n\n[cluster]\n'
+                    'redis = "redis://127.0.0.1:1/0"\npassword_env = "BULKHEAD_TEST_UNSET_PW"\n\n'
+                    '[pool.a]\nhandler = "fault_handlers:echo"\n')
+    os.environ.pop("BULKHEAD_TEST_UNSET_PW", None)
+    p = run_bulkhead("serve", "-c", str(path), timeout=30)
+    err = p.stderr.decode("utf-8", "replace")
+    assert p.returncode == 2, (p.returncode, err)
+    assert "BULKHEAD_TEST_UNSET_PW" in err and "not set" in err, err
