@@ -149,19 +149,29 @@ int callJob(const std::string& url, const std::string& pool, const std::string& 
   return kExitJobFailed;
 }
 
-int showStatus(const std::string& url) {
+std::optional<json> fetchJson(const std::string& url, const std::string& target, int& exitCode) {
   HttpResult res;
   try {
-    res = httpRequest(url, "GET", "/v1/pools", "", {}, 10);
+    res = httpRequest(url, "GET", target, "", {}, 10);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bulkhead: %s\n", e.what());
-    return kExitCannotConnect;
+    exitCode = kExitCannotConnect;
+    return std::nullopt;
   }
   json j = json::parse(res.body, nullptr, false);
-  if (res.status != 200 || j.is_discarded()) {
+  if (res.status != 200 || !j.is_object()) {
     std::fprintf(stderr, "HTTP %d: %s\n", res.status, res.body.c_str());
-    return kExitJobFailed;
+    exitCode = kExitJobFailed;
+    return std::nullopt;
   }
+  return j;
+}
+
+int showStatus(const std::string& url) {
+  int exitCode = 0;
+  auto fetched = fetchJson(url, "/v1/pools", exitCode);
+  if (!fetched) return exitCode;
+  const json& j = *fetched;
   // READY counts workers that can take a job now (idle or busy), against the pool's target: a
   // worker that is still spawning or starting is there, but not ready.
   std::printf("%-14s %-8s %-7s %-7s %-8s %-8s %-8s %-8s\n", "POOL", "READY", "QUEUE", "RUNNING",

@@ -4,6 +4,7 @@
 // (cli/exit_codes.h). `serve` is main.cc's; `run` is run_command.h's.
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -24,6 +25,10 @@ std::string defaultUrl();
 int checkConfig(const std::string& path, bool imports);
 int callJob(const std::string& url, const std::string& pool, const std::string& payloadArg,
             const std::string& timeout);
+// GET `target` from the daemon as a JSON object. When it cannot be had, prints why on stderr,
+// sets `exitCode` (cannot connect, or the daemon's error) and returns nullopt.
+std::optional<nlohmann::json> fetchJson(const std::string& url, const std::string& target,
+                                        int& exitCode);
 int showStatus(const std::string& url);
 // `bulkhead status --cluster`: GET /v1/cluster as a table (cli/cluster_status.cc).
 int showCluster(const std::string& url);

@@ -6,26 +6,16 @@
 #include <string>
 
 #include "cli/client_commands.h"
-#include "cli/exit_codes.h"
-#include "cli/http_client.h"
 
 namespace bulkhead::cli {
 
 using nlohmann::json;
 
 int showCluster(const std::string& url) {
-  HttpResult res;
-  try {
-    res = httpRequest(url, "GET", "/v1/cluster", "", {}, 10);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bulkhead: %s\n", e.what());
-    return kExitCannotConnect;
-  }
-  json j = json::parse(res.body, nullptr, false);
-  if (res.status != 200 || !j.is_object()) {
-    std::fprintf(stderr, "HTTP %d: %s\n", res.status, res.body.c_str());
-    return kExitJobFailed;
-  }
+  int exitCode = 0;
+  auto fetched = fetchJson(url, "/v1/cluster", exitCode);
+  if (!fetched) return exitCode;
+  const json& j = *fetched;
   if (!j.value("enabled", false)) {
     std::printf("this daemon is not part of a cluster (no [cluster] section)\n");
     return 0;
