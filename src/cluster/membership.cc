@@ -108,13 +108,23 @@ bool Membership::beat(Connection& c, std::string& error) {
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
   std::vector<std::string> nodes;
-  for (const std::string& k : keys) {  // GET each: a key that expired meanwhile is just skipped
-    Reply got(static_cast<redisReply*>(redisCommand(ctx, "GET %b", k.data(), k.size())));
-    if (!got) {
-      error = ctx->errstr;
+  if (!keys.empty()) {  // one MGET: a key that expired since the SCAN is a nil, skipped
+    std::vector<const char*> argv{"MGET"};
+    std::vector<std::size_t> lengths{4};
+    for (const std::string& k : keys) {
+      argv.push_back(k.data());
+      lengths.push_back(k.size());
+    }
+    Reply got(static_cast<redisReply*>(
+        redisCommandArgv(ctx, static_cast<int>(argv.size()), argv.data(), lengths.data())));
+    if (!got || got->type != REDIS_REPLY_ARRAY) {
+      error = got ? "unexpected MGET reply" : std::string(ctx->errstr);
       return false;
     }
-    if (got->type == REDIS_REPLY_STRING) nodes.emplace_back(got->str, got->len);
+    for (std::size_t i = 0; i < got->elements; ++i) {
+      const redisReply* value = got->element[i];
+      if (value->type == REDIS_REPLY_STRING) nodes.emplace_back(value->str, value->len);
+    }
   }
   std::lock_guard lock(mutex_);
   view_.connected = true;
