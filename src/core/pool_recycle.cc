@@ -58,9 +58,12 @@ void Pool::checkRecycleRules(Worker& w, Time now) {
     return recycle(w, RecycleCause::kAge, now);
   }
   if (!w.latestSample) return;
-  if (auto cause = recycleCause(*w.latestSample, w.history, policy_.bounds)) {
-    recycle(w, *cause, now);
-  }
+  auto cause = recycleCause(*w.latestSample, w.history, policy_.bounds);
+  // recycleCause looks ahead from the latest sample by the usual gap between samples; when the
+  // last jobs went uncounted (the maps budget skips fast jobs, a periodic sample may be older),
+  // project from the last job-end sample over every job since, as a retiring worker's check does.
+  if (!cause) cause = nextJobCrossing(*w.latestSample, w.history, policy_.bounds, w.jobsServed);
+  if (cause) recycle(w, *cause, now);
 }
 
 void Pool::setRetirement(Worker& w, Retirement next) {

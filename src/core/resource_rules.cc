@@ -54,14 +54,14 @@ std::optional<RecycleCause> recycleCause(const ResourceSample& s, const JobEndHi
   return std::nullopt;
 }
 
-bool nextJobWouldCross(const ResourceSample& s, const JobEndHistory& history,
-                       const ResourceBounds& b, std::uint64_t jobsServed) {
+std::optional<RecycleCause> nextJobCrossing(const ResourceSample& s, const JobEndHistory& history,
+                                            const ResourceBounds& b, std::uint64_t jobsServed) {
   ResourceBounds crossedOnly = b;
   crossedOnly.trend = false;
-  if (recycleCause(s, history, crossedOnly)) return true;
-  if (!b.trend) return false;
+  if (auto crossed = recycleCause(s, history, crossedOnly)) return crossed;
+  if (!b.trend) return std::nullopt;
   const auto last = history.last();
-  if (!last) return false;
+  if (!last) return std::nullopt;
   const double jobsAhead = static_cast<double>(jobsServed - last->first) + 1;
   auto crosses = [&](auto measure, double bound) {
     if (bound <= 0) return false;
@@ -69,14 +69,30 @@ bool nextJobWouldCross(const ResourceSample& s, const JobEndHistory& history,
     auto growth = history.growthPerJob(measure);
     return base >= 0 && growth && *growth > 0 && base + *growth * jobsAhead > bound;
   };
-  return crosses([](const ResourceSample& x) { return static_cast<double>(x.rssBytes); },
-                 static_cast<double>(b.maxRssBytes)) ||
-         crosses([](const ResourceSample& x) { return static_cast<double>(x.threads); },
-                 b.maxThreads) ||
-         crosses([](const ResourceSample& x) { return static_cast<double>(x.maps); }, b.maxMaps) ||
-         crosses([](const ResourceSample& x) { return static_cast<double>(x.fds); }, b.maxFds) ||
-         crosses([](const ResourceSample& x) { return static_cast<double>(x.gpuMemoryBytes); },
-                 static_cast<double>(b.maxGpuMemoryBytes));
+  if (crosses([](const ResourceSample& x) { return static_cast<double>(x.rssBytes); },
+              static_cast<double>(b.maxRssBytes))) {
+    return RecycleCause::kTrendRss;
+  }
+  if (crosses([](const ResourceSample& x) { return static_cast<double>(x.threads); },
+              b.maxThreads)) {
+    return RecycleCause::kTrendThreads;
+  }
+  if (crosses([](const ResourceSample& x) { return static_cast<double>(x.maps); }, b.maxMaps)) {
+    return RecycleCause::kTrendMaps;
+  }
+  if (crosses([](const ResourceSample& x) { return static_cast<double>(x.fds); }, b.maxFds)) {
+    return RecycleCause::kTrendFds;
+  }
+  if (crosses([](const ResourceSample& x) { return static_cast<double>(x.gpuMemoryBytes); },
+              static_cast<double>(b.maxGpuMemoryBytes))) {
+    return RecycleCause::kTrendGpuMemory;
+  }
+  return std::nullopt;
+}
+
+bool nextJobWouldCross(const ResourceSample& s, const JobEndHistory& history,
+                       const ResourceBounds& b, std::uint64_t jobsServed) {
+  return nextJobCrossing(s, history, b, jobsServed).has_value();
 }
 
 namespace {

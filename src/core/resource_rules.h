@@ -78,6 +78,11 @@ std::optional<RecycleCause> recycleCause(const ResourceSample& latest, const Job
 // it over one (from the last job-end sample plus the growth per job of every job since): such a
 // worker takes no further job, even while its replacement starts, so no bound is ever crossed by
 // one more job (30,068 maps with max_maps = 30000 was such a case).
+// The same, naming the bound: the crossed one, or the trend cause of the one the next job would
+// cross.
+std::optional<RecycleCause> nextJobCrossing(const ResourceSample& latest,
+                                            const JobEndHistory& history,
+                                            const ResourceBounds& bounds, std::uint64_t jobsServed);
 bool nextJobWouldCross(const ResourceSample& latest, const JobEndHistory& history,
                        const ResourceBounds& bounds, std::uint64_t jobsServed);
 

@@ -91,6 +91,28 @@ TEST_F(ResourcePoolTest, MapsLeakIsRecycledByTheTrendBeforeTheBound) {
   FAIL() << "never recycled";
 }
 
+// The maps budget skips the after-job count of fast jobs: counted at jobs 1-5 only, the pool must
+// still see that job 8 would cross max_maps (7,058 + 1,000 > 8,000) and give it no job 8.
+TEST_F(ResourcePoolTest, JobsWhoseMapsWentUncountedStillCountTowardTheBound) {
+  PoolPolicy p;
+  p.workers = 1;
+  p.bounds.maxMaps = 8000;
+  make(p);
+  WorkerId worker = 0;
+  for (JobId job = 1; job <= 7; ++job) {
+    auto send = submit(job);
+    ASSERT_EQ(send.job, job) << "job " << job << " was not dispatched to the worker";
+    worker = send.worker;
+    if (job <= 5) feed(WorkerSampled{send.worker, maps(57 + 1000 * static_cast<int>(job)), true});
+    feed(JobResultReceived{send.worker, job, ResultKind::kBytes, payload("")});
+  }
+  EXPECT_EQ(pool_->counters().recyclesByCause.at("trend:maps"), 1u);
+  auto next = feed(JobSubmitted{8, payload("x"), std::nullopt});
+  for (const auto& send : only<SendJob>(next)) {
+    EXPECT_NE(send.worker, worker) << "job 8 went to the worker it would take over max_maps";
+  }
+}
+
 TEST_F(ResourcePoolTest, IdleWorkerOverItsRssBoundIsRecycled) {
   PoolPolicy p;
   p.workers = 1;
