@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, with ASan+UBSan) and runs each for SECONDS (default 30).
 # CI runs the short version; `SECONDS_PER_TARGET=600 scripts/fuzz.sh` is the long one.
-# Usage: fuzz.sh [build|run]  (default: both). The three targets compile in parallel (each is one
+# Usage: fuzz.sh [build|run]  (default: both). The targets compile in parallel (each is one
 # or a few small files: only what it fuzzes, not the daemon). FUZZ_PARALLEL=N runs N targets at a
 # time, each for the full SECONDS_PER_TARGET; use at most one per free core (CI: 2 on 2 cores).
 set -euo pipefail
@@ -10,7 +10,7 @@ out=${FUZZ_DIR:-$root/build-fuzz}
 seconds=${SECONDS_PER_TARGET:-30}
 parallel=${FUZZ_PARALLEL:-1}
 step=${1:-all}
-targets=(frame worker_connection config)
+targets=(frame worker_connection config job_entry)
 
 build() {
   command -v clang++ >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang >/dev/null; }
@@ -26,6 +26,8 @@ build() {
     "$root/src/config/config.cc" "$root/src/config/key_reader.cc" "$root/src/config/units.cc" \
     "$root/src/config/known_keys.cc" "$root/src/config/redis_address.cc" \
     -ltomlplusplus -o "$out/config_fuzz" & pids+=($!)
+  clang++ "${flags[@]}" "$root/tests/fuzz/job_entry_fuzz.cc" "$root/src/cluster/job_entry.cc" \
+    -o "$out/job_entry_fuzz" & pids+=($!)
   local status=0 pid
   for pid in "${pids[@]}"; do wait "$pid" || status=1; done
   return $status

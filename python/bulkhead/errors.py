@@ -56,7 +56,9 @@ class JobFailed(BulkheadError):
     ``retry_after`` the ``Retry-After`` header in seconds (or None).  Attributes: ``outcome``,
     ``attempts`` (list of dicts, one per attempt, oldest first), ``detail``, ``job_id``, ``pool``,
     ``timings``, ``problem``, ``status``, ``retry_after``, ``quarantined`` (True when this job's
-    failures got its payload quarantined: resubmitting it is refused as ``poison``).
+    failures got its payload quarantined: resubmitting it is refused as ``poison``), and with
+    ``[cluster]`` ``node`` (the node that ran it) and ``runs`` (times the cluster handed it to a
+    node; None otherwise).
     """
 
     outcome_name = None  # the outcome this class stands for
@@ -80,6 +82,9 @@ class JobFailed(BulkheadError):
         quarantined = problem.get("quarantined")
         self.quarantined = (quarantined if isinstance(quarantined, bool)
                             else self._quarantined_default)
+        node = problem.get("node")
+        self.node = node if isinstance(node, str) else None
+        self.runs = _int_or_none(problem.get("runs"))
 
     @property
     def last_attempt(self):

@@ -456,6 +456,16 @@ def test_error_from_problem_without_http():
     assert str(E.Cancelled()) == "cancelled"
 
 
+def test_cluster_fields_of_a_failed_job():
+    exc = E.error_from_problem(502, problem("crashed", 502, node="gpu-b", runs=2))
+    assert exc.node == "gpu-b" and exc.runs == 2
+    plain = E.error_from_problem(502, problem("crashed", 502))
+    assert plain.node is None and plain.runs is None
+    away = E.error_from_problem(503, {"error": "cluster_unavailable", "status": 503}, 1)
+    assert type(away) is E.ApiError and away.error == "cluster_unavailable"
+    assert away.retry_after == 1
+
+
 def test_exceptions_pickle():
     exc = E.error_from_problem(502, problem("crashed", 502, attempts=[CRASH_ATTEMPT]), 1.5)
     copy = pickle.loads(pickle.dumps(exc))

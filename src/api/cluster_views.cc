@@ -18,7 +18,8 @@ json nodeDescription(const runtime::Supervisor& supervisor, const std::string& n
                      {"ready_workers", p["ready_workers"]},
                      {"in_flight", p["in_flight"]},
                      {"queue_length", p["queue_length"]},
-                     {"breaker", p["breaker"]}});
+                     {"breaker", p["breaker"]},
+                     {"max_payload", supervisor.maxPayload(p["name"].get<std::string>())}});
   }
   return {{"node", node},
           {"pid", static_cast<long>(::getpid())},

@@ -50,6 +50,7 @@ Response errorAnswer(unsigned version, ApiError error, const std::string& detail
   switch (error) {
     case ApiError::kShuttingDown:
     case ApiError::kTooManyConnections:
+    case ApiError::kClusterUnavailable:
       res.set(http::field::retry_after, "1");
       break;
     case ApiError::kJournalUnavailable:
@@ -76,6 +77,14 @@ Response methodNotAllowed(unsigned version, const std::string& detail, const cha
   return res;
 }
 
+namespace {
+// With [cluster]: which node ran the job, and how often the cluster handed it out.
+void setClusterHeaders(Response& res, const core::JobReport& r) {
+  if (!r.node.empty()) res.set("X-Bulkhead-Node", r.node);
+  if (r.runs != 0) res.set("X-Bulkhead-Runs", std::to_string(r.runs));
+}
+}  // namespace
+
 Answer reportAnswer(unsigned version, const core::JobReport& r) {
   if (r.outcome != core::Outcome::kOk) {
     Response res = problemResponse(version, httpStatusFor(r), problemFor(r));
@@ -83,6 +92,7 @@ Answer reportAnswer(unsigned version, const core::JobReport& r) {
     res.set("X-Bulkhead-Job", std::to_string(r.jobId));
     res.set("X-Bulkhead-Attempts", std::to_string(r.attempts.size()));
     if (r.quarantined) res.set("X-Bulkhead-Quarantined", "1");
+    setClusterHeaders(res, r);
     if (r.retryAfterSeconds) {
       res.set(http::field::retry_after, std::to_string(static_cast<int>(*r.retryAfterSeconds)));
     }
@@ -109,6 +119,7 @@ Answer reportAnswer(unsigned version, const core::JobReport& r) {
   res.set("X-Bulkhead-Queue-Ms", formatMs(r.queueMs));
   res.set("X-Bulkhead-Run-Ms", formatMs(r.runMs));
   res.set("X-Bulkhead-Total-Ms", formatMs(r.totalMs));
+  setClusterHeaders(res, r);
   if (r.result && r.result->inFile()) {
     res.content_length(r.result->size());
     return Answer(std::move(res), r.result);
@@ -137,6 +148,10 @@ Response submitRefusal(unsigned version, const jobs::SubmitError& e) {
                          "async jobs need a journal ([server] journal)");
     case Kind::kJournalUnavailable:
       return lookupRefusal(version, 0, jobs::LookupError::kJournalUnavailable);
+    case Kind::kClusterUnavailable:
+      return errorAnswer(
+          version, ApiError::kClusterUnavailable,
+          "pool '" + e.pool + "' runs on other nodes and Redis is not reachable: " + e.detail);
     case Kind::kDuplicateId:
       return errorAnswer(version, ApiError::kDuplicateId,
                          "the supervisor already holds a job with the id chosen for this one "
@@ -158,7 +173,12 @@ Response acceptedAnswer(unsigned version, const jobs::Accepted& a) {
 Answer jobAnswer(unsigned version, core::JobId id, const jobs::JobAnswer& answer) {
   if (const auto* finished = std::get_if<jobs::Finished>(&answer)) {
     Answer res = reportAnswer(version, finished->report);
-    if (finished->runs) res.response.set("X-Bulkhead-Runs", std::to_string(*finished->runs));
+    // The journal counts this node's submissions, the cluster its deliveries: the larger stands.
+    if (finished->runs) {
+      const std::uint64_t runs = std::max<std::uint64_t>(
+          static_cast<std::uint64_t>(*finished->runs), finished->report.runs);
+      res.response.set("X-Bulkhead-Runs", std::to_string(runs));
+    }
     return res;
   }
   if (const auto* pending = std::get_if<jobs::Pending>(&answer)) {

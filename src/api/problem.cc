@@ -44,8 +44,9 @@ constexpr StatusRow kApiErrors[] = {
     {"shutting_down", 503, "shutting_down"},
     {"too_many_connections", 503, "too_many_connections"},
     {"journal_unavailable", 503, "journal_unavailable"},
+    {"cluster_unavailable", 503, "cluster_unavailable"},
 };
-static_assert(std::size(kApiErrors) == static_cast<std::size_t>(ApiError::kJournalUnavailable) + 1);
+static_assert(std::size(kApiErrors) == static_cast<std::size_t>(ApiError::kClusterUnavailable) + 1);
 
 }  // namespace
 
@@ -120,6 +121,8 @@ json problemFor(const core::JobReport& r) {
   if (r.outcome != core::Outcome::kPoison) j["quarantined"] = r.quarantined;
   if (!r.stage.empty()) j["stage"] = r.stage;
   if (!r.fallbackFrom.empty()) j["fallback_from"] = r.fallbackFrom;
+  if (!r.node.empty()) j["node"] = r.node;
+  if (r.runs != 0) j["runs"] = r.runs;
   return j;
 }
 

@@ -29,6 +29,7 @@ enum class ApiError {
   kShuttingDown,
   kTooManyConnections,
   kJournalUnavailable,
+  kClusterUnavailable,  // [cluster]: the job needs another node and Redis is away
 };
 
 struct StatusRow {

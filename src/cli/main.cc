@@ -13,10 +13,10 @@
 #include <cstring>
 #include <functional>
 
-#include "api/cluster_views.h"
 #include "api/http_server.h"
 #include "cli/cli_app.h"
 #include "cli/client_commands.h"
+#include "cli/cluster_node.h"
 #include "cli/exit_codes.h"
 #include "cli/man_page.h"
 #include "cli/run_command.h"
@@ -82,8 +82,22 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
 
   runtime::Supervisor supervisor(io, *config, std::move(options));
   // Every job goes through the jobs service; the journal (async jobs, failure records) is optional.
-  jobs::SupervisorRunner runner(supervisor);
+  jobs::SupervisorRunner localRunner(supervisor);
   jobs::AsioTimers timers(io);
+  // [cluster]: this node announces itself in Redis and shares its pools' queues through Redis
+  // Streams (cli/cluster_node.h); the jobs service then runs jobs through the cluster's runner.
+  std::unique_ptr<cli::ClusterNode> clusterNode;
+  if (config->cluster) {
+    try {
+      clusterNode =
+          std::make_unique<cli::ClusterNode>(io, *config, supervisor, localRunner, timers);
+    } catch (const std::exception& e) {
+      logAt(LogLevel::kError, e.what());
+      return kExitBadConfig;
+    }
+  }
+  jobs::PoolRunner& runner =
+      clusterNode ? static_cast<jobs::PoolRunner&>(clusterNode->runner()) : localRunner;
   std::unique_ptr<jobs::JobsService> jobs;
   try {
     std::unique_ptr<journal::Journal> journal;
@@ -100,24 +114,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
                                        jobs.get()};
   serverOptions.maxConnections = config->server.maxConnections;
   serverOptions.memfdThreshold = config->server.memfdThreshold;
-  // [cluster]: this node announces itself in Redis every heartbeat (cluster/membership.h).
-  std::unique_ptr<cluster::Membership> membership;
-  if (config->cluster) {
-    const config::ClusterConfig& c = *config->cluster;
-    std::string password;
-    if (!c.passwordEnv.empty()) {
-      const char* value = std::getenv(c.passwordEnv.c_str());
-      if (!value) {
-        logAt(LogLevel::kError, "[cluster] password_env names " + c.passwordEnv +
-                                    ", which is not set in the daemon's environment");
-        return kExitBadConfig;
-      }
-      password = value;
-    }
-    membership = std::make_unique<cluster::Membership>(
-        c, c.node.empty() ? cluster::defaultNodeName() : c.node, std::move(password));
-    serverOptions.cluster = membership.get();
-  }
+  if (clusterNode) serverOptions.cluster = &clusterNode->membership();
   serverOptions.requestTimeout = config->server.requestTimeout;
   serverOptions.idleTimeout = config->server.idleTimeout;
   std::uint64_t workerSlots = 0;  // a zygote holds fds like a worker
@@ -144,19 +141,6 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
     });
   };
   tendHeap();
-  // What this node announces to the cluster, refreshed every heartbeat on the event loop.
-  boost::asio::steady_timer announceTimer(io);
-  std::function<void()> announce = [&] {
-    if (!membership) return;
-    membership->describe(
-        api::nodeDescription(supervisor, membership->nodeName(), address, cli::versionText())
-            .dump());
-    announceTimer.expires_after(config->cluster->heartbeat);
-    announceTimer.async_wait([&](const boost::system::error_code& ec) {
-      if (!ec) announce();
-    });
-  };
-  announce();
   std::map<std::string, std::chrono::nanoseconds> startupTimeouts;
   for (const auto& pool : config->pools) startupTimeouts[pool.name] = pool.startupTimeout;
   cli::ServiceNotifications notifications(io, supervisor, std::move(startupTimeouts),
@@ -172,7 +156,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
       // The last outcomes must reach their callers before the loop ends.
       server.whenResponsesWritten([&] {
         heapTimer.cancel();
-        announceTimer.cancel();
+        if (clusterNode) clusterNode->stop();
         notifications.cancel();
         io.stop();
       });
@@ -204,6 +188,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
     watchLifeline();
   }
   supervisor.start();
+  if (clusterNode) clusterNode->start(address);
   if (std::size_t recovered = jobs->recover()) {
     logAt(LogLevel::kInfo, "journal " + config->server.journal + ": " + std::to_string(recovered) +
                                " unfinished job(s) run again");

@@ -1,32 +1,16 @@
 #include "cluster/membership.h"
 
-#include <hiredis/hiredis.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <memory>
+
+#include "cluster/redis_connection.h"
 
 namespace bulkhead::cluster {
 
 namespace {
-
 constexpr const char* kKeyPrefix = "bulkhead:node:";
-
-timeval toTimeval(std::chrono::nanoseconds d) {
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
-  return timeval{static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
-}
-
-struct ReplyFree {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyFree>;
-
 }  // namespace
-
-struct Membership::Connection {
-  std::unique_ptr<redisContext, void (*)(redisContext*)> context{nullptr, redisFree};
-};
 
 std::string defaultNodeName() {
   char name[256] = {};
@@ -71,54 +55,44 @@ void Membership::wait(std::chrono::nanoseconds d) {
 
 // One heartbeat: announce, then read every node. False (with the reason) when Redis failed us:
 // the caller drops the connection and makes a new one.
-bool Membership::beat(Connection& c, std::string& error) {
-  redisContext* ctx = c.context.get();
+bool Membership::beat(RedisConnection& c, std::string& error) {
   std::string description;
   {
     std::lock_guard lock(mutex_);
     description = description_;
   }
   const std::string key = kKeyPrefix + node_;
-  const long long ttlMs = std::max<long long>(
-      3 * std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat_).count(), 30);
+  const std::string ttlMs = std::to_string(std::max<long long>(
+      3 * std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat_).count(), 30));
   if (!description.empty()) {  // the event loop describes this node once it runs
-    Reply set(
-        static_cast<redisReply*>(redisCommand(ctx, "SET %b %b PX %lld", key.data(), key.size(),
-                                              description.data(), description.size(), ttlMs)));
+    Reply set = c.command({"SET", key, description, "PX", ttlMs});
     if (!set || set->type == REDIS_REPLY_ERROR) {
-      error = set ? "SET: " + std::string(set->str, set->len) : std::string(ctx->errstr);
+      error = set ? "SET: " + replyText(set.get()) : c.error();
       return false;
     }
   }
   std::vector<std::string> keys;
   std::string cursor = "0";
+  const std::string pattern = std::string(kKeyPrefix) + "*";
   do {
-    Reply scan(static_cast<redisReply*>(
-        redisCommand(ctx, "SCAN %s MATCH %s* COUNT 1000", cursor.c_str(), kKeyPrefix)));
+    Reply scan = c.command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
     if (!scan || scan->type != REDIS_REPLY_ARRAY || scan->elements != 2) {
-      error = scan ? "unexpected SCAN reply" : std::string(ctx->errstr);
+      error = scan ? "unexpected SCAN reply" : c.error();
       return false;
     }
-    cursor.assign(scan->element[0]->str, scan->element[0]->len);
+    cursor = replyText(scan->element[0]);
     const redisReply* found = scan->element[1];
-    for (std::size_t i = 0; i < found->elements; ++i) {
-      keys.emplace_back(found->element[i]->str, found->element[i]->len);
-    }
+    for (std::size_t i = 0; i < found->elements; ++i) keys.push_back(replyText(found->element[i]));
   } while (cursor != "0");
   std::sort(keys.begin(), keys.end());
   keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
   std::vector<std::string> nodes;
   if (!keys.empty()) {  // one MGET: a key that expired since the SCAN is a nil, skipped
-    std::vector<const char*> argv{"MGET"};
-    std::vector<std::size_t> lengths{4};
-    for (const std::string& k : keys) {
-      argv.push_back(k.data());
-      lengths.push_back(k.size());
-    }
-    Reply got(static_cast<redisReply*>(
-        redisCommandArgv(ctx, static_cast<int>(argv.size()), argv.data(), lengths.data())));
+    std::vector<std::string_view> argv{"MGET"};
+    argv.insert(argv.end(), keys.begin(), keys.end());
+    Reply got = c.command(argv);
     if (!got || got->type != REDIS_REPLY_ARRAY) {
-      error = got ? "unexpected MGET reply" : std::string(ctx->errstr);
+      error = got ? "unexpected MGET reply" : c.error();
       return false;
     }
     for (std::size_t i = 0; i < got->elements; ++i) {
@@ -134,57 +108,25 @@ bool Membership::beat(Connection& c, std::string& error) {
   return true;
 }
 
-// A fresh connection, authenticated and on the right database; none (and `error`) if not.
-void Membership::connect(Connection& c, const timeval& timeout, std::string& error) {
-  redisContext* ctx = address_.unixSocket
-                          ? redisConnectUnixWithTimeout(address_.path.c_str(), timeout)
-                          : redisConnectWithTimeout(address_.host.c_str(), address_.port, timeout);
-  c.context.reset(ctx);
-  if (!ctx || ctx->err) {
-    error = ctx ? ctx->errstr : "cannot allocate a Redis context";
-    c.context.reset();
-    return;
-  }
-  redisSetTimeout(ctx, timeout);
-  auto refused = [&](const char* what, redisReply* raw) {
-    Reply r(raw);
-    if (r && r->type != REDIS_REPLY_ERROR) return false;
-    error = std::string(what) + ": " + (r ? std::string(r->str, r->len) : std::string(ctx->errstr));
-    return true;
-  };
-  if ((!password_.empty() &&
-       refused("AUTH", static_cast<redisReply*>(
-                           redisCommand(ctx, "AUTH %b", password_.data(), password_.size())))) ||
-      (address_.db != 0 &&
-       refused("SELECT", static_cast<redisReply*>(redisCommand(ctx, "SELECT %d", address_.db))))) {
-    c.context.reset();
-  }
-}
-
 void Membership::run() {
-  const timeval timeout =
-      toTimeval(std::min<std::chrono::nanoseconds>(heartbeat_ * 2, std::chrono::seconds(2)));
-  Connection c;
+  const auto timeout = std::min<std::chrono::nanoseconds>(heartbeat_ * 2, std::chrono::seconds(2));
+  std::optional<RedisConnection> c;
   for (;;) {
     {
       std::lock_guard lock(mutex_);
       if (stopping_) break;
     }
     std::string error;
-    if (!c.context) connect(c, timeout, error);
-    if (c.context && !beat(c, error)) c.context.reset();
-    if (!c.context) {
+    if (!c) c = RedisConnection::open(address_, password_, timeout, error);
+    if (c && !beat(*c, error)) c.reset();
+    if (!c) {
       std::lock_guard lock(mutex_);
       view_.connected = false;
       view_.error = error.empty() ? "disconnected" : error;
     }
     wait(heartbeat_);
   }
-  if (c.context) {  // leave at once rather than after three heartbeats
-    const std::string key = kKeyPrefix + node_;
-    Reply del(
-        static_cast<redisReply*>(redisCommand(c.context.get(), "DEL %b", key.data(), key.size())));
-  }
+  if (c) c->command({"DEL", kKeyPrefix + node_});  // leave at once rather than after three beats
 }
 
 }  // namespace bulkhead::cluster

@@ -10,8 +10,6 @@
 // Redis being down shows as `connected: false` with the reason, not as a stuck daemon. The thread
 // reconnects by itself; on shutdown the node deletes its key (leaves at once).
 
-#include <sys/time.h>
-
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -21,6 +19,10 @@
 
 #include "config/config.h"
 #include "config/redis_address.h"
+
+namespace bulkhead::cluster {
+class RedisConnection;
+}
 
 namespace bulkhead::cluster {
 
@@ -46,10 +48,8 @@ class Membership {
   MembershipView view() const;
 
  private:
-  struct Connection;
   void run();
-  void connect(Connection& c, const timeval& timeout, std::string& error);
-  bool beat(Connection& c, std::string& error);
+  bool beat(RedisConnection& c, std::string& error);
   void wait(std::chrono::nanoseconds d);
 
   const config::RedisAddress address_;

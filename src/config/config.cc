@@ -151,6 +151,15 @@ class Loader : KeyReader {
     readString(t, line, p, "password_env", c.passwordEnv);
     readDuration(t, line, p, "claim_after", std::chrono::milliseconds(1), c.claimAfter);
     readDuration(t, line, p, "heartbeat", std::chrono::milliseconds(10), c.heartbeat);
+    // A node refreshes the jobs it runs every heartbeat: claim_after must outlast a few of them,
+    // or live nodes' long jobs would be taken over as if their node had died.
+    if (c.claimAfter < 3 * c.heartbeat) {
+      error(t.get("claim_after"), line, p + "claim_after",
+            "must be at least three heartbeats (heartbeat is " +
+                std::to_string(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(c.heartbeat).count()) +
+                "ms)");
+    }
     return c;
   }
 

@@ -111,6 +111,10 @@ struct JobReport {
   std::string stage;         // timed_out: "queued" or "running"
   std::vector<std::string> fallbackFrom;          // pools whose open breaker sent the job on
   std::optional<AttemptRecord> lastStartFailure;  // unavailable because no worker can start
+  // With [cluster]: the node that ran the job, and how many times the cluster handed it to a
+  // node (more than 1 when a node died or lost Redis while running it); 0: not handed out.
+  std::string node;
+  std::uint64_t runs = 0;
 };
 
 }  // namespace bulkhead::core

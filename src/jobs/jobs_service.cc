@@ -46,6 +46,11 @@ std::optional<SubmitError> JobsService::refusal(const SubmitRequest& request, bo
     return e;
   }
   if (!runner_.hasPool(request.pool)) return error(SubmitError::Kind::kUnknownPool, request);
+  if (auto why = runner_.unreachable(request.pool)) {
+    SubmitError e = error(SubmitError::Kind::kClusterUnavailable, request);
+    e.detail = *why;
+    return e;
+  }
   const std::uint64_t limit = runner_.maxPayload(request.pool);
   if (request.payload->size() > limit) {
     SubmitError e = error(SubmitError::Kind::kPayloadTooLarge, request);
@@ -92,6 +97,11 @@ std::optional<SubmitError> JobsService::submit(SubmitRequest request, ReportCall
       SubmitError e = error(SubmitError::Kind::kPayloadTooLarge, request);
       e.payloadBytes = request.payload->size();
       e.maxPayload = runner_.maxPayload(request.pool);
+      return e;
+    }
+    case RunnerRefusal::kClusterUnavailable: {  // Redis went away since the check above
+      SubmitError e = error(SubmitError::Kind::kClusterUnavailable, request);
+      e.detail = runner_.unreachable(request.pool).value_or("Redis is not reachable");
       return e;
     }
     case RunnerRefusal::kDuplicateId:
@@ -175,7 +185,9 @@ void JobsService::start(core::JobId id, const std::string& pool, core::Payload p
   report.jobId = id;
   report.pool = pool;
   report.outcome = core::Outcome::kUnavailable;
-  report.detail = "pool '" + pool + "' no longer exists";
+  report.detail = *refused == RunnerRefusal::kClusterUnavailable
+                      ? "pool '" + pool + "' runs on other nodes and Redis is not reachable"
+                      : "pool '" + pool + "' no longer exists";
   finished(id, report);
 }
 

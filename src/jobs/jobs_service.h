@@ -47,11 +47,12 @@ struct SubmitError {
     kPayloadTooLarge,
     kAsyncNeedsJournal,
     kJournalUnavailable,
-    kDuplicateId,  // the pools already hold a job with the id chosen: a bug, never a hang
+    kDuplicateId,         // the pools already hold a job with the id chosen: a bug, never a hang
+    kClusterUnavailable,  // [cluster]: the job needs another node and Redis is away
   };
   Kind kind = Kind::kInvalid;
   std::string pool;
-  std::string detail;              // kInvalid
+  std::string detail;              // kInvalid, kClusterUnavailable
   std::uint64_t payloadBytes = 0;  // kPayloadTooLarge
   std::uint64_t maxPayload = 0;    // kPayloadTooLarge
 };

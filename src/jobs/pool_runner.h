@@ -26,7 +26,7 @@ struct RunOptions {
 };
 
 // Why the pools did not take a job (the job was not started and its reply will not be called).
-enum class RunnerRefusal { kUnknownPool, kPayloadTooLarge, kDuplicateId };
+enum class RunnerRefusal { kUnknownPool, kPayloadTooLarge, kDuplicateId, kClusterUnavailable };
 
 class PoolRunner {
  public:
@@ -36,6 +36,11 @@ class PoolRunner {
   virtual bool shuttingDown() const = 0;
   virtual bool hasPool(std::string_view pool) const = 0;
   virtual std::uint64_t maxPayload(std::string_view pool) const = 0;
+  // Why a pool that exists cannot take a job now (with [cluster]: it runs on other nodes and
+  // Redis is not reachable); nullopt when it can.
+  virtual std::optional<std::string> unreachable(std::string_view /*pool*/) const {
+    return std::nullopt;
+  }
   virtual core::JobId reserveJobId() = 0;
   virtual void startJobIdsAfter(core::JobId last) = 0;
   // Reply is called exactly once, perhaps before this returns, unless a refusal is returned.

@@ -139,6 +139,8 @@ std::optional<core::JobReport> reportFromDocument(const json& j) {
   if (j.contains("last_start_failure")) {
     r.lastStartFailure = attemptFromJson(j["last_start_failure"]);
   }
+  r.node = j.value("node", "");
+  r.runs = j.value("runs", std::uint64_t{0});
   return r;
 }
 
@@ -201,6 +203,8 @@ json reportToJson(const core::JobReport& r) {
   if (r.retryAfterSeconds) j["retry_after_s"] = *r.retryAfterSeconds;
   if (r.breakerOpen) j["breaker"] = "open";
   if (r.lastStartFailure) j["last_start_failure"] = attemptToJson(*r.lastStartFailure);
+  if (!r.node.empty()) j["node"] = r.node;
+  if (r.runs != 0) j["runs"] = r.runs;
   return j;
 }
 

@@ -87,5 +87,18 @@ TEST(ClusterConfig, ValuesAreRead) {
   EXPECT_EQ(c.heartbeat, std::chrono::milliseconds(250));
 }
 
+TEST(ClusterConfig, ClaimAfterMustOutlastThreeHeartbeats) {
+  auto r = loadConfigText(
+      "[cluster]\nredis = \"redis://h/0\"\nheartbeat = \"1s\"\nclaim_after = \"2s\"\n"
+      "[pool.a]\nhandler = \"m:f\"\n",
+      "d.toml");
+  ASSERT_FALSE(r.config);
+  EXPECT_EQ(r.errors.at(0).key, "cluster.claim_after");
+  EXPECT_NE(r.errors.at(0).describe().find("d.toml:4"), std::string::npos)
+      << r.errors.at(0).describe();
+  EXPECT_NE(r.errors.at(0).describe().find("at least three heartbeats (heartbeat is 1000ms)"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace bulkhead::config

@@ -5,9 +5,7 @@ three missed heartbeats; one stopped cleanly leaves at once; Redis going away sh
 themselves when it returns."""
 
 import os
-import shutil
 import signal
-import subprocess
 
 import pytest
 
@@ -16,43 +14,7 @@ from example_apps import free_port
 
 redis = pytest.importorskip("redis")
 
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-class RedisServer:
-    def __init__(self, directory, port, password=None):
-        self.directory, self.port, self.password = directory, port, password
-        self.proc = None
-
-    def start(self):
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.directory)]
-        if self.password:
-            args += ["--requirepass", self.password]
-        self.log = open(os.path.join(str(self.directory), "redis.log"), "ab")
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
-        wait_until(client.ping, 20, "redis-server to answer PING")
-        client.close()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.proc:
-            self.log.close()
-        self.proc = None
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.skip("redis-server not installed")
-    server = RedisServer(tmp_path, free_port())
-    server.start()
-    yield server
-    server.stop()
+from redis_support import REDIS_SERVER, RedisServer, redis_server  # noqa: E402,F401
 
 
 def _cluster_keys(server, name, heartbeat="100ms", **more):

@@ -1,0 +1,111 @@
+#include "cli/cluster_node.h"
+
+#include <cstdlib>
+#include <stdexcept>
+
+#include "api/cluster_views.h"
+#include "cli/version.h"
+#include "runtime/operator_log.h"
+
+namespace bulkhead::cli {
+
+namespace {
+
+// How often the free workers are counted again besides every job's end: a worker that became
+// ready (started, replaced, recycled) is offered to the streams within this.
+constexpr auto kTendEvery = std::chrono::milliseconds(100);
+
+std::string passwordFrom(const config::ClusterConfig& c) {
+  if (c.passwordEnv.empty()) return {};
+  const char* value = std::getenv(c.passwordEnv.c_str());
+  if (!value) {
+    throw std::runtime_error("[cluster] password_env names " + c.passwordEnv +
+                             ", which is not set in the daemon's environment");
+  }
+  return value;
+}
+
+std::size_t freeWorkers(const runtime::Supervisor& supervisor, std::string_view pool) {
+  std::size_t free = 0;
+  supervisor.visitPool(pool, [&](const runtime::Supervisor::PoolView& v) {
+    const std::size_t busy = v.pool.inFlight() + v.pool.queueLength();
+    const std::size_t ready = v.pool.readyWorkers();
+    free = ready > busy ? ready - busy : 0;
+  });
+  return free;
+}
+
+}  // namespace
+
+ClusterNode::ClusterNode(boost::asio::io_context& io, const config::Config& config,
+                         runtime::Supervisor& supervisor, jobs::PoolRunner& local,
+                         jobs::Timers& timers)
+    : io_(io),
+      supervisor_(supervisor),
+      heartbeat_(config.cluster->heartbeat),
+      beatTimer_(io),
+      tendTimer_(io) {
+  const config::ClusterConfig& c = *config.cluster;
+  const std::string password = passwordFrom(c);
+  const std::string node = c.node.empty() ? cluster::defaultNodeName() : c.node;
+  membership_ = std::make_unique<cluster::Membership>(c, node, password);
+  cluster::ClusterRunner::LocalPools pools;
+  std::vector<std::string> names;
+  for (const auto& pool : config.pools) {
+    names.push_back(pool.name);
+    pools.poisonAfter[pool.name] = pool.poisonAfter;
+  }
+  pools.names = [names] { return names; };
+  pools.freeWorkers = [&supervisor](std::string_view pool) {
+    return freeWorkers(supervisor, pool);
+  };
+  queue_ = std::make_unique<cluster::JobQueue>(
+      c, node, password, names,
+      [&io](std::function<void()> f) { boost::asio::post(io, std::move(f)); },
+      [](const std::string& line) {
+        runtime::logAt(runtime::LogLevel::kWarning, line, {{"event", "cluster"}});
+      });
+  runner_ =
+      std::make_unique<cluster::ClusterRunner>(local, timers, *queue_, node, std::move(pools), [] {
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
+      });
+}
+
+ClusterNode::~ClusterNode() {
+  queue_.reset();  // flushes outcomes before the runner they were for goes
+}
+
+void ClusterNode::start(std::string address) {
+  address_ = std::move(address);
+  queue_->start(runner_->handlers());
+  beat();
+  tendSoon();
+}
+
+void ClusterNode::stop() {
+  beatTimer_.cancel();
+  tendTimer_.cancel();
+}
+
+// What this node announces, and what it knows of the others' pools, every heartbeat.
+void ClusterNode::beat() {
+  membership_->describe(
+      api::nodeDescription(supervisor_, membership_->nodeName(), address_, versionText()).dump());
+  runner_->setDirectory(cluster::directoryFrom(membership_->view().nodes, membership_->nodeName()));
+  beatTimer_.expires_after(heartbeat_);
+  beatTimer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) beat();
+  });
+}
+
+void ClusterNode::tendSoon() {
+  runner_->tend();
+  tendTimer_.expires_after(kTendEvery);
+  tendTimer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) tendSoon();
+  });
+}
+
+}  // namespace bulkhead::cli

@@ -1,0 +1,95 @@
+#pragma once
+// The jobs service's pools, cluster-wide (docs/cluster.md, "Jobs across nodes"): a PoolRunner
+// that runs a job on this node when one of its workers is free, and otherwise hands it to the
+// pool's Redis stream, from which whichever node has a free worker for it takes it. It also runs
+// the jobs this node takes from the streams, and answers the callers of the jobs it sent when
+// their outcomes come back.
+//
+// Owns: that choice, the jobs sent and waiting for an outcome (their replies, their deadlines),
+// how many jobs of each pool this node wants from the streams (its free workers), and the
+// cluster-wide poison rule: a job the cluster handed out more than poison_after times without an
+// outcome (each node that took it died or lost Redis) ends `poison` instead of going round again.
+// It may not talk to Redis (JobTransport does) or decide how a job runs here (the local runner).
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cluster/job_transport.h"
+#include "jobs/pool_runner.h"
+
+namespace bulkhead::cluster {
+
+// A pool as the other nodes announce it.
+struct RemotePool {
+  std::size_t nodes = 0;         // live nodes that have it
+  std::uint64_t maxPayload = 0;  // the smallest max_payload among them
+};
+using Directory = std::map<std::string, RemotePool, std::less<>>;
+
+// The pools of every node but `self` that is alive and not shutting down, from their
+// announcements (JSON texts, as Membership reads them). Malformed announcements are skipped.
+Directory directoryFrom(const std::vector<std::string>& announcements, const std::string& self);
+
+class ClusterRunner : public jobs::PoolRunner {
+ public:
+  struct LocalPools {
+    // Workers of the pool ready for a job now, less the jobs queued for them.
+    std::function<std::size_t(std::string_view pool)> freeWorkers;
+    std::function<std::vector<std::string>()> names;
+    std::map<std::string, int, std::less<>> poisonAfter;  // per pool; 0: off
+  };
+
+  ClusterRunner(jobs::PoolRunner& local, jobs::Timers& timers, JobTransport& transport,
+                std::string node, LocalPools pools, std::function<std::int64_t()> unixMsNow);
+  ~ClusterRunner() override;
+
+  // What the transport calls (on the event loop).
+  TransportHandlers handlers();
+  // The other nodes' pools, as the last heartbeat read them.
+  void setDirectory(Directory directory) { directory_ = std::move(directory); }
+  // Tells the transport how many jobs this node wants now; call when workers change.
+  void tend();
+  std::size_t sentWaiting() const { return sent_.size(); }
+
+  bool shuttingDown() const override { return local_.shuttingDown(); }
+  bool hasPool(std::string_view pool) const override;
+  std::uint64_t maxPayload(std::string_view pool) const override;
+  std::optional<std::string> unreachable(std::string_view pool) const override;
+  core::JobId reserveJobId() override { return local_.reserveJobId(); }
+  void startJobIdsAfter(core::JobId last) override { local_.startJobIdsAfter(last); }
+  std::optional<jobs::RunnerRefusal> submitWithId(core::JobId id, std::string_view pool,
+                                                  core::Payload payload,
+                                                  const jobs::RunOptions& options,
+                                                  Reply reply) override;
+  void cancel(core::JobId id) override;
+  std::optional<std::string> jobState(core::JobId id) const override;
+
+ private:
+  struct Sent {
+    std::string pool;
+    Reply reply;
+    std::optional<jobs::Timers::TimerId> deadline;
+  };
+
+  bool runsHere(std::string_view pool) const;
+  void send(core::JobId id, std::string_view pool, const core::Payload& payload,
+            const jobs::RunOptions& options, Reply reply);
+  void answer(core::JobId id, core::JobReport report);  // a sent job's caller, once
+  void run(Delivery delivery);
+  void finish(const Delivery& delivery, core::JobReport report);
+  void outcomeArrived(OutcomeEntry outcome);
+
+  jobs::PoolRunner& local_;
+  jobs::Timers& timers_;
+  JobTransport& transport_;
+  const std::string node_;
+  LocalPools pools_;
+  std::function<std::int64_t()> unixMsNow_;
+  Directory directory_;
+  std::map<core::JobId, Sent> sent_;
+};
+
+}  // namespace bulkhead::cluster

@@ -1,0 +1,133 @@
+#include "cluster/job_entry.h"
+
+#include <charconv>
+#include <map>
+#include <string_view>
+
+namespace bulkhead::cluster {
+
+namespace {
+
+constexpr std::string_view kVersion = "1";
+
+// Field name -> value; a repeated field is malformed (nullopt).
+std::optional<std::map<std::string_view, std::string_view>> index(const Fields& fields) {
+  std::map<std::string_view, std::string_view> byName;
+  for (const auto& [name, value] : fields) {
+    if (!byName.emplace(name, value).second) return std::nullopt;
+  }
+  return byName;
+}
+
+template <typename Int>
+std::optional<Int> parseInt(std::string_view text) {
+  Int value{};
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (text.empty() || ec != std::errc() || ptr != end) return std::nullopt;
+  return value;
+}
+
+struct Reader {
+  const std::map<std::string_view, std::string_view>& fields;
+  std::string error;
+
+  std::optional<std::string_view> required(std::string_view name) {
+    auto it = fields.find(name);
+    if (it != fields.end()) return it->second;
+    if (error.empty()) error = "missing field '" + std::string(name) + "'";
+    return std::nullopt;
+  }
+  template <typename Int>
+  std::optional<Int> integer(std::string_view name, bool optional) {
+    auto it = fields.find(name);
+    if (it == fields.end()) {
+      if (!optional && error.empty()) error = "missing field '" + std::string(name) + "'";
+      return std::nullopt;
+    }
+    auto value = parseInt<Int>(it->second);
+    if (!value && error.empty()) error = "field '" + std::string(name) + "' is not an integer";
+    return value;
+  }
+};
+
+std::string versionProblem(const std::map<std::string_view, std::string_view>& fields) {
+  auto it = fields.find("v");
+  if (it == fields.end()) return "missing field 'v'";
+  if (it->second != kVersion) return "unknown entry version '" + std::string(it->second) + "'";
+  return {};
+}
+
+}  // namespace
+
+std::string poolStreamKey(const std::string& pool) { return "bulkhead:pool:" + pool + ":jobs"; }
+std::string outcomeStreamKey(const std::string& node) { return "bulkhead:outcomes:" + node; }
+
+Fields encodeJob(const JobEntry& job) {
+  Fields f{{"v", std::string(kVersion)},
+           {"origin", job.origin},
+           {"job", std::to_string(job.originId)},
+           {"pool", job.pool},
+           {"allow_poison", job.allowPoison ? "1" : "0"}};
+  if (job.timeoutMs) f.emplace_back("timeout_ms", std::to_string(*job.timeoutMs));
+  if (job.deadlineUnixMs) f.emplace_back("deadline_unix_ms", std::to_string(*job.deadlineUnixMs));
+  f.emplace_back("payload", job.payload);  // last: the long one
+  return f;
+}
+
+Fields encodeOutcome(const OutcomeEntry& o) {
+  return {{"v", std::string(kVersion)},
+          {"job", std::to_string(o.originId)},
+          {"node", o.node},
+          {"runs", std::to_string(o.runs)},
+          {"report", o.reportJson},
+          {"result", o.result}};
+}
+
+std::variant<JobEntry, std::string> decodeJob(const Fields& fields) {
+  auto byName = index(fields);
+  if (!byName) return std::string("a field appears twice");
+  if (std::string problem = versionProblem(*byName); !problem.empty()) return problem;
+  Reader r{*byName, {}};
+  JobEntry job;
+  auto origin = r.required("origin");
+  auto id = r.integer<std::uint64_t>("job", false);
+  auto pool = r.required("pool");
+  auto payload = r.required("payload");
+  auto allow = r.required("allow_poison");
+  job.timeoutMs = r.integer<std::int64_t>("timeout_ms", true);
+  job.deadlineUnixMs = r.integer<std::int64_t>("deadline_unix_ms", true);
+  if (!r.error.empty()) return r.error;
+  if (origin->empty() || pool->empty()) return std::string("empty origin or pool");
+  if (*allow != "0" && *allow != "1") return std::string("field 'allow_poison' is not 0 or 1");
+  if (job.timeoutMs && *job.timeoutMs <= 0) return std::string("field 'timeout_ms' is not > 0");
+  job.origin = *origin;
+  job.originId = *id;
+  job.pool = *pool;
+  job.payload = *payload;
+  job.allowPoison = *allow == "1";
+  return job;
+}
+
+std::variant<OutcomeEntry, std::string> decodeOutcome(const Fields& fields) {
+  auto byName = index(fields);
+  if (!byName) return std::string("a field appears twice");
+  if (std::string problem = versionProblem(*byName); !problem.empty()) return problem;
+  Reader r{*byName, {}};
+  OutcomeEntry o;
+  auto id = r.integer<std::uint64_t>("job", false);
+  auto node = r.required("node");
+  auto runs = r.integer<std::uint64_t>("runs", false);
+  auto report = r.required("report");
+  auto result = r.required("result");
+  if (!r.error.empty()) return r.error;
+  if (*runs == 0) return std::string("field 'runs' is 0");
+  o.originId = *id;
+  o.node = *node;
+  o.runs = *runs;
+  o.reportJson = *report;
+  o.result = *result;
+  return o;
+}
+
+}  // namespace bulkhead::cluster

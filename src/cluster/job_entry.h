@@ -1,0 +1,51 @@
+#pragma once
+// What travels through Redis for one job handed between nodes (docs/cluster.md): the job as an
+// entry of its pool's stream, and its outcome as an entry of the origin node's outcome stream.
+// Both are flat lists of field/value pairs, as Redis Streams keep them.
+//
+// Owns: the field names, their encoding and the checks on reading them back. Entries come from
+// any process that can write to the Redis server, so decoding refuses anything malformed with a
+// reason instead of trusting it. It may not talk to Redis (job_queue.h does) or decide anything
+// about the job (cluster_runner.h does).
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace bulkhead::cluster {
+
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+// The keys: one stream per pool, one outcome stream per node; one consumer group on each.
+std::string poolStreamKey(const std::string& pool);
+std::string outcomeStreamKey(const std::string& node);
+inline constexpr const char* kConsumerGroup = "bulkhead";
+
+struct JobEntry {
+  std::string origin;          // the node whose caller waits for the outcome
+  std::uint64_t originId = 0;  // the job's id there
+  std::string pool;
+  std::string payload;
+  std::optional<std::int64_t> timeoutMs;       // one attempt's run limit, as the caller set it
+  std::optional<std::int64_t> deadlineUnixMs;  // the caller's whole budget ends then
+  bool allowPoison = false;
+};
+
+struct OutcomeEntry {
+  std::uint64_t originId = 0;
+  std::string node;        // the node that ran it (or ended it without running it)
+  std::uint64_t runs = 1;  // times the cluster handed the job to a node, this one included
+  std::string reportJson;  // jobs::reportToJson of the report
+  std::string result;      // the result bytes of an ok job
+};
+
+Fields encodeJob(const JobEntry& job);
+Fields encodeOutcome(const OutcomeEntry& outcome);
+// The entry, or why it is not one (a missing or malformed field).
+std::variant<JobEntry, std::string> decodeJob(const Fields& fields);
+std::variant<OutcomeEntry, std::string> decodeOutcome(const Fields& fields);
+
+}  // namespace bulkhead::cluster

@@ -1,0 +1,51 @@
+#pragma once
+// One blocking hiredis connection, opened the way every cluster thread needs it: connected with a
+// timeout, authenticated, on the configured database. Commands go as argument vectors, so keys and
+// payloads are binary-safe and nothing is ever formatted into a command string.
+//
+// Owns: the hiredis context and the reply objects' lifetime. It may not retry or decide what a
+// failure means: its callers (membership.h, job_queue.h) reconnect as their job needs.
+
+#include <hiredis/hiredis.h>
+#include <sys/time.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/redis_address.h"
+
+namespace bulkhead::cluster {
+
+struct ReplyFree {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyFree>;
+
+timeval toTimeval(std::chrono::nanoseconds d);
+// The text of a string, status or error reply ("" for any other type).
+std::string replyText(const redisReply* r);
+
+class RedisConnection {
+ public:
+  // A connection, or none and `error` says why.
+  static std::optional<RedisConnection> open(const config::RedisAddress& address,
+                                             const std::string& password,
+                                             std::chrono::nanoseconds timeout, std::string& error);
+
+  // The reply (perhaps an error reply), or null when the connection failed: error() says why and
+  // the connection is no longer usable.
+  Reply command(const std::vector<std::string_view>& argv);
+  // Several commands in one write, their replies in order; empty when the connection failed.
+  std::vector<Reply> pipeline(const std::vector<std::vector<std::string_view>>& commands);
+  std::string error() const;
+
+ private:
+  explicit RedisConnection(redisContext* context) : context_(context, redisFree) {}
+  std::unique_ptr<redisContext, void (*)(redisContext*)> context_;
+};
+
+}  // namespace bulkhead::cluster
