@@ -83,6 +83,14 @@ def worker_pid(_=None):
     return os.getpid()
 
 
+def sleep50(payload, ctx=None):
+    """bench/cluster.py's job: 50 ms of waiting (no CPU), so throughput counts workers, not
+    cores."""
+    import time
+    time.sleep(0.05)
+    return payload
+
+
 if __name__ == "__main__":
     # Subprocess-per-job peer: import torch, build the model, run one inference, print the result
     # (timings and peak RSS go to stderr for the bench's report).

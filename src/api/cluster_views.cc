@@ -33,20 +33,31 @@ json nodeDescription(const runtime::Supervisor& supervisor, const std::string& n
                                        .count()}};
 }
 
-json clusterJson(const cluster::Membership* membership) {
-  if (!membership) return {{"enabled", false}};
+json clusterJson(cluster::NodeParts node) {
+  if (!node) return {{"enabled", false}};
+  const cluster::Membership* membership = node.membership;
   const cluster::MembershipView view = membership->view();
   json nodes = json::array();
   for (const std::string& text : view.nodes) {
-    json node = json::parse(text, nullptr, false);
-    if (node.is_object() && node.contains("node")) nodes.push_back(std::move(node));
+    json announced = json::parse(text, nullptr, false);
+    if (announced.is_object() && announced.contains("node")) nodes.push_back(std::move(announced));
   }
   json redis = {{"address", membership->redisAddress()}, {"connected", view.connected}};
   if (!view.error.empty()) redis["error"] = view.error;
   json j = {{"enabled", true},
             {"node", membership->nodeName()},
             {"redis", std::move(redis)},
-            {"nodes", std::move(nodes)}};
+            {"nodes", std::move(nodes)},
+            {"in_stream", view.inStream}};
+  if (node.jobs) {
+    const cluster::ClusterRunner::Counters& c = node.jobs->counters();
+    j["jobs"] = {{"sent", c.sent},
+                 {"taken", c.taken},
+                 {"taken_over", c.takenOver},
+                 {"poisoned", c.poisoned},
+                 {"waiting", node.jobs->sentWaiting()},
+                 {"outcomes_unwritten", node.jobs->outcomesUnwritten()}};
+  }
   if (view.readAt.time_since_epoch().count() != 0) {
     j["read_at_unix_ms"] =
         std::chrono::duration_cast<std::chrono::milliseconds>(view.readAt.time_since_epoch())

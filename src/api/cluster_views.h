@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "cluster/membership.h"
+#include "cluster/node_parts.h"
 #include "runtime/supervisor.h"
 
 namespace bulkhead::api {
@@ -15,7 +15,7 @@ namespace bulkhead::api {
 nlohmann::json nodeDescription(const runtime::Supervisor& supervisor, const std::string& node,
                                const std::string& address, const std::string& version);
 
-// GET /v1/cluster. `membership` null: no [cluster] section, {"enabled": false}.
-nlohmann::json clusterJson(const cluster::Membership* membership);
+// GET /v1/cluster. Without a [cluster] section, {"enabled": false}.
+nlohmann::json clusterJson(cluster::NodeParts node);
 
 }  // namespace bulkhead::api

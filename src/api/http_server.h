@@ -12,7 +12,7 @@
 #include <memory>
 #include <string>
 
-#include "cluster/membership.h"
+#include "cluster/node_parts.h"
 #include "jobs/jobs_service.h"
 #include "runtime/supervisor.h"
 
@@ -21,9 +21,9 @@ namespace bulkhead::api {
 struct HttpServerOptions {
   std::string listen;  // "HOST:PORT" or "unix:/path"
   std::uint64_t maxRequestBody = 64ull << 20;
-  jobs::JobsService* jobs = nullptr;             // required: every job goes through it
-  std::uint64_t memfdThreshold = 256 * 1024;     // bodies this large go into a memfd; 0: never
-  const cluster::Membership* cluster = nullptr;  // with [cluster]: GET /v1/cluster reads it
+  jobs::JobsService* jobs = nullptr;          // required: every job goes through it
+  std::uint64_t memfdThreshold = 256 * 1024;  // bodies this large go into a memfd; 0: never
+  cluster::NodeParts cluster{};  // with [cluster]: GET /v1/cluster and /metrics read it
   std::uint64_t maxConnections = 1024;
   // Fds kept for workers (os::fdReserve): the cap is lowered to fit the soft RLIMIT_NOFILE.
   std::uint64_t fdReserve = 64;

@@ -78,10 +78,32 @@ class Writer {
   std::ostringstream out_;
 };
 
+void clusterJobMetrics(Writer& w, const std::string& name, const cluster::ClusterRunner& jobs) {
+  const cluster::ClusterRunner::Counters& c = jobs.counters();
+  const std::pair<const char*, std::uint64_t> counters[] = {
+      {"sent", c.sent}, {"taken", c.taken}, {"taken_over", c.takenOver}, {"poisoned", c.poisoned}};
+  w.family("bulkhead_cluster_jobs_total", "counter",
+           "Cluster jobs by what this node did with them: sent (to a pool's stream), taken (from "
+           "one, and run or ended here), taken_over (of those, from a node that stopped "
+           "refreshing them), poisoned (ended for having been handed out too often).");
+  for (const auto& [what, n] : counters) {
+    w.sample("bulkhead_cluster_jobs_total", {{"node", name}, {"what", what}},
+             static_cast<double>(n));
+  }
+  w.family("bulkhead_cluster_jobs_waiting", "gauge",
+           "Jobs this node sent to the cluster whose outcome has not come back yet.");
+  w.sample("bulkhead_cluster_jobs_waiting", {{"node", name}},
+           static_cast<double>(jobs.sentWaiting()));
+  w.family("bulkhead_cluster_outcomes_unwritten", "gauge",
+           "Outcomes of jobs run here not yet stored in Redis (kept while it is away).");
+  w.sample("bulkhead_cluster_outcomes_unwritten", {{"node", name}},
+           static_cast<double>(jobs.outcomesUnwritten()));
+}
+
 }  // namespace
 
 std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::JobsService& jobs,
-                          const cluster::Membership* cluster) {
+                          cluster::NodeParts node) {
   Writer w;
   struct PoolData {
     std::string name;
@@ -263,7 +285,8 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::Job
              "Journal reads and writes that failed (disk full, I/O error); the daemon degraded.");
     w.sample("bulkhead_journal_errors_total", {}, static_cast<double>(jobs.journalErrors()));
   }
-  if (cluster) {  // [cluster]: this node's view of the others (docs/cluster.md)
+  if (node) {  // [cluster]: this node's view of the others, and its jobs (docs/cluster.md)
+    const cluster::Membership* cluster = node.membership;
     const cluster::MembershipView view = cluster->view();
     w.family("bulkhead_cluster_redis_connected", "gauge",
              "1 while this node's membership connection to Redis works.");
@@ -273,6 +296,7 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::Job
              "Nodes alive in the cluster as this node's last heartbeat read them (itself too).");
     w.sample("bulkhead_cluster_nodes", {{"node", cluster->nodeName()}},
              static_cast<double>(view.nodes.size()));
+    if (node.jobs) clusterJobMetrics(w, cluster->nodeName(), *node.jobs);
   }
   return w.str();
 }

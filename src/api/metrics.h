@@ -3,15 +3,15 @@
 
 #include <string>
 
-#include "cluster/membership.h"
+#include "cluster/node_parts.h"
 #include "jobs/jobs_service.h"
 #include "runtime/supervisor.h"
 
 namespace bulkhead::api {
 
 // jobs: for the journal's error count, when there is a journal.
-// `cluster`: with [cluster], this node's membership (adds the bulkhead_cluster_* families).
+// `cluster`: with [cluster], this node's parts (adds the bulkhead_cluster_* families).
 std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::JobsService& jobs,
-                          const cluster::Membership* cluster = nullptr);
+                          cluster::NodeParts cluster = {});
 
 }  // namespace bulkhead::api

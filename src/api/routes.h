@@ -7,13 +7,11 @@
 #include <boost/beast/http.hpp>
 #include <functional>
 
+#include "cluster/node_parts.h"
 #include "runtime/supervisor.h"
 
 namespace bulkhead::jobs {
 class JobsService;
-}
-namespace bulkhead::cluster {
-class Membership;
 }
 
 namespace bulkhead::api {
@@ -32,11 +30,11 @@ struct Answer {
 using Respond = std::function<void(Answer)>;
 
 // What the routes need: the supervisor's views, the jobs service and, with [cluster], this
-// node's membership.
+// node's membership and cluster jobs.
 struct Services {
   runtime::Supervisor& supervisor;
   jobs::JobsService& jobs;
-  const cluster::Membership* cluster = nullptr;
+  cluster::NodeParts cluster{};
 };
 
 // Answers one request, now or later (a job's outcome), by calling respond exactly once.

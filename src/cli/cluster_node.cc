@@ -47,7 +47,7 @@ ClusterNode::ClusterNode(boost::asio::io_context& io, const config::Config& conf
       tendTimer_(io) {
   const config::ClusterConfig& c = *config.cluster;
   const std::string password = passwordFrom(c);
-  const std::string node = c.node.empty() ? cluster::defaultNodeName() : c.node;
+  const std::string node = cluster::nodeNameOf(c);
   membership_ = std::make_unique<cluster::Membership>(c, node, password);
   cluster::ClusterRunner::LocalPools pools;
   std::vector<std::string> names;

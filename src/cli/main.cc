@@ -79,6 +79,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
   runtime::SupervisorOptions options;
   options.sdkDirectory = cli::locateSdkDirectory();
   for (char** e = environ; *e; ++e) options.baseEnvironment.emplace_back(*e);
+  if (config->cluster) options.nodeName = cluster::nodeNameOf(*config->cluster);
 
   runtime::Supervisor supervisor(io, *config, std::move(options));
   // Every job goes through the jobs service; the journal (async jobs, failure records) is optional.
@@ -114,7 +115,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
                                        jobs.get()};
   serverOptions.maxConnections = config->server.maxConnections;
   serverOptions.memfdThreshold = config->server.memfdThreshold;
-  if (clusterNode) serverOptions.cluster = &clusterNode->membership();
+  if (clusterNode) serverOptions.cluster = {&clusterNode->membership(), &clusterNode->runner()};
   serverOptions.requestTimeout = config->server.requestTimeout;
   serverOptions.idleTimeout = config->server.idleTimeout;
   std::uint64_t workerSlots = 0;  // a zygote holds fds like a worker

@@ -154,6 +154,7 @@ void ClusterRunner::send(core::JobId id, std::string_view pool, const core::Payl
   }
   entry.payload = std::move(*bytes);
   sent_.emplace(id, std::move(sent));
+  ++counters_.sent;
   transport_.enqueue(std::move(entry));
 }
 
@@ -197,6 +198,8 @@ std::optional<std::string> ClusterRunner::jobState(core::JobId id) const {
 
 void ClusterRunner::run(Delivery d) {
   const JobEntry& job = d.job;
+  ++counters_.taken;
+  if (d.runs > 1) ++counters_.takenOver;
   auto poison = pools_.poisonAfter.find(job.pool);
   const int poisonAfter = poison == pools_.poisonAfter.end() ? 0 : poison->second;
   if (!local_.hasPool(job.pool) || local_.shuttingDown()) {
@@ -210,6 +213,7 @@ void ClusterRunner::run(Delivery d) {
                   "the cluster handed this job out " + std::to_string(d.runs - 1) +
                       " times and each node running it died or lost Redis (poison_after = " +
                       std::to_string(poisonAfter) + "): not run again");
+    ++counters_.poisoned;
     finish(d, std::move(r));
   } else {
     jobs::RunOptions options;

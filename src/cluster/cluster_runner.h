@@ -54,6 +54,16 @@ class ClusterRunner : public jobs::PoolRunner {
   void tend();
   std::size_t sentWaiting() const { return sent_.size(); }
 
+  // This node's share of the cluster's jobs since it started (GET /v1/cluster, /metrics).
+  struct Counters {
+    std::uint64_t sent = 0;       // handed to a stream
+    std::uint64_t taken = 0;      // taken from a stream and run (or ended) here
+    std::uint64_t takenOver = 0;  // of those, taken over from a node that stopped refreshing it
+    std::uint64_t poisoned = 0;   // ended poison here for having been handed out too often
+  };
+  const Counters& counters() const { return counters_; }
+  std::size_t outcomesUnwritten() const { return transport_.outcomesUnwritten(); }
+
   bool shuttingDown() const override { return local_.shuttingDown(); }
   bool hasPool(std::string_view pool) const override;
   std::uint64_t maxPayload(std::string_view pool) const override;
@@ -90,6 +100,7 @@ class ClusterRunner : public jobs::PoolRunner {
   std::function<std::int64_t()> unixMsNow_;
   Directory directory_;
   std::map<core::JobId, Sent> sent_;
+  Counters counters_;
 };
 
 }  // namespace bulkhead::cluster

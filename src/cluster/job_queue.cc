@@ -92,6 +92,12 @@ void JobQueue::wantJobs(std::map<std::string, std::size_t> wanted) {
   if (wake) writerWake_.notify_one();
 }
 
+std::size_t JobQueue::outcomesUnwritten() const {
+  std::lock_guard lock(mutex_);
+  return static_cast<std::size_t>(std::count_if(commands_.begin(), commands_.end(),
+                                                [](const Command& k) { return k.isFinish; }));
+}
+
 std::map<std::string, std::size_t> JobQueue::takeable() const {
   std::map<std::string, std::size_t> out;
   for (const auto& [pool, n] : wanted_) {

@@ -56,6 +56,7 @@ class JobQueue : public JobTransport {
   void enqueue(JobEntry job) override;
   void finish(const Delivery& delivery, OutcomeEntry outcome) override;
   void wantJobs(std::map<std::string, std::size_t> wanted) override;
+  std::size_t outcomesUnwritten() const override;
 
  private:
   struct Command {

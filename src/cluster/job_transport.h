@@ -42,6 +42,8 @@ class JobTransport {
   // How many more jobs of each pool this node would start now (absent: none). The queue takes
   // no more than that from the streams, counting what it handed over since.
   virtual void wantJobs(std::map<std::string, std::size_t> wanted) = 0;
+  // Outcomes finished here and not yet stored in Redis (it is away, or they are on their way).
+  virtual std::size_t outcomesUnwritten() const { return 0; }
 };
 
 }  // namespace bulkhead::cluster

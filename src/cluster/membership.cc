@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 
+#include "cluster/job_entry.h"
 #include "cluster/redis_connection.h"
 
 namespace bulkhead::cluster {
@@ -16,6 +18,10 @@ std::string defaultNodeName() {
   char name[256] = {};
   if (::gethostname(name, sizeof name - 1) != 0 || name[0] == '\0') return "node";
   return name;
+}
+
+std::string nodeNameOf(const config::ClusterConfig& config) {
+  return config.node.empty() ? defaultNodeName() : config.node;
 }
 
 Membership::Membership(const config::ClusterConfig& config, std::string nodeName,
@@ -100,11 +106,47 @@ bool Membership::beat(RedisConnection& c, std::string& error) {
       if (value->type == REDIS_REPLY_STRING) nodes.emplace_back(value->str, value->len);
     }
   }
+  std::map<std::string, long long> inStream;
+  if (!readStreamLengths(c, nodes, inStream, error)) return false;
   std::lock_guard lock(mutex_);
   view_.connected = true;
   view_.error.clear();
   view_.nodes = std::move(nodes);
+  view_.inStream = std::move(inStream);
   view_.readAt = std::chrono::system_clock::now();
+  return true;
+}
+
+// XLEN of the stream of every pool the nodes announce, in one pipeline.
+bool Membership::readStreamLengths(RedisConnection& c, const std::vector<std::string>& nodes,
+                                   std::map<std::string, long long>& lengths, std::string& error) {
+  std::vector<std::string> pools;
+  for (const std::string& text : nodes) {
+    const nlohmann::json node = nlohmann::json::parse(text, nullptr, false);
+    if (!node.is_object() || !node.contains("pools") || !node["pools"].is_array()) continue;
+    for (const nlohmann::json& pool : node["pools"]) {
+      if (pool.is_object() && pool.contains("name") && pool["name"].is_string()) {
+        pools.push_back(pool["name"].get<std::string>());
+      }
+    }
+  }
+  std::sort(pools.begin(), pools.end());
+  pools.erase(std::unique(pools.begin(), pools.end()), pools.end());
+  std::vector<std::string> keys;
+  std::vector<std::vector<std::string_view>> commands;
+  for (const std::string& pool : pools) keys.push_back(poolStreamKey(pool));
+  for (const std::string& key : keys) commands.push_back({"XLEN", key});
+  if (commands.empty()) return true;
+  auto replies = c.pipeline(commands);
+  if (replies.size() != commands.size()) {
+    error = c.error();
+    return false;
+  }
+  for (std::size_t i = 0; i < pools.size(); ++i) {
+    if (replies[i] && replies[i]->type == REDIS_REPLY_INTEGER) {
+      lengths[pools[i]] = replies[i]->integer;
+    }
+  }
   return true;
 }
 

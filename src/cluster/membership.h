@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -30,6 +31,9 @@ struct MembershipView {
   bool connected = false;
   std::string error;               // why not connected (or the last command's failure)
   std::vector<std::string> nodes;  // each node's announcement (JSON text), by name
+  // Entries in each announced pool's stream (XLEN): jobs queued for the cluster or running
+  // through it, not yet finished.
+  std::map<std::string, long long> inStream;
   std::chrono::system_clock::time_point readAt{};  // when `nodes` was read; epoch: never
 };
 
@@ -50,6 +54,8 @@ class Membership {
  private:
   void run();
   bool beat(RedisConnection& c, std::string& error);
+  bool readStreamLengths(RedisConnection& c, const std::vector<std::string>& nodes,
+                         std::map<std::string, long long>& lengths, std::string& error);
   void wait(std::chrono::nanoseconds d);
 
   const config::RedisAddress address_;
@@ -67,5 +73,7 @@ class Membership {
 
 // The name a node goes by when [cluster] node is not set.
 std::string defaultNodeName();
+// This node's name: [cluster] node, else defaultNodeName().
+std::string nodeNameOf(const config::ClusterConfig& config);
 
 }  // namespace bulkhead::cluster

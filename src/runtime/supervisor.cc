@@ -424,6 +424,7 @@ void Supervisor::collectEvents() {
                     {"time", std::chrono::duration<double>(wall.time_since_epoch()).count()}};
       if (e.pid > 0) event["pid"] = e.pid;
       if (e.job > 0) event["job"] = std::to_string(e.job);
+      if (!options_.nodeName.empty()) event["node"] = options_.nodeName;
       EventLine line = eventLine(pool->config.name, e);
       logAt(line.level, line.message, line.fields);
       feed_.publish(std::move(event));

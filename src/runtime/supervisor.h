@@ -38,6 +38,7 @@ struct SupervisorOptions {
   std::vector<std::string> baseEnvironment;  // what workers inherit before their pool's env
   std::unique_ptr<os::Cgroups> cgroups;      // null: the host detects them
   std::unique_ptr<Host> host;  // clock, processes, /proc, cgroups; null: the real Linux one
+  std::string nodeName;        // [cluster]: put on every event as "node" ("": no cluster)
 };
 
 // How one job is to be run, as the caller asked (docs/api.md, "Deadlines").

@@ -5,6 +5,7 @@ answers 503 cluster_unavailable at once while local pools keep serving; a node k
 SIGKILL loses no accepted job: its unacknowledged jobs are taken over after claim_after and run
 again (X-Bulkhead-Runs says so), and every job ends with exactly one outcome."""
 
+import collections
 import os
 import signal
 import threading
@@ -13,6 +14,7 @@ import time
 import pytest
 
 from conftest import Daemon, wait_until
+from test_events import _read_events
 
 pytest.importorskip("redis")
 
@@ -77,6 +79,17 @@ def test_a_pool_only_another_node_has_runs_there_and_answers_here(start_daemon, 
 
     assert a.job("nowhere", b"x").json["error"] == "unknown_pool"
 
+    # What node-a and node-b say of it: counters, GET /v1/cluster, /metrics, events.
+    jobs_a = a.get_json("/v1/cluster")["jobs"]
+    assert jobs_a["sent"] == 3 and jobs_a["taken"] == 0 and jobs_a["waiting"] == 0, jobs_a
+    assert b.get_json("/v1/cluster")["jobs"]["taken"] == 3
+    assert a.get_json("/v1/cluster")["in_stream"]["faces"] == 0
+    metrics = a.http("GET", "/metrics").body.decode()
+    assert 'bulkhead_cluster_jobs_total{node="node-a",what="sent"} 3' in metrics, metrics
+    events = [e for _, _, e in _read_events(b, 0, 5)]
+    assert all(e["node"] == "node-b" for e in events), events
+    assert any(e["kind"] == "crashed" for e in events), events
+
 
 def test_redis_away_refuses_remote_jobs_at_once_and_local_pools_keep_serving(start_daemon,
                                                                              redis_server):
@@ -110,7 +123,7 @@ def test_a_killed_node_loses_no_accepted_job(start_daemon, redis_server, tmp_pat
     runs_file = str(tmp_path / "runs")
     work = {"handler": "count_runs", "workers": 2,
             "env": {"BULKHEAD_TEST_RUNS": runs_file, "BULKHEAD_TEST_SLEEP": "0.02"}}
-    a = _node(start_daemon, redis_server, "node-a", {"alpha": {"handler": "echo"}}, journal=True,
+    a = _node(start_daemon, redis_server, "node-a", {"work": work}, journal=True,
               claim_after="2s")
     c = _node(start_daemon, redis_server, "node-c", {"work": work}, claim_after="2s")
     # node-b is killed below: not one of the fixture's daemons, which must all exit 0.
@@ -118,13 +131,13 @@ def test_a_killed_node_loses_no_accepted_job(start_daemon, redis_server, tmp_pat
     b = Daemon(str(tmp_path / "b"), {"work": work},
                server={"listen": "127.0.0.1:0", "journal": ""},
                extra_sections={"cluster": _cluster(redis_server, "node-b", claim_after="2s")})
+    total = 1000
+    ids = {}
     try:
         b.start()
         b.wait_ready("work", 2)
         wait_until(lambda: _sees_pool(a, "node-b", "work", 2) and _sees_pool(a, "node-c", "work", 2),
-                   20, "node-a to see both nodes' pools")
-        total = 300
-        ids = {}
+                   20, "node-a to see both other nodes' pools")
         for i in range(total):
             r = a.http("POST", "/v1/pools/work/jobs?wait=0", body=b"job-%d" % i)
             assert r.status == 202, r
@@ -140,13 +153,15 @@ def test_a_killed_node_loses_no_accepted_job(start_daemon, redis_server, tmp_pat
 
     outcomes = {}
 
-    def collect(job):
-        for _ in range(30):
-            r = a.http("GET", "/v1/jobs/%s?wait=10s" % job, timeout=30)
-            if r.status != 202:
-                outcomes[job] = r
-                return
-    threads = [threading.Thread(target=collect, args=(job,)) for job in ids]
+    def collect(jobs):
+        for job in jobs:
+            for _ in range(30):
+                r = a.http("GET", "/v1/jobs/%s?wait=10s" % job, timeout=30)
+                if r.status != 202:
+                    outcomes[job] = r
+                    break
+    job_ids = list(ids)
+    threads = [threading.Thread(target=collect, args=(job_ids[i::8],)) for i in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -164,10 +179,13 @@ def test_a_killed_node_loses_no_accepted_job(start_daemon, redis_server, tmp_pat
     assert len(twice) <= 3, twice
     # node-b was running jobs when it died (the backlog kept both its workers busy): those were
     # taken over after claim_after and ran again, as their second run.
-    rerun = [r for r in outcomes.values() if r.headers["x-bulkhead-runs"] == "2"]
+    rerun = [r for r in outcomes.values() if r.headers.get("x-bulkhead-runs") == "2"]
     assert rerun, "no job was taken over from node-b"
     assert all(r.headers["x-bulkhead-node"] in ("node-a", "node-c") for r in rerun)
     assert {r.body for r in rerun} >= twice
-    nodes = [r.headers["x-bulkhead-node"] for r in outcomes.values()]
-    assert "node-b" in nodes and "node-c" in nodes, nodes
-    c.get_json("/v1/pools")  # node-c unharmed
+    nodes = collections.Counter(r.headers["x-bulkhead-node"] for r in outcomes.values())
+    assert set(nodes) == {"node-a", "node-b", "node-c"}, nodes
+    taken_over = (a.get_json("/v1/cluster")["jobs"]["taken_over"] +
+                  c.get_json("/v1/cluster")["jobs"]["taken_over"])
+    assert taken_over == len(rerun)
+    assert a.get_json("/v1/cluster")["jobs"]["waiting"] == 0
