@@ -1,5 +1,6 @@
 // `bulkhead status --cluster`: the nodes of the cluster (GET /v1/cluster) as a table, with the
-// Redis connection's state; a daemon without [cluster] says so.
+// Redis connection's state, each pool's stream length and this node's share of the jobs; a
+// daemon without [cluster] says so.
 
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -39,6 +40,22 @@ int showCluster(const std::string& url) {
     std::printf("%-16s %-26s %-8ld %-9s %s%s\n", n.value("node", "").c_str(),
                 n.value("address", "").c_str(), n.value("pid", 0L), uptime, pools.c_str(),
                 n.value("shutting_down", false) ? " (stopping)" : "");
+  }
+  // What waits in (or runs through) each pool's stream, and this node's share of the jobs.
+  std::string streams;
+  const json inStream = j.value("in_stream", json::object());
+  for (const auto& [pool, length] : inStream.items()) {
+    if (!streams.empty()) streams += ", ";
+    streams += pool + " " + std::to_string(length.is_number() ? length.get<long long>() : 0);
+  }
+  std::printf("\nin streams: %s\n", streams.empty() ? "-" : streams.c_str());
+  if (j.contains("jobs") && j["jobs"].is_object()) {
+    const json& k = j["jobs"];
+    std::printf(
+        "this node: sent %llu, taken %llu (%llu taken over, %llu poisoned), waiting %llu, "
+        "outcomes unwritten %llu\n",
+        k.value("sent", 0ull), k.value("taken", 0ull), k.value("taken_over", 0ull),
+        k.value("poisoned", 0ull), k.value("waiting", 0ull), k.value("outcomes_unwritten", 0ull));
   }
   return 0;
 }

@@ -112,13 +112,19 @@ def test_status_and_metrics_show_the_cluster(start_daemon, redis_server):
     b = _node(start_daemon, redis_server, "node-b", "beta")
     wait_until(lambda: [p["ready_workers"] for n in a.get_json("/v1/cluster")["nodes"]
                         for p in n["pools"]] == [1, 1], 20, "both nodes, their pools ready")
+    assert a.job("beta", b"through the cluster").status == 200
+    wait_until(lambda: "beta" in a.get_json("/v1/cluster")["in_stream"], 20,
+               "node-a to read beta's stream length")
     out = run_bulkhead("status", "--cluster", "--url", a.url)
     assert out.returncode == 0, out
     text = out.stdout.decode()
     assert "node node-a; redis redis://127.0.0.1:%d/0: connected" % redis_server.port in text
-    rows = {line.split()[0]: line for line in text.splitlines()[3:] if line.strip()}
+    table, _, tail = text.partition("\n\nin streams: ")
+    rows = {line.split()[0]: line for line in table.splitlines()[3:] if line.strip()}
     assert set(rows) == {"node-a", "node-b"}, text
     assert b.url in rows["node-b"] and "beta 1/1" in rows["node-b"], text
+    assert "beta 0" in tail.splitlines()[0], text
+    assert "this node: sent 1, taken 0 (0 taken over, 0 poisoned), waiting 0" in tail, text
     metrics = a.http("GET", "/metrics").body.decode()
     assert 'bulkhead_cluster_redis_connected{node="node-a"} 1' in metrics
     assert 'bulkhead_cluster_nodes{node="node-a"} 2' in metrics
