@@ -152,6 +152,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
     notifications.stopping();
     logAt(LogLevel::kInfo, why + ": finishing jobs and stopping workers", {{"event", "stopping"}});
     supervisor.shutdown([&] {
+      if (clusterNode) clusterNode->runner().abandonWaiting();
       server.stopAccepting();
       logAt(LogLevel::kInfo, "all workers stopped, exiting", {{"event", "stopped"}});
       // The last outcomes must reach their callers before the loop ends.

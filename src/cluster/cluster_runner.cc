@@ -182,6 +182,16 @@ void ClusterRunner::outcomeArrived(OutcomeEntry o) {
   answer(o.originId, std::move(*report));
 }
 
+void ClusterRunner::abandonWaiting() {
+  while (!sent_.empty()) {
+    const core::JobId id = sent_.begin()->first;
+    answer(id, endedHere(id, sent_.begin()->second.pool, core::Outcome::kUnavailable,
+                         "node '" + node_ +
+                             "' stopped before the job's outcome came back (another node may "
+                             "still run it)"));
+  }
+}
+
 void ClusterRunner::cancel(core::JobId id) {
   if (!sent_.count(id)) return local_.cancel(id);
   // Answered here at once; a node already running it finishes it, and its outcome is dropped.
@@ -208,10 +218,12 @@ void ClusterRunner::run(Delivery d) {
                   "node '" + node_ + "' took the job but cannot run pool '" + job.pool + "' now"));
   } else if (poisonAfter > 0 && d.runs > static_cast<std::uint64_t>(poisonAfter)) {
     // Each earlier run ended without an outcome: its node died or lost Redis while running it.
+    const std::uint64_t lost = d.runs - 1;
     core::JobReport r =
         endedHere(job.originId, job.pool, core::Outcome::kPoison,
-                  "the cluster handed this job out " + std::to_string(d.runs - 1) +
-                      " times and each node running it died or lost Redis (poison_after = " +
+                  "the cluster handed this job to a node " + std::to_string(lost) +
+                      (lost == 1 ? " time" : " times") +
+                      " and each node running it died or lost Redis (poison_after = " +
                       std::to_string(poisonAfter) + "): not run again");
     ++counters_.poisoned;
     finish(d, std::move(r));

@@ -53,6 +53,9 @@ class ClusterRunner : public jobs::PoolRunner {
   // Tells the transport how many jobs this node wants now; call when workers change.
   void tend();
   std::size_t sentWaiting() const { return sent_.size(); }
+  // This node is stopping: every job it sent and still waits for is answered `unavailable` now
+  // (it may still run on another node, whose outcome will find no one here).
+  void abandonWaiting();
 
   // This node's share of the cluster's jobs since it started (GET /v1/cluster, /metrics).
   struct Counters {

@@ -187,6 +187,21 @@ TEST(ClusterRunner, CancelAndAFailedEnqueueAnswerOnce) {
   EXPECT_EQ(n.runner->sentWaiting(), 0u);
 }
 
+TEST(ClusterRunner, AStoppingNodeAnswersEveryJobItStillWaitsFor) {
+  Node n;
+  n.runner->setDirectory(directoryFrom({announcement("b", "q", 100)}, "a"));
+  ASSERT_FALSE(n.submit(1, "q"));
+  ASSERT_FALSE(n.submit(2, "q"));
+  n.runner->abandonWaiting();
+  n.handlers.outcome(okOutcome(1, "b"));
+  ASSERT_EQ(n.answers.size(), 2u);
+  for (const auto& r : n.answers) {
+    EXPECT_EQ(r.outcome, core::Outcome::kUnavailable);
+    EXPECT_NE(r.detail.find("stopped before the job's outcome came back"), std::string::npos);
+  }
+  EXPECT_EQ(n.runner->sentWaiting(), 0u);
+}
+
 TEST(ClusterRunner, ATakenJobRunsHereAndItsOutcomeGoesBackWithItsRuns) {
   Node n("b");
   Delivery d{"bulkhead:pool:p:jobs", "1-0", 2, {}};
@@ -223,7 +238,7 @@ TEST(ClusterRunner, AJobHandedOutMoreThanPoisonAfterTimesEndsPoisonWithoutRunnin
   auto report = jobs::reportFromJson(n.transport.finished_[0].second.reportJson);
   ASSERT_TRUE(report);
   EXPECT_EQ(report->outcome, core::Outcome::kPoison);
-  EXPECT_NE(report->detail.find("handed this job out 2 times"), std::string::npos);
+  EXPECT_NE(report->detail.find("handed this job to a node 2 times"), std::string::npos);
 }
 
 TEST(ClusterRunner, WantsAsManyJobsAsItHasFreeWorkersAndNoneWhenStopping) {

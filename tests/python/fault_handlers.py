@@ -258,6 +258,16 @@ def by_payload(payload, ctx):
     return payload
 
 
+def kill_supervisor(payload, ctx):
+    """A job that takes its whole node down: SIGKILLs the daemon that started this worker (its
+    parent), then exits; ``echo:...`` is echoed instead."""
+    if payload.startswith(b"echo:"):
+        return payload
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(1)
+    os._exit(1)
+
+
 def crash_once(payload, ctx):
     """Crashes the first time it sees a given payload, succeeds afterwards. The marker lives in
     the scratch dir, so the outcome is deterministic: attempt 1 crashes, attempt 2 (on a fresh

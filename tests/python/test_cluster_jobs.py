@@ -189,3 +189,75 @@ def test_a_killed_node_loses_no_accepted_job(start_daemon, redis_server, tmp_pat
                   c.get_json("/v1/cluster")["jobs"]["taken_over"])
     assert taken_over == len(rerun)
     assert a.get_json("/v1/cluster")["jobs"]["waiting"] == 0
+
+
+def _start_manual(tmp_path, name, pools, redis_server, **cluster):
+    """A node the test may kill: not one of the fixture's daemons, which must all exit 0."""
+    os.makedirs(str(tmp_path / name))
+    d = Daemon(str(tmp_path / name), pools, server={"listen": "127.0.0.1:0", "journal": ""},
+               extra_sections={"cluster": _cluster(redis_server, name, **cluster)})
+    d.start()
+    for pool in pools:
+        d.wait_ready(pool)
+    return d
+
+
+def test_a_job_that_kills_the_nodes_it_reaches_ends_poison(start_daemon, redis_server,
+                                                          tmp_path):
+    a = _node(start_daemon, redis_server, "node-a", {"alpha": {"handler": "echo"}},
+              claim_after="1s")
+    deadly = {"deadly": {"handler": "kill_supervisor", "poison_after": 1}}
+    names = ("node-b", "node-c")
+    nodes = [_start_manual(tmp_path, name, deadly, redis_server, claim_after="1s")
+             for name in names]
+    try:
+        wait_until(lambda: _sees_pool(a, "node-b", "deadly") and _sees_pool(a, "node-c", "deadly"),
+                   20, "node-a to see both nodes' pools")
+        assert a.job("deadly", b"echo:fine").body == b"echo:fine"
+        started = time.monotonic()
+        r = a.job("deadly", b"take the node down", timeout=60)
+        problem = r.json
+        assert r.status == 422 and problem["outcome"] == "poison", r
+        assert "handed this job to a node 1 time and each node running it died" in \
+            problem["detail"], problem
+        assert problem["runs"] == 2 and r.headers["x-bulkhead-runs"] == "2"
+        assert time.monotonic() - started < 60
+        # One node died running it; the other took it over and ended it without running it.
+        dead = [d for d in nodes if d.proc.poll() is not None]
+        alive = [d for d in nodes if d.proc.poll() is None]
+        assert len(dead) == 1 and dead[0].proc.returncode == -signal.SIGKILL, dead
+        assert len(alive) == 1 and problem["node"] == names[nodes.index(alive[0])]
+        assert alive[0].get_json("/v1/cluster")["jobs"]["poisoned"] == 1
+        assert a.job("alpha", b"unharmed").body == b"unharmed"
+        assert alive[0].job("deadly", b"echo:still serving").status == 200
+    finally:
+        for d in nodes:
+            d.kill()
+            d.close()
+
+
+def test_redis_restarting_mid_run_loses_no_job(start_daemon, redis_server, tmp_path):
+    runs_file = str(tmp_path / "runs")
+    work = {"handler": "count_runs", "workers": 2,
+            "env": {"BULKHEAD_TEST_RUNS": runs_file, "BULKHEAD_TEST_SLEEP": "0.05"}}
+    a = _node(start_daemon, redis_server, "node-a", {"alpha": {"handler": "echo"}}, journal=True)
+    b = _node(start_daemon, redis_server, "node-b", {"work": work})
+    wait_until(lambda: _sees_pool(a, "node-b", "work", 2), 20, "node-a to see node-b's pool")
+    total = 200
+    ids = {}
+    for i in range(total):
+        r = a.http("POST", "/v1/pools/work/jobs?wait=0", body=b"job-%d" % i)
+        assert r.status == 202, r
+        ids[r.json["job"]] = b"job-%d" % i
+    wait_until(lambda: len(_runs(runs_file)) >= total // 4, 60, "a quarter of the jobs to run")
+    redis_server.stop()  # SIGKILL: what the AOF holds is all there is
+    wait_until(lambda: not a.get_json("/v1/cluster")["redis"]["connected"], 20,
+               "node-a to notice Redis is gone")
+    redis_server.start()
+    for job, payload in ids.items():
+        r = a.http("GET", "/v1/jobs/%s?wait=30s" % job, timeout=60)
+        assert r.status == 200 and r.body == payload, (job, r)
+    executed = _runs(runs_file)
+    assert sorted(set(executed)) == sorted(ids.values())
+    assert len(executed) == total, "a job ran twice"
+    assert b.get_json("/v1/cluster")["jobs"]["outcomes_unwritten"] == 0
