@@ -56,6 +56,7 @@ ClusterNode::ClusterNode(boost::asio::io_context& io, const config::Config& conf
     pools.poisonAfter[pool.name] = pool.poisonAfter;
   }
   pools.names = [names] { return names; };
+  pools.forgetAfter = c.claimAfter;
   pools.freeWorkers = [&supervisor](std::string_view pool) {
     return freeWorkers(supervisor, pool);
   };

@@ -72,6 +72,29 @@ TransportHandlers ClusterRunner::handlers() {
           }};
 }
 
+void ClusterRunner::setDirectory(const Directory& announced) {
+  const core::Time now = timers_.now();
+  for (const auto& [pool, remote] : announced) {
+    RemotePool& kept = directory_[pool];
+    kept = remote;
+    kept.lastSeen = now;
+  }
+  std::erase_if(directory_, [&](const auto& entry) {
+    return !announced.count(entry.first) && now - entry.second.lastSeen >= pools_.forgetAfter;
+  });
+  std::vector<core::JobId> orphaned;
+  for (const auto& [id, sent] : sent_) {
+    if (!directory_.count(sent.pool) && !local_.hasPool(sent.pool)) orphaned.push_back(id);
+  }
+  for (core::JobId id : orphaned) {
+    const std::string pool = sent_.at(id).pool;
+    answer(id, endedHere(id, pool, core::Outcome::kUnavailable,
+                         "no live node has had pool '" + pool +
+                             "' for claim_after; the job stays queued in the cluster and a node "
+                             "that comes back may still run it"));
+  }
+}
+
 bool ClusterRunner::hasPool(std::string_view pool) const {
   return local_.hasPool(pool) || directory_.find(pool) != directory_.end();
 }

@@ -26,6 +26,7 @@ namespace bulkhead::cluster {
 struct RemotePool {
   std::size_t nodes = 0;         // live nodes that have it
   std::uint64_t maxPayload = 0;  // the smallest max_payload among them
+  core::Time lastSeen{};         // ClusterRunner: when an announcement last had it
 };
 using Directory = std::map<std::string, RemotePool, std::less<>>;
 
@@ -40,6 +41,11 @@ class ClusterRunner : public jobs::PoolRunner {
     std::function<std::size_t(std::string_view pool)> freeWorkers;
     std::function<std::vector<std::string>()> names;
     std::map<std::string, int, std::less<>> poisonAfter;  // per pool; 0: off
+    // A pool no other node announces is still taken for theirs for this long ([cluster]
+    // claim_after): a node slow to heartbeat under load does not make its pools unknown. Once
+    // it is forgotten, the jobs sent for it are answered `unavailable` rather than left waiting
+    // for a node that may never come.
+    core::Duration forgetAfter = std::chrono::seconds(30);
   };
 
   ClusterRunner(jobs::PoolRunner& local, jobs::Timers& timers, JobTransport& transport,
@@ -48,8 +54,9 @@ class ClusterRunner : public jobs::PoolRunner {
 
   // What the transport calls (on the event loop).
   TransportHandlers handlers();
-  // The other nodes' pools, as the last heartbeat read them.
-  void setDirectory(Directory directory) { directory_ = std::move(directory); }
+  // The other nodes' pools, as the last heartbeat read them (pools missing from it are kept
+  // for forgetAfter); answers the jobs sent for a pool once it is forgotten.
+  void setDirectory(const Directory& announced);
   // Tells the transport how many jobs this node wants now; call when workers change.
   void tend();
   std::size_t sentWaiting() const { return sent_.size(); }

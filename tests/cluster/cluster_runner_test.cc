@@ -187,6 +187,28 @@ TEST(ClusterRunner, CancelAndAFailedEnqueueAnswerOnce) {
   EXPECT_EQ(n.runner->sentWaiting(), 0u);
 }
 
+TEST(ClusterRunner, APoolMissingFromAnnouncementsIsKeptForForgetAfterThenItsJobsAnswered) {
+  Node n;  // forgetAfter: the default 30 s
+  n.runner->setDirectory(directoryFrom({announcement("b", "q", 100)}, "a"));
+  ASSERT_FALSE(n.submit(1, "q"));
+  n.timers.advance(std::chrono::seconds(20));
+  n.runner->setDirectory({});  // node b missed a heartbeat (or is gone)
+  EXPECT_TRUE(n.runner->hasPool("q"));
+  ASSERT_FALSE(n.submit(2, "q"));  // still sent, not unknown_pool
+  n.timers.advance(std::chrono::seconds(9));
+  n.runner->setDirectory({});
+  EXPECT_TRUE(n.answers.empty());
+  n.timers.advance(std::chrono::seconds(1));  // 30 s since an announcement had it
+  n.runner->setDirectory({});
+  EXPECT_FALSE(n.runner->hasPool("q"));
+  ASSERT_EQ(n.answers.size(), 2u);
+  EXPECT_EQ(n.answers[0].outcome, core::Outcome::kUnavailable);
+  EXPECT_NE(n.answers[0].detail.find("no live node has had pool 'q'"), std::string::npos);
+  // A pool announced again is known again at once.
+  n.runner->setDirectory(directoryFrom({announcement("c", "q", 100)}, "a"));
+  EXPECT_TRUE(n.runner->hasPool("q"));
+}
+
 TEST(ClusterRunner, AStoppingNodeAnswersEveryJobItStillWaitsFor) {
   Node n;
   n.runner->setDirectory(directoryFrom({announcement("b", "q", 100)}, "a"));
