@@ -235,7 +235,11 @@ void ClusterRunner::run(Delivery d) {
   if (d.runs > 1) ++counters_.takenOver;
   auto poison = pools_.poisonAfter.find(job.pool);
   const int poisonAfter = poison == pools_.poisonAfter.end() ? 0 : poison->second;
-  if (!local_.hasPool(job.pool) || local_.shuttingDown()) {
+  if (d.payloadLost) {
+    finish(d, endedHere(job.originId, job.pool, core::Outcome::kUnavailable,
+                        "its payload (Redis key " + job.payloadKey +
+                            ") expired before a node took the job"));
+  } else if (!local_.hasPool(job.pool) || local_.shuttingDown()) {
     finish(d, endedHere(
                   job.originId, job.pool, core::Outcome::kUnavailable,
                   "node '" + node_ + "' took the job but cannot run pool '" + job.pool + "' now"));

@@ -71,7 +71,11 @@ Fields encodeJob(const JobEntry& job) {
            {"allow_poison", job.allowPoison ? "1" : "0"}};
   if (job.timeoutMs) f.emplace_back("timeout_ms", std::to_string(*job.timeoutMs));
   if (job.deadlineUnixMs) f.emplace_back("deadline_unix_ms", std::to_string(*job.deadlineUnixMs));
-  f.emplace_back("payload", job.payload);  // last: the long one
+  if (!job.payloadKey.empty()) {
+    f.emplace_back("payload_key", job.payloadKey);
+  } else {
+    f.emplace_back("payload", job.payload);  // last: the long one
+  }
   return f;
 }
 
@@ -93,7 +97,16 @@ std::variant<JobEntry, std::string> decodeJob(const Fields& fields) {
   auto origin = r.required("origin");
   auto id = r.integer<std::uint64_t>("job", false);
   auto pool = r.required("pool");
-  auto payload = r.required("payload");
+  auto inKey = byName->find("payload_key");
+  const bool keyed = inKey != byName->end();
+  std::optional<std::string_view> payload;
+  if (keyed) {
+    if (byName->count("payload")) return std::string("both 'payload' and 'payload_key'");
+    if (inKey->second.empty()) return std::string("empty payload_key");
+    payload = std::string_view();
+  } else {
+    payload = r.required("payload");
+  }
   auto allow = r.required("allow_poison");
   job.timeoutMs = r.integer<std::int64_t>("timeout_ms", true);
   job.deadlineUnixMs = r.integer<std::int64_t>("deadline_unix_ms", true);
@@ -105,6 +118,7 @@ std::variant<JobEntry, std::string> decodeJob(const Fields& fields) {
   job.originId = *id;
   job.pool = *pool;
   job.payload = *payload;
+  if (keyed) job.payloadKey = inKey->second;
   job.allowPoison = *allow == "1";
   return job;
 }

@@ -29,6 +29,9 @@ struct JobEntry {
   std::uint64_t originId = 0;  // the job's id there
   std::string pool;
   std::string payload;
+  // Set for a payload too large for the entry: it lives in this key (with a TTL) instead, and
+  // `payload` is filled from it when a node takes the job.
+  std::string payloadKey;
   std::optional<std::int64_t> timeoutMs;       // one attempt's run limit, as the caller set it
   std::optional<std::int64_t> deadlineUnixMs;  // the caller's whole budget ends then
   bool allowPoison = false;

@@ -11,27 +11,15 @@ namespace bulkhead::cluster {
 namespace {
 
 using std::chrono::milliseconds;
-constexpr auto kBlock = milliseconds(100);  // the reader's longest wait on Redis
-constexpr auto kCommandTimeout = std::chrono::seconds(5);
 constexpr auto kFlushOnStop = std::chrono::seconds(5);
 constexpr const char* kOutcomeStreamLength = "100000";  // trimmed beyond (approximately)
+// Payloads larger than this go in a key of their own rather than in the stream's entry, which
+// XAUTOCLAIM and XPENDING scans would otherwise carry around.
+constexpr std::size_t kInlinePayloadLimit = 1 << 20;
+// How long such a key lives: a job that waits in the stream longer ends `unavailable`.
+constexpr auto kPayloadKeyLife = std::chrono::hours(24);
 
 bool isError(const Reply& r) { return !r || r->type == REDIS_REPLY_ERROR; }
-
-// An entry's field list ([f1, v1, f2, v2, ...]); none when it is not one (a deleted entry).
-std::optional<Fields> fieldsOf(const redisReply* r) {
-  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) return std::nullopt;
-  Fields f;
-  for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
-    f.emplace_back(replyText(r->element[i]), replyText(r->element[i + 1]));
-  }
-  return f;
-}
-
-std::string poolOfStream(const std::string& key) {  // bulkhead:pool:NAME:jobs
-  constexpr std::string_view prefix = "bulkhead:pool:", suffix = ":jobs";
-  return key.substr(prefix.size(), key.size() - prefix.size() - suffix.size());
-}
 
 }  // namespace
 
@@ -45,7 +33,10 @@ JobQueue::JobQueue(const config::ClusterConfig& config, std::string node, std::s
       claimAfter_(config.claimAfter),
       heartbeat_(config.heartbeat),
       post_(std::move(post)),
-      log_(std::move(log)) {}
+      log_(std::move(log)),
+      nonce_(std::to_string(std::chrono::duration_cast<milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count())) {}
 
 JobQueue::~JobQueue() {
   {
@@ -111,189 +102,6 @@ std::map<std::string, std::size_t> JobQueue::takeable() const {
 void JobQueue::waitFor(std::condition_variable& cv, std::chrono::nanoseconds d) {
   std::unique_lock lock(mutex_);
   cv.wait_for(lock, d, [this] { return stopping_; });
-}
-
-// The loop sees the delivery; until then it counts against what this node wants of its pool.
-void JobQueue::handOver(Delivery delivery) {
-  const std::string pool = delivery.job.pool;
-  {
-    std::lock_guard lock(mutex_);
-    ++inTransit_[pool];
-    held_[delivery.stream].insert(delivery.entryId);
-  }
-  post_([this, pool, d = std::move(delivery)]() mutable {
-    handlers_.job(std::move(d));  // the policy starts it and says what it wants now
-    std::lock_guard lock(mutex_);
-    if (auto it = inTransit_.find(pool); it != inTransit_.end() && it->second > 0) --it->second;
-  });
-}
-
-// ---- reader ----
-
-bool JobQueue::prepareReader(RedisConnection& c, std::string& error) {
-  Reply id = c.command({"CLIENT", "ID"});
-  if (!id || id->type != REDIS_REPLY_INTEGER) {
-    error = id ? "CLIENT ID: " + replyText(id.get()) : c.error();
-    return false;
-  }
-  readerClientId_ = id->integer;
-  // Groups read pool streams from their first entry (jobs queued before any node read them).
-  std::vector<std::string> keys{outcomeKey_};
-  for (const std::string& pool : pools_) keys.push_back(poolStreamKey(pool));
-  for (const std::string& key : keys) {
-    Reply r = c.command({"XGROUP", "CREATE", key, kConsumerGroup, "0", "MKSTREAM"});
-    if (!r) {
-      error = c.error();
-      return false;
-    }
-    if (r->type == REDIS_REPLY_ERROR && replyText(r.get()).rfind("BUSYGROUP", 0) != 0) {
-      error = "XGROUP CREATE " + key + ": " + replyText(r.get());
-      return false;
-    }
-  }
-  return true;
-}
-
-void JobQueue::readLoop() {
-  std::optional<RedisConnection> c;
-  auto lastClaim = std::chrono::steady_clock::now() - claimAfter_;
-  std::string lastError;
-  for (;;) {
-    {
-      std::lock_guard lock(mutex_);
-      if (stopping_) return;
-    }
-    if (!c) {
-      std::string error;
-      c = RedisConnection::open(address_, password_, kCommandTimeout + kBlock, error);
-      if (c && !prepareReader(*c, error)) c.reset();
-      if (!c) {
-        if (error != lastError) log_("cluster reader: " + error + " (retrying)");
-        lastError = error;
-        waitFor(readerWake_,
-                std::min<std::chrono::nanoseconds>(heartbeat_, std::chrono::seconds(1)));
-        continue;
-      }
-      if (!lastError.empty()) log_("cluster reader: connected again");
-      lastError.clear();
-    }
-    const auto now = std::chrono::steady_clock::now();
-    if (now - lastClaim >= claimAfter_ / 4) {
-      lastClaim = now;
-      if (!claimAbandoned(*c)) {
-        c.reset();
-        continue;
-      }
-    }
-    if (!readOnce(*c)) c.reset();
-  }
-}
-
-// One XREADGROUP: at most one new entry per stream, waiting up to kBlock.
-bool JobQueue::readOnce(RedisConnection& c) {
-  std::vector<std::string> keys{outcomeKey_};
-  {
-    std::lock_guard lock(mutex_);
-    for (const auto& [pool, n] : takeable()) keys.push_back(poolStreamKey(pool));
-  }
-  const std::string block = std::to_string(kBlock.count());
-  std::vector<std::string_view> argv{"XREADGROUP", "GROUP", kConsumerGroup, node_,    "COUNT",
-                                     "1",          "BLOCK", block,          "STREAMS"};
-  argv.insert(argv.end(), keys.begin(), keys.end());
-  for (std::size_t i = 0; i < keys.size(); ++i) argv.push_back(">");
-  Reply r = c.command(argv);
-  if (!r) return false;
-  if (r->type == REDIS_REPLY_ERROR) {  // NOGROUP: the server lost our groups; make them again
-    log_("cluster reader: XREADGROUP: " + replyText(r.get()));
-    return false;
-  }
-  if (r->type != REDIS_REPLY_ARRAY) return true;  // nil: nothing came (or CLIENT UNBLOCK)
-  for (std::size_t s = 0; s < r->elements; ++s) {
-    const redisReply* stream = r->element[s];
-    if (stream->type != REDIS_REPLY_ARRAY || stream->elements != 2) continue;
-    const std::string key = replyText(stream->element[0]);
-    const redisReply* entries = stream->element[1];
-    for (std::size_t e = 0; e < entries->elements; ++e) {
-      const redisReply* entry = entries->element[e];
-      if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
-      const std::string id = replyText(entry->element[0]);
-      auto fields = fieldsOf(entry->element[1]);
-      if (key == outcomeKey_) {
-        auto outcome = fields ? decodeOutcome(*fields)
-                              : std::variant<OutcomeEntry, std::string>(std::string("no fields"));
-        if (auto* o = std::get_if<OutcomeEntry>(&outcome)) {
-          post_([this, o = std::move(*o)]() mutable { handlers_.outcome(std::move(o)); });
-        } else {
-          log_("cluster: dropped outcome entry " + id + ": " + std::get<std::string>(outcome));
-        }
-        c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
-        continue;
-      }
-      auto job = fields ? decodeJob(*fields)
-                        : std::variant<JobEntry, std::string>(std::string("no fields"));
-      if (auto* j = std::get_if<JobEntry>(&job); j && j->pool == poolOfStream(key)) {
-        handOver(Delivery{key, id, 1, std::move(*j)});
-      } else {  // nobody can run it: acknowledged so that it does not circle
-        log_("cluster: dropped job entry " + id + " of " + key + ": " +
-             (j ? "its pool field names another pool" : std::get<std::string>(job)));
-        c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
-      }
-    }
-  }
-  return true;
-}
-
-// Entries another node took and left unacknowledged for claim_after: that node stopped
-// refreshing them (it died, or lost Redis). Taken over, at most as many as this node wants.
-bool JobQueue::claimAbandoned(RedisConnection& c) {
-  const std::string minIdle =
-      std::to_string(std::chrono::duration_cast<milliseconds>(claimAfter_).count());
-  std::map<std::string, std::size_t> want;
-  {
-    std::lock_guard lock(mutex_);
-    want = takeable();
-  }
-  for (const auto& [pool, n] : want) {
-    const std::string key = poolStreamKey(pool);
-    const std::string count = std::to_string(n);
-    std::string cursor = "0-0";
-    std::size_t taken = 0;
-    for (int round = 0; round < 100 && taken < n; ++round) {
-      Reply r =
-          c.command({"XAUTOCLAIM", key, kConsumerGroup, node_, minIdle, cursor, "COUNT", count});
-      if (!r) return false;
-      if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) break;  // NOGROUP and the like
-      cursor = replyText(r->element[0]);
-      const redisReply* entries = r->element[1];
-      for (std::size_t e = 0; e < entries->elements; ++e) {
-        const redisReply* entry = entries->element[e];
-        if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
-        const std::string id = replyText(entry->element[0]);
-        auto fields = fieldsOf(entry->element[1]);
-        auto job = fields ? decodeJob(*fields)
-                          : std::variant<JobEntry, std::string>(std::string("no fields"));
-        auto* j = std::get_if<JobEntry>(&job);
-        if (!j || j->pool != pool) {
-          c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
-          continue;
-        }
-        // Its delivery count, which XAUTOCLAIM just raised: the runs so far, this one included.
-        Reply pending = c.command({"XPENDING", key, kConsumerGroup, id, id, "1"});
-        if (!pending) return false;
-        std::uint64_t runs = 2;
-        if (pending->type == REDIS_REPLY_ARRAY && pending->elements == 1 &&
-            pending->element[0]->type == REDIS_REPLY_ARRAY && pending->element[0]->elements == 4) {
-          runs = static_cast<std::uint64_t>(pending->element[0]->element[3]->integer);
-        }
-        log_("cluster: took over job " + j->origin + "/" + std::to_string(j->originId) +
-             " of pool " + pool + " (run " + std::to_string(runs) + ")");
-        handOver(Delivery{key, id, runs, std::move(*j)});
-        ++taken;
-      }
-      if (cursor == "0-0") break;
-    }
-  }
-  return true;
 }
 
 // ---- writer ----
@@ -370,19 +178,39 @@ void JobQueue::writeLoop() {
 // False when the connection failed (the command is kept if it was an outcome).
 bool JobQueue::execute(RedisConnection& c, const Command& k) {
   if (!k.isFinish) {
-    const Fields fields = encodeJob(k.job);
-    const std::string key = poolStreamKey(k.job.pool);
-    std::vector<std::string_view> argv{"XADD", key, "*"};
+    // A large payload goes in a key of its own, which lives as long as the job may wait.
+    JobEntry job = k.job;
+    std::vector<std::vector<std::string_view>> commands;
+    std::string ttl;
+    if (job.payload.size() > kInlinePayloadLimit) {
+      job.payloadKey =
+          "bulkhead:payload:" + job.origin + ":" + nonce_ + ":" + std::to_string(job.originId);
+      ttl = std::to_string(std::chrono::duration_cast<milliseconds>(kPayloadKeyLife).count());
+      commands.push_back({"SET", job.payloadKey, k.job.payload, "PX", ttl});
+      job.payload.clear();
+    }
+    const Fields fields = encodeJob(job);
+    const std::string key = poolStreamKey(job.pool);
+    std::vector<std::string_view> add{"XADD", key, "*"};
     for (const auto& [name, value] : fields) {
-      argv.push_back(name);
-      argv.push_back(value);
+      add.push_back(name);
+      add.push_back(value);
     }
-    Reply r = c.command(argv);
-    if (isError(r)) {
-      const std::string why = r ? replyText(r.get()) : c.error();
-      post_([this, id = k.job.originId, why] { handlers_.notQueued(id, "Redis: " + why); });
+    commands.push_back(add);
+    auto replies = c.pipeline(commands);
+    if (replies.size() != commands.size()) {
+      post_(
+          [this, id = job.originId, why = c.error()] { handlers_.notQueued(id, "Redis: " + why); });
+      return false;
     }
-    return r != nullptr;
+    for (const Reply& r : replies) {
+      if (!isError(r)) continue;
+      post_([this, id = job.originId, why = replyText(r.get())] {
+        handlers_.notQueued(id, "Redis: " + why);
+      });
+      break;
+    }
+    return true;
   }
   const Delivery& d = k.delivery;
   const Fields fields = encodeOutcome(k.outcome);
@@ -392,14 +220,15 @@ bool JobQueue::execute(RedisConnection& c, const Command& k) {
     add.push_back(name);
     add.push_back(value);
   }
-  auto replies = c.pipeline({{"MULTI"},
-                             add,
-                             {"XACK", d.stream, kConsumerGroup, d.entryId},
-                             {"XDEL", d.stream, d.entryId},
-                             {"EXEC"}});
-  if (replies.size() != 5) return false;
-  if (isError(replies[4]))
-    log_("cluster writer: storing an outcome: " + replyText(replies[4].get()));
+  std::vector<std::vector<std::string_view>> commands{
+      {"MULTI"}, add, {"XACK", d.stream, kConsumerGroup, d.entryId}, {"XDEL", d.stream, d.entryId}};
+  if (!d.job.payloadKey.empty()) commands.push_back({"DEL", d.job.payloadKey});
+  commands.push_back({"EXEC"});
+  auto replies = c.pipeline(commands);
+  if (replies.size() != commands.size()) return false;
+  if (isError(replies.back())) {
+    log_("cluster writer: storing an outcome: " + replyText(replies.back().get()));
+  }
   std::lock_guard lock(mutex_);
   if (auto it = held_.find(d.stream); it != held_.end()) {
     it->second.erase(d.entryId);

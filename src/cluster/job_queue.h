@@ -5,10 +5,12 @@
 //
 // Owns: two threads, each with its own blocking connection (redis_connection.h), and what crosses
 // between them and the event loop under one mutex:
-// - the reader blocks in one XREADGROUP on this node's outcome stream and on the streams of the
-//   pools it wants jobs for (never more than it wants: no node hoards work), and every quarter of
-//   claim_after takes over entries another node left unacknowledged that long (XAUTOCLAIM: that
-//   node died or lost Redis), with their delivery count as the job's runs;
+// - the reader (job_queue_reader.cc) blocks in one XREADGROUP on this node's outcome stream and
+//   on the streams of the pools it wants jobs for (never more than it wants: no node hoards
+//   work), takes back after each (re)connect the entries delivered to it that it is not running
+//   (their reply was lost with the connection), and every quarter of claim_after takes over
+//   entries another node left unacknowledged that long (XAUTOCLAIM: that node died or lost
+//   Redis), with their delivery count as the job's runs;
 // - the writer adds jobs (XADD), stores outcomes and acknowledges their entries in one MULTI
 //   (XADD to the origin's stream, XACK, XDEL), keeps outcomes it could not write until Redis is
 //   back, refreshes the entries this node is running every heartbeat (XCLAIM ... JUSTID, so no
@@ -24,6 +26,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -66,14 +69,19 @@ class JobQueue : public JobTransport {
     OutcomeEntry outcome;  // finish
   };
 
-  void readLoop();
+  static constexpr auto kCommandTimeout = std::chrono::seconds(5);
+
+  void readLoop();  // job_queue_reader.cc
   void writeLoop();
   bool prepareReader(RedisConnection& c, std::string& error);
   bool readOnce(RedisConnection& c);
   bool claimAbandoned(RedisConnection& c);
+  bool takeBackOwnPending(RedisConnection& c);
+  static std::optional<std::uint64_t> deliveries(RedisConnection& c, const std::string& key,
+                                                 const std::string& id, std::uint64_t otherwise);
   bool execute(RedisConnection& c, const Command& command);
   bool refreshHeld(RedisConnection& c);
-  void handOver(Delivery delivery);
+  bool handOver(RedisConnection& c, Delivery delivery);
   std::map<std::string, std::size_t> takeable() const;  // under mutex_
   void waitFor(std::condition_variable& cv, std::chrono::nanoseconds d);
 
@@ -86,6 +94,7 @@ class JobQueue : public JobTransport {
   const std::chrono::nanoseconds heartbeat_;
   const Post post_;
   const Log log_;
+  const std::string nonce_;  // tells this run's payload keys from an earlier run's (same ids)
   TransportHandlers handlers_;
 
   mutable std::mutex mutex_;

@@ -20,6 +20,7 @@ struct Delivery {
   std::string entryId;     // the entry's id in it
   std::uint64_t runs = 1;  // times the cluster handed it out, this one included
   JobEntry job;
+  bool payloadLost = false;  // its payload key had expired (or was deleted) when it was taken
 };
 
 // What the queue tells the policy; always called on the event loop.

@@ -226,8 +226,8 @@ TEST(ClusterRunner, AStoppingNodeAnswersEveryJobItStillWaitsFor) {
 
 TEST(ClusterRunner, ATakenJobRunsHereAndItsOutcomeGoesBackWithItsRuns) {
   Node n("b");
-  Delivery d{"bulkhead:pool:p:jobs", "1-0", 2, {}};
-  d.job = {"a", 41, "p", "payload", 500, 1'003'000, true};
+  Delivery d{"bulkhead:pool:p:jobs", "1-0", 2, {}, false};
+  d.job = {"a", 41, "p", "payload", "", 500, 1'003'000, true};
   n.handlers.job(d);
   ASSERT_EQ(n.local.running_.size(), 1u);
   const auto& [localId, job] = *n.local.running_.begin();
@@ -252,8 +252,8 @@ TEST(ClusterRunner, ATakenJobRunsHereAndItsOutcomeGoesBackWithItsRuns) {
 
 TEST(ClusterRunner, AJobHandedOutMoreThanPoisonAfterTimesEndsPoisonWithoutRunning) {
   Node n("b");
-  Delivery d{"bulkhead:pool:p:jobs", "1-0", 3, {}};
-  d.job = {"a", 41, "p", "payload", {}, {}, false};
+  Delivery d{"bulkhead:pool:p:jobs", "1-0", 3, {}, false};
+  d.job = {"a", 41, "p", "payload", "", {}, {}, false};
   n.handlers.job(d);
   EXPECT_TRUE(n.local.running_.empty());
   ASSERT_EQ(n.transport.finished_.size(), 1u);
@@ -261,6 +261,18 @@ TEST(ClusterRunner, AJobHandedOutMoreThanPoisonAfterTimesEndsPoisonWithoutRunnin
   ASSERT_TRUE(report);
   EXPECT_EQ(report->outcome, core::Outcome::kPoison);
   EXPECT_NE(report->detail.find("handed this job to a node 2 times"), std::string::npos);
+}
+
+TEST(ClusterRunner, AJobWhosePayloadKeyExpiredEndsUnavailableWithoutRunning) {
+  Node n("b");
+  Delivery d{"bulkhead:pool:p:jobs", "1-0", 1, {}, true};
+  d.job = {"a", 41, "p", "", "bulkhead:payload:a:1:41", {}, {}, false};
+  n.handlers.job(d);
+  EXPECT_TRUE(n.local.running_.empty());
+  ASSERT_EQ(n.transport.finished_.size(), 1u);
+  auto report = jobs::reportFromJson(n.transport.finished_[0].second.reportJson);
+  EXPECT_EQ(report->outcome, core::Outcome::kUnavailable);
+  EXPECT_NE(report->detail.find("bulkhead:payload:a:1:41) expired"), std::string::npos);
 }
 
 TEST(ClusterRunner, WantsAsManyJobsAsItHasFreeWorkersAndNoneWhenStopping) {
@@ -272,8 +284,8 @@ TEST(ClusterRunner, WantsAsManyJobsAsItHasFreeWorkersAndNoneWhenStopping) {
   n.local.shuttingDown_ = true;
   n.runner->tend();
   EXPECT_TRUE(n.transport.wanted_.empty());
-  Delivery d{"bulkhead:pool:p:jobs", "1-0", 1, {}};
-  d.job = {"a", 1, "p", "x", {}, {}, false};
+  Delivery d{"bulkhead:pool:p:jobs", "1-0", 1, {}, false};
+  d.job = {"a", 1, "p", "x", "", {}, {}, false};
   n.handlers.job(d);  // taken just before: answered, not run
   ASSERT_EQ(n.transport.finished_.size(), 1u);
   EXPECT_EQ(jobs::reportFromJson(n.transport.finished_[0].second.reportJson)->outcome,
@@ -296,7 +308,7 @@ TEST(ClusterRunner, EveryCallerHearsOnceUnderThousandsOfSimulatedNodeDeaths) {
   int deaths = 0;
   for (const JobEntry& entry : a.transport.enqueued_) {
     for (std::uint64_t runs = 1;; ++runs) {
-      b.handlers.job(Delivery{"s", std::to_string(entry.originId), runs, entry});
+      b.handlers.job(Delivery{"s", std::to_string(entry.originId), runs, entry, false});
       if (!b.transport.finished_.empty()) break;  // ended without running: poison
       const core::JobId localId = b.local.running_.begin()->first;
       if (random() % 3 == 0) {  // the node died with it: the cluster hands it out again

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace bulkhead::cluster {
 namespace {
 
@@ -72,6 +74,21 @@ TEST(JobEntry, MalformedEntriesAreRefusedWithTheReason) {
   twice.emplace_back("pool", "other");
   EXPECT_EQ(reason(twice), "a field appears twice");
   EXPECT_EQ(reason({}), "missing field 'v'");
+}
+
+TEST(JobEntry, APayloadInAKeyTravelsAsItsKey) {
+  JobEntry j = sampleJob();
+  j.payload.clear();
+  j.payloadKey = "bulkhead:payload:gpu-a:1:7";
+  const Fields f = encodeJob(j);
+  EXPECT_TRUE(std::none_of(f.begin(), f.end(), [](const auto& p) { return p.first == "payload"; }));
+  auto back = std::get<JobEntry>(decodeJob(f));
+  EXPECT_EQ(back.payloadKey, j.payloadKey);
+  EXPECT_TRUE(back.payload.empty());
+  Fields both = encodeJob(sampleJob());
+  both.emplace_back("payload_key", "k");
+  EXPECT_EQ(std::get<std::string>(decodeJob(both)), "both 'payload' and 'payload_key'");
+  EXPECT_EQ(std::get<std::string>(decodeJob(with(f, "payload_key", ""))), "empty payload_key");
 }
 
 TEST(OutcomeEntry, RoundTripsAndRefusesZeroRuns) {

@@ -43,8 +43,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     auto again = decodeJob(encodeJob(*j));
     const auto* k = std::get_if<JobEntry>(&again);
     if (!k || k->origin != j->origin || k->originId != j->originId || k->pool != j->pool ||
-        k->payload != j->payload || k->timeoutMs != j->timeoutMs ||
-        k->deadlineUnixMs != j->deadlineUnixMs || k->allowPoison != j->allowPoison) {
+        k->payload != j->payload || k->payloadKey != j->payloadKey ||
+        k->timeoutMs != j->timeoutMs || k->deadlineUnixMs != j->deadlineUnixMs ||
+        k->allowPoison != j->allowPoison) {
       std::abort();
     }
   }

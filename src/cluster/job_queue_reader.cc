@@ -1,0 +1,283 @@
+// The reader's half of JobQueue (job_queue.h): one blocking connection that takes jobs from the
+// pools' streams (new ones, this node's own pending ones after a reconnect, and other nodes'
+// abandoned ones) and outcomes from this node's stream, and hands them to the event loop.
+
+#include <optional>
+#include <variant>
+
+#include "cluster/job_queue.h"
+#include "cluster/redis_connection.h"
+
+namespace bulkhead::cluster {
+
+namespace {
+
+using std::chrono::milliseconds;
+constexpr auto kBlock = milliseconds(100);  // the reader's longest wait on Redis
+
+// An entry's field list ([f1, v1, f2, v2, ...]); none when it is not one (a deleted entry).
+std::optional<Fields> fieldsOf(const redisReply* r) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) return std::nullopt;
+  Fields f;
+  for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+    f.emplace_back(replyText(r->element[i]), replyText(r->element[i + 1]));
+  }
+  return f;
+}
+
+std::string poolOfStream(const std::string& key) {  // bulkhead:pool:NAME:jobs
+  constexpr std::string_view prefix = "bulkhead:pool:", suffix = ":jobs";
+  return key.substr(prefix.size(), key.size() - prefix.size() - suffix.size());
+}
+
+std::variant<JobEntry, std::string> jobOf(const std::optional<Fields>& fields) {
+  if (!fields) return std::string("no fields");
+  return decodeJob(*fields);
+}
+
+}  // namespace
+
+// The loop sees the delivery; until then it counts against what this node wants of its pool.
+// A payload kept in a key is read first. False when the connection failed.
+bool JobQueue::handOver(RedisConnection& c, Delivery delivery) {
+  if (!delivery.job.payloadKey.empty()) {
+    Reply payload = c.command({"GET", delivery.job.payloadKey});
+    if (!payload) return false;
+    if (payload->type == REDIS_REPLY_STRING) {
+      delivery.job.payload.assign(payload->str, payload->len);
+    } else {
+      delivery.payloadLost = true;
+    }
+  }
+  const std::string pool = delivery.job.pool;
+  {
+    std::lock_guard lock(mutex_);
+    ++inTransit_[pool];
+    held_[delivery.stream].insert(delivery.entryId);
+  }
+  post_([this, pool, d = std::move(delivery)]() mutable {
+    handlers_.job(std::move(d));  // the policy starts it and says what it wants now
+    std::lock_guard lock(mutex_);
+    if (auto it = inTransit_.find(pool); it != inTransit_.end() && it->second > 0) --it->second;
+  });
+  return true;
+}
+
+// ---- reader ----
+
+bool JobQueue::prepareReader(RedisConnection& c, std::string& error) {
+  Reply id = c.command({"CLIENT", "ID"});
+  if (!id || id->type != REDIS_REPLY_INTEGER) {
+    error = id ? "CLIENT ID: " + replyText(id.get()) : c.error();
+    return false;
+  }
+  readerClientId_ = id->integer;
+  // Groups read pool streams from their first entry (jobs queued before any node read them).
+  std::vector<std::string> keys{outcomeKey_};
+  for (const std::string& pool : pools_) keys.push_back(poolStreamKey(pool));
+  for (const std::string& key : keys) {
+    Reply r = c.command({"XGROUP", "CREATE", key, kConsumerGroup, "0", "MKSTREAM"});
+    if (!r) {
+      error = c.error();
+      return false;
+    }
+    if (r->type == REDIS_REPLY_ERROR && replyText(r.get()).rfind("BUSYGROUP", 0) != 0) {
+      error = "XGROUP CREATE " + key + ": " + replyText(r.get());
+      return false;
+    }
+  }
+  return true;
+}
+
+void JobQueue::readLoop() {
+  std::optional<RedisConnection> c;
+  auto lastClaim = std::chrono::steady_clock::now() - claimAfter_;
+  std::string lastError;
+  for (;;) {
+    {
+      std::lock_guard lock(mutex_);
+      if (stopping_) return;
+    }
+    if (!c) {
+      std::string error;
+      c = RedisConnection::open(address_, password_, kCommandTimeout + kBlock, error);
+      if (c && !(prepareReader(*c, error) && takeBackOwnPending(*c))) {
+        if (error.empty()) error = c->error();
+        c.reset();
+      }
+      if (!c) {
+        if (error != lastError) log_("cluster reader: " + error + " (retrying)");
+        lastError = error;
+        waitFor(readerWake_,
+                std::min<std::chrono::nanoseconds>(heartbeat_, std::chrono::seconds(1)));
+        continue;
+      }
+      if (!lastError.empty()) log_("cluster reader: connected again");
+      lastError.clear();
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now - lastClaim >= claimAfter_ / 4) {
+      lastClaim = now;
+      if (!claimAbandoned(*c)) {
+        c.reset();
+        continue;
+      }
+    }
+    if (!readOnce(*c)) c.reset();
+  }
+}
+
+// One XREADGROUP: at most one new entry per stream, waiting up to kBlock.
+bool JobQueue::readOnce(RedisConnection& c) {
+  std::vector<std::string> keys{outcomeKey_};
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [pool, n] : takeable()) keys.push_back(poolStreamKey(pool));
+  }
+  const std::string block = std::to_string(kBlock.count());
+  std::vector<std::string_view> argv{"XREADGROUP", "GROUP", kConsumerGroup, node_,    "COUNT",
+                                     "1",          "BLOCK", block,          "STREAMS"};
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  for (std::size_t i = 0; i < keys.size(); ++i) argv.push_back(">");
+  Reply r = c.command(argv);
+  if (!r) return false;
+  if (r->type == REDIS_REPLY_ERROR) {  // NOGROUP: the server lost our groups; make them again
+    log_("cluster reader: XREADGROUP: " + replyText(r.get()));
+    return false;
+  }
+  if (r->type != REDIS_REPLY_ARRAY) return true;  // nil: nothing came (or CLIENT UNBLOCK)
+  for (std::size_t s = 0; s < r->elements; ++s) {
+    const redisReply* stream = r->element[s];
+    if (stream->type != REDIS_REPLY_ARRAY || stream->elements != 2) continue;
+    const std::string key = replyText(stream->element[0]);
+    const redisReply* entries = stream->element[1];
+    for (std::size_t e = 0; e < entries->elements; ++e) {
+      const redisReply* entry = entries->element[e];
+      if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
+      const std::string id = replyText(entry->element[0]);
+      auto fields = fieldsOf(entry->element[1]);
+      if (key == outcomeKey_) {
+        auto outcome = fields ? decodeOutcome(*fields)
+                              : std::variant<OutcomeEntry, std::string>(std::string("no fields"));
+        if (auto* o = std::get_if<OutcomeEntry>(&outcome)) {
+          post_([this, o = std::move(*o)]() mutable { handlers_.outcome(std::move(o)); });
+        } else {
+          log_("cluster: dropped outcome entry " + id + ": " + std::get<std::string>(outcome));
+        }
+        c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
+        continue;
+      }
+      auto job = jobOf(fields);
+      if (auto* j = std::get_if<JobEntry>(&job); j && j->pool == poolOfStream(key)) {
+        if (!handOver(c, Delivery{key, id, 1, std::move(*j), false})) return false;
+      } else {  // nobody can run it: acknowledged so that it does not circle
+        log_("cluster: dropped job entry " + id + " of " + key + ": " +
+             (j ? "its pool field names another pool" : std::get<std::string>(job)));
+        c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
+      }
+    }
+  }
+  return true;
+}
+
+// The entry's delivery count (XPENDING), `otherwise` when Redis does not say; none when the
+// connection failed.
+std::optional<std::uint64_t> JobQueue::deliveries(RedisConnection& c, const std::string& key,
+                                                  const std::string& id, std::uint64_t otherwise) {
+  Reply pending = c.command({"XPENDING", key, kConsumerGroup, id, id, "1"});
+  if (!pending) return std::nullopt;
+  if (pending->type == REDIS_REPLY_ARRAY && pending->elements == 1 &&
+      pending->element[0]->type == REDIS_REPLY_ARRAY && pending->element[0]->elements == 4 &&
+      pending->element[0]->element[3]->type == REDIS_REPLY_INTEGER) {
+    return static_cast<std::uint64_t>(pending->element[0]->element[3]->integer);
+  }
+  return otherwise;
+}
+
+// Entries delivered to this node that it is not running: their XREADGROUP reply was lost when
+// the connection broke (or this node restarted under the same name). Read again from this
+// consumer's own pending list (id 0) at once, rather than after claim_after.
+bool JobQueue::takeBackOwnPending(RedisConnection& c) {
+  for (const std::string& pool : pools_) {
+    const std::string key = poolStreamKey(pool);
+    Reply r = c.command(
+        {"XREADGROUP", "GROUP", kConsumerGroup, node_, "COUNT", "1000", "STREAMS", key, "0"});
+    if (!r) return false;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 1) continue;
+    const redisReply* entries = r->element[0]->element[1];
+    for (std::size_t e = 0; e < entries->elements; ++e) {
+      const redisReply* entry = entries->element[e];
+      if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
+      const std::string id = replyText(entry->element[0]);
+      {
+        std::lock_guard lock(mutex_);
+        auto held = held_.find(key);
+        if (held != held_.end() && held->second.count(id)) continue;  // running here
+      }
+      auto fields = fieldsOf(entry->element[1]);
+      auto job = jobOf(fields);
+      auto* j = std::get_if<JobEntry>(&job);
+      if (!j || j->pool != pool) {
+        c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
+        continue;
+      }
+      // Reading it again counted as a delivery: it may have run here before a restart.
+      auto runs = deliveries(c, key, id, 2);
+      if (!runs) return false;
+      log_("cluster: taking back job " + j->origin + "/" + std::to_string(j->originId) +
+           " of pool " + pool + ", delivered here before the connection broke (run " +
+           std::to_string(*runs) + ")");
+      if (!handOver(c, Delivery{key, id, *runs, std::move(*j), false})) return false;
+    }
+  }
+  return true;
+}
+
+// Entries another node took and left unacknowledged for claim_after: that node stopped
+// refreshing them (it died, or lost Redis). Taken over, at most as many as this node wants.
+bool JobQueue::claimAbandoned(RedisConnection& c) {
+  const std::string minIdle =
+      std::to_string(std::chrono::duration_cast<milliseconds>(claimAfter_).count());
+  std::map<std::string, std::size_t> want;
+  {
+    std::lock_guard lock(mutex_);
+    want = takeable();
+  }
+  for (const auto& [pool, n] : want) {
+    const std::string key = poolStreamKey(pool);
+    const std::string count = std::to_string(n);
+    std::string cursor = "0-0";
+    std::size_t taken = 0;
+    for (int round = 0; round < 100 && taken < n; ++round) {
+      Reply r =
+          c.command({"XAUTOCLAIM", key, kConsumerGroup, node_, minIdle, cursor, "COUNT", count});
+      if (!r) return false;
+      if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) break;  // NOGROUP and the like
+      cursor = replyText(r->element[0]);
+      const redisReply* entries = r->element[1];
+      for (std::size_t e = 0; e < entries->elements; ++e) {
+        const redisReply* entry = entries->element[e];
+        if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
+        const std::string id = replyText(entry->element[0]);
+        auto fields = fieldsOf(entry->element[1]);
+        auto job = jobOf(fields);
+        auto* j = std::get_if<JobEntry>(&job);
+        if (!j || j->pool != pool) {
+          c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
+          continue;
+        }
+        // Its delivery count, which XAUTOCLAIM just raised: the runs so far, this one included.
+        auto runs = deliveries(c, key, id, 2);
+        if (!runs) return false;
+        log_("cluster: took over job " + j->origin + "/" + std::to_string(j->originId) +
+             " of pool " + pool + " (run " + std::to_string(*runs) + ")");
+        if (!handOver(c, Delivery{key, id, *runs, std::move(*j), false})) return false;
+        ++taken;
+      }
+      if (cursor == "0-0") break;
+    }
+  }
+  return true;
+}
+
+}  // namespace bulkhead::cluster
