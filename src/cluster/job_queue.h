@@ -36,6 +36,8 @@
 #include "config/config.h"
 #include "config/redis_address.h"
 
+struct redisReply;  // hiredis
+
 namespace bulkhead::cluster {
 
 class RedisConnection;
@@ -77,6 +79,9 @@ class JobQueue : public JobTransport {
   bool readOnce(RedisConnection& c);
   bool claimAbandoned(RedisConnection& c);
   bool takeBackOwnPending(RedisConnection& c);
+  bool takeEntry(RedisConnection& c, const std::string& key, const std::string& pool,
+                 const std::string& id, const redisReply* fields, std::uint64_t runs,
+                 const char* why);
   static std::optional<std::uint64_t> deliveries(RedisConnection& c, const std::string& key,
                                                  const std::string& id, std::uint64_t otherwise);
   bool execute(RedisConnection& c, const Command& command);

@@ -167,17 +167,36 @@ bool JobQueue::readOnce(RedisConnection& c) {
         c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
         continue;
       }
-      auto job = jobOf(fields);
-      if (auto* j = std::get_if<JobEntry>(&job); j && j->pool == poolOfStream(key)) {
-        if (!handOver(c, Delivery{key, id, 1, std::move(*j), false})) return false;
-      } else {  // nobody can run it: acknowledged so that it does not circle
-        log_("cluster: dropped job entry " + id + " of " + key + ": " +
-             (j ? "its pool field names another pool" : std::get<std::string>(job)));
-        c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
-      }
+      if (!takeEntry(c, key, poolOfStream(key), id, entry->element[1], 1, nullptr)) return false;
     }
   }
   return true;
+}
+
+// One entry of `key`, the stream of `pool`, taken by this node: handed over with its runs
+// (`runs`, or its delivery count from XPENDING when 0), logged with `why` when set; or, when it
+// does not decode, acknowledged and dropped (nobody can run it: it must not circle). False when
+// the connection failed.
+bool JobQueue::takeEntry(RedisConnection& c, const std::string& key, const std::string& pool,
+                         const std::string& id, const redisReply* fields, std::uint64_t runs,
+                         const char* why) {
+  auto job = jobOf(fieldsOf(fields));
+  auto* j = std::get_if<JobEntry>(&job);
+  if (!j || j->pool != pool) {
+    log_("cluster: dropped job entry " + id + " of " + key + ": " +
+         (j ? "its pool field names another pool" : std::get<std::string>(job)));
+    return !c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}}).empty();
+  }
+  if (runs == 0) {
+    auto counted = deliveries(c, key, id, 2);
+    if (!counted) return false;
+    runs = *counted;
+  }
+  if (why) {
+    log_(std::string("cluster: ") + why + " job " + j->origin + "/" + std::to_string(j->originId) +
+         " of pool " + pool + " (run " + std::to_string(runs) + ")");
+  }
+  return handOver(c, Delivery{key, id, runs, std::move(*j), false});
 }
 
 // The entry's delivery count (XPENDING), `otherwise` when Redis does not say; none when the
@@ -214,20 +233,11 @@ bool JobQueue::takeBackOwnPending(RedisConnection& c) {
         auto held = held_.find(key);
         if (held != held_.end() && held->second.count(id)) continue;  // running here
       }
-      auto fields = fieldsOf(entry->element[1]);
-      auto job = jobOf(fields);
-      auto* j = std::get_if<JobEntry>(&job);
-      if (!j || j->pool != pool) {
-        c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
-        continue;
-      }
       // Reading it again counted as a delivery: it may have run here before a restart.
-      auto runs = deliveries(c, key, id, 2);
-      if (!runs) return false;
-      log_("cluster: taking back job " + j->origin + "/" + std::to_string(j->originId) +
-           " of pool " + pool + ", delivered here before the connection broke (run " +
-           std::to_string(*runs) + ")");
-      if (!handOver(c, Delivery{key, id, *runs, std::move(*j), false})) return false;
+      if (!takeEntry(c, key, pool, id, entry->element[1], 0,
+                     "taking back a job delivered here before the connection broke:")) {
+        return false;
+      }
     }
   }
   return true;
@@ -259,19 +269,8 @@ bool JobQueue::claimAbandoned(RedisConnection& c) {
         const redisReply* entry = entries->element[e];
         if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
         const std::string id = replyText(entry->element[0]);
-        auto fields = fieldsOf(entry->element[1]);
-        auto job = jobOf(fields);
-        auto* j = std::get_if<JobEntry>(&job);
-        if (!j || j->pool != pool) {
-          c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
-          continue;
-        }
         // Its delivery count, which XAUTOCLAIM just raised: the runs so far, this one included.
-        auto runs = deliveries(c, key, id, 2);
-        if (!runs) return false;
-        log_("cluster: took over job " + j->origin + "/" + std::to_string(j->originId) +
-             " of pool " + pool + " (run " + std::to_string(*runs) + ")");
-        if (!handOver(c, Delivery{key, id, *runs, std::move(*j), false})) return false;
+        if (!takeEntry(c, key, pool, id, entry->element[1], 0, "took over")) return false;
         ++taken;
       }
       if (cursor == "0-0") break;

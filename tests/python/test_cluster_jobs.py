@@ -131,23 +131,23 @@ def test_a_killed_node_loses_no_accepted_job(start_daemon, redis_server, tmp_pat
     runs_file = str(tmp_path / "runs")
     work = {"handler": "count_runs", "workers": 2,
             "env": {"BULKHEAD_TEST_RUNS": runs_file, "BULKHEAD_TEST_SLEEP": "0.02"}}
-    a = _node(start_daemon, redis_server, "node-a", {"work": work}, journal=True,
+    a = _node(start_daemon, redis_server, "node-a", {"tasks": work}, journal=True,
               claim_after="2s")
-    c = _node(start_daemon, redis_server, "node-c", {"work": work}, claim_after="2s")
+    c = _node(start_daemon, redis_server, "node-c", {"tasks": work}, claim_after="2s")
     # node-b is killed below: not one of the fixture's daemons, which must all exit 0.
     os.makedirs(str(tmp_path / "b"))
-    b = Daemon(str(tmp_path / "b"), {"work": work},
+    b = Daemon(str(tmp_path / "b"), {"tasks": work},
                server={"listen": "127.0.0.1:0", "journal": ""},
                extra_sections={"cluster": _cluster(redis_server, "node-b", claim_after="2s")})
     total = 1000
     ids = {}
     try:
         b.start()
-        b.wait_ready("work", 2)
-        wait_until(lambda: _sees_pool(a, "node-b", "work", 2) and _sees_pool(a, "node-c", "work", 2),
+        b.wait_ready("tasks", 2)
+        wait_until(lambda: _sees_pool(a, "node-b", "tasks", 2) and _sees_pool(a, "node-c", "tasks", 2),
                    20, "node-a to see both other nodes' pools")
         for i in range(total):
-            r = a.http("POST", "/v1/pools/work/jobs?wait=0", body=b"job-%d" % i)
+            r = a.http("POST", "/v1/pools/tasks/jobs?wait=0", body=b"job-%d" % i)
             assert r.status == 202, r
             ids[r.json["job"]] = b"job-%d" % i
         # Kill node-b while it is running jobs: a third of them have run somewhere.
@@ -249,12 +249,12 @@ def test_redis_restarting_mid_run_loses_no_job(start_daemon, redis_server, tmp_p
     work = {"handler": "count_runs", "workers": 2,
             "env": {"BULKHEAD_TEST_RUNS": runs_file, "BULKHEAD_TEST_SLEEP": "0.05"}}
     a = _node(start_daemon, redis_server, "node-a", {"alpha": {"handler": "echo"}}, journal=True)
-    b = _node(start_daemon, redis_server, "node-b", {"work": work})
-    wait_until(lambda: _sees_pool(a, "node-b", "work", 2), 20, "node-a to see node-b's pool")
+    b = _node(start_daemon, redis_server, "node-b", {"tasks": work})
+    wait_until(lambda: _sees_pool(a, "node-b", "tasks", 2), 20, "node-a to see node-b's pool")
     total = 200
     ids = {}
     for i in range(total):
-        r = a.http("POST", "/v1/pools/work/jobs?wait=0", body=b"job-%d" % i)
+        r = a.http("POST", "/v1/pools/tasks/jobs?wait=0", body=b"job-%d" % i)
         assert r.status == 202, r
         ids[r.json["job"]] = b"job-%d" % i
     wait_until(lambda: len(_runs(runs_file)) >= total // 4, 60, "a quarter of the jobs to run")
