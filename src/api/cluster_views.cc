@@ -49,6 +49,11 @@ json clusterJson(cluster::NodeParts node) {
             {"redis", std::move(redis)},
             {"nodes", std::move(nodes)},
             {"in_stream", view.inStream}};
+  if (node.jobs) {  // what this node refuses now, by pool
+    json quarantined = json::object();
+    for (const auto& [pool, entries] : node.jobs->quarantine()) quarantined[pool] = entries.size();
+    j["quarantine"] = std::move(quarantined);
+  }
   if (node.jobs) {
     const cluster::ClusterRunner::Counters& c = node.jobs->counters();
     j["jobs"] = {{"sent", c.sent},

@@ -94,7 +94,11 @@ void ClusterNode::stop() {
 void ClusterNode::beat() {
   membership_->describe(
       api::nodeDescription(supervisor_, membership_->nodeName(), address_, versionText()).dump());
-  runner_->setDirectory(cluster::directoryFrom(membership_->view().nodes, membership_->nodeName()));
+  cluster::MembershipView view = membership_->view();
+  runner_->setDirectory(cluster::directoryFrom(view.nodes, membership_->nodeName()));
+  if (view.readAt.time_since_epoch().count() != 0) {  // Redis read at least once
+    runner_->setQuarantine(std::move(view.quarantine));
+  }
   beatTimer_.expires_after(heartbeat_);
   beatTimer_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec) beat();

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/quarantine.h"
 #include "jobs/report_json.h"
 #include "os/memfd.h"
 
@@ -119,17 +120,76 @@ bool ClusterRunner::runsHere(std::string_view pool) const {
   return directory_.find(pool) == directory_.end() || !transport_.connected();
 }
 
+// The poison answer for a payload another node quarantined (none when it is not, or the caller
+// allows it). The fingerprint is computed only when the pool's cluster quarantine has entries.
+std::optional<core::JobReport> ClusterRunner::refusedAsPoison(
+    core::JobId id, std::string_view pool, bool allowPoison,
+    const std::function<std::string()>& fingerprintOf) const {
+  if (allowPoison) return std::nullopt;
+  auto entries = quarantine_.find(std::string(pool));
+  if (entries == quarantine_.end() || entries->second.empty()) return std::nullopt;
+  const std::string fingerprint = fingerprintOf();
+  auto entry = entries->second.find(fingerprint);
+  if (entry == entries->second.end()) return std::nullopt;
+  auto condemned = jobs::reportFromJson(entry->second);
+  core::JobReport r =
+      endedHere(id, pool, core::Outcome::kPoison,
+                "payload quarantined on node '" + (condemned ? condemned->node : std::string("?")) +
+                    "': it crashed the workers of job " +
+                    (condemned ? std::to_string(condemned->jobId) : std::string("?")) +
+                    " there (send X-Bulkhead-Allow-Poison: 1 to run it anyway)");
+  if (condemned) r.attempts = condemned->attempts;  // the evidence that condemned it
+  r.fingerprint = fingerprint;
+  r.node = condemned ? condemned->node : std::string();
+  return r;
+}
+
+// A job that ended here got its payload quarantined: every node is told, and this one refuses
+// it from now on without waiting for the next heartbeat.
+void ClusterRunner::noteQuarantine(const core::JobReport& report) {
+  if (!report.quarantined || report.fingerprint.empty()) return;
+  core::JobReport named = report;
+  named.node = node_;
+  named.result.reset();
+  Quarantined record{
+      report.pool, report.fingerprint,
+      jobs::reportToJson(named).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
+  quarantine_[record.pool][record.fingerprint] = record.reportJson;
+  recordedHere_[record.pool][record.fingerprint] = record.reportJson;
+  transport_.quarantine(std::move(record));
+}
+
+void ClusterRunner::setQuarantine(QuarantineView quarantine) {
+  for (auto pool = recordedHere_.begin(); pool != recordedHere_.end();) {
+    auto& read = quarantine[pool->first];
+    std::erase_if(pool->second, [&](const auto& entry) {
+      return !read.emplace(entry.first, entry.second).second;  // already there: read back
+    });
+    pool = pool->second.empty() ? recordedHere_.erase(pool) : std::next(pool);
+  }
+  quarantine_ = std::move(quarantine);
+  quarantineRead_ = true;
+}
+
 std::optional<jobs::RunnerRefusal> ClusterRunner::submitWithId(core::JobId id,
                                                                std::string_view pool,
                                                                core::Payload payload,
                                                                const jobs::RunOptions& options,
                                                                Reply reply) {
+  if (hasPool(pool)) {
+    if (auto poison = refusedAsPoison(id, pool, options.allowPoison,
+                                      [&] { return core::payloadFingerprint(*payload); })) {
+      reply(*poison);
+      return std::nullopt;
+    }
+  }
   if (runsHere(pool)) {
     auto refused =
         local_.submitWithId(id, pool, std::move(payload), options,
                             [this, reply = std::move(reply)](const core::JobReport& report) {
                               core::JobReport named = report;
                               named.node = node_;
+                              noteQuarantine(named);
                               reply(named);
                               tend();
                             });
@@ -239,6 +299,10 @@ void ClusterRunner::run(Delivery d) {
     finish(d, endedHere(job.originId, job.pool, core::Outcome::kUnavailable,
                         "its payload (Redis key " + job.payloadKey +
                             ") expired before a node took the job"));
+  } else if (auto poison = refusedAsPoison(job.originId, job.pool, job.allowPoison, [&] {
+               return core::payloadFingerprint(std::string_view(job.payload));
+             })) {
+    finish(d, std::move(*poison));  // quarantined elsewhere after it was queued
   } else if (!local_.hasPool(job.pool) || local_.shuttingDown()) {
     finish(d, endedHere(
                   job.originId, job.pool, core::Outcome::kUnavailable,
@@ -267,6 +331,7 @@ void ClusterRunner::run(Delivery d) {
     core::Payload payload = core::makePayload(std::move(d.job.payload));  // not kept in `d`
     auto refused = local_.submitWithId(localId, job.pool, std::move(payload), options,
                                        [this, d](const core::JobReport& report) {
+                                         noteQuarantine(report);
                                          finish(d, report);
                                          tend();
                                        });
@@ -296,7 +361,7 @@ void ClusterRunner::finish(const Delivery& d, core::JobReport report) {
 
 void ClusterRunner::tend() {
   std::map<std::string, std::size_t> wanted;
-  if (!local_.shuttingDown()) {
+  if (quarantineRead_ && !local_.shuttingDown()) {
     for (const std::string& pool : pools_.names()) {
       if (std::size_t n = pools_.freeWorkers(pool)) wanted[pool] = n;
     }

@@ -7,8 +7,9 @@
 //
 // Owns: that choice, the jobs sent and waiting for an outcome (their replies, their deadlines),
 // how many jobs of each pool this node wants from the streams (its free workers), and the
-// cluster-wide poison rule: a job the cluster handed out more than poison_after times without an
-// outcome (each node that took it died or lost Redis) ends `poison` instead of going round again.
+// cluster-wide poison rules: a job the cluster handed out more than poison_after times without an
+// outcome (each node that took it died or lost Redis) ends `poison` instead of going round again,
+// and a payload quarantined on any node is refused as `poison` on every node.
 // It may not talk to Redis (JobTransport does) or decide how a job runs here (the local runner).
 
 #include <cstdint>
@@ -57,6 +58,12 @@ class ClusterRunner : public jobs::PoolRunner {
   // The other nodes' pools, as the last heartbeat read them (pools missing from it are kept
   // for forgetAfter); answers the jobs sent for a pool once it is forgotten.
   void setDirectory(const Directory& announced);
+  // The cluster's quarantine as the last heartbeat read it: pool -> fingerprint -> report JSON.
+  using QuarantineView = std::map<std::string, std::map<std::string, std::string>>;
+  // Entries this node recorded are kept until a heartbeat has read them back from Redis. Until
+  // the first call this node takes no job from the streams: it would not know what to refuse.
+  void setQuarantine(QuarantineView quarantine);
+  const QuarantineView& quarantine() const { return quarantine_; }
   // Tells the transport how many jobs this node wants now; call when workers change.
   void tend();
   std::size_t sentWaiting() const { return sent_.size(); }
@@ -101,6 +108,10 @@ class ClusterRunner : public jobs::PoolRunner {
   void run(Delivery delivery);
   void finish(const Delivery& delivery, core::JobReport report);
   void outcomeArrived(OutcomeEntry outcome);
+  std::optional<core::JobReport> refusedAsPoison(
+      core::JobId id, std::string_view pool, bool allowPoison,
+      const std::function<std::string()>& fingerprintOf) const;
+  void noteQuarantine(const core::JobReport& report);
 
   jobs::PoolRunner& local_;
   jobs::Timers& timers_;
@@ -110,6 +121,9 @@ class ClusterRunner : public jobs::PoolRunner {
   std::function<std::int64_t()> unixMsNow_;
   Directory directory_;
   std::map<core::JobId, Sent> sent_;
+  QuarantineView quarantine_;
+  QuarantineView recordedHere_;  // not yet read back from Redis
+  bool quarantineRead_ = false;
   Counters counters_;
 };
 

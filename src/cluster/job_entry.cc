@@ -62,6 +62,10 @@ std::string versionProblem(const std::map<std::string_view, std::string_view>& f
 
 std::string poolStreamKey(const std::string& pool) { return "bulkhead:pool:" + pool + ":jobs"; }
 std::string outcomeStreamKey(const std::string& node) { return "bulkhead:outcomes:" + node; }
+std::string quarantineKey(const std::string& pool) { return "bulkhead:quarantine:" + pool; }
+std::string quarantineVersionKey(const std::string& pool) {
+  return "bulkhead:quarantine:" + pool + ":version";
+}
 
 Fields encodeJob(const JobEntry& job) {
   Fields f{{"v", std::string(kVersion)},

@@ -22,6 +22,10 @@ using Fields = std::vector<std::pair<std::string, std::string>>;
 // The keys: one stream per pool, one outcome stream per node; one consumer group on each.
 std::string poolStreamKey(const std::string& pool);
 std::string outcomeStreamKey(const std::string& node);
+// A pool's cluster quarantine (a hash: fingerprint -> report JSON) and its version (a counter
+// raised with every change, so that nodes read the hash again only when it changed).
+std::string quarantineKey(const std::string& pool);
+std::string quarantineVersionKey(const std::string& pool);
 inline constexpr const char* kConsumerGroup = "bulkhead";
 
 struct JobEntry {

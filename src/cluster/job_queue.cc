@@ -18,6 +18,8 @@ constexpr const char* kOutcomeStreamLength = "100000";  // trimmed beyond (appro
 constexpr std::size_t kInlinePayloadLimit = 1 << 20;
 // How long such a key lives: a job that waits in the stream longer ends `unavailable`.
 constexpr auto kPayloadKeyLife = std::chrono::hours(24);
+// A pool's cluster quarantine is forgotten this long after its last new entry.
+constexpr auto kQuarantineLife = std::chrono::hours(24 * 7);
 
 bool isError(const Reply& r) { return !r || r->type == REDIS_REPLY_ERROR; }
 
@@ -58,7 +60,15 @@ void JobQueue::start(TransportHandlers handlers) {
 void JobQueue::enqueue(JobEntry job) {
   {
     std::lock_guard lock(mutex_);
-    commands_.push_back(Command{false, std::move(job), {}, {}});
+    commands_.push_back(Command{Command::Kind::kEnqueue, std::move(job), {}, {}, {}});
+  }
+  writerWake_.notify_one();
+}
+
+void JobQueue::quarantine(Quarantined record) {
+  {
+    std::lock_guard lock(mutex_);
+    commands_.push_back(Command{Command::Kind::kQuarantine, {}, {}, {}, std::move(record)});
   }
   writerWake_.notify_one();
 }
@@ -66,7 +76,7 @@ void JobQueue::enqueue(JobEntry job) {
 void JobQueue::finish(const Delivery& delivery, OutcomeEntry outcome) {
   {
     std::lock_guard lock(mutex_);
-    commands_.push_back(Command{true, {}, delivery, std::move(outcome)});
+    commands_.push_back(Command{Command::Kind::kFinish, {}, delivery, std::move(outcome), {}});
   }
   writerWake_.notify_one();
 }
@@ -85,8 +95,9 @@ void JobQueue::wantJobs(std::map<std::string, std::size_t> wanted) {
 
 std::size_t JobQueue::outcomesUnwritten() const {
   std::lock_guard lock(mutex_);
-  return static_cast<std::size_t>(std::count_if(commands_.begin(), commands_.end(),
-                                                [](const Command& k) { return k.isFinish; }));
+  return static_cast<std::size_t>(
+      std::count_if(commands_.begin(), commands_.end(),
+                    [](const Command& k) { return k.kind == Command::Kind::kFinish; }));
 }
 
 std::map<std::string, std::size_t> JobQueue::takeable() const {
@@ -121,7 +132,7 @@ void JobQueue::writeLoop() {
       if (stopping_) {
         if (!stopBy) stopBy = std::chrono::steady_clock::now() + kFlushOnStop;
         // Jobs not yet sent are dropped (their callers' connections close with the daemon).
-        std::erase_if(commands_, [](const Command& k) { return !k.isFinish; });
+        std::erase_if(commands_, [](const Command& k) { return !k.kept(); });
         if (commands_.empty() || std::chrono::steady_clock::now() >= *stopBy) return;
       }
       if (!commands_.empty()) command = commands_.front();
@@ -138,9 +149,9 @@ void JobQueue::writeLoop() {
         {
           std::lock_guard lock(mutex_);  // jobs are refused now, not when Redis is back
           for (const Command& k : commands_) {
-            if (!k.isFinish) failed.push_back(k.job.originId);
+            if (!k.kept()) failed.push_back(k.job.originId);
           }
-          std::erase_if(commands_, [](const Command& k) { return !k.isFinish; });
+          std::erase_if(commands_, [](const Command& k) { return !k.kept(); });
         }
         for (std::uint64_t id : failed) {
           post_([this, id, error] { handlers_.notQueued(id, "Redis: " + error); });
@@ -159,7 +170,7 @@ void JobQueue::writeLoop() {
     }
     if (ok && command) {
       ok = execute(*c, *command);
-      if (ok || !command->isFinish) {  // a job that failed to go is answered by execute()
+      if (ok || !command->kept()) {  // a job that failed to go is answered by execute()
         std::lock_guard lock(mutex_);
         commands_.pop_front();
       }
@@ -175,46 +186,75 @@ void JobQueue::writeLoop() {
   }
 }
 
-// False when the connection failed (the command is kept if it was an outcome).
+// False when the connection failed (the command is kept unless it was a job to send).
 bool JobQueue::execute(RedisConnection& c, const Command& k) {
-  if (!k.isFinish) {
-    // A large payload goes in a key of its own, which lives as long as the job may wait.
-    JobEntry job = k.job;
-    std::vector<std::vector<std::string_view>> commands;
-    std::string ttl;
-    if (job.payload.size() > kInlinePayloadLimit) {
-      job.payloadKey =
-          "bulkhead:payload:" + job.origin + ":" + nonce_ + ":" + std::to_string(job.originId);
-      ttl = std::to_string(std::chrono::duration_cast<milliseconds>(kPayloadKeyLife).count());
-      commands.push_back({"SET", job.payloadKey, k.job.payload, "PX", ttl});
-      job.payload.clear();
-    }
-    const Fields fields = encodeJob(job);
-    const std::string key = poolStreamKey(job.pool);
-    std::vector<std::string_view> add{"XADD", key, "*"};
-    for (const auto& [name, value] : fields) {
-      add.push_back(name);
-      add.push_back(value);
-    }
-    commands.push_back(add);
-    auto replies = c.pipeline(commands);
-    if (replies.size() != commands.size()) {
-      post_(
-          [this, id = job.originId, why = c.error()] { handlers_.notQueued(id, "Redis: " + why); });
-      return false;
-    }
-    for (const Reply& r : replies) {
-      if (!isError(r)) continue;
-      post_([this, id = job.originId, why = replyText(r.get())] {
-        handlers_.notQueued(id, "Redis: " + why);
-      });
-      break;
-    }
-    return true;
+  switch (k.kind) {
+    case Command::Kind::kEnqueue:
+      return enqueueJob(c, k.job);
+    case Command::Kind::kFinish:
+      return storeOutcome(c, k.delivery, k.outcome);
+    case Command::Kind::kQuarantine:
+      return storeQuarantine(c, k.record);
   }
-  const Delivery& d = k.delivery;
-  const Fields fields = encodeOutcome(k.outcome);
-  const std::string key = outcomeStreamKey(k.delivery.job.origin);
+  return true;
+}
+
+// A quarantined payload, for every node: the hash's entry and its version, which nodes watch.
+bool JobQueue::storeQuarantine(RedisConnection& c, const Quarantined& q) {
+  const std::string key = quarantineKey(q.pool);
+  const std::string version = quarantineVersionKey(q.pool);
+  const std::string life =
+      std::to_string(std::chrono::duration_cast<milliseconds>(kQuarantineLife).count());
+  auto replies = c.pipeline({{"HSET", key, q.fingerprint, q.reportJson},
+                             {"PEXPIRE", key, life},
+                             {"INCR", version},
+                             {"PEXPIRE", version, life}});
+  if (replies.size() != 4) return false;
+  if (isError(replies[0]))
+    log_("cluster writer: recording a quarantine: " + replyText(replies[0].get()));
+  return true;
+}
+
+// Adds the job to its pool's stream; a failure is answered to the job's caller.
+bool JobQueue::enqueueJob(RedisConnection& c, const JobEntry& original) {
+  // A large payload goes in a key of its own, which lives as long as the job may wait.
+  JobEntry job = original;
+  std::vector<std::vector<std::string_view>> commands;
+  std::string ttl;
+  if (job.payload.size() > kInlinePayloadLimit) {
+    job.payloadKey =
+        "bulkhead:payload:" + job.origin + ":" + nonce_ + ":" + std::to_string(job.originId);
+    ttl = std::to_string(std::chrono::duration_cast<milliseconds>(kPayloadKeyLife).count());
+    commands.push_back({"SET", job.payloadKey, original.payload, "PX", ttl});
+    job.payload.clear();
+  }
+  const Fields fields = encodeJob(job);
+  const std::string key = poolStreamKey(job.pool);
+  std::vector<std::string_view> add{"XADD", key, "*"};
+  for (const auto& [name, value] : fields) {
+    add.push_back(name);
+    add.push_back(value);
+  }
+  commands.push_back(add);
+  auto replies = c.pipeline(commands);
+  if (replies.size() != commands.size()) {
+    post_([this, id = job.originId, why = c.error()] { handlers_.notQueued(id, "Redis: " + why); });
+    return false;
+  }
+  for (const Reply& r : replies) {
+    if (!isError(r)) continue;
+    post_([this, id = job.originId, why = replyText(r.get())] {
+      handlers_.notQueued(id, "Redis: " + why);
+    });
+    break;
+  }
+  return true;
+}
+
+// The outcome for its origin and the delivery's acknowledgement, in one transaction.
+bool JobQueue::storeOutcome(RedisConnection& c, const Delivery& d, const OutcomeEntry& outcome) {
+  const Fields fields = encodeOutcome(outcome);
+  const std::string key = outcomeStreamKey(d.job.origin);
   std::vector<std::string_view> add{"XADD", key, "MAXLEN", "~", kOutcomeStreamLength, "*"};
   for (const auto& [name, value] : fields) {
     add.push_back(name);

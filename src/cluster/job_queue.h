@@ -62,13 +62,17 @@ class JobQueue : public JobTransport {
   void finish(const Delivery& delivery, OutcomeEntry outcome) override;
   void wantJobs(std::map<std::string, std::size_t> wanted) override;
   std::size_t outcomesUnwritten() const override;
+  void quarantine(Quarantined record) override;
 
  private:
   struct Command {
-    bool isFinish = false;
+    enum class Kind { kEnqueue, kFinish, kQuarantine } kind = Kind::kEnqueue;
     JobEntry job;          // enqueue
     Delivery delivery;     // finish
     OutcomeEntry outcome;  // finish
+    Quarantined record;    // quarantine
+    // Outcomes and quarantine records wait for Redis; a job that cannot be sent is answered.
+    bool kept() const { return kind != Kind::kEnqueue; }
   };
 
   static constexpr auto kCommandTimeout = std::chrono::seconds(5);
@@ -85,6 +89,9 @@ class JobQueue : public JobTransport {
   static std::optional<std::uint64_t> deliveries(RedisConnection& c, const std::string& key,
                                                  const std::string& id, std::uint64_t otherwise);
   bool execute(RedisConnection& c, const Command& command);
+  bool enqueueJob(RedisConnection& c, const JobEntry& job);
+  bool storeOutcome(RedisConnection& c, const Delivery& d, const OutcomeEntry& outcome);
+  bool storeQuarantine(RedisConnection& c, const Quarantined& record);
   bool refreshHeld(RedisConnection& c);
   bool handOver(RedisConnection& c, Delivery delivery);
   std::map<std::string, std::size_t> takeable() const;  // under mutex_

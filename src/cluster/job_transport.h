@@ -23,6 +23,13 @@ struct Delivery {
   bool payloadLost = false;  // its payload key had expired (or was deleted) when it was taken
 };
 
+// A payload that crashed poison_after workers of a pool on some node: every node refuses it.
+struct Quarantined {
+  std::string pool;
+  std::string fingerprint;  // core::payloadFingerprint
+  std::string reportJson;   // the report of the job whose attempts condemned it
+};
+
 // What the queue tells the policy; always called on the event loop.
 struct TransportHandlers {
   std::function<void(Delivery)> job;                                   // a job to run here
@@ -45,6 +52,8 @@ class JobTransport {
   virtual void wantJobs(std::map<std::string, std::size_t> wanted) = 0;
   // Outcomes finished here and not yet stored in Redis (it is away, or they are on their way).
   virtual std::size_t outcomesUnwritten() const { return 0; }
+  // Records a quarantined payload for the whole cluster (kept and retried while Redis is away).
+  virtual void quarantine(Quarantined /*record*/) {}
 };
 
 }  // namespace bulkhead::cluster

@@ -107,7 +107,7 @@ bool Membership::beat(RedisConnection& c, std::string& error) {
     }
   }
   std::map<std::string, long long> inStream;
-  if (!readStreamLengths(c, nodes, inStream, error)) return false;
+  if (!readPools(c, nodes, inStream, error)) return false;
   std::lock_guard lock(mutex_);
   view_.connected = true;
   view_.error.clear();
@@ -117,9 +117,11 @@ bool Membership::beat(RedisConnection& c, std::string& error) {
   return true;
 }
 
-// XLEN of the stream of every pool the nodes announce, in one pipeline.
-bool Membership::readStreamLengths(RedisConnection& c, const std::vector<std::string>& nodes,
-                                   std::map<std::string, long long>& lengths, std::string& error) {
+// For every pool the nodes announce, in one pipeline: its stream's length (XLEN) and its
+// cluster quarantine's version; the quarantine itself (HGETALL) only for the pools whose version
+// changed since the last heartbeat, so a quiet cluster reads a few integers per beat.
+bool Membership::readPools(RedisConnection& c, const std::vector<std::string>& nodes,
+                           std::map<std::string, long long>& lengths, std::string& error) {
   std::vector<std::string> pools;
   for (const std::string& text : nodes) {
     const nlohmann::json node = nlohmann::json::parse(text, nullptr, false);
@@ -132,20 +134,45 @@ bool Membership::readStreamLengths(RedisConnection& c, const std::vector<std::st
   }
   std::sort(pools.begin(), pools.end());
   pools.erase(std::unique(pools.begin(), pools.end()), pools.end());
+  if (pools.empty()) return true;
   std::vector<std::string> keys;
+  for (const std::string& pool : pools) {
+    keys.push_back(poolStreamKey(pool));
+    keys.push_back(quarantineVersionKey(pool));
+  }
   std::vector<std::vector<std::string_view>> commands;
-  for (const std::string& pool : pools) keys.push_back(poolStreamKey(pool));
-  for (const std::string& key : keys) commands.push_back({"XLEN", key});
-  if (commands.empty()) return true;
+  for (std::size_t i = 0; i < keys.size(); i += 2) {
+    commands.push_back({"XLEN", keys[i]});
+    commands.push_back({"GET", keys[i + 1]});
+  }
   auto replies = c.pipeline(commands);
   if (replies.size() != commands.size()) {
     error = c.error();
     return false;
   }
+  std::vector<std::string> changed;
   for (std::size_t i = 0; i < pools.size(); ++i) {
-    if (replies[i] && replies[i]->type == REDIS_REPLY_INTEGER) {
-      lengths[pools[i]] = replies[i]->integer;
+    const redisReply* length = replies[2 * i].get();
+    if (length && length->type == REDIS_REPLY_INTEGER) lengths[pools[i]] = length->integer;
+    const std::string version = replyText(replies[2 * i + 1].get());
+    if (quarantineVersions_[pools[i]] != version) {
+      quarantineVersions_[pools[i]] = version;
+      changed.push_back(pools[i]);
     }
+  }
+  for (const std::string& pool : changed) {
+    Reply all = c.command({"HGETALL", quarantineKey(pool)});
+    if (!all || all->type != REDIS_REPLY_ARRAY) {
+      error = all ? "unexpected HGETALL reply" : c.error();
+      quarantineVersions_.erase(pool);  // read again at the next heartbeat
+      return false;
+    }
+    std::map<std::string, std::string> entries;
+    for (std::size_t i = 0; i + 1 < all->elements; i += 2) {
+      entries[replyText(all->element[i])] = replyText(all->element[i + 1]);
+    }
+    std::lock_guard lock(mutex_);
+    view_.quarantine[pool] = std::move(entries);
   }
   return true;
 }

@@ -34,6 +34,9 @@ struct MembershipView {
   // Entries in each announced pool's stream (XLEN): jobs queued for the cluster or running
   // through it, not yet finished.
   std::map<std::string, long long> inStream;
+  // Each pool's cluster quarantine (docs/cluster.md): payload fingerprint -> the report of the
+  // job whose crashes quarantined it (JSON text), as any node recorded it.
+  std::map<std::string, std::map<std::string, std::string>> quarantine;
   std::chrono::system_clock::time_point readAt{};  // when `nodes` was read; epoch: never
 };
 
@@ -54,8 +57,8 @@ class Membership {
  private:
   void run();
   bool beat(RedisConnection& c, std::string& error);
-  bool readStreamLengths(RedisConnection& c, const std::vector<std::string>& nodes,
-                         std::map<std::string, long long>& lengths, std::string& error);
+  bool readPools(RedisConnection& c, const std::vector<std::string>& nodes,
+                 std::map<std::string, long long>& lengths, std::string& error);
   void wait(std::chrono::nanoseconds d);
 
   const config::RedisAddress address_;
@@ -68,6 +71,7 @@ class Membership {
   bool stopping_ = false;
   std::string description_;
   MembershipView view_;
+  std::map<std::string, std::string> quarantineVersions_;  // the run thread's, by pool
   std::thread thread_;
 };
 

@@ -9,6 +9,7 @@
 #include <deque>
 #include <random>
 
+#include "core/quarantine.h"
 #include "jobs/report_json.h"
 #include "testlib/fake_jobs.h"
 
@@ -24,11 +25,13 @@ class FakeTransport : public JobTransport {
   void enqueue(JobEntry job) override { enqueued_.push_back(std::move(job)); }
   void finish(const Delivery& d, OutcomeEntry o) override { finished_.push_back({d, o}); }
   void wantJobs(std::map<std::string, std::size_t> wanted) override { wanted_ = wanted; }
+  void quarantine(Quarantined record) override { quarantined_.push_back(record); }
 
   bool connected_ = true;
   std::vector<JobEntry> enqueued_;
   std::vector<std::pair<Delivery, OutcomeEntry>> finished_;
   std::map<std::string, std::size_t> wanted_;
+  std::vector<Quarantined> quarantined_;
 };
 
 std::string announcement(const std::string& node, const std::string& pool, std::uint64_t maxPayload,
@@ -275,10 +278,84 @@ TEST(ClusterRunner, AJobWhosePayloadKeyExpiredEndsUnavailableWithoutRunning) {
   EXPECT_NE(report->detail.find("bulkhead:payload:a:1:41) expired"), std::string::npos);
 }
 
+// Ends a running job of the fake pools as crashed, its payload quarantined by this attempt.
+void endQuarantined(FakeRunner& local, core::JobId id) {
+  auto job = std::move(local.running_.at(id));
+  local.running_.erase(id);
+  core::JobReport r;
+  r.jobId = id;
+  r.pool = job.pool;
+  r.outcome = core::Outcome::kCrashed;
+  r.attempts.resize(2);
+  r.attempts[0].worker = "p-1";
+  r.quarantined = true;
+  r.fingerprint = core::payloadFingerprint(*job.payload);
+  job.reply(r);
+}
+
+TEST(ClusterRunner, APayloadQuarantinedHereIsRecordedForTheClusterAndRefusedAtOnce) {
+  Node n;
+  ASSERT_FALSE(n.submit(1, "p"));  // payload "x1"
+  endQuarantined(n.local, 1);
+  ASSERT_EQ(n.transport.quarantined_.size(), 1u);
+  const Quarantined& q = n.transport.quarantined_[0];
+  EXPECT_EQ(q.pool, "p");
+  EXPECT_EQ(q.fingerprint, core::payloadFingerprint(std::string_view("x1")));
+  EXPECT_EQ(jobs::reportFromJson(q.reportJson)->node, "a");
+  n.runner->setQuarantine({});  // a heartbeat that read Redis before the record reached it
+  EXPECT_EQ(n.runner->quarantine().at("p").size(), 1u);
+  // The same payload again: refused here, before any worker, with the evidence.
+  ASSERT_FALSE(n.runner->submitWithId(2, "p", core::makePayload("x1"), {},
+                                      [&](const core::JobReport& r) { n.answers.push_back(r); }));
+  EXPECT_FALSE(n.local.running_.count(2));
+  ASSERT_EQ(n.answers.size(), 2u);
+  EXPECT_EQ(n.answers[1].outcome, core::Outcome::kPoison);
+  EXPECT_EQ(n.answers[1].attempts.size(), 2u);
+  EXPECT_NE(n.answers[1].detail.find("payload quarantined on node 'a'"), std::string::npos);
+  jobs::RunOptions allow;
+  allow.allowPoison = true;
+  ASSERT_FALSE(n.runner->submitWithId(3, "p", core::makePayload("x1"), allow,
+                                      [&](const core::JobReport& r) { n.answers.push_back(r); }));
+  EXPECT_TRUE(n.local.running_.count(3));
+}
+
+TEST(ClusterRunner, APayloadAnotherNodeQuarantinedIsRefusedBeforeSendingAndBeforeRunning) {
+  Node n;
+  n.runner->setDirectory(directoryFrom({announcement("b", "q", 100)}, "a"));
+  core::JobReport condemned;
+  condemned.jobId = 77;
+  condemned.pool = "q";
+  condemned.outcome = core::Outcome::kCrashed;
+  condemned.node = "b";
+  condemned.attempts.resize(2);
+  const std::string json = jobs::reportToJson(condemned).dump();
+  n.runner->setQuarantine({{"q", {{core::payloadFingerprint(std::string_view("x1")), json}}},
+                           {"p", {{core::payloadFingerprint(std::string_view("bad")), json}}}});
+  ASSERT_FALSE(n.submit(1, "q"));  // payload "x1": quarantined on b
+  ASSERT_FALSE(n.submit(2, "q"));  // "x2": sent
+  EXPECT_EQ(n.transport.enqueued_.size(), 1u);
+  ASSERT_EQ(n.answers.size(), 1u);
+  EXPECT_EQ(n.answers[0].outcome, core::Outcome::kPoison);
+  EXPECT_EQ(n.answers[0].node, "b");
+  EXPECT_NE(n.answers[0].detail.find("on node 'b': it crashed the workers of job 77"),
+            std::string::npos);
+  // Queued before the quarantine, taken here after it: ended poison, not run.
+  Delivery d{"bulkhead:pool:p:jobs", "1-0", 1, {}, false};
+  d.job = {"c", 5, "p", "bad", "", {}, {}, false};
+  n.handlers.job(d);
+  EXPECT_TRUE(n.local.running_.empty());
+  ASSERT_EQ(n.transport.finished_.size(), 1u);
+  EXPECT_EQ(jobs::reportFromJson(n.transport.finished_[0].second.reportJson)->outcome,
+            core::Outcome::kPoison);
+}
+
 TEST(ClusterRunner, WantsAsManyJobsAsItHasFreeWorkersAndNoneWhenStopping) {
   Node n;
   n.local.pools_["r"] = 100;
   n.free = {{"p", 2}, {"r", 0}};
+  n.runner->tend();
+  EXPECT_TRUE(n.transport.wanted_.empty());  // the cluster's quarantine not read yet
+  n.runner->setQuarantine({});
   n.runner->tend();
   EXPECT_EQ(n.transport.wanted_, (std::map<std::string, std::size_t>{{"p", 2}}));
   n.local.shuttingDown_ = true;

@@ -290,3 +290,30 @@ def test_a_delivery_whose_reply_was_lost_is_taken_back_at_once(start_daemon, red
     assert fields[b"result"] == b"hello"
     assert json.loads(fields[b"report"])["outcome"] == "ok"
     assert r.xlen(stream) == 0 and r.xpending(stream, "bulkhead")["pending"] == 0
+
+
+def test_a_payload_quarantined_on_one_node_is_refused_on_every_node(start_daemon, redis_server):
+    a = _node(start_daemon, redis_server, "node-a", {"alpha": {"handler": "echo"}})
+    fragile = {"fragile": {"handler": "by_payload", "retries": 1, "poison_after": 2}}
+    b = _node(start_daemon, redis_server, "node-b", fragile)
+    wait_until(lambda: _sees_pool(a, "node-b", "fragile"), 20, "node-a to see node-b's pool")
+    first = a.job("fragile", b"crash")  # runs on node-b: two workers crash, it is quarantined
+    assert first.json["outcome"] == "crashed" and first.json["quarantined"] is True, first
+    assert first.json["node"] == "node-b"
+    # node-c joins later: it never ran the payload, yet refuses it.
+    c = _node(start_daemon, redis_server, "node-c", fragile)
+    for d in (a, c):
+        wait_until(lambda: d.get_json("/v1/cluster")["quarantine"].get("fragile") == 1, 20,
+                   "the quarantine to reach every node")
+    sent_before = a.get_json("/v1/cluster")["jobs"]["sent"]
+    for d in (a, c):
+        r = d.job("fragile", b"crash")
+        problem = r.json
+        assert r.status == 422 and problem["outcome"] == "poison", r
+        assert "payload quarantined on node 'node-b'" in problem["detail"], problem
+        assert len(problem["attempts"]) == 2  # node-b's evidence
+        assert problem["attempts"][0]["signal"] == "SIGSEGV"
+    assert a.get_json("/v1/cluster")["jobs"]["sent"] == sent_before  # refused before sending
+    assert c.pool_status("fragile")["counters"]["crashed"] == 0  # no worker of node-c touched it
+    allowed = c.job("fragile", b"fine", headers={"X-Bulkhead-Allow-Poison": "1"})
+    assert allowed.status == 200
