@@ -135,9 +135,17 @@ void JobQueue::writeLoop() {
         std::erase_if(commands_, [](const Command& k) { return !k.kept(); });
         if (commands_.empty() || std::chrono::steady_clock::now() >= *stopBy) return;
       }
-      if (!commands_.empty()) command = commands_.front();
+      if (!commands_.empty()) {  // moved out, not copied: a payload may be large
+        command = std::move(commands_.front());
+        commands_.pop_front();
+      }
       unblock = std::exchange(unblockReader_, false);
     }
+    // A command not done waits, first in line.
+    auto putBack = [&] {
+      std::lock_guard lock(mutex_);
+      commands_.push_front(std::move(*command));
+    };
     if (!c) {
       std::string error;
       c = RedisConnection::open(address_, password_, kCommandTimeout, error);
@@ -153,6 +161,8 @@ void JobQueue::writeLoop() {
           }
           std::erase_if(commands_, [](const Command& k) { return !k.kept(); });
         }
+        if (command && !command->kept()) failed.push_back(command->job.originId);
+        if (command && command->kept()) putBack();
         for (std::uint64_t id : failed) {
           post_([this, id, error] { handlers_.notQueued(id, "Redis: " + error); });
         }
@@ -170,10 +180,9 @@ void JobQueue::writeLoop() {
     }
     if (ok && command) {
       ok = execute(*c, *command);
-      if (ok || !command->kept()) {  // a job that failed to go is answered by execute()
-        std::lock_guard lock(mutex_);
-        commands_.pop_front();
-      }
+      if (!ok && command->kept()) putBack();  // a job that failed to go is answered there
+    } else if (command) {
+      putBack();  // the connection failed before it: tried again on the next one
     }
     if (ok && std::chrono::steady_clock::now() >= nextRefresh) {
       ok = refreshHeld(*c);
