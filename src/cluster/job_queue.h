@@ -11,9 +11,10 @@
 //   (their reply was lost with the connection), and every quarter of claim_after takes over
 //   entries another node left unacknowledged that long (XAUTOCLAIM: that node died or lost
 //   Redis), with their delivery count as the job's runs;
-// - the writer adds jobs (XADD), stores outcomes and acknowledges their entries in one MULTI
-//   (XADD to the origin's stream, XACK, XDEL), keeps outcomes it could not write until Redis is
-//   back, refreshes the entries this node is running every heartbeat (XCLAIM ... JUSTID, so no
+// - the writer adds jobs (XADD; a payload over 1 MiB in a key of its own), stores outcomes and
+//   acknowledges their entries in one MULTI (XADD to the origin's stream, XACK, XDEL), records
+//   quarantined payloads for the cluster, keeps outcomes and records it could not write until
+//   Redis is back, refreshes the entries this node is running every heartbeat (XCLAIM ... JUSTID, so no
 //   other node mistakes a long job for a dead node's), and wakes the reader (CLIENT UNBLOCK) when
 //   this node starts wanting jobs of a pool it was not reading.
 // Handlers run on the event loop through `post`. It may not decide anything about jobs

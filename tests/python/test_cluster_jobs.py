@@ -317,3 +317,21 @@ def test_a_payload_quarantined_on_one_node_is_refused_on_every_node(start_daemon
     assert c.pool_status("fragile")["counters"]["crashed"] == 0  # no worker of node-c touched it
     allowed = c.job("fragile", b"fine", headers={"X-Bulkhead-Allow-Poison": "1"})
     assert allowed.status == 200
+
+
+def test_a_job_longer_than_claim_after_is_not_taken_from_a_live_node(start_daemon, redis_server,
+                                                                     tmp_path):
+    runs_file = str(tmp_path / "runs")
+    slow = {"slow": {"handler": "count_runs", "job_timeout": "30s",
+                     "env": {"BULKHEAD_TEST_RUNS": runs_file, "BULKHEAD_TEST_SLEEP": "3"}}}
+    a = _node(start_daemon, redis_server, "node-a", {"alpha": {"handler": "echo"}},
+              claim_after="1s")
+    b = _node(start_daemon, redis_server, "node-b", slow, claim_after="1s")
+    c = _node(start_daemon, redis_server, "node-c", slow, claim_after="1s")
+    wait_until(lambda: _sees_pool(a, "node-b", "slow") and _sees_pool(a, "node-c", "slow"), 20,
+               "node-a to see both nodes' pools")
+    r = a.job("slow", b"three seconds", timeout=60)  # three times claim_after
+    assert r.status == 200 and r.headers["x-bulkhead-runs"] == "1", r
+    assert _runs(runs_file) == [b"three seconds"]  # the other node did not take it over
+    taken_over = sum(d.get_json("/v1/cluster")["jobs"]["taken_over"] for d in (b, c))
+    assert taken_over == 0
