@@ -81,6 +81,12 @@ ClusterNode::~ClusterNode() {
 void ClusterNode::start(std::string address) {
   address_ = std::move(address);
   queue_->start(runner_->handlers());
+  // Before the first request: the others' pools are known and jobs can be sent from the start
+  // (a job for a pool only they have is neither unknown_pool nor cluster_unavailable for a
+  // heartbeat). Redis away delays serving by 2 s at most.
+  const auto atMost = std::min<std::chrono::nanoseconds>(3 * heartbeat_, std::chrono::seconds(2));
+  membership_->waitForFirstRead(atMost);
+  queue_->waitConnected(atMost);
   beat();
   tendSoon();
 }

@@ -110,6 +110,12 @@ std::map<std::string, std::size_t> JobQueue::takeable() const {
   return out;
 }
 
+bool JobQueue::waitConnected(std::chrono::nanoseconds atMost) {
+  std::unique_lock lock(mutex_);
+  return connectedWake_.wait_for(lock, atMost, [this] { return connected_ || stopping_; }) &&
+         connected_;
+}
+
 void JobQueue::waitFor(std::condition_variable& cv, std::chrono::nanoseconds d) {
   std::unique_lock lock(mutex_);
   cv.wait_for(lock, d, [this] { return stopping_; });
@@ -120,7 +126,7 @@ void JobQueue::waitFor(std::condition_variable& cv, std::chrono::nanoseconds d) 
 void JobQueue::writeLoop() {
   std::optional<RedisConnection> c;
   std::string lastError;
-  auto nextRefresh = std::chrono::steady_clock::now() + heartbeat_;
+  auto nextRefresh = std::chrono::steady_clock::now();  // connect at once, not a heartbeat later
   std::optional<std::chrono::steady_clock::time_point> stopBy;
   for (;;) {
     std::optional<Command> command;
@@ -150,6 +156,7 @@ void JobQueue::writeLoop() {
       std::string error;
       c = RedisConnection::open(address_, password_, kCommandTimeout, error);
       connected_ = c.has_value();
+      if (c) connectedWake_.notify_all();
       if (!c) {
         if (error != lastError) log_("cluster writer: " + error + " (retrying)");
         lastError = error;

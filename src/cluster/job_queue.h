@@ -14,9 +14,9 @@
 // - the writer adds jobs (XADD; a payload over 1 MiB in a key of its own), stores outcomes and
 //   acknowledges their entries in one MULTI (XADD to the origin's stream, XACK, XDEL), records
 //   quarantined payloads for the cluster, keeps outcomes and records it could not write until
-//   Redis is back, refreshes the entries this node is running every heartbeat (XCLAIM ... JUSTID, so no
-//   other node mistakes a long job for a dead node's), and wakes the reader (CLIENT UNBLOCK) when
-//   this node starts wanting jobs of a pool it was not reading.
+//   Redis is back, refreshes the entries this node is running every heartbeat (XCLAIM ... JUSTID,
+//   so no other node mistakes a long job for a dead node's), and wakes the reader (CLIENT UNBLOCK)
+//   when this node starts wanting jobs of a pool it was not reading.
 // Handlers run on the event loop through `post`. It may not decide anything about jobs
 // (cluster_runner.h does).
 
@@ -57,6 +57,8 @@ class JobQueue : public JobTransport {
   JobQueue& operator=(const JobQueue&) = delete;
 
   void start(TransportHandlers handlers);
+  // Waits until jobs can be sent (or atMost has passed): whether they can.
+  bool waitConnected(std::chrono::nanoseconds atMost);
 
   bool connected() const override { return connected_; }
   void enqueue(JobEntry job) override;
@@ -113,6 +115,7 @@ class JobQueue : public JobTransport {
   mutable std::mutex mutex_;
   std::condition_variable writerWake_;
   std::condition_variable readerWake_;
+  std::condition_variable connectedWake_;
   bool stopping_ = false;
   std::deque<Command> commands_;
   std::map<std::string, std::size_t> wanted_;          // by pool, as the event loop last said

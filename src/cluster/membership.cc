@@ -49,6 +49,12 @@ void Membership::describe(std::string json) {
   description_ = std::move(json);
 }
 
+bool Membership::waitForFirstRead(std::chrono::nanoseconds atMost) const {
+  std::unique_lock lock(mutex_);
+  return firstRead_.wait_for(lock, atMost,
+                             [this] { return view_.readAt.time_since_epoch().count() != 0; });
+}
+
 MembershipView Membership::view() const {
   std::lock_guard lock(mutex_);
   return view_;
@@ -114,6 +120,7 @@ bool Membership::beat(RedisConnection& c, std::string& error) {
   view_.nodes = std::move(nodes);
   view_.inStream = std::move(inStream);
   view_.readAt = std::chrono::system_clock::now();
+  firstRead_.notify_all();
   return true;
 }
 

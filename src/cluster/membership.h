@@ -53,6 +53,8 @@ class Membership {
   // This node as announced from the next heartbeat on (a JSON object's text).
   void describe(std::string json);
   MembershipView view() const;
+  // Waits until the others have been read once (or atMost has passed): whether they have.
+  bool waitForFirstRead(std::chrono::nanoseconds atMost) const;
 
  private:
   void run();
@@ -68,6 +70,7 @@ class Membership {
   const std::chrono::nanoseconds heartbeat_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
+  mutable std::condition_variable firstRead_;
   bool stopping_ = false;
   std::string description_;
   MembershipView view_;

@@ -335,3 +335,13 @@ def test_a_job_longer_than_claim_after_is_not_taken_from_a_live_node(start_daemo
     assert _runs(runs_file) == [b"three seconds"]  # the other node did not take it over
     taken_over = sum(d.get_json("/v1/cluster")["jobs"]["taken_over"] for d in (b, c))
     assert taken_over == 0
+
+
+def test_a_node_knows_the_others_pools_from_its_first_request(start_daemon, redis_server):
+    b = _node(start_daemon, redis_server, "node-b", {"faces": {"handler": "echo"}})
+    wait_until(lambda: _sees_pool(b, "node-b", "faces"), 20, "node-b's announcement in Redis")
+    # node-a reads the others every 10 s: its first request must not wait for the second read.
+    a = _node(start_daemon, redis_server, "node-a", {"alpha": {"handler": "echo"}},
+              heartbeat="10s")
+    r = a.job("faces", b"at once")
+    assert r.status == 200 and r.headers["x-bulkhead-node"] == "node-b", r
