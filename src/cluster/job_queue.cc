@@ -254,6 +254,9 @@ bool JobQueue::enqueueJob(RedisConnection& c, const JobEntry& original) {
   commands.push_back(add);
   auto replies = c.pipeline(commands);
   if (replies.size() != commands.size()) {
+    // Not connected from now on, before the caller hears: its next submit is refused at once
+    // (cluster_unavailable) rather than accepted and failed.
+    connected_ = false;
     post_([this, id = job.originId, why = c.error()] { handlers_.notQueued(id, "Redis: " + why); });
     return false;
   }
