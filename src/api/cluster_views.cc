@@ -49,6 +49,11 @@ json clusterJson(cluster::NodeParts node) {
             {"redis", std::move(redis)},
             {"nodes", std::move(nodes)},
             {"in_stream", view.inStream}};
+  if (node.jobs) {  // the pools this node sends jobs to, as of its last heartbeat
+    json remote = json::array();
+    for (const auto& [pool, known] : node.jobs->directory()) remote.push_back(pool);
+    j["remote_pools"] = std::move(remote);
+  }
   if (node.jobs) {  // what this node refuses now, by pool
     json quarantined = json::object();
     for (const auto& [pool, entries] : node.jobs->quarantine()) quarantined[pool] = entries.size();

@@ -64,6 +64,8 @@ class ClusterRunner : public jobs::PoolRunner {
   // the first call this node takes no job from the streams: it would not know what to refuse.
   void setQuarantine(QuarantineView quarantine);
   const QuarantineView& quarantine() const { return quarantine_; }
+  // The other nodes' pools this node sends jobs to now (GET /v1/cluster "remote_pools").
+  const Directory& directory() const { return directory_; }
   // Tells the transport how many jobs this node wants now; call when workers change.
   void tend();
   std::size_t sentWaiting() const { return sent_.size(); }

@@ -38,7 +38,11 @@ def _node(start_daemon, server, name, pools, journal=False, **cluster):
 
 
 def _sees_pool(d, node, pool, ready=1):
-    for n in d.get_json("/v1/cluster")["nodes"]:
+    """Whether d's last heartbeat read `node` with `pool` ready, and d sends jobs to it."""
+    view = d.get_json("/v1/cluster")
+    if node != view["node"] and pool not in view["remote_pools"]:
+        return False
+    for n in view["nodes"]:
         if n["node"] == node:
             return any(p["name"] == pool and p["ready_workers"] >= ready for p in n["pools"])
     return False
