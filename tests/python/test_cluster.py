@@ -112,6 +112,8 @@ def test_status_and_metrics_show_the_cluster(start_daemon, redis_server):
     b = _node(start_daemon, redis_server, "node-b", "beta")
     wait_until(lambda: [p["ready_workers"] for n in a.get_json("/v1/cluster")["nodes"]
                         for p in n["pools"]] == [1, 1], 20, "both nodes, their pools ready")
+    wait_until(lambda: "beta" in a.get_json("/v1/cluster")["remote_pools"], 20,
+               "node-a to send jobs to beta")
     assert a.job("beta", b"through the cluster").status == 200
     # The job is done: the next heartbeats read beta's stream empty again.
     wait_until(lambda: a.get_json("/v1/cluster")["in_stream"].get("beta") == 0, 20,
