@@ -23,6 +23,10 @@ Response lookupRefusal(unsigned version, core::JobId id, jobs::LookupError error
       return errorAnswer(version, ApiError::kJournalUnavailable,
                          "the job journal cannot be written (see the daemon's log); async jobs "
                          "are refused until it can, sync jobs still run");
+    case jobs::LookupError::kClusterUnavailable:
+      return errorAnswer(version, ApiError::kClusterUnavailable,
+                         "job " + std::to_string(id) +
+                             " was accepted by another node, and Redis is not reachable to ask");
   }
   return errorAnswer(version, ApiError::kUnknownJob, "no job " + std::to_string(id));
 }
@@ -152,6 +156,10 @@ Response submitRefusal(unsigned version, const jobs::SubmitError& e) {
       return errorAnswer(
           version, ApiError::kClusterUnavailable,
           "pool '" + e.pool + "' runs on other nodes and Redis is not reachable: " + e.detail);
+    case Kind::kKeyUnchecked:
+      return errorAnswer(version, ApiError::kClusterUnavailable,
+                         "an Idempotency-Key is checked across the cluster, and Redis is not "
+                         "reachable: the job was not accepted (retry, or submit without the key)");
     case Kind::kDuplicateId:
       return errorAnswer(version, ApiError::kDuplicateId,
                          "the supervisor already holds a job with the id chosen for this one "

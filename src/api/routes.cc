@@ -193,11 +193,13 @@ void submit(Call& call) {
   const unsigned version = call.version();
   jobs::JobsService& jobs = call.services.jobs;
   if (command.async) {
-    auto answer = jobs.submitAsync(std::move(command.request));
-    if (auto* refused = std::get_if<jobs::SubmitError>(&answer)) {
-      return call.respond(submitRefusal(version, *refused));
-    }
-    return call.respond(acceptedAnswer(version, std::get<jobs::Accepted>(answer)));
+    jobs.submitAsync(std::move(command.request), [respond = call.respond, version](auto answer) {
+      if (auto* refused = std::get_if<jobs::SubmitError>(&answer)) {
+        return respond(submitRefusal(version, *refused));
+      }
+      respond(acceptedAnswer(version, std::get<jobs::Accepted>(answer)));
+    });
+    return;
   }
   auto refused = jobs.submit(std::move(command.request),
                              [respond = call.respond, version](const core::JobReport& report) {
@@ -220,8 +222,11 @@ void job(Call& call) {
     return call.respond(errorAnswer(version, ApiError::kUnknownJob, "there is no journal"));
   }
   const auto method = call.request.method();
-  if (method == http::verb::delete_)
-    return call.respond(cancelAnswer(version, *id, jobs.cancel(*id)));
+  if (method == http::verb::delete_) {
+    return jobs.cancel(*id, [respond = call.respond, version, id = *id](jobs::CancelAnswer a) {
+      respond(cancelAnswer(version, id, a));
+    });
+  }
   if (method != http::verb::get) {
     return call.respond(methodNotAllowed(version, "allowed: GET, DELETE", "GET, DELETE"));
   }

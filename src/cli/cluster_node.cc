@@ -60,12 +60,12 @@ ClusterNode::ClusterNode(boost::asio::io_context& io, const config::Config& conf
   pools.freeWorkers = [&supervisor](std::string_view pool) {
     return freeWorkers(supervisor, pool);
   };
-  queue_ = std::make_unique<cluster::JobQueue>(
-      c, node, password, names,
-      [&io](std::function<void()> f) { boost::asio::post(io, std::move(f)); },
-      [](const std::string& line) {
-        runtime::logAt(runtime::LogLevel::kWarning, line, {{"event", "cluster"}});
-      });
+  auto post = [&io](std::function<void()> f) { boost::asio::post(io, std::move(f)); };
+  auto log = [](const std::string& line) {
+    runtime::logAt(runtime::LogLevel::kWarning, line, {{"event", "cluster"}});
+  };
+  queue_ = std::make_unique<cluster::JobQueue>(c, node, password, names, post, log);
+  records_ = std::make_unique<cluster::JobRecords>(c, node, password, post, log);
   runner_ =
       std::make_unique<cluster::ClusterRunner>(local, timers, *queue_, node, std::move(pools), [] {
         return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -76,17 +76,32 @@ ClusterNode::ClusterNode(boost::asio::io_context& io, const config::Config& conf
 
 ClusterNode::~ClusterNode() {
   queue_.reset();  // flushes outcomes before the runner they were for goes
+  records_.reset();
 }
 
-void ClusterNode::start(std::string address) {
+void ClusterNode::start(std::string address, jobs::JobsService& jobs) {
   address_ = std::move(address);
-  queue_->start(runner_->handlers());
+  cluster::TransportHandlers handlers = runner_->handlers();
+  handlers.cancel = [&jobs](cluster::CancelEntry k) {
+    auto answer = jobs.cancel(k.originId);
+    runtime::logAt(runtime::LogLevel::kInfo,
+                   "job " + std::to_string(k.originId) + ": node " + k.from +
+                       " asked to cancel it" +
+                       (std::holds_alternative<jobs::Cancelling>(answer) ? "" : " (not running)"),
+                   {{"event", "cancel_requested"}, {"job", k.originId}});
+  };
+  queue_->start(std::move(handlers));
+  // This node's job ids carry its number, so that any node can tell whose they are.
+  records_->start(supervisor_.lastJobId(),
+                  [this](std::uint64_t firstId) { runner_->startJobIdsAfter(firstId); });
+  jobs.shareWith(*records_);
   // Before the first request: the others' pools are known and jobs can be sent from the start
   // (a job for a pool only they have is neither unknown_pool nor cluster_unavailable for a
   // heartbeat). Redis away delays serving by 2 s at most.
   const auto atMost = std::min<std::chrono::nanoseconds>(3 * heartbeat_, std::chrono::seconds(2));
   membership_->waitForFirstRead(atMost);
   queue_->waitConnected(atMost);
+  if (auto firstId = records_->waitNumbered(atMost)) runner_->startJobIdsAfter(*firstId);
   beat();
   tendSoon();
 }

@@ -190,7 +190,7 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
     watchLifeline();
   }
   supervisor.start();
-  if (clusterNode) clusterNode->start(address);
+  if (clusterNode) clusterNode->start(address, *jobs);
   if (std::size_t recovered = jobs->recover()) {
     logAt(LogLevel::kInfo, "journal " + config->server.journal + ": " + std::to_string(recovered) +
                                " unfinished job(s) run again");

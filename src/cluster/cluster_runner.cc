@@ -70,7 +70,8 @@ TransportHandlers ClusterRunner::handlers() {
             if (it == sent_.end()) return;
             answer(id, endedHere(id, it->second.pool, core::Outcome::kUnavailable,
                                  "the cluster could not take the job: " + why));
-          }};
+          },
+          {}};  // cancel requests are the jobs service's (cli/cluster_node.cc)
 }
 
 void ClusterRunner::setDirectory(const Directory& announced) {

@@ -67,6 +67,9 @@ std::string quarantineVersionKey(const std::string& pool) {
   return "bulkhead:quarantine:" + pool + ":version";
 }
 
+std::string jobRecordKey(std::uint64_t id) { return "bulkhead:job:" + std::to_string(id); }
+std::string idempotencyRedisKey(const std::string& key) { return "bulkhead:idempotency:" + key; }
+
 Fields encodeJob(const JobEntry& job) {
   Fields f{{"v", std::string(kVersion)},
            {"origin", job.origin},
@@ -146,6 +149,64 @@ std::variant<OutcomeEntry, std::string> decodeOutcome(const Fields& fields) {
   o.reportJson = *report;
   o.result = *result;
   return o;
+}
+
+Fields encodeCancel(const CancelEntry& c) {
+  return {{"v", std::string(kVersion)}, {"cancel", std::to_string(c.originId)}, {"from", c.from}};
+}
+
+std::variant<OutcomeEntry, CancelEntry, std::string> decodeOutcomeStream(const Fields& fields) {
+  auto byName = index(fields);
+  if (!byName) return std::string("a field appears twice");
+  if (!byName->count("cancel")) {
+    auto outcome = decodeOutcome(fields);
+    if (auto* o = std::get_if<OutcomeEntry>(&outcome)) return std::move(*o);
+    return std::get<std::string>(outcome);
+  }
+  if (std::string problem = versionProblem(*byName); !problem.empty()) return problem;
+  Reader r{*byName, {}};
+  auto id = r.integer<std::uint64_t>("cancel", false);
+  auto from = r.required("from");
+  if (!r.error.empty()) return r.error;
+  return CancelEntry{*id, std::string(*from)};
+}
+
+Fields encodeRecord(const RecordEntry& record) {
+  Fields f{{"v", std::string(kVersion)},
+           {"node", record.node},
+           {"pool", record.pool},
+           {"state", record.finished ? "finished" : "queued"}};
+  if (!record.finished) return f;
+  if (record.runs) f.emplace_back("runs", std::to_string(*record.runs));
+  f.emplace_back("report", record.reportJson);
+  f.emplace_back("result", record.result);
+  return f;
+}
+
+std::variant<RecordEntry, std::string> decodeRecord(const Fields& fields) {
+  auto byName = index(fields);
+  if (!byName) return std::string("a field appears twice");
+  if (std::string problem = versionProblem(*byName); !problem.empty()) return problem;
+  Reader r{*byName, {}};
+  RecordEntry record;
+  auto node = r.required("node");
+  auto pool = r.required("pool");
+  auto state = r.required("state");
+  if (!r.error.empty()) return r.error;
+  if (*state != "queued" && *state != "finished") {
+    return "unknown state '" + std::string(*state) + "'";
+  }
+  record.node = *node;
+  record.pool = *pool;
+  record.finished = *state == "finished";
+  if (!record.finished) return record;
+  record.runs = r.integer<std::int64_t>("runs", true);
+  auto report = r.required("report");
+  auto result = r.required("result");
+  if (!r.error.empty()) return r.error;
+  record.reportJson = *report;
+  record.result = *result;
+  return record;
 }
 
 }  // namespace bulkhead::cluster

@@ -157,12 +157,16 @@ bool JobQueue::readOnce(RedisConnection& c) {
       const std::string id = replyText(entry->element[0]);
       auto fields = fieldsOf(entry->element[1]);
       if (key == outcomeKey_) {
-        auto outcome = fields ? decodeOutcome(*fields)
-                              : std::variant<OutcomeEntry, std::string>(std::string("no fields"));
-        if (auto* o = std::get_if<OutcomeEntry>(&outcome)) {
+        auto entry = fields ? decodeOutcomeStream(*fields)
+                            : std::variant<OutcomeEntry, CancelEntry, std::string>("no fields");
+        if (auto* o = std::get_if<OutcomeEntry>(&entry)) {
           post_([this, o = std::move(*o)]() mutable { handlers_.outcome(std::move(o)); });
+        } else if (auto* k = std::get_if<CancelEntry>(&entry)) {
+          post_([this, k = std::move(*k)]() mutable {
+            if (handlers_.cancel) handlers_.cancel(std::move(k));
+          });
         } else {
-          log_("cluster: dropped outcome entry " + id + ": " + std::get<std::string>(outcome));
+          log_("cluster: dropped outcome entry " + id + ": " + std::get<std::string>(entry));
         }
         c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
         continue;

@@ -35,6 +35,7 @@ struct TransportHandlers {
   std::function<void(Delivery)> job;                                   // a job to run here
   std::function<void(OutcomeEntry)> outcome;                           // a job sent from here ended
   std::function<void(std::uint64_t originId, std::string)> notQueued;  // enqueue failed: why
+  std::function<void(CancelEntry)> cancel;  // another node asks to cancel a job of this one
 };
 
 class JobTransport {

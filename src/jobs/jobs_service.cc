@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "jobs/foreign_jobs.h"
 #include "jobs/report_json.h"
 #include "os/memfd.h"
 #include "runtime/operator_log.h"
@@ -32,6 +33,7 @@ JobsService::JobsService(PoolRunner& runner, Timers& timers,
 }
 
 JobsService::~JobsService() {
+  foreign_.reset();
   for (auto& [id, waiters] : waiters_) {
     for (auto& w : waiters) timers_.cancelTimer(w.timer);
   }
@@ -112,18 +114,67 @@ std::optional<SubmitError> JobsService::submit(SubmitRequest request, ReportCall
 
 std::variant<Accepted, SubmitError> JobsService::submitAsync(SubmitRequest request) {
   if (auto refused = refusal(request, true)) return *refused;
-  auto accepted = [&](core::JobId id, bool duplicate) {
-    return Accepted{id, request.pool, duplicate, runner_.jobState(id).value_or("finished")};
-  };
   if (!request.idempotencyKey.empty()) {
     auto existing = journal_->findByIdempotencyKey(request.idempotencyKey);
     if (!existing) {
       journalFailed("look up an idempotency key", existing.error());
       return error(SubmitError::Kind::kJournalUnavailable, request);
     }
-    if (*existing) return accepted(**existing, true);
+    if (*existing) {
+      return Accepted{**existing, request.pool, true,
+                      runner_.jobState(**existing).value_or("finished")};
+    }
   }
+  return admit(request, runner_.reserveJobId(), true);
+}
+
+void JobsService::submitAsync(SubmitRequest request, AcceptCallback done) {
+  if (!shared_ || request.idempotencyKey.empty()) return done(submitAsync(std::move(request)));
+  if (auto refused = refusal(request, true)) return done(*refused);
+  // A key this node gave out answers without Redis, as it always did.
+  auto existing = journal_->findByIdempotencyKey(request.idempotencyKey);
+  if (!existing) {
+    journalFailed("look up an idempotency key", existing.error());
+    return done(error(SubmitError::Kind::kJournalUnavailable, request));
+  }
+  if (*existing) {
+    return done(Accepted{**existing, request.pool, true,
+                         runner_.jobState(**existing).value_or("finished")});
+  }
+  // Another node may hold the key: asked first, so two nodes never both start a job for it.
+  if (!shared_->connected()) return done(error(SubmitError::Kind::kKeyUnchecked, request));
   const core::JobId id = runner_.reserveJobId();
+  const std::string key = request.idempotencyKey, pool = request.pool;
+  shared_->claimKey(key, id, pool,
+                    [this, life = std::weak_ptr<int>(life_), request = std::move(request), id,
+                     done = std::move(done)](std::optional<SharedClaim> claim) mutable {
+                      if (!life.lock()) return;
+                      claimed(std::move(request), id, std::move(claim), done);
+                    });
+}
+
+void JobsService::claimed(SubmitRequest request, core::JobId id, std::optional<SharedClaim> claim,
+                          const AcceptCallback& done) {
+  if (!claim) return done(error(SubmitError::Kind::kKeyUnchecked, request));
+  if (claim->holder != id) {  // an earlier job, perhaps of another node
+    const bool ended = claim->record && claim->record->finished;
+    return done(Accepted{claim->holder, request.pool, true,
+                         runner_.jobState(claim->holder).value_or(ended ? "finished" : "queued")});
+  }
+  // Things may have changed during the round trip (a shutdown began, the pool went away).
+  auto answer = refusal(request, true);
+  if (!answer) {
+    auto admitted = admit(request, id, false);  // the claim recorded it as accepted
+    if (std::holds_alternative<Accepted>(admitted)) return done(std::move(admitted));
+    answer = std::get<SubmitError>(admitted);
+  }
+  shared_->releaseKey(request.idempotencyKey, id);
+  done(*answer);
+}
+
+// Journals job `id` and starts it; `share`: records it for the other nodes too.
+std::variant<Accepted, SubmitError> JobsService::admit(const SubmitRequest& request, core::JobId id,
+                                                       bool share) {
   const RunOptions options = optionsFor(request, true);
   journal::JobRow row;
   row.id = id;
@@ -148,8 +199,9 @@ std::variant<Accepted, SubmitError> JobsService::submitAsync(SubmitRequest reque
     journalFailed("accept an async job", inserted.error());
     return error(SubmitError::Kind::kJournalUnavailable, request);
   }
+  if (shared_ && share) shared_->accepted(id, request.pool);
   start(id, request.pool, request.payload, options);
-  return accepted(id, false);
+  return Accepted{id, request.pool, false, runner_.jobState(id).value_or("finished")};
 }
 
 std::size_t JobsService::recover() {
@@ -168,6 +220,7 @@ std::size_t JobsService::recover() {
     if (auto counted = journal_->markStarted(row.id); !counted) {
       journalFailed("count a recovered run", counted.error());
     }
+    if (shared_) shared_->accepted(row.id, row.pool);  // its record may not have been written
     start(row.id, row.pool, core::makePayload(std::move(row.payload)), options);
   }
   return rows->size();
@@ -202,6 +255,7 @@ void JobsService::finished(core::JobId id, const core::JobReport& report) {
     else if (*row)
       runs = (*row)->runs;
   }
+  if (shared_) shared_->finished(report, runs);
   if (!stored) {
     journalFailed("store an outcome", stored.error());
     // Its caller still gets it (now, or from a later get() of this process); it runs again after
@@ -233,7 +287,10 @@ void JobsService::get(core::JobId id, core::Duration wait, AnswerCallback answer
     journalFailed("read a job", row.error());
     return answer(LookupError::kJournalUnavailable);
   }
-  if (!*row) return answer(LookupError::kUnknownJob);
+  if (!*row) {
+    if (shared_ && shared_->foreign(id)) return foreign_->get(id, wait, std::move(answer));
+    return answer(LookupError::kUnknownJob);
+  }
   if ((*row)->finished) {
     auto report = reportFromRow(**row);
     if (!report) {
@@ -279,6 +336,22 @@ CancelAnswer JobsService::cancel(core::JobId id) {
   if ((*row)->finished) return AlreadyFinished{id, (*row)->outcome};
   runner_.cancel(id);
   return Cancelling{id};
+}
+
+void JobsService::cancel(core::JobId id, CancelCallback done) {
+  if (foreignHere(id)) return foreign_->cancel(id, std::move(done));
+  done(cancel(id));
+}
+
+bool JobsService::foreignHere(core::JobId id) {
+  if (!shared_ || !shared_->foreign(id) || unjournaled_.count(id) || !journal_) return false;
+  auto row = journal_->find(id);
+  return row && !*row;  // a journal that cannot be read is answered by cancel(id)
+}
+
+void JobsService::shareWith(SharedJobs& shared) {
+  shared_ = &shared;
+  foreign_ = std::make_unique<ForeignJobs>(shared, timers_);
 }
 
 void JobsService::journalFailed(const char* doing, const journal::JournalError& error) {

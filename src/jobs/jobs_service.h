@@ -9,8 +9,11 @@
 // answer), long-poll waiters and their timers, degraded operation when the journal fails (counted,
 // logged at most every 10 s, outcomes kept in memory so their callers still get them), and the
 // log of recent outcomes (sync and async) that GET /v1/outcomes and the dashboard read.
-// It may not: touch HTTP, sockets or the real clock (Timers gives time), or decide how a job runs
-// (the pools do).
+// With [cluster] it also shares async jobs through SharedJobs (shared_jobs.h): the jobs it accepts
+// and their outcomes are recorded for the other nodes, an Idempotency-Key holds across the cluster,
+// and another node's job ids are looked up and cancelled there (foreign_jobs.h).
+// It may not: touch HTTP, sockets, Redis or the real clock (Timers gives time), or decide how a
+// job runs (the pools do).
 
 #include <cstdint>
 #include <functional>
@@ -23,6 +26,7 @@
 
 #include "jobs/pool_runner.h"
 #include "jobs/recent_outcomes.h"
+#include "jobs/shared_jobs.h"
 #include "journal/journal.h"
 
 namespace bulkhead::jobs {
@@ -49,6 +53,7 @@ struct SubmitError {
     kJournalUnavailable,
     kDuplicateId,         // the pools already hold a job with the id chosen: a bug, never a hang
     kClusterUnavailable,  // [cluster]: the job needs another node and Redis is away
+    kKeyUnchecked,        // [cluster]: an Idempotency-Key cannot be checked, Redis is away
   };
   Kind kind = Kind::kInvalid;
   std::string pool;
@@ -74,7 +79,8 @@ struct Pending {
   std::string state;  // "queued" when the pools no longer (or not yet) know it
 };
 
-enum class LookupError { kUnknownJob, kJournalUnavailable };
+// kClusterUnavailable: the id is another node's, and Redis cannot be reached to ask.
+enum class LookupError { kUnknownJob, kJournalUnavailable, kClusterUnavailable };
 
 using JobAnswer = std::variant<Finished, Pending, LookupError>;
 
@@ -87,10 +93,14 @@ struct AlreadyFinished {
 };
 using CancelAnswer = std::variant<Cancelling, AlreadyFinished, LookupError>;
 
+class ForeignJobs;
+
 class JobsService {
  public:
   using ReportCallback = std::function<void(const core::JobReport&)>;
   using AnswerCallback = std::function<void(JobAnswer)>;
+  using AcceptCallback = std::function<void(std::variant<Accepted, SubmitError>)>;
+  using CancelCallback = std::function<void(CancelAnswer)>;
 
   // With a journal, job ids continue after the largest it holds; throws std::runtime_error when
   // the journal cannot be read (start-up: the daemon does not start).
@@ -100,15 +110,23 @@ class JobsService {
   JobsService& operator=(const JobsService&) = delete;
 
   bool journaled() const { return journal_ != nullptr; }
+  // [cluster]: shares async jobs with the other nodes from now on (it must outlive this).
+  void shareWith(SharedJobs& shared);
 
   // Runs a job and calls done with its report (perhaps before returning); or refuses it, and
   // then done is never called. A failed job is recorded in the journal, when there is one.
   std::optional<SubmitError> submit(SubmitRequest request, ReportCallback done);
   // Accepts a job into the journal before it starts; its report is kept for get().
   std::variant<Accepted, SubmitError> submitAsync(SubmitRequest request);
+  // The same, and with [cluster] an Idempotency-Key is checked across the cluster first (so the
+  // answer may come after a round trip to Redis).
+  void submitAsync(SubmitRequest request, AcceptCallback done);
   // The job's report once it has one; else, after waiting up to `wait` for it, where it is.
+  // Another node's job is asked of the cluster.
   void get(core::JobId id, core::Duration wait, AnswerCallback answer);
   CancelAnswer cancel(core::JobId id);
+  // The same, and another node's job is cancelled through the cluster.
+  void cancel(core::JobId id, CancelCallback done);
   // Re-submits every journaled job without an outcome; returns how many.
   std::size_t recover();
 
@@ -126,6 +144,12 @@ class JobsService {
   };
 
   std::optional<SubmitError> refusal(const SubmitRequest& request, bool async) const;
+  std::variant<Accepted, SubmitError> admit(const SubmitRequest& request, core::JobId id,
+                                            bool share);
+  void claimed(SubmitRequest request, core::JobId id, std::optional<SharedClaim> claim,
+               const AcceptCallback& done);
+  // Whether the job is neither in this node's journal nor kept in memory, but another node's.
+  bool foreignHere(core::JobId id);
   RunOptions optionsFor(const SubmitRequest& request, bool async) const;
   void start(core::JobId id, const std::string& pool, core::Payload payload,
              const RunOptions& options);
@@ -144,6 +168,10 @@ class JobsService {
   std::uint64_t journalErrorsLogged_ = 0;
   std::optional<core::Time> lastJournalLog_;
   RecentOutcomes recent_;
+  SharedJobs* shared_ = nullptr;
+  std::unique_ptr<ForeignJobs> foreign_;
+  // Callbacks from the cluster that arrive after this service is gone find it expired.
+  std::shared_ptr<int> life_ = std::make_shared<int>(0);
 };
 
 }  // namespace bulkhead::jobs

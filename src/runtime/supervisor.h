@@ -67,6 +67,7 @@ class Supervisor {
                                           core::Payload payload, JobOptions options, Reply reply);
   core::JobId reserveJobId() { return nextJobId_++; }
   void startJobIdsAfter(core::JobId last) { nextJobId_ = std::max(nextJobId_, last + 1); }
+  core::JobId lastJobId() const { return nextJobId_ - 1; }  // given or reserved
   std::optional<std::string> jobState(core::JobId job) const;
   void cancel(core::JobId job);
   // Stop accepting, let queued and running jobs end, stop every worker, then call onStopped.

@@ -107,9 +107,45 @@ TEST(OutcomeEntry, RoundTripsAndRefusesZeroRuns) {
             "missing field 'report'");
 }
 
+TEST(CancelEntry, SharesTheOutcomeStreamAndIsToldApart) {
+  const CancelEntry c{(std::uint64_t{2} << 40) + 9, "gpu-b"};
+  auto back = decodeOutcomeStream(encodeCancel(c));
+  ASSERT_TRUE(std::holds_alternative<CancelEntry>(back));
+  EXPECT_EQ(std::get<CancelEntry>(back).originId, c.originId);
+  EXPECT_EQ(std::get<CancelEntry>(back).from, "gpu-b");
+  OutcomeEntry o{42, "gpu-b", 1, R"({"outcome":"ok"})", "r"};
+  EXPECT_TRUE(std::holds_alternative<OutcomeEntry>(decodeOutcomeStream(encodeOutcome(o))));
+  EXPECT_EQ(std::get<std::string>(decodeOutcomeStream(with(encodeCancel(c), "cancel", "x"))),
+            "field 'cancel' is not an integer");
+  EXPECT_EQ(std::get<std::string>(decodeOutcomeStream(without(encodeCancel(c), "from"))),
+            "missing field 'from'");
+}
+
+TEST(RecordEntry, QueuedAndFinishedRoundTrip) {
+  RecordEntry queued{"gpu-a", "faces", false, std::nullopt, "", ""};
+  auto q = decodeRecord(encodeRecord(queued));
+  ASSERT_TRUE(std::holds_alternative<RecordEntry>(q)) << std::get<std::string>(q);
+  EXPECT_FALSE(std::get<RecordEntry>(q).finished);
+  EXPECT_EQ(std::get<RecordEntry>(q).node, "gpu-a");
+  RecordEntry done{"gpu-a", "faces", true, 3, R"({"outcome":"crashed"})", std::string("\0x", 2)};
+  auto f = decodeRecord(encodeRecord(done));
+  ASSERT_TRUE(std::holds_alternative<RecordEntry>(f)) << std::get<std::string>(f);
+  const RecordEntry& b = std::get<RecordEntry>(f);
+  EXPECT_TRUE(b.finished);
+  EXPECT_EQ(b.runs, 3);
+  EXPECT_EQ(b.reportJson, done.reportJson);
+  EXPECT_EQ(b.result, done.result);
+  EXPECT_EQ(std::get<std::string>(decodeRecord(with(encodeRecord(done), "state", "lost"))),
+            "unknown state 'lost'");
+  EXPECT_EQ(std::get<std::string>(decodeRecord(without(encodeRecord(done), "report"))),
+            "missing field 'report'");
+}
+
 TEST(StreamKeys, NameThePoolAndTheNode) {
   EXPECT_EQ(poolStreamKey("faces"), "bulkhead:pool:faces:jobs");
   EXPECT_EQ(outcomeStreamKey("gpu-a"), "bulkhead:outcomes:gpu-a");
+  EXPECT_EQ(jobRecordKey(17), "bulkhead:job:17");
+  EXPECT_EQ(idempotencyRedisKey("order-9"), "bulkhead:idempotency:order-9");
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
-// libFuzzer target: job and outcome entries come out of Redis Streams, where any client of the
-// server can write them. Decoding must never crash, and whatever it accepts must encode back to
-// an entry that decodes to the same thing.
+// libFuzzer target: job and outcome entries (and cancel requests) come out of Redis Streams, and
+// job records out of Redis hashes, where any client of the server can write them. Decoding must
+// never crash, and whatever it accepts must encode back to an entry that decodes to the same thing.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -55,6 +55,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto* p = std::get_if<OutcomeEntry>(&again);
     if (!p || p->originId != o->originId || p->node != o->node || p->runs != o->runs ||
         p->reportJson != o->reportJson || p->result != o->result) {
+      std::abort();
+    }
+  }
+  auto streamEntry = decodeOutcomeStream(fields);
+  if (const auto* c = std::get_if<CancelEntry>(&streamEntry)) {
+    auto again = decodeOutcomeStream(encodeCancel(*c));
+    const auto* d = std::get_if<CancelEntry>(&again);
+    if (!d || d->originId != c->originId || d->from != c->from) std::abort();
+  }
+  auto record = decodeRecord(fields);
+  if (const auto* r = std::get_if<RecordEntry>(&record)) {
+    auto again = decodeRecord(encodeRecord(*r));
+    const auto* q = std::get_if<RecordEntry>(&again);
+    if (!q || q->node != r->node || q->pool != r->pool || q->finished != r->finished ||
+        q->runs != r->runs || q->reportJson != r->reportJson || q->result != r->result) {
       std::abort();
     }
   }
