@@ -68,6 +68,10 @@ json clusterJson(cluster::NodeParts node) {
                  {"waiting", node.jobs->sentWaiting()},
                  {"outcomes_unwritten", node.jobs->outcomesUnwritten()}};
   }
+  if (node.records) {  // this node's job-id range (0: not given yet) and records on their way
+    j["node_number"] = node.records->nodeNumber();
+    j["records_unwritten"] = node.records->unwritten();
+  }
   if (view.readAt.time_since_epoch().count() != 0) {
     j["read_at_unix_ms"] =
         std::chrono::duration_cast<std::chrono::milliseconds>(view.readAt.time_since_epoch())

@@ -38,6 +38,7 @@ def test_any_node_answers_for_a_job_another_node_accepted(start_daemon, redis_se
     assert int(numbers[b"node-a"]) == id_a >> ID_BITS != 0
     assert int(numbers[b"node-b"]) == id_b >> ID_BITS != 0
     assert id_a >> ID_BITS != id_b >> ID_BITS, "each node numbers its jobs in its own range"
+    assert a.get_json("/v1/cluster")["node_number"] == id_a >> ID_BITS
     assert max(id_a, id_b) < 2 ** 53, "exact as JSON numbers in JavaScript too"
 
     # node-b answers for node-a's job, and the other way round, result bytes and all.
@@ -142,7 +143,12 @@ def test_an_idempotency_key_is_one_job_whichever_nodes_get_it(start_daemon, redi
     if int(second.json["job"]) >> ID_BITS != int(plain.json["job"]) >> ID_BITS:
         assert away.status == 503 and away.json["error"] == "cluster_unavailable", away
 
+    wait_until(lambda: a.get_json("/v1/cluster")["records_unwritten"] >= 2, 20,
+               "the records of the job run while Redis is away to wait for it")
+
     # Back: the record of the job run while Redis was away reaches the other node.
     redis_server.start()
     wait_until(lambda: b.http("GET", "/v1/jobs/%s" % plain.json["job"]).status == 200, 30,
                "node-a's record of its job to reach Redis once it is back")
+    wait_until(lambda: a.get_json("/v1/cluster")["records_unwritten"] == 0, 30,
+               "node-a to write every kept record")
