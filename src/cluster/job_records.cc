@@ -144,6 +144,7 @@ void JobRecords::push(Command command) {
     post_(std::move(command.unreachable));
     return;
   }
+  if (command.settled && !connected_) post_(std::exchange(command.settled, nullptr));
   {
     std::lock_guard lock(mutex_);
     commands_.push_back(std::move(command));
@@ -188,9 +189,11 @@ void JobRecords::releaseKey(const std::string& key, std::uint64_t id) {
   push(std::move(k));
 }
 
-void JobRecords::accepted(std::uint64_t id, const std::string& pool) {
+void JobRecords::accepted(std::uint64_t id, const std::string& pool,
+                          std::function<void()> recorded) {
   Command k;
   k.kept = true;
+  k.settled = std::move(recorded);
   k.run = [this, id, pool](RedisConnection& c) {
     const std::string key = jobRecordKey(id), life = lifeMs();
     const Fields fields = encodeRecord(RecordEntry{node_, pool, false, {}, {}, {}});
@@ -308,10 +311,12 @@ void JobRecords::loop() {
         if (error != lastError) log_("cluster records: " + error + " (retrying)");
         lastError = error.empty() ? "not connected" : error;
         std::deque<Command> dropped;
+        std::vector<std::function<void()>> settled;
         {
           std::lock_guard lock(mutex_);  // waiting callers hear now
           for (auto it = commands_.begin(); it != commands_.end();) {
             if (it->kept) {
+              if (it->settled) settled.push_back(std::exchange(it->settled, nullptr));
               ++it;
             } else {
               dropped.push_back(std::move(*it));
@@ -320,6 +325,7 @@ void JobRecords::loop() {
           }
         }
         for (Command& k : dropped) post_(std::move(k.unreachable));
+        for (auto& f : settled) post_(std::move(f));
         continue;
       }
       if (!lastError.empty()) log_("cluster records: connected again");
@@ -327,11 +333,15 @@ void JobRecords::loop() {
       continue;
     }
     if (!command) continue;
-    if (command->run(*c)) continue;
+    if (command->run(*c)) {
+      if (command->settled) post_(std::move(command->settled));
+      continue;
+    }
     c.reset();
     connected_ = false;
     lastError = "connection lost";
     if (command->kept) {
+      if (command->settled) post_(std::exchange(command->settled, nullptr));
       std::lock_guard lock(mutex_);
       commands_.push_front(std::move(*command));
     } else {

@@ -59,7 +59,7 @@ class JobRecords : public jobs::SharedJobs {
   void claimKey(const std::string& key, std::uint64_t id, const std::string& pool,
                 std::function<void(std::optional<jobs::SharedClaim>)> done) override;
   void releaseKey(const std::string& key, std::uint64_t id) override;
-  void accepted(std::uint64_t id, const std::string& pool) override;
+  void accepted(std::uint64_t id, const std::string& pool, std::function<void()> recorded) override;
   void finished(const core::JobReport& report, std::optional<int> runs) override;
   void lookup(std::uint64_t id, std::function<void(jobs::SharedLookup)> done) override;
   void requestCancel(std::uint64_t id, const std::string& origin) override;
@@ -72,6 +72,8 @@ class JobRecords : public jobs::SharedJobs {
     // Kept until Redis takes it; otherwise `unreachable` is called when it cannot be run.
     bool kept = false;
     std::function<void()> unreachable;
+    // A kept command's caller, told once: when it ran, or when Redis is found away.
+    std::function<void()> settled;
   };
 
   void push(Command command);

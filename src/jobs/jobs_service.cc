@@ -129,8 +129,20 @@ std::variant<Accepted, SubmitError> JobsService::submitAsync(SubmitRequest reque
 }
 
 void JobsService::submitAsync(SubmitRequest request, AcceptCallback done) {
-  if (!shared_ || request.idempotencyKey.empty()) return done(submitAsync(std::move(request)));
+  if (!shared_) return done(submitAsync(std::move(request)));
   if (auto refused = refusal(request, true)) return done(*refused);
+  if (request.idempotencyKey.empty()) {
+    // Answered once the other nodes can find the job: a caller may ask any node for it next.
+    auto answer = admit(request, runner_.reserveJobId(), false);
+    auto* accepted = std::get_if<Accepted>(&answer);
+    if (!accepted) return done(std::move(answer));
+    const core::JobId id = accepted->id;
+    return shared_->accepted(
+        id, request.pool,
+        [life = std::weak_ptr<int>(life_), answer = std::move(answer), done = std::move(done)] {
+          if (life.lock()) done(answer);
+        });
+  }
   // A key this node gave out answers without Redis, as it always did.
   auto existing = journal_->findByIdempotencyKey(request.idempotencyKey);
   if (!existing) {
@@ -199,7 +211,7 @@ std::variant<Accepted, SubmitError> JobsService::admit(const SubmitRequest& requ
     journalFailed("accept an async job", inserted.error());
     return error(SubmitError::Kind::kJournalUnavailable, request);
   }
-  if (shared_ && share) shared_->accepted(id, request.pool);
+  if (shared_ && share) shared_->accepted(id, request.pool, {});
   start(id, request.pool, request.payload, options);
   return Accepted{id, request.pool, false, runner_.jobState(id).value_or("finished")};
 }
@@ -220,7 +232,7 @@ std::size_t JobsService::recover() {
     if (auto counted = journal_->markStarted(row.id); !counted) {
       journalFailed("count a recovered run", counted.error());
     }
-    if (shared_) shared_->accepted(row.id, row.pool);  // its record may not have been written
+    if (shared_) shared_->accepted(row.id, row.pool, {});  // its record may not have been written
     start(row.id, row.pool, core::makePayload(std::move(row.payload)), options);
   }
   return rows->size();

@@ -54,8 +54,11 @@ class SharedJobs {
   // Lets go of a key claimed for a job that was then not accepted (its journal refused it).
   virtual void releaseKey(const std::string& key, core::JobId id) = 0;
   // The job, accepted here, as the other nodes will see it until it ends. Kept while Redis is
-  // away, as is finished().
-  virtual void accepted(core::JobId id, const std::string& pool) = 0;
+  // away, as is finished(). `recorded` (optional) is called once the record is in Redis, or at
+  // once when Redis is away (it is written when Redis returns): a caller answered after it can
+  // ask any node for the job.
+  virtual void accepted(core::JobId id, const std::string& pool,
+                        std::function<void()> recorded) = 0;
   virtual void finished(const core::JobReport& report, std::optional<int> runs) = 0;
   virtual void lookup(core::JobId id, std::function<void(SharedLookup)> done) = 0;
   // Asks the job's origin to cancel it.

@@ -39,8 +39,11 @@ class FakeShared : public SharedJobs {
     released_.push_back(key);
     if (keys_[key] == id) keys_.erase(key);
   }
-  void accepted(core::JobId id, const std::string& pool) override {
-    records_[id] = SharedRecord{"a", pool, false, std::nullopt, std::nullopt};
+  void accepted(core::JobId id, const std::string& pool, std::function<void()> recorded) override {
+    later_.push_back([=, this] {
+      records_[id] = SharedRecord{"a", pool, false, std::nullopt, std::nullopt};
+      if (recorded) recorded();
+    });
   }
   void finished(const core::JobReport& report, std::optional<int> runs) override {
     records_[report.jobId] = SharedRecord{"a", report.pool, true, report, runs};
@@ -153,6 +156,16 @@ TEST_F(SharedJobsTest, AKeyedSubmitIsAnsweredOnlyAfterTheClusterSaysTheKeyIsNew)
   EXPECT_EQ(std::get<Accepted>(*again).id, a.id);
   EXPECT_TRUE(std::get<Accepted>(*again).duplicate);
   EXPECT_EQ(runner_.running_.size(), 1u);
+}
+
+TEST_F(SharedJobsTest, AnAsyncJobIsAnsweredOnceEveryNodeCanFindIt) {
+  std::optional<std::variant<Accepted, SubmitError>> got;
+  jobs_->submitAsync(request(), [&](auto answer) { got = std::move(answer); });
+  EXPECT_FALSE(got) << "a caller that asks another node next must find the job there";
+  EXPECT_EQ(runner_.running_.size(), 1u) << "journaled and started meanwhile";
+  shared_.deliver();
+  ASSERT_TRUE(got && std::holds_alternative<Accepted>(*got));
+  EXPECT_TRUE(shared_.records_.count(std::get<Accepted>(*got).id));
 }
 
 TEST_F(SharedJobsTest, AKeyAnotherNodeHoldsAnswersItsJobAndStartsNothing) {
