@@ -57,6 +57,10 @@ int showCluster(const std::string& url) {
         k.value("sent", 0ull), k.value("taken", 0ull), k.value("taken_over", 0ull),
         k.value("poisoned", 0ull), k.value("waiting", 0ull), k.value("outcomes_unwritten", 0ull));
   }
+  if (j.contains("node_number")) {  // ids of this node's jobs are its number times 2^40 plus n
+    std::printf("job ids: node number %llu; async job records unwritten %llu\n",
+                j.value("node_number", 0ull), j.value("records_unwritten", 0ull));
+  }
   return 0;
 }
 

@@ -128,6 +128,9 @@ def test_status_and_metrics_show_the_cluster(start_daemon, redis_server):
     assert b.url in rows["node-b"] and "beta 1/1" in rows["node-b"], text
     assert "beta 0" in tail.splitlines()[0], text
     assert "this node: sent 1, taken 0 (0 taken over, 0 poisoned), waiting 0" in tail, text
+    number = a.get_json("/v1/cluster")["node_number"]
+    assert number >= 1
+    assert "job ids: node number %d; async job records unwritten 0" % number in tail, text
     metrics = a.http("GET", "/metrics").body.decode()
     assert 'bulkhead_cluster_redis_connected{node="node-a"} 1' in metrics
     assert 'bulkhead_cluster_nodes{node="node-a"} 2' in metrics
