@@ -22,6 +22,11 @@ it, one Redis database per cluster so that the clusters do not see each other:
   (Y has pool ``other``). One caller, sequential 100-byte echo calls on one keep-alive
   connection per node: to X (the local path, Redis untouched) and to Y (Y -> stream -> X ->
   X's outcome stream -> Y). Target: Redis path p50 - local p50 <= 1 ms.
+- async jobs: X and Y journal their async jobs, and Z is the same echo pool without [cluster].
+  One caller, sequential `?wait=0` submits, alternating Z and X call by call: the time to the
+  202, which on X includes writing the job's record to Redis (so any node can answer for it).
+  Then GETs of one of X's finished jobs, alternating X (its journal) and Y (Redis record).
+  Target: accept p50 on X - on Z <= 1 ms.
 
 All clusters stay up for the whole run: stopping and starting nodes between cases would race
 the heartbeats (a stopped node stays listed until the others read Redis again) and the workers'
@@ -71,7 +76,7 @@ job_timeout = "60s"
 CONFIG = """\
 [server]
 listen = "127.0.0.1:0"
-journal = ""
+journal = "{journal}"
 {pools}
 [cluster]
 redis = "redis://127.0.0.1:{port}/{db}"
@@ -120,13 +125,17 @@ class Redis:
         self.log.close()
 
 
-def start_node(cfg, tmpdir, db, node, pools):
-    """pools: [(pool name, handler)]; spawns the daemon, does not wait."""
+def start_node(cfg, tmpdir, db, node, pools, journal=False, cluster=True):
+    """pools: [(pool name, handler)]; spawns the daemon, does not wait. `journal`: with async
+    jobs; `cluster`: False for a daemon without [cluster] (the baseline)."""
+    label = "db%d-%s" % (db, node)
     text = CONFIG.format(
         pools="".join(POOL.format(name=n, handler=h, python=PYTHON, handlers=HANDLERS)
                       for n, h in pools),
-        port=cfg["redis_port"], db=db, node=node)
-    label = "db%d-%s" % (db, node)
+        port=cfg["redis_port"], db=db, node=node,
+        journal=os.path.join(tmpdir, label + ".db") if journal else "")
+    if not cluster:
+        text = text[:text.index("[cluster]")]
     d = benchlib.Daemon(cfg["bin"], os.path.join(tmpdir, label + ".toml"), text,
                         label="bench: daemon " + label, error=RuntimeError)
     d.spawn(os.path.join(tmpdir, label + ".log"))
@@ -240,6 +249,53 @@ def echo_calls(x, y, k, first_y):
     return times[x.name], times[y.name]
 
 
+def submit_async(conn, pool, payload):
+    conn.request("POST", "/v1/pools/%s/jobs?wait=0" % pool, payload,
+                 {"Content-Type": "application/octet-stream"})
+    r = conn.getresponse()
+    body = r.read()
+    if r.status != 202:
+        raise RuntimeError("POST %s?wait=0: %d %s" % (pool, r.status, body[:300]))
+    return r.getheader("X-Bulkhead-Job")
+
+
+def async_calls(z, x, y, k, first_x):
+    """k async submits to Z (no cluster) and k to X, alternating; then k GETs of one of X's
+    finished jobs on X and on Y, alternating: ({accept: (Z ms, X ms)}, {get: (X ms, Y ms)})."""
+    payload = os.urandom(100)
+    conns = {d.name: http.client.HTTPConnection(d.host, d.port, timeout=60) for d in (x, y, z)}
+    accept = {z.name: [], x.name: []}
+    get = {x.name: [], y.name: []}
+    try:
+        submit_async(conns[z.name], "echo", payload)  # fresh connections: not timed
+        job = submit_async(conns[x.name], "echo", payload)
+        order = [x, z] if first_x else [z, x]
+        for _ in range(k):
+            for d in order:
+                t = time.perf_counter()
+                submit_async(conns[d.name], "echo", payload)
+                accept[d.name].append((time.perf_counter() - t) * 1e3)
+        path = "/v1/jobs/%s" % job
+        for d in (x, y):  # finished, as each node sees it
+            conns[d.name].request("GET", path + "?wait=20s")
+            r = conns[d.name].getresponse()
+            if r.status != 200 or r.read() != payload:
+                raise RuntimeError("GET %s on %s: %d" % (path, d.name, r.status))
+        for _ in range(k):
+            for d in ([y, x] if first_x else [x, y]):
+                t = time.perf_counter()
+                conns[d.name].request("GET", path)
+                r = conns[d.name].getresponse()
+                body = r.read()
+                get[d.name].append((time.perf_counter() - t) * 1e3)
+                if r.status != 200 or body != payload:
+                    raise RuntimeError("GET %s on %s: %d" % (path, d.name, r.status))
+    finally:
+        for c in conns.values():
+            c.close()
+    return (accept[z.name], accept[x.name]), (get[x.name], get[y.name])
+
+
 def log_findings(path):
     """Lines of a daemon log that look like trouble (warnings, errors), less the start-up notices
     about this host's cgroups, which every daemon here writes and which say nothing of the
@@ -259,9 +315,10 @@ def run(cfg, tmpdir, res):
         for k in (1, 2, 3):
             clusters[k] = [start_node(cfg, tmpdir, k, NODE_NAMES[i], [("sleep", "sleep50")])
                            for i in range(k)]
-        x = start_node(cfg, tmpdir, 4, "x", [("echo", "echo")])
-        y = start_node(cfg, tmpdir, 4, "y", [("other", "echo")])
-        daemons = [d for k in clusters for d in clusters[k]] + [x, y]
+        x = start_node(cfg, tmpdir, 4, "x", [("echo", "echo")], journal=True)
+        y = start_node(cfg, tmpdir, 4, "y", [("other", "echo")], journal=True)
+        z = start_node(cfg, tmpdir, 5, "z", [("echo", "echo")], journal=True, cluster=False)
+        daemons = [d for k in clusters for d in clusters[k]] + [x, y, z]
         for d in daemons:
             d.wait_healthy()
         for d in daemons:
@@ -270,6 +327,7 @@ def run(cfg, tmpdir, res):
         log("%d daemons up, load %s" % (len(daemons), benchlib.loadavg()))
         wait_cluster(y, ["x", "y"], "echo", ["x"])
         echo_calls(x, y, cfg["warm"], False)   # warm-up: both paths, workers, Redis connections
+        async_calls(z, x, y, cfg["warm"], False)
         for k in (1, 2, 3):
             wait_cluster(clusters[k][0], NODE_NAMES[:k], "sleep")
             throughput(clusters[k][0], 4 * k)
@@ -293,6 +351,14 @@ def run(cfg, tmpdir, res):
             res["redis"].append(ys)
             log("round %d: echo p50 local %.2f ms, via Redis %.2f ms (load %s)"
                 % (rnd + 1, percentile(xs, 50), percentile(ys, 50), benchlib.loadavg()))
+            (zs, xa), (xg, yg) = async_calls(z, x, y, cfg["echo"], rnd % 2 == 1)
+            for key, values in (("accept_plain", zs), ("accept_cluster", xa), ("get_origin", xg),
+                                ("get_other", yg)):
+                res[key].append(values)
+            log("round %d: async accept p50 without cluster %.2f ms, with %.2f ms; GET p50 on "
+                "the origin %.2f ms, on another node %.2f ms"
+                % (rnd + 1, percentile(zs, 50), percentile(xa, 50), percentile(xg, 50),
+                   percentile(yg, 50)))
         res["logs"] = {os.path.basename(d.log_path): d.log_path for d in daemons}
         # SIGTERM, not kill_daemons()'s SIGKILL: a killed daemon leaves its cgroups behind
         t = time.monotonic()
@@ -356,6 +422,22 @@ def report(cfg, res):
       % (diff, ECHO_TARGET_MS, "PASS" if hit else "MISS",
          ", ".join("%.3f" % (percentile(b, 50) - percentile(a, 50))
                    for a, b in zip(res["local"], res["redis"]))))
+    w("\n### Async jobs: 100-byte echo, one caller, sequential, %d calls per target per round\n"
+      % cfg["echo"])
+    w("| call | p50 ms (median of rounds) | p99 ms (all calls) |")
+    w("|---|---:|---:|")
+    for key, name in (("accept_plain", "submit `?wait=0` to Z, without [cluster] (to the 202)"),
+                      ("accept_cluster", "submit `?wait=0` to X, which also records it in Redis"),
+                      ("get_origin", "GET of a finished X job on X (its journal)"),
+                      ("get_other", "GET of the same job on Y (its Redis record)")):
+        p50[key] = statistics.median(percentile(r, 50) for r in res[key])
+        w("| %s | %.3f | %.3f |" % (name, p50[key],
+                                    percentile([t for r in res[key] for t in r], 99)))
+    diff = p50["accept_cluster"] - p50["accept_plain"]
+    hit = diff <= ECHO_TARGET_MS
+    ok &= hit
+    w("\nAsync accept p50 overhead of [cluster]: %.3f ms (target <= %.1f ms): %s."
+      % (diff, ECHO_TARGET_MS, "PASS" if hit else "MISS"))
     findings = {name: log_findings(path) for name, path in sorted(res.get("logs", {}).items())}
     if any(findings.values()):
         w("\nDaemon log lines with error/warn/fail/crash/refused:")
@@ -390,7 +472,8 @@ def main():
            "warm": 50}
     benchlib.begin_run(cfg)
     res = {"rate": {1: [], 2: [], 3: []}, "ran_on": {k: collections.Counter() for k in (1, 2, 3)},
-           "reruns": 0, "idle_cpu": [], "local": [], "redis": []}
+           "reruns": 0, "idle_cpu": [], "local": [], "redis": [], "accept_plain": [],
+           "accept_cluster": [], "get_origin": [], "get_other": []}
     tmpdir = tempfile.mkdtemp(prefix="bulkhead-cluster-")
     log("configs and logs in %s" % tmpdir)
     return benchlib.run_and_report(cfg, tmpdir, args.keep, lambda: run(cfg, tmpdir, res),
