@@ -36,7 +36,8 @@ json nodeDescription(const runtime::Supervisor& supervisor, const std::string& n
 json clusterJson(cluster::NodeParts node) {
   if (!node) return {{"enabled", false}};
   const cluster::Membership* membership = node.membership;
-  const cluster::MembershipView view = membership->view();
+  const auto snapshot = membership->view();
+  const cluster::MembershipView& view = *snapshot;
   json nodes = json::array();
   for (const std::string& text : view.nodes) {
     json announced = json::parse(text, nullptr, false);

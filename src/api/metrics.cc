@@ -287,7 +287,8 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::Job
   }
   if (node) {  // [cluster]: this node's view of the others, and its jobs (docs/cluster.md)
     const cluster::Membership* cluster = node.membership;
-    const cluster::MembershipView view = cluster->view();
+    const auto snapshot = cluster->view();
+    const cluster::MembershipView& view = *snapshot;
     w.family("bulkhead_cluster_redis_connected", "gauge",
              "1 while this node's membership connection to Redis works.");
     w.sample("bulkhead_cluster_redis_connected", {{"node", cluster->nodeName()}},

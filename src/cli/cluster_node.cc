@@ -99,6 +99,8 @@ void ClusterNode::start(std::string address, jobs::JobsService& jobs) {
   // (a job for a pool only they have is neither unknown_pool nor cluster_unavailable for a
   // heartbeat). Redis away delays serving by 2 s at most.
   const auto atMost = std::min<std::chrono::nanoseconds>(3 * heartbeat_, std::chrono::seconds(2));
+  // Each new view reaches the runner as soon as it is read, not at the next heartbeat.
+  membership_->onRead([this] { boost::asio::post(io_, [this] { applyView(); }); });
   membership_->waitForFirstRead(atMost);
   queue_->waitConnected(atMost);
   if (auto firstId = records_->waitNumbered(atMost)) runner_->startJobIdsAfter(*firstId);
@@ -111,15 +113,23 @@ void ClusterNode::stop() {
   tendTimer_.cancel();
 }
 
-// What this node announces, and what it knows of the others' pools, every heartbeat.
+// What this node knows of the others' pools and quarantine, from the view just read.
+void ClusterNode::applyView() {
+  const auto view = membership_->view();
+  if (view.get() == applied_.get()) return;  // a read and a heartbeat can both ask
+  applied_ = view;
+  runner_->setDirectory(cluster::directoryFrom(view->nodes, membership_->nodeName()));
+  if (view->readAt.time_since_epoch().count() != 0) {  // Redis read at least once
+    runner_->setQuarantine(view->quarantine);
+  }
+}
+
+// What this node announces every heartbeat. The view is applied here too (not only when a read
+// tells the loop), so pools age out of the directory while Redis is away.
 void ClusterNode::beat() {
   membership_->describe(
       api::nodeDescription(supervisor_, membership_->nodeName(), address_, versionText()).dump());
-  cluster::MembershipView view = membership_->view();
-  runner_->setDirectory(cluster::directoryFrom(view.nodes, membership_->nodeName()));
-  if (view.readAt.time_since_epoch().count() != 0) {  // Redis read at least once
-    runner_->setQuarantine(std::move(view.quarantine));
-  }
+  applyView();
   beatTimer_.expires_after(heartbeat_);
   beatTimer_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec) beat();

@@ -40,6 +40,7 @@ class ClusterNode {
 
  private:
   void beat();
+  void applyView();
   void tendSoon();
 
   boost::asio::io_context& io_;
@@ -50,6 +51,7 @@ class ClusterNode {
   std::unique_ptr<cluster::JobQueue> queue_;
   std::unique_ptr<cluster::JobRecords> records_;
   std::unique_ptr<cluster::ClusterRunner> runner_;
+  std::shared_ptr<const cluster::MembershipView> applied_;  // the view the runner has
   boost::asio::steady_timer beatTimer_;
   boost::asio::steady_timer tendTimer_;
 };

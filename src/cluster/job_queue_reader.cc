@@ -30,9 +30,11 @@ std::string poolOfStream(const std::string& key) {  // bulkhead:pool:NAME:jobs
   return key.substr(prefix.size(), key.size() - prefix.size() - suffix.size());
 }
 
-std::variant<JobEntry, std::string> jobOf(const std::optional<Fields>& fields) {
+// An entry's fields decoded by `decode` (decodeJob, decodeOutcomeStream), or why they are not.
+template <typename Decoded>
+Decoded decodedWith(Decoded (*decode)(const Fields&), const std::optional<Fields>& fields) {
   if (!fields) return std::string("no fields");
-  return decodeJob(*fields);
+  return decode(*fields);
 }
 
 }  // namespace
@@ -157,8 +159,7 @@ bool JobQueue::readOnce(RedisConnection& c) {
       const std::string id = replyText(entry->element[0]);
       auto fields = fieldsOf(entry->element[1]);
       if (key == outcomeKey_) {
-        auto entry = fields ? decodeOutcomeStream(*fields)
-                            : std::variant<OutcomeEntry, CancelEntry, std::string>("no fields");
+        auto entry = decodedWith(decodeOutcomeStream, fields);
         if (auto* o = std::get_if<OutcomeEntry>(&entry)) {
           post_([this, o = std::move(*o)]() mutable { handlers_.outcome(std::move(o)); });
         } else if (auto* k = std::get_if<CancelEntry>(&entry)) {
@@ -184,7 +185,7 @@ bool JobQueue::readOnce(RedisConnection& c) {
 bool JobQueue::takeEntry(RedisConnection& c, const std::string& key, const std::string& pool,
                          const std::string& id, const redisReply* fields, std::uint64_t runs,
                          const char* why) {
-  auto job = jobOf(fieldsOf(fields));
+  auto job = decodedWith(decodeJob, fieldsOf(fields));
   auto* j = std::get_if<JobEntry>(&job);
   if (!j || j->pool != pool) {
     log_("cluster: dropped job entry " + id + " of " + key + ": " +

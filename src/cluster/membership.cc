@@ -31,7 +31,8 @@ Membership::Membership(const config::ClusterConfig& config, std::string nodeName
       node_(std::move(nodeName)),
       password_(std::move(password)),
       heartbeat_(config.heartbeat) {
-  view_.error = "not connected yet";
+  working_.error = "not connected yet";
+  current_ = std::make_shared<const MembershipView>(working_);
   thread_ = std::thread([this] { run(); });
 }
 
@@ -52,12 +53,29 @@ void Membership::describe(std::string json) {
 bool Membership::waitForFirstRead(std::chrono::nanoseconds atMost) const {
   std::unique_lock lock(mutex_);
   return firstRead_.wait_for(lock, atMost,
-                             [this] { return view_.readAt.time_since_epoch().count() != 0; });
+                             [this] { return current_->readAt.time_since_epoch().count() != 0; });
 }
 
-MembershipView Membership::view() const {
+std::shared_ptr<const MembershipView> Membership::view() const {
   std::lock_guard lock(mutex_);
-  return view_;
+  return current_;
+}
+
+void Membership::onRead(std::function<void()> callback) {
+  std::lock_guard lock(mutex_);
+  onRead_ = std::move(callback);
+}
+
+void Membership::publish() {
+  auto view = std::make_shared<const MembershipView>(working_);
+  std::function<void()> told;
+  {
+    std::lock_guard lock(mutex_);
+    current_ = std::move(view);
+    told = onRead_;
+  }
+  firstRead_.notify_all();
+  if (told) told();
 }
 
 void Membership::wait(std::chrono::nanoseconds d) {
@@ -114,13 +132,11 @@ bool Membership::beat(RedisConnection& c, std::string& error) {
   }
   std::map<std::string, long long> inStream;
   if (!readPools(c, nodes, inStream, error)) return false;
-  std::lock_guard lock(mutex_);
-  view_.connected = true;
-  view_.error.clear();
-  view_.nodes = std::move(nodes);
-  view_.inStream = std::move(inStream);
-  view_.readAt = std::chrono::system_clock::now();
-  firstRead_.notify_all();
+  working_.connected = true;
+  working_.error.clear();
+  working_.nodes = std::move(nodes);
+  working_.inStream = std::move(inStream);
+  working_.readAt = std::chrono::system_clock::now();
   return true;
 }
 
@@ -178,8 +194,7 @@ bool Membership::readPools(RedisConnection& c, const std::vector<std::string>& n
     for (std::size_t i = 0; i + 1 < all->elements; i += 2) {
       entries[replyText(all->element[i])] = replyText(all->element[i + 1]);
     }
-    std::lock_guard lock(mutex_);
-    view_.quarantine[pool] = std::move(entries);
+    working_.quarantine[pool] = std::move(entries);
   }
   return true;
 }
@@ -196,10 +211,10 @@ void Membership::run() {
     if (!c) c = RedisConnection::open(address_, password_, timeout, error);
     if (c && !beat(*c, error)) c.reset();
     if (!c) {
-      std::lock_guard lock(mutex_);
-      view_.connected = false;
-      view_.error = error.empty() ? "disconnected" : error;
+      working_.connected = false;
+      working_.error = error.empty() ? "disconnected" : error;
     }
+    publish();
     wait(heartbeat_);
   }
   if (c) c->command({"DEL", kKeyPrefix + node_});  // leave at once rather than after three beats

@@ -7,12 +7,17 @@
 // node (SET bulkhead:node:NAME <json> PX 3*heartbeat: a node that stops is gone from every view
 // three heartbeats later) and reads the others (SCAN + MGET). The event loop hands it this node's
 // description and reads the last view, both under one mutex: the loop never waits on Redis, and
-// Redis being down shows as `connected: false` with the reason, not as a stuck daemon. The thread
-// reconnects by itself; on shutdown the node deletes its key (leaves at once).
+// Redis being down shows as `connected: false` with the reason, not as a stuck daemon. Each view
+// is published whole and never changed after (readers share it, no copy), and the loop is told
+// at once (onRead), so what the node knows of the others lags Redis by one post, not by one more
+// heartbeat. The thread reconnects by itself; on shutdown the node deletes its key (leaves at
+// once).
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -52,7 +57,12 @@ class Membership {
   const std::string& redisAddress() const { return addressText_; }
   // This node as announced from the next heartbeat on (a JSON object's text).
   void describe(std::string json);
-  MembershipView view() const;
+  // The last view read (never null); it does not change once published.
+  std::shared_ptr<const MembershipView> view() const;
+  // Called on the membership thread after each view is published (and when the connection
+  // fails): post it to the loop. Set before the first read matters; never called after the
+  // destructor began.
+  void onRead(std::function<void()> callback);
   // Waits until the others have been read once (or atMost has passed): whether they have.
   bool waitForFirstRead(std::chrono::nanoseconds atMost) const;
 
@@ -62,6 +72,7 @@ class Membership {
   bool readPools(RedisConnection& c, const std::vector<std::string>& nodes,
                  std::map<std::string, long long>& lengths, std::string& error);
   void wait(std::chrono::nanoseconds d);
+  void publish();  // working_ as the current view, and onRead told
 
   const config::RedisAddress address_;
   const std::string addressText_;
@@ -73,7 +84,9 @@ class Membership {
   mutable std::condition_variable firstRead_;
   bool stopping_ = false;
   std::string description_;
-  MembershipView view_;
+  std::shared_ptr<const MembershipView> current_;
+  std::function<void()> onRead_;
+  MembershipView working_;  // the run thread's, published whole after each heartbeat
   std::map<std::string, std::string> quarantineVersions_;  // the run thread's, by pool
   std::thread thread_;
 };
