@@ -370,6 +370,19 @@ def run(cfg, tmpdir, res):
         redis.stop()
 
 
+def latency_table(w, res, what, rows):
+    """Writes a table of p50 (median of rounds) and p99 (all calls) per (key in res, name) row;
+    returns the p50 by key."""
+    w("| %s | p50 ms (median of rounds) | p99 ms (all calls) |" % what)
+    w("|---|---:|---:|")
+    p50 = {}
+    for key, name in rows:
+        p50[key] = statistics.median(percentile(r, 50) for r in res[key])
+        w("| %s | %.3f | %.3f |" % (name, p50[key],
+                                    percentile([t for r in res[key] for t in r], 99)))
+    return p50
+
+
 def report(cfg, res):
     out = []
     w = out.append
@@ -407,14 +420,9 @@ def report(cfg, res):
          100 * statistics.median(res["idle_cpu"])))
     w("\n### Redis path: 100-byte echo, one caller, sequential, %d calls per target per round\n"
       % cfg["echo"])
-    w("| path | p50 ms (median of rounds) | p99 ms (all calls) |")
-    w("|---|---:|---:|")
-    p50 = {}
-    for key, name in (("local", "to X, which has the pool (local)"),
-                      ("redis", "to Y, which has not (Y -> Redis -> X -> Redis -> Y)")):
-        p50[key] = statistics.median(percentile(r, 50) for r in res[key])
-        w("| %s | %.3f | %.3f |" % (name, p50[key],
-                                    percentile([t for r in res[key] for t in r], 99)))
+    p50 = latency_table(w, res, "path", (
+        ("local", "to X, which has the pool (local)"),
+        ("redis", "to Y, which has not (Y -> Redis -> X -> Redis -> Y)")))
     diff = p50["redis"] - p50["local"]
     hit = diff <= ECHO_TARGET_MS
     ok &= hit
@@ -424,15 +432,11 @@ def report(cfg, res):
                    for a, b in zip(res["local"], res["redis"]))))
     w("\n### Async jobs: 100-byte echo, one caller, sequential, %d calls per target per round\n"
       % cfg["echo"])
-    w("| call | p50 ms (median of rounds) | p99 ms (all calls) |")
-    w("|---|---:|---:|")
-    for key, name in (("accept_plain", "submit `?wait=0` to Z, without [cluster] (to the 202)"),
-                      ("accept_cluster", "submit `?wait=0` to X, which also records it in Redis"),
-                      ("get_origin", "GET of a finished X job on X (its journal)"),
-                      ("get_other", "GET of the same job on Y (its Redis record)")):
-        p50[key] = statistics.median(percentile(r, 50) for r in res[key])
-        w("| %s | %.3f | %.3f |" % (name, p50[key],
-                                    percentile([t for r in res[key] for t in r], 99)))
+    p50.update(latency_table(w, res, "call", (
+        ("accept_plain", "submit `?wait=0` to Z, without [cluster] (to the 202)"),
+        ("accept_cluster", "submit `?wait=0` to X, which also records it in Redis"),
+        ("get_origin", "GET of a finished X job on X (its journal)"),
+        ("get_other", "GET of the same job on Y (its Redis record)"))))
     diff = p50["accept_cluster"] - p50["accept_plain"]
     hit = diff <= ECHO_TARGET_MS
     ok &= hit
