@@ -185,16 +185,16 @@ std::optional<jobs::RunnerRefusal> ClusterRunner::submitWithId(core::JobId id,
     }
   }
   if (runsHere(pool)) {
-    auto refused =
-        local_.submitWithId(id, pool, std::move(payload), options,
-                            [this, reply = std::move(reply)](const core::JobReport& report) {
-                              core::JobReport named = report;
-                              named.node = node_;
-                              noteQuarantine(named);
-                              reply(named);
-                              tend();
-                            });
-    tend();
+    auto refused = local_.submitWithId(
+        id, pool, std::move(payload), options,
+        [this, reply = std::move(reply), pool = std::string(pool)](const core::JobReport& report) {
+          core::JobReport named = report;
+          named.node = node_;
+          noteQuarantine(named);
+          reply(named);
+          tend(pool);
+        });
+    tend(pool);
     return refused;
   }
   if (!hasPool(pool)) return jobs::RunnerRefusal::kUnknownPool;
@@ -334,7 +334,7 @@ void ClusterRunner::run(Delivery d) {
                                        [this, d](const core::JobReport& report) {
                                          noteQuarantine(report);
                                          finish(d, report);
-                                         tend();
+                                         tend(d.job.pool);
                                        });
     if (refused) {
       finish(d, endedHere(job.originId, job.pool, core::Outcome::kUnavailable,
@@ -361,13 +361,28 @@ void ClusterRunner::finish(const Delivery& d, core::JobReport report) {
 }
 
 void ClusterRunner::tend() {
-  std::map<std::string, std::size_t> wanted;
+  std::map<std::string, std::size_t, std::less<>> wanted;
   if (quarantineRead_ && !local_.shuttingDown()) {
     for (const std::string& pool : pools_.names()) {
       if (std::size_t n = pools_.freeWorkers(pool)) wanted[pool] = n;
     }
   }
-  transport_.wantJobs(std::move(wanted));
+  wanted_ = wanted;
+  transport_.wantJobs({wanted.begin(), wanted.end()});
+}
+
+void ClusterRunner::tend(std::string_view pool) {
+  const bool taking = quarantineRead_ && !local_.shuttingDown();
+  const std::size_t n = taking ? pools_.freeWorkers(pool) : 0;
+  auto it = wanted_.find(pool);
+  const std::size_t before = it == wanted_.end() ? 0 : it->second;
+  if (n == before) return;
+  if (n == 0) {
+    wanted_.erase(it);
+  } else {
+    wanted_.insert_or_assign(std::string(pool), n);
+  }
+  transport_.wantJobs({wanted_.begin(), wanted_.end()});
 }
 
 }  // namespace bulkhead::cluster

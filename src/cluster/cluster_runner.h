@@ -68,6 +68,9 @@ class ClusterRunner : public jobs::PoolRunner {
   const Directory& directory() const { return directory_; }
   // Tells the transport how many jobs this node wants now; call when workers change.
   void tend();
+  // The same for one pool, after one of its jobs started or ended: the transport hears only
+  // when that pool's count changed (a busy pool's stays 0, job after job).
+  void tend(std::string_view pool);
   std::size_t sentWaiting() const { return sent_.size(); }
   // This node is stopping: every job it sent and still waits for is answered `unavailable` now
   // (it may still run on another node, whose outcome will find no one here).
@@ -126,6 +129,7 @@ class ClusterRunner : public jobs::PoolRunner {
   QuarantineView quarantine_;
   QuarantineView recordedHere_;  // not yet read back from Redis
   bool quarantineRead_ = false;
+  std::map<std::string, std::size_t, std::less<>> wanted_;  // as the transport last heard it
   Counters counters_;
 };
 

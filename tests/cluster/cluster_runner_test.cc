@@ -24,13 +24,17 @@ class FakeTransport : public JobTransport {
   bool connected() const override { return connected_; }
   void enqueue(JobEntry job) override { enqueued_.push_back(std::move(job)); }
   void finish(const Delivery& d, OutcomeEntry o) override { finished_.push_back({d, o}); }
-  void wantJobs(std::map<std::string, std::size_t> wanted) override { wanted_ = wanted; }
+  void wantJobs(std::map<std::string, std::size_t> wanted) override {
+    wanted_ = wanted;
+    ++wantCalls_;
+  }
   void quarantine(Quarantined record) override { quarantined_.push_back(record); }
 
   bool connected_ = true;
   std::vector<JobEntry> enqueued_;
   std::vector<std::pair<Delivery, OutcomeEntry>> finished_;
   std::map<std::string, std::size_t> wanted_;
+  int wantCalls_ = 0;
   std::vector<Quarantined> quarantined_;
 };
 
@@ -367,6 +371,30 @@ TEST(ClusterRunner, WantsAsManyJobsAsItHasFreeWorkersAndNoneWhenStopping) {
   ASSERT_EQ(n.transport.finished_.size(), 1u);
   EXPECT_EQ(jobs::reportFromJson(n.transport.finished_[0].second.reportJson)->outcome,
             core::Outcome::kUnavailable);
+}
+
+TEST(ClusterRunner, ALocalJobTellsTheTransportOnlyWhenItsPoolsFreeWorkersChange) {
+  Node n;
+  n.local.pools_["r"] = 100;
+  n.free = {{"p", 1}, {"r", 3}};
+  n.runner->setQuarantine({});
+  n.runner->tend();
+  ASSERT_EQ(n.transport.wanted_, (std::map<std::string, std::size_t>{{"p", 1}, {"r", 3}}));
+  const int before = n.transport.wantCalls_;
+  n.free["p"] = 0;  // the worker takes the job
+  ASSERT_FALSE(n.submit(1, "p"));
+  EXPECT_EQ(n.transport.wanted_, (std::map<std::string, std::size_t>{{"r", 3}}));
+  EXPECT_EQ(n.transport.wantCalls_, before + 1);
+  n.free["p"] = 0;  // a busy pool: the next job queues, its count stays 0
+  ASSERT_FALSE(n.submit(2, "p"));
+  EXPECT_EQ(n.transport.wantCalls_, before + 1) << "nothing changed: the transport is not told";
+  n.local.end(1);
+  EXPECT_EQ(n.transport.wantCalls_, before + 1) << "still no free worker: job 2 took it";
+  n.free["p"] = 1;
+  n.local.end(2);
+  EXPECT_EQ(n.transport.wanted_, (std::map<std::string, std::size_t>{{"p", 1}, {"r", 3}}));
+  EXPECT_EQ(n.transport.wantCalls_, before + 2);
+  ASSERT_EQ(n.answers.size(), 2u);
 }
 
 // Thousands of jobs from node a, run by b, whose runs are lost at random (a node dying with the
