@@ -115,8 +115,9 @@ int serve(const std::string& path, const std::string& listenOverride, const std:
                                        jobs.get()};
   serverOptions.maxConnections = config->server.maxConnections;
   serverOptions.memfdThreshold = config->server.memfdThreshold;
-  if (clusterNode) serverOptions.cluster = {&clusterNode->membership(), &clusterNode->runner(),
-                                           &clusterNode->records()};
+  if (clusterNode)
+    serverOptions.cluster = {&clusterNode->membership(), &clusterNode->runner(),
+                             &clusterNode->records()};
   serverOptions.requestTimeout = config->server.requestTimeout;
   serverOptions.idleTimeout = config->server.idleTimeout;
   std::uint64_t workerSlots = 0;  // a zygote holds fds like a worker
