@@ -16,6 +16,10 @@ constexpr auto kCommandTimeout = std::chrono::seconds(5);
 constexpr auto kFlushOnStop = std::chrono::seconds(5);
 // How long the other nodes can look a job up, and an Idempotency-Key holds, after it was written.
 constexpr auto kRecordLife = std::chrono::hours(24 * 7);
+// A finished job's record with a result larger than this lives only kLargeRecordLife: Redis holds
+// results for other nodes to read, not as an archive (the origin's journal is that).
+constexpr std::size_t kLargeResult = 1 << 20;
+constexpr auto kLargeRecordLife = std::chrono::hours(1);
 constexpr const char* kNumbersKey = "bulkhead:node_numbers";  // node name -> number
 constexpr const char* kNamesKey = "bulkhead:node_names";      // number -> node name
 constexpr const char* kOutcomeStreamLength = "100000";
@@ -51,8 +55,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]
 return 0
 )lua";
 
-std::string lifeMs() {
-  return std::to_string(std::chrono::duration_cast<milliseconds>(kRecordLife).count());
+std::string lifeMs(std::chrono::nanoseconds life = kRecordLife) {
+  return std::to_string(std::chrono::duration_cast<milliseconds>(life).count());
 }
 
 Fields fieldsOf(const redisReply* r) {
@@ -210,8 +214,9 @@ void JobRecords::finished(const core::JobReport& report, std::optional<int> runs
   }
   Command k;
   k.kept = true;
-  k.run = [id = report.jobId, fields = encodeRecord(e)](RedisConnection& c) {
-    const std::string key = jobRecordKey(id), life = lifeMs();
+  const std::string life = lifeMs(e.result.size() > kLargeResult ? kLargeRecordLife : kRecordLife);
+  k.run = [id = report.jobId, fields = encodeRecord(e), life](RedisConnection& c) {
+    const std::string key = jobRecordKey(id);
     return !c.pipeline({withFields({"HSET", key}, fields), {"PEXPIRE", key, life}}).empty();
   };
   push(std::move(k));

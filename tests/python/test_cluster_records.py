@@ -52,6 +52,14 @@ def test_any_node_answers_for_a_job_another_node_accepted(start_daemon, redis_se
     assert record[b"state"] == b"finished" and record[b"node"] == b"node-a", record
     assert redis_server.client().pttl("bulkhead:job:%d" % id_a) > 0, "records expire"
 
+    # A large result is readable on another node too, and held in Redis only for an hour.
+    big = os.urandom(2 << 20)
+    large = int(_async(a, "alpha", big).json["job"])
+    got = b.http("GET", "/v1/jobs/%d?wait=20s" % large, timeout=30)
+    assert got.status == 200 and got.body == big, got
+    assert 0 < redis_server.client().pttl("bulkhead:job:%d" % large) <= 3600 * 1000
+    assert redis_server.client().pttl("bulkhead:job:%d" % id_a) > 3600 * 1000, "small: 7 days"
+
     # An id in node-a's range that it never gave: unknown on every node.
     never = (id_a >> ID_BITS << ID_BITS) + 999999
     for d in (a, b):
