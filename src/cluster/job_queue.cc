@@ -118,6 +118,10 @@ bool JobQueue::waitConnected(std::chrono::nanoseconds atMost) {
 
 void JobQueue::waitFor(std::condition_variable& cv, std::chrono::nanoseconds d) {
   std::unique_lock lock(mutex_);
+  if (stopping_) {  // flushing outcomes while Redis is away: retried calmly, not spun
+    cv.wait_for(lock, std::min<std::chrono::nanoseconds>(d, std::chrono::milliseconds(100)));
+    return;
+  }
   cv.wait_for(lock, d, [this] { return stopping_; });
 }
 

@@ -292,7 +292,11 @@ void JobRecords::loop() {
       if (c) {
         wake_.wait(lock, [this] { return stopping_ || !commands_.empty(); });
       } else if (!lastError.empty()) {
-        wake_.wait_for(lock, retry, [this] { return stopping_; });
+        if (stopping_) {  // flushing kept records while Redis is away: retried calmly, not spun
+          wake_.wait_for(lock, std::chrono::milliseconds(100));
+        } else {
+          wake_.wait_for(lock, retry, [this] { return stopping_; });
+        }
       }
       if (stopping_) {
         if (!stopBy) stopBy = std::chrono::steady_clock::now() + kFlushOnStop;
