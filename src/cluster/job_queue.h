@@ -7,10 +7,10 @@
 // between them and the event loop under one mutex:
 // - the reader (job_queue_reader.cc) blocks in one XREADGROUP on this node's outcome stream and
 //   on the streams of the pools it wants jobs for (never more than it wants: no node hoards
-//   work), takes back after each (re)connect the entries delivered to it that it is not running
-//   (their reply was lost with the connection), and every quarter of claim_after takes over
-//   entries another node left unacknowledged that long (XAUTOCLAIM: that node died or lost
-//   Redis), with their delivery count as the job's runs;
+//   work), takes back after each (re)connect the entries delivered to it that it has not taken
+//   (their reply was lost with the connection: jobs and outcomes), and every quarter of claim_after
+//   takes over entries another node left unacknowledged that long (XAUTOCLAIM: that node died or
+//   lost Redis), with their delivery count as the job's runs;
 // - the writer adds jobs (XADD; a payload over 1 MiB in a key of its own), stores outcomes and
 //   acknowledges their entries in one MULTI (XADD to the origin's stream, XACK, XDEL), records
 //   quarantined payloads for the cluster, keeps outcomes and records it could not write until
@@ -86,6 +86,7 @@ class JobQueue : public JobTransport {
   bool readOnce(RedisConnection& c);
   bool claimAbandoned(RedisConnection& c);
   bool takeBackOwnPending(RedisConnection& c);
+  bool takeOutcome(RedisConnection& c, const std::string& id, const redisReply* fields);
   bool takeEntry(RedisConnection& c, const std::string& key, const std::string& pool,
                  const std::string& id, const redisReply* fields, std::uint64_t runs,
                  const char* why);

@@ -157,25 +157,32 @@ bool JobQueue::readOnce(RedisConnection& c) {
       const redisReply* entry = entries->element[e];
       if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
       const std::string id = replyText(entry->element[0]);
-      auto fields = fieldsOf(entry->element[1]);
       if (key == outcomeKey_) {
-        auto entry = decodedWith(decodeOutcomeStream, fields);
-        if (auto* o = std::get_if<OutcomeEntry>(&entry)) {
-          post_([this, o = std::move(*o)]() mutable { handlers_.outcome(std::move(o)); });
-        } else if (auto* k = std::get_if<CancelEntry>(&entry)) {
-          post_([this, k = std::move(*k)]() mutable {
-            if (handlers_.cancel) handlers_.cancel(std::move(k));
-          });
-        } else {
-          log_("cluster: dropped outcome entry " + id + ": " + std::get<std::string>(entry));
-        }
-        c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}});
+        if (!takeOutcome(c, id, entry->element[1])) return false;
         continue;
       }
       if (!takeEntry(c, key, poolOfStream(key), id, entry->element[1], 1, nullptr)) return false;
     }
   }
   return true;
+}
+
+// One entry of this node's outcome stream: handed to the loop (an outcome, or a request to cancel
+// a job), then acknowledged and deleted. Handing one over twice is harmless (a caller hears the
+// first outcome only; a second cancel finds the job ended). False when the connection failed.
+bool JobQueue::takeOutcome(RedisConnection& c, const std::string& id, const redisReply* fields) {
+  auto entry = decodedWith(decodeOutcomeStream, fieldsOf(fields));
+  if (auto* o = std::get_if<OutcomeEntry>(&entry)) {
+    post_([this, o = std::move(*o)]() mutable { handlers_.outcome(std::move(o)); });
+  } else if (auto* k = std::get_if<CancelEntry>(&entry)) {
+    post_([this, k = std::move(*k)]() mutable {
+      if (handlers_.cancel) handlers_.cancel(std::move(k));
+    });
+  } else {
+    log_("cluster: dropped outcome entry " + id + ": " + std::get<std::string>(entry));
+  }
+  return !c.pipeline({{"XACK", outcomeKey_, kConsumerGroup, id}, {"XDEL", outcomeKey_, id}})
+              .empty();
 }
 
 // One entry of `key`, the stream of `pool`, taken by this node: handed over with its runs
@@ -218,10 +225,25 @@ std::optional<std::uint64_t> JobQueue::deliveries(RedisConnection& c, const std:
   return otherwise;
 }
 
-// Entries delivered to this node that it is not running: their XREADGROUP reply was lost when
-// the connection broke (or this node restarted under the same name). Read again from this
-// consumer's own pending list (id 0) at once, rather than after claim_after.
+// Entries delivered to this node that it has not taken: their XREADGROUP reply was lost when the
+// connection broke (or this node restarted under the same name). Read again from this consumer's
+// own pending lists (id 0) at once: jobs it is not running, rather than after claim_after; and
+// outcomes (and cancel requests), which no other node would ever take over.
 bool JobQueue::takeBackOwnPending(RedisConnection& c) {
+  for (int round = 0; round < 100; ++round) {  // bounded: each round acknowledges what it read
+    Reply r = c.command({"XREADGROUP", "GROUP", kConsumerGroup, node_, "COUNT", "1000", "STREAMS",
+                         outcomeKey_, "0"});
+    if (!r) return false;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 1) break;
+    const redisReply* entries = r->element[0]->element[1];
+    if (entries->elements == 0) break;
+    for (std::size_t e = 0; e < entries->elements; ++e) {
+      const redisReply* entry = entries->element[e];
+      if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
+      log_("cluster: taking back an outcome delivered here before the connection broke");
+      if (!takeOutcome(c, replyText(entry->element[0]), entry->element[1])) return false;
+    }
+  }
   for (const std::string& pool : pools_) {
     const std::string key = poolStreamKey(pool);
     Reply r = c.command(

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import wait_until
+from conftest import Daemon, wait_until
 from test_cluster_jobs import _node
 
 pytest.importorskip("redis")
@@ -160,3 +160,43 @@ def test_an_idempotency_key_is_one_job_whichever_nodes_get_it(start_daemon, redi
                "node-a's record of its job to reach Redis once it is back")
     wait_until(lambda: a.get_json("/v1/cluster")["records_unwritten"] == 0, 30,
                "node-a to write every kept record")
+
+
+def test_a_cancel_delivered_before_a_restart_is_taken_back_at_once(start_daemon, redis_server,
+                                                                   tmp_path):
+    # node-a's outcome stream carries outcomes and cancel requests. An entry delivered to node-a
+    # whose XREADGROUP reply was lost (the connection broke, Redis was killed after writing its
+    # AOF, node-a restarted) is pending for node-a and for nobody else: node-a must read it again
+    # when it connects. Simulated by hand: node-a killed with a job running, a cancel request
+    # delivered to consumer node-a while it is down, node-a restarted on the same journal.
+    journal = str(tmp_path / "a.db")
+    pools = {"slow": {"handler": "slow", "workers": 1}}
+    cluster = {"redis": "redis://127.0.0.1:%d/0" % redis_server.port, "node": "node-a",
+               "heartbeat": "100ms"}
+    server = {"listen": "127.0.0.1:0", "journal": journal}
+    workdir = str(tmp_path / "first")
+    os.makedirs(workdir)
+    a = Daemon(workdir, pools, server=server, extra_sections={"cluster": cluster})
+    try:
+        a.start()
+        a.wait_ready("slow")
+        job = int(_async(a, "slow", b"sleep:120").json["job"])
+        wait_until(lambda: a.http("GET", "/v1/jobs/%d" % job).json.get("state") == "running",
+                   20, "the job to run")
+    finally:
+        a.kill()
+        a.close()
+
+    r = redis_server.client()
+    stream = "bulkhead:outcomes:node-a"
+    r.xadd(stream, {"v": "1", "cancel": str(job), "from": "node-b"})
+    assert r.xreadgroup("bulkhead", "node-a", {stream: ">"}, count=1)  # delivered, reply "lost"
+    assert r.xpending(stream, "bulkhead")["pending"] == 1
+
+    again = start_daemon(pools, server=server, extra_sections={"cluster": cluster})
+    again.wait_ready("slow")
+    ended = again.http("GET", "/v1/jobs/%d?wait=30s" % job, timeout=40)
+    assert ended.json.get("outcome") == "cancelled", ended  # not after the 120 s sleep
+    wait_until(lambda: r.xpending(stream, "bulkhead")["pending"] == 0, 20,
+               "the cancel request to be acknowledged")
+    assert "taking back an outcome delivered here" in again.log()
