@@ -89,6 +89,17 @@ std::optional<jobs::SharedRecord> recordOf(const Fields& fields, std::string& pr
   return record;
 }
 
+std::vector<std::string_view> withFields(std::vector<std::string_view> argv, const Fields& f);
+
+// The record and its life in one transaction: no reader sees one without the other. False when
+// the connection failed.
+bool writeRecord(RedisConnection& c, const std::string& key, const Fields& fields,
+                 const std::string& lifeMs) {
+  return !c.pipeline(
+               {{"MULTI"}, withFields({"HSET", key}, fields), {"PEXPIRE", key, lifeMs}, {"EXEC"}})
+              .empty();
+}
+
 std::vector<std::string_view> withFields(std::vector<std::string_view> argv, const Fields& f) {
   for (const auto& [name, value] : f) {
     argv.push_back(name);
@@ -201,7 +212,7 @@ void JobRecords::accepted(std::uint64_t id, const std::string& pool,
   k.run = [this, id, pool](RedisConnection& c) {
     const std::string key = jobRecordKey(id), life = lifeMs();
     const Fields fields = encodeRecord(RecordEntry{node_, pool, false, {}, {}, {}});
-    return !c.pipeline({withFields({"HSET", key}, fields), {"PEXPIRE", key, life}}).empty();
+    return writeRecord(c, key, fields, life);
   };
   push(std::move(k));
 }
@@ -217,7 +228,7 @@ void JobRecords::finished(const core::JobReport& report, std::optional<int> runs
   const std::string life = lifeMs(e.result.size() > kLargeResult ? kLargeRecordLife : kRecordLife);
   k.run = [id = report.jobId, fields = encodeRecord(e), life](RedisConnection& c) {
     const std::string key = jobRecordKey(id);
-    return !c.pipeline({withFields({"HSET", key}, fields), {"PEXPIRE", key, life}}).empty();
+    return writeRecord(c, key, fields, life);
   };
   push(std::move(k));
 }
