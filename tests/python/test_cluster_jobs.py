@@ -135,8 +135,9 @@ def _runs(path):
 
 def test_a_killed_node_loses_no_accepted_job(start_daemon, redis_server, tmp_path):
     runs_file = str(tmp_path / "runs")
+    # 50 ms jobs: 6 workers run 120 a second, slower than the submits, so a backlog builds up.
     work = {"handler": "count_runs", "workers": 2,
-            "env": {"BULKHEAD_TEST_RUNS": runs_file, "BULKHEAD_TEST_SLEEP": "0.02"}}
+            "env": {"BULKHEAD_TEST_RUNS": runs_file, "BULKHEAD_TEST_SLEEP": "0.05"}}
     a = _node(start_daemon, redis_server, "node-a", {"tasks": work}, journal=True,
               claim_after="2s")
     c = _node(start_daemon, redis_server, "node-c", {"tasks": work}, claim_after="2s")
@@ -152,12 +153,28 @@ def test_a_killed_node_loses_no_accepted_job(start_daemon, redis_server, tmp_pat
         b.wait_ready("tasks", 2)
         wait_until(lambda: _sees_pool(a, "node-b", "tasks", 2) and _sees_pool(a, "node-c", "tasks", 2),
                    20, "node-a to see both other nodes' pools")
-        for i in range(total):
-            r = a.http("POST", "/v1/pools/tasks/jobs?wait=0", body=b"job-%d" % i)
-            assert r.status == 202, r
-            ids[r.json["job"]] = b"job-%d" % i
-        # Kill node-b while it is running jobs: a third of them have run somewhere.
+        # From 8 threads, so that submitting outpaces the 6 workers even on a slow build (each
+        # 202 waits for the job's record in Redis): a backlog builds up in the stream.
+        refused = []
+
+        def submit(numbers):
+            for i in numbers:
+                r = a.http("POST", "/v1/pools/tasks/jobs?wait=0", body=b"job-%d" % i)
+                if r.status != 202:
+                    refused.append(r)
+                    return
+                ids[r.json["job"]] = b"job-%d" % i
+        submitters = [threading.Thread(target=submit, args=(range(n, total, 8),))
+                      for n in range(8)]
+        for t in submitters:
+            t.start()
+        for t in submitters:
+            t.join()
+        assert not refused and len(ids) == total, refused[:1]
+        # Kill node-b while both its workers run jobs from the backlog.
         wait_until(lambda: len(_runs(runs_file)) >= total // 3, 60, "a third of the jobs to run")
+        wait_until(lambda: b.get_json("/v1/pools/tasks")["in_flight"] == 2, 30,
+                   "node-b to run two jobs at once")
         b.proc.send_signal(signal.SIGKILL)
         b.proc.wait(10)
         killed_at = time.monotonic()
