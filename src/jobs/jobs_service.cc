@@ -133,15 +133,14 @@ void JobsService::submitAsync(SubmitRequest request, AcceptCallback done) {
   if (auto refused = refusal(request, true)) return done(*refused);
   if (request.idempotencyKey.empty()) {
     // Answered once the other nodes can find the job: a caller may ask any node for it next.
-    auto answer = admit(request, runner_.reserveJobId(), false);
-    auto* accepted = std::get_if<Accepted>(&answer);
-    if (!accepted) return done(std::move(answer));
-    const core::JobId id = accepted->id;
-    return shared_->accepted(
-        id, request.pool,
-        [life = std::weak_ptr<int>(life_), answer = std::move(answer), done = std::move(done)] {
-          if (life.lock()) done(answer);
-        });
+    // The record is written later, on the event loop, so the answer is in place by then.
+    auto answer = std::make_shared<std::variant<Accepted, SubmitError>>();
+    auto recorded = [life = std::weak_ptr<int>(life_), answer, done] {
+      if (life.lock()) done(*answer);
+    };
+    *answer = admit(request, runner_.reserveJobId(), true, std::move(recorded));
+    if (std::holds_alternative<SubmitError>(*answer)) done(*answer);  // nothing was recorded
+    return;
   }
   // A key this node gave out answers without Redis, as it always did.
   auto existing = journal_->findByIdempotencyKey(request.idempotencyKey);
@@ -184,9 +183,11 @@ void JobsService::claimed(SubmitRequest request, core::JobId id, std::optional<S
   done(*answer);
 }
 
-// Journals job `id` and starts it; `share`: records it for the other nodes too.
+// Journals job `id` and starts it; `share`: records it for the other nodes first (before it
+// starts: a job that ends at once must not have its outcome overwritten by its acceptance),
+// calling `recorded` once the record is written.
 std::variant<Accepted, SubmitError> JobsService::admit(const SubmitRequest& request, core::JobId id,
-                                                       bool share) {
+                                                       bool share, std::function<void()> recorded) {
   const RunOptions options = optionsFor(request, true);
   journal::JobRow row;
   row.id = id;
@@ -211,7 +212,7 @@ std::variant<Accepted, SubmitError> JobsService::admit(const SubmitRequest& requ
     journalFailed("accept an async job", inserted.error());
     return error(SubmitError::Kind::kJournalUnavailable, request);
   }
-  if (shared_ && share) shared_->accepted(id, request.pool, {});
+  if (shared_ && share) shared_->accepted(id, request.pool, std::move(recorded));
   start(id, request.pool, request.payload, options);
   return Accepted{id, request.pool, false, runner_.jobState(id).value_or("finished")};
 }

@@ -145,7 +145,7 @@ class JobsService {
 
   std::optional<SubmitError> refusal(const SubmitRequest& request, bool async) const;
   std::variant<Accepted, SubmitError> admit(const SubmitRequest& request, core::JobId id,
-                                            bool share);
+                                            bool share, std::function<void()> recorded = {});
   void claimed(SubmitRequest request, core::JobId id, std::optional<SharedClaim> claim,
                const AcceptCallback& done);
   // Whether the job is neither in this node's journal nor kept in memory, but another node's.

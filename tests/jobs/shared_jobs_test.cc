@@ -46,7 +46,9 @@ class FakeShared : public SharedJobs {
     });
   }
   void finished(const core::JobReport& report, std::optional<int> runs) override {
-    records_[report.jobId] = SharedRecord{"a", report.pool, true, report, runs};
+    later_.push_back([=, this] {  // in order with accepted(), as Redis gets them
+      records_[report.jobId] = SharedRecord{"a", report.pool, true, report, runs};
+    });
   }
   void lookup(core::JobId id, std::function<void(SharedLookup)> done) override {
     ++lookups_;
@@ -168,6 +170,19 @@ TEST_F(SharedJobsTest, AnAsyncJobIsAnsweredOnceEveryNodeCanFindIt) {
   EXPECT_TRUE(shared_.records_.count(std::get<Accepted>(*got).id));
 }
 
+TEST_F(SharedJobsTest, AJobThatEndsAtOnceIsRecordedAcceptedThenFinishedNeverTheOtherWayRound) {
+  runner_.refuseNext_ = RunnerRefusal::kUnknownPool;  // the pool went away: ended on the spot
+  for (bool keyed : {false, true}) {
+    if (keyed) runner_.refuseNext_ = RunnerRefusal::kUnknownPool;
+    auto got = submit(request(keyed ? "k-at-once" : ""));
+    ASSERT_TRUE(got && std::holds_alternative<Accepted>(*got));
+    const SharedRecord& record = shared_.records_.at(std::get<Accepted>(*got).id);
+    EXPECT_TRUE(record.finished) << "its acceptance must not overwrite its outcome";
+    ASSERT_TRUE(record.report);
+    EXPECT_EQ(record.report->outcome, core::Outcome::kUnavailable);
+  }
+}
+
 TEST_F(SharedJobsTest, AKeyAnotherNodeHoldsAnswersItsJobAndStartsNothing) {
   shared_.keys_["k2"] = kOtherNodesJob;
   shared_.records_[kOtherNodesJob] =
@@ -222,6 +237,7 @@ TEST_F(SharedJobsTest, OutcomesArePublishedWithTheJournalsRunCount) {
   const core::JobId id = std::get<Accepted>(*got).id;
   EXPECT_FALSE(shared_.records_.at(id).finished);
   runner_.end(id, core::Outcome::kCrashed);
+  shared_.deliver();
   const SharedRecord& record = shared_.records_.at(id);
   ASSERT_TRUE(record.finished && record.report);
   EXPECT_EQ(record.report->outcome, core::Outcome::kCrashed);
