@@ -163,14 +163,21 @@ def wait_cluster(d, expect, pool, holders=None, deadline_s=30):
                                                                 deadline_s, seen))
 
 
-def post(conn, pool, payload):
-    """One job on a keep-alive connection: (body, X-Bulkhead-Node, X-Bulkhead-Runs)."""
-    conn.request("POST", "/v1/pools/%s/jobs" % pool, payload,
-                 {"Content-Type": "application/octet-stream"})
+def call(conn, method, path, payload=None, want=200):
+    """One request on a keep-alive connection: (body, response); raises unless the status is
+    `want`."""
+    headers = {"Content-Type": "application/octet-stream"} if payload is not None else {}
+    conn.request(method, path, payload, headers)
     r = conn.getresponse()
     body = r.read()
-    if r.status != 200:
-        raise RuntimeError("POST %s: %d %s" % (pool, r.status, body[:300]))
+    if r.status != want:
+        raise RuntimeError("%s %s: %d %s" % (method, path, r.status, body[:300]))
+    return body, r
+
+
+def post(conn, pool, payload):
+    """One job: (body, X-Bulkhead-Node, X-Bulkhead-Runs)."""
+    body, r = call(conn, "POST", "/v1/pools/%s/jobs" % pool, payload)
     return body, r.getheader("X-Bulkhead-Node"), r.getheader("X-Bulkhead-Runs")
 
 
@@ -250,13 +257,16 @@ def echo_calls(x, y, k, first_y):
 
 
 def submit_async(conn, pool, payload):
-    conn.request("POST", "/v1/pools/%s/jobs?wait=0" % pool, payload,
-                 {"Content-Type": "application/octet-stream"})
-    r = conn.getresponse()
-    body = r.read()
-    if r.status != 202:
-        raise RuntimeError("POST %s?wait=0: %d %s" % (pool, r.status, body[:300]))
+    """One async job: its id, once accepted (202)."""
+    _, r = call(conn, "POST", "/v1/pools/%s/jobs?wait=0" % pool, payload, want=202)
     return r.getheader("X-Bulkhead-Job")
+
+
+def get_job(conn, path, payload):
+    """GET of a finished echo job, whose body must be `payload`."""
+    body, _ = call(conn, "GET", path)
+    if body != payload:
+        raise RuntimeError("GET %s: not the job's result" % path)
 
 
 def async_calls(z, x, y, k, first_x):
@@ -277,19 +287,12 @@ def async_calls(z, x, y, k, first_x):
                 accept[d.name].append((time.perf_counter() - t) * 1e3)
         path = "/v1/jobs/%s" % job
         for d in (x, y):  # finished, as each node sees it
-            conns[d.name].request("GET", path + "?wait=20s")
-            r = conns[d.name].getresponse()
-            if r.status != 200 or r.read() != payload:
-                raise RuntimeError("GET %s on %s: %d" % (path, d.name, r.status))
+            get_job(conns[d.name], path + "?wait=20s", payload)
         for _ in range(k):
             for d in ([y, x] if first_x else [x, y]):
                 t = time.perf_counter()
-                conns[d.name].request("GET", path)
-                r = conns[d.name].getresponse()
-                body = r.read()
+                get_job(conns[d.name], path, payload)
                 get[d.name].append((time.perf_counter() - t) * 1e3)
-                if r.status != 200 or body != payload:
-                    raise RuntimeError("GET %s on %s: %d" % (path, d.name, r.status))
     finally:
         for c in conns.values():
             c.close()
