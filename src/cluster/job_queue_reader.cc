@@ -15,16 +15,6 @@ namespace {
 using std::chrono::milliseconds;
 constexpr auto kBlock = milliseconds(100);  // the reader's longest wait on Redis
 
-// An entry's field list ([f1, v1, f2, v2, ...]); none when it is not one (a deleted entry).
-std::optional<Fields> fieldsOf(const redisReply* r) {
-  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) return std::nullopt;
-  Fields f;
-  for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
-    f.emplace_back(replyText(r->element[i]), replyText(r->element[i + 1]));
-  }
-  return f;
-}
-
 std::string poolOfStream(const std::string& key) {  // bulkhead:pool:NAME:jobs
   constexpr std::string_view prefix = "bulkhead:pool:", suffix = ":jobs";
   return key.substr(prefix.size(), key.size() - prefix.size() - suffix.size());
@@ -171,7 +161,7 @@ bool JobQueue::readOnce(RedisConnection& c) {
 // a job), then acknowledged and deleted. Handing one over twice is harmless (a caller hears the
 // first outcome only; a second cancel finds the job ended). False when the connection failed.
 bool JobQueue::takeOutcome(RedisConnection& c, const std::string& id, const redisReply* fields) {
-  auto entry = decodedWith(decodeOutcomeStream, fieldsOf(fields));
+  auto entry = decodedWith(decodeOutcomeStream, replyPairs(fields));
   if (auto* o = std::get_if<OutcomeEntry>(&entry)) {
     post_([this, o = std::move(*o)]() mutable { handlers_.outcome(std::move(o)); });
   } else if (auto* k = std::get_if<CancelEntry>(&entry)) {
@@ -192,7 +182,7 @@ bool JobQueue::takeOutcome(RedisConnection& c, const std::string& id, const redi
 bool JobQueue::takeEntry(RedisConnection& c, const std::string& key, const std::string& pool,
                          const std::string& id, const redisReply* fields, std::uint64_t runs,
                          const char* why) {
-  auto job = decodedWith(decodeJob, fieldsOf(fields));
+  auto job = decodedWith(decodeJob, replyPairs(fields));
   auto* j = std::get_if<JobEntry>(&job);
   if (!j || j->pool != pool) {
     log_("cluster: dropped job entry " + id + " of " + key + ": " +

@@ -59,14 +59,8 @@ std::string lifeMs(std::chrono::nanoseconds life = kRecordLife) {
   return std::to_string(std::chrono::duration_cast<milliseconds>(life).count());
 }
 
-Fields fieldsOf(const redisReply* r) {
-  Fields f;
-  if (!r || r->type != REDIS_REPLY_ARRAY) return f;
-  for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
-    f.emplace_back(replyText(r->element[i]), replyText(r->element[i + 1]));
-  }
-  return f;
-}
+// A record's fields as HGETALL returned them; none (empty) when there is no record.
+Fields fieldsOf(const redisReply* r) { return replyPairs(r).value_or(Fields{}); }
 
 // A record read back; none when there is none, or it does not decode (logged by the caller).
 std::optional<jobs::SharedRecord> recordOf(const Fields& fields, std::string& problem) {

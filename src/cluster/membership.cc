@@ -191,8 +191,8 @@ bool Membership::readPools(RedisConnection& c, const std::vector<std::string>& n
       return false;
     }
     std::map<std::string, std::string> entries;
-    for (std::size_t i = 0; i + 1 < all->elements; i += 2) {
-      entries[replyText(all->element[i])] = replyText(all->element[i + 1]);
+    for (auto& [fingerprint, report] : replyPairs(all.get()).value_or(Fields{})) {
+      entries[std::move(fingerprint)] = std::move(report);
     }
     working_.quarantine[pool] = std::move(entries);
   }

@@ -16,6 +16,16 @@ std::string replyText(const redisReply* r) {
   return {};
 }
 
+std::optional<std::vector<std::pair<std::string, std::string>>> replyPairs(const redisReply* r) {
+  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) return std::nullopt;
+  std::vector<std::pair<std::string, std::string>> pairs;
+  pairs.reserve(r->elements / 2);
+  for (std::size_t i = 0; i < r->elements; i += 2) {
+    pairs.emplace_back(replyText(r->element[i]), replyText(r->element[i + 1]));
+  }
+  return pairs;
+}
+
 std::optional<RedisConnection> RedisConnection::open(const config::RedisAddress& address,
                                                      const std::string& password,
                                                      std::chrono::nanoseconds timeout,

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "config/redis_address.h"
@@ -28,6 +29,9 @@ using Reply = std::unique_ptr<redisReply, ReplyFree>;
 timeval toTimeval(std::chrono::nanoseconds d);
 // The text of a string, status or error reply ("" for any other type).
 std::string replyText(const redisReply* r);
+// A flat [name, value, name, value, ...] reply (HGETALL, a stream entry's fields) as pairs; none
+// when it is not an array of even length (a deleted stream entry is nil).
+std::optional<std::vector<std::pair<std::string, std::string>>> replyPairs(const redisReply* r);
 
 class RedisConnection {
  public:
