@@ -31,6 +31,8 @@ std::string quarantineVersionKey(const std::string& pool);
 std::string jobRecordKey(std::uint64_t id);
 std::string idempotencyRedisKey(const std::string& key);
 inline constexpr const char* kConsumerGroup = "bulkhead";
+// A node's outcome stream is trimmed beyond about this many entries (XADD MAXLEN ~).
+inline constexpr const char* kOutcomeStreamLength = "100000";
 
 struct JobEntry {
   std::string origin;          // the node whose caller waits for the outcome

@@ -12,7 +12,6 @@ namespace {
 
 using std::chrono::milliseconds;
 constexpr auto kFlushOnStop = std::chrono::seconds(5);
-constexpr const char* kOutcomeStreamLength = "100000";  // trimmed beyond (approximately)
 // Payloads larger than this go in a key of their own rather than in the stream's entry, which
 // XAUTOCLAIM and XPENDING scans would otherwise carry around.
 constexpr std::size_t kInlinePayloadLimit = 1 << 20;
@@ -250,12 +249,7 @@ bool JobQueue::enqueueJob(RedisConnection& c, const JobEntry& original) {
   }
   const Fields fields = encodeJob(job);
   const std::string key = poolStreamKey(job.pool);
-  std::vector<std::string_view> add{"XADD", key, "*"};
-  for (const auto& [name, value] : fields) {
-    add.push_back(name);
-    add.push_back(value);
-  }
-  commands.push_back(add);
+  commands.push_back(withPairs({"XADD", key, "*"}, fields));
   auto replies = c.pipeline(commands);
   if (replies.size() != commands.size()) {
     // Not connected from now on, before the caller hears: its next submit is refused at once
@@ -278,11 +272,7 @@ bool JobQueue::enqueueJob(RedisConnection& c, const JobEntry& original) {
 bool JobQueue::storeOutcome(RedisConnection& c, const Delivery& d, const OutcomeEntry& outcome) {
   const Fields fields = encodeOutcome(outcome);
   const std::string key = outcomeStreamKey(d.job.origin);
-  std::vector<std::string_view> add{"XADD", key, "MAXLEN", "~", kOutcomeStreamLength, "*"};
-  for (const auto& [name, value] : fields) {
-    add.push_back(name);
-    add.push_back(value);
-  }
+  const auto add = withPairs({"XADD", key, "MAXLEN", "~", kOutcomeStreamLength, "*"}, fields);
   std::vector<std::vector<std::string_view>> commands{
       {"MULTI"}, add, {"XACK", d.stream, kConsumerGroup, d.entryId}, {"XDEL", d.stream, d.entryId}};
   if (!d.job.payloadKey.empty()) commands.push_back({"DEL", d.job.payloadKey});

@@ -22,7 +22,6 @@ constexpr std::size_t kLargeResult = 1 << 20;
 constexpr auto kLargeRecordLife = std::chrono::hours(1);
 constexpr const char* kNumbersKey = "bulkhead:node_numbers";  // node name -> number
 constexpr const char* kNamesKey = "bulkhead:node_names";      // number -> node name
-constexpr const char* kOutcomeStreamLength = "100000";
 
 // A node's number: the one it has, else the one it asks for when free, else the lowest free.
 constexpr const char* kNumberScript = R"lua(
@@ -83,23 +82,13 @@ std::optional<jobs::SharedRecord> recordOf(const Fields& fields, std::string& pr
   return record;
 }
 
-std::vector<std::string_view> withFields(std::vector<std::string_view> argv, const Fields& f);
-
 // The record and its life in one transaction: no reader sees one without the other. False when
 // the connection failed.
 bool writeRecord(RedisConnection& c, const std::string& key, const Fields& fields,
                  const std::string& lifeMs) {
   return !c.pipeline(
-               {{"MULTI"}, withFields({"HSET", key}, fields), {"PEXPIRE", key, lifeMs}, {"EXEC"}})
+               {{"MULTI"}, withPairs({"HSET", key}, fields), {"PEXPIRE", key, lifeMs}, {"EXEC"}})
               .empty();
-}
-
-std::vector<std::string_view> withFields(std::vector<std::string_view> argv, const Fields& f) {
-  for (const auto& [name, value] : f) {
-    argv.push_back(name);
-    argv.push_back(value);
-  }
-  return argv;
 }
 
 }  // namespace
@@ -171,7 +160,7 @@ void JobRecords::claimKey(const std::string& key, std::uint64_t id, const std::s
     const std::string redisKey = idempotencyRedisKey(key), recordKey = jobRecordKey(id);
     const Fields fields = encodeRecord(RecordEntry{node_, pool, false, {}, {}, {}});
     Reply r = c.command(
-        withFields({"EVAL", kClaimScript, "2", redisKey, recordKey, idText, life}, fields));
+        withPairs({"EVAL", kClaimScript, "2", redisKey, recordKey, idText, life}, fields));
     if (!r) return false;
     std::optional<jobs::SharedClaim> claim;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
@@ -250,7 +239,7 @@ void JobRecords::requestCancel(std::uint64_t id, const std::string& origin) {
   k.kept = true;
   k.run = [this, id, origin](RedisConnection& c) {
     const Fields fields = encodeCancel(CancelEntry{id, node_});
-    return c.command(withFields(
+    return c.command(withPairs(
                {"XADD", outcomeStreamKey(origin), "MAXLEN", "~", kOutcomeStreamLength, "*"},
                fields)) != nullptr;
   };

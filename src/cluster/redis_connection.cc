@@ -26,6 +26,16 @@ std::optional<std::vector<std::pair<std::string, std::string>>> replyPairs(const
   return pairs;
 }
 
+std::vector<std::string_view> withPairs(
+    std::vector<std::string_view> argv,
+    const std::vector<std::pair<std::string, std::string>>& pairs) {
+  for (const auto& [name, value] : pairs) {
+    argv.push_back(name);
+    argv.push_back(value);
+  }
+  return argv;
+}
+
 std::optional<RedisConnection> RedisConnection::open(const config::RedisAddress& address,
                                                      const std::string& password,
                                                      std::chrono::nanoseconds timeout,

@@ -32,6 +32,11 @@ std::string replyText(const redisReply* r);
 // A flat [name, value, name, value, ...] reply (HGETALL, a stream entry's fields) as pairs; none
 // when it is not an array of even length (a deleted stream entry is nil).
 std::optional<std::vector<std::pair<std::string, std::string>>> replyPairs(const redisReply* r);
+// `argv` followed by each pair's name and value: a command that writes fields (XADD, HSET). The
+// views point into `pairs`, which must outlive the command.
+std::vector<std::string_view> withPairs(
+    std::vector<std::string_view> argv,
+    const std::vector<std::pair<std::string, std::string>>& pairs);
 
 class RedisConnection {
  public:
