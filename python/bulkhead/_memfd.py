@@ -9,9 +9,9 @@ It owns three things, and ``bulkhead.worker`` decides when each is used:
   over with the first byte of the ``sendmsg`` it rode in, so it is queued no later than the
   frame is complete, possibly one read earlier;
 - a ``JOB_FD`` job's payload (``open_job``): the fd's size is checked against the frame's, the
-  memfd is mapped read-only, and the handler gets bytes (one copy, and the mapping and fd are
-  closed before it runs) or, annotated ``memoryview``, a read-only view of the mapping
-  (``Job``), which ends when the job has been answered;
+  handler gets bytes (one copy, read from the fd into a ``_fresh_bytes`` object, and the fd is
+  closed before it runs) or, annotated ``memoryview``, a read-only view of a mapping of the
+  memfd (``Job``), which ends when the job has been answered;
 - ``RESULT_BYTES_FD`` (``send_result_fd``): the result written into a new memfd and sealed, or
   the job's own fd (the daemon sealed it) when the handler gave back its whole payload view.
 
@@ -25,6 +25,7 @@ from _socket import CMSG_SPACE, MSG_CTRUNC, SCM_RIGHTS, SOL_SOCKET
 from errno import ENOMEM
 from struct import Struct
 
+from ._fresh_bytes import new_bytes
 from ._protocol import RESULT_BYTES_FD, ProtocolError, decode_fd_size, encode_fd_frame
 
 try:
@@ -154,18 +155,45 @@ def open_job(frame, fd, as_view):
         if size == 0 or actual != size:
             raise ProtocolError("JOB_FD declares %d bytes but its file descriptor holds %d"
                                 % (size, actual))
+        if not as_view:
+            data = _read_whole(fd, size)    # the one copy; nothing stays mapped during the job
+            if data is not None:
+                return None, data
         mapping = _map(fd, size)
         if as_view:
             job = Job(fd, size, mapping)
             fd = -1                         # the job closes it once answered
             return job, job.view
         try:
-            return None, mapping[:]         # the one copy; nothing stays mapped during the job
+            return None, mapping[:]         # the same copy, where _fresh_bytes is not available
         finally:
             mapping.close()
     finally:
         if fd >= 0:
             _close(fd)
+
+
+def _read_whole(fd, size):
+    """The file's ``size`` bytes read straight into a new ``bytes`` (``_fresh_bytes``: on huge
+    pages when large), or None where that is not available."""
+    made = new_bytes(size)
+    if made is None:
+        return None
+    data, view = made
+    try:
+        done = 0
+        while done < size:
+            with view[done:] as rest:
+                count = os.preadv(fd, [rest], done)
+            if count <= 0:              # a sealed file cannot shrink: never, but never a loop
+                raise ProtocolError("JOB_FD's file descriptor ended after %d of %d bytes"
+                                    % (done, size))
+            done += count
+    except OSError as exc:
+        raise ProtocolError("cannot read JOB_FD's file descriptor: %s" % exc) from None
+    finally:
+        view.release()
+    return data
 
 
 def _map(fd, size):

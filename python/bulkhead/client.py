@@ -62,6 +62,7 @@ from select import POLLIN, poll
 
 from . import _client_socket as _sockets
 from ._client_socket import _KERNEL_TIMEOUTS, _TIMED_OUT, _Connection, _send_parts  # noqa: F401
+from ._fresh_bytes import new_bytes
 from ._h1 import NEED_DATA, SENT, LocalProtocolError, ProtocolError, TooLarge, encode_request
 # The sans-I/O helpers live in ._http; the names are kept here too for code that imported them
 # from this module.
@@ -86,6 +87,26 @@ EARLY_ANSWER_WAIT = 5.0
 # where pieces joined afterwards cost two (each a page fault per 4 KiB).
 _WHOLE_BODY = 1024 * 1024
 _HEAD_PEEK = 8192
+
+
+def _receive_whole(sock, size):
+    """Up to ``size`` bytes (fewer only if the server closed first), read with MSG_WAITALL
+    straight into the bytes object returned (``_fresh_bytes``: on huge pages when large)."""
+    made = new_bytes(size)
+    if made is None:
+        return sock.recv(size, socket.MSG_WAITALL)
+    data, view = made
+    done = 0
+    try:
+        while done < size:
+            with view[done:] as rest:
+                count = sock.recv_into(rest, 0, socket.MSG_WAITALL)
+            if not count:
+                break
+            done += count
+    finally:
+        view.release()
+    return data if done == size else data[:done]   # cut short: what came (a copy, once)
 
 
 # -- the blocking client --------------------------------------------------------------------------
@@ -367,7 +388,7 @@ class Client(ClientCore):
         while True:
             wanted = h1.body_bytes_wanted
             if wanted >= _WHOLE_BODY:
-                data = sock.recv(wanted, socket.MSG_WAITALL)
+                data = _receive_whole(sock, wanted)
                 if data:
                     h1.receive_body(data)
                 else:
