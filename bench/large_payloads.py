@@ -4,11 +4,13 @@
     /usr/bin/python3 bench/large_payloads.py                 # 1, 4, 16, 64 MiB; 5 rounds
     /usr/bin/python3 bench/large_payloads.py --quick         # 1 and 16 MiB; 3 rounds
 
-This file owns the large-payload measurement (docs/protocol.md, "Large payloads by memfd"). Two
+This file owns the large-payload measurement (docs/protocol.md, "Large payloads by memfd"). Three
 daemons (`build/bulkhead serve`, or $BULKHEAD_BIN / --bin), each with two 1-worker pools running
 bench/handlers/bench_handlers.py's ``echo`` (payload as ``bytes``) and ``echo_view`` (payload as
-a ``memoryview``): one daemon with ``memfd_threshold = "0"`` (every payload inline in the
-socketpair, as before memfds), one with the default 256 KiB. Beside them ProcessPoolExecutor
+a ``memoryview``): "inline" with ``memfd_threshold = "0"`` (every payload inline in the
+socketpair, as before memfds), "memfd" with the defaults (payloads by memfd from 256 KiB, bytes
+results from 16 MiB), and "memfd, results too" with ``memfd_result_threshold = "256KiB"`` (bytes
+results by memfd from 256 KiB as well, the default before 2026-12-07). Beside them ProcessPoolExecutor
 (fork), multiprocessing.Pool and loky (when joblib is installed), 1 worker each, calling
 ``echo``. Every caller gets its answer as ``bytes`` and the answer is checked byte for byte.
 
@@ -43,6 +45,7 @@ CONFIG = """\
 listen = "127.0.0.1:0"
 max_request_body = "80MiB"
 memfd_threshold = "{threshold}"
+memfd_result_threshold = "{result_threshold}"
 journal = ""
 
 [pool.echo]
@@ -64,8 +67,8 @@ job_timeout = "60s"
 
 
 class BulkheadRow:
-    def __init__(self, daemon, client, pool, name):
-        self.daemon, self.client, self.pool, self.name = daemon, client, pool, name
+    def __init__(self, mode, client, pool, name):
+        self.mode, self.client, self.pool, self.name = mode, client, pool, name
         self.peer = False
 
     def call(self, payload):
@@ -80,9 +83,10 @@ class PeerRow:
         return self.executor.submit(bh.echo, payload).result(timeout=120)
 
 
-def start_daemon(binary, tmpdir, label, threshold):
+def start_daemon(binary, tmpdir, label, threshold, result_threshold="16MiB"):
     d = benchlib.Daemon(binary, os.path.join(tmpdir, label + ".toml"),
-                        CONFIG.format(threshold=threshold, handlers=os.path.join(HERE, "handlers")),
+                        CONFIG.format(threshold=threshold, result_threshold=result_threshold,
+                                      handlers=os.path.join(HERE, "handlers")),
                         label="bench: daemon " + label, keep_alive=False)
     d.spawn(os.path.join(tmpdir, label + ".log"))
     d.wait_healthy()
@@ -123,13 +127,15 @@ def main():
     log("machine: %s; load average %s" % (machine_line(), load_start))
     tmpdir = tempfile.mkdtemp(prefix="bulkhead-large-")
     daemons = {"inline": start_daemon(args.bin, tmpdir, "inline", "0"),
-               "memfd": start_daemon(args.bin, tmpdir, "memfd", "256KiB")}
+               "memfd": start_daemon(args.bin, tmpdir, "memfd", "256KiB"),
+               "memfd, results too": start_daemon(args.bin, tmpdir, "memfd-results", "256KiB",
+                                                  "256KiB")}
     import bulkhead
     rows = []
     for mode, d in daemons.items():
         client = bulkhead.Client(d.url, max_response_body=100 * MIB)
-        rows.append(BulkheadRow(d, client, "echo", "bulkhead %s, bytes handler" % mode))
-        rows.append(BulkheadRow(d, client, "view", "bulkhead %s, memoryview handler" % mode))
+        rows.append(BulkheadRow(mode, client, "echo", "bulkhead %s, bytes handler" % mode))
+        rows.append(BulkheadRow(mode, client, "view", "bulkhead %s, memoryview handler" % mode))
     rows += peers()
     times = {(r.name, s): [] for r in rows for s in sizes}
     calls = {mode: 0 for mode in daemons}
@@ -148,7 +154,7 @@ def main():
                     assert out == payload, r.name
                     out = None
                     if not r.peer:
-                        calls["memfd" if "memfd" in r.name else "inline"] += 1
+                        calls[r.mode] += 1
             log("%d MiB done" % size)
         cpu = {m: (cpu_seconds(d.pid) - cpu0[m]) / max(calls[m], 1) * 1e3
                for m, d in daemons.items()}
@@ -172,9 +178,9 @@ def main():
             m = statistics.median(times[(r.name, s)])
             cells.append("%.1f (%.2fx)" % (m, m / best[s]))
         print("| %s | %s |" % (r.name, " | ".join(cells)))
-    print("\nDaemon CPU per call (all sizes together): inline %.1f ms, memfd %.1f ms. Daemon peak "
-          "RSS (VmHWM) at the end: inline %.1f MB, memfd %.1f MB."
-          % (cpu["inline"], cpu["memfd"], hwm["inline"], hwm["memfd"]))
+    print("\nDaemon CPU per call (all sizes together): %s. Daemon peak RSS (VmHWM) at the end: "
+          "%s." % (", ".join("%s %.1f ms" % (m, cpu[m]) for m in daemons),
+                   ", ".join("%s %.1f MB" % (m, hwm[m]) for m in daemons)))
     return 0
 
 

@@ -6,8 +6,8 @@ which writes every thread's stack without stopping us), send ``HELLO``, import t
 the optional preload function, run preload, and send ``READY`` (or ``START_FAILED`` and exit 3).
 Then one job at a time: read a ``JOB`` frame, call ``handler(payload, ctx)``, send the result
 frame.  ``SHUTDOWN`` or EOF on the control socket ends the process with exit code 0.  Large
-payloads may come as ``JOB_FD`` (a sealed memfd); bytes results from ``BULKHEAD_MEMFD_THRESHOLD``
-bytes up go as ``RESULT_BYTES_FD`` (``sendmsg``): ``bulkhead._memfd`` does the fd work.
+payloads may come as ``JOB_FD`` (a sealed memfd), large bytes results go back as
+``RESULT_BYTES_FD`` (``sendmsg``): ``bulkhead._memfd`` does the fd work.
 
 Jobs run on the main thread, which writes every frame but one kind with ``sendall``.  When the
 supervisor sets ``BULKHEAD_HEARTBEAT_INTERVAL`` (seconds), a thread started at the first job
@@ -220,8 +220,7 @@ class _Worker(object):
         self._pool = pool
         self._worker_id = worker_id
         self._max_frame = max_frame
-        # Bytes results at least this long go as RESULT_BYTES_FD (0: never).
-        self._memfd_at = memfd_threshold if memfd_threshold > 0 else _NEVER
+        self._memfd_at = memfd_threshold if memfd_threshold > 0 else _NEVER  # results' memfds
         # The supervisor may send jobs up to the pool's max_payload; accept at least the default.
         self._decoder = FrameDecoder(SUPERVISOR_TO_WORKER_FD,
                                      max_payload=max(max_frame, DEFAULT_MAX_PAYLOAD),
@@ -335,8 +334,10 @@ class _Worker(object):
                     "(max_payload)" % (len(body), self._max_frame), "")
             if heartbeat is not None:
                 heartbeat.end()         # no heartbeat for this job after this point
-            # RESULT_BYTES_FD if large; inline if not, or if no memfd could be made.
-            if not (frame_type == RESULT_BYTES and len(body) >= self._memfd_at
+            # RESULT_BYTES_FD if large or the job's own memfd (free at any size), unless result
+            # memfds are off; else inline, as when no memfd could be made.
+            if not (frame_type == RESULT_BYTES and self._memfd_at < _NEVER and (
+                    len(body) >= self._memfd_at or (job and job.is_whole_payload(body)))
                     and send_result_fd(self._sock, job_id, body, job, _exit)):
                 send(frame_type, job_id, body)
             body = None
@@ -482,7 +483,8 @@ def main(environ=None, loaded=None, on_first_answer=None):
                      worker_id=environ.get("BULKHEAD_WORKER_ID", ""),
                      max_frame=_env_int(environ, "BULKHEAD_MAX_FRAME", DEFAULT_MAX_PAYLOAD),
                      heartbeat_interval=_env_interval(environ, "BULKHEAD_HEARTBEAT_INTERVAL"),
-                     memfd_threshold=_env_int(environ, "BULKHEAD_MEMFD_THRESHOLD", 0))
+                     memfd_threshold=_env_int(environ, "BULKHEAD_MEMFD_RESULT_THRESHOLD",
+                                              _env_int(environ, "BULKHEAD_MEMFD_THRESHOLD", 0)))
     if not worker.start(environ, loaded):
         _exit(EXIT_START_FAILED)
     try:

@@ -113,7 +113,9 @@ def memfd_worker(ready_worker, handler, threshold=THRESHOLD, env=None):
 @pytest.mark.parametrize("handler", ["handlers_for_tests:echo", "handlers_for_tests:view_echo"])
 def test_payloads_of_every_size_come_back_byte_exact(ready_worker, handler):
     proc = memfd_worker(ready_worker, handler)
-    cases = [(1, "fd", P.RESULT_BYTES), (THRESHOLD - 1, "inline", P.RESULT_BYTES),
+    # A view handler's echo of a JOB_FD goes back in that same memfd at any size: it is free.
+    small_fd_answer = P.RESULT_BYTES_FD if handler.endswith("view_echo") else P.RESULT_BYTES
+    cases = [(1, "fd", small_fd_answer), (THRESHOLD - 1, "inline", P.RESULT_BYTES),
              (THRESHOLD, "fd", P.RESULT_BYTES_FD), (THRESHOLD + 1, "fd", P.RESULT_BYTES_FD),
              (64 << 20, "fd", P.RESULT_BYTES_FD)]
     for job_id, (size, how, answer_type) in enumerate(cases, start=1):
@@ -183,6 +185,32 @@ def test_large_bytes_results_come_as_sealed_memfds_small_ones_inline(ready_worke
         else:
             assert frame.type == P.RESULT_BYTES and fd is None
         assert result_bytes(frame, fd) == b"x" * size
+
+
+def test_results_have_their_own_threshold_and_an_echoed_view_goes_back_by_fd_under_it(
+        ready_worker):
+    # The daemon passes both: payloads from 64 KiB by memfd, results only from 1 MiB.
+    env = {"BULKHEAD_MEMFD_RESULT_THRESHOLD": str(1 << 20)}
+    proc = memfd_worker(ready_worker, "handlers_for_tests:make_bytes", env=env)
+    for job_id, size in enumerate([THRESHOLD, (1 << 20) - 1, 1 << 20], 1):
+        proc.send(P.JOB, job_id, b"%d" % size)
+        frame, fd = read_answer(proc)
+        assert (frame.type == P.RESULT_BYTES_FD) is (size >= 1 << 20), (size, frame.type)
+        assert result_bytes(frame, fd) == b"x" * size
+    viewer = memfd_worker(ready_worker, "handlers_for_tests:view_echo", env=env)
+    data = os.urandom(THRESHOLD + 4)
+    sent = sealed_memfd(data)
+    try:       # under the result threshold, but its own memfd costs nothing: it goes back
+        send_job_fd(viewer, 1, sent)
+        frame, fd = read_answer(viewer)
+        assert frame.type == P.RESULT_BYTES_FD and os.fstat(fd).st_ino == os.fstat(sent).st_ino
+        assert result_bytes(frame, fd) == data
+    finally:
+        os.close(sent)
+    off = memfd_worker(ready_worker, "handlers_for_tests:view_echo",
+                       env={"BULKHEAD_MEMFD_RESULT_THRESHOLD": "0"})
+    frame, fd = run_fd_job(off, 1, data)          # result memfds off: even that goes inline
+    assert fd is None and frame == P.Frame(P.RESULT_BYTES, 1, data)
 
 
 def test_text_results_stay_inline_whatever_their_size(ready_worker):

@@ -119,6 +119,7 @@ class Loader : KeyReader {
     readDuration(t, line, p, "shutdown_timeout", std::chrono::milliseconds(0), s.shutdownTimeout);
     readSize(t, line, p, "max_request_body", 1, s.maxRequestBody);
     readSize(t, line, p, "memfd_threshold", 0, s.memfdThreshold);
+    readSize(t, line, p, "memfd_result_threshold", 0, s.memfdResultThreshold);
     int64_t connections = static_cast<int64_t>(s.maxConnections);
     readInt(t, line, p, "max_connections", 1, 1'000'000, connections);
     s.maxConnections = static_cast<std::uint64_t>(connections);
@@ -352,7 +353,10 @@ class Loader : KeyReader {
         error(n, 0, "pool", "expected tables [pool.NAME]");
       }
     }
-    for (auto& pool : config.pools) pool.memfdThreshold = config.server.memfdThreshold;
+    for (auto& pool : config.pools) {
+      pool.memfdThreshold = config.server.memfdThreshold;
+      pool.memfdResultThreshold = config.server.memfdResultThreshold;
+    }
     for (const auto& pool : config.pools) {
       if (pool.fallback.empty()) continue;
       bool known = false;

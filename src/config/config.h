@@ -15,9 +15,13 @@ struct ServerConfig {
   std::string listen = "127.0.0.1:8787";
   std::chrono::nanoseconds shutdownTimeout = std::chrono::seconds(30);
   std::uint64_t maxRequestBody = 64ull << 20;
-  // Request bodies and results from this size on travel as sealed memfds, outside the daemon's
-  // heap (docs/protocol.md, "Large payloads by memfd"); 0: never.
+  // Request bodies from this size on travel as sealed memfds, outside the daemon's heap
+  // (docs/protocol.md, "Large payloads by memfd"); 0: never, results included.
   std::uint64_t memfdThreshold = 256 * 1024;
+  // Bytes results from this size on come back in sealed memfds; 0: never. Higher than requests'
+  // because a result memfd is fresh pages the worker fills and the daemon frees: measured slower
+  // than the socket up to ~16 MiB (BENCHMARKS.md, "Large payloads").
+  std::uint64_t memfdResultThreshold = 16ull << 20;
   // Connections (docs/operations.md, "Connections"): beyond max_connections a client gets 503;
   // a request must arrive whole within request_timeout; an idle keep-alive connection is closed
   // after idle_timeout.
@@ -58,6 +62,7 @@ struct PoolConfig {
   bool maxJobsStrict = false;
   std::uint64_t maxPayload = 64ull << 20;
   std::uint64_t memfdThreshold = 256 * 1024;  // [server] memfd_threshold, copied for the workers
+  std::uint64_t memfdResultThreshold = 16ull << 20;  // [server] memfd_result_threshold, the same
   std::map<std::string, std::string> env;
 
   // Resource guard: sampling, hard limits (cgroup), soft recycle rules, hang detection.

@@ -10,6 +10,7 @@ const std::vector<KnownKey>& knownKeys() {
       {"server", "shutdown_timeout"},
       {"server", "max_request_body"},
       {"server", "memfd_threshold"},
+      {"server", "memfd_result_threshold"},
       {"server", "max_connections"},
       {"server", "request_timeout"},
       {"server", "idle_timeout"},

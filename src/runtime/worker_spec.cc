@@ -136,6 +136,10 @@ std::map<std::string, EnvValue> buildWorkerEnvironment(
   env["BULKHEAD_WORKER_ID"] = {workerName, own};
   env["BULKHEAD_MAX_FRAME"] = {std::to_string(pool.maxPayload), own};
   env["BULKHEAD_MEMFD_THRESHOLD"] = {std::to_string(pool.memfdThreshold), "memfd_threshold"};
+  // memfd_threshold = 0 turns memfds off both ways.
+  env["BULKHEAD_MEMFD_RESULT_THRESHOLD"] = {
+      std::to_string(pool.memfdThreshold ? pool.memfdResultThreshold : 0),
+      "memfd_result_threshold"};
   if (pool.hangAfter.count() > 0) {
     // Four beats per hang window, so one late beat is never mistaken for a hang.
     double interval = std::chrono::duration<double>(pool.hangAfter).count() / 4;

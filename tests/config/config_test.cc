@@ -67,6 +67,25 @@ TEST(Config, DefaultsApply) {
   EXPECT_EQ(r.config->pools[0].python, "/usr/bin/python3");
 }
 
+// Results have their own memfd threshold (a result memfd is fresh pages on both sides), copied,
+// like the requests' one, into every pool for its workers.
+TEST(Config, MemfdThresholdsForRequestsAndResultsAreApartAndReachEveryPool) {
+  auto defaults = load("[pool.a]\nhandler = \"m:f\"\n");
+  ASSERT_TRUE(defaults.config);
+  EXPECT_EQ(defaults.config->server.memfdThreshold, 256u * 1024);
+  EXPECT_EQ(defaults.config->server.memfdResultThreshold, 16ull << 20);
+  auto r = load(
+      "[server]\nmemfd_threshold = \"1MiB\"\nmemfd_result_threshold = \"2MiB\"\n"
+      "[pool.a]\nhandler = \"m:f\"\n[pool.b]\nhandler = \"m:g\"\n");
+  ASSERT_TRUE(r.config) << r.errors.front().describe();
+  for (const auto& p : r.config->pools) {
+    EXPECT_EQ(p.memfdThreshold, 1u << 20) << p.name;
+    EXPECT_EQ(p.memfdResultThreshold, 2u << 20) << p.name;
+  }
+  expectError("[server]\nmemfd_result_threshold = \"big\"\n[pool.a]\nhandler = \"m:f\"\n", 2,
+              "server.memfd_result_threshold", "expected a size");
+}
+
 TEST(Config, SyntaxErrorNamesTheLine) {
   auto r = load("[pool.a]\nhandler = \"m:f\"\nworkers = = 2\n");
   ASSERT_EQ(r.errors.size(), 1u);

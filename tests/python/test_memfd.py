@@ -16,8 +16,10 @@ M = "memfd_handlers:"
 
 
 def _server(tmp_path, **more):
+    # Results by memfd from the same 64 KiB (the default is 16 MiB), so small sizes test both.
     server = {"listen": "127.0.0.1:0", "memfd_threshold": "64KiB",
-              "journal": str(tmp_path / "journal.db"), "max_request_body": "80MiB"}
+              "memfd_result_threshold": "64KiB", "journal": str(tmp_path / "journal.db"),
+              "max_request_body": "80MiB"}
     server.update(more)
     return server
 
@@ -203,8 +205,8 @@ def test_a_large_payload_that_kills_workers_is_quarantined_by_its_bytes(start_da
 def test_memfd_bodies_and_results_over_a_unix_socket(start_daemon, tmp_path):
     # sendfile(2) to a Unix stream socket, and a body read from one into a memfd.
     d = start_daemon({"view": _pool(M + "echo_view"), "big": _pool(M + "big_result")},
-                     server={"memfd_threshold": "64KiB", "journal": "",
-                             "max_request_body": "80MiB"}, unix=True)
+                     server={"memfd_threshold": "64KiB", "memfd_result_threshold": "64KiB",
+                             "journal": "", "max_request_body": "80MiB"}, unix=True)
     payload = os.urandom(9 * 1024 * 1024 + 3)
     assert d.job("view", payload, timeout=60).body == payload
     assert d.job("big", str(T + 1).encode()).body == b"r" * (T + 1)

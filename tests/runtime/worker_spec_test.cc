@@ -30,6 +30,19 @@ TEST(WorkerEnvironment, InheritsOnlyTheWhitelist) {
   EXPECT_EQ(env.at("PYTHONPATH").value, "/srv/handlers:/sdk");
 }
 
+TEST(WorkerEnvironment, MemfdThresholdsReachTheWorkerAndZeroTurnsBothOff) {
+  config::PoolConfig p = pool();
+  p.memfdThreshold = 256 * 1024;
+  p.memfdResultThreshold = 16ull << 20;
+  auto env = buildWorkerEnvironment(p, "faces-1", 0, kSupervisorEnv, "/sdk");
+  EXPECT_EQ(env.at("BULKHEAD_MEMFD_THRESHOLD").value, "262144");
+  EXPECT_EQ(env.at("BULKHEAD_MEMFD_RESULT_THRESHOLD").value, "16777216");
+  EXPECT_EQ(env.at("BULKHEAD_MEMFD_RESULT_THRESHOLD").source, "memfd_result_threshold");
+  p.memfdThreshold = 0;  // memfds off: results too, whatever their own threshold says
+  env = buildWorkerEnvironment(p, "faces-1", 0, kSupervisorEnv, "/sdk");
+  EXPECT_EQ(env.at("BULKHEAD_MEMFD_RESULT_THRESHOLD").value, "0");
+}
+
 TEST(WorkerEnvironment, InheritEnvExtendsTheWhitelistWithPrefixes) {
   auto p = pool();
   p.inheritEnv = {"HF_HOME", "AWS_*"};
