@@ -63,11 +63,14 @@ struct WorkerHeartbeat {
   double cpuSeconds = 0;
   std::string stack;  // fingerprint of the job thread's Python stack
 };
-// A /proc sample; `afterJob` when taken right after a job ended (before its result event).
+// A /proc sample; `afterJob` when taken right after a job ended, before its result event;
+// `afterAnswer` when taken right after the result event instead (the shell answered first, with
+// nothing queued for the pool: the worker is still idle, unless something gave it a job since).
 struct WorkerSampled {
   WorkerId worker;
   ResourceSample sample;
   bool afterJob = false;
+  bool afterAnswer = false;
 };
 struct WorkerMisbehaved {  // a frame the protocol does not allow
   WorkerId worker;

@@ -333,6 +333,9 @@ void Pool::on(const WorkerSampled& e, Time now) {
     w->jobEndSample = e.sample;
     return;  // judged when the result arrives, together with the job count
   }
+  // What the job just answered left, counted with it as if it had come before the result. Not
+  // once the worker took another job: that job's own state would blur it.
+  if (e.afterAnswer && w->state == WorkerState::kIdle) w->history.record(w->jobsServed, e.sample);
   // The hard GPU limit: no cgroup can cap GPU memory, so a sample over it ends the job.
   if (w->state == WorkerState::kBusy && policy_.gpuMemoryLimitBytes &&
       e.sample.gpuMemoryBytes >= 0 &&

@@ -13,7 +13,7 @@ namespace bulkhead::runtime {
 
 using nlohmann::json;
 
-void Supervisor::sampleAfterJob(WorkerIo& worker) {
+void Supervisor::sampleAfterJob(WorkerIo& worker, bool afterAnswer) {
   worker.mapsStale = true;
   const core::ResourceBounds& bounds = worker.pool.pool.policy().bounds;
   if (!bounds.any()) return;
@@ -27,7 +27,7 @@ void Supervisor::sampleAfterJob(WorkerIo& worker) {
   std::optional<os::GpuReading> gpu;
   if (bounds.maxGpuMemoryBytes && !worker.pool.config.gpus.empty()) gpu = readGpus();
   if (auto sample = takeSample(worker, plan.withMaps, gpu ? &*gpu : nullptr)) {
-    post(worker.pool, core::WorkerSampled{worker.id, *sample, true});
+    post(worker.pool, core::WorkerSampled{worker.id, *sample, !afterAnswer, afterAnswer});
   }
 }
 

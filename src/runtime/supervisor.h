@@ -173,7 +173,8 @@ class Supervisor {
   void armTimer();
   void armSampler();
   void sampleAll();
-  void sampleAfterJob(WorkerIo& worker);
+  // afterAnswer: taken after the job's result event, not before it (core::WorkerSampled).
+  void sampleAfterJob(WorkerIo& worker, bool afterAnswer = false);
   // gpu: this tick's GPU reading, for workers of pools with `gpus` (null: none taken).
   std::optional<core::ResourceSample> takeSample(WorkerIo& worker, bool withMaps,
                                                  const os::GpuReading* gpu = nullptr);

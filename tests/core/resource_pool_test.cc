@@ -91,6 +91,52 @@ TEST_F(ResourcePoolTest, MapsLeakIsRecycledByTheTrendBeforeTheBound) {
   FAIL() << "never recycled";
 }
 
+// The shell answers first when nothing is queued and samples after the result: the same leak is
+// caught by the same trend, each sample counted with the job that left it.
+TEST_F(ResourcePoolTest, SamplesTakenAfterTheAnswerCountForTheJobJustAnswered) {
+  PoolPolicy p;
+  p.workers = 1;
+  p.bounds.maxMaps = 10000;
+  make(p);
+  int current = 1700;
+  for (JobId job = 1; job <= 20; ++job) {
+    auto send = submit(job);
+    current += 1000;
+    ASSERT_LT(current, 10000) << "the leak reached the bound: the trend rule failed";
+    // The result alone may decide it too: its projection covers the job since the last sample.
+    auto spawns = only<SpawnWorker>(
+        feed(JobResultReceived{send.worker, job, ResultKind::kBytes, payload("")}));
+    const bool byResult = !spawns.empty();
+    if (!byResult)
+      spawns = only<SpawnWorker>(feed(WorkerSampled{send.worker, maps(current), false, true}));
+    if (!spawns.empty()) {
+      EXPECT_EQ(pool_->counters().recyclesByCause.at("trend:maps"), 1u);
+      EXPECT_GT(current + (byResult ? 2000 : 1000), 10000);
+      return;
+    }
+  }
+  FAIL() << "never recycled";
+}
+
+// A job taken between the answer and its late sample (never by the shell, which answers first
+// only with nothing queued): the sample is not that job's end, so no trend is drawn from it.
+TEST_F(ResourcePoolTest, ALateSampleOfABusyWorkerIsNotCountedAsAJobsEnd) {
+  PoolPolicy p;
+  p.workers = 1;
+  p.bounds.maxMaps = 10000;
+  make(p);
+  auto first = submit(1);
+  feed(JobResultReceived{first.worker, 1, ResultKind::kBytes, payload("")});
+  auto second = submit(2);
+  ASSERT_EQ(second.worker, first.worker);
+  // Were these counted as job ends (+3,000 maps per job), job 3 would be refused this worker.
+  feed(WorkerSampled{first.worker, maps(3000), false, true});
+  feed(JobResultReceived{second.worker, 2, ResultKind::kBytes, payload("")});
+  feed(WorkerSampled{second.worker, maps(6000), false, true});
+  EXPECT_EQ(pool_->counters().recyclesByCause.count("trend:maps"), 0u);
+  EXPECT_EQ(submit(3).worker, first.worker);
+}
+
 // The maps budget skips the after-job count of fast jobs: counted at jobs 1-5 only, the pool must
 // still see that job 8 would cross max_maps (7,058 + 1,000 > 8,000) and give it no job 8.
 TEST_F(ResourcePoolTest, JobsWhoseMapsWentUncountedStillCountTowardTheBound) {

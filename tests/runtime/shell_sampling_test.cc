@@ -97,5 +97,48 @@ max_rss = "100MiB"
   EXPECT_EQ(framesOf(pid, FrameType::kShutdown).size(), 1u);
 }
 
+// The /proc reads after a job need not delay its answer: with nothing queued the answer is out
+// before they start. With a job queued behind, they come first, so that the next job goes to
+// the worker only once the core has judged what the last one left.
+TEST_F(ShellTest, WithNothingQueuedTheAnswerGoesOutBeforeTheSampleElseAfter) {
+  startShell(R"(
+[pool.p]
+handler = "h:handle"
+python = "/usr/bin/python3"
+workers = 1
+sample_interval = "10s"
+max_rss = "100MiB"
+)");
+  const pid_t pid = pidOf("p-1");
+  host_->ready(pid);
+  std::vector<bool> answeredWhenSampled;
+  core::JobId current = 0;
+  host_->sampler = [&](pid_t, bool) -> std::optional<os::ProcSample> {
+    answeredWhenSampled.push_back(report(current) != nullptr);
+    os::ProcSample s;
+    s.rssBytes = 20ull << 20;
+    s.threads = 2;
+    s.maps = 100;
+    s.fds = 8;
+    return s;
+  };
+  current = submit("p", "alone");
+  host_->send(pid, FrameType::kResultBytes, current, "ok");
+  ASSERT_EQ(answeredWhenSampled, std::vector<bool>{true});
+  framesOf(pid, FrameType::kJob);  // read: from here on, only new frames count
+
+  current = submit("p", "first");
+  const core::JobId queued = submit("p", "second");
+  EXPECT_EQ(framesOf(pid, FrameType::kJob).size(), 1u) << "the second waits in the queue";
+  host_->send(pid, FrameType::kResultBytes, current, "ok");
+  ASSERT_EQ(answeredWhenSampled, (std::vector<bool>{true, false}));
+  ASSERT_NE(report(current), nullptr);
+  EXPECT_EQ(framesOf(pid, FrameType::kJob).size(), 1u) << "the queued job went to the worker";
+  current = queued;
+  host_->send(pid, FrameType::kResultBytes, queued, "ok");
+  EXPECT_EQ(answeredWhenSampled, (std::vector<bool>{true, false, true}));
+  EXPECT_EQ(report(queued)->outcome, core::Outcome::kOk);
+}
+
 }  // namespace
 }  // namespace bulkhead::testlib
