@@ -24,6 +24,8 @@ is checked from the header like the other limits, but for equality.
 
 from struct import Struct
 
+from ._fresh_bytes import HUGE_FROM, new_bytes
+
 __all__ = [
     "PROTOCOL_VERSION", "MAGIC", "HEADER_SIZE", "MAX_CONTROL_BODY", "DEFAULT_MAX_PAYLOAD",
     "MAX_BODY_LENGTH",
@@ -327,7 +329,13 @@ class FrameDecoder(object):
                 view = body.toreadonly()     # a handler cannot write into the kept buffer
                 body.release()
                 return Frame(frame_type, job_id, view)
-            data = body.tobytes()
+            made = new_bytes(len(body)) if len(body) >= HUGE_FROM else None
+            if made is None:
+                data = body.tobytes()
+            else:               # a block of its own: filled on huge pages (_fresh_bytes)
+                data, view = made
+                view[:] = body
+                view.release()
             body.release()
             return Frame(frame_type, job_id, data)
         buf = self._buf
