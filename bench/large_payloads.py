@@ -3,6 +3,7 @@
 
     /usr/bin/python3 bench/large_payloads.py                 # 1, 4, 16, 64 MiB; 5 rounds
     /usr/bin/python3 bench/large_payloads.py --quick         # 1 and 16 MiB; 3 rounds
+    /usr/bin/python3 bench/large_payloads.py --results-ab    # only the result-path A/B below
 
 This file owns the large-payload measurement (docs/protocol.md, "Large payloads by memfd"). Three
 daemons (`build/bulkhead serve`, or $BULKHEAD_BIN / --bin), each with two 1-worker pools running
@@ -18,6 +19,11 @@ The machine is noisy (2 shared cores): each round makes one call per system and 
 warm-up call per system and size, the order rotating per round; the table reports the MEDIAN
 per system and size, the ratio to the fastest peer, the daemons' CPU per call and their peak RSS
 (VmHWM) at the end, and the load average before and after.
+
+Then a second table, the result path alone: the ``bytes`` echo of the "memfd" and "memfd,
+results too" daemons, alternating call by call (200 calls each per size under 8 MiB, 40 from
+8 MiB), medians: what ``memfd_result_threshold`` = 16 MiB buys or costs between 0.5 and 16 MiB.
+Five cold samples per cell, as in the first table, are too few to see a 20% difference.
 """
 
 import argparse
@@ -114,12 +120,38 @@ def peers():
     return rows
 
 
+def results_ab(daemons, sizes_mib):
+    """The result-path A/B table (see the top of the file), printed."""
+    import bulkhead
+    pair = [(m, bulkhead.Client(daemons[m].url, max_response_body=100 * MIB))
+            for m in ("memfd", "memfd, results too")]
+    print("\n## Bytes results through the socket (under 16 MiB) or a memfd, A/B\n")
+    print("| size | results by socket under 16 MiB (default) ms | results by memfd ms | change |")
+    print("|---|---:|---:|---:|")
+    for size in sizes_mib:
+        payload = os.urandom(int(size * MIB))
+        times = {m: [] for m, _ in pair}
+        for _, client in pair:
+            assert client.call("echo", payload, timeout=120) == payload
+        for i in range(200 if size < 8 else 40):
+            for mode, client in (pair if i % 2 else pair[::-1]):
+                t = time.perf_counter()
+                out = client.call("echo", payload, timeout=120)
+                times[mode].append((time.perf_counter() - t) * 1e3)
+                assert out == payload
+                out = None
+        a, b = (statistics.median(times[m]) for m, _ in pair)
+        print("| %g MiB | %.2f | %.2f | %+.0f%% |" % (size, a, b, (a / b - 1) * 100))
+        log("A/B %g MiB done" % size)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", default=os.environ.get("BULKHEAD_BIN",
                                                     os.path.join(ROOT, "build", "bulkhead")))
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--results-ab", action="store_true")
     args = ap.parse_args()
     sizes = [1, 16] if args.quick else [1, 4, 16, 64]
     rounds = 3 if args.quick else args.rounds
@@ -130,6 +162,14 @@ def main():
                "memfd": start_daemon(args.bin, tmpdir, "memfd", "256KiB"),
                "memfd, results too": start_daemon(args.bin, tmpdir, "memfd-results", "256KiB",
                                                   "256KiB")}
+    ab_sizes = [1, 4] if args.quick else [0.5, 1, 2, 4, 8, 16]
+    if args.results_ab:
+        try:
+            results_ab(daemons, ab_sizes)
+        finally:
+            for d in daemons.values():
+                d.kill()
+        return 0
     import bulkhead
     rows = []
     for mode, d in daemons.items():
@@ -159,9 +199,11 @@ def main():
         cpu = {m: (cpu_seconds(d.pid) - cpu0[m]) / max(calls[m], 1) * 1e3
                for m, d in daemons.items()}
         hwm = {m: proc_status_kb(d.pid, "VmHWM") / 1024.0 for m, d in daemons.items()}
-    finally:
+    except BaseException:
         for d in daemons.values():
             d.kill()
+        raise
+    finally:   # the daemons stay for the A/B below
         for r in rows:
             if r.peer:
                 getattr(r, "close", lambda: r.executor.shutdown())()
@@ -181,6 +223,11 @@ def main():
     print("\nDaemon CPU per call (all sizes together): %s. Daemon peak RSS (VmHWM) at the end: "
           "%s." % (", ".join("%s %.1f ms" % (m, cpu[m]) for m in daemons),
                    ", ".join("%s %.1f MB" % (m, hwm[m]) for m in daemons)))
+    try:
+        results_ab(daemons, ab_sizes)
+    finally:
+        for d in daemons.values():
+            d.kill()
     return 0
 
 
