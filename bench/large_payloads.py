@@ -145,6 +145,15 @@ def results_ab(daemons, sizes_mib):
         log("A/B %g MiB done" % size)
 
 
+def results_ab_then_stop(daemons, sizes_mib):
+    try:
+        results_ab(daemons, sizes_mib)
+    finally:
+        for d in daemons.values():
+            d.kill()
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", default=os.environ.get("BULKHEAD_BIN",
@@ -164,12 +173,7 @@ def main():
                                                   "256KiB")}
     ab_sizes = [1, 4] if args.quick else [0.5, 1, 2, 4, 8, 16]
     if args.results_ab:
-        try:
-            results_ab(daemons, ab_sizes)
-        finally:
-            for d in daemons.values():
-                d.kill()
-        return 0
+        return results_ab_then_stop(daemons, ab_sizes)
     import bulkhead
     rows = []
     for mode, d in daemons.items():
@@ -223,12 +227,7 @@ def main():
     print("\nDaemon CPU per call (all sizes together): %s. Daemon peak RSS (VmHWM) at the end: "
           "%s." % (", ".join("%s %.1f ms" % (m, cpu[m]) for m in daemons),
                    ", ".join("%s %.1f MB" % (m, hwm[m]) for m in daemons)))
-    try:
-        results_ab(daemons, ab_sizes)
-    finally:
-        for d in daemons.values():
-            d.kill()
-    return 0
+    return results_ab_then_stop(daemons, ab_sizes)
 
 
 if __name__ == "__main__":

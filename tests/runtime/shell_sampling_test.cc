@@ -20,6 +20,16 @@ sample_interval = "500ms"
 max_maps = 0
 )";
 
+// One worker, bounded in RSS: a sample after each job, the periodic one far apart.
+constexpr const char* kRssBounded = R"(
+[pool.p]
+handler = "h:handle"
+python = "/usr/bin/python3"
+workers = 1
+sample_interval = "10s"
+max_rss = "100MiB"
+)";
+
 std::vector<FakeHost::SampleTaken> samplesOf(const FakeHost& host, pid_t pid) {
   std::vector<FakeHost::SampleTaken> out;
   for (const auto& s : host.samples) {
@@ -62,14 +72,7 @@ TEST_F(ShellTest, WorkersAreSampledOnTheIntervalAndMapsOnlyAfterJobs) {
 }
 
 TEST_F(ShellTest, ABoundedPoolSamplesAfterEachJobAndRecyclesOnWhatTheJobLeft) {
-  startShell(R"(
-[pool.p]
-handler = "h:handle"
-python = "/usr/bin/python3"
-workers = 1
-sample_interval = "10s"
-max_rss = "100MiB"
-)");
+  startShell(kRssBounded);
   const pid_t pid = pidOf("p-1");
   host_->ready(pid);
   // The job left the worker over its bound: the rule judges the state the job left.
@@ -101,14 +104,7 @@ max_rss = "100MiB"
 // before they start. With a job queued behind, they come first, so that the next job goes to
 // the worker only once the core has judged what the last one left.
 TEST_F(ShellTest, WithNothingQueuedTheAnswerGoesOutBeforeTheSampleElseAfter) {
-  startShell(R"(
-[pool.p]
-handler = "h:handle"
-python = "/usr/bin/python3"
-workers = 1
-sample_interval = "10s"
-max_rss = "100MiB"
-)");
+  startShell(kRssBounded);
   const pid_t pid = pidOf("p-1");
   host_->ready(pid);
   std::vector<bool> answeredWhenSampled;
