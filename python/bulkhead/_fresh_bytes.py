@@ -19,7 +19,7 @@ object is not hashed, shared or returned until it is whole.  ctypes is imported 
 large body, and without it (or off glibc) callers get ``None`` and keep their plain path.
 """
 
-__all__ = ["HUGE_FROM", "new_bytes"]
+__all__ = ["HUGE_FROM", "new_bytes", "read_new_bytes"]
 
 HUGE_FROM = 4 << 20          # smaller blocks are never glibc mappings worth advising
 _HUGE_PAGE = 2 << 20
@@ -69,3 +69,25 @@ def new_bytes(size):
                 madvise(start, end - start, _MADV_HUGEPAGE)   # advice only: errors change nothing
     view = memoryview((ctypes.c_char * size).from_address(address)).cast("B")
     return data, view
+
+
+def read_new_bytes(size, read_into):
+    """A new ``bytes`` filled by ``read_into(view, offset)`` (it reads into ``view`` the bytes
+    from ``offset`` on and returns how many, 0 at the end): all ``size`` bytes, or the ones that
+    came when a read returned 0 first (a copy, once).  None when ``new_bytes`` is not available
+    here."""
+    made = new_bytes(size)
+    if made is None:
+        return None
+    data, view = made
+    done = 0
+    try:
+        while done < size:
+            with view[done:] as rest:
+                count = read_into(rest, done)
+            if not count:
+                break
+            done += count
+    finally:
+        view.release()
+    return data if done == size else data[:done]

@@ -25,7 +25,7 @@ from _socket import CMSG_SPACE, MSG_CTRUNC, SCM_RIGHTS, SOL_SOCKET
 from errno import ENOMEM
 from struct import Struct
 
-from ._fresh_bytes import new_bytes
+from ._fresh_bytes import read_new_bytes
 from ._protocol import RESULT_BYTES_FD, ProtocolError, decode_fd_size, encode_fd_frame
 
 try:
@@ -176,23 +176,13 @@ def open_job(frame, fd, as_view):
 def _read_whole(fd, size):
     """The file's ``size`` bytes read straight into a new ``bytes`` (``_fresh_bytes``: on huge
     pages when large), or None where that is not available."""
-    made = new_bytes(size)
-    if made is None:
-        return None
-    data, view = made
     try:
-        done = 0
-        while done < size:
-            with view[done:] as rest:
-                count = os.preadv(fd, [rest], done)
-            if count <= 0:              # a sealed file cannot shrink: never, but never a loop
-                raise ProtocolError("JOB_FD's file descriptor ended after %d of %d bytes"
-                                    % (done, size))
-            done += count
+        data = read_new_bytes(size, lambda view, offset: os.preadv(fd, [view], offset))
     except OSError as exc:
         raise ProtocolError("cannot read JOB_FD's file descriptor: %s" % exc) from None
-    finally:
-        view.release()
+    if data is not None and len(data) < size:   # a sealed file cannot shrink: never
+        raise ProtocolError("JOB_FD's file descriptor ended after %d of %d bytes"
+                            % (len(data), size))
     return data
 
 

@@ -62,7 +62,7 @@ from select import POLLIN, poll
 
 from . import _client_socket as _sockets
 from ._client_socket import _KERNEL_TIMEOUTS, _TIMED_OUT, _Connection, _send_parts  # noqa: F401
-from ._fresh_bytes import new_bytes
+from ._fresh_bytes import read_new_bytes
 from ._h1 import NEED_DATA, SENT, LocalProtocolError, ProtocolError, TooLarge, encode_request
 # The sans-I/O helpers live in ._http; the names are kept here too for code that imported them
 # from this module.
@@ -92,21 +92,8 @@ _HEAD_PEEK = 8192
 def _receive_whole(sock, size):
     """Up to ``size`` bytes (fewer only if the server closed first), read with MSG_WAITALL
     straight into the bytes object returned (``_fresh_bytes``: on huge pages when large)."""
-    made = new_bytes(size)
-    if made is None:
-        return sock.recv(size, socket.MSG_WAITALL)
-    data, view = made
-    done = 0
-    try:
-        while done < size:
-            with view[done:] as rest:
-                count = sock.recv_into(rest, 0, socket.MSG_WAITALL)
-            if not count:
-                break
-            done += count
-    finally:
-        view.release()
-    return data if done == size else data[:done]   # cut short: what came (a copy, once)
+    data = read_new_bytes(size, lambda view, _: sock.recv_into(view, 0, socket.MSG_WAITALL))
+    return sock.recv(size, socket.MSG_WAITALL) if data is None else data
 
 
 # -- the blocking client --------------------------------------------------------------------------
