@@ -11,9 +11,10 @@ bench/handlers/bench_handlers.py's ``echo`` (payload as ``bytes``) and ``echo_vi
 a ``memoryview``): "inline" with ``memfd_threshold = "0"`` (every payload inline in the
 socketpair, as before memfds), "memfd" with the defaults (payloads by memfd from 256 KiB, bytes
 results from 16 MiB), and "memfd, results too" with ``memfd_result_threshold = "256KiB"`` (bytes
-results by memfd from 256 KiB as well, the default before 2026-12-07). Beside them ProcessPoolExecutor
-(fork), multiprocessing.Pool and loky (when joblib is installed), 1 worker each, calling
-``echo``. Every caller gets its answer as ``bytes`` and the answer is checked byte for byte.
+results by memfd from 256 KiB as well, the default before 2026-12-07). One more row calls the
+"memfd" daemon's ``echo_view`` through ``bulkhead.AsyncClient``. Beside them
+ProcessPoolExecutor (fork), multiprocessing.Pool and loky (when joblib is installed), 1 worker
+each, calling ``echo``. Every caller gets its answer as ``bytes``, checked byte for byte.
 
 The machine is noisy (2 shared cores): each round makes one call per system and size after one
 warm-up call per system and size, the order rotating per round; the table reports the MEDIAN
@@ -79,6 +80,24 @@ class BulkheadRow:
 
     def call(self, payload):
         return self.client.call(self.pool, payload, timeout=120)
+
+
+class AsyncRow(BulkheadRow):
+    """bulkhead.AsyncClient on an event loop of its own, one call at a time."""
+
+    def __init__(self, mode, url, pool, name):
+        import asyncio
+        import bulkhead.aio
+        self.loop = asyncio.new_event_loop()
+        client = bulkhead.aio.AsyncClient(url, max_response_body=100 * MIB)
+        super().__init__(mode, client, pool, name)
+
+    def call(self, payload):
+        return self.loop.run_until_complete(self.client.call(self.pool, payload, timeout=120))
+
+    def close(self):
+        self.loop.run_until_complete(self.client.close())
+        self.loop.close()
 
 
 class PeerRow:
@@ -180,6 +199,8 @@ def main():
         client = bulkhead.Client(d.url, max_response_body=100 * MIB)
         rows.append(BulkheadRow(mode, client, "echo", "bulkhead %s, bytes handler" % mode))
         rows.append(BulkheadRow(mode, client, "view", "bulkhead %s, memoryview handler" % mode))
+    rows.append(AsyncRow("memfd", daemons["memfd"].url, "view",
+                         "bulkhead memfd, memoryview handler, asyncio client"))
     rows += peers()
     times = {(r.name, s): [] for r in rows for s in sizes}
     calls = {mode: 0 for mode in daemons}
@@ -211,6 +232,8 @@ def main():
         for r in rows:
             if r.peer:
                 getattr(r, "close", lambda: r.executor.shutdown())()
+            elif isinstance(r, AsyncRow):
+                r.close()
     print("## Large payload round trips, memfd vs inline, beside the peers\n")
     print("Machine: %s. Load average at start %s, at end %s. %d rounds, medians, ms; the "
           "ratio is to the fastest peer of that size.\n" % (machine_line(), load_start, loadavg(),

@@ -59,7 +59,31 @@ __all__ = ["AsyncClient", "AsyncJobHandle", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_
 
 DEFAULT_MAX_CONNECTIONS = 8
 _READ_CHUNK = 1 << 20
+# A larger body goes to the transport in pieces of this size, each written once the socket took
+# the one before: a body handed over whole is copied into the transport's buffer first, which
+# made a 64 MiB call 1.5x slower.
+_WRITE_PIECE = 256 * 1024
 _EARLY_ANSWER_MAX = 1 << 20   # an early answer is a short problem document
+
+
+async def _write_request(writer, request, attempt):
+    """Writes the request's parts (one buffer, or a head and a large body): True if the
+    transport closed on a write, which the caller handles (an early answer, or a resend: the
+    server cannot have the whole request)."""
+    for part in request:
+        if len(part) < 2 * _WRITE_PIECE:
+            writer.write(part)
+        else:
+            with memoryview(part) as whole:
+                for at in range(0, len(whole), _WRITE_PIECE):
+                    writer.write(whole[at:at + _WRITE_PIECE])
+                    if writer.transport.is_closing():
+                        return True
+                    attempt.sent = True     # as a timeout while draining says
+                    await writer.drain()
+        if writer.transport.is_closing():
+            return True
+    return False
 
 
 class _Connection(object):
@@ -305,9 +329,7 @@ class AsyncClient(ClientCore):
             try:
                 conn.h1.max_body = self.max_response_body   # it may have been changed
                 conn.h1.start_request(method)
-                for part in request:        # one buffer: one write (a large body: two)
-                    conn.writer.write(part)
-                if conn.writer.transport.is_closing():   # the write failed at once
+                if await _write_request(conn.writer, request, attempt):   # a write failed at once
                     # ... maybe because the server already answered and closed (a part went out)
                     early = await conn.early_answer(method)
                     conn.abort()
