@@ -250,6 +250,12 @@ bool JobQueue::takeBackOwnPending(RedisConnection& c) {
         auto held = held_.find(key);
         if (held != held_.end() && held->second.count(id)) continue;  // running here
       }
+      // Not held: never taken here, or its outcome was stored (acknowledged) after the read
+      // above, by the writer that flushes outcomes kept while Redis was away. Only the first is
+      // ours to run: asked now, after the check, whether it is still pending.
+      Reply pending = c.command({"XPENDING", key, kConsumerGroup, id, id, "1", node_});
+      if (!pending) return false;
+      if (pending->type == REDIS_REPLY_ARRAY && pending->elements == 0) continue;
       // Reading it again counted as a delivery: it may have run here before a restart.
       if (!takeEntry(c, key, pool, id, entry->element[1], 0,
                      "taking back a job delivered here before the connection broke:")) {
