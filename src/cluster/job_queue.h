@@ -86,6 +86,7 @@ class JobQueue : public JobTransport {
   bool readOnce(RedisConnection& c);
   bool claimAbandoned(RedisConnection& c);
   bool takeBackOwnPending(RedisConnection& c);
+  bool holds(const std::string& stream, const std::string& entryId);  // running it here
   bool takeOutcome(RedisConnection& c, const std::string& id, const redisReply* fields);
   bool takeEntry(RedisConnection& c, const std::string& key, const std::string& pool,
                  const std::string& id, const redisReply* fields, std::uint64_t runs,

@@ -215,6 +215,12 @@ std::optional<std::uint64_t> JobQueue::deliveries(RedisConnection& c, const std:
   return otherwise;
 }
 
+bool JobQueue::holds(const std::string& stream, const std::string& entryId) {
+  std::lock_guard lock(mutex_);
+  auto held = held_.find(stream);
+  return held != held_.end() && held->second.count(entryId) > 0;
+}
+
 // Entries delivered to this node that it has not taken: their XREADGROUP reply was lost when the
 // connection broke (or this node restarted under the same name). Read again from this consumer's
 // own pending lists (id 0) at once: jobs it is not running, rather than after claim_after; and
@@ -245,11 +251,7 @@ bool JobQueue::takeBackOwnPending(RedisConnection& c) {
       const redisReply* entry = entries->element[e];
       if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
       const std::string id = replyText(entry->element[0]);
-      {
-        std::lock_guard lock(mutex_);
-        auto held = held_.find(key);
-        if (held != held_.end() && held->second.count(id)) continue;  // running here
-      }
+      if (holds(key, id)) continue;  // running here
       // Not held: never taken here, or its outcome was stored (acknowledged) after the read
       // above, by the writer that flushes outcomes kept while Redis was away. Only the first is
       // ours to run: asked now, after the check, whether it is still pending.
@@ -292,6 +294,8 @@ bool JobQueue::claimAbandoned(RedisConnection& c) {
         const redisReply* entry = entries->element[e];
         if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
         const std::string id = replyText(entry->element[0]);
+        // Ours and running here: its refreshes failed while Redis was away for claim_after.
+        if (holds(key, id)) continue;
         // Its delivery count, which XAUTOCLAIM just raised: the runs so far, this one included.
         if (!takeEntry(c, key, pool, id, entry->element[1], 0, "took over")) return false;
         ++taken;
