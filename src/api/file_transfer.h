@@ -17,6 +17,7 @@
 #include <memory>
 #include <string_view>
 
+#include "core/outcome.h"
 #include "os/memfd.h"
 
 namespace bulkhead::api::http_detail {
@@ -53,7 +54,15 @@ inline std::shared_ptr<FileBodyState> startFileBody(std::uint64_t length, std::s
 template <class Socket, class Done>
 void readRestOfFileBody(Socket& socket, std::shared_ptr<FileBodyState> state, Done done) {
   if (state->remaining == 0) {
-    if (!os::sealFinal(state->file.get())) return done(boost::system::error_code(), errno, nullptr);
+    if (!os::sealFinal(state->file.get())) {
+      // EBUSY: the kernel still saw references to its pages after waiting for them. The body is
+      // whole in the file: it goes on from memory, as when no memfd could be made.
+      const int sealErrno = errno;
+      if (auto bytes = os::readWhole(state->file.get(), state->size)) {
+        return done(boost::system::error_code(), 0, core::makePayload(std::move(*bytes)));
+      }
+      return done(boost::system::error_code(), sealErrno, nullptr);
+    }
     auto payload = os::fileBlob(std::move(state->file), state->size);
     return done(boost::system::error_code(), 0, std::move(payload));
   }
