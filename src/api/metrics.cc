@@ -202,7 +202,11 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::Job
             &core::PoolCounters::startFailures},
         std::tuple<const char*, const char*, Counter>{"bulkhead_worker_deaths_total",
                                                       "Workers that died unexpectedly.",
-                                                      &core::PoolCounters::workerDeaths}}) {
+                                                      &core::PoolCounters::workerDeaths},
+        std::tuple<const char*, const char*, Counter>{
+            "bulkhead_standby_promotions_total",
+            "Standby workers that took the place of a worker that died, was killed or retired.",
+            &core::PoolCounters::standbyPromotions}}) {
     perPool(name, "counter", help, [&, name = name, field = field](const PoolData& p) {
       w.sample(name, {{"pool", p.name}}, static_cast<double>(p.pool->counters().*field));
     });

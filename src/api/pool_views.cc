@@ -18,9 +18,13 @@ double secondsBetween(core::Time from, core::Time to) {
 }
 
 json countersJson(const core::PoolCounters& c) {
-  json counters = {{"submitted", c.submitted},        {"retries", c.retries},
-                   {"worker_starts", c.workerStarts}, {"start_failures", c.startFailures},
-                   {"worker_deaths", c.workerDeaths}, {"recycles", c.recycles}};
+  json counters = {{"submitted", c.submitted},
+                   {"retries", c.retries},
+                   {"worker_starts", c.workerStarts},
+                   {"start_failures", c.startFailures},
+                   {"worker_deaths", c.workerDeaths},
+                   {"recycles", c.recycles},
+                   {"standby_promotions", c.standbyPromotions}};
   for (core::Outcome o : core::kAllOutcomes) {
     auto it = c.outcomes.find(o);
     counters[std::string(core::outcomeName(o))] = it == c.outcomes.end() ? 0 : it->second;
@@ -33,6 +37,7 @@ json workersJson(const runtime::Supervisor::PoolView& p, core::Time t, bool with
   for (const auto& w : p.pool.workers()) {
     std::string state(core::workerStateName(w.state));
     if (w.retiring && w.state == core::WorkerState::kIdle) state = "retiring";
+    if (w.standby && !w.retiring && w.state == core::WorkerState::kIdle) state = "standby";
     json entry = {{"id", w.name},
                   {"pid", w.pid},
                   {"slot", w.slot},
@@ -40,6 +45,7 @@ json workersJson(const runtime::Supervisor::PoolView& p, core::Time t, bool with
                   {"jobs_served", w.jobsServed},
                   {"age_s", secondsBetween(w.startedAt, t)}};
     if (w.job) entry["job"] = std::to_string(*w.job);
+    if (w.standby) entry["standby"] = true;
     if (!w.recycleCause.empty()) entry["recycle_cause"] = w.recycleCause;
     if (w.latestSample) entry["sample"] = sampleJson(*w.latestSample);
     if (withHistory) {
@@ -99,6 +105,7 @@ json poolViewJson(const runtime::Supervisor::PoolView& p, core::Time t, bool wit
           {"mode", p.zygoteMode ? "zygote" : "spawn"},
           {"zygote", zygoteJson(p.zygote)},
           {"workers_target", policy.workers},
+          {"standby_target", policy.standby},
           {"ready_workers", pool.readyWorkers()},
           {"last_start_failure",
            pool.lastStartFailure() ? json(pool.lastStartFailure()->cause) : json(nullptr)},

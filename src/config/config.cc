@@ -210,6 +210,9 @@ class Loader : KeyReader {
     int64_t v = c.workers;
     readInt(t, line, p, "workers", 1, 4096, v);
     c.workers = static_cast<int>(v);
+    v = c.standby;
+    readInt(t, line, p, "standby", 0, 64, v);
+    c.standby = static_cast<int>(v);
     v = static_cast<int64_t>(c.queueLimit);
     readInt(t, line, p, "queue_limit", 0, 10'000'000, v);
     c.queueLimit = static_cast<std::uint64_t>(v);
@@ -253,6 +256,12 @@ class Loader : KeyReader {
     c.poisonAfter = static_cast<int>(v);
     readString(t, line, p, "fallback", c.fallback);
     readEnvironmentKeys(t, line, p, c);
+    if (c.standby > 0 && !c.gpus.empty()) {
+      // A worker's GPUs are fixed by its slot when it starts; a promoted standby would keep its
+      // own.
+      error(t.get("standby"), line, p + "standby",
+            "cannot be combined with gpus: a worker's GPUs are pinned when it starts");
+    }
     if (const toml::node* n = t.get("breaker")) {
       if (const toml::table* b = n->as_table()) {
         const std::string bp = p + "breaker.";

@@ -49,6 +49,7 @@ struct PoolConfig {
   std::string python = "/usr/bin/python3";
   std::vector<std::string> pythonPath;  // absolute: relative entries resolved against the file
   int workers = 2;
+  int standby = 0;  // workers kept READY outside dispatch, to take a failed worker's place
   std::uint64_t queueLimit = 1000;
   std::chrono::nanoseconds jobTimeout = std::chrono::seconds(30);    // one attempt's run time
   std::chrono::nanoseconds queueTimeout = std::chrono::seconds(30);  // a sync job's wait

@@ -32,6 +32,7 @@ const std::vector<KnownKey>& knownKeys() {
       {"pool", "python"},
       {"pool", "python_path"},
       {"pool", "workers"},
+      {"pool", "standby"},
       // Jobs: queue, deadlines, retries, recycling by count.
       {"pool", "queue_limit"},
       {"pool", "job_timeout"},

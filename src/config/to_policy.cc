@@ -6,6 +6,7 @@ core::PoolPolicy toPolicy(const PoolConfig& c, const ServerConfig& server, std::
   core::PoolPolicy p;
   p.name = c.name;
   p.workers = c.workers;
+  p.standby = c.standby;
   p.queueLimit = c.queueLimit;
   p.jobTimeout = c.jobTimeout;
   p.queueTimeout = c.queueTimeout;

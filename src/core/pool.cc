@@ -89,11 +89,12 @@ std::vector<WorkerView> Pool::workers() const {
   std::vector<WorkerView> out;
   out.reserve(workers_.size());
   for (const auto& [id, w] : workers_) {
-    const bool ready =
-        !w.retiring() && (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
+    const bool ready = !w.retiring() && !w.standby &&
+                       (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
     std::string recycleCause(w.recycleCause ? recycleCauseName(*w.recycleCause) : "");
     out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring(), ready, w.jobsServed,
-                   w.startedAt, w.job, std::move(recycleCause), w.latestSample, deadlineFor(w)});
+                   w.startedAt, w.job, std::move(recycleCause), w.latestSample, deadlineFor(w),
+                   w.standby});
   }
   return out;
 }

@@ -43,6 +43,9 @@ namespace bulkhead::core {
 struct PoolPolicy {
   std::string name;
   int workers = 2;
+  // Extra workers kept started and READY outside dispatch: when a serving worker dies, is killed
+  // or retires, a standby takes its place at once and a new standby starts behind it.
+  int standby = 0;
   std::size_t queueLimit = 1000;
   Duration jobTimeout = std::chrono::seconds(30);    // one attempt's run time, nothing else
   Duration queueTimeout = std::chrono::seconds(30);  // a sync job's wait for a worker
@@ -112,6 +115,7 @@ struct WorkerView {
   std::string recycleCause;  // recycleCauseName(): the word shown; empty when not recycling
   std::optional<ResourceSample> latestSample;
   std::optional<Time> deadline;  // when its current state times out; none: never
+  bool standby = false;          // waiting outside dispatch to take a serving worker's place
 };
 
 // A Prometheus-style cumulative histogram over fixed buckets (seconds).
@@ -140,6 +144,7 @@ struct PoolCounters {
   std::uint64_t startFailures = 0;
   std::uint64_t workerDeaths = 0;
   std::uint64_t recycles = 0;
+  std::uint64_t standbyPromotions = 0;  // standby workers that took a serving worker's place
   std::map<std::string, std::uint64_t> recyclesByCause;  // by recycleCauseName()
   LatencyHistogram queueSeconds;                         // jobs that ran
   LatencyHistogram runSeconds;                           // jobs that ran
@@ -215,6 +220,7 @@ class Pool {
     WorkerId id;
     int slot;
     int pid = 0;
+    bool standby = false;  // outside dispatch and the target until promoteStandby() clears it
     WorkerState state = WorkerState::kSpawning;
     Retirement retirement = Retirement::kNone;
     std::uint64_t jobsServed = 0;
@@ -257,6 +263,7 @@ class Pool {
   void on(const ShellNoted& e, Time now);
 
   void rebalance(Time now);
+  void promoteStandby(Time now);
   void spawnMissing(Time now);
   void retireRecycled(Time now);
   void dispatch(Time now);

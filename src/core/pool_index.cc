@@ -17,6 +17,16 @@ WorkerIndexEntry Pool::indexEntryFor(const Worker& w) const {
   e.serving = serving;
   e.ready = serving && !w.retiring();
   e.live = !w.retiring() && w.state != WorkerState::kStopping && !isKilling(w.state);
+  if (w.standby) {
+    // Neither serving nor ready nor live: it stands outside dispatch and the pool's target, and
+    // counts towards its own. Retiring, it is never dispatched to, only stopped.
+    e.standby = e.live;
+    e.live = e.ready = e.serving = false;
+    if (w.state == WorkerState::kIdle) {
+      e.idle = w.retiring() ? IdleKind::kRetiringOverBound : IdleKind::kStandby;
+    }
+    return e;
+  }
   if (w.state == WorkerState::kIdle) {
     switch (w.retirement) {
       case Retirement::kNone:

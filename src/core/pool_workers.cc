@@ -212,6 +212,7 @@ void Pool::expireDeadlines(Time now) {
 // ---------------------------------------------------------------- rebalance
 
 void Pool::rebalance(Time now) {
+  promoteStandby(now);
   spawnMissing(now);
   dispatch(now);
   retireRecycled(now);
@@ -230,17 +231,42 @@ int Pool::freeSlot() const {
   return slot;
 }
 
+// A serving worker left the target (it died, is being killed, or retires): a standby takes its
+// place before anything is spawned, so the pool is back at strength as soon as the standby is
+// READY, which it usually already is. Not gated by the crash-loop backoff: nothing is started.
+void Pool::promoteStandby(Time now) {
+  if (shuttingDown_) return;
+  while (static_cast<int>(index_.live()) < policy_.workers) {
+    const std::optional<WorkerId> id = index_.standbyToPromote();
+    if (!id) return;
+    Worker& w = workers_.at(*id);
+    w.standby = false;
+    reindex(w);
+    counters_.standbyPromotions++;
+    note("promoted", w,
+         w.state == WorkerState::kIdle ? "standby took a serving worker's place, ready"
+                                       : "standby took a serving worker's place, still starting",
+         now);
+  }
+}
+
 void Pool::spawnMissing(Time now) {
   if (shuttingDown_) return;
   if (spawnNotBefore_) {
     if (now < *spawnNotBefore_) return;
     spawnNotBefore_.reset();
   }
-  // Live: not retiring, stopping or being killed (spawning and starting ones count).
-  for (auto live = static_cast<int>(index_.live()); live < policy_.workers; ++live) {
+  // Live: not retiring, stopping or being killed (spawning and starting ones count). Serving
+  // workers first, then standbys.
+  const int live = static_cast<int>(index_.live());
+  const int standby = static_cast<int>(index_.standby());
+  const int missing = std::max(0, policy_.workers - live);
+  const int missingStandby = std::max(0, policy_.standby - standby);
+  for (int i = 0; i < missing + missingStandby; ++i) {
     Worker w;
     w.id = nextWorkerId_++;
     w.slot = freeSlot();
+    w.standby = i >= missing;
     w.startedAt = now;
     actions_.push_back(SpawnWorker{w.id, w.slot});
     auto [it, inserted] = workers_.emplace(w.id, std::move(w));

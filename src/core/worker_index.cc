@@ -40,6 +40,8 @@ std::set<WorkerId>& WorkerIndex::idleSet(IdleKind kind) {
       return idleRetiring_;
     case IdleKind::kRetiringOverBound:
       return idleOverBound_;
+    case IdleKind::kStandby:
+      return idleStandby_;
     case IdleKind::kNotIdle:
       break;
   }
@@ -51,6 +53,7 @@ void WorkerIndex::add(WorkerId id, const WorkerIndexEntry& e) {
   if (e.idle != IdleKind::kNotIdle && !idleSet(e.idle).insert(id).second) {
     indexBroken("idle twice");
   }
+  if (e.standby && !standby_.insert(id).second) indexBroken("standby twice");
   live_ += e.live;
   ready_ += e.ready;
   serving_ += e.serving;
@@ -59,6 +62,7 @@ void WorkerIndex::add(WorkerId id, const WorkerIndexEntry& e) {
 void WorkerIndex::remove(WorkerId id, const WorkerIndexEntry& e) {
   if (e.deadline && deadlines_.erase({*e.deadline, id}) != 1) indexBroken("deadline missing");
   if (e.idle != IdleKind::kNotIdle && idleSet(e.idle).erase(id) != 1) indexBroken("idle missing");
+  if (e.standby && standby_.erase(id) != 1) indexBroken("standby missing");
   if (live_ < e.live || ready_ < e.ready || serving_ < e.serving) indexBroken("count below zero");
   live_ -= e.live;
   ready_ -= e.ready;
@@ -93,14 +97,21 @@ std::vector<WorkerId> WorkerIndex::idleRetiring() const {
   return out;
 }
 
+std::optional<WorkerId> WorkerIndex::standbyToPromote() const {
+  if (!idleStandby_.empty()) return *idleStandby_.begin();
+  if (!standby_.empty()) return *standby_.begin();
+  return std::nullopt;
+}
+
 std::string WorkerIndex::differenceFrom(const WorkerIndex& o) const {
   for (const std::string& d :
        {describeSet("deadlines", deadlines_, o.deadlines_),
         describeSet("idle serving workers", idleServing_, o.idleServing_),
         describeSet("idle retiring workers", idleRetiring_, o.idleRetiring_),
         describeSet("idle workers over a bound", idleOverBound_, o.idleOverBound_),
-        describeCount("live", live_, o.live_), describeCount("ready", ready_, o.ready_),
-        describeCount("serving", serving_, o.serving_)}) {
+        describeSet("idle standby workers", idleStandby_, o.idleStandby_),
+        describeSet("standby workers", standby_, o.standby_), describeCount("live", live_, o.live_),
+        describeCount("ready", ready_, o.ready_), describeCount("serving", serving_, o.serving_)}) {
     if (!d.empty()) return d;
   }
   return "";

@@ -17,8 +17,9 @@
 
 namespace bulkhead::core {
 
-// Which idle list a worker is on; dispatch prefers kServing and never picks kRetiringOverBound.
-enum class IdleKind { kNotIdle, kServing, kRetiring, kRetiringOverBound };
+// Which idle list a worker is on; dispatch prefers kServing and never picks kRetiringOverBound or
+// kStandby (a standby waits, ready, for a serving worker's place: Pool::promoteStandby).
+enum class IdleKind { kNotIdle, kServing, kRetiring, kRetiringOverBound, kStandby };
 
 // Everything the indexes hold about one worker, derived from its fields (Pool::indexEntryFor).
 struct WorkerIndexEntry {
@@ -26,6 +27,7 @@ struct WorkerIndexEntry {
   bool live = false;             // counts towards the target: not retiring, stopping or killed
   bool ready = false;            // idle or busy and not retiring
   bool serving = false;          // idle or busy, retiring or not
+  bool standby = false;          // a standby that counts towards the standby target (not live)
   IdleKind idle = IdleKind::kNotIdle;
 
   bool operator==(const WorkerIndexEntry&) const = default;
@@ -44,10 +46,14 @@ class WorkerIndex {
   std::optional<WorkerId> nextToDispatch() const;
   // Idle retiring workers, over a bound or not, in id order: those retireRecycled() may stop.
   std::vector<WorkerId> idleRetiring() const;
+  // The standby that takes a serving worker's place: the lowest id that is ready, else the lowest
+  // id still starting (it is further along than a worker not spawned yet).
+  std::optional<WorkerId> standbyToPromote() const;
 
   std::size_t live() const { return live_; }
   std::size_t ready() const { return ready_; }
   std::size_t serving() const { return serving_; }
+  std::size_t standby() const { return standby_.size(); }
 
   // Empty when both indexes hold the same workers the same way; else what differs (for tests).
   std::string differenceFrom(const WorkerIndex& other) const;
@@ -59,6 +65,8 @@ class WorkerIndex {
   std::set<WorkerId> idleServing_;
   std::set<WorkerId> idleRetiring_;
   std::set<WorkerId> idleOverBound_;
+  std::set<WorkerId> idleStandby_;
+  std::set<WorkerId> standby_;
   std::size_t live_ = 0;
   std::size_t ready_ = 0;
   std::size_t serving_ = 0;

@@ -147,6 +147,18 @@ TEST(Config, BadModeAndZygoteKeys) {
               "expected \"module:function\"");
 }
 
+TEST(Config, StandbyWorkers) {
+  auto r = load("[pool.a]\nhandler = \"m:f\"\nstandby = 2\n");
+  ASSERT_TRUE(r.config) << r.errors.front().describe();
+  EXPECT_EQ(r.config->pools.front().standby, 2);
+  auto plain = load("[pool.a]\nhandler = \"m:f\"\n");
+  ASSERT_TRUE(plain.config);
+  EXPECT_EQ(plain.config->pools.front().standby, 0);
+  expectError("[pool.a]\nhandler = \"m:f\"\nstandby = 65\n", 3, "pool.a.standby", "0");
+  expectError("[pool.a]\nhandler = \"m:f\"\ngpus = [0, 1]\nstandby = 1\n", 4, "pool.a.standby",
+              "cannot be combined with gpus");
+}
+
 TEST(Config, QueueTimeoutsHaveOneMeaningEach) {
   auto r = load("[pool.a]\nhandler = \"m:f\"\n");
   ASSERT_TRUE(r.config);

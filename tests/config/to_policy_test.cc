@@ -17,6 +17,7 @@ shutdown_timeout = "7s"
 [pool.a]
 handler = "m:f"
 workers = 3
+standby = 2
 queue_limit = 11
 job_timeout = "5s"
 queue_timeout = "6s"
@@ -43,6 +44,7 @@ breaker = { failures = 6, window = "10s", cooldown = "20s" }
   const core::PoolPolicy p = toPolicy(r.config->pools.at(0), r.config->server);
   EXPECT_EQ(p.name, "a");
   EXPECT_EQ(p.workers, 3);
+  EXPECT_EQ(p.standby, 2);
   EXPECT_EQ(p.queueLimit, 11u);
   EXPECT_EQ(p.jobTimeout, 5s);
   EXPECT_EQ(p.queueTimeout, 6s);

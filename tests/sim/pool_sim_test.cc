@@ -31,8 +31,10 @@ struct SimWorker {
   std::uint64_t rssBytes = 0;  // grows with each job in the heartbeats-and-recycling mode
 };
 
-// Adds hang detection (heartbeats from long jobs) and RSS samples against a bound.
-enum class Mode { kFaults, kHeartbeatsAndRecycling };
+// kHeartbeatsAndRecycling adds hang detection (heartbeats from long jobs) and RSS samples against a
+// bound; kStandby the faults with standby workers, which must take every dead worker's place and
+// never be sent a job while they stand by.
+enum class Mode { kFaults, kHeartbeatsAndRecycling, kStandby };
 
 constexpr std::uint64_t kMiB = 1 << 20;
 
@@ -64,6 +66,7 @@ class Simulation {
       policy_.bounds.maxRssBytes = 100 * kMiB;
       policy_.poisonAfter = 0;  // every job has the same payload: keep them all running
     }
+    if (mode_ == Mode::kStandby) policy_.standby = 1 + static_cast<int>(seed % 2);
     pool_ = std::make_unique<Pool>(policy_, now_);
   }
 
@@ -126,7 +129,10 @@ class Simulation {
   void checkCapacityRestored() {
     // Before shutdown, after the last job, the pool was back to its full size of ready workers.
     EXPECT_EQ(readyAtQuiet_, static_cast<std::size_t>(policy_.workers)) << trace();
+    EXPECT_EQ(standbyAtQuiet_, static_cast<std::size_t>(policy_.standby)) << trace();
   }
+
+  std::uint64_t promotions() const { return pool_->counters().standbyPromotions; }
 
   std::uint64_t recycles() const { return pool_->counters().recycles; }
 
@@ -162,8 +168,11 @@ class Simulation {
       // Once the last job is in and everything settled, count ready workers.
       schedule(now_ + 50s, [this] {
         readyAtQuiet_ = 0;
+        standbyAtQuiet_ = 0;
         for (const auto& v : pool_->workers()) {
-          readyAtQuiet_ += v.state == WorkerState::kIdle && !v.retiring;
+          const bool idle = v.state == WorkerState::kIdle && !v.retiring;
+          readyAtQuiet_ += idle && !v.standby;
+          standbyAtQuiet_ += idle && v.standby;
         }
       });
     }
@@ -222,6 +231,9 @@ class Simulation {
     auto& w = workers_.at(a.worker);
     ASSERT_TRUE(w.alive) << "job sent to a dead worker" << trace();
     ASSERT_FALSE(w.job) << "two jobs in flight on one worker" << trace();
+    for (const auto& v : pool_->workers()) {
+      ASSERT_FALSE(v.id == a.worker && v.standby) << "job sent to a standby" << trace();
+    }
     w.job = a.job;
     int r = static_cast<int>(rng_() % 100);
     Fate fate = r < 75   ? Fate::kOk
@@ -378,6 +390,7 @@ class Simulation {
   JobId nextJob_ = 1;
   std::size_t peakReady_ = 0;
   std::size_t readyAtQuiet_ = 0;
+  std::size_t standbyAtQuiet_ = 0;
   std::deque<std::string> trace_;
 };
 
@@ -417,6 +430,24 @@ TEST(PoolSimulation, IndexesHoldUnderHeartbeatsHangsAndRecycling) {
   EXPECT_GT(total[Outcome::kHung], 10);
   EXPECT_GT(recycles, 100u);
   EXPECT_GT(total[Outcome::kOk], 5000);
+}
+
+TEST(PoolSimulation, StandbysTakeDeadWorkersPlacesAndNeverRunJobsWhileStandingBy) {
+  std::map<Outcome, int> total;
+  std::uint64_t promotions = 0;
+  for (unsigned seed = 1; seed <= 30; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    Simulation sim(seed, 500, Mode::kStandby);
+    sim.run();
+    if (HasFatalFailure()) return;
+    sim.checkInvariants();
+    sim.checkCapacityRestored();  // the serving workers and the standbys
+    for (auto [o, n] : sim.tally()) total[o] += n;
+    promotions += sim.promotions();
+  }
+  EXPECT_GT(promotions, 500u) << "the crashes must have been covered by standbys";
+  EXPECT_GT(total[Outcome::kOk], 5000);
+  EXPECT_GT(total[Outcome::kCrashed] + total[Outcome::kTimedOut], 100);
 }
 
 }  // namespace
