@@ -81,6 +81,7 @@ python = "{python}"
 python_path = [{handlers}]
 mode = "{mode}"
 workers = {workers}
+standby = {standby}
 retries = 0
 poison_after = 0
 job_timeout = "60s"
@@ -92,24 +93,33 @@ env = {{ OMP_NUM_THREADS = "1", MKL_NUM_THREADS = "1" }}
 # key: (mode, preload, init). The target is judged on zygote-warm, where the model is fully
 # warmed up in the zygote; zygote shows what a warm-up pass in init adds (copy-on-write faults
 # make it slower in a fresh fork than in a spawned worker).
+# The -standby cases add `standby = 1`: a second worker, READY, takes the crashed one's place.
 LATENCY_CASES = {
-    "zygote-warm": ("zygote", "preload_warm", "init_light"),
-    "zygote": ("zygote", "preload", "init"),
-    "spawn": ("spawn", "preload", "init"),
+    "zygote-warm": ("zygote", "preload_warm", "init_light", 0),
+    "zygote": ("zygote", "preload", "init", 0),
+    "spawn": ("spawn", "preload", "init", 0),
+    "zygote-warm-standby": ("zygote", "preload_warm", "init_light", 1),
+    "zygote-standby": ("zygote", "preload", "init", 1),
+    "spawn-standby": ("spawn", "preload", "init", 1),
 }
 LATENCY_LABELS = {
     "zygote-warm": 'mode = "zygote", warm-up pass in preload',
     "zygote": 'mode = "zygote", warm-up pass in init',
     "spawn": 'mode = "spawn", warm-up pass in init',
+    "zygote-warm-standby": 'mode = "zygote", warm-up pass in preload, `standby = 1`',
+    "zygote-standby": 'mode = "zygote", warm-up pass in init, `standby = 1`',
+    "spawn-standby": 'mode = "spawn", warm-up pass in init, `standby = 1`',
 }
 
 
 class Daemon(benchlib.Daemon):
-    def __init__(self, cfg, tag, mode, workers, preload, init="init", sdk=None):
+    def __init__(self, cfg, tag, mode, workers, preload, init="init", sdk=None, standby=0):
         """sdk: a BULKHEAD_SDK_DIR for this daemon's zygote and workers (None: the binary's own,
         python/ of the tree it was built from)."""
         text = CONFIG.format(pool=POOL, preload=preload, init=init, python=PYTHON,
-                             handlers=json.dumps(HANDLERS), mode=mode, workers=workers)
+                             handlers=json.dumps(HANDLERS), mode=mode, workers=workers,
+                             standby=standby)
+        self.standby = standby
         super().__init__(cfg["bin"], os.path.join(cfg["tmpdir"], tag + ".toml"), text,
                          label="daemon " + tag, error=RuntimeError, http_timeout=30,
                          stop_timeout=60)
@@ -193,12 +203,15 @@ class Jobs:
 # -- 1. replacement after a crash ---------------------------------------------------------------
 
 def wait_steady(d, deadline_s=CYCLE_DEADLINE_S):
-    """The pool's single worker, idle: its id and snapshot."""
+    """The pool's single serving worker, idle (and its standbys READY): its id and snapshot."""
     deadline = time.monotonic() + deadline_s
     while True:
         ws = d.pool(POOL)["workers"]
-        if len(ws) == 1 and ws[0]["state"] == "idle":
-            return ws[0]
+        serving = [w for w in ws if not w.get("standby")]
+        standby = [w for w in ws if w.get("standby") and w["state"] == "standby"]
+        if (len(serving) == 1 and serving[0]["state"] == "idle" and len(standby) == d.standby
+                and len(ws) == 1 + d.standby):
+            return serving[0]
         if time.monotonic() > deadline:
             raise RuntimeError("%s: pool not steady within %d s: %s" % (d.label, deadline_s, ws))
         time.sleep(0.02)
@@ -243,6 +256,13 @@ def crash_cycles(cfg, d, n):
             k = crashed[-1]
             started = [e for e in ev[k:] if e["kind"] == "started" and e["worker"] != old["id"]]
             ready = [e for e in ev[k:] if e["kind"] == "ready" and e["worker"] != old["id"]]
+            if d.standby:
+                # The replacement is the standby, started and READY long before: it is ready
+                # when it is promoted (its "promoted" event says whether it was still starting).
+                promoted = [e for e in ev[k:] if e["kind"] == "promoted"]
+                if promoted and not promoted[0]["detail"].endswith(", ready"):
+                    res["errors"].append("the standby was not ready yet: %s" % promoted[0])
+                started = ready = promoted
             if not started or not ready:
                 res["errors"].append("no started/ready event after the crash of %s: %s"
                                      % (old["id"], ev[k:]))
@@ -283,10 +303,10 @@ def run_latency(cfg, r):
     rows = {}
     for rnd in range(cfg["rounds"]):
         for row, key, sdk in latency_runs(cfg):
-            mode, preload, init = LATENCY_CASES[key]
+            mode, preload, init, standby = LATENCY_CASES[key]
             tag = "latency-" + key + ("-before" if sdk else "") + (
                 "-%d" % (rnd + 1) if cfg["rounds"] > 1 else "")
-            d = Daemon(cfg, tag, mode, 1, preload, init, sdk=sdk)
+            d = Daemon(cfg, tag, mode, 1, preload, init, sdk=sdk, standby=standby)
             try:
                 took = d.start()
                 load = loadavg()
@@ -676,7 +696,7 @@ def report(r, cfg):
                 continue
             s, k = x["crash_ready"], x["crash_ok"]
             tgt = ""
-            if row == "zygote-warm":
+            if row in ("zygote-warm", "zygote-warm-standby"):
                 ok = bool(s) and pct(s, 50) <= TARGET_MS and not x["errors"]
                 tgt = "p50 ≤ %g ms: **%s**" % (TARGET_MS, "PASS" if ok else "MISS")
                 targets.append(ok)
