@@ -17,7 +17,7 @@ _SIZES = ("memory_limit", "max_rss", "max_payload")
 _DURATIONS = ("job_timeout", "queue_timeout", "async_queue_timeout", "startup_timeout",
               "kill_grace", "sample_interval", "max_age", "hang_after")
 _INTS = ("pids_limit", "max_threads", "max_maps", "max_fds", "retries", "poison_after",
-         "threads", "gpus_per_worker", "max_jobs")
+         "threads", "gpus_per_worker", "max_jobs", "standby")
 _STRINGS = ("python", "zygote_fallback")
 _ENTRY_POINTS = ("preload", "init")
 _ALIASES = {"max_jobs_per_worker": "max_jobs", "profiles": "profile"}

@@ -42,6 +42,7 @@ def test_kwargs_map_to_pool_keys():
     assert keys["init"] == "os.path:join"
     assert keys["max_maps"] == 1000
     assert X.pool_config(1, max_jobs=3, max_jobs_strict=False)["max_jobs_strict"] is False
+    assert X.pool_config(1, max_jobs_per_worker=1, standby=1)["standby"] == 1
 
 
 def test_preload_goes_through_the_task_runner():

@@ -81,7 +81,6 @@ std::optional<Time> Pool::nextDeadline() const {
   consider(index_.nextDeadline());  // the earliest of deadlineFor() over the workers
   if (!queueDeadlines_.empty()) consider(queueDeadlines_.begin()->first);
   consider(spawnNotBefore_);
-  consider(standbyNotBefore_);
   consider(shutdownDeadline_);
   return next;
 }
@@ -430,7 +429,6 @@ void Pool::note(std::string kind, const Worker& w, std::string detail, Time now,
 void Pool::removeWorker(WorkerId id) {
   auto it = workers_.find(id);
   if (it == workers_.end()) return;
-  if (promotedAwaitingAnswer_ == id) releaseStandbySpawn();
   if (it->second.indexed) index_.remove(id, *it->second.indexed);
   workers_.erase(it);
 }

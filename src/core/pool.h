@@ -264,7 +264,6 @@ class Pool {
 
   void rebalance(Time now);
   void promoteStandby(Time now);
-  void releaseStandbySpawn();
   void spawnMissing(Time now);
   void retireRecycled(Time now);
   void dispatch(Time now);
@@ -333,10 +332,6 @@ class Pool {
   WorkerId nextWorkerId_ = 1;
   CrashLoop crashLoop_;
   std::optional<Time> spawnNotBefore_;
-  // After a promotion the next standby waits until the promoted worker answered its first job, or
-  // until this time: starting it at once would compete with that job for the CPU (pool_workers.cc).
-  std::optional<Time> standbyNotBefore_;
-  std::optional<WorkerId> promotedAwaitingAnswer_;
   int consecutiveStartFailures_ = 0;
   std::optional<AttemptRecord> lastStartFailure_;
   bool unavailable_ = false;

@@ -35,7 +35,6 @@ std::string Pool::hangCause(const Worker& w, Time now) const {
 }
 
 void Pool::afterJob(Worker& w, Time now) {
-  if (promotedAwaitingAnswer_ == w.id) releaseStandbySpawn();
   if (w.jobEndSample) {
     w.history.record(w.jobsServed, *w.jobEndSample);
     w.jobEndSample.reset();

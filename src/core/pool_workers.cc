@@ -234,16 +234,6 @@ int Pool::freeSlot() const {
 // A serving worker left the target (it died, is being killed, or retires): a standby takes its
 // place before anything is spawned, so the pool is back at strength as soon as the standby is
 // READY, which it usually already is. Not gated by the crash-loop backoff: nothing is started.
-// The next standby starts once the promoted worker answered its first job (a crashed job's retry,
-// say), or after kStandbySpawnDelay: a process starting (or a zygote forking) on the same cores
-// slowed that first job by 5-10 ms in bench/zygote.py.
-constexpr Duration kStandbySpawnDelay = std::chrono::milliseconds(500);
-
-void Pool::releaseStandbySpawn() {
-  standbyNotBefore_.reset();
-  promotedAwaitingAnswer_.reset();
-}
-
 void Pool::promoteStandby(Time now) {
   if (shuttingDown_) return;
   while (static_cast<int>(index_.live()) < policy_.workers) {
@@ -253,8 +243,6 @@ void Pool::promoteStandby(Time now) {
     w.standby = false;
     reindex(w);
     counters_.standbyPromotions++;
-    standbyNotBefore_ = now + kStandbySpawnDelay;
-    promotedAwaitingAnswer_ = w.id;
     note("promoted", w,
          w.state == WorkerState::kIdle ? "standby took a serving worker's place, ready"
                                        : "standby took a serving worker's place, still starting",
@@ -273,8 +261,7 @@ void Pool::spawnMissing(Time now) {
   const int live = static_cast<int>(index_.live());
   const int standby = static_cast<int>(index_.standby());
   const int missing = std::max(0, policy_.workers - live);
-  if (standbyNotBefore_ && now >= *standbyNotBefore_) releaseStandbySpawn();
-  const int missingStandby = standbyNotBefore_ ? 0 : std::max(0, policy_.standby - standby);
+  const int missingStandby = std::max(0, policy_.standby - standby);
   for (int i = 0; i < missing + missingStandby; ++i) {
     Worker w;
     w.id = nextWorkerId_++;

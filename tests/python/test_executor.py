@@ -350,3 +350,16 @@ def test_attach_to_a_running_daemons_pool(start_daemon):
             ex.submit(T.segfault).result(RESULT_LIMIT)
     with pytest.raises(TypeError, match="memory_limit"):
         bulkhead.Executor(url=d.url, pool="train", memory_limit="1GiB")
+
+
+def test_one_task_per_process_with_a_standby_each_task_runs_on_a_worker_already_ready():
+    import bulkhead
+    ex, tag = tagged_executor(max_workers=1, max_jobs_per_worker=1, standby=1, retries=0)
+    with ex:
+        pids = [ex.submit(T.whoami).result(RESULT_LIMIT) for _ in range(4)]
+        pool = bulkhead.Client(ex.url).pool(ex.pool)
+    assert len(set(pids)) == 4, pids                     # still one process per task
+    # Every task after the first ran on the standby promoted when its predecessor retired.
+    assert pool["counters"]["standby_promotions"] >= 3, pool["counters"]
+    assert pool["counters"]["recycles"] >= 3
+    assert_all_gone(tag)
