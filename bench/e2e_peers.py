@@ -23,6 +23,13 @@ on a 2-core machine; compare ratios within one run, not absolute times across ru
 5. RSS: the bulkhead supervisor's VmRSS (and VmHWM) from /proc/PID/status after the runs, and the
    idle RSS of the 2 warm workers of each system (echo pool and CNN pool).
 
+Data path targets (bench/data_path_table.py): a second table after the targets, bulkhead vs the
+best pool peer per metric, with echo throughput from ONE caller process with 32 in flight (32
+threads, a Client each), and the CNN's time outside the handler (the handler times itself:
+bench_handlers.cnn_timed).  --with-scaling runs bench/dispatch_scaling.py --workers 2,256 and
+--with-zygote bench/zygote.py --latency-only for two more rows, after the rest.  The exit status
+follows the first targets only, unless --data-path-targets-strict.
+
 Profiling rows (not peers): the same daemon driven by a raw-socket Python client (no http.client)
 and, if /usr/bin/wrk is installed (Debian package ``wrk``), by wrk, a C load generator: they
 separate what the Python client costs from what the daemon costs.  Per-job CPU of the daemon, its
@@ -41,6 +48,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -48,6 +56,7 @@ import threading
 import time
 
 import benchlib
+import data_path_table
 from benchlib import (BIN, HANDLERS, MIB, PYTHON, ROOT, cpu_seconds_sum, fmt, git_desc,
                       loadavg, log, machine_line, pct, proc_status_kb)
 
@@ -92,7 +101,7 @@ job_timeout = "60s"
 env = {{ OMP_NUM_THREADS = "1", MKL_NUM_THREADS = "1" }}
 
 [pool.{cnn}]
-handler = "bench_handlers:cnn"
+handler = "bench_handlers:cnn_timed"
 preload = "bench_handlers:cnn_preload"
 python = "{python}"
 python_path = [{handlers}]
@@ -140,6 +149,24 @@ class BulkheadSys:
 
     def close(self):
         self.client.close()
+
+
+class TimedSys:
+    """A CNN system whose handler appends its own time (bench_handlers.timed_infer): call()
+    returns the logits alone and keeps the in-handler seconds in .inner; the rest is the
+    wrapped system's."""
+
+    def __init__(self, system):
+        self.s, self.key, self.name = system, system.key, system.name
+        self.inner = []
+
+    def call(self, payload):
+        out = self.s.call(payload)
+        self.inner.append(struct.unpack_from("<d", out, len(out) - bh.TIMED_TRAILER)[0])
+        return out[:-bh.TIMED_TRAILER]
+
+    def __getattr__(self, attr):
+        return getattr(self.s, attr)
 
 
 class RawSocketSys:
@@ -648,6 +675,14 @@ def main():
     ap.add_argument("--bin", default=BIN, help="the bulkhead binary (default: %(default)s)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temp dir (config, daemon/celery logs, result.md)")
+    ap.add_argument("--with-scaling", action="store_true",
+                    help="data path table: also run bench/dispatch_scaling.py --workers 2,256 "
+                    "(about 20 s on 2 cores; 256 workers need about 6.5 GB)")
+    ap.add_argument("--with-zygote", action="store_true",
+                    help="data path table: also run bench/zygote.py --latency-only (about 15 s "
+                    "on 2 cores)")
+    ap.add_argument("--data-path-targets-strict", action="store_true",
+                    help="a missed data path target fails the run too (exit status 1)")
     args = ap.parse_args()
     q = args.quick
     global STALL_S
@@ -697,7 +732,15 @@ def main():
         log("daemon stopped with SIGTERM: exit %s after %.2f s" % (rc, stop_s))
     cfg["load_end"] = loadavg()
     r["stop"] = (rc, stop_s)
-    text, ok = report(r, cfg)
+    # After the daemon stopped: these benches start daemons of their own.
+    if args.with_scaling:
+        r["scaling"] = data_path_table.run_scaling(cfg)
+    if args.with_zygote:
+        r["zygote"] = data_path_table.run_zygote(cfg)
+    cfg["load_table"] = loadavg()
+    text, ok, dp_ok = report(r, cfg)
+    if args.data_path_targets_strict:
+        ok = ok and dp_ok
     print(text, flush=True)
     if args.keep:
         with open(os.path.join(tmpdir, "result.md"), "w") as f:
@@ -786,11 +829,15 @@ def run_all(daemon, cfg, tmpdir):
     bprocs, bthreads = max(tried, key=lambda x: x[2])[:2]
     rates = {}
     best_runs = []
+    one_proc = []   # the data path row: one caller process with 32 in flight, as the peers
     for rep in range(cfg["tput_repeats"]):
         rate, cpu = bulkhead_throughput(daemon, bprocs, bthreads, cfg["tput_s"])
         best_runs.append((bprocs, bthreads, rate, cpu))
         rates.setdefault("bulkhead", []).append(rate)
         log("throughput bulkhead %d x %d: %.0f jobs/s" % (bprocs, bthreads, rate))
+        rate = bulkhead_throughput(daemon, 1, 32, cfg["tput_s"])[0]
+        one_proc.append(rate)
+        log("throughput bulkhead 1 x 32 (one caller process, 32 in flight): %.0f jobs/s" % rate)
         for s in list(systems[1:]):
             try:
                 rate = inflight_throughput(s, ECHO_PAYLOAD, cfg["tput_s"])
@@ -812,7 +859,8 @@ def run_all(daemon, cfg, tmpdir):
             rates[sub.key] = [rate]
     for key, vals in rates.items():
         put(key, tput=sorted(vals)[len(vals) // 2], tput_all=vals)
-    put("bulkhead", tput_cfg="%d procs x %d threads" % (bprocs, bthreads))
+    put("bulkhead", tput_cfg="%d procs x %d threads" % (bprocs, bthreads),
+        tput_1x32=sorted(one_proc)[len(one_proc) // 2], tput_1x32_all=one_proc)
     best_runs.sort(key=lambda x: x[2])
     r["tput_tried"], r["tput_best"] = tried, best_runs[len(best_runs) // 2]
     w = wrk_run(daemon, 1, 2 if q else 3, tmpdir)
@@ -842,14 +890,16 @@ def run_all(daemon, cfg, tmpdir):
 
     # ---- 3. warm CNN inference ---------------------------------------------------------------
     log("CNN: starting the pool peers with the model built in their initializer")
-    cnn_systems = [BulkheadSys(daemon, CNN_POOL),
-                   make_ppe(bh.cnn_global, CNN_PAYLOAD, bh.init_model)]
+    # The timed handlers append their own time to the logits: TimedSys strips it and keeps it.
+    cnn = bh.cnn_global_timed
+    cnn_systems = [BulkheadSys(daemon, CNN_POOL), make_ppe(cnn, CNN_PAYLOAD, bh.init_model)]
     if not q:
-        cnn_systems.append(MpPoolSys(bh.cnn_global, CNN_PAYLOAD, bh.init_model))
+        cnn_systems.append(MpPoolSys(cnn, CNN_PAYLOAD, bh.init_model))
         if "PPE-spawn" not in hung:
-            cnn_systems.append(make_ppe_spawn(bh.cnn_global, CNN_PAYLOAD, bh.init_model))
+            cnn_systems.append(make_ppe_spawn(cnn, CNN_PAYLOAD, bh.init_model))
         if have_loky():
-            cnn_systems.append(make_loky(bh.cnn_global, CNN_PAYLOAD, bh.init_model))
+            cnn_systems.append(make_loky(cnn, CNN_PAYLOAD, bh.init_model))
+    cnn_systems = [TimedSys(s) for s in cnn_systems]
     celery = None
     if CelerySys.redis is not None:
         log("CNN: Celery worker starting (children build the model in worker_process_init)")
@@ -864,7 +914,8 @@ def run_all(daemon, cfg, tmpdir):
         hung.setdefault(key, "CNN: " + what)
     cnn_systems = [s for s in cnn_systems if s.key not in cnn_hung]
     for s in cnn_systems:
-        put(s.key, cnn_p50=pct(cl[s.key], 50), cnn_p99=pct(cl[s.key], 99))
+        put(s.key, cnn_p50=pct(cl[s.key], 50), cnn_p99=pct(cl[s.key], 99),
+            cnn_inner_p50=pct(s.inner, 50))
     r["cnn_worker_rss"] = {s.key: rss_mb(s.worker_pids()) for s in cnn_systems}
     if celery is not None:
         log("CNN: %d sequential Celery inferences" % cfg["celery_cnn_n"])
@@ -905,6 +956,8 @@ def run_all(daemon, cfg, tmpdir):
     if cfg["big_n"]:
         sizes.append((64 * MIB, cfg["big_n"], "big"))
     for size, n, tag in sizes:
+        if tag == "big":
+            r["sup_hwm_before_big"] = proc_status_kb(daemon.pid, "VmHWM") / 1024.0
         payload = os.urandom(size)
         log("round trips of %d MiB: %d each" % (size // MIB, n))
         big_hung = {}
@@ -985,11 +1038,14 @@ def report(r, cfg):
          " and 64 MiB" if cfg["big_n"] else "", r["sup_hwm_end"], r["stop"][1], r["stop"][0]))
     w("")
     w("jobs/s is the median of %d interleaved repeats per system (%s). bulkhead's caller "
-      "configuration was picked by a sweep (processes x threads, one Client per thread): %s."
+      "configuration was picked by a sweep (processes x threads, one Client per thread): %s. "
+      "In the same repeats, bulkhead from one caller process with 32 threads (32 in flight, as "
+      "the in-process peers): %s jobs/s."
       % (cfg["tput_repeats"], "; ".join("%s: %s" % (k, ", ".join(fmt(v, 0) for v in
                                                                res[k]["tput_all"]))
                                         for k in ORDER if k in res and "tput_all" in res[k]),
-         "; ".join("%dx%d: %.0f/s" % (p, t, x) for p, t, x, _ in r["tput_tried"])))
+         "; ".join("%dx%d: %.0f/s" % (p, t, x) for p, t, x, _ in r["tput_tried"]),
+         ", ".join(fmt(v, 0) for v in res["bulkhead"]["tput_1x32_all"])))
     c = r["tput_best"][3]
     tot = c["daemon_us"] + c["workers_us"] + c["callers_us"]
     w("CPU per job at that configuration (/proc, over the measuring window): daemon %.0f us, "
@@ -1034,7 +1090,10 @@ def report(r, cfg):
     w("|---|---|---|")
     for name, measured, ok in targets:
         w("| %s | %s | %s |" % (name, measured, "PASS" if ok else "MISS"))
-    return "\n".join(out), all(ok for _, _, ok in targets)
+    lines, dp_ok = data_path_table.table(r, cfg)
+    w("")
+    out.extend(lines)
+    return "\n".join(out), all(ok for _, _, ok in targets), dp_ok
 
 
 if __name__ == "__main__":

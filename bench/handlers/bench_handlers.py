@@ -10,6 +10,9 @@ the subprocess-per-job peer imports it in a fresh interpreter.
   one warm-up forward pass.  ``infer(model, payload)``: payload = 3x64x64 uint8 bytes, returns the
   10 logits as float32 bytes.
 - ``cnn_preload`` / ``cnn``: the bulkhead pool's preload and handler (model in ``ctx.preloaded``).
+- ``cnn_timed`` / ``cnn_global_timed``: ``cnn`` / ``cnn_global`` with the handler's own time
+  appended to the logits (``timed_infer``), so that the caller can tell the time spent outside
+  the handler from the round trip.
 """
 
 SIDE = 64
@@ -76,6 +79,29 @@ def init_model():
 
 def cnn_global(payload):
     return infer(_MODEL, payload)
+
+
+# -- the same, timed inside the worker (bench/e2e_peers.py: time outside the handler) ------------
+
+TIMED_TRAILER = 8   # bytes: a little-endian float64, the seconds infer() took
+
+
+def timed_infer(model, payload):
+    """infer()'s logits followed by the seconds infer() took in this process (perf_counter): what
+    a round trip adds to the handler is the round trip minus that."""
+    import struct
+    import time
+    t = time.perf_counter()
+    out = infer(model, payload)
+    return out + struct.pack("<d", time.perf_counter() - t)
+
+
+def cnn_timed(payload, ctx):
+    return timed_infer(ctx.preloaded, payload)
+
+
+def cnn_global_timed(payload):
+    return timed_infer(_MODEL, payload)
 
 
 def worker_pid(_=None):
