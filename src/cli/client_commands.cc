@@ -96,6 +96,18 @@ bool isReady(const json& worker) {
   return state == "idle" || state == "busy";
 }
 
+// "ready/target", and "+N" ready standbys when the pool keeps any (`standby`).
+std::string readyColumn(const json& pool, long long ready) {
+  std::string column =
+      std::to_string(ready) + "/" + std::to_string(pool.value("workers_target", 0));
+  if (pool.value("standby_target", 0) > 0) {
+    long long standby = 0;
+    for (const auto& w : pool["workers"]) standby += text(w, "state") == "standby";
+    column += "+" + std::to_string(standby);
+  }
+  return column;
+}
+
 }  // namespace
 
 std::string sdkDirectory() { return locateSdkDirectory(); }
@@ -188,8 +200,7 @@ int showStatus(const std::string& url) {
     }
     std::printf(
         "%-14s %-8s %-7llu %-7llu %-8llu %-8llu %-8llu %-8llu\n", p.value("name", "").c_str(),
-        (std::to_string(ready) + "/" + std::to_string(p.value("workers_target", 0))).c_str(),
-        (unsigned long long)p.value("queue_length", 0ull),
+        readyColumn(p, ready).c_str(), (unsigned long long)p.value("queue_length", 0ull),
         (unsigned long long)p.value("in_flight", 0ull), (unsigned long long)c.value("ok", 0ull),
         (unsigned long long)failed, (unsigned long long)c.value("worker_deaths", 0ull),
         (unsigned long long)c.value("worker_starts", 0ull));

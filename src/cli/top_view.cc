@@ -80,6 +80,14 @@ std::uint64_t readyWorkers(const json& pool) {
   return n;
 }
 
+// "+N" ready standbys, for a pool that keeps any (`standby`); "" otherwise.
+std::string standbySuffix(const json& pool) {
+  if (count(pool, "standby_target") == 0) return "";
+  std::uint64_t n = 0;
+  for (const auto& w : listOf(pool, "workers")) n += text(w, "state") == "standby";
+  return "+" + std::to_string(n);
+}
+
 std::string fixed(double value, int decimals) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, "%.*f", decimals, value);
@@ -204,7 +212,8 @@ Table poolsTable(const json& answer, const Rates& rates) {
     auto rate = rates.byPool.find(name);
     std::uint64_t finished = finishedJobs(p), ok = count(counters(p), "ok");
     t.add({name, modeOf(p),
-           std::to_string(readyWorkers(p)) + "/" + std::to_string(count(p, "workers_target")),
+           std::to_string(readyWorkers(p)) + "/" + std::to_string(count(p, "workers_target")) +
+               standbySuffix(p),
            std::to_string(count(p, "queue_length")), std::to_string(count(p, "in_flight")),
            text(p, "breaker", "-"), rate == rates.byPool.end() ? "-" : perSecond(rate->second),
            std::to_string(ok), std::to_string(finished - std::min(ok, finished)),

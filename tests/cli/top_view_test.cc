@@ -104,6 +104,20 @@ TEST(TopView, ShowsTheHeaderPoolsAndWorkers) {
   EXPECT_FALSE(rowOf(lines, "faces-2").empty()) << text;
 }
 
+TEST(TopView, APoolWithStandbysShowsHowManyAreReady) {
+  json p = pool("faces",
+                json::array({worker("faces-1", 4242, "idle"), worker("faces-3", 4244, "standby"),
+                             worker("faces-4", 4245, "starting")}));
+  p["workers_target"] = 1;
+  p["ready_workers"] = 1;
+  p["standby_target"] = 2;
+  auto s = snapshot(json::array({p}));
+  auto lines = render(&s);
+  ASSERT_GE(rowOf(lines, "faces").size(), 3u) << joined(lines);
+  EXPECT_EQ(rowOf(lines, "faces")[2], "1/1+1") << joined(lines);
+  EXPECT_EQ(rowOf(lines, "faces-3")[2], "standby") << joined(lines);
+}
+
 TEST(TopView, CountsOkFailedAndEachFailureOutcome) {
   auto s = snapshot(json::array({pool("p", json::array({worker("p-1", 10, "idle")}),
                                       {{"ok", 12}, {"crashed", 2}, {"hung", 1}})}));

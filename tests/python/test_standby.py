@@ -3,7 +3,7 @@ place at once when it crashes or retires, in spawn and zygote mode, with real pr
 
 import pytest
 
-from conftest import pid_alive, wait_until
+from conftest import pid_alive, run_bulkhead, wait_until
 
 
 def _standby_pids(d, pool):
@@ -39,6 +39,10 @@ def test_a_crashed_jobs_retry_runs_on_the_standby_that_was_already_ready(start_d
     (serving,), (standby,) = _wait_full(d, "once")
     status = d.pool_status("once")
     assert status["standby_target"] == 1 and status["ready_workers"] == 1, status
+    p = run_bulkhead("status", "--url", d.url)
+    assert p.returncode == 0, p.stderr.decode()
+    row = [line.split() for line in p.stdout.decode().splitlines() if line.startswith("once ")]
+    assert row and row[0][1] == "1/1+1", p.stdout.decode()   # ready/target + ready standbys
 
     r = d.job("once", b"standby-" + mode.encode())
     assert r.status == 200, r
