@@ -164,8 +164,12 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::Job
     for (const char* s : {"spawning", "starting", "idle", "busy", "stopping", "killing"}) {
       byState[s] = 0;
     }
-    for (const auto& wv : p.pool->workers())
-      byState[std::string(core::workerStateName(wv.state))]++;
+    if (p.pool->policy().standby > 0) byState["standby"] = 0;
+    for (const auto& wv : p.pool->workers()) {
+      // A ready standby is not capacity: counted apart from the idle workers.
+      const bool standing = wv.standby && wv.state == core::WorkerState::kIdle;
+      byState[standing ? "standby" : std::string(core::workerStateName(wv.state))]++;
+    }
     for (const auto& [state, n] : byState) {
       w.sample("bulkhead_workers", {{"pool", p.name}, {"state", state}}, n);
     }

@@ -61,6 +61,8 @@ def test_a_crashed_jobs_retry_runs_on_the_standby_that_was_already_ready(start_d
     wait_until(lambda: not pid_alive(serving), 10, "the crashed worker to be gone")
     metrics = d.http("GET", "/metrics", timeout=5).body.decode()
     assert 'bulkhead_standby_promotions_total{pool="once"} 1' in metrics
+    assert 'bulkhead_workers{pool="once",state="standby"} 1' in metrics
+    assert 'bulkhead_workers{pool="once",state="idle"} 1' in metrics
 
 
 def test_a_standby_never_runs_a_job_while_it_stands_by(start_daemon):
