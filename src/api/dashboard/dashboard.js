@@ -170,7 +170,10 @@ function failed(counters) {
 function drawPools(pools) {
   fill("pools", pools.map((p) => {
     const c = p.counters || {};
-    const ready = el("td", p.ready_workers + " / " + p.workers_target,
+    // "+N": the pool's ready standbys (pool key standby), as in `bulkhead status`.
+    const standby = p.standby_target
+      ? " +" + (p.workers || []).filter((w) => w.state === "standby").length : "";
+    const ready = el("td", p.ready_workers + " / " + p.workers_target + standby,
       p.ready_workers < p.workers_target ? "warn" : "");
     const breaker = el("td", p.breaker, p.breaker === "closed" ? "" : "bad");
     const zygote = p.zygote ? p.zygote.state + (p.zygote.refusal ? ": " + p.zygote.refusal : "")
