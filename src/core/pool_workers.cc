@@ -248,6 +248,29 @@ void Pool::promoteStandby(Time now) {
                                        : "standby took a serving worker's place, still starting",
          now);
   }
+  // A standby READY while a serving worker still starts trades places with it: no job waits for
+  // a start while a ready process stands by. live - ready counts the serving workers starting.
+  while (index_.live() > index_.ready()) {
+    const std::optional<WorkerId> ready = index_.readyStandby();
+    if (!ready) return;
+    Worker* starting = nullptr;
+    for (auto& [id, w] : workers_) {  // rare: a worker starts while a standby is ready
+      if (!w.standby && !w.retiring() &&
+          (w.state == WorkerState::kSpawning || w.state == WorkerState::kStarting)) {
+        starting = &w;
+        break;
+      }
+    }
+    if (!starting) invariantFailed("live workers over ready ones, none of them starting");
+    Worker& promoted = workers_.at(*ready);
+    promoted.standby = false;
+    reindex(promoted);
+    starting->standby = true;
+    reindex(*starting);
+    counters_.standbyPromotions++;
+    note("promoted", promoted,
+         "standby was ready before " + workerName(starting->id) + ", which stands by instead", now);
+  }
 }
 
 void Pool::spawnMissing(Time now) {

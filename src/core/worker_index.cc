@@ -103,6 +103,11 @@ std::optional<WorkerId> WorkerIndex::standbyToPromote() const {
   return std::nullopt;
 }
 
+std::optional<WorkerId> WorkerIndex::readyStandby() const {
+  if (idleStandby_.empty()) return std::nullopt;
+  return *idleStandby_.begin();
+}
+
 std::string WorkerIndex::differenceFrom(const WorkerIndex& o) const {
   for (const std::string& d :
        {describeSet("deadlines", deadlines_, o.deadlines_),

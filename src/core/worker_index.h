@@ -49,6 +49,8 @@ class WorkerIndex {
   // The standby that takes a serving worker's place: the lowest id that is ready, else the lowest
   // id still starting (it is further along than a worker not spawned yet).
   std::optional<WorkerId> standbyToPromote() const;
+  // The lowest-id standby that is READY, if any.
+  std::optional<WorkerId> readyStandby() const;
 
   std::size_t live() const { return live_; }
   std::size_t ready() const { return ready_; }

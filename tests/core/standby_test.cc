@@ -141,6 +141,26 @@ TEST_F(StandbyTest, AStandbyStillStartingIsPromotedAndTakesTheQueuedJobWhenReady
   EXPECT_EQ(sends[0].job, 1u);
 }
 
+TEST_F(StandbyTest, AStandbyReadyFirstServesAndTheWorkerStillStartingStandsByInstead) {
+  make(withStandby(1, 1));
+  auto spawns = only<SpawnWorker>(feed(TimePassed{}));
+  ASSERT_EQ(spawns.size(), 2u);
+  const WorkerId serving = spawns[0].worker, standby = spawns[1].worker;
+  feed(WorkerSpawned{serving, 1001});
+  feed(WorkerSpawned{standby, 1002});
+  EXPECT_FALSE(submit(1)) << "nothing is ready yet";
+  auto sends = only<SendJob>(feed(WorkerReady{standby}));
+  ASSERT_EQ(sends.size(), 1u) << "the queued job must not wait for the slower start";
+  EXPECT_EQ(sends[0].worker, standby);
+  EXPECT_FALSE(view(standby).standby);
+  EXPECT_TRUE(view(serving).standby);
+  EXPECT_EQ(count<SpawnWorker>(last_), 0u) << "roles traded, nothing more started";
+  feed(WorkerReady{serving});
+  EXPECT_EQ(view(serving).state, WorkerState::kIdle);
+  EXPECT_TRUE(view(serving).standby);
+  EXPECT_EQ(pool_->readyWorkers(), 1u);
+}
+
 TEST_F(StandbyTest, AHungWorkersKillPromotesTheStandbyBeforeTheProcessIsGone) {
   make(withStandby(1, 1));
   auto ids = startReady();
