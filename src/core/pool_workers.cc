@@ -267,8 +267,8 @@ void Pool::promoteStandby(Time now) {
     reindex(promoted);
     starting->standby = true;
     reindex(*starting);
-    counters_.standbyPromotions++;
-    note("promoted", promoted,
+    // Not a promotion (bulkhead_standby_promotions_total): no worker left the pool.
+    note("swapped", promoted,
          "standby was ready before " + workerName(starting->id) + ", which stands by instead", now);
   }
 }

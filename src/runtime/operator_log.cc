@@ -41,10 +41,12 @@ std::string oneLine(std::string_view text) {
 }
 
 LogLevel levelOfEvent(std::string_view kind) {
-  if (kind == "started" || kind == "ready" || kind == "zygote_ready" || kind == "cancelled") {
+  if (kind == "started" || kind == "ready" || kind == "zygote_ready" || kind == "cancelled" ||
+      kind == "swapped") {
     return LogLevel::kDebug;
   }
-  if (kind == "recycled" || kind == "breaker_closed") return LogLevel::kInfo;
+  // A promotion follows a death (logged as a warning) or a recycle: what it did, not a fault.
+  if (kind == "recycled" || kind == "breaker_closed" || kind == "promoted") return LogLevel::kInfo;
   return LogLevel::kWarning;  // crashes, timeouts, hangs, OOM, exhaustion, quarantine, refusals
 }
 

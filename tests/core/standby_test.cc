@@ -155,6 +155,8 @@ TEST_F(StandbyTest, AStandbyReadyFirstServesAndTheWorkerStillStartingStandsByIns
   EXPECT_FALSE(view(standby).standby);
   EXPECT_TRUE(view(serving).standby);
   EXPECT_EQ(count<SpawnWorker>(last_), 0u) << "roles traded, nothing more started";
+  EXPECT_TRUE(noted("swapped"));
+  EXPECT_EQ(pool_->counters().standbyPromotions, 0u) << "no worker left the pool";
   feed(WorkerReady{serving});
   EXPECT_EQ(view(serving).state, WorkerState::kIdle);
   EXPECT_TRUE(view(serving).standby);

@@ -66,6 +66,8 @@ TEST(OperatorLog, LevelsSeparateRoutineFromTrouble) {
   EXPECT_EQ(level("started"), LogLevel::kDebug);
   EXPECT_EQ(level("ready"), LogLevel::kDebug);
   EXPECT_EQ(level("recycled"), LogLevel::kInfo);
+  EXPECT_EQ(level("promoted"), LogLevel::kInfo);
+  EXPECT_EQ(level("swapped"), LogLevel::kDebug);
   EXPECT_EQ(level("breaker_closed"), LogLevel::kInfo);
   for (const char* bad :
        {"crashed", "timed_out", "hung", "oom_killed", "resource_exhausted", "start_failed",
