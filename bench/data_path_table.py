@@ -70,6 +70,43 @@ def _ratio_row(r, name, field, unit, higher, limit, peer_field=None):
     return (name, show(b), "%s (%s)" % (show(peer[0]), peer[1]), "%.2fx" % ratio, target, ok)
 
 
+def _child_row(name, target, got, option, measure):
+    """A row measured by a child bench (run_scaling, run_zygote): not run, failed, or
+    measure(got) -> (cell, ok)."""
+    if got is None:
+        return (name, "not run (%s)" % option, "-", "-", target, None)
+    if "error" in got:
+        return (name, "failed: %s" % got["error"], "-", "-", target, None)
+    cell, ok = measure(got)
+    return (name, cell, "-", "-", target, ok)
+
+
+def _scaling_cell(s):
+    lo, hi = s["rows"][0], s["rows"][-1]
+    return ("%.2fx (%s → %s us per job, %d → %d workers; load %s)"
+            % (s["growth"], lo[1], hi[1], lo[0], hi[0], s.get("load", "?")),
+            s["growth"] <= SCALING_GROWTH and hi[0] >= 256)
+
+
+def _zygote_cell(z):
+    cells, oks = [], []
+    for case in ZYGOTE_CASES:
+        x = z["cases"].get(case)
+        if x is None:
+            cells.append("%s: %s" % (ZYGOTE_LABELS[case], z.get("why", {}).get(
+                case, "not measured")))
+            continue
+        oks.append(_num(x["p50"]) and x["p50"] <= ZYGOTE_MS and not x["errors"])
+        cells.append("%s: %s (next job 200: %s ms)%s"
+                     % (ZYGOTE_LABELS[case],
+                        "%s ms" % x["text"] if _num(x["p50"]) else "no sample",
+                        x["next_ok"], ", %d errors" % x["errors"] if x["errors"] else ""))
+    loads = [x["load"] for x in z["cases"].values()]
+    return ("; ".join(cells) + " (%d crashes each%s)"
+            % (z["crashes"], "; load %s" % loads[0] if loads else ""),
+            any(oks) if oks else None)
+
+
 def table(r, cfg):
     res = r["res"]
     b = res.get("bulkhead", {})
@@ -108,44 +145,11 @@ def table(r, cfg):
                                              fmt(b["cnn_inner_p50"], 3)),
                      peer_cell, "-", target, bo <= OUTSIDE_MS))
 
-    name = "daemon CPU per job, 2 → 256 workers (net of idle)"
-    target = "≤ %gx growth" % SCALING_GROWTH
-    s = r.get("scaling")
-    if s is None:
-        rows.append((name, "not run (--with-scaling)", "-", "-", target, None))
-    elif "error" in s:
-        rows.append((name, "failed: %s" % s["error"], "-", "-", target, None))
-    else:
-        lo, hi = s["rows"][0], s["rows"][-1]
-        rows.append((name, "%.2fx (%s → %s us per job, %d → %d workers; load %s)"
-                     % (s["growth"], lo[1], hi[1], lo[0], hi[0], s.get("load", "?")),
-                     "-", "-", target, s["growth"] <= SCALING_GROWTH and hi[0] >= 256))
-
-    name = "zygote crash → replacement ready p50"
-    target = "≤ %g ms" % ZYGOTE_MS
-    z = r.get("zygote")
-    if z is None:
-        rows.append((name, "not run (--with-zygote)", "-", "-", target, None))
-    elif "error" in z:
-        rows.append((name, "failed: %s" % z["error"], "-", "-", target, None))
-    else:
-        cells, oks = [], []
-        for case in ZYGOTE_CASES:
-            x = z["cases"].get(case)
-            if x is None:
-                cells.append("%s: %s" % (ZYGOTE_LABELS[case], z.get("why", {}).get(
-                    case, "not measured")))
-                continue
-            ok = _num(x["p50"]) and x["p50"] <= ZYGOTE_MS and not x["errors"]
-            oks.append(ok)
-            cells.append("%s: %s (next job 200: %s ms)%s"
-                         % (ZYGOTE_LABELS[case],
-                            "%s ms" % x["text"] if _num(x["p50"]) else "no sample",
-                            x["next_ok"], ", %d errors" % x["errors"] if x["errors"] else ""))
-        loads = [x["load"] for x in z["cases"].values()]
-        rows.append((name, "; ".join(cells) + " (%d crashes each%s)"
-                     % (z["crashes"], "; load %s" % loads[0] if loads else ""), "-", "-",
-                     target, any(oks) if oks else None))
+    rows.append(_child_row("daemon CPU per job, 2 → 256 workers (net of idle)",
+                           "≤ %gx growth" % SCALING_GROWTH, r.get("scaling"), "--with-scaling",
+                           _scaling_cell))
+    rows.append(_child_row("zygote crash → replacement ready p50", "≤ %g ms" % ZYGOTE_MS,
+                           r.get("zygote"), "--with-zygote", _zygote_cell))
 
     name = "supervisor peak RSS during the 64 MiB jobs"
     limit = PAYLOAD_MB + RSS_MARGIN_MB
