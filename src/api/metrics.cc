@@ -167,7 +167,7 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::Job
     if (p.pool->policy().standby > 0) byState["standby"] = 0;
     for (const auto& wv : p.pool->workers()) {
       // A ready standby is not capacity: counted apart from the idle workers.
-      const bool standing = wv.standby && wv.state == core::WorkerState::kIdle;
+      const bool standing = wv.standby && !wv.retiring && wv.state == core::WorkerState::kIdle;
       byState[standing ? "standby" : std::string(core::workerStateName(wv.state))]++;
     }
     for (const auto& [state, n] : byState) {
