@@ -5,7 +5,8 @@
     /usr/bin/python3 bench/zygote.py --quick    # under a minute
     # options: --bin PATH (another bulkhead binary; it is copied into the temp dir first),
     #          --keep (keep the temp dir: configs, logs, result.md), --verbose (every crash),
-    #          --latency-only (part 1's bulkhead rows only), --cases zygote-warm,zygote,spawn,
+    #          --latency-only (part 1's bulkhead rows only), --cases zygote-warm,zygote,spawn (and
+#          the same with -standby: `standby = 1`, the replacement READY before the crash),
     #          --crashes N, --sdk-before DIR (before/after: each zygote case also runs with
     #          the worker SDK in DIR, e.g. python/ of an older checkout, just before this tree's),
     #          --rounds R (every latency row R times, interleaved, samples pooled)
@@ -90,7 +91,7 @@ env = {{ OMP_NUM_THREADS = "1", MKL_NUM_THREADS = "1" }}
 """
 
 
-# key: (mode, preload, init). The target is judged on zygote-warm, where the model is fully
+# key: (mode, preload, init, standby). The target is judged on zygote-warm, where the model is fully
 # warmed up in the zygote; zygote shows what a warm-up pass in init adds (copy-on-write faults
 # make it slower in a fresh fork than in a spawned worker).
 # The -standby cases add `standby = 1`: a second worker, READY, takes the crashed one's place.
