@@ -6,7 +6,7 @@
     # options: --bin PATH (another bulkhead binary; it is copied into the temp dir first),
     #          --keep (keep the temp dir: configs, logs, result.md), --verbose (every crash),
     #          --latency-only (part 1's bulkhead rows only), --cases zygote-warm,zygote,spawn (and
-#          the same with -standby: `standby = 1`, the replacement READY before the crash),
+    #          the same with -standby: `standby = 1`, the replacement READY before the crash),
     #          --crashes N, --sdk-before DIR (before/after: each zygote case also runs with
     #          the worker SDK in DIR, e.g. python/ of an older checkout, just before this tree's),
     #          --rounds R (every latency row R times, interleaved, samples pooled)
