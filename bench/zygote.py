@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Zygote-mode benchmark: replacement after a crash, and memory shared by forked workers.
 
-    /usr/bin/python3 bench/zygote.py            # full run, about 1.5 minutes
+    /usr/bin/python3 bench/zygote.py            # full run, about 2.5 minutes
     /usr/bin/python3 bench/zygote.py --quick    # under a minute
     # options: --bin PATH (another bulkhead binary; it is copied into the temp dir first),
     #          --keep (keep the temp dir: configs, logs, result.md), --verbose (every crash),
