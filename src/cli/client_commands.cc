@@ -19,6 +19,7 @@
 #include "cli/exit_codes.h"
 #include "cli/http_client.h"
 #include "cli/sdk_location.h"
+#include "cli/top_view.h"
 #include "runtime/worker_spec.h"
 
 extern char** environ;
@@ -94,18 +95,6 @@ std::string text(const json& object, const char* key) {
 bool isReady(const json& worker) {
   std::string state = text(worker, "state");
   return state == "idle" || state == "busy";
-}
-
-// "ready/target", and "+N" ready standbys when the pool keeps any (`standby`).
-std::string readyColumn(const json& pool, long long ready) {
-  std::string column =
-      std::to_string(ready) + "/" + std::to_string(pool.value("workers_target", 0));
-  if (pool.value("standby_target", 0) > 0) {
-    long long standby = 0;
-    for (const auto& w : pool["workers"]) standby += text(w, "state") == "standby";
-    column += "+" + std::to_string(standby);
-  }
-  return column;
 }
 
 }  // namespace
@@ -192,15 +181,9 @@ int showStatus(const std::string& url) {
     const auto& c = p["counters"];
     std::uint64_t failed = c.value("submitted", 0ull) - c.value("ok", 0ull);
     failed -= p.value("queue_length", 0ull) + p.value("in_flight", 0ull);
-    long long ready = 0;
-    if (p.contains("ready_workers") && p["ready_workers"].is_number()) {
-      ready = p["ready_workers"].get<long long>();
-    } else {  // a daemon that does not count them: the same rule over its workers
-      for (const auto& w : p["workers"]) ready += isReady(w);
-    }
     std::printf(
         "%-14s %-8s %-7llu %-7llu %-8llu %-8llu %-8llu %-8llu\n", p.value("name", "").c_str(),
-        readyColumn(p, ready).c_str(), (unsigned long long)p.value("queue_length", 0ull),
+        readyColumn(p).c_str(), (unsigned long long)p.value("queue_length", 0ull),
         (unsigned long long)p.value("in_flight", 0ull), (unsigned long long)c.value("ok", 0ull),
         (unsigned long long)failed, (unsigned long long)c.value("worker_deaths", 0ull),
         (unsigned long long)c.value("worker_starts", 0ull));

@@ -80,14 +80,6 @@ std::uint64_t readyWorkers(const json& pool) {
   return n;
 }
 
-// "+N" ready standbys, for a pool that keeps any (`standby`); "" otherwise.
-std::string standbySuffix(const json& pool) {
-  if (count(pool, "standby_target") == 0) return "";
-  std::uint64_t n = 0;
-  for (const auto& w : listOf(pool, "workers")) n += text(w, "state") == "standby";
-  return "+" + std::to_string(n);
-}
-
 std::string fixed(double value, int decimals) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, "%.*f", decimals, value);
@@ -211,13 +203,10 @@ Table poolsTable(const json& answer, const Rates& rates) {
     std::string name = text(p, "name");
     auto rate = rates.byPool.find(name);
     std::uint64_t finished = finishedJobs(p), ok = count(counters(p), "ok");
-    t.add({name, modeOf(p),
-           std::to_string(readyWorkers(p)) + "/" + std::to_string(count(p, "workers_target")) +
-               standbySuffix(p),
-           std::to_string(count(p, "queue_length")), std::to_string(count(p, "in_flight")),
-           text(p, "breaker", "-"), rate == rates.byPool.end() ? "-" : perSecond(rate->second),
-           std::to_string(ok), std::to_string(finished - std::min(ok, finished)),
-           outcomeSummary(p)});
+    t.add({name, modeOf(p), readyColumn(p), std::to_string(count(p, "queue_length")),
+           std::to_string(count(p, "in_flight")), text(p, "breaker", "-"),
+           rate == rates.byPool.end() ? "-" : perSecond(rate->second), std::to_string(ok),
+           std::to_string(finished - std::min(ok, finished)), outcomeSummary(p)});
   }
   return t;
 }
@@ -432,6 +421,17 @@ std::string fitToWidth(std::string_view line, int width) {
     ++columns;
   }
   return out;
+}
+
+std::string readyColumn(const json& pool) {
+  std::string column =
+      std::to_string(readyWorkers(pool)) + "/" + std::to_string(count(pool, "workers_target"));
+  if (count(pool, "standby_target") > 0) {
+    std::uint64_t standby = 0;
+    for (const auto& w : listOf(pool, "workers")) standby += text(w, "state") == "standby";
+    column += "+" + std::to_string(standby);
+  }
+  return column;
 }
 
 bool isFailureEvent(std::string_view kind) {

@@ -48,6 +48,10 @@ std::string formatAge(double seconds);
 // characters (UTF-8 aware: a character is never split).
 std::string fitToWidth(std::string_view line, int width);
 
+// A pool's READY column, as `bulkhead top` and `bulkhead status` show it: "ready/target", and
+// "+N" ready standbys for a pool that keeps any (`standby`).
+std::string readyColumn(const nlohmann::json& pool);
+
 // True for the event kinds an operator must see (crashed, hung, oom_killed, start_failed, ...):
 // everything but the routine ones (started, ready, recycled, breaker_closed, ...).
 bool isFailureEvent(std::string_view kind);
