@@ -201,6 +201,11 @@ void JobQueue::writeLoop() {
     if (!ok) {
       c.reset();
       connected_ = false;
+      // Refused for a passing reason on a sound connection: tried again calmly, not spun.
+      if (std::exchange(writeRefused_, false)) {
+        waitFor(writerWake_,
+                std::min<std::chrono::nanoseconds>(heartbeat_, std::chrono::seconds(1)));
+      }
     }
   }
 }
@@ -280,7 +285,22 @@ bool JobQueue::storeOutcome(RedisConnection& c, const Delivery& d, const Outcome
   auto replies = c.pipeline(commands);
   if (replies.size() != commands.size()) return false;
   if (isError(replies.back())) {
-    log_("cluster writer: storing an outcome: " + replyText(replies.back().get()));
+    // EXECABORT names no cause: the first queued command refused says it.
+    std::string why = replyText(replies.back().get());
+    for (const Reply& r : replies) {
+      if (r && r->type == REDIS_REPLY_ERROR && isPassingError(replyText(r.get()))) {
+        why = replyText(r.get());
+        break;
+      }
+    }
+    if (isPassingError(why)) {
+      // Not stored, and the entry is still pending here: kept (and held, so refreshed and never
+      // taken back to run again) until a new connection writes it.
+      log_("cluster writer: storing an outcome: " + why + " (kept, written again)");
+      writeRefused_ = true;
+      return false;
+    }
+    log_("cluster writer: storing an outcome: " + why);
   }
   std::lock_guard lock(mutex_);
   if (auto it = held_.find(d.stream); it != held_.end()) {

@@ -126,6 +126,7 @@ class JobQueue : public JobTransport {
   bool unblockReader_ = false;
   std::atomic<bool> connected_{false};
   std::atomic<long long> readerClientId_{-1};
+  bool writeRefused_ = false;  // the writer's: Redis refused a write for a passing reason
   std::thread reader_;
   std::thread writer_;
 };

@@ -12,6 +12,7 @@ namespace bulkhead::cluster {
 
 namespace {
 constexpr const char* kKeyPrefix = "bulkhead:node:";
+constexpr const char* kNodesKey = "bulkhead:nodes";  // a set: the names of the nodes announced
 }  // namespace
 
 std::string defaultNodeName() {
@@ -95,39 +96,47 @@ bool Membership::beat(RedisConnection& c, std::string& error) {
   const std::string ttlMs = std::to_string(std::max<long long>(
       3 * std::chrono::duration_cast<std::chrono::milliseconds>(heartbeat_).count(), 30));
   if (!description.empty()) {  // the event loop describes this node once it runs
-    Reply set = c.command({"SET", key, description, "PX", ttlMs});
-    if (!set || set->type == REDIS_REPLY_ERROR) {
-      error = set ? "SET: " + replyText(set.get()) : c.error();
+    // The key says the node is alive; the set says where to look, so a heartbeat reads a few
+    // keys rather than scanning a keyspace that may hold millions of job records.
+    auto wrote = c.pipeline({{"SET", key, description, "PX", ttlMs}, {"SADD", kNodesKey, node_}});
+    if (wrote.size() != 2 || wrote[0]->type == REDIS_REPLY_ERROR) {
+      error = wrote.size() == 2 ? "SET: " + replyText(wrote[0].get()) : c.error();
       return false;
     }
   }
-  std::vector<std::string> keys;
-  std::string cursor = "0";
-  const std::string pattern = std::string(kKeyPrefix) + "*";
-  do {
-    Reply scan = c.command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
-    if (!scan || scan->type != REDIS_REPLY_ARRAY || scan->elements != 2) {
-      error = scan ? "unexpected SCAN reply" : c.error();
-      return false;
-    }
-    cursor = replyText(scan->element[0]);
-    const redisReply* found = scan->element[1];
-    for (std::size_t i = 0; i < found->elements; ++i) keys.push_back(replyText(found->element[i]));
-  } while (cursor != "0");
-  std::sort(keys.begin(), keys.end());
-  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  Reply members = c.command({"SMEMBERS", kNodesKey});
+  if (!members || members->type != REDIS_REPLY_ARRAY) {
+    error = members ? "SMEMBERS: " + replyText(members.get()) : c.error();
+    return false;
+  }
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < members->elements; ++i) {
+    names.push_back(replyText(members->element[i]));
+  }
+  std::sort(names.begin(), names.end());  // the same order every beat
   std::vector<std::string> nodes;
-  if (!keys.empty()) {  // one MGET: a key that expired since the SCAN is a nil, skipped
+  if (!names.empty()) {  // one MGET: a node whose key expired is a nil, and leaves the set
+    std::vector<std::string> keys;
+    for (const std::string& name : names) keys.push_back(kKeyPrefix + name);
     std::vector<std::string_view> argv{"MGET"};
     argv.insert(argv.end(), keys.begin(), keys.end());
     Reply got = c.command(argv);
-    if (!got || got->type != REDIS_REPLY_ARRAY) {
+    if (!got || got->type != REDIS_REPLY_ARRAY || got->elements != names.size()) {
       error = got ? "unexpected MGET reply" : c.error();
       return false;
     }
+    std::vector<std::string_view> gone{"SREM", kNodesKey};
     for (std::size_t i = 0; i < got->elements; ++i) {
       const redisReply* value = got->element[i];
-      if (value->type == REDIS_REPLY_STRING) nodes.emplace_back(value->str, value->len);
+      if (value->type == REDIS_REPLY_STRING) {
+        nodes.emplace_back(value->str, value->len);
+      } else if (names[i] != node_) {
+        gone.push_back(names[i]);  // a node alive again adds itself back at its next beat
+      }
+    }
+    if (gone.size() > 2 && !c.command(gone)) {
+      error = c.error();
+      return false;
     }
   }
   std::map<std::string, long long> inStream;
@@ -217,7 +226,9 @@ void Membership::run() {
     publish();
     wait(heartbeat_);
   }
-  if (c) c->command({"DEL", kKeyPrefix + node_});  // leave at once rather than after three beats
+  if (c) {  // leave at once rather than after three beats
+    c->pipeline({{"DEL", kKeyPrefix + node_}, {"SREM", kNodesKey, node_}});
+  }
 }
 
 }  // namespace bulkhead::cluster

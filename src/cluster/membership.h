@@ -5,7 +5,9 @@
 //
 // One dedicated thread holds a blocking hiredis connection: every heartbeat it announces this
 // node (SET bulkhead:node:NAME <json> PX 3*heartbeat: a node that stops is gone from every view
-// three heartbeats later) and reads the others (SCAN + MGET). The event loop hands it this node's
+// three heartbeats later; SADD bulkhead:nodes NAME) and reads the others (SMEMBERS + MGET; a
+// name whose key expired leaves the set). No keyspace scan: a heartbeat costs the same with
+// millions of job records in the database. The event loop hands it this node's
 // description and reads the last view, both under one mutex: the loop never waits on Redis, and
 // Redis being down shows as `connected: false` with the reason, not as a stuck daemon. Each view
 // is published whole and never changed after (readers share it, no copy), and the loop is told

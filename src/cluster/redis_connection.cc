@@ -36,6 +36,16 @@ std::vector<std::string_view> withPairs(
   return argv;
 }
 
+bool isPassingError(std::string_view errorText) {
+  static constexpr std::string_view kPassing[] = {"LOADING",  "BUSY ",      "OOM ",
+                                                  "READONLY", "MASTERDOWN", "NOREPLICAS",
+                                                  "TRYAGAIN", "CLUSTERDOWN"};
+  for (std::string_view prefix : kPassing) {
+    if (errorText.starts_with(prefix)) return true;
+  }
+  return false;
+}
+
 std::optional<RedisConnection> RedisConnection::open(const config::RedisAddress& address,
                                                      const std::string& password,
                                                      std::chrono::nanoseconds timeout,
@@ -62,6 +72,7 @@ std::optional<RedisConnection> RedisConnection::open(const config::RedisAddress&
   if (!password.empty() && refused("AUTH", c.command({"AUTH", password}))) return std::nullopt;
   const std::string db = std::to_string(address.db);
   if (address.db != 0 && refused("SELECT", c.command({"SELECT", db}))) return std::nullopt;
+  if (refused("PING", c.command({"PING"}))) return std::nullopt;
   return c;
 }
 

@@ -38,9 +38,18 @@ std::vector<std::string_view> withPairs(
     std::vector<std::string_view> argv,
     const std::vector<std::pair<std::string, std::string>>& pairs);
 
+// Whether an error reply says the server cannot take writes for now, though the command is
+// sound: it is loading its data (LOADING), busy with a script (BUSY), out of memory under
+// maxmemory (OOM), a replica or without its master (READONLY, MASTERDOWN, NOREPLICAS), or a
+// cluster in change (TRYAGAIN, CLUSTERDOWN). What such a command would have written must be
+// kept and written again later, never dropped.
+bool isPassingError(std::string_view errorText);
+
 class RedisConnection {
  public:
-  // A connection, or none and `error` says why.
+  // A connection to a server that answers commands, or none and `error` says why. A server
+  // still loading its data after a restart is refused (PING: LOADING ...), so that nothing sent
+  // on a fresh connection meets LOADING errors.
   static std::optional<RedisConnection> open(const config::RedisAddress& address,
                                              const std::string& password,
                                              std::chrono::nanoseconds timeout, std::string& error);

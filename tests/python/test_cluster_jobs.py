@@ -267,7 +267,26 @@ def test_a_job_that_kills_the_nodes_it_reaches_ends_poison(start_daemon, redis_s
             d.close()
 
 
-def test_redis_restarting_mid_run_loses_no_job(start_daemon, redis_server, tmp_path):
+def _pad_the_aof(server, keys):
+    """Writes `keys` small keys, so that a restarted server spends a while loading its AOF, and
+    answers the nodes reconnecting meanwhile `-LOADING` (even EXEC: EXECABORT)."""
+    client = server.client()
+    for start in range(0, keys, 10000):
+        pipe = client.pipeline(transaction=False)
+        for k in range(start, min(keys, start + 10000)):
+            pipe.set("padding:%d" % k, "x" * 32)
+        pipe.execute()
+    client.close()
+
+
+# The padded case: a node whose kept outcome went into a Redis still loading its AOF once took
+# the EXECABORT for stored, dropped the outcome and ran the job again when it took its own
+# pending entries back.
+@pytest.mark.parametrize("aof_padding", [0, 300000], ids=["small-aof", "aof-loading"])
+def test_redis_restarting_mid_run_loses_no_job(start_daemon, redis_server, tmp_path,
+                                               aof_padding):
+    if aof_padding:
+        _pad_the_aof(redis_server, aof_padding)
     runs_file = str(tmp_path / "runs")
     work = {"handler": "count_runs", "workers": 2,
             "env": {"BULKHEAD_TEST_RUNS": runs_file, "BULKHEAD_TEST_SLEEP": "0.05"}}
@@ -292,6 +311,8 @@ def test_redis_restarting_mid_run_loses_no_job(start_daemon, redis_server, tmp_p
     assert sorted(set(executed)) == sorted(ids.values())
     assert len(executed) == total, "a job ran twice"
     assert b.get_json("/v1/cluster")["jobs"]["outcomes_unwritten"] == 0
+    if aof_padding:  # the case it stands for happened: a node met the server loading
+        assert "LOADING" in a.log() + b.log()
 
 
 def test_a_delivery_whose_reply_was_lost_is_taken_back_at_once(start_daemon, redis_server):
