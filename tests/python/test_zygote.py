@@ -321,7 +321,9 @@ def test_a_misbehaving_zygote_is_killed_and_harms_nothing_else(start_daemon, tmp
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("")
     (fake / "zygote.py").write_text(_FAKE_ZYGOTE)
+    # queue_timeout 5s: the silent zygote's job waits for it, not for the default 30 s.
     d = start_daemon({"z": {"handler": "echo", "mode": "zygote", "workers": 1,
+                            "queue_timeout": "5s",
                             "python_path": [str(fake.parent)], "env": {"FAKE_ZYGOTE": mode}},
                       "echo": {"handler": "echo"}})
     died = wait_until(lambda: [e for e in _events(d, "z", "zygote_died") if words in e["detail"]],
