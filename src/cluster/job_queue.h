@@ -91,8 +91,8 @@ class JobQueue : public JobTransport {
   bool takeEntry(RedisConnection& c, const std::string& key, const std::string& pool,
                  const std::string& id, const redisReply* fields, std::uint64_t runs,
                  const char* why);
-  static std::optional<std::uint64_t> deliveries(RedisConnection& c, const std::string& key,
-                                                 const std::string& id, std::uint64_t otherwise);
+  std::optional<std::uint64_t> pendingHere(RedisConnection& c, const std::string& key,
+                                           const std::string& id);
   bool execute(RedisConnection& c, const Command& command);
   bool enqueueJob(RedisConnection& c, const JobEntry& job);
   bool storeOutcome(RedisConnection& c, const Delivery& d, const OutcomeEntry& outcome);

@@ -190,8 +190,9 @@ bool JobQueue::takeEntry(RedisConnection& c, const std::string& key, const std::
     return !c.pipeline({{"XACK", key, kConsumerGroup, id}, {"XDEL", key, id}}).empty();
   }
   if (runs == 0) {
-    auto counted = deliveries(c, key, id, 2);
+    auto counted = pendingHere(c, key, id);
     if (!counted) return false;
+    if (*counted == 0) return true;  // its outcome was stored since it was read: not run again
     runs = *counted;
   }
   if (why) {
@@ -201,18 +202,22 @@ bool JobQueue::takeEntry(RedisConnection& c, const std::string& key, const std::
   return handOver(c, Delivery{key, id, runs, std::move(*j), false});
 }
 
-// The entry's delivery count (XPENDING), `otherwise` when Redis does not say; none when the
-// connection failed.
-std::optional<std::uint64_t> JobQueue::deliveries(RedisConnection& c, const std::string& key,
-                                                  const std::string& id, std::uint64_t otherwise) {
-  Reply pending = c.command({"XPENDING", key, kConsumerGroup, id, id, "1"});
+// Asked after the caller saw that this node does not hold the entry: its delivery count if it is
+// still pending for this node (XPENDING ... CONSUMER), 0 when it is not (the writer stored its
+// outcome after it was read: it ran here; or another node has claimed it since), none when the
+// connection failed. Without this check a job whose outcome was stored between the read and the
+// check would run a second time.
+std::optional<std::uint64_t> JobQueue::pendingHere(RedisConnection& c, const std::string& key,
+                                                   const std::string& id) {
+  Reply pending = c.command({"XPENDING", key, kConsumerGroup, id, id, "1", node_});
   if (!pending) return std::nullopt;
-  if (pending->type == REDIS_REPLY_ARRAY && pending->elements == 1 &&
-      pending->element[0]->type == REDIS_REPLY_ARRAY && pending->element[0]->elements == 4 &&
-      pending->element[0]->element[3]->type == REDIS_REPLY_INTEGER) {
-    return static_cast<std::uint64_t>(pending->element[0]->element[3]->integer);
+  if (pending->type != REDIS_REPLY_ARRAY || pending->elements == 0) return 0;
+  const redisReply* entry = pending->element[0];
+  if (entry->type == REDIS_REPLY_ARRAY && entry->elements == 4 &&
+      entry->element[3]->type == REDIS_REPLY_INTEGER && entry->element[3]->integer > 0) {
+    return static_cast<std::uint64_t>(entry->element[3]->integer);
   }
-  return otherwise;
+  return 2;  // pending here, count unsaid: it was delivered before, so this is a second run
 }
 
 bool JobQueue::holds(const std::string& stream, const std::string& entryId) {
@@ -254,11 +259,8 @@ bool JobQueue::takeBackOwnPending(RedisConnection& c) {
       if (holds(key, id)) continue;  // running here
       // Not held: never taken here, or its outcome was stored (acknowledged) after the read
       // above, by the writer that flushes outcomes kept while Redis was away. Only the first is
-      // ours to run: asked now, after the check, whether it is still pending.
-      Reply pending = c.command({"XPENDING", key, kConsumerGroup, id, id, "1", node_});
-      if (!pending) return false;
-      if (pending->type == REDIS_REPLY_ARRAY && pending->elements == 0) continue;
-      // Reading it again counted as a delivery: it may have run here before a restart.
+      // ours to run: takeEntry asks (pendingHere). Reading it again counted as a delivery: it
+      // may have run here before a restart.
       if (!takeEntry(c, key, pool, id, entry->element[1], 0,
                      "taking back a job delivered here before the connection broke:")) {
         return false;
@@ -295,6 +297,8 @@ bool JobQueue::claimAbandoned(RedisConnection& c) {
         if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2) continue;
         const std::string id = replyText(entry->element[0]);
         // Ours and running here: its refreshes failed while Redis was away for claim_after.
+        // Otherwise takeEntry asks whether it is still ours: its outcome may have been stored
+        // since XAUTOCLAIM read it (by this node's writer, or by a node only slow, not dead).
         if (holds(key, id)) continue;
         // Its delivery count, which XAUTOCLAIM just raised: the runs so far, this one included.
         if (!takeEntry(c, key, pool, id, entry->element[1], 0, "took over")) return false;
