@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""What the blocking Python client costs over a raw keep-alive socket, in ONE run.
+"""What the Python clients cost over a raw keep-alive socket, in ONE run.
 
     /usr/bin/python3 bench/client_overhead.py                    # this tree's client
     /usr/bin/python3 bench/client_overhead.py --baseline main    # ... and main's, side by side
@@ -13,6 +13,10 @@ $BULKHEAD_BIN / --bin), one listening on 127.0.0.1 TCP and one on a Unix socket,
 - with ``--baseline REF``: the client of git revision REF too (its python/bulkhead is extracted
   with ``git archive`` and imported under another name, so both run in the same process and the
   same rounds);
+- ``bulkhead.AsyncClient`` over TCP and ``unix:``, and a raw asyncio client (an
+  ``asyncio.Protocol`` on one keep-alive connection, the same request bytes, the answer found by
+  Content-Length): each system's calls run as awaits inside one event loop, timed there, so
+  "AsyncClient - raw asyncio" is the asyncio client's cost, the loop's own wake-ups left out;
 - a raw keep-alive socket client over TCP and Unix: the request written with one sendall, the
   answer found by Content-Length, nothing else (the same code as bench/e2e_peers.py's
   ``RawSocketSys``, which only speaks TCP; copied so this file runs on its own).  What is left in
@@ -26,6 +30,7 @@ rows a deadline per call (the raw rows then send the same deadline headers).
 """
 
 import argparse
+import asyncio
 import importlib.util
 import io
 import json
@@ -140,7 +145,112 @@ class RawSys:
         self.close = self.conn.close
 
 
+class AsyncClientSys:
+    """``bulkhead.AsyncClient`` in this process's event loop (``LOOP``)."""
+
+    is_async = True
+
+    def __init__(self, package, label, url, timeout=None):
+        self.name = label
+        self.client = package.AsyncClient(url, timeout=timeout)
+
+    async def call(self, payload):
+        return await self.client.call(POOL, payload)
+
+    def close(self):
+        LOOP.run_until_complete(self.client.close())
+
+
+class _RawAnswers(asyncio.Protocol):
+    """The raw asyncio client's connection: bytes in, one answer body per request out."""
+
+    def __init__(self):
+        self.buf = b""
+        self.waiter = None
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.buf += data
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        i = buf.find(b"Content-Length:", 0, end)
+        if i < 0:
+            i = buf.lower().find(b"content-length:", 0, end)
+        body_end = end + 4 + int(buf[i + 15:buf.find(b"\r\n", i)])
+        if len(buf) < body_end:
+            return
+        if not buf.startswith(b"HTTP/1.1 200"):
+            self.waiter.set_exception(RuntimeError(buf[:200]))
+        else:
+            self.waiter.set_result(buf[end + 4:body_end])
+        self.buf = buf[body_end:]
+        self.waiter = None
+
+    def connection_lost(self, exc):
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("closed"))
+
+
+class AsyncRawSys:
+    """A raw asyncio client: RawJobConnection's request bytes through an asyncio.Protocol."""
+
+    is_async = True
+
+    def __init__(self, label, url, timeout=None):
+        self.name = label
+        if url.startswith("unix:"):
+            connect = LOOP.create_unix_connection(_RawAnswers, url[len("unix:"):])
+        else:
+            host, port = url[len("http://"):].rsplit(":", 1)
+            connect = LOOP.create_connection(_RawAnswers, host, int(port))
+        transport, self.proto = LOOP.run_until_complete(connect)
+        sock = transport.get_extra_info("socket")
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        extra = ("X-Bulkhead-Timeout: %dms\r\nX-Bulkhead-Deadline: %dms\r\n"
+                 % (timeout * 1000, timeout * 1000)) if timeout else ""
+        self.head = benchlib.RawJobConnection(None, POOL, extra).head
+
+    async def call(self, payload):
+        proto = self.proto
+        proto.waiter = LOOP.create_future()
+        proto.transport.write(self.head + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        return await proto.waiter
+
+    def close(self):
+        self.proto.transport.close()
+
+
+LOOP = asyncio.new_event_loop()
+
+
 def measure(system, calls):
+    if getattr(system, "is_async", False):
+        return LOOP.run_until_complete(measure_async(system, calls))
+    return measure_blocking(system, calls)
+
+
+async def measure_async(system, calls):
+    """measure() for an asyncio system: the calls are awaited one after another in one loop."""
+    clock = time.perf_counter
+    call = system.call
+    samples = []
+    cpu0 = time.process_time()
+    for _ in range(calls):
+        t0 = clock()
+        out = await call(PAYLOAD)
+        samples.append(clock() - t0)
+        if out != PAYLOAD:
+            raise SystemExit("overhead: %s answered %r" % (system.name, out[:80]))
+    return samples, (time.process_time() - cpu0) / calls
+
+
+def measure_blocking(system, calls):
     """Per-call seconds of ``calls`` sequential echo calls (each answer checked), and this
     process's CPU seconds per call over them (the client's own cost, user and kernel: much less
     noisy than the latency, which waits for the daemon and the worker)."""
@@ -172,6 +282,8 @@ def main():
     ap.add_argument("--bin", default=os.environ.get("BULKHEAD_BIN", benchlib.BIN))
     ap.add_argument("--timeout", type=float, help="Client(timeout=...) for the Client rows "
                     "(a deadline per call: the socket waits with a timeout)")
+    ap.add_argument("--no-async", action="store_true",
+                    help="leave out the AsyncClient and raw asyncio rows")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.calls = 5, 1000
@@ -194,6 +306,10 @@ def main():
                 systems.append(ClientSys(package, "%s %s" % (label, transport), url,
                                          args.timeout))
             systems.append(RawSys("raw %s" % transport, url, args.timeout))
+            if not args.no_async:
+                systems.append(AsyncClientSys(bulkhead, "AsyncClient %s" % transport, url,
+                                              args.timeout))
+                systems.append(AsyncRawSys("raw asyncio %s" % transport, url, args.timeout))
         results = {s.name: ([], [], []) for s in systems}   # p50s, p99s, CPU per call
         for s in systems:                       # warm up: connections, caches, the worker
             measure(s, 300)
@@ -223,7 +339,8 @@ def main():
              "|---|---:|---:|---:|---:|---:|"]
     for s in systems:
         p50, p99 = median(results[s.name][0]), median(results[s.name][1])
-        raw = "raw " + s.name.rsplit(" ", 1)[1]
+        raw = ("raw asyncio " if getattr(s, "is_async", False) else "raw ") + \
+            s.name.rsplit(" ", 1)[1]
         r50, r99 = median(results[raw][0]), median(results[raw][1])
         d50 = "" if s.name == raw else "%+.0f" % ((p50 - r50) * 1e3)
         d99 = "" if s.name == raw else "%+.0f" % ((p99 - r99) * 1e3)
