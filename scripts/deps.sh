@@ -18,6 +18,7 @@ packages=(
 )
 if [[ "${1:-}" == "--tests" ]]; then
   packages+=(chromium)  # tests/python/test_dashboard.py: the dashboard in a real headless browser
+  packages+=(python3-pytest-xdist)  # .ci/run: the sanitized integration suite on two workers
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -46,6 +46,10 @@ _LISTEN_RE = re.compile(r"listening on (http://[0-9.:\[\]a-zA-Z-]+|unix:[^\s\"']
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "limit(seconds): per-test watchdog limit (default %d s)" % DEFAULT_TEST_LIMIT_S)
+    config.addinivalue_line(
+        "markers", "exclusive: needs the machine's daemons to itself (it kills one with SIGKILL "
+        "and checks what the next start cleans up, which any other daemon starting meanwhile "
+        "would clean first); a parallel run (.ci/run) runs these alone, after the others")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -119,6 +119,7 @@ def test_every_worker_gets_a_cgroup_without_limits(start_daemon):
         assert mine, lines
 
 
+@pytest.mark.exclusive
 @pytest.mark.limit(90)
 def test_after_kill_9_the_next_start_kills_what_the_old_workers_left(_daemons, tmp_path):
     workdir = str(tmp_path / "restarted")

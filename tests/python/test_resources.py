@@ -459,6 +459,7 @@ def test_no_cgroup_left_after_clean_exit(start_daemon):
 
 
 @pytest.mark.skipif(not os.path.isdir(CG_ROOT + "/memory"), reason="cgroup v1 memory not mounted")
+@pytest.mark.exclusive
 @pytest.mark.limit(60)
 def test_stale_cgroups_of_a_killed_daemon_are_removed_at_next_start(start_daemon, tmp_path):
     if not _cgroups_usable():
