@@ -133,11 +133,15 @@ def _runs(path):
         return [line for line in f.read().split(b"\n") if line]
 
 
+@pytest.mark.limit(120)
 def test_a_killed_node_loses_no_accepted_job(start_daemon, redis_server, tmp_path):
     runs_file = str(tmp_path / "runs")
-    # 50 ms jobs: 6 workers run 120 a second, slower than the submits, so a backlog builds up.
+    # 200 ms jobs: 6 workers run 30 a second, far slower than the submits even from a sanitized
+    # daemon on a loaded machine, so a backlog builds up and node-b's workers are both busy when
+    # it is killed. (With 50 ms jobs a slow machine's workers kept up with the submits, and the
+    # backlog could be gone before node-b was seen running two jobs.)
     work = {"handler": "count_runs", "workers": 2,
-            "env": {"BULKHEAD_TEST_RUNS": runs_file, "BULKHEAD_TEST_SLEEP": "0.05"}}
+            "env": {"BULKHEAD_TEST_RUNS": runs_file, "BULKHEAD_TEST_SLEEP": "0.2"}}
     a = _node(start_daemon, redis_server, "node-a", {"tasks": work}, journal=True,
               claim_after="2s")
     c = _node(start_daemon, redis_server, "node-c", {"tasks": work}, claim_after="2s")
@@ -146,7 +150,7 @@ def test_a_killed_node_loses_no_accepted_job(start_daemon, redis_server, tmp_pat
     b = Daemon(str(tmp_path / "b"), {"tasks": work},
                server={"listen": "127.0.0.1:0", "journal": ""},
                extra_sections={"cluster": _cluster(redis_server, "node-b", claim_after="2s")})
-    total = 1000
+    total = 400
     ids = {}
     try:
         b.start()
