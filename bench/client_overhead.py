@@ -10,7 +10,7 @@ $BULKHEAD_BIN / --bin), one listening on 127.0.0.1 TCP and one on a Unix socket,
 1-worker echo pool (bench/handlers/bench_handlers.py:echo).  Sequential 64-byte echo calls from:
 
 - ``bulkhead.Client`` over TCP and over ``unix:`` (this tree's python/bulkhead);
-- with ``--baseline REF``: the client of git revision REF too (its python/bulkhead is extracted
+- with ``--baseline REF``: the clients of git revision REF too (its python/bulkhead is extracted
   with ``git archive`` and imported under another name, so both run in the same process and the
   same rounds);
 - ``bulkhead.AsyncClient`` over TCP and ``unix:``, and a raw asyncio client (an
@@ -307,8 +307,9 @@ def main():
                                          args.timeout))
             systems.append(RawSys("raw %s" % transport, url, args.timeout))
             if not args.no_async:
-                systems.append(AsyncClientSys(bulkhead, "AsyncClient %s" % transport, url,
-                                              args.timeout))
+                for label, package in packages:
+                    systems.append(AsyncClientSys(package, "Async%s %s" % (label, transport),
+                                                  url, args.timeout))
                 systems.append(AsyncRawSys("raw asyncio %s" % transport, url, args.timeout))
         results = {s.name: ([], [], []) for s in systems}   # p50s, p99s, CPU per call
         for s in systems:                       # warm up: connections, caches, the worker

@@ -203,6 +203,29 @@ class ClientConnection(object):
             return self._left
         return 0
 
+    @property
+    def buffered(self):
+        """How many received bytes wait in the parser (past the last answer, when idle)."""
+        return len(self._buffer)
+
+    @property
+    def ended(self):
+        """True once the peer has closed (``receive_data(b"")``)."""
+        return self._eof
+
+    def hand_back_body(self):
+        """While a ``Content-Length`` body is wanted (``body_bytes_wanted``): the part of it
+        already taken from received data, handed back so that a transport reading the rest
+        apart can give ``receive_body`` the whole body as one object.  ``body_bytes_wanted`` is
+        the whole body's length after this."""
+        if not self.body_bytes_wanted:
+            raise LocalProtocolError("hand_back_body() outside a wanted body")
+        taken = b"".join(self._body)
+        self._body = []
+        self._left += self._size
+        self._size = 0
+        return taken
+
     def receive_body(self, data):
         """Body bytes read apart (``body_bytes_wanted``), kept as they are: a body read whole
         this way is the answer's body object itself, never copied."""

@@ -6,8 +6,9 @@
         handle = await client.submit("faces", b"...", idempotency_key="req-42")
         out = await handle.result(timeout=60)
 
-This module is the asyncio transport only: it moves bytes over ``asyncio.open_connection`` /
-``asyncio.open_unix_connection`` (``unix:/path`` URLs as for ``Client``).  The HTTP/1.1 wire
+This module is the asyncio transport only: it moves bytes over the loop's connections
+(``bulkhead._aio_connection``: a protocol that parses as it reads, a large body read straight
+into the bytes returned; ``unix:/path`` URLs as for ``Client``).  The HTTP/1.1 wire
 format is ``bulkhead._h1``'s, the meaning of answers ``bulkhead._http``'s and the request plans
 ``bulkhead._client_core``'s, all shared with the blocking ``Client``, so both raise the same
 exceptions for the same answers, send the same deadline headers and wait for an answer as long.
@@ -42,14 +43,12 @@ A client belongs to the event loop that uses it; used from another loop later (a
 """
 
 import asyncio
+import collections
 import json
-import os
-import socket
-from select import POLLIN, poll
 
+from ._aio_connection import connect
 from ._client_core import ClientCore, JobHandleCore, ResultRounds, quarantine_entries
-from ._h1 import (
-    HEAD_LIMIT, NEED_DATA, BadResponse, ClientConnection, TooLarge, encode_request, read_whole)
+from ._h1 import BadResponse, TooLarge, encode_request
 from ._http import (
     DEFAULT_MAX_RESPONSE_BODY, _describe, cancel_answer, final_value, health_answer,
     submit_answer)
@@ -58,111 +57,43 @@ from .errors import TransportError
 __all__ = ["AsyncClient", "AsyncJobHandle", "DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_RESPONSE_BODY"]
 
 DEFAULT_MAX_CONNECTIONS = 8
-_READ_CHUNK = 1 << 20
-# A larger body goes to the transport in pieces of this size, each written once the socket took
-# the one before: a body handed over whole is copied into the transport's buffer first, which
-# made a 64 MiB call 1.5x slower.
-_WRITE_PIECE = 256 * 1024
-_EARLY_ANSWER_MAX = 1 << 20   # an early answer is a short problem document
 
 
-async def _write_request(writer, request, attempt):
-    """Writes the request's parts (one buffer, or a head and a large body): True if the
-    transport closed on a write, which the caller handles (an early answer, or a resend: the
-    server cannot have the whole request)."""
-    for part in request:
-        if len(part) < 2 * _WRITE_PIECE:
-            writer.write(part)
-        else:
-            with memoryview(part) as whole:
-                for at in range(0, len(whole), _WRITE_PIECE):
-                    writer.write(whole[at:at + _WRITE_PIECE])
-                    if writer.transport.is_closing():
-                        return True
-                    attempt.sent = True     # as a timeout while draining says
-                    await writer.drain()
-        if writer.transport.is_closing():
-            return True
-    return False
+# asyncio.timeout (3.11+) bounds the awaits of the task itself; wait_for runs the round trip as
+# a task of its own, ~10 us more per call.
+_timeout = getattr(asyncio, "timeout", None)
 
 
-class _Connection(object):
-    """One socket's streams and its HTTP/1.1 state (``h1``, a ``bulkhead._h1.ClientConnection``);
-    this class only moves bytes between them."""
+class _Slots(object):
+    """The client's connection slots: a counter, and the requests waiting for a slot (first come,
+    first served).  asyncio.Semaphore does the same with three coroutines per request."""
 
-    __slots__ = ("reader", "writer", "generation", "h1", "_poller", "_fd")
+    __slots__ = ("free", "_waiters")
 
-    def __init__(self, reader, writer, generation, max_body):
-        self.reader = reader
-        self.writer = writer
-        self.generation = generation
-        self.h1 = ClientConnection(max_body)
-        self._poller = None
-        self._fd = -1
+    def __init__(self, count):
+        self.free = count
+        self._waiters = collections.deque()
 
-    async def read_answer(self):
-        """The ``Answer`` to the request written on this connection."""
-        h1 = self.h1
-        while True:
-            event = h1.next_event()
-            if event is not NEED_DATA:
-                return event
-            h1.receive_data(await self.reader.read(_READ_CHUNK))
-
-    async def early_answer(self, method):
-        """The answer the server wrote before our request was written completely (it refused
-        it from the headers, e.g. 413, and closed, which broke the write), or None.
-
-        The transport's write failure sets an exception on ``reader`` that every read raises
-        first, though the answer may sit in its buffer (asyncio handles a socket's read event
-        before its write event) or, when the write failed at once, still in the kernel: so those
-        bytes are read past the reader and parsed on their own."""
-        buffered = bytes(getattr(self.reader, "_buffer", b""))
-        buffered += _unread(self.writer.get_extra_info("socket"))
-        return read_whole(buffered, method, self.h1.max_body) if buffered else None
-
-    def dropped(self):
-        """True if this idle connection cannot carry a request: the server closed it, reset it,
-        or wrote to it unasked."""
-        reader = self.reader
-        if self.writer.transport.is_closing() or reader.exception() is not None:
-            return True
-        if reader.at_eof() or getattr(reader, "_eof", False) or getattr(reader, "_buffer", None):
-            return True
-        sock = self.writer.get_extra_info("socket")
-        fd = sock.fileno() if sock is not None else -1
-        if fd < 0:
-            return True
-        if fd != self._fd:
-            self._poller = poll()
-            self._poller.register(fd, POLLIN)
-            self._fd = fd
-        return bool(self._poller.poll(0))
-
-    def abort(self):
-        transport = self.writer.transport
+    async def wait(self):
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
-            transport.abort()
-        except RuntimeError:          # its event loop is closed: close the socket itself
-            sock = getattr(transport, "_sock", None)
-            if sock is not None:
-                sock.close()
-                try:
-                    transport._sock = None    # closed: nothing left for its __del__ to warn of
-                except AttributeError:
-                    pass
+            await waiter           # a slot handed over by release()
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()     # handed over as we were cancelled: pass it on
+            else:
+                self._waiters.remove(waiter)
+            raise
 
-    def close(self):
-        try:
-            self.writer.close()
-        except RuntimeError:
-            self.abort()
-
-    async def wait_closed(self):
-        try:
-            await self.writer.wait_closed()
-        except Exception:  # noqa: BLE001 - an error while closing changes nothing
-            pass
+    def release(self):
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)     # the slot goes to it, never back to the counter
+                return
+        self.free += 1
 
 
 class _Attempt(object):
@@ -292,7 +223,7 @@ class AsyncClient(ClientCore):
                 conn.abort()
             self._idle = []
             self._loop = loop
-            self._slots = asyncio.Semaphore(self.max_connections)
+            self._slots = _Slots(self.max_connections)
 
     async def _request(self, method, path, body=None, content_type=None, headers=(),
                        timeout=None, idempotent=False):
@@ -306,16 +237,27 @@ class AsyncClient(ClientCore):
         """``_request`` for a request already encoded (``bulkhead._h1.finish_request``'s parts:
         one, unless the body is large)."""
         self._bind_loop()
-        async with self._slots:
+        slots = self._slots
+        if slots.free:
+            slots.free -= 1
+        else:
+            await slots.wait()
+        try:
             attempt = _Attempt()
             if timeout is None:
                 return await self._roundtrip(method, path, request, idempotent, attempt)
             try:
+                if _timeout is not None:      # no task of its own, unlike wait_for
+                    async with _timeout(timeout):
+                        return await self._roundtrip(method, path, request, idempotent,
+                                                     attempt)
                 return await asyncio.wait_for(
                     self._roundtrip(method, path, request, idempotent, attempt), timeout)
             except asyncio.TimeoutError:
-                # wait_for cancelled the round trip, which closed its connection
+                # the timeout cancelled the round trip, which closed its connection
                 raise self._no_answer_in_time(timeout, method, path, attempt.sent) from None
+        finally:
+            slots.release()
 
     async def _roundtrip(self, method, path, request, idempotent, attempt):
         retried = False
@@ -329,9 +271,12 @@ class AsyncClient(ClientCore):
             try:
                 conn.h1.max_body = self.max_response_body   # it may have been changed
                 conn.h1.start_request(method)
-                if await _write_request(conn.writer, request, attempt):   # a write failed at once
+                closed = conn.write_at_once(request)
+                if closed is None:          # a large body: written piece by piece
+                    closed = await conn.write_request(request, attempt)
+                if closed:                  # a write failed at once
                     # ... maybe because the server already answered and closed (a part went out)
-                    early = await conn.early_answer(method)
+                    early = conn.early_answer(method)
                     conn.abort()
                     if early is not None:
                         return early.response.status, early.response, early.body
@@ -341,15 +286,15 @@ class AsyncClient(ClientCore):
                     raise TransportError("cannot send request to bulkhead at %s: the "
                                          "connection closed" % self.url)
                 attempt.sent = True
-                await conn.writer.drain()
+                if conn.must_drain:
+                    await conn.drain()
                 reading = True
                 answer = await conn.read_answer()
             except TooLarge as exc:
                 conn.abort()    # the body was not read: the connection cannot carry more
                 raise self._answer_too_large(method, path, exc) from None
-            except (OSError, EOFError, ValueError, asyncio.LimitOverrunError,
-                    BadResponse) as exc:
-                early = None if reading else await conn.early_answer(method)
+            except (OSError, EOFError, ValueError, BadResponse) as exc:
+                early = None if reading else conn.early_answer(method)
                 conn.abort()
                 if early is not None:
                     return early.response.status, early.response, early.body
@@ -377,22 +322,11 @@ class AsyncClient(ClientCore):
 
     async def _connect(self):
         try:
-            if self._kind == "unix":
-                reader, writer = await asyncio.open_unix_connection(self._where,
-                                                                    limit=HEAD_LIMIT)
-            else:
-                reader, writer = await asyncio.open_connection(self._where[0], self._where[1],
-                                                               limit=HEAD_LIMIT)
+            return await connect(self._kind, self._where, self._generation,
+                                 self.max_response_body)
         except OSError as exc:
             raise TransportError("cannot connect to bulkhead at %s: %s"
                                  % (self.url, _describe(exc))) from exc
-        if self._kind != "unix":
-            sock = writer.get_extra_info("socket")
-            try:   # asyncio sets it too (3.7+); keep it explicit, latency depends on it
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (OSError, AttributeError):
-                pass
-        return _Connection(reader, writer, self._generation, self.max_response_body)
 
 
 class AsyncJobHandle(JobHandleCore):
@@ -439,29 +373,3 @@ class AsyncJobHandle(JobHandleCore):
 
 AsyncClient._handle_class = AsyncJobHandle
 
-
-def _unread(sock):
-    """What the kernel still holds for ``sock``, a transport's socket that stopped reading after
-    a failed write but is not closed yet; never waits (the connection is dead: nothing more
-    comes)."""
-    try:
-        fd = sock.fileno() if sock is not None else -1
-        if fd < 0:
-            return b""
-        copy = socket.socket(fileno=os.dup(fd))
-    except (OSError, ValueError):
-        return b""
-    chunks = []
-    total = 0
-    with copy:
-        copy.setblocking(False)
-        while total < _EARLY_ANSWER_MAX:
-            try:
-                data = copy.recv(65536)
-            except OSError:      # EAGAIN: all of it; ECONNRESET: after all of it
-                break
-            if not data:
-                break
-            chunks.append(data)
-            total += len(data)
-    return b"".join(chunks)
