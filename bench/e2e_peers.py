@@ -524,11 +524,49 @@ def subprocess_throughput(system, payload, duration, launchers=2):
     return sum(count) / (time.perf_counter() - t0)
 
 
+def async_caller_main(url, pool, ntasks):
+    """caller_main with ``ntasks`` asyncio tasks on one ``AsyncClient`` (as many connections)
+    instead of threads: one caller process with ``ntasks`` in flight, without the GIL handoffs
+    of as many threads."""
+    import asyncio
+    payload = ECHO_PAYLOAD
+
+    async def main():
+        async with bulkhead.AsyncClient(url, max_connections=ntasks) as client:
+            await asyncio.gather(*(client.call(pool, payload) for _ in range(ntasks * 5)))
+            print("ready", flush=True)
+            line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            start, end = (float(x) for x in line.split())
+            while time.monotonic() < start:
+                await asyncio.sleep(0.0005)
+            cpu0 = time.process_time()
+
+            async def run():
+                n = 0
+                call, mono = client.call, time.monotonic
+                while True:
+                    await call(pool, payload)
+                    if mono() >= end:
+                        return n
+                    n += 1
+            counts = await asyncio.gather(*(run() for _ in range(ntasks)),
+                                          return_exceptions=True)
+            return counts, time.process_time() - cpu0
+
+    counts, cpu = asyncio.run(main())
+    errors = [repr(c) for c in counts if isinstance(c, BaseException)]
+    jobs = sum(c for c in counts if not isinstance(c, BaseException))
+    print(json.dumps({"jobs": jobs, "cpu_s": cpu, "errors": errors}), flush=True)
+
+
 def caller_main(argv):
-    """--caller URL POOL THREADS: a load-generating process for bulkhead's throughput test.
-    Prints 'ready', reads 'START END' (time.monotonic values) on stdin, runs until END, prints
-    a JSON line with the jobs completed inside [START, END] and this process's CPU seconds."""
+    """--caller URL POOL THREADS [async]: a load-generating process for bulkhead's throughput
+    test.  Prints 'ready', reads 'START END' (time.monotonic values) on stdin, runs until END,
+    prints a JSON line with the jobs completed inside [START, END] and this process's CPU
+    seconds.  With "async": THREADS asyncio tasks on one AsyncClient instead."""
     url, pool, nthreads = argv[0], argv[1], int(argv[2])
+    if argv[3:] == ["async"]:
+        return async_caller_main(url, pool, nthreads)
     payload = ECHO_PAYLOAD
     window = {}
     go = threading.Event()
@@ -583,9 +621,12 @@ def caller_main(argv):
     print(json.dumps({"jobs": sum(counts), "cpu_s": cpu, "errors": errors}), flush=True)
 
 
-def bulkhead_throughput(daemon, procs, threads, duration):
-    """Caller processes x threads, one Client per thread; returns (jobs/s, cpu breakdown)."""
+def bulkhead_throughput(daemon, procs, threads, duration, use_async=False):
+    """Caller processes x threads, one Client per thread (``use_async``: x asyncio tasks on one
+    AsyncClient); returns (jobs/s, cpu breakdown)."""
     argv = [PYTHON, os.path.abspath(__file__), "--caller", daemon.url, ECHO_POOL, str(threads)]
+    if use_async:
+        argv.append("async")
     callers = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True) for _ in range(procs)]
     try:
@@ -830,6 +871,7 @@ def run_all(daemon, cfg, tmpdir):
     rates = {}
     best_runs = []
     one_proc = []   # the data path row: one caller process with 32 in flight, as the peers
+    one_proc_async = []   # ... the same with AsyncClient and 32 tasks
     for rep in range(cfg["tput_repeats"]):
         rate, cpu = bulkhead_throughput(daemon, bprocs, bthreads, cfg["tput_s"])
         best_runs.append((bprocs, bthreads, rate, cpu))
@@ -837,7 +879,11 @@ def run_all(daemon, cfg, tmpdir):
         log("throughput bulkhead %d x %d: %.0f jobs/s" % (bprocs, bthreads, rate))
         rate = bulkhead_throughput(daemon, 1, 32, cfg["tput_s"])[0]
         one_proc.append(rate)
-        log("throughput bulkhead 1 x 32 (one caller process, 32 in flight): %.0f jobs/s" % rate)
+        log("throughput bulkhead 1 x 32 (one caller process, 32 threads): %.0f jobs/s" % rate)
+        rate = bulkhead_throughput(daemon, 1, 32, cfg["tput_s"], use_async=True)[0]
+        one_proc_async.append(rate)
+        log("throughput bulkhead, one caller process, AsyncClient with 32 tasks: %.0f jobs/s"
+            % rate)
         for s in list(systems[1:]):
             try:
                 rate = inflight_throughput(s, ECHO_PAYLOAD, cfg["tput_s"])
@@ -860,7 +906,9 @@ def run_all(daemon, cfg, tmpdir):
     for key, vals in rates.items():
         put(key, tput=sorted(vals)[len(vals) // 2], tput_all=vals)
     put("bulkhead", tput_cfg="%d procs x %d threads" % (bprocs, bthreads),
-        tput_1x32=sorted(one_proc)[len(one_proc) // 2], tput_1x32_all=one_proc)
+        tput_1x32=sorted(one_proc)[len(one_proc) // 2], tput_1x32_all=one_proc,
+        tput_1x32_async=sorted(one_proc_async)[len(one_proc_async) // 2],
+        tput_1x32_async_all=one_proc_async)
     best_runs.sort(key=lambda x: x[2])
     r["tput_tried"], r["tput_best"] = tried, best_runs[len(best_runs) // 2]
     w = wrk_run(daemon, 1, 2 if q else 3, tmpdir)
@@ -1039,13 +1087,15 @@ def report(r, cfg):
     w("")
     w("jobs/s is the median of %d interleaved repeats per system (%s). bulkhead's caller "
       "configuration was picked by a sweep (processes x threads, one Client per thread): %s. "
-      "In the same repeats, bulkhead from one caller process with 32 threads (32 in flight, as "
-      "the in-process peers): %s jobs/s."
+      "In the same repeats, bulkhead from one caller process with 32 in flight, as the "
+      "in-process peers: 32 threads with a Client each %s jobs/s; AsyncClient with 32 tasks %s "
+      "jobs/s."
       % (cfg["tput_repeats"], "; ".join("%s: %s" % (k, ", ".join(fmt(v, 0) for v in
                                                                res[k]["tput_all"]))
                                         for k in ORDER if k in res and "tput_all" in res[k]),
          "; ".join("%dx%d: %.0f/s" % (p, t, x) for p, t, x, _ in r["tput_tried"]),
-         ", ".join(fmt(v, 0) for v in res["bulkhead"]["tput_1x32_all"])))
+         ", ".join(fmt(v, 0) for v in res["bulkhead"]["tput_1x32_all"]),
+         ", ".join(fmt(v, 0) for v in res["bulkhead"]["tput_1x32_async_all"])))
     c = r["tput_best"][3]
     tot = c["daemon_us"] + c["workers_us"] + c["callers_us"]
     w("CPU per job at that configuration (/proc, over the measuring window): daemon %.0f us, "
