@@ -4,6 +4,7 @@
     /usr/bin/python3 bench/large_payloads.py                 # 1, 4, 16, 64 MiB; 5 rounds
     /usr/bin/python3 bench/large_payloads.py --quick         # 1 and 16 MiB; 3 rounds
     /usr/bin/python3 bench/large_payloads.py --results-ab    # only the result-path A/B below
+    /usr/bin/python3 bench/large_payloads.py --payloads-ab   # only the payload-path A/B below
 
 This file owns the large-payload measurement (docs/protocol.md, "Large payloads by memfd"). Three
 daemons (`build/bulkhead serve`, or $BULKHEAD_BIN / --bin), each with two 1-worker pools running
@@ -25,6 +26,10 @@ Then a second table, the result path alone: the ``bytes`` echo of the "memfd" an
 results too" daemons, alternating call by call (200 calls each per size under 8 MiB, 40 from
 8 MiB), medians: what ``memfd_result_threshold`` = 16 MiB buys or costs between 0.5 and 16 MiB.
 Five cold samples per cell, as in the first table, are too few to see a 20% difference.
+
+``--payloads-ab`` measures the payload path the same way instead: the "memfd" and "inline"
+daemons alternating, for the ``bytes`` and the ``memoryview`` handler, 0.5 to 8 MiB (results
+under 16 MiB come back through the socket in both daemons).
 """
 
 import argparse
@@ -139,34 +144,50 @@ def peers():
     return rows
 
 
-def results_ab(daemons, sizes_mib):
-    """The result-path A/B table (see the top of the file), printed."""
+def alternating_ab(daemons, modes, pool, sizes_mib, title, columns):
+    """Two daemons' ``pool`` echo, alternating call by call (200 calls per size under 8 MiB, 40
+    from 8 MiB), medians; one table, printed."""
     import bulkhead
-    pair = [(m, bulkhead.Client(daemons[m].url, max_response_body=100 * MIB))
-            for m in ("memfd", "memfd, results too")]
-    print("\n## Bytes results through the socket (under 16 MiB) or a memfd, A/B\n")
-    print("| size | results by socket under 16 MiB (default) ms | results by memfd ms | change |")
+    pair = [(m, bulkhead.Client(daemons[m].url, max_response_body=100 * MIB)) for m in modes]
+    print("\n## %s, A/B\n" % title)
+    print("| size | %s ms | %s ms | change |" % columns)
     print("|---|---:|---:|---:|")
     for size in sizes_mib:
         payload = os.urandom(int(size * MIB))
         times = {m: [] for m, _ in pair}
         for _, client in pair:
-            assert client.call("echo", payload, timeout=120) == payload
+            assert client.call(pool, payload, timeout=120) == payload
         for i in range(200 if size < 8 else 40):
             for mode, client in (pair if i % 2 else pair[::-1]):
                 t = time.perf_counter()
-                out = client.call("echo", payload, timeout=120)
+                out = client.call(pool, payload, timeout=120)
                 times[mode].append((time.perf_counter() - t) * 1e3)
                 assert out == payload
                 out = None
         a, b = (statistics.median(times[m]) for m, _ in pair)
         print("| %g MiB | %.2f | %.2f | %+.0f%% |" % (size, a, b, (a / b - 1) * 100))
-        log("A/B %g MiB done" % size)
+        log("A/B %s %g MiB done" % (pool, size))
 
 
-def results_ab_then_stop(daemons, sizes_mib):
+def results_ab(daemons, sizes_mib):
+    """The result-path A/B table (see the top of the file), printed."""
+    alternating_ab(daemons, ("memfd", "memfd, results too"), "echo", sizes_mib,
+                   "Bytes results through the socket (under 16 MiB) or a memfd",
+                   ("results by socket under 16 MiB (default)", "results by memfd"))
+
+
+def payloads_ab(daemons, sizes_mib):
+    """The payload-path A/B tables (--payloads-ab): inline against memfd, for a bytes handler
+    and a memoryview handler; results come back through the socket in both (under 16 MiB)."""
+    for pool, kind in (("echo", "bytes"), ("view", "memoryview")):
+        alternating_ab(daemons, ("memfd", "inline"), pool, sizes_mib,
+                       "Payloads by memfd (default) or inline, %s handler" % kind,
+                       ("payload by memfd", "payload inline"))
+
+
+def ab_then_stop(daemons, sizes_mib, ab=results_ab):
     try:
-        results_ab(daemons, sizes_mib)
+        ab(daemons, sizes_mib)
     finally:
         for d in daemons.values():
             d.kill()
@@ -180,6 +201,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--results-ab", action="store_true")
+    ap.add_argument("--payloads-ab", action="store_true")
     args = ap.parse_args()
     sizes = [1, 16] if args.quick else [1, 4, 16, 64]
     rounds = 3 if args.quick else args.rounds
@@ -192,7 +214,9 @@ def main():
                                                   "256KiB")}
     ab_sizes = [1, 4] if args.quick else [0.5, 1, 2, 4, 8, 16]
     if args.results_ab:
-        return results_ab_then_stop(daemons, ab_sizes)
+        return ab_then_stop(daemons, ab_sizes)
+    if args.payloads_ab:
+        return ab_then_stop(daemons, [s for s in ab_sizes if s < 16], payloads_ab)
     import bulkhead
     rows = []
     for mode, d in daemons.items():
@@ -250,7 +274,7 @@ def main():
     print("\nDaemon CPU per call (all sizes together): %s. Daemon peak RSS (VmHWM) at the end: "
           "%s." % (", ".join("%s %.1f ms" % (m, cpu[m]) for m in daemons),
                    ", ".join("%s %.1f MB" % (m, hwm[m]) for m in daemons)))
-    return results_ab_then_stop(daemons, ab_sizes)
+    return ab_then_stop(daemons, ab_sizes)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ _DIRECT_FROM = 256 * 1024      # a body still due of this size or more is read i
 # made a 64 MiB call 1.5x slower.
 _WRITE_PIECE = 256 * 1024
 _EARLY_ANSWER_MAX = 1 << 20     # an early answer is a short problem document
-_LOST = ConnectionResetError("the connection closed")
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -50,7 +49,7 @@ class Connection(asyncio.BufferedProtocol):
         self._write_paused = False
         self._read_paused = False
         self._drain_waiter = None
-        self._lost = None             # the exception (or _LOST) once the connection is gone
+        self._lost = None             # the exception once the connection is gone
         self._closed = None           # future set by connection_lost (wait_closed)
         self._poller = None
         self._fd = -1
@@ -96,7 +95,8 @@ class Connection(asyncio.BufferedProtocol):
         return True
 
     def connection_lost(self, exc):
-        self._lost = exc if exc is not None else _LOST
+        # A fresh exception per connection: one raised again and again would grow its traceback.
+        self._lost = exc if exc is not None else ConnectionResetError("the connection closed")
         if not self.h1.ended:
             self._end()
         waiter = self._drain_waiter
