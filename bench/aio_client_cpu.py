@@ -27,6 +27,7 @@ import time
 
 import benchlib
 from benchlib import ROOT, git_desc, loadavg, machine_line
+from client_overhead import _RawAnswers as RawAnswers   # the same raw client as there
 
 sys.path.insert(0, os.path.join(ROOT, "python"))
 import bulkhead  # noqa: E402
@@ -65,26 +66,6 @@ class AnsweringTransport(object):
         pass
 
     abort = close
-
-
-class RawAnswers(asyncio.Protocol):
-    def __init__(self):
-        self.buf = b""
-        self.waiter = None
-
-    def data_received(self, data):
-        self.buf += data
-        buf = self.buf
-        end = buf.find(b"\r\n\r\n")
-        if end < 0 or self.waiter is None:
-            return
-        i = buf.find(b"Content-Length:", 0, end)
-        body_end = end + 4 + int(buf[i + 15:buf.find(b"\r\n", i)])
-        if len(buf) < body_end:
-            return
-        self.waiter.set_result(buf[end + 4:body_end])
-        self.buf = buf[body_end:]
-        self.waiter = None
 
 
 class RawTransport(AnsweringTransport):
