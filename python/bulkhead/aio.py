@@ -83,7 +83,10 @@ class _Slots(object):
             if waiter.done() and not waiter.cancelled():
                 self.release()     # handed over as we were cancelled: pass it on
             else:
-                self._waiters.remove(waiter)
+                try:
+                    self._waiters.remove(waiter)
+                except ValueError:
+                    pass           # a release() already dropped it, cancelled, from the line
             raise
 
     def release(self):

@@ -295,4 +295,14 @@ def test_slots_go_first_come_first_served_and_survive_cancellation():
         with pytest.raises(asyncio.CancelledError):
             await third
         assert slots.free == 1 and order == ["second"]   # its slot came back
+        slots.free -= 1
+        fourth = asyncio.ensure_future(take("fourth"))
+        fifth = asyncio.ensure_future(take("fifth"))
+        await asyncio.sleep(0)
+        fourth.cancel()                               # cancelled, and before it runs again ...
+        slots.release()                               # ... a release drops it from the line
+        with pytest.raises(asyncio.CancelledError):
+            await fourth
+        await asyncio.wait_for(fifth, WAIT)
+        assert order == ["second", "fifth"] and slots.free == 0
     asyncio.run(main())
