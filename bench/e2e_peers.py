@@ -25,10 +25,11 @@ on a 2-core machine; compare ratios within one run, not absolute times across ru
 
 Data path targets (bench/data_path_table.py): a second table after the targets, bulkhead vs the
 best pool peer per metric, with echo throughput from ONE caller process with 32 in flight (32
-threads, a Client each), and the CNN's time outside the handler (the handler times itself:
-bench_handlers.cnn_timed).  --with-scaling runs bench/dispatch_scaling.py --workers 2,256 and
---with-zygote bench/zygote.py --latency-only for two more rows, after the rest.  The exit status
-follows the first targets only, unless --data-path-targets-strict.
+threads with a Client each, and one AsyncClient with 32 tasks), and the CNN's time outside the
+handler (the handler times itself: bench_handlers.cnn_timed).  --with-scaling runs
+bench/dispatch_scaling.py --workers 2,256 and --with-zygote bench/zygote.py --latency-only for
+two more rows, after the rest.  The exit status follows the first targets only, unless
+--data-path-targets-strict.
 
 Profiling rows (not peers): the same daemon driven by a raw-socket Python client (no http.client)
 and, if /usr/bin/wrk is installed (Debian package ``wrk``), by wrk, a C load generator: they
@@ -37,52 +38,40 @@ workers and the callers is measured during bulkhead's throughput runs from /proc
 
 The bench starts its own daemon (build/bulkhead serve) on a temp config listening on a free
 127.0.0.1 port, waits for /healthz, and stops it with SIGTERM at the end.
+
+This file owns the run (the daemon, the order of the measurements, the results); the systems
+under test are bench/e2e_systems.py's, the load generators (and bulkhead's caller processes)
+bench/e2e_load.py's, and the report bench/e2e_report.py's.
 """
 
 import argparse
-import concurrent.futures
 import json
-import multiprocessing
 import os
-import re
 import shutil
 import signal
-import socket
-import struct
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import benchlib
 import data_path_table
-from benchlib import (BIN, HANDLERS, MIB, PYTHON, ROOT, cpu_seconds_sum, fmt, git_desc,
-                      loadavg, log, machine_line, pct, proc_status_kb)
+from benchlib import (BIN, HANDLERS, MIB, PYTHON, ROOT, git_desc, loadavg, log, machine_line,
+                      pct, proc_status_kb)
 
 sys.path.insert(0, os.path.join(ROOT, "python"))
 sys.path.insert(0, HANDLERS)
 
-import bulkhead  # noqa: E402
 import bench_handlers as bh  # noqa: E402  (imports no torch at module level)
+import e2e_systems  # noqa: E402
+from e2e_load import (bulkhead_throughput, inflight_throughput, sequential_latency,  # noqa: E402
+                      subprocess_throughput, wrk_run)
+from e2e_report import report  # noqa: E402
+from e2e_systems import (CNN_PAYLOAD, CNN_POOL, ECHO_PAYLOAD, ECHO_POOL,  # noqa: E402
+                         ECHO_SUBPROCESS, LIVE, READY_DEADLINE_S, BulkheadSys, CelerySys,
+                         MpPoolSys, PeerHung, RawSocketSys, SubprocessSys, TimedSys, close_all,
+                         have_loky, make_loky, make_ppe, make_ppe_spawn, rss_mb)
 
 benchlib.set_log_tag("bench")
-ECHO_PAYLOAD = bytes(range(100))
-CNN_PAYLOAD = bytes((i * 7 + 3) % 256 for i in range(bh.PAYLOAD_BYTES))
-READY_DEADLINE_S = 180     # CNN workers import torch, on a busy 2-core machine
-ECHO_POOL = "echo"
-CNN_POOL = "cnn"
-
-
-# -- small helpers ------------------------------------------------------------------------------
-
-def rss_mb(pids):
-    vals = [proc_status_kb(p, "VmRSS") for p in pids]
-    if not pids or any(v is None for v in vals):
-        return None
-    return sum(vals) / 1024.0
-
-
 # -- the bulkhead daemon ------------------------------------------------------------------------
 
 CONFIG = """\
@@ -131,582 +120,7 @@ class Daemon(benchlib.Daemon):
         return pools
 
 
-# -- systems under test: one sequential-call function each -------------------------------------
-
-class BulkheadSys:
-    name = "bulkhead (Python client, HTTP keep-alive)"
-    key = "bulkhead"
-
-    def __init__(self, daemon, pool):
-        self.daemon, self.pool = daemon, pool
-        self.client = bulkhead.Client(daemon.url)
-
-    def call(self, payload):
-        return self.client.call(self.pool, payload)
-
-    def worker_pids(self):
-        return self.daemon.worker_pids(self.pool)
-
-    def close(self):
-        self.client.close()
-
-
-class TimedSys:
-    """A CNN system whose handler appends its own time (bench_handlers.timed_infer): call()
-    returns the logits alone and keeps the in-handler seconds in .inner; the rest is the
-    wrapped system's."""
-
-    def __init__(self, system):
-        self.s, self.key, self.name = system, system.key, system.name
-        self.inner = []
-
-    def call(self, payload):
-        out = self.s.call(payload)
-        self.inner.append(struct.unpack_from("<d", out, len(out) - bh.TIMED_TRAILER)[0])
-        return out[:-bh.TIMED_TRAILER]
-
-    def __getattr__(self, attr):
-        return getattr(self.s, attr)
-
-
-class RawSocketSys:
-    """Profiling: the same HTTP request over a raw keep-alive socket, minimal parsing (no
-    http.client): what is left is the daemon, the worker and the kernel."""
-    name = "bulkhead, raw-socket Python client (profiling)"
-    key = "bulkhead-raw"
-
-    def __init__(self, daemon, pool):
-        sock = socket.create_connection((daemon.host, daemon.port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.conn = benchlib.RawJobConnection(sock, pool)
-        self.call = self.conn.call
-        self.close = self.conn.close
-
-
-class PeerHung(Exception):
-    """A peer stopped answering (no job finished for STALL_S seconds)."""
-
-
-STALL_S = 15.0     # --quick: 5
-LIVE = []   # pool peers not closed yet: killed on the way out, whatever happens
-
-
-class ExecutorSys:
-    """concurrent.futures-like executors: ProcessPoolExecutor, loky."""
-
-    def __init__(self, name, key, executor, fn, warm_payload):
-        self.name, self.key, self.ex, self.fn = name, key, executor, fn
-        LIVE.append(self)
-        # start both workers (and their initializers) before measuring
-        futs = [self.ex.submit(fn, warm_payload) for _ in range(64)]
-        for f in futs:
-            f.result(timeout=READY_DEADLINE_S)
-
-    def call(self, payload):
-        try:
-            return self.ex.submit(self.fn, payload).result(timeout=STALL_S)
-        except concurrent.futures.TimeoutError:
-            raise PeerHung("no answer within %g s" % STALL_S) from None
-
-    def submit_cb(self, payload, cb):
-        self.ex.submit(self.fn, payload).add_done_callback(cb)
-
-    def worker_pids(self):
-        procs = getattr(self.ex, "_processes", None) or {}
-        return [p.pid for p in procs.values()]
-
-    def close(self):
-        if self in LIVE:
-            LIVE.remove(self)
-        self.ex.shutdown(wait=True)
-
-    def kill(self):
-        """After a hang: SIGKILL the workers and abandon the executor."""
-        if self in LIVE:
-            LIVE.remove(self)
-        for pid in self.worker_pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        try:
-            self.ex.shutdown(wait=False, cancel_futures=True)
-        except Exception:
-            pass
-
-
-class MpPoolSys:
-    name = "multiprocessing.Pool"
-    key = "mp.Pool"
-
-    def __init__(self, fn, warm_payload, initializer=None):
-        self.pool = multiprocessing.Pool(2, initializer=initializer)
-        self.fn = fn
-        LIVE.append(self)
-        for r in [self.pool.apply_async(fn, (warm_payload,)) for _ in range(64)]:
-            r.get(READY_DEADLINE_S)
-
-    def call(self, payload):
-        try:
-            return self.pool.apply_async(self.fn, (payload,)).get(STALL_S)
-        except multiprocessing.TimeoutError:
-            raise PeerHung("no answer within %g s" % STALL_S) from None
-
-    def submit_cb(self, payload, cb):
-        self.pool.apply_async(self.fn, (payload,), callback=cb, error_callback=cb)
-
-    def worker_pids(self):
-        return [p.pid for p in self.pool._pool]
-
-    def close(self):
-        if self in LIVE:
-            LIVE.remove(self)
-        self.pool.close()
-        self.pool.join()
-
-    def kill(self):
-        if self in LIVE:
-            LIVE.remove(self)
-        self.pool.terminate()
-
-
-class CelerySys:
-    """Optional peer: Celery 5 prefork (2 children) with Redis as broker and result backend, as
-    Debian packages them (python3-celery, python3-redis, redis-server).  The bench starts its own
-    redis-server on a unix socket in the temp dir and its own `celery worker`."""
-    name = "Celery prefork + Redis (optional)"
-    key = "celery"
-    redis = None
-
-    @staticmethod
-    def missing():
-        import importlib.util
-        if not shutil.which("redis-server"):
-            return "redis-server not installed"
-        for mod in ("celery", "redis"):
-            if importlib.util.find_spec(mod) is None:
-                return "python3-%s not installed" % mod
-        return None
-
-    @classmethod
-    def start_redis(cls, tmpdir):
-        cls.sock = os.path.join(tmpdir, "redis.sock")
-        cls.redis = subprocess.Popen(
-            ["redis-server", "--port", "0", "--unixsocket", cls.sock, "--save", "",
-             "--appendonly", "no", "--loglevel", "warning"],
-            stdout=open(os.path.join(tmpdir, "redis.log"), "wb"), stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while not os.path.exists(cls.sock):
-            if time.monotonic() > deadline or cls.redis.poll() is not None:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.02)
-        os.environ["BENCH_CELERY_REDIS"] = cls.sock
-
-    @classmethod
-    def stop_redis(cls):
-        if cls.redis is not None and cls.redis.poll() is None:
-            cls.redis.terminate()
-            cls.redis.wait(10)
-
-    def __init__(self, tmpdir, cnn):
-        import bench_celery
-        self.bc = bench_celery
-        self.fn = bench_celery.cnn if cnn else bench_celery.echo
-        env = dict(os.environ, C_FORCE_ROOT="1", BENCH_CELERY_CNN="1" if cnn else "0",
-                   PYTHONPATH=HANDLERS, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "celery", "-A", "bench_celery", "worker", "--pool=prefork", "-c", "2",
-             "--loglevel=WARNING", "-n", "bench%d@localhost" % os.getpid()],
-            cwd=HANDLERS, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-            stdout=open(os.path.join(tmpdir, "celery.log"), "ab"), stderr=subprocess.STDOUT)
-        LIVE.append(self)
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while True:   # until both children answer (and, for the CNN, built the model)
-            try:
-                self.bc.pid.delay().get(timeout=5)
-                if len(self.worker_pids()) >= 2:
-                    break
-            except Exception:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("celery worker did not start")
-        for res in [self.fn.delay(bh.PAYLOAD_BYTES * b"\0" if cnn else ECHO_PAYLOAD)
-                    for _ in range(8)]:
-            res.get(timeout=READY_DEADLINE_S)
-
-    def call(self, payload):
-        import celery.exceptions
-        try:
-            return self.fn.delay(payload).get(timeout=STALL_S)
-        except celery.exceptions.TimeoutError:
-            raise PeerHung("no answer within %g s" % STALL_S) from None
-
-    def throughput(self, payload, duration, inflight=32):
-        """A window of `inflight` jobs: submit, wait for the oldest, submit the next."""
-        from collections import deque
-        window = deque()
-        done = 0
-        t0 = time.perf_counter()
-        end = t0 + duration
-        while True:
-            now = time.perf_counter()
-            if now < end:
-                while len(window) < inflight:
-                    window.append(self.fn.delay(payload))
-            elif not window:
-                break
-            window.popleft().get(timeout=STALL_S)
-            done += 1
-        return done / (time.perf_counter() - t0)
-
-    def worker_pids(self):
-        """The prefork children (processes whose parent is the celery main process)."""
-        kids = []
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    with open("/proc/%s/stat" % d) as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                            kids.append(int(d))
-                except (OSError, ValueError, IndexError):
-                    pass
-        return kids
-
-    def main_rss_mb(self):
-        return rss_mb([self.proc.pid])
-
-    def close(self):
-        if self in LIVE:
-            LIVE.remove(self)
-        self.proc.terminate()   # warm shutdown
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def kill(self):
-        if self in LIVE:
-            LIVE.remove(self)
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
-ECHO_SUBPROCESS = "import sys; sys.stdout.buffer.write(sys.stdin.buffer.read())"
-
-
-class SubprocessSys:
-    name = "fresh subprocess per job"
-    key = "subprocess"
-
-    def __init__(self, argv):
-        self.argv = argv
-        self.reports = []   # "BENCH k=v ..." lines the CNN script writes on stderr
-
-    def call(self, payload):
-        r = subprocess.run(self.argv, input=payload, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, check=True, cwd=HANDLERS)
-        for line in r.stderr.decode("utf-8", "replace").splitlines():
-            if line.startswith("BENCH "):
-                self.reports.append(dict(kv.split("=", 1) for kv in line.split()[1:]))
-        return r.stdout
-
-    def close(self):
-        pass
-
-
-def have_loky():
-    try:
-        import importlib.util
-        return importlib.util.find_spec("joblib.externals.loky") is not None
-    except ImportError:
-        return False
-
-
-def make_loky(fn, warm_payload, initializer=None):
-    from joblib.externals import loky
-    ex = loky.get_reusable_executor(max_workers=2, timeout=3600, initializer=initializer,
-                                    reuse=False)
-    return ExecutorSys("loky (joblib.externals.loky, optional)", "loky", ex, fn, warm_payload)
-
-
-def make_ppe(fn, warm_payload, initializer=None):
-    ex = concurrent.futures.ProcessPoolExecutor(2, initializer=initializer)
-    return ExecutorSys("ProcessPoolExecutor (fork)", "PPE", ex, fn, warm_payload)
-
-
-def make_ppe_spawn(fn, warm_payload, initializer=None):
-    ex = concurrent.futures.ProcessPoolExecutor(
-        2, mp_context=multiprocessing.get_context("spawn"), initializer=initializer,
-        max_tasks_per_child=1000)
-    return ExecutorSys("PPE, spawn, max_tasks_per_child=1000", "PPE-spawn", ex, fn,
-                       warm_payload)
-
-
-# -- measurements -------------------------------------------------------------------------------
-
-def sequential_latency(systems, payload, n, rounds, check=None, hung=None, warm=True):
-    """Interleaved rounds of n/rounds sequential calls per system; returns {key: [seconds]}.
-    A system that hangs (PeerHung) is killed, noted in ``hung`` and left out of later rounds."""
-    per = max(1, n // rounds)
-    samples = {s.key: [] for s in systems}
-    active = list(systems)
-    for _ in range(rounds):
-        for s in list(active):
-            acc = samples[s.key]
-            clock = time.perf_counter
-            try:
-                if warm:  # one unmeasured call: wake the path up after the other systems
-                    out = s.call(payload)
-                    if check is not None and not check(out):
-                        raise RuntimeError("%s returned a wrong result" % s.name)
-                for _ in range(per):
-                    t = clock()
-                    out = s.call(payload)
-                    acc.append(clock() - t)
-                    if not warm and check is not None and not check(out):
-                        raise RuntimeError("%s returned a wrong result" % s.name)
-            except PeerHung as exc:
-                log("%s HUNG during sequential calls: %s" % (s.key, exc))
-                if hung is not None:
-                    hung[s.key] = "hung after %d sequential calls" % len(acc)
-                active.remove(s)
-                s.kill()
-    return samples
-
-
-def inflight_throughput(system, payload, duration, inflight=32):
-    """Keep `inflight` jobs outstanding for `duration` seconds; jobs/s over the whole run."""
-    sem = threading.BoundedSemaphore(inflight)
-    done = [0]
-    lock = threading.Lock()
-
-    def cb(_):
-        with lock:
-            done[0] += 1
-        sem.release()
-
-    t0 = time.perf_counter()
-    end = t0 + duration
-    submitted = 0
-    while time.perf_counter() < end:
-        if not sem.acquire(timeout=STALL_S):
-            raise PeerHung("no job finished for %g s, %d of %d done"
-                           % (STALL_S, done[0], submitted))
-        system.submit_cb(payload, cb)
-        submitted += 1
-    for _ in range(inflight):  # wait for the outstanding ones
-        if not sem.acquire(timeout=STALL_S):
-            raise PeerHung("no job finished for %g s, %d of %d done"
-                           % (STALL_S, done[0], submitted))
-    elapsed = time.perf_counter() - t0
-    for _ in range(inflight):
-        sem.release()
-    return done[0] / elapsed
-
-
-def subprocess_throughput(system, payload, duration, launchers=2):
-    count = [0] * launchers
-    end = time.perf_counter() + duration
-
-    def run(i):
-        while time.perf_counter() < end:
-            system.call(payload)
-            count[i] += 1
-
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(launchers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(count) / (time.perf_counter() - t0)
-
-
-def async_caller_main(url, pool, ntasks):
-    """caller_main with ``ntasks`` asyncio tasks on one ``AsyncClient`` (as many connections)
-    instead of threads: one caller process with ``ntasks`` in flight, without the GIL handoffs
-    of as many threads."""
-    import asyncio
-    payload = ECHO_PAYLOAD
-
-    async def main():
-        async with bulkhead.AsyncClient(url, max_connections=ntasks) as client:
-            await asyncio.gather(*(client.call(pool, payload) for _ in range(ntasks * 5)))
-            print("ready", flush=True)
-            line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-            start, end = (float(x) for x in line.split())
-            while time.monotonic() < start:
-                await asyncio.sleep(0.0005)
-            cpu0 = time.process_time()
-
-            async def run():
-                n = 0
-                call, mono = client.call, time.monotonic
-                while True:
-                    await call(pool, payload)
-                    if mono() >= end:
-                        return n
-                    n += 1
-            counts = await asyncio.gather(*(run() for _ in range(ntasks)),
-                                          return_exceptions=True)
-            return counts, time.process_time() - cpu0
-
-    counts, cpu = asyncio.run(main())
-    errors = [repr(c) for c in counts if isinstance(c, BaseException)]
-    jobs = sum(c for c in counts if not isinstance(c, BaseException))
-    print(json.dumps({"jobs": jobs, "cpu_s": cpu, "errors": errors}), flush=True)
-
-
-def caller_main(argv):
-    """--caller URL POOL THREADS [async]: a load-generating process for bulkhead's throughput
-    test.  Prints 'ready', reads 'START END' (time.monotonic values) on stdin, runs until END,
-    prints a JSON line with the jobs completed inside [START, END] and this process's CPU
-    seconds.  With "async": THREADS asyncio tasks on one AsyncClient instead."""
-    url, pool, nthreads = argv[0], argv[1], int(argv[2])
-    if argv[3:] == ["async"]:
-        return async_caller_main(url, pool, nthreads)
-    payload = ECHO_PAYLOAD
-    window = {}
-    go = threading.Event()
-    counts = [0] * nthreads
-    errors = []
-    ready = threading.Barrier(nthreads + 1)
-
-    def run(i):
-        try:
-            c = bulkhead.Client(url)
-            for _ in range(5):
-                c.call(pool, payload)
-            ready.wait()
-            go.wait()
-            start, end = window["start"], window["end"]
-            while time.monotonic() < start:
-                time.sleep(0.0005)
-            n = 0
-            call, mono = c.call, time.monotonic
-            while True:
-                call(pool, payload)
-                now = mono()
-                if now >= end:
-                    break
-                n += 1
-            counts[i] = n
-            c.close()
-        except Exception as exc:  # report, don't hang the barrier
-            errors.append(repr(exc))
-            try:
-                ready.abort()
-            except Exception:
-                pass
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(nthreads)]
-    for t in threads:
-        t.start()
-    try:
-        ready.wait()
-    except threading.BrokenBarrierError:
-        pass
-    print("ready", flush=True)
-    line = sys.stdin.readline().split()
-    window["start"], window["end"] = float(line[0]), float(line[1])
-    go.set()
-    while time.monotonic() < window["start"]:
-        time.sleep(0.001)
-    cpu0 = time.process_time()
-    for t in threads:
-        t.join()
-    cpu = time.process_time() - cpu0
-    print(json.dumps({"jobs": sum(counts), "cpu_s": cpu, "errors": errors}), flush=True)
-
-
-def bulkhead_throughput(daemon, procs, threads, duration, use_async=False):
-    """Caller processes x threads, one Client per thread (``use_async``: x asyncio tasks on one
-    AsyncClient); returns (jobs/s, cpu breakdown)."""
-    argv = [PYTHON, os.path.abspath(__file__), "--caller", daemon.url, ECHO_POOL, str(threads)]
-    if use_async:
-        argv.append("async")
-    callers = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                text=True) for _ in range(procs)]
-    try:
-        for c in callers:
-            if c.stdout.readline().strip() != "ready":
-                raise RuntimeError("a caller process did not start")
-        start = time.monotonic() + 0.2
-        end = start + duration
-        for c in callers:
-            c.stdin.write("%r %r\n" % (start, end))
-            c.stdin.flush()
-        wpids = daemon.worker_pids(ECHO_POOL)
-        while time.monotonic() < start:
-            time.sleep(0.001)
-        d0, w0 = cpu_seconds_sum([daemon.pid]), cpu_seconds_sum(wpids)
-        while time.monotonic() < end:
-            time.sleep(0.005)
-        d1, w1 = cpu_seconds_sum([daemon.pid]), cpu_seconds_sum(wpids)
-        jobs, ccpu, errors = 0, 0.0, []
-        for c in callers:
-            r = json.loads(c.stdout.readline())
-            jobs += r["jobs"]
-            ccpu += r["cpu_s"]
-            errors += r["errors"]
-        for c in callers:
-            c.wait(30)
-    finally:
-        for c in callers:
-            if c.poll() is None:
-                c.kill()
-                c.wait()
-    if errors:
-        raise RuntimeError("caller errors: %s" % errors[:3])
-    rate = jobs / duration
-    per_job_us = lambda s: s / max(jobs, 1) * 1e6  # noqa: E731
-    return rate, {"daemon_us": per_job_us(d1 - d0), "workers_us": per_job_us(w1 - w0),
-                  "callers_us": per_job_us(ccpu)}
-
-
-def wrk_run(daemon, conns, duration, tmpdir):
-    """wrk (C) against the same endpoint: requests/s, p50/p99 ms, and the daemon's CPU time per
-    request over the run (utime+stime from /proc)."""
-    if not shutil.which("wrk"):
-        return None
-    script = os.path.join(tmpdir, "post.lua")
-    with open(script, "w") as f:
-        f.write('wrk.method = "POST"\nwrk.body = string.rep("x", %d)\n'
-                'wrk.headers["Content-Type"] = "application/octet-stream"\n'
-                'done = function(summary, latency, requests)\n'
-                '  io.write(string.format("LAT %%d %%d\\n", latency:percentile(50), '
-                'latency:percentile(99)))\n'
-                '  io.write(string.format("ERR %%d\\n", summary.errors.status))\nend\n'
-                % len(ECHO_PAYLOAD))
-    cpu0 = cpu_seconds_sum([daemon.pid])
-    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, "--timeout", "60s",
-                          "-s", script, "%s/v1/pools/%s/jobs" % (daemon.url, ECHO_POOL)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
-    cpu = cpu_seconds_sum([daemon.pid]) - cpu0
-    rps = re.search(r"Requests/sec:\s*([0-9.]+)", out)
-    n = re.search(r"(\d+) requests in", out)
-    lat = re.search(r"LAT (\d+) (\d+)", out)
-    err = re.search(r"ERR (\d+)", out)
-    if not rps:
-        return None
-    return {"rps": float(rps.group(1)),
-            "p50": int(lat.group(1)) / 1000.0 if lat else None,
-            "p99": int(lat.group(2)) / 1000.0 if lat else None,
-            "non2xx": int(err.group(1)) if err else None,
-            "daemon_us": cpu / int(n.group(1)) * 1e6 if n and int(n.group(1)) else None}
-
-
 # -- main ---------------------------------------------------------------------------------------
-
-def close_all(systems):
-    for s in systems:
-        try:
-            s.close()
-        except Exception as exc:
-            log("closing %s: %r" % (s.key, exc))
-
 
 def main():
     import faulthandler
@@ -726,9 +140,8 @@ def main():
                     help="a missed data path target fails the run too (exit status 1)")
     args = ap.parse_args()
     q = args.quick
-    global STALL_S
     if q:
-        STALL_S = 5.0
+        e2e_systems.STALL_S = 5.0
     cfg = {
         "quick": q, "bin": os.path.abspath(args.bin),
         "echo_n": 1500 if q else 8000, "rounds": 3 if q else 8,
@@ -1035,124 +448,10 @@ def run_all(daemon, cfg, tmpdir):
     return r
 
 
-ORDER = ["subprocess", "PPE", "PPE-spawn", "mp.Pool", "loky", "celery", "bulkhead", "bulkhead-raw",
-         "wrk"]
-
-
-def report(r, cfg):
-    res, names, hung = r["res"], r["names"], r["hung"]
-    out = []
-    w = out.append
-    w("## bulkhead vs peers, %s run" % ("quick" if cfg["quick"] else "full"))
-    w("")
-    w("Machine: %s. Load average at start %s, at end %s." % (machine_line(), cfg["load_start"],
-                                                            cfg["load_end"]))
-    w("Daemon: %s; repo at %s." % (cfg["bin_desc"], cfg["git"]))
-    w("")
-    w("| system | echo p50 / p99 ms | jobs/s | 1 MiB / 64 MiB round trip ms | warm CNN p50 ms "
-      "| idle RSS of 2 warm workers MB (echo / CNN) |")
-    w("|---|---|---|---|---|---|")
-    for key in ORDER:
-        if key not in res:
-            continue
-        x = res[key]
-        bigs = "%s / %s" % (fmt(x.get("mib"), 1), fmt(x.get("big"), 0))
-        if key == "subprocess":
-            rss = "0 (%s per job)" % fmt(r["sub_peak_mb"], 0)
-            cnn = "%s (import torch %.1f s)" % (fmt(x.get("cnn_p50")), r["import_torch_s"])
-        else:
-            rss = "%s / %s" % (fmt(r["echo_worker_rss"].get(key), 0),
-                               fmt(r["cnn_worker_rss"].get(key), 0))
-            cnn = fmt(x.get("cnn_p50"))
-        tput = fmt(x.get("tput"), 0)
-        if x.get("tput_cfg"):
-            tput += " (%s)" % x["tput_cfg"]
-        elif key in ("PPE", "PPE-spawn", "mp.Pool", "loky", "celery") and x.get("tput"):
-            tput += " (32 in flight)"
-        elif key == "subprocess":
-            tput += " (2 launchers)"
-        if key in ("bulkhead-raw", "wrk"):
-            rss = bigs = cnn = "-"
-        name = names.get(key) or key
-        if key in hung:
-            name += " **[%s]**" % hung[key]
-        w("| %s | %s / %s | %s | %s | %s | %s |" % (
-            name, fmt(x.get("echo_p50"), 3), fmt(x.get("echo_p99"), 3), tput, bigs, cnn, rss))
-    w("")
-    w("bulkhead supervisor (daemon) RSS: %.1f MB idle after start; %.1f MB after the echo, "
-      "throughput and CNN runs (VmHWM %.1f); %.1f MB at the end, after the 1 MiB%s round trips "
-      "(VmHWM %.1f). SIGTERM to exit: %.2f s (exit status %s)."
-      % (r["sup_rss_start"], r["sup_rss_runs"], r["sup_hwm_runs"], r["sup_rss_end"],
-         " and 64 MiB" if cfg["big_n"] else "", r["sup_hwm_end"], r["stop"][1], r["stop"][0]))
-    w("")
-    w("jobs/s is the median of %d interleaved repeats per system (%s). bulkhead's caller "
-      "configuration was picked by a sweep (processes x threads, one Client per thread): %s. "
-      "In the same repeats, bulkhead from one caller process with 32 in flight, as the "
-      "in-process peers: 32 threads with a Client each %s jobs/s; AsyncClient with 32 tasks %s "
-      "jobs/s."
-      % (cfg["tput_repeats"], "; ".join("%s: %s" % (k, ", ".join(fmt(v, 0) for v in
-                                                               res[k]["tput_all"]))
-                                        for k in ORDER if k in res and "tput_all" in res[k]),
-         "; ".join("%dx%d: %.0f/s" % (p, t, x) for p, t, x, _ in r["tput_tried"]),
-         ", ".join(fmt(v, 0) for v in res["bulkhead"]["tput_1x32_all"]),
-         ", ".join(fmt(v, 0) for v in res["bulkhead"]["tput_1x32_async_all"])))
-    c = r["tput_best"][3]
-    tot = c["daemon_us"] + c["workers_us"] + c["callers_us"]
-    w("CPU per job at that configuration (/proc, over the measuring window): daemon %.0f us, "
-      "its 2 workers %.0f us, caller processes %.0f us; total %.0f us, i.e. at most %.0f jobs/s "
-      "on %d cores." % (c["daemon_us"], c["workers_us"], c["callers_us"], tot,
-                        os.cpu_count() * 1e6 / tot if tot else 0, os.cpu_count()))
-    if r.get("wrk_runs"):
-        w("")
-        w("Daemon CPU per job vs connections (wrk; each connection has one job queued or "
-          "running, so connections - 2 jobs wait in the queue): " + "; ".join(
-              "%d conns: %s req/s, %s us" % (c, fmt(x, 0), fmt(d, 0))
-              for c, x, d in r["wrk_runs"]) + ".")
-    if r.get("celery_main_echo") is not None:
-        w("")
-        w("Celery's main worker process (not counted above): %s MB (echo), %s MB (CNN); plus "
-          "redis-server." % (fmt(r.get("celery_main_echo"), 0), fmt(r.get("celery_main_cnn"), 0)))
-    for line in r["notes"]:
-        w("")
-        w("Note: " + line)
-
-    b, p, sub = res["bulkhead"], res["PPE"], res["subprocess"]
-    speedup = sub["cnn_p50"] / b["cnn_p50"]
-    targets = [
-        ("echo p50 <= 1.5x ProcessPoolExecutor's",
-         "%.3f ms vs %.3f ms = %.2fx (limit 1.5x)" % (b["echo_p50"], p["echo_p50"],
-                                                      b["echo_p50"] / p["echo_p50"]),
-         b["echo_p50"] <= 1.5 * p["echo_p50"]),
-        (">= 5,000 echo jobs/s", "%s jobs/s (%s), %.2fx the target"
-         % (fmt(b["tput"], 0), b["tput_cfg"], b["tput"] / 5000.0), b["tput"] >= 5000),
-        ("warm inference >= 50x faster than subprocess-per-job",
-         "%.0f ms / %.2f ms = %.0fx" % (sub["cnn_p50"], b["cnn_p50"], speedup), speedup >= 50),
-        ("supervisor RSS <= 20 MB after the echo, throughput and CNN runs",
-         "%.1f MB (VmHWM %.1f)" % (r["sup_rss_runs"], r["sup_hwm_runs"]),
-         r["sup_rss_runs"] <= 20),
-        ("supervisor RSS <= 20 MB after the large-payload runs (1 MiB%s)"
-         % (", 64 MiB" if cfg["big_n"] else ""),
-         "%.1f MB retained, idle, connections closed (VmHWM %.1f)"
-         % (r["sup_rss_end"], r["sup_hwm_end"]), r["sup_rss_end"] <= 20),
-    ]
-    w("")
-    w("| target | measured | result |")
-    w("|---|---|---|")
-    for name, measured, ok in targets:
-        w("| %s | %s | %s |" % (name, measured, "PASS" if ok else "MISS"))
-    lines, dp_ok = data_path_table.table(r, cfg)
-    w("")
-    out.extend(lines)
-    return "\n".join(out), all(ok for _, _, ok in targets), dp_ok
-
-
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--caller":
-        caller_main(sys.argv[2:])
-    else:
-        rc = main()
-        # An executor abandoned after a hang (PPE with max_tasks_per_child) would block the
-        # interpreter's exit joining its manager thread: leave without waiting for it.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(rc)
+    rc = main()
+    # An executor abandoned after a hang (PPE with max_tasks_per_child) would block the
+    # interpreter's exit joining its manager thread: leave without waiting for it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
