@@ -11,7 +11,7 @@ daemons (`build/bulkhead serve`, or $BULKHEAD_BIN / --bin), each with two 1-work
 bench/handlers/bench_handlers.py's ``echo`` (payload as ``bytes``) and ``echo_view`` (payload as
 a ``memoryview``): "inline" with ``memfd_threshold = "0"`` (every payload inline in the
 socketpair, as before memfds), "memfd" with the defaults (payloads by memfd from 256 KiB, bytes
-results from 16 MiB), and "memfd, results too" with ``memfd_result_threshold = "256KiB"`` (bytes
+results from 16 MiB; the ``bytes`` handler's payloads only from 16 MiB, since 2026-12-07), and "memfd, results too" with ``memfd_result_threshold = "256KiB"`` (bytes
 results by memfd from 256 KiB as well, the default before 2026-12-07). One more row calls the
 "memfd" daemon's ``echo_view`` through ``bulkhead.AsyncClient``. Beside them
 ProcessPoolExecutor (fork), multiprocessing.Pool and loky (when joblib is installed), 1 worker
@@ -29,7 +29,9 @@ Five cold samples per cell, as in the first table, are too few to see a 20% diff
 
 ``--payloads-ab`` measures the payload path the same way instead: the "memfd" and "inline"
 daemons alternating, for the ``bytes`` and the ``memoryview`` handler, 0.5 to 16 MiB (results
-under 16 MiB come back through the socket in both daemons, a 16 MiB one by memfd in both).
+under 16 MiB come back through the socket in both daemons, a 16 MiB one by memfd in the first).
+Since 2026-12-07 a ``bytes`` handler's payloads take the memfd only from
+``memfd_result_threshold`` (16 MiB) on, so below it both columns are inline for that handler.
 """
 
 import argparse
@@ -181,8 +183,9 @@ def payloads_ab(daemons, sizes_mib):
     and a memoryview handler; results come back through the socket in both (under 16 MiB)."""
     for pool, kind in (("echo", "bytes"), ("view", "memoryview")):
         alternating_ab(daemons, ("memfd", "inline"), pool, sizes_mib,
-                       "Payloads by memfd (default) or inline, %s handler" % kind,
-                       ("payload by memfd", "payload inline"))
+                       "Payloads the default way or inline, %s handler" % kind,
+                       ("default (memfd; a bytes handler's inline under 16 MiB)",
+                        "memfd_threshold = 0 (inline)"))
 
 
 def ab_then_stop(daemons, sizes_mib, ab=results_ab):

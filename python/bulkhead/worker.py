@@ -272,8 +272,12 @@ class _Worker(object):
             self.send(START_FAILED, 0, _error_body(*_describe(exc)))
             return False
         now = _perf_counter()
-        self.send(READY, 0, b'{"preload_seconds":%.6f,"init_seconds":%.6f}'
-                  % (preloaded_at - started, now - preloaded_at))
+        # payload_view: whether the handler takes its payload as a memoryview (a memfd is then
+        # mapped, not copied); a bytes handler copies it anyway, so the daemon sends it inline
+        # below memfd_result_threshold.
+        self.send(READY, 0, b'{"preload_seconds":%.6f,"init_seconds":%.6f,"payload_view":%s}'
+                  % (preloaded_at - started, now - preloaded_at,
+                     b"true" if wants_memoryview(self._handler) else b"false"))
         return True
 
     # -- jobs

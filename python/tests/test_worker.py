@@ -29,8 +29,15 @@ def test_hello_then_ready(spawn_worker):
     assert info["sdk_version"] == __version__
     assert info["runtime"].startswith("CPython 3.")
     ready = body_json(proc.expect(P.READY, job_id=0))
-    assert set(ready) == {"preload_seconds", "init_seconds"}
+    assert set(ready) == {"preload_seconds", "init_seconds", "payload_view"}
     assert 0 <= ready["preload_seconds"] < 15 and 0 <= ready["init_seconds"] < 15
+    assert ready["payload_view"] is False     # echo takes bytes
+
+
+def test_ready_says_a_memoryview_handler_takes_a_view(spawn_worker):
+    proc = spawn_worker("handlers_for_tests:view_echo")
+    proc.expect(P.HELLO, job_id=0)
+    assert body_json(proc.expect(P.READY, job_id=0))["payload_view"] is True
 
 
 def test_preload_result_is_ctx_preloaded(ready_worker):

@@ -192,7 +192,8 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
 
   void readBody() {
     const auto length = parser_->content_length();
-    const std::uint64_t memfdFrom = state_->options.memfdThreshold;
+    const auto target = parser_->get().target();
+    const std::uint64_t memfdFrom = memfdFromFor({target.data(), target.size()});
     if (length && memfdFrom > 0 && *length >= memfdFrom) {
       auto prefix = buffer_.data();
       std::string_view buffered(static_cast<const char*>(prefix.data()), prefix.size());
@@ -220,6 +221,18 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
         socket_, asio::buffer(body.data() + buffered, body.size() - buffered),
         util::AsMuchAsTheSocketTakes{},
         [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->onRead(ec); });
+  }
+
+  // From which size a job's body goes into a memfd: the pool's (its handler may take bytes:
+  // core/payload_path.h), or memfd_threshold for any other request.
+  std::uint64_t memfdFromFor(std::string_view target) const {
+    static constexpr std::string_view kPools = "/v1/pools/";
+    if (target.substr(0, kPools.size()) == kPools) {
+      std::string_view pool = target.substr(kPools.size());
+      pool = pool.substr(0, pool.find_first_of("/?"));
+      if (auto from = state_->supervisor.payloadMemfdFrom(pool)) return *from;
+    }
+    return state_->options.memfdThreshold;
   }
 
   // The body (memfd_threshold or more) into a sealed memfd, handed to the routes as the payload.

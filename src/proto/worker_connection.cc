@@ -44,6 +44,18 @@ bool isHello(const std::string& body) {
   return it != j->end() && it->is_number_integer() && it->get<std::int64_t>() == kVersion;
 }
 
+// READY's body: {"preload_seconds": ..., "init_seconds": ..., "payload_view": bool}; only
+// payload_view is read, and a body without it (or not JSON) is a READY all the same.
+Ready parseReady(const std::string& body) {
+  Ready ready;
+  if (auto j = parseObject(body)) {
+    if (auto it = j->find("payload_view"); it != j->end() && it->is_boolean()) {
+      ready.payloadView = it->get<bool>();
+    }
+  }
+  return ready;
+}
+
 std::optional<Heartbeat> parseHeartbeat(const Frame& f) {
   auto j = parseObject(f.body);
   if (!j) return std::nullopt;
@@ -138,7 +150,7 @@ ConnectionEvent WorkerConnection::workerFrame(Frame f) {
     case FrameType::kHello:
       return fail("HELLO sent twice");
     case FrameType::kReady:
-      return Ready{};  // its timings are informational: the body is not read
+      return parseReady(f.body);  // its timings are informational, payload_view is not
     case FrameType::kStartFailed:
       if (auto e = parseErrorInfo(f.body)) return StartFailed{std::move(*e)};
       return fail("START_FAILED body is not {type, message, traceback}");

@@ -41,8 +41,13 @@ enum class ResultKind { kBytes, kJson, kText };
 
 // The peer said HELLO with protocol 1 as its first frame.
 struct Hello {};
-// Preload and init ran (a worker), or preload ran (a zygote).
-struct Ready {};
+// Preload and init ran (a worker), or preload ran (a zygote). `payloadView`: the worker's
+// handler takes its payload as a memoryview (true) or copies it into bytes (false); none when
+// the body does not say (older SDKs, zygotes). Informational otherwise: a READY whose body is
+// not JSON is still a READY.
+struct Ready {
+  std::optional<bool> payloadView;
+};
 struct StartFailed {
   ErrorInfo error;
 };

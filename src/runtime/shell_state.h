@@ -124,6 +124,7 @@ struct Supervisor::PoolRuntime {
   std::unique_ptr<ZygoteRuntime> zygote;  // mode = "zygote" only
   core::Time nextSampleAt{};
   std::uint64_t eventsSeen = 0;
+  std::optional<bool> payloadView;  // READY's payload_view, from the pool's latest READY worker
 };
 
 }  // namespace bulkhead::runtime

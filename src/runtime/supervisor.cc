@@ -18,6 +18,7 @@
 #include <limits>
 
 #include "config/to_policy.h"
+#include "core/payload_path.h"
 #include "core/signal_names.h"
 #include "core/zygote_lifecycle.h"
 #include "os/cgroups.h"
@@ -99,6 +100,15 @@ std::uint64_t Supervisor::maxPayload(std::string_view pool) const {
     if (p->config.name == pool) return p->config.maxPayload;
   }
   return 0;
+}
+
+std::optional<std::uint64_t> Supervisor::payloadMemfdFrom(std::string_view pool) const {
+  for (const auto& p : pools_) {
+    if (p->config.name != pool) continue;
+    return core::payloadMemfdFrom(p->config.memfdThreshold, p->config.memfdResultThreshold,
+                                  p->payloadView);
+  }
+  return std::nullopt;
 }
 
 Supervisor::PoolRuntime* Supervisor::findPool(std::string_view name) {

@@ -75,6 +75,9 @@ class Supervisor {
   bool shuttingDown() const { return shuttingDown_; }
   bool hasPool(std::string_view pool) const;
   std::uint64_t maxPayload(std::string_view pool) const;
+  // The payload size from which a job of `pool` travels as a memfd (0: never; core/payload_path.h:
+  // later for a handler that takes bytes); none for a pool this daemon does not have.
+  std::optional<std::uint64_t> payloadMemfdFrom(std::string_view pool) const;
 
   // Typed snapshots for the API views (src/api/pool_views.h renders them as JSON). Limits are
   // read from each pool's policy (config::toPolicy), never from the config again.

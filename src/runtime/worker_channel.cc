@@ -183,7 +183,8 @@ void Supervisor::misbehaved(WorkerIo& worker, std::string reason) {
 }
 
 void Supervisor::handleWorkerEvent(WorkerIo& worker, proto::ConnectionEvent event) {
-  if (std::holds_alternative<proto::Ready>(event)) {
+  if (auto* ready = std::get_if<proto::Ready>(&event)) {
+    if (ready->payloadView) worker.pool.payloadView = ready->payloadView;
     post(worker.pool, core::WorkerReady{worker.id});
   } else if (auto* failed = std::get_if<proto::StartFailed>(&event)) {
     post(worker.pool, core::WorkerStartFailed{worker.id, toCore(std::move(failed->error))});

@@ -37,7 +37,10 @@ std::string describe(const ConnectionEvent& event) {
     std::string operator()(const PeerError& e) const { return "PeerError " + e.reason; }
     std::string operator()(const Closed&) const { return "Closed"; }
     std::string operator()(const Hello&) const { return "Hello"; }
-    std::string operator()(const Ready&) const { return "Ready"; }
+    std::string operator()(const Ready& r) const {
+      if (!r.payloadView) return "Ready";
+      return *r.payloadView ? "Ready view" : "Ready bytes";
+    }
     std::string operator()(const StartFailed& e) const {
       return "StartFailed " + e.error.type + "|" + e.error.message + "|" + e.error.traceback;
     }
@@ -175,8 +178,23 @@ TEST(WorkerConnection, HeartbeatFieldsOfTheWrongTypeAreLeftAtDefaults) {
                                       "Heartbeat 4 progress=0 cpu=0.000000 stack="}));
 }
 
-TEST(WorkerConnection, ReadyBodyIsNotRead) {
-  EXPECT_EQ(eventsOf(Role::kWorker, workerHello() + frame(FrameType::kReady, 0, "")),
+// READY's timings are informational; payload_view is read when it is a boolean, and any other
+// body is a READY all the same.
+TEST(WorkerConnection, ReadyReadsOnlyPayloadView) {
+  for (auto [body, expected] : {std::pair<std::string, std::string>{"", "Ready"},
+                                {"not json", "Ready"},
+                                {"[true]", "Ready"},
+                                {R"({"payload_view":"yes"})", "Ready"},
+                                {R"({"payload_view":1})", "Ready"},
+                                {R"({"preload_seconds":0.5,"payload_view":true})", "Ready view"},
+                                {R"({"payload_view":false})", "Ready bytes"}}) {
+    EXPECT_EQ(eventsOf(Role::kWorker, workerHello() + frame(FrameType::kReady, 0, body)),
+              (std::vector<std::string>{"Hello", expected}))
+        << body;
+  }
+  // A zygote's READY body is not read: it runs no handler.
+  EXPECT_EQ(eventsOf(Role::kZygote,
+                     zygoteHello() + frame(FrameType::kReady, 0, R"({"payload_view":true})")),
             (std::vector<std::string>{"Hello", "Ready"}));
 }
 

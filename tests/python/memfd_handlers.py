@@ -65,3 +65,8 @@ def crash_on_prefix(payload, ctx):
         import ctypes
         ctypes.string_at(0)
     return payload
+
+
+def size_of(payload, ctx):
+    """A bytes handler with a short answer: the payload's size."""
+    return str(len(payload))

@@ -162,6 +162,39 @@ def test_a_64_mib_job_stays_out_of_the_daemons_heap_and_fits_a_128_mib_worker(
     assert grew_mib < 24, "the daemon's peak RSS grew by %.1f MiB for a 64 MiB job" % grew_mib
 
 
+@pytest.mark.parametrize("mode", ["spawn", "zygote"])
+def test_a_bytes_handler_gets_its_payloads_inline_below_the_result_threshold(
+        start_daemon, tmp_path, mode):
+    # A memfd spares a copy only for a memoryview handler (the worker maps it); a bytes handler
+    # copies the payload anyway, so its payloads go inline below memfd_result_threshold, as its
+    # results do (core/payload_path.h). Seen in the daemon's peak RSS: an inline body is read
+    # into its heap, a memfd body is not. The handlers answer with the size alone, so that only
+    # the payload's way shows.
+    extra = {"mode": "zygote"} if mode == "zygote" else {}
+    d = start_daemon({"bytes": _pool(M + "size_of", **extra),
+                      "view": _pool(M + "view_kind", **extra)},
+                     server=_server(tmp_path, journal="", memfd_result_threshold="16MiB"))
+    for pool in ("bytes", "view"):     # a job answered: the worker's READY said what it takes
+        assert d.job(pool, b"warm").status == 200
+
+    def grew_mib(pool, payload):
+        before = _status_kb(d.proc.pid, "VmHWM")
+        r = d.job(pool, payload, timeout=120)
+        assert r.status == 200, (pool, len(payload), r)
+        if pool == "bytes":
+            assert r.body == str(len(payload)).encode()
+        else:
+            assert r.json["obj"] == "mmap" and r.json["size"] == len(payload), r.json
+        return (_status_kb(d.proc.pid, "VmHWM") - before) / 1024.0
+
+    eight = os.urandom(8 * 1024 * 1024)
+    assert grew_mib("view", eight) < 4       # by memfd, from memfd_threshold (64 KiB)
+    # From memfd_result_threshold on, a bytes handler's payload goes by memfd too. Before any
+    # inline job, so that no freed block of the heap is reused.
+    assert grew_mib("bytes", os.urandom(24 * 1024 * 1024)) < 4
+    assert grew_mib("bytes", eight) >= 7     # inline: the body went through the heap
+
+
 @pytest.mark.parametrize("handler", ["unsealed_result", "wrong_size_result"])
 def test_a_worker_that_hands_back_a_memfd_it_could_change_is_killed_alone(
         start_daemon, tmp_path, handler):
