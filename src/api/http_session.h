@@ -192,9 +192,10 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
 
   void readBody() {
     const auto length = parser_->content_length();
-    const auto target = parser_->get().target();
-    const std::uint64_t memfdFrom = memfdFromFor({target.data(), target.size()});
-    if (length && memfdFrom > 0 && *length >= memfdFrom) {
+    const std::uint64_t memfdFrom = state_->options.memfdThreshold;
+    // The pool's own threshold is never below memfd_threshold: asked only past that.
+    if (length && memfdFrom > 0 && *length >= memfdFrom &&
+        *length >= memfdFromFor(parser_->get().target())) {
       auto prefix = buffer_.data();
       std::string_view buffered(static_cast<const char*>(prefix.data()), prefix.size());
       if (auto file = startFileBody(*length, buffered)) {
@@ -225,7 +226,8 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
 
   // From which size a job's body goes into a memfd: the pool's (its handler may take bytes:
   // core/payload_path.h), or memfd_threshold for any other request.
-  std::uint64_t memfdFromFor(std::string_view target) const {
+  std::uint64_t memfdFromFor(boost::beast::string_view beastTarget) const {
+    const std::string_view target(beastTarget.data(), beastTarget.size());
     static constexpr std::string_view kPools = "/v1/pools/";
     if (target.substr(0, kPools.size()) == kPools) {
       std::string_view pool = target.substr(kPools.size());
