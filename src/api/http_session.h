@@ -226,13 +226,9 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
 
   // From which size a job's body goes into a memfd: the pool's (its handler may take bytes:
   // core/payload_path.h), or memfd_threshold for any other request.
-  std::uint64_t memfdFromFor(boost::beast::string_view beastTarget) const {
-    const std::string_view target(beastTarget.data(), beastTarget.size());
-    static constexpr std::string_view kPools = "/v1/pools/";
-    if (target.substr(0, kPools.size()) == kPools) {
-      std::string_view pool = target.substr(kPools.size());
-      pool = pool.substr(0, pool.find_first_of("/?"));
-      if (auto from = state_->supervisor.payloadMemfdFrom(pool)) return *from;
+  std::uint64_t memfdFromFor(boost::beast::string_view target) const {
+    if (auto pool = submittedPool({target.data(), target.size()})) {
+      if (auto from = state_->supervisor.payloadMemfdFrom(*pool)) return *from;
     }
     return state_->options.memfdThreshold;
   }

@@ -256,6 +256,8 @@ unsigned methodBit(http::verb verb) {
   return kOther;
 }
 
+constexpr std::string_view kSubmitPattern = "/v1/pools/{pool}/jobs";
+
 struct Route {
   unsigned methods;
   const char* allow;  // the Allow header of a 405
@@ -280,7 +282,7 @@ constexpr Route kRoutes[] = {
     {kGet, "GET", "/ui/{file*}", dashboard},
     {kGet, "GET", "/v1/pools", pools},
     {kGet, "GET", "/v1/pools/{pool}", pool},
-    {kPost, "POST", "/v1/pools/{pool}/jobs", submit},
+    {kPost, "POST", kSubmitPattern, submit},
     {kAny, "", "/v1/pools/{path+}/jobs", noSuchResource},
 };
 
@@ -307,6 +309,10 @@ std::optional<std::string_view> match(std::string_view pattern, std::string_view
 }
 
 }  // namespace
+
+std::optional<std::string_view> submittedPool(std::string_view target) {
+  return match(kSubmitPattern, target.substr(0, target.find('?')));
+}
 
 void route(Services& services, Request& req, Respond respond, core::Payload fileBody) {
   std::string_view target(req.target().data(), req.target().size());

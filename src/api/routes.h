@@ -6,6 +6,8 @@
 
 #include <boost/beast/http.hpp>
 #include <functional>
+#include <optional>
+#include <string_view>
 
 #include "cluster/node_parts.h"
 #include "runtime/supervisor.h"
@@ -41,5 +43,9 @@ struct Services {
 // `fileBody`: the request's body when the session read it into a memfd (request.body() is then
 // empty).
 void route(Services& services, Request& request, Respond respond, core::Payload fileBody = {});
+
+// The pool a request target submits a job to (POST /v1/pools/{pool}/jobs, query ignored), read
+// as route() reads it; none for any other target. The session asks it before reading a body.
+std::optional<std::string_view> submittedPool(std::string_view target);
 
 }  // namespace bulkhead::api

@@ -185,5 +185,17 @@ TEST_F(RoutesTest, AnAsyncJobIsAcceptedPolledAndAnsweredWithItsRuns) {
   EXPECT_EQ(call(http::verb::get, "/v1/jobs/1?wait=later")->result_int(), 400u);
 }
 
+// The session asks which pool a body is for before reading it (its memfd threshold), the way
+// route() reads the target.
+TEST(SubmittedPool, ReadsTheSubmitRouteOnly) {
+  EXPECT_EQ(submittedPool("/v1/pools/faces/jobs"), std::optional<std::string_view>("faces"));
+  EXPECT_EQ(submittedPool("/v1/pools/faces/jobs?wait=0"), std::optional<std::string_view>("faces"));
+  EXPECT_EQ(submittedPool("/v1/pools/faces"), std::nullopt);
+  EXPECT_EQ(submittedPool("/v1/pools/a/b/jobs"), std::nullopt);  // one path segment, as routed
+  EXPECT_EQ(submittedPool("/v1/pools//jobs"), std::nullopt);
+  EXPECT_EQ(submittedPool("/v1/jobs/7"), std::nullopt);
+  EXPECT_EQ(submittedPool("/v1/pools/faces/jobsx?x=/jobs"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace bulkhead::api
