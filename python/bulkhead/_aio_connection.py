@@ -51,8 +51,7 @@ class Connection(asyncio.BufferedProtocol):
         self._drain_waiter = None
         self._lost = None             # the exception once the connection is gone
         self._closed = None           # future set by connection_lost (wait_closed)
-        self._poller = None
-        self._fd = -1
+        self._poller = None           # poll(0) on the socket, for the idle check
 
     # -- asyncio.BufferedProtocol
 
@@ -60,9 +59,8 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.fileno() >= 0:
-            self._fd = sock.fileno()
             self._poller = poll()
-            self._poller.register(self._fd, POLLIN)
+            self._poller.register(sock.fileno(), POLLIN)
 
     def get_buffer(self, sizehint):
         body = self._body
