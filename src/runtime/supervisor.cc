@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <utility>
 
 #include "config/to_policy.h"
 #include "core/payload_path.h"
@@ -88,34 +89,29 @@ void Supervisor::start() {
   drain();
 }
 
-bool Supervisor::hasPool(std::string_view pool) const {
-  for (const auto& p : pools_) {
-    if (p->config.name == pool) return true;
-  }
-  return false;
-}
+bool Supervisor::hasPool(std::string_view pool) const { return findPool(pool) != nullptr; }
 
 std::uint64_t Supervisor::maxPayload(std::string_view pool) const {
-  for (const auto& p : pools_) {
-    if (p->config.name == pool) return p->config.maxPayload;
-  }
-  return 0;
+  const PoolRuntime* p = findPool(pool);
+  return p ? p->config.maxPayload : 0;
 }
 
 std::optional<std::uint64_t> Supervisor::payloadMemfdFrom(std::string_view pool) const {
-  for (const auto& p : pools_) {
-    if (p->config.name != pool) continue;
-    return core::payloadMemfdFrom(p->config.memfdThreshold, p->config.memfdResultThreshold,
-                                  p->payloadView);
-  }
-  return std::nullopt;
+  const PoolRuntime* p = findPool(pool);
+  if (!p) return std::nullopt;
+  return core::payloadMemfdFrom(p->config.memfdThreshold, p->config.memfdResultThreshold,
+                                p->payloadView);
 }
 
-Supervisor::PoolRuntime* Supervisor::findPool(std::string_view name) {
-  for (auto& p : pools_) {
+const Supervisor::PoolRuntime* Supervisor::findPool(std::string_view name) const {
+  for (const auto& p : pools_) {
     if (p->config.name == name) return p.get();
   }
   return nullptr;
+}
+
+Supervisor::PoolRuntime* Supervisor::findPool(std::string_view name) {
+  return const_cast<PoolRuntime*>(std::as_const(*this).findPool(name));
 }
 
 namespace {
@@ -405,19 +401,15 @@ void Supervisor::forEachPool(const std::function<void(const PoolView&)>& visit) 
 
 bool Supervisor::visitPool(std::string_view name,
                            const std::function<void(const PoolView&)>& visit) const {
-  for (const auto& p : pools_) {
-    if (p->config.name != name) continue;
-    visit(viewOf(*p));
-    return true;
-  }
-  return false;
+  const PoolRuntime* p = findPool(name);
+  if (!p) return false;
+  visit(viewOf(*p));
+  return true;
 }
 
 std::optional<Supervisor::ZygoteStats> Supervisor::zygoteStats(std::string_view name) const {
-  for (const auto& p : pools_) {
-    if (p->config.name == name) return zygoteStatsOf(*p);
-  }
-  return std::nullopt;
+  const PoolRuntime* p = findPool(name);
+  return p ? std::optional<ZygoteStats>(zygoteStatsOf(*p)) : std::nullopt;
 }
 
 void Supervisor::collectEvents() {

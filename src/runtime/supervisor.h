@@ -185,6 +185,7 @@ class Supervisor {
   std::optional<os::GpuReading> readGpus();
   void checkStopped();
   PoolRuntime* findPool(std::string_view name);
+  const PoolRuntime* findPool(std::string_view name) const;
   void collectEvents();
   PoolView viewOf(const PoolRuntime& pool) const;
   std::optional<ZygoteStats> zygoteStatsOf(const PoolRuntime& pool) const;
