@@ -1,19 +1,23 @@
 """File descriptors on the worker's control socket: large payloads and results as sealed memfds
 (docs/protocol.md, "Large payloads by memfd").
 
-It owns three things, and ``bulkhead.worker`` decides when each is used:
+It owns four things, and ``bulkhead.worker`` decides when each is used:
 
 - the worker's receiving side (``Receiver``): every read is a ``recvmsg`` with room for a few
   fds, received close-on-exec (a handler's subprocesses must not inherit them).  The fds queue up
   in arrival order until the ``JOB_FD`` frame they came with is decoded: the kernel hands an fd
   over with the first byte of the ``sendmsg`` it rode in, so it is queued no later than the
   frame is complete, possibly one read earlier;
-- a ``JOB_FD`` job's payload (``open_job``): the fd's size is checked against the frame's, the
-  handler gets bytes (one copy, read from the fd into a ``_fresh_bytes`` object, and the fd is
-  closed before it runs) or, annotated ``memoryview``, a read-only view of a mapping of the
-  memfd (``Job``), which ends when the job has been answered;
-- ``RESULT_BYTES_FD`` (``send_result_fd``): the result written into a new memfd and sealed, or
-  the job's own fd (the daemon sealed it) when the handler gave back its whole payload view.
+- a ``JOB_FD`` job's payload (``open_job``): the fd must hold at least the frame's size (the
+  daemon reuses a pool's files: one may be larger, zeros past the payload), the handler gets
+  bytes (one copy, read from the fd into a ``_fresh_bytes`` object, and the fd is closed before
+  it runs) or, annotated ``memoryview``, a read-only view of a mapping of the memfd (``Job``);
+- the end of such a job (``settle_job``): its answer made independent of the mapping, then the
+  mapping ended before the answer is sent, since once answered the daemon may write the next
+  payload into the same file. If the handler kept a view, the mapping stays and the worker says
+  so first (``PAYLOAD_KEPT``): that file is then never reused;
+- ``RESULT_BYTES_FD`` (``send_result_fd``, ``send_file``): the result written into a new memfd
+  and sealed, or the job's own fd when the handler gave back its whole payload view.
 
 Nothing here writes anything but ``RESULT_BYTES_FD``, and only from the main thread after the
 heartbeat thread was told the job ended: the same order as every other result frame.
@@ -26,7 +30,7 @@ from errno import ENOMEM
 from struct import Struct
 
 from ._fresh_bytes import read_new_bytes
-from ._protocol import RESULT_BYTES_FD, ProtocolError, decode_fd_size, encode_fd_frame
+from ._protocol import RESULT_BYTES, RESULT_BYTES_FD, ProtocolError, decode_fd_size, encode_fd_frame
 
 try:
     from _socket import MSG_CMSG_CLOEXEC as _CLOEXEC
@@ -42,7 +46,7 @@ try:
 except ImportError:  # pragma: no cover - not Linux: results stay inline
     F_ADD_SEALS = None
 
-__all__ = ["Receiver", "Job", "open_job", "send_result_fd"]
+__all__ = ["Receiver", "Job", "open_job", "settle_job", "send_file", "send_result_fd"]
 
 _FDS_PER_READ = 4               # one rides with each JOB_FD; more in one read: MSG_CTRUNC
 _MAX_QUEUED_FDS = 4             # fds waiting for their frame; more: the supervisor is confused
@@ -127,7 +131,8 @@ class Job(object):
     def close(self):
         """The view stops working (a handler that kept it gets ValueError), the mapping is
         unmapped and the fd closed.  If something still exports from the view or the mapping
-        (numpy.frombuffer), that is left to unmap it when it goes; our fd is closed anyway."""
+        (numpy.frombuffer), that is left to unmap it when it goes; our fd is closed anyway.
+        True when the mapping stays for that reason."""
         view, self.view = self.view, None
         mapping, self.mapping = self.mapping, None
         fd, self.fd = self.fd, -1
@@ -135,11 +140,14 @@ class Job(object):
             view.release()
         except BufferError:
             pass
+        kept = False
         try:
             mapping.close()
         except BufferError:
-            pass
-        _close(fd)
+            kept = True
+        if fd >= 0:
+            _close(fd)
+        return kept
 
 
 def open_job(frame, fd, as_view):
@@ -152,7 +160,7 @@ def open_job(frame, fd, as_view):
             actual = os.fstat(fd).st_size
         except OSError as exc:
             raise ProtocolError("JOB_FD's file descriptor: %s" % exc) from None
-        if size == 0 or actual != size:
+        if size == 0 or actual < size:
             raise ProtocolError("JOB_FD declares %d bytes but its file descriptor holds %d"
                                 % (size, actual))
         if not as_view:
@@ -200,20 +208,51 @@ def _map(fd, size):
         raise ProtocolError("cannot map JOB_FD's file descriptor: %s" % exc) from None
 
 
-def send_result_fd(sock, job_id, body, job, exit_now):
-    """Send ``body`` (a flat bytes-like result) as ``RESULT_BYTES_FD``: with ``job``'s own fd
-    when it is the job's whole payload, else in a new sealed memfd.  False, having sent nothing,
-    when no memfd could be made (EMFILE, ENOSPC, ENOSYS...): the caller sends it inline.  When
-    the supervisor is gone, ``exit_now(0)`` (the worker's ``_exit``), as its ``send`` does."""
-    size = len(body)
-    if job is not None and job.is_whole_payload(body):
-        fd, owned = job.fd, False
-    else:
-        fd, owned = _sealed_memfd(body, size), True
-        if fd < 0:
-            return False
+def settle_job(job, frame_type, body, memfd_at):
+    """End ``job`` (a ``JOB_FD`` job of a ``memoryview`` handler) before its answer
+    ``(frame_type, body)`` is sent.  Returns ``(frame_type, body, fd, kept)``: ``fd`` >= 0 is a
+    sealed file holding the bytes result (ours to close once sent as ``RESULT_BYTES_FD``: the
+    job's own fd when the handler gave back its whole payload view, a new memfd from
+    ``memfd_at`` bytes on), else ``body`` is sent inline, copied out of the mapping if it was a
+    view; ``kept`` is True when something still exports from the mapping (send ``PAYLOAD_KEPT``
+    first)."""
+    fd = -1
+    if frame_type == RESULT_BYTES and memfd_at is not None:
+        if job.is_whole_payload(body):
+            fd, job.fd = job.fd, -1         # given back as the answer: not closed with the job
+        elif len(body) >= memfd_at:
+            fd = _sealed_memfd(body, len(body))
+    if fd >= 0:
+        body = len(body)
+    elif type(body) is memoryview:          # it may look into the mapping, which ends below
+        body = body.tobytes()
+    return frame_type, body, fd, job.close()
+
+
+def send_file(sock, job_id, fd, size, exit_now):
+    """``RESULT_BYTES_FD`` of ``size`` bytes with ``fd``, which is then closed (``settle_job``
+    made it)."""
     try:
-        data = encode_fd_frame(RESULT_BYTES_FD, job_id, size)
+        _send_fd_frame(sock, job_id, fd, size, exit_now)
+    finally:
+        _close(fd)
+
+
+def send_result_fd(sock, job_id, body, exit_now):
+    """Send ``body`` (a flat bytes-like result) as ``RESULT_BYTES_FD`` in a new sealed memfd.
+    False, having sent nothing, when no memfd could be made (EMFILE, ENOSPC, ENOSYS...): the
+    caller sends it inline.  When the supervisor is gone, ``exit_now(0)`` (the worker's
+    ``_exit``), as its ``send`` does."""
+    fd = _sealed_memfd(body, len(body))
+    if fd < 0:
+        return False
+    send_file(sock, job_id, fd, len(body), exit_now)   # the daemon holds its own copy after
+    return True
+
+
+def _send_fd_frame(sock, job_id, fd, size, exit_now):
+    data = encode_fd_frame(RESULT_BYTES_FD, job_id, size)
+    try:
         # The fd rides with the header's first byte: the daemon has it by the time it has the
         # frame.  A stream socket may take part of the bytes; the rest goes without the fd.
         sent = sock.sendmsg([data], [(SOL_SOCKET, SCM_RIGHTS, _INT.pack(fd))], _NO_SIGPIPE)
@@ -221,10 +260,6 @@ def send_result_fd(sock, job_id, body, job, exit_now):
             sock.sendall(data[sent:], _NO_SIGPIPE)
     except (BrokenPipeError, ConnectionResetError):
         exit_now(0)         # nobody will read a result: leave at once
-    finally:
-        if owned:
-            _close(fd)      # the daemon holds its own copy now
-    return True
 
 
 def _sealed_memfd(body, size):

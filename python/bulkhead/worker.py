@@ -43,10 +43,11 @@ from . import __version__
 # thread and sleep primitives before a handler's module can monkey-patch them.
 from ._error_report import _describe, _error_body, _quote, _type_name, _warn
 from ._heartbeat import Heartbeat as _Heartbeat
-from ._memfd import Receiver as _Receiver, open_job as _open_job, send_result_fd
+from ._memfd import (Receiver as _Receiver, open_job as _open_job, send_file as _send_file,
+                     send_result_fd, settle_job as _settle_job)
 from ._protocol import (DEFAULT_MAX_PAYLOAD, HANDLER_ERROR, HEARTBEAT, HELLO, JOB_FD,
-                        MAX_CONTROL_BODY, PROTOCOL_VERSION, READY, RESULT_BYTES, RESULT_JSON,
-                        RESULT_TEXT, SHUTDOWN, START_FAILED, SUPERVISOR_TO_WORKER_FD,
+                        MAX_CONTROL_BODY, PAYLOAD_KEPT, PROTOCOL_VERSION, READY, RESULT_BYTES,
+                        RESULT_JSON, RESULT_TEXT, SHUTDOWN, START_FAILED, SUPERVISOR_TO_WORKER_FD,
                         FrameDecoder, ProtocolError, encode_header)
 
 try:
@@ -315,8 +316,8 @@ class _Worker(object):
                 result = handler(payload, ctx)
             except BaseException as exc:  # noqa: B036 - SystemExit/KeyboardInterrupt included
                 ctx._end()
-                if as_view:
-                    self._end_view(payload, job)
+                if as_view and self._end_view(payload, job):
+                    send(PAYLOAD_KEPT, job_id)
                 payload = job = None
                 body = _error_body(*_describe(exc, skip_frames=1))
                 if heartbeat is not None:
@@ -338,28 +339,41 @@ class _Worker(object):
                     "(max_payload)" % (len(body), self._max_frame), "")
             if heartbeat is not None:
                 heartbeat.end()         # no heartbeat for this job after this point
+            if job is not None:         # JOB_FD, memoryview: the mapping ends before the answer
+                frame_type, body, fd, kept = _settle_job(
+                    job, frame_type, body, self._memfd_at if self._memfd_at < _NEVER else None)
+                payload = job = None
+                if kept:
+                    send(PAYLOAD_KEPT, job_id)
+                if fd >= 0:
+                    _send_file(self._sock, job_id, fd, body, _exit)
+                else:
+                    send(frame_type, job_id, body)
+                body = None
+                continue
             # RESULT_BYTES_FD if large or the job's own memfd (free at any size), unless result
             # memfds are off; else inline, as when no memfd could be made.
-            if not (frame_type == RESULT_BYTES and self._memfd_at < _NEVER and (
-                    len(body) >= self._memfd_at or (job and job.is_whole_payload(body)))
-                    and send_result_fd(self._sock, job_id, body, job, _exit)):
+            if not (frame_type == RESULT_BYTES and len(body) >= self._memfd_at
+                    and send_result_fd(self._sock, job_id, body, _exit)):
                 send(frame_type, job_id, body)
             body = None
             if as_view:
-                self._end_view(payload, job)  # after the send: the result may be this view
-            payload = job = None
+                self._end_view(payload, None)  # after the send: the result may be this view
+            payload = None
 
     def _end_view(self, view, job):
         """The job is over: its payload view stops working (a handler that kept it gets a
         ValueError, never the next job's bytes).  If something still exports from it (a numpy
         array made with frombuffer), the buffer under it is left to that and not reused.  A
-        JOB_FD job's mapping and fd end with it (``Job.close``)."""
+        JOB_FD job's mapping and fd end with it (``Job.close``): True when that mapping stays
+        (the daemon must then not reuse its file: PAYLOAD_KEPT)."""
         if job is not None:
             return job.close()
         try:
             view.release()
         except BufferError:
             self._decoder.forget_kept_buffer()
+        return False
 
     def _encode_result(self, result):
         """(frame type, body) for a handler's return value."""

@@ -42,8 +42,9 @@ def send_job_fd(proc, job_id, fd, size=None, fds=None):
 
 
 def read_answer(proc, timeout=WAIT, heartbeats=False):
-    """The next frame from the worker (but a heartbeat, unless ``heartbeats``) and, for
-    RESULT_BYTES_FD, its fd; no other frame may bring one."""
+    """The next frame from the worker (but a heartbeat, unless ``heartbeats``, and PAYLOAD_KEPT,
+    whose job id goes to ``proc.kept``) and, for RESULT_BYTES_FD, its fd; no other frame may
+    bring one."""
     from conftest import _wait_readable
     while True:
         frame = proc.decoder.next()
@@ -58,6 +59,9 @@ def read_answer(proc, timeout=WAIT, heartbeats=False):
                 proc.fds.extend(struct.unpack("%di" % (len(payload) // 4), payload))
             assert not flags & socket.MSG_CTRUNC
             proc.decoder.feed(data) if data else proc.decoder.feed_eof()
+        elif frame.type == P.PAYLOAD_KEPT:
+            assert frame.body == b""
+            proc.kept.append(frame.job_id)
         elif heartbeats or frame.type != P.HEARTBEAT:
             with_fd = frame.type == P.RESULT_BYTES_FD
             fd = proc.fds.pop(0) if with_fd and proc.fds else None
@@ -107,6 +111,7 @@ def memfd_worker(ready_worker, handler, threshold=THRESHOLD, env=None):
     env = dict(env or {}, BULKHEAD_MEMFD_THRESHOLD=None if threshold is None else str(threshold))
     proc = ready_worker(handler, env=env)
     proc.decoder, proc.fds = P.FrameDecoder(P.WORKER_TO_SUPERVISOR_FD), []    # fd frames too
+    proc.kept = []
     return proc
 
 
@@ -172,6 +177,42 @@ def test_numpy_arrays_kept_over_payload_views_keep_their_bytes(ready_worker):
             frame, fd = run_fd_job(proc, job_id, data)
         assert frame.type == P.RESULT_BYTES_FD, frame       # a HANDLER_ERROR names the bad one
         assert result_bytes(frame, fd) == data
+    # Each JOB_FD's mapping stays under its array: the daemon is told, before each answer, not
+    # to write another payload into that file.
+    assert proc.kept == [job_id for job_id in range(1, 15) if job_id % 4]
+
+
+@pytest.mark.parametrize("handler", ["handlers_for_tests:echo", "handlers_for_tests:view_echo",
+                                     THIS + "view_sum"])
+def test_a_job_fds_mapping_is_gone_before_its_answer_and_nothing_is_kept(ready_worker, handler):
+    """Once a job is answered the daemon may write the next payload into the same file: the
+    worker must not map it any more by then."""
+    proc = memfd_worker(ready_worker, handler)
+    for job_id in (1, 2):
+        frame, fd = run_fd_job(proc, job_id, b"m" * (THRESHOLD * 2))
+        with open("/proc/%d/maps" % proc.pid) as maps:
+            assert "test-payload" not in maps.read()
+        if fd is not None:
+            os.close(fd)
+    assert proc.kept == []
+
+
+@pytest.mark.parametrize("handler", ["handlers_for_tests:echo", "handlers_for_tests:view_echo"])
+def test_a_file_larger_than_its_payload_gives_the_handler_the_payload_only(ready_worker, handler):
+    """The daemon reuses a pool's files: one may be larger than the payload it holds now."""
+    proc = memfd_worker(ready_worker, handler)
+    fd = sealed_memfd(b"p" * (THRESHOLD + 5) + b"\0" * 4096)
+    try:
+        send_job_fd(proc, 1, fd, size=THRESHOLD + 5)
+    finally:
+        os.close(fd)
+    frame, result = read_answer(proc)
+    if result is not None and "view" in handler:    # its own file, given back with the size
+        assert P.decode_fd_size(frame.body) == THRESHOLD + 5
+        assert os.pread(result, THRESHOLD + 5, 0) == b"p" * (THRESHOLD + 5)
+        os.close(result)
+    else:
+        assert result_bytes(frame, result) == b"p" * (THRESHOLD + 5)
 
 
 def test_large_bytes_results_come_as_sealed_memfds_small_ones_inline(ready_worker):
@@ -307,10 +348,9 @@ def test_fd_jobs_and_results_leave_no_fd_behind(ready_worker, handler, job, coun
 # -- the supervisor's mistakes ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("declared, actual", [(100, None), (200, 100), (100, 200), (0, 0),
-                                             (1, 0)])
-def test_a_job_fd_without_its_fd_or_of_another_size_is_a_protocol_error(ready_worker, declared,
-                                                                        actual):
+@pytest.mark.parametrize("declared, actual", [(100, None), (200, 100), (0, 0), (1, 0)])
+def test_a_job_fd_without_its_fd_or_smaller_than_said_is_a_protocol_error(ready_worker, declared,
+                                                                          actual):
     proc = memfd_worker(ready_worker, "handlers_for_tests:view_echo")
     if actual is None:                  # no fd with the frame
         proc.send_raw(P.encode_fd_frame(P.JOB_FD, 1, declared))

@@ -6,7 +6,8 @@
 //
 // Why a memfd and not a string: the worker maps the same pages (JOB_FD), so a 64 MiB job costs
 // the daemon a 256 KiB buffer instead of a 64 MiB one, and a worker in a tight memory cgroup does
-// not pay for a copy of its payload.
+// not pay for a copy of its payload. A job's body goes into a file its pool used before when one
+// is free (os/payload_files.h), read from the socket straight into the daemon's mapping of it.
 
 #include <sys/sendfile.h>
 
@@ -19,31 +20,52 @@
 
 #include "core/outcome.h"
 #include "os/memfd.h"
+#include "os/payload_files.h"
 
 namespace bulkhead::api::http_detail {
 
 // What a body read into a memfd ends as: the payload, or why not (errno of the memfd write;
 // the socket's error code is given separately).
 struct FileBodyState {
-  os::UniqueFd file;
+  os::UniqueFd file;                                // a fresh memfd, written with write(2); or:
+  std::optional<os::PayloadFiles::Filling> reused;  // a pool's file, written through its mapping
+  std::shared_ptr<os::PayloadFiles> files;  // where a fresh file goes once whole (null: nowhere)
+  std::string pool;
   std::uint64_t size = 0;
   std::uint64_t remaining = 0;
   std::unique_ptr<char[]> chunk;
 };
 inline constexpr std::size_t kFileBodyChunk = 256 * 1024;
 
-// Starts a memfd for a body of `length` bytes whose first bytes (`prefix`, already buffered by
-// the parser) are written at once. Null when no memfd can be made (EMFILE, no memfd support) or
-// the prefix cannot be written: the caller then reads the body into memory as before.
-inline std::shared_ptr<FileBodyState> startFileBody(std::uint64_t length, std::string_view prefix) {
+// Starts the file for a body of `length` bytes whose first bytes (`prefix`, already buffered by
+// the parser) are written at once: a file `pool` used before when `files` has one free, else a
+// new memfd. Null when no memfd can be made (EMFILE, no memfd support) or the prefix cannot be
+// written: the caller then reads the body into memory as before.
+inline std::shared_ptr<FileBodyState> startFileBody(std::uint64_t length, std::string_view prefix,
+                                                    std::shared_ptr<os::PayloadFiles> files = {},
+                                                    std::string_view pool = {}) {
   auto state = std::make_shared<FileBodyState>();
-  state->file = os::createMemfd("bulkhead-payload");
-  if (!state->file.valid()) return nullptr;
   prefix =
       prefix.substr(0, static_cast<std::size_t>(std::min<std::uint64_t>(prefix.size(), length)));
-  if (!os::writeAll(state->file.get(), prefix)) return nullptr;
   state->size = length;
   state->remaining = length - prefix.size();
+  if (files && !pool.empty()) {
+    if (auto reused = files->take(pool, length)) {
+      for (std::uint64_t at = 0; at < prefix.size();) {
+        auto room = reused->room(at);
+        const std::size_t n = std::min<std::size_t>(room.size(), prefix.size() - at);
+        std::copy_n(prefix.data() + at, n, room.data());
+        at += n;
+      }
+      state->reused.emplace(std::move(*reused));
+      return state;
+    }
+    state->files = std::move(files);
+    state->pool = std::string(pool);
+  }
+  state->file = os::createMemfd("bulkhead-payload");
+  if (!state->file.valid()) return nullptr;
+  if (!os::writeAll(state->file.get(), prefix)) return nullptr;
   state->chunk = std::make_unique<char[]>(kFileBodyChunk);
   return state;
 }
@@ -54,6 +76,13 @@ inline std::shared_ptr<FileBodyState> startFileBody(std::uint64_t length, std::s
 template <class Socket, class Done>
 void readRestOfFileBody(Socket& socket, std::shared_ptr<FileBodyState> state, Done done) {
   if (state->remaining == 0) {
+    if (state->reused) return done(boost::system::error_code(), 0, state->reused->finish());
+    if (state->files) {
+      if (auto payload = state->files->adopt(state->pool, state->file, state->size)) {
+        return done(boost::system::error_code(), 0, std::move(payload));
+      }
+      if (!state->file.valid()) return done(boost::system::error_code(), EIO, nullptr);
+    }
     if (!os::sealFinal(state->file.get())) {
       // EBUSY: the kernel still saw references to its pages after waiting for them. The body is
       // whole in the file: it goes on from memory, as when no memfd could be made.
@@ -65,6 +94,17 @@ void readRestOfFileBody(Socket& socket, std::shared_ptr<FileBodyState> state, Do
     }
     auto payload = os::fileBlob(std::move(state->file), state->size);
     return done(boost::system::error_code(), 0, std::move(payload));
+  }
+  if (state->reused) {  // straight into the mapping: one copy, no page to allocate
+    auto room = state->reused->room(state->size - state->remaining);
+    socket.async_read_some(boost::asio::buffer(room.data(), room.size()),
+                           [&socket, state, done = std::move(done)](
+                               const boost::system::error_code& ec, std::size_t n) mutable {
+                             if (ec) return done(ec, 0, nullptr);
+                             state->remaining -= n;
+                             readRestOfFileBody(socket, std::move(state), std::move(done));
+                           });
+    return;
   }
   const std::size_t want =
       static_cast<std::size_t>(std::min<std::uint64_t>(state->remaining, kFileBodyChunk));

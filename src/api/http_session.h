@@ -198,7 +198,10 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
         *length >= memfdFromFor(parser_->get().target())) {
       auto prefix = buffer_.data();
       std::string_view buffered(static_cast<const char*>(prefix.data()), prefix.size());
-      if (auto file = startFileBody(*length, buffered)) {
+      const auto pool =
+          submittedPool({parser_->get().target().data(), parser_->get().target().size()});
+      if (auto file = startFileBody(*length, buffered, state_->supervisor.payloadFiles(),
+                                    pool ? *pool : std::string_view())) {
         buffer_.consume(std::min<std::size_t>(buffer_.size(), *length));
         return readBodyIntoFile(std::move(file));
       }  // no memfd to be had: the body goes into memory as below

@@ -288,6 +288,16 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::Job
   w.family("bulkhead_orphans_reaped_total", "counter",
            "Grandchildren of workers reaped by the supervisor (child subreaper).");
   w.sample("bulkhead_orphans_reaped_total", {}, static_cast<double>(supervisor.orphansReaped()));
+  const auto& files = *supervisor.payloadFiles();
+  w.family("bulkhead_payload_files_idle_bytes", "gauge",
+           "Memory held by payload memfds kept for their pool's next large job (dropped after 2 s "
+           "unused).");
+  w.sample("bulkhead_payload_files_idle_bytes", {}, static_cast<double>(files.idleBytes()));
+  w.family("bulkhead_payload_files_idle", "gauge", "Payload memfds kept for reuse.");
+  w.sample("bulkhead_payload_files_idle", {}, static_cast<double>(files.idleFiles()));
+  w.family("bulkhead_payload_file_reuses_total", "counter",
+           "Large job bodies read into a payload memfd their pool used before.");
+  w.sample("bulkhead_payload_file_reuses_total", {}, static_cast<double>(files.reuses()));
   if (jobs.journaled()) {
     w.family("bulkhead_journal_errors_total", "counter",
              "Journal reads and writes that failed (disk full, I/O error); the daemon degraded.");

@@ -87,13 +87,18 @@ std::string fingerprintOfFile(int fd, std::uint64_t size) {
 }  // namespace
 
 std::shared_ptr<const core::Blob> fileBlob(UniqueFd fd, std::uint64_t size) {
-  const int raw = fd.release();
-  std::shared_ptr<const int> file(new int(raw), [](const int* owned) {
+  std::shared_ptr<const int> file(new int(fd.release()), [](const int* owned) {
     ::close(*owned);
     delete owned;
   });
+  return fileBlobOver(std::move(file), size);
+}
+
+std::shared_ptr<const core::Blob> fileBlobOver(std::shared_ptr<const int> handle,
+                                               std::uint64_t size) {
   // The function captures the number, not the handle: the blob owns both, so the fd outlives it.
-  return std::make_shared<const core::Blob>(std::move(file), size,
+  const int raw = *handle;
+  return std::make_shared<const core::Blob>(std::move(handle), size,
                                             [raw, size] { return fingerprintOfFile(raw, size); });
 }
 

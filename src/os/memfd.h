@@ -38,6 +38,10 @@ std::optional<std::string> readWhole(int fd, std::uint64_t size);
 // A core::Blob over `fd` (closed when its last holder lets go); its fingerprint is read from the
 // file when first asked for.
 std::shared_ptr<const core::Blob> fileBlob(UniqueFd fd, std::uint64_t size);
+// The same over a handle whose deleter decides what becomes of the file (os/payload_files.h
+// gives it back to its cache); the payload is the file's first `size` bytes.
+std::shared_ptr<const core::Blob> fileBlobOver(std::shared_ptr<const int> handle,
+                                               std::uint64_t size);
 
 // The bytes of any blob: read back from its file when it is in one (nullopt if that fails).
 std::optional<std::string> blobBytes(const core::Blob& blob);

@@ -28,6 +28,7 @@ bool sentByWorker(std::uint8_t type) {
     case 0x12:
     case 0x13:
     case 0x14:
+    case 0x15:
     case 0x20:
     case 0x30:
     case 0x31:
@@ -69,6 +70,8 @@ std::string_view frameTypeName(FrameType type) {
       return "HANDLER_ERROR";
     case FrameType::kResultBytesFd:
       return "RESULT_BYTES_FD";
+    case FrameType::kPayloadKept:
+      return "PAYLOAD_KEPT";
     case FrameType::kHeartbeat:
       return "HEARTBEAT";
     case FrameType::kJob:

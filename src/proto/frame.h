@@ -33,6 +33,9 @@ enum class FrameType : std::uint8_t {
   // RESULT_BYTES whose bytes are in a sealed memfd riding along as SCM_RIGHTS; the body is the
   // size (kFileSizeBody bytes). Also JOB_FD, the same for a job's payload.
   kResultBytesFd = 0x14,
+  // Empty body, before the job's answer: the worker still maps the job's JOB_FD file (a handler
+  // kept a view of its payload), so the daemon must not write another payload into it.
+  kPayloadKept = 0x15,
   kHeartbeat = 0x20,
   // Zygote only (docs/protocol.md, "Zygote"): the answer to a FORK, with the request's id.
   kForked = 0x30,

@@ -162,6 +162,9 @@ ConnectionEvent WorkerConnection::workerFrame(Frame f) {
                     " bytes exceeds the limit of " + std::to_string(maxBody_));
       }
       return Result{f.jobId, ResultKind::kBytes, {}, decodeFileSize(f.body)};
+    case FrameType::kPayloadKept:
+      if (!f.body.empty()) return fail("PAYLOAD_KEPT has a body");
+      return PayloadKept{f.jobId};
     case FrameType::kResultText:
       return Result{f.jobId, ResultKind::kText, std::move(f.body), std::nullopt};
     case FrameType::kResultJson:
@@ -202,6 +205,7 @@ ConnectionEvent WorkerConnection::zygoteFrame(Frame f) {
     case FrameType::kHello:
     case FrameType::kResultBytes:
     case FrameType::kResultBytesFd:
+    case FrameType::kPayloadKept:
     case FrameType::kResultJson:
     case FrameType::kResultText:
     case FrameType::kHandlerError:

@@ -59,6 +59,10 @@ struct Result {
   std::string body;
   std::optional<std::uint64_t> fileSize;  // RESULT_BYTES_FD: the memfd's size
 };
+// PAYLOAD_KEPT: the worker still maps the job's payload file (os/payload_files.h).
+struct PayloadKept {
+  std::uint64_t jobId = 0;
+};
 // HANDLER_ERROR: the handler raised.
 struct JobError {
   std::uint64_t jobId = 0;
@@ -89,7 +93,7 @@ struct PeerError {
 };
 
 using ConnectionEvent = std::variant<NeedMore, PeerError, Closed, Hello, Ready, StartFailed, Result,
-                                     JobError, Heartbeat, Forked, ForkRefused>;
+                                     JobError, Heartbeat, Forked, ForkRefused, PayloadKept>;
 
 class WorkerConnection {
  public:

@@ -84,6 +84,9 @@ struct Supervisor::WorkerIo : std::enable_shared_from_this<Supervisor::WorkerIo>
   bool closed = false;
   std::deque<std::pair<std::string, core::Payload>> writes;
   std::deque<os::UniqueFd> receivedFds;  // SCM_RIGHTS not yet claimed by a frame
+  // The running job's JOB_FD payload, held until the worker answered or was reaped: its file is
+  // not written again while this process may map it (os/payload_files.h).
+  core::Payload lentPayload;
   bool writing = false;
   std::optional<core::Time> lastJobEndSampleAt;
   bool mapsStale = true;  // jobs ran since /proc/PID/maps was last counted

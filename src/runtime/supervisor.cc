@@ -43,6 +43,10 @@ Supervisor::Supervisor(asio::io_context& io, const config::Config& config,
       options_(std::move(options)),
       timer_(host_->makeTimer()),
       sampler_(host_->makeTimer()),
+      // Its own clock: a session filling a file may outlive the host (shutdown).
+      payloadFiles_(os::PayloadFiles::make(
+          {}, [] { return core::fromSteady(std::chrono::steady_clock::now()); })),
+      payloadTrim_(host_->makeTimer()),
       startedAt_(now()) {
   lineageTimer_ = host_->makeTimer();
   bool limited = false;

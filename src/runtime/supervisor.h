@@ -24,6 +24,7 @@
 #include "core/zygote_lifecycle.h"
 #include "os/cgroups.h"
 #include "os/orphans.h"
+#include "os/payload_files.h"
 #include "os/proc.h"
 #include "os/process.h"
 #include "proto/frame.h"
@@ -78,6 +79,8 @@ class Supervisor {
   // The payload size from which a job of `pool` travels as a memfd (0: never; core/payload_path.h:
   // later for a handler that takes bytes); none for a pool this daemon does not have.
   std::optional<std::uint64_t> payloadMemfdFrom(std::string_view pool) const;
+  // The pools' reused payload files (os/payload_files.h): the HTTP session fills them.
+  const std::shared_ptr<os::PayloadFiles>& payloadFiles() const { return payloadFiles_; }
 
   // Typed snapshots for the API views (src/api/pool_views.h renders them as JSON). Limits are
   // read from each pool's policy (config::toPolicy), never from the config again.
@@ -159,6 +162,7 @@ class Supervisor {
   void flushWrites(const std::shared_ptr<WorkerIo>& worker);
   void sendWithFile(const std::shared_ptr<WorkerIo>& worker);
   core::Payload takeResultFile(WorkerIo& worker, std::uint64_t size);
+  void armPayloadTrim();
   ssize_t receiveControl(WorkerIo& worker, char* into, std::size_t room);
   void readControl(const std::shared_ptr<WorkerIo>& worker);
   enum class ReadResult { kDrained, kMore, kClosed };
@@ -209,6 +213,9 @@ class Supervisor {
   core::JobId nextJobId_ = 1;
   std::unique_ptr<HostTimer> timer_;    // the core's next deadline
   std::unique_ptr<HostTimer> sampler_;  // the pools' sample_interval
+  std::shared_ptr<os::PayloadFiles> payloadFiles_;
+  std::unique_ptr<HostTimer> payloadTrim_;  // drops payload files left unused
+  bool payloadTrimArmed_ = false;
   std::unique_ptr<os::Cgroups> cgroups_;
   std::unique_ptr<os::GpuProbe> gpu_;  // null: no pool has GPUs, or no NVML here
   std::optional<core::Time> armedFor_;

@@ -196,6 +196,7 @@ void Supervisor::handleWorkerEvent(WorkerIo& worker, proto::ConnectionEvent even
     } else {
       body = core::makePayload(std::move(result->body));
     }
+    worker.lentPayload.reset();  // answered: its JOB_FD mapping is gone, or PAYLOAD_KEPT said not
     // The /proc reads after a job cost ~0.1 ms: with nothing queued for the pool, the answer goes
     // out first. No job can reach the worker before its sample: this handler runs on first, and
     // drain leaves an idle worker idle when nothing is queued.
@@ -208,11 +209,16 @@ void Supervisor::handleWorkerEvent(WorkerIo& worker, proto::ConnectionEvent even
       if (!worker.closed && !worker.misbehaving) sampleAfterJob(worker, true);
     }
   } else if (auto* error = std::get_if<proto::JobError>(&event)) {
+    worker.lentPayload.reset();
     sampleAfterJob(worker);
     std::uint64_t pidsMaxEvents = 0;
     if (worker.cgroup) pidsMaxEvents = cgroups_->counters(*worker.cgroup).pidsMaxEvents;
     post(worker.pool, core::JobErrorReceived{worker.id, error->jobId,
                                              toCore(std::move(error->error)), pidsMaxEvents});
+  } else if (std::holds_alternative<proto::PayloadKept>(event)) {
+    if (worker.lentPayload && worker.lentPayload->inFile()) {
+      payloadFiles_->keep(worker.lentPayload->fd());
+    }
   } else if (auto* beat = std::get_if<proto::Heartbeat>(&event)) {
     post(worker.pool, core::WorkerHeartbeat{worker.id, beat->jobId, beat->progress,
                                             beat->cpuSeconds, std::move(beat->stack)});
@@ -228,11 +234,31 @@ core::Payload Supervisor::takeResultFile(WorkerIo& worker, std::uint64_t size) {
   }
   os::UniqueFd fd = std::move(worker.receivedFds.front());
   worker.receivedFds.pop_front();
+  // The job's own payload file given back (a memoryview handler returned its payload): the blob
+  // already held, not a second one. A reused file is not sealed against its daemon's writes, so
+  // the check below would refuse it.
+  const core::Payload& lent = worker.lentPayload;
+  if (lent && lent->inFile() && lent->size() == size && os::sameFile(fd.get(), lent->fd())) {
+    return lent;
+  }
   if (auto problem = os::checkSealedBlob(fd.get(), size)) {
     misbehaved(worker, "RESULT_BYTES_FD: " + *problem);
     return nullptr;
   }
   return os::fileBlob(std::move(fd), size);
+}
+
+// Payload files left unused go after a while (os/payload_files.h): looked at again while any is
+// lent or cached.
+void Supervisor::armPayloadTrim() {
+  if (payloadTrimArmed_) return;
+  const auto next = payloadFiles_->trim();
+  if (!next) return;
+  payloadTrimArmed_ = true;
+  payloadTrim_->expiresAt(*next, [this] {
+    payloadTrimArmed_ = false;
+    armPayloadTrim();
+  });
 }
 
 void Supervisor::sendFrame(WorkerIo& worker, std::string header, core::Payload body) {
@@ -287,7 +313,10 @@ void Supervisor::sendWithFile(const std::shared_ptr<WorkerIo>& worker) {
     worker->writes.clear();
     return;
   }
-  // What is left is plain bytes: the fd is delivered, the memfd may close with the job.
+  // What is left is plain bytes: the fd is delivered. Its file is held until the worker answers
+  // or is reaped, so that it is not written again while the worker may map it.
+  worker->lentPayload = std::move(body);
+  armPayloadTrim();
   worker->writes.front() = {frame.substr(static_cast<std::size_t>(sent)), nullptr};
   if (worker->writes.front().first.empty()) worker->writes.pop_front();
   flushWrites(worker);
@@ -304,12 +333,16 @@ void Supervisor::onChildExit(pid_t pid, int status) {
   byPid_.erase(it);
   // Whatever its children still do, they go with it: they may hold its pipes open forever.
   host_->signalGroup(pid, SIGKILL);
-  if (worker->closed) return;  // released earlier by the core
+  if (worker->closed) {
+    worker->lentPayload.reset();  // reaped: it maps nothing any more
+    return;                       // released earlier by the core
+  }
 
   // Frames and bytes it wrote before dying are in the kernel buffers: take them now, without
   // waiting for an EOF that a surviving grandchild could withhold.
   readControlNow(*worker, std::numeric_limits<std::size_t>::max());
   for (int i = 0; i < 3; ++i) readPipeNow(*worker, i, kFinalDrainLimit);
+  worker->lentPayload.reset();  // reaped, its last frames read: it maps nothing any more
 
   if (worker->isZygote) {
     std::string reason = WIFSIGNALED(status)

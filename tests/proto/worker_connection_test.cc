@@ -67,6 +67,9 @@ std::string describe(const ConnectionEvent& event) {
       return "ForkRefused " + std::to_string(f.requestId) + " " + f.message +
              (f.permanent ? " permanent" : " transient");
     }
+    std::string operator()(const PayloadKept& k) const {
+      return "PayloadKept " + std::to_string(k.jobId);
+    }
   };
   return std::visit(Describe{}, event);
 }
@@ -443,6 +446,18 @@ TEST(WorkerConnection, AFileSizeBodyMustBeEightBytesFromTheHeader) {
   EXPECT_EQ(
       peerErrorOf(Role::kWorker, workerHello() + encodeHeader(FrameType::kResultBytesFd, 7, 0)),
       "frame RESULT_BYTES_FD has a body of 0 bytes, not 8");
+}
+
+// PAYLOAD_KEPT: empty, from a worker only.
+TEST(WorkerConnection, AKeptPayloadIsAnEmptyWorkerFrame) {
+  const auto events =
+      eventsOf(Role::kWorker, workerHello() + frame(FrameType::kPayloadKept, 7, ""));
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1], "PayloadKept 7");
+  EXPECT_EQ(peerErrorOf(Role::kWorker, workerHello() + frame(FrameType::kPayloadKept, 7, "x")),
+            "PAYLOAD_KEPT has a body");
+  EXPECT_EQ(peerErrorOf(Role::kZygote, zygoteHello() + frame(FrameType::kPayloadKept, 7, "")),
+            "the zygote sent PAYLOAD_KEPT");
 }
 
 TEST(WorkerConnection, AZygoteMaySendNoResultInAFile) {

@@ -70,3 +70,41 @@ def crash_on_prefix(payload, ctx):
 def size_of(payload, ctx):
     """A bytes handler with a short answer: the payload's size."""
     return str(len(payload))
+
+
+def _payload_fd(size):
+    """The fd of this job's payload file (a memoryview job keeps it open while it runs)."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + name)
+        except OSError:
+            continue
+        if target.startswith("/memfd:bulkhead-payload") and os.fstat(int(name)).st_size >= size:
+            return int(name)
+    raise AssertionError("no payload memfd among this worker's fds")
+
+
+def file_facts(payload: memoryview, ctx):
+    """Which file the payload came in, its size, and whether it reads as zeros past the payload
+    (a reused file held a longer payload before)."""
+    fd = _payload_fd(len(payload))
+    st = os.fstat(fd)
+    tail = os.pread(fd, st.st_size - len(payload), len(payload))
+    return {"inode": st.st_ino, "file_size": st.st_size, "tail_zero": tail.count(0) == len(tail),
+            "first": payload[0], "last": payload[-1], "size": len(payload)}
+
+
+_KEPT = []
+
+
+def keep_a_view(payload: memoryview, ctx):
+    """b"keep...": keeps a view of the payload past the job; b"show...": what the first kept view
+    reads now; else the payload's file's inode."""
+    if payload[:4] == b"keep":
+        _KEPT.append(payload[4:20])
+    if payload[:4] == b"show":
+        return bytes(_KEPT[0])
+    if payload[:4] == b"fds?":
+        return "\n".join(sorted(os.readlink("/proc/self/fd/" + fd)
+                                for fd in os.listdir("/proc/self/fd")))
+    return str(os.fstat(_payload_fd(len(payload))).st_ino)

@@ -1,0 +1,108 @@
+"""Reused payload memfds (docs/protocol.md, "Large payloads by memfd"): a pool's next large job
+body is read into a file the pool used before, which holds exactly the new payload and zeros after
+it; a file a handler kept a view of is never written again; another pool never gets it; unused
+files go. Each job waits for the daemon to have the file back (/metrics), not for time."""
+
+import os
+import re
+
+import pytest
+
+from conftest import wait_until
+
+M = "memfd_handlers:"
+MIB = 1024 * 1024
+
+
+def _server(**more):
+    server = {"listen": "127.0.0.1:0", "memfd_threshold": "64KiB", "journal": ""}
+    server.update(more)
+    return server
+
+
+def _pool(handler, **more):
+    keys = {"handler": handler, "workers": 1, "max_payload": "80MiB", "job_timeout": "60s"}
+    keys.update(more)
+    return keys
+
+
+def _metric(d, name):
+    text = d.http("GET", "/metrics").body.decode()
+    match = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    assert match, "no %s in /metrics" % name
+    return float(match.group(1))
+
+
+def _files_back(d, count):
+    wait_until(lambda: _metric(d, "bulkhead_payload_files_idle") >= count, 30,
+               "%d payload file(s) back in the cache" % count)
+
+
+@pytest.mark.parametrize("mode", ["spawn", "zygote"])
+def test_a_pools_next_payload_reuses_its_file_with_the_old_tail_wiped(start_daemon, mode):
+    extra = {"mode": "zygote"} if mode == "zygote" else {}
+    d = start_daemon({"facts": _pool(M + "file_facts", **extra),
+                      "other": _pool(M + "file_facts", **extra)}, server=_server())
+    first = d.job("facts", b"a" * (3 * MIB), timeout=60).json
+    assert first["size"] == 3 * MIB and first["tail_zero"] and first["file_size"] >= 3 * MIB
+    _files_back(d, 1)
+    reuses = _metric(d, "bulkhead_payload_file_reuses_total")
+
+    # Shorter: the same file, the earlier payload's last MiB wiped.
+    second = d.job("facts", b"b" * (2 * MIB), timeout=60).json
+    assert second["inode"] == first["inode"], (first, second)
+    assert (second["first"], second["last"], second["size"]) == (ord("b"), ord("b"), 2 * MIB)
+    assert second["tail_zero"], second
+    assert _metric(d, "bulkhead_payload_file_reuses_total") == reuses + 1
+    _files_back(d, 1)
+
+    # Another pool never gets this pool's file.
+    other = d.job("other", b"c" * (2 * MIB), timeout=60).json
+    assert other["inode"] != first["inode"] and other["tail_zero"]
+
+    # Byte-exact through a reused file, odd sizes either way.
+    _files_back(d, 2)
+    for size in (2 * MIB + 12345, 2 * MIB - 1, 3 * MIB):
+        payload = os.urandom(size)
+        _files_back(d, 2)
+        r = d.job("facts", payload, timeout=60).json
+        assert r["inode"] == first["inode"] and r["size"] == size and r["tail_zero"], r
+        assert (r["first"], r["last"]) == (payload[0], payload[-1])
+
+
+def test_a_reused_file_round_trips_byte_exact_through_a_view_echo(start_daemon):
+    d = start_daemon({"view": _pool(M + "echo_view")},
+                     server=_server(memfd_result_threshold="64KiB"))
+    for size in (3 * MIB + 7, 2 * MIB + 1, 3 * MIB + 7, 65536, 3 * MIB):
+        payload = os.urandom(size)
+        r = d.job("view", payload, timeout=60)
+        assert r.status == 200 and r.body == payload, (size, r.status)
+        _files_back(d, 1)
+    assert _metric(d, "bulkhead_payload_file_reuses_total") >= 3
+
+
+def test_a_file_a_handler_kept_a_view_of_is_never_written_again(start_daemon):
+    d = start_daemon({"keep": _pool(M + "keep_a_view")}, server=_server())
+    size = 2 * MIB
+    kept_inode = d.job("keep", b"keep" + b"A" * size, timeout=60).body
+    # A small job after it: the first job's file is back by then unless it was kept. The worker
+    # said PAYLOAD_KEPT before answering, so it is not.
+    fds = d.job("keep", b"fds?").body.decode()
+    assert "bulkhead-payload" not in fds, fds       # its mapping stays, not its fd
+    assert _metric(d, "bulkhead_payload_files_idle") == 0
+    other_inode = d.job("keep", b"next" + b"B" * size, timeout=60).body
+    assert other_inode != kept_inode
+    _files_back(d, 1)       # the second file, which nobody kept
+    assert d.job("keep", b"next" + b"C" * size, timeout=60).body == other_inode
+    # What the handler kept still reads as the first job's bytes.
+    assert d.job("keep", b"show" + b"D" * size, timeout=60).body == b"A" * 16
+
+
+def test_unused_files_go_after_a_while(start_daemon):
+    d = start_daemon({"facts": _pool(M + "file_facts")}, server=_server())
+    assert d.job("facts", b"x" * (2 * MIB), timeout=60).json["tail_zero"]
+    _files_back(d, 1)
+    assert _metric(d, "bulkhead_payload_files_idle_bytes") >= 2 * MIB
+    wait_until(lambda: _metric(d, "bulkhead_payload_files_idle_bytes") == 0, 60,
+               "the unused payload file dropped")
+    assert _metric(d, "bulkhead_payload_files_idle") == 0
