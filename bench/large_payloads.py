@@ -5,6 +5,7 @@
     /usr/bin/python3 bench/large_payloads.py --quick         # 1 and 16 MiB; 3 rounds
     /usr/bin/python3 bench/large_payloads.py --results-ab    # only the result-path A/B below
     /usr/bin/python3 bench/large_payloads.py --payloads-ab   # only the payload-path A/B below
+    /usr/bin/python3 bench/large_payloads.py --binaries-ab OLD_BIN   # this binary against OLD_BIN
 
 This file owns the large-payload measurement (docs/protocol.md, "Large payloads by memfd"). Three
 daemons (`build/bulkhead serve`, or $BULKHEAD_BIN / --bin), each with two 1-worker pools running
@@ -32,6 +33,11 @@ daemons alternating, for the ``bytes`` and the ``memoryview`` handler, 0.5 to 16
 under 16 MiB come back through the socket in both daemons, a 16 MiB one by memfd in the first).
 Since 2026-12-07 a ``bytes`` handler's payloads take the memfd only from
 ``memfd_result_threshold`` (16 MiB) on, so below it both columns are inline for that handler.
+
+``--binaries-ab OLD_BIN`` runs two daemons with the default thresholds, OLD_BIN's and this one's
+(--bin), and alternates them call by call for the ``bytes`` and the ``memoryview`` handler, 0.5 to
+64 MiB: what a change of the binary did to the large-payload path (reused payload files, since
+2026-12-08). The calls follow each other without a pause, so a reused file is always at hand.
 """
 
 import argparse
@@ -188,6 +194,14 @@ def payloads_ab(daemons, sizes_mib):
                         "memfd_threshold = 0 (inline)"))
 
 
+def binaries_ab(daemons, sizes_mib):
+    """--binaries-ab: the two binaries' default daemons, both handlers."""
+    for pool, kind in (("echo", "bytes"), ("view", "memoryview")):
+        alternating_ab(daemons, ("this", "baseline"), pool, sizes_mib,
+                       "This binary against the baseline, %s handler" % kind,
+                       ("this binary", "baseline binary"))
+
+
 def ab_then_stop(daemons, sizes_mib, ab=results_ab):
     try:
         ab(daemons, sizes_mib)
@@ -205,12 +219,18 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--results-ab", action="store_true")
     ap.add_argument("--payloads-ab", action="store_true")
+    ap.add_argument("--binaries-ab", metavar="OLD_BIN")
     args = ap.parse_args()
     sizes = [1, 16] if args.quick else [1, 4, 16, 64]
     rounds = 3 if args.quick else args.rounds
     load_start = loadavg()
     log("machine: %s; load average %s" % (machine_line(), load_start))
     tmpdir = tempfile.mkdtemp(prefix="bulkhead-large-")
+    if args.binaries_ab:
+        log("this: %s; baseline: %s" % (args.bin, args.binaries_ab))
+        daemons = {"this": start_daemon(args.bin, tmpdir, "this", "256KiB"),
+                   "baseline": start_daemon(args.binaries_ab, tmpdir, "baseline", "256KiB")}
+        return ab_then_stop(daemons, [1, 4] if args.quick else [0.5, 2, 8, 16, 64], binaries_ab)
     daemons = {"inline": start_daemon(args.bin, tmpdir, "inline", "0"),
                "memfd": start_daemon(args.bin, tmpdir, "memfd", "256KiB"),
                "memfd, results too": start_daemon(args.bin, tmpdir, "memfd-results", "256KiB",

@@ -53,6 +53,7 @@ inline std::shared_ptr<FileBodyState> startFileBody(std::uint64_t length, std::s
     if (auto reused = files->take(pool, length)) {
       for (std::uint64_t at = 0; at < prefix.size();) {
         auto room = reused->room(at);
+        if (room.empty()) return nullptr;
         const std::size_t n = std::min<std::size_t>(room.size(), prefix.size() - at);
         std::copy_n(prefix.data() + at, n, room.data());
         at += n;
@@ -97,6 +98,7 @@ void readRestOfFileBody(Socket& socket, std::shared_ptr<FileBodyState> state, Do
   }
   if (state->reused) {  // straight into the mapping: one copy, no page to allocate
     auto room = state->reused->room(state->size - state->remaining);
+    if (room.empty()) return done(boost::system::error_code(), ENOMEM, nullptr);
     socket.async_read_some(boost::asio::buffer(room.data(), room.size()),
                            [&socket, state, done = std::move(done)](
                                const boost::system::error_code& ec, std::size_t n) mutable {

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <cstring>
 
 #include "os/memfd.h"
@@ -27,23 +28,26 @@ struct PayloadFiles::File {
     if (map != nullptr) ::munmap(map, capacity);
   }
   // One call maps every page of [from, to) (older kernels: EINVAL, they fault in as written).
-  void mapPages(std::uint64_t from, std::uint64_t to) const {
-    if (to > from) ::madvise(map + from, to - from, MADV_POPULATE_WRITE);
+  // False when pages could not be had (ENOMEM: a memory cgroup's limit): nothing may write there.
+  bool mapPages(std::uint64_t from, std::uint64_t to) const {
+    if (to <= from) return true;
+    return ::madvise(map + from, to - from, MADV_POPULATE_WRITE) == 0 || errno == EINVAL;
   }
   // The daemon's page-table entries go; the pages stay in the file. The daemon's RSS then holds
   // no payload.
   void unmapPages(std::uint64_t from, std::uint64_t to) const {
     if (to > from) ::madvise(map + from, to - from, MADV_DONTNEED);
   }
-  // Zeros over [from, to), a window at a time.
-  void wipe(std::uint64_t from, std::uint64_t to) const {
+  // Zeros over [from, to), a window at a time; false when its pages could not be had.
+  bool wipe(std::uint64_t from, std::uint64_t to) const {
     for (std::uint64_t at = from; at < to;) {
       const std::uint64_t end = std::min(to, (at / kFillWindow + 1) * kFillWindow);
-      mapPages(at / 4096 * 4096, end);
+      if (!mapPages(at / 4096 * 4096, end)) return false;
       std::memset(map + at, 0, end - at);
       unmapPages(at / 4096 * 4096, end);
       at = end;
     }
+    return true;
   }
 };
 
@@ -87,7 +91,10 @@ std::span<char> PayloadFiles::Filling::room(std::uint64_t at) {
     file_->unmapPages(windowStart_, windowEnd_);
     windowStart_ = at / kFillWindow * kFillWindow;
     windowEnd_ = std::min(size_, windowStart_ + kFillWindow);
-    file_->mapPages(windowStart_, windowEnd_);
+    if (!file_->mapPages(windowStart_, windowEnd_)) {
+      windowEnd_ = windowStart_;
+      return {};
+    }
   }
   return {file_->map + at, static_cast<std::size_t>(windowEnd_ - at)};
 }
@@ -123,8 +130,8 @@ std::optional<PayloadFiles::Filling> PayloadFiles::take(std::string_view pool, s
     idleBytes_ -= file->capacity;
     ++reuses_;
   }
-  if (file->highWater > size) file->wipe(size, file->highWater);
-  file->highWater = size;
+  if (file->highWater > size && !file->wipe(size, file->highWater)) return std::nullopt;  // dropped
+  file->highWater = size;  // also right for a body cut short: it wrote below `size` only
   return Filling(shared_from_this(), std::move(file), size);
 }
 

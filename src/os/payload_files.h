@@ -59,8 +59,8 @@ class PayloadFiles : public std::enable_shared_from_this<PayloadFiles> {
     Filling& operator=(Filling&&) = delete;
     ~Filling();
     std::uint64_t size() const { return size_; }
-    // Writable memory for the bytes from `at` (< size) on; at least one byte, at most to the end
-    // of the window `at` is in.
+    // Writable memory for the bytes from `at` (< size) on, at most to the end of the window `at`
+    // is in; empty when its pages could not be had (ENOMEM: a memory cgroup's limit).
     std::span<char> room(std::uint64_t at);
     std::shared_ptr<const core::Blob> finish();
 
