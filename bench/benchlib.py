@@ -261,7 +261,21 @@ class RawJobConnection:
         self.sock.close()
 
 
-LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
+LISTENING = re.compile(r"listening on (?:http://([0-9.]+):(\d+)|(unix:\S+))")
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket (a daemon listening on ``unix:/path``)."""
+
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        import socket
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
 DAEMONS = []   # started, not stopped or killed yet: kill_daemons() on the way out
 
 
@@ -271,7 +285,8 @@ def kill_daemons():
 
 
 class Daemon:
-    """One `bulkhead serve -c CONFIG` (the config's [server] listen should be 127.0.0.1:0).
+    """One `bulkhead serve -c CONFIG` (the config's [server] listen should be 127.0.0.1:0, or a
+    ``unix:/path``: url is then that, and host and port are None).
 
     label starts every error message ("the daemon", "bench: daemon on"); error is the exception
     raised (SystemExit to end the bench with the message, RuntimeError to let it clean up).
@@ -321,8 +336,11 @@ class Daemon:
             m = LISTENING.search(self.log())
             if m:
                 listening = time.monotonic() - self.spawned
-                self.host, self.port = m.group(1), int(m.group(2))
-                self.url = "http://%s:%d" % (self.host, self.port)
+                if m.group(3):
+                    self.url = m.group(3)
+                else:
+                    self.host, self.port = m.group(1), int(m.group(2))
+                    self.url = "http://%s:%d" % (self.host, self.port)
                 break
             time.sleep(listen_poll_s)
         else:
@@ -347,7 +365,9 @@ class Daemon:
 
     def request(self, method, path, body=None, headers=None):
         """One request on the connection; returns (status, response, body)."""
-        if self.conn is None:
+        if self.conn is None and self.url.startswith("unix:"):
+            self.conn = _UnixHTTPConnection(self.url[len("unix:"):], self.http_timeout)
+        elif self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port,
                                                    timeout=self.http_timeout)
         self.conn.request(method, path, body, headers or {})

@@ -113,9 +113,12 @@ def table(r, cfg):
     rows = [_ratio_row(r, "echo p50, Python client, sequential calls", "echo_p50", "ms", False,
                        1.0)]
     # The peers' 32 in flight are futures; bulkhead's are 32 threads with a Client each (as the
-    # issue measured it), or 32 asyncio tasks on one AsyncClient: both rows are shown.
+    # issue measured it), or 32 asyncio tasks on one AsyncClient: both rows are shown, over TCP
+    # and over a Unix socket (the peers' own pipes are local too).
     for field, how in (("tput_1x32", "32 threads, a Client each"),
-                       ("tput_1x32_async", "AsyncClient, 32 tasks")):
+                       ("tput_1x32_async", "AsyncClient, 32 tasks"),
+                       ("tput_1x32_unix", "32 threads, a Client each, Unix socket"),
+                       ("tput_1x32_unix_async", "AsyncClient, 32 tasks, Unix socket")):
         if field in b or field == "tput_1x32":
             rows.append(_ratio_row(r, "echo throughput, one caller process, 32 in flight: "
                                    + how, field, "jobs/s", True, 1.0, peer_field="tput"))

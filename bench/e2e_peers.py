@@ -25,7 +25,8 @@ on a 2-core machine; compare ratios within one run, not absolute times across ru
 
 Data path targets (bench/data_path_table.py): a second table after the targets, bulkhead vs the
 best pool peer per metric, with echo throughput from ONE caller process with 32 in flight (32
-threads with a Client each, and one AsyncClient with 32 tasks), and the CNN's time outside the
+threads with a Client each, and one AsyncClient with 32 tasks; each over TCP and, through a second
+daemon with the echo pool alone, over a Unix socket), and the CNN's time outside the
 handler (the handler times itself: bench_handlers.cnn_timed).  --with-scaling runs
 bench/dispatch_scaling.py --workers 2,256 and --with-zygote bench/zygote.py --latency-only for
 two more rows, after the rest.  The exit status follows the first targets only, unless
@@ -118,6 +119,26 @@ class Daemon(benchlib.Daemon):
             sys.exit("bench: pools not ready within %d s: %s\n%s"
                      % (READY_DEADLINE_S, state, self.log()))
         return pools
+
+
+class UnixEchoDaemon(benchlib.Daemon):
+    """A second daemon, the echo pool alone, listening on a Unix socket: the one-process
+    throughput rows also run over it (a caller on the same machine, as the in-process peers'
+    pipes are)."""
+
+    def __init__(self, tmpdir, binary=BIN):
+        text = CONFIG[:CONFIG.index("[pool.{cnn}]")].replace(
+            'listen = "127.0.0.1:0"', 'listen = "unix:%s"' % os.path.join(tmpdir, "echo.sock"))
+        super().__init__(binary, os.path.join(tmpdir, "bulkhead-unix.toml"),
+                         text.format(echo=ECHO_POOL, python=PYTHON,
+                                     handlers=json.dumps(HANDLERS)),
+                         label="bench: the unix-socket daemon", error=SystemExit,
+                         keep_alive=False)
+        self.spawn(os.path.join(tmpdir, "daemon-unix.log"))
+        self.wait_healthy()
+        if super().wait_ready(READY_DEADLINE_S, poll_s=0.1) is None:
+            self.kill()
+            sys.exit("bench: the unix-socket daemon's pool did not get ready:\n" + self.log())
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -285,6 +306,9 @@ def run_all(daemon, cfg, tmpdir):
     best_runs = []
     one_proc = []   # the data path row: one caller process with 32 in flight, as the peers
     one_proc_async = []   # ... the same with AsyncClient and 32 tasks
+    one_proc_unix, one_proc_unix_async = [], []     # ... both over a Unix socket
+    log("throughput: starting a second daemon, the echo pool on a Unix socket")
+    unix_daemon = UnixEchoDaemon(tmpdir, cfg["bin"])
     for rep in range(cfg["tput_repeats"]):
         rate, cpu = bulkhead_throughput(daemon, bprocs, bthreads, cfg["tput_s"])
         best_runs.append((bprocs, bthreads, rate, cpu))
@@ -297,6 +321,11 @@ def run_all(daemon, cfg, tmpdir):
         one_proc_async.append(rate)
         log("throughput bulkhead, one caller process, AsyncClient with 32 tasks: %.0f jobs/s"
             % rate)
+        one_proc_unix.append(bulkhead_throughput(unix_daemon, 1, 32, cfg["tput_s"])[0])
+        one_proc_unix_async.append(
+            bulkhead_throughput(unix_daemon, 1, 32, cfg["tput_s"], use_async=True)[0])
+        log("throughput bulkhead over a Unix socket, one caller process: 32 threads %.0f, "
+            "AsyncClient with 32 tasks %.0f jobs/s" % (one_proc_unix[-1], one_proc_unix_async[-1]))
         for s in list(systems[1:]):
             try:
                 rate = inflight_throughput(s, ECHO_PAYLOAD, cfg["tput_s"])
@@ -321,7 +350,12 @@ def run_all(daemon, cfg, tmpdir):
     put("bulkhead", tput_cfg="%d procs x %d threads" % (bprocs, bthreads),
         tput_1x32=sorted(one_proc)[len(one_proc) // 2], tput_1x32_all=one_proc,
         tput_1x32_async=sorted(one_proc_async)[len(one_proc_async) // 2],
-        tput_1x32_async_all=one_proc_async)
+        tput_1x32_async_all=one_proc_async,
+        tput_1x32_unix=sorted(one_proc_unix)[len(one_proc_unix) // 2],
+        tput_1x32_unix_all=one_proc_unix,
+        tput_1x32_unix_async=sorted(one_proc_unix_async)[len(one_proc_unix_async) // 2],
+        tput_1x32_unix_async_all=one_proc_unix_async)
+    unix_daemon.stop()
     best_runs.sort(key=lambda x: x[2])
     r["tput_tried"], r["tput_best"] = tried, best_runs[len(best_runs) // 2]
     w = wrk_run(daemon, 1, 2 if q else 3, tmpdir)

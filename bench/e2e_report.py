@@ -61,13 +61,15 @@ def report(r, cfg):
       "configuration was picked by a sweep (processes x threads, one Client per thread): %s. "
       "In the same repeats, bulkhead from one caller process with 32 in flight, as the "
       "in-process peers: 32 threads with a Client each %s jobs/s; AsyncClient with 32 tasks %s "
-      "jobs/s."
+      "jobs/s; over a Unix socket (a second daemon, the echo pool alone) %s and %s jobs/s."
       % (cfg["tput_repeats"], "; ".join("%s: %s" % (k, ", ".join(fmt(v, 0) for v in
                                                                res[k]["tput_all"]))
                                         for k in ORDER if k in res and "tput_all" in res[k]),
          "; ".join("%dx%d: %.0f/s" % (p, t, x) for p, t, x, _ in r["tput_tried"]),
          ", ".join(fmt(v, 0) for v in res["bulkhead"]["tput_1x32_all"]),
-         ", ".join(fmt(v, 0) for v in res["bulkhead"]["tput_1x32_async_all"])))
+         ", ".join(fmt(v, 0) for v in res["bulkhead"]["tput_1x32_async_all"]),
+         ", ".join(fmt(v, 0) for v in res["bulkhead"].get("tput_1x32_unix_all", [])),
+         ", ".join(fmt(v, 0) for v in res["bulkhead"].get("tput_1x32_unix_async_all", []))))
     c = r["tput_best"][3]
     tot = c["daemon_us"] + c["workers_us"] + c["callers_us"]
     w("CPU per job at that configuration (/proc, over the measuring window): daemon %.0f us, "
