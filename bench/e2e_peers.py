@@ -172,7 +172,7 @@ def main():
                                                     (8, 4)],
         "tput_repeats": 1 if q else 3,
         "cnn_n": 60 if q else 300, "cnn_sub_n": 3 if q else 7,
-        "mib_n": 10 if q else 40, "big_n": 0 if q else 3,
+        "mib_n": 10 if q else 40, "big_n": 0 if q else 7,
         "celery_n": 1000, "celery_cnn_n": 100,
     }
     if not os.path.exists(cfg["bin"]):
