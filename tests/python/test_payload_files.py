@@ -9,6 +9,7 @@ import re
 import pytest
 
 from conftest import wait_until
+from test_memfd import _pool
 
 M = "memfd_handlers:"
 MIB = 1024 * 1024
@@ -18,12 +19,6 @@ def _server(**more):
     server = {"listen": "127.0.0.1:0", "memfd_threshold": "64KiB", "journal": ""}
     server.update(more)
     return server
-
-
-def _pool(handler, **more):
-    keys = {"handler": handler, "workers": 1, "max_payload": "80MiB", "job_timeout": "60s"}
-    keys.update(more)
-    return keys
 
 
 def _metric(d, name):
