@@ -194,18 +194,27 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     const auto length = parser_->content_length();
     const std::uint64_t memfdFrom = state_->options.memfdThreshold;
     // The pool's own threshold is never below memfd_threshold: asked only past that.
-    if (length && memfdFrom > 0 && *length >= memfdFrom &&
-        *length >= memfdFromFor(parser_->get().target())) {
-      auto prefix = buffer_.data();
-      std::string_view buffered(static_cast<const char*>(prefix.data()), prefix.size());
-      const auto pool =
-          submittedPool({parser_->get().target().data(), parser_->get().target().size()});
-      if (auto file = startFileBody(*length, buffered, state_->supervisor.payloadFiles(),
-                                    pool ? *pool : std::string_view())) {
-        buffer_.consume(std::min<std::size_t>(buffer_.size(), *length));
-        return readBodyIntoFile(std::move(file));
-      }  // no memfd to be had: the body goes into memory as below
+    if (length && memfdFrom > 0 && *length >= memfdFrom) {
+      const auto target = parser_->get().target();
+      const std::string_view pool = submittedPool({target.data(), target.size()}).value_or("");
+      if (*length >= memfdFromFor(pool)) return readBodyIntoFileIfAny(*length, pool);
     }
+    readBodyIntoMemory(length);
+  }
+
+  // A body of memfd_threshold or more, of a job of `pool` (empty: not a job): into a memfd, one
+  // the pool used before when it has one free; into memory when no memfd can be had.
+  void readBodyIntoFileIfAny(std::uint64_t length, std::string_view pool) {
+    auto prefix = buffer_.data();
+    std::string_view buffered(static_cast<const char*>(prefix.data()), prefix.size());
+    if (auto file = startFileBody(length, buffered, state_->supervisor.payloadFiles(), pool)) {
+      buffer_.consume(std::min<std::size_t>(buffer_.size(), length));
+      return readBodyIntoFile(std::move(file));
+    }
+    readBodyIntoMemory(length);
+  }
+
+  void readBodyIntoMemory(boost::optional<std::uint64_t> length) {
     if (!length || *length < kDirectBodyMin) {  // small or chunked: Beast parses it
       buffer_.reserve(kDirectBodyMin);
       http::async_read(socket_, buffer_, *parser_,
@@ -228,10 +237,10 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
   }
 
   // From which size a job's body goes into a memfd: the pool's (its handler may take bytes:
-  // core/payload_path.h), or memfd_threshold for any other request.
-  std::uint64_t memfdFromFor(boost::beast::string_view target) const {
-    if (auto pool = submittedPool({target.data(), target.size()})) {
-      if (auto from = state_->supervisor.payloadMemfdFrom(*pool)) return *from;
+  // core/payload_path.h), or memfd_threshold for any other request (`pool` empty).
+  std::uint64_t memfdFromFor(std::string_view pool) const {
+    if (!pool.empty()) {
+      if (auto from = state_->supervisor.payloadMemfdFrom(pool)) return *from;
     }
     return state_->options.memfdThreshold;
   }
