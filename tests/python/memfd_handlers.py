@@ -91,7 +91,8 @@ def file_facts(payload: memoryview, ctx):
     st = os.fstat(fd)
     tail = os.pread(fd, st.st_size - len(payload), len(payload))
     return {"inode": st.st_ino, "file_size": st.st_size, "tail_zero": tail.count(0) == len(tail),
-            "first": payload[0], "last": payload[-1], "size": len(payload)}
+            "first": payload[0], "last": payload[-1], "size": len(payload),
+            "uniform": payload.tobytes().count(payload[0]) == len(payload)}
 
 
 _KEPT = []

@@ -46,7 +46,7 @@ def test_a_pools_next_payload_reuses_its_file_with_the_old_tail_wiped(start_daem
     # Shorter: the same file, the earlier payload's last MiB wiped.
     second = d.job("facts", b"b" * (2 * MIB), timeout=60).json
     assert second["inode"] == first["inode"], (first, second)
-    assert (second["first"], second["last"], second["size"]) == (ord("b"), ord("b"), 2 * MIB)
+    assert (second["first"], second["size"], second["uniform"]) == (ord("b"), 2 * MIB, True)
     assert second["tail_zero"], second
     assert _metric(d, "bulkhead_payload_file_reuses_total") == reuses + 1
     _files_back(d, 1)
@@ -101,3 +101,23 @@ def test_unused_files_go_after_a_while(start_daemon):
     wait_until(lambda: _metric(d, "bulkhead_payload_files_idle_bytes") == 0, 60,
                "the unused payload file dropped")
     assert _metric(d, "bulkhead_payload_files_idle") == 0
+
+
+def test_a_body_cut_short_in_a_reused_file_leaves_it_for_the_next_job_whole(start_daemon):
+    """A client that goes away mid-body: the file it was filling goes back unlent, and the next
+    job in it gets its own bytes, wiped past them."""
+    d = start_daemon({"facts": _pool(M + "file_facts")}, server=_server())
+    first = d.job("facts", b"a" * (3 * MIB), timeout=60).json
+    _files_back(d, 1)
+    reuses = _metric(d, "bulkhead_payload_file_reuses_total")
+    sock = d.raw_socket()
+    sock.sendall(b"POST /v1/pools/facts/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                 % (3 * MIB) + b"z" * (2 * MIB))
+    wait_until(lambda: _metric(d, "bulkhead_payload_file_reuses_total") > reuses, 30,
+               "the cut body taken into the pool's file")
+    sock.close()
+    _files_back(d, 1)
+    whole = d.job("facts", b"b" * (2 * MIB + 1), timeout=60).json
+    assert whole["inode"] == first["inode"], (first, whole)
+    assert (whole["first"], whole["size"], whole["uniform"]) == (ord("b"), 2 * MIB + 1, True)
+    assert whole["tail_zero"], whole
