@@ -120,6 +120,7 @@ class Loader : KeyReader {
     readSize(t, line, p, "max_request_body", 1, s.maxRequestBody);
     readSize(t, line, p, "memfd_threshold", 0, s.memfdThreshold);
     readSize(t, line, p, "memfd_result_threshold", 0, s.memfdResultThreshold);
+    readSize(t, line, p, "payload_file_cache", 0, s.payloadFileCache);
     int64_t connections = static_cast<int64_t>(s.maxConnections);
     readInt(t, line, p, "max_connections", 1, 1'000'000, connections);
     s.maxConnections = static_cast<std::uint64_t>(connections);

@@ -22,6 +22,9 @@ struct ServerConfig {
   // because a result memfd is fresh pages the worker fills and the daemon frees: measured slower
   // than the socket up to ~16 MiB (BENCHMARKS.md, "Large payloads").
   std::uint64_t memfdResultThreshold = 16ull << 20;
+  // Payload memfds kept for their pool's next large body, at most this many bytes of them
+  // (docs/protocol.md, "Reused payload files"); 0: none kept, each body gets a new memfd.
+  std::uint64_t payloadFileCache = 512ull << 20;
   // Connections (docs/operations.md, "Connections"): beyond max_connections a client gets 503;
   // a request must arrive whole within request_timeout; an idle keep-alive connection is closed
   // after idle_timeout.

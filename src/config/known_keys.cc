@@ -11,6 +11,7 @@ const std::vector<KnownKey>& knownKeys() {
       {"server", "max_request_body"},
       {"server", "memfd_threshold"},
       {"server", "memfd_result_threshold"},
+      {"server", "payload_file_cache"},
       {"server", "max_connections"},
       {"server", "request_timeout"},
       {"server", "idle_timeout"},

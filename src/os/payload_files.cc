@@ -137,7 +137,7 @@ std::optional<PayloadFiles::Filling> PayloadFiles::take(std::string_view pool, s
 
 std::shared_ptr<const core::Blob> PayloadFiles::adopt(std::string_view pool, UniqueFd& fd,
                                                       std::uint64_t size) {
-  if (size == 0 || !fd.valid()) return nullptr;
+  if (size == 0 || !fd.valid() || limits_.maxIdleBytes == 0) return nullptr;  // 0: reuse off
   const std::uint64_t capacity = payloadFileCapacity(size);
   if (::ftruncate(fd.get(), static_cast<off_t>(capacity)) != 0) return nullptr;
   void* map = ::mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);

@@ -38,8 +38,8 @@
 namespace bulkhead::os {
 
 struct PayloadFileLimits {
-  std::size_t maxIdlePerPool = 4;                    // files kept per pool while unused
-  std::uint64_t maxIdleBytes = 512 << 20;            // all pools' unused files together
+  std::size_t maxIdlePerPool = 4;             // files kept per pool while unused
+  std::uint64_t maxIdleBytes = 512ull << 20;  // all pools' unused files together; 0: reuse off
   core::Duration idleFor = std::chrono::seconds(2);  // an unused file is dropped after this
 };
 

@@ -45,7 +45,8 @@ Supervisor::Supervisor(asio::io_context& io, const config::Config& config,
       sampler_(host_->makeTimer()),
       // Its own clock: a session filling a file may outlive the host (shutdown).
       payloadFiles_(os::PayloadFiles::make(
-          {}, [] { return core::fromSteady(std::chrono::steady_clock::now()); })),
+          {.maxIdleBytes = config.server.payloadFileCache},
+          [] { return core::fromSteady(std::chrono::steady_clock::now()); })),
       payloadTrim_(host_->makeTimer()),
       startedAt_(now()) {
   lineageTimer_ = host_->makeTimer();

@@ -86,6 +86,17 @@ TEST(Config, MemfdThresholdsForRequestsAndResultsAreApartAndReachEveryPool) {
               "server.memfd_result_threshold", "expected a size");
 }
 
+TEST(Config, PayloadFileCacheIsASizeAndZeroTurnsReuseOff) {
+  auto defaults = load("[pool.a]\nhandler = \"m:f\"\n");
+  ASSERT_TRUE(defaults.config);
+  EXPECT_EQ(defaults.config->server.payloadFileCache, 512ull << 20);
+  auto off = load("[server]\npayload_file_cache = \"0\"\n[pool.a]\nhandler = \"m:f\"\n");
+  ASSERT_TRUE(off.config) << off.errors.front().describe();
+  EXPECT_EQ(off.config->server.payloadFileCache, 0u);
+  expectError("[server]\npayload_file_cache = \"lots\"\n[pool.a]\nhandler = \"m:f\"\n", 2,
+              "server.payload_file_cache", "expected a size");
+}
+
 TEST(Config, SyntaxErrorNamesTheLine) {
   auto r = load("[pool.a]\nhandler = \"m:f\"\nworkers = = 2\n");
   ASSERT_EQ(r.errors.size(), 1u);

@@ -179,6 +179,18 @@ TEST(PayloadFiles, AFileAWorkerKeptIsNeverLentAgain) {
   EXPECT_FALSE(files->take("echo", 4).has_value());
 }
 
+TEST(PayloadFiles, WithNoBytesToKeepNothingIsAdoptedAndTheFileStaysTheCallers) {
+  FakeClock clock;
+  PayloadFileLimits limits;
+  limits.maxIdleBytes = 0;
+  auto files = PayloadFiles::make(limits, clock.fn());
+  UniqueFd fd = filled("abc");
+  EXPECT_EQ(files->adopt("echo", fd, 3), nullptr);
+  ASSERT_TRUE(fd.valid());  // unchanged: the caller seals it final as before
+  EXPECT_EQ(sizeOf(fd.get()), 3);
+  EXPECT_TRUE(sealFinal(fd.get()));
+}
+
 TEST(PayloadFiles, ABodyCutShortGivesItsFileBackUnlent) {
   FakeClock clock;
   auto files = PayloadFiles::make({}, clock.fn());

@@ -121,3 +121,17 @@ def test_a_body_cut_short_in_a_reused_file_leaves_it_for_the_next_job_whole(star
     assert whole["inode"] == first["inode"], (first, whole)
     assert (whole["first"], whole["size"], whole["uniform"]) == (ord("b"), 2 * MIB + 1, True)
     assert whole["tail_zero"], whole
+
+
+def test_with_payload_file_cache_zero_every_body_gets_a_new_file(start_daemon):
+    d = start_daemon({"facts": _pool(M + "file_facts")},
+                     server=_server(payload_file_cache="0"))
+    inodes = set()
+    for fill in (b"a", b"b", b"c"):
+        r = d.job("facts", fill * (2 * MIB), timeout=60).json
+        assert r["uniform"] and r["tail_zero"] and r["file_size"] == 2 * MIB, r
+        inodes.add(r["inode"])
+        # With reuse on, the file would be back by this round trip (as _files_back waits for).
+        assert _metric(d, "bulkhead_payload_files_idle") == 0
+    assert len(inodes) == 3
+    assert _metric(d, "bulkhead_payload_file_reuses_total") == 0
