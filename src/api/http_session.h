@@ -196,7 +196,8 @@ class Session : public std::enable_shared_from_this<Session<Socket>> {
     // The pool's own threshold is never below memfd_threshold: asked only past that.
     if (length && memfdFrom > 0 && *length >= memfdFrom) {
       const auto target = parser_->get().target();
-      const std::string_view pool = submittedPool({target.data(), target.size()}).value_or("");
+      std::string_view pool = submittedPool({target.data(), target.size()}).value_or("");
+      if (!state_->supervisor.hasPool(pool)) pool = {};  // no pool's file for a 404 to come
       if (*length >= memfdFromFor(pool)) return readBodyIntoFileIfAny(*length, pool);
     }
     readBodyIntoMemory(length);

@@ -135,3 +135,12 @@ def test_with_payload_file_cache_zero_every_body_gets_a_new_file(start_daemon):
         assert _metric(d, "bulkhead_payload_files_idle") == 0
     assert len(inodes) == 3
     assert _metric(d, "bulkhead_payload_file_reuses_total") == 0
+
+
+def test_a_body_for_a_pool_that_is_not_here_keeps_no_file(start_daemon):
+    d = start_daemon({"facts": _pool(M + "file_facts")}, server=_server())
+    for _ in range(3):
+        assert d.job("nope", b"n" * (2 * MIB), timeout=60).status == 404
+    assert d.job("facts", b"f" * (2 * MIB), timeout=60).json["uniform"]
+    _files_back(d, 1)
+    assert _metric(d, "bulkhead_payload_files_idle") == 1   # the pool's own, nothing for "nope"
