@@ -41,14 +41,15 @@ from . import __version__
 # The failure reports live in ._error_report (bulkhead.zygote uses them as worker._error_body,
 # worker._describe, worker._warn).  ._heartbeat is imported before any handler is: it takes the
 # thread and sleep primitives before a handler's module can monkey-patch them.
-from ._error_report import _describe, _error_body, _quote, _type_name, _warn
+from ._error_report import _describe, _error_body, _quote, _warn
 from ._heartbeat import Heartbeat as _Heartbeat
 from ._memfd import (Receiver as _Receiver, open_job as _open_job, send_file as _send_file,
                      send_result_fd, settle_job as _settle_job)
 from ._protocol import (DEFAULT_MAX_PAYLOAD, HANDLER_ERROR, HEARTBEAT, HELLO, JOB_FD,
                         MAX_CONTROL_BODY, PAYLOAD_KEPT, PROTOCOL_VERSION, READY, RESULT_BYTES,
-                        RESULT_JSON, RESULT_TEXT, SHUTDOWN, START_FAILED, SUPERVISOR_TO_WORKER_FD,
-                        FrameDecoder, ProtocolError, encode_header)
+                        SHUTDOWN, START_FAILED, SUPERVISOR_TO_WORKER_FD, FrameDecoder,
+                        ProtocolError, encode_header)
+from ._result_frames import encode_result as _encode_result
 
 try:
     from _socket import MSG_NOSIGNAL as _NO_SIGPIPE   # EPIPE even if a handler reset SIGPIPE
@@ -330,7 +331,7 @@ class _Worker(object):
                 payload = None      # not held while the result is sent
             elif job is not None and result is job.mapping:
                 result = job.view   # the mapping itself: answered as its whole view
-            frame_type, body = self._encode_result(result)
+            frame_type, body = _encode_result(result)
             result = None
             if len(body) > self._max_frame:
                 frame_type, body = HANDLER_ERROR, _error_body(
@@ -374,38 +375,6 @@ class _Worker(object):
         except BufferError:
             self._decoder.forget_kept_buffer()
         return False
-
-    def _encode_result(self, result):
-        """(frame type, body) for a handler's return value."""
-        try:
-            if isinstance(result, bytes):
-                return RESULT_BYTES, result
-            if isinstance(result, str):
-                return RESULT_TEXT, result.encode("utf-8")
-            if isinstance(result, (dict, list)):
-                json = sys.modules.get("json")
-                if json is None:
-                    import json
-                return RESULT_JSON, json.dumps(result, ensure_ascii=False, allow_nan=False,
-                                               separators=(",", ":")).encode("utf-8")
-            if isinstance(result, bytearray):
-                return RESULT_BYTES, result
-            if isinstance(result, memoryview):
-                if not result.c_contiguous:
-                    return RESULT_BYTES, result.tobytes()
-                if result.format != "B" or result.ndim != 1:
-                    try:
-                        result = result.cast("B")
-                    except TypeError:      # formats cast() does not know (e.g. structs)
-                        return RESULT_BYTES, result.tobytes()
-                return RESULT_BYTES, result
-        except BaseException as exc:  # noqa: B036
-            return HANDLER_ERROR, _error_body(*_describe(exc))
-        return HANDLER_ERROR, _error_body(
-            "TypeError",
-            "the handler returned %s; it must return bytes, bytearray or memoryview "
-            "(sent as application/octet-stream), str (text/plain) or dict/list (application/json)"
-            % _type_name(type(result)), "")
 
 
 def send_hello(send, role=None):
