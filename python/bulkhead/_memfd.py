@@ -210,7 +210,7 @@ def _map(fd, size):
 
 def settle_job(job, frame_type, body, memfd_at):
     """End ``job`` (a ``JOB_FD`` job of a ``memoryview`` handler) before its answer
-    ``(frame_type, body)`` is sent.  Returns ``(frame_type, body, fd, kept)``: ``fd`` >= 0 is a
+    ``(frame_type, body)`` is sent.  Returns ``(body, fd, kept)``: ``fd`` >= 0 is a
     sealed file holding the bytes result (ours to close once sent as ``RESULT_BYTES_FD``: the
     job's own fd when the handler gave back its whole payload view, a new memfd from
     ``memfd_at`` bytes on), else ``body`` is sent inline, copied out of the mapping if it was a
@@ -226,7 +226,7 @@ def settle_job(job, frame_type, body, memfd_at):
         body = len(body)
     elif type(body) is memoryview:          # it may look into the mapping, which ends below
         body = body.tobytes()
-    return frame_type, body, fd, job.close()
+    return body, fd, job.close()
 
 
 def send_file(sock, job_id, fd, size, exit_now):

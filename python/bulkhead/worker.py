@@ -341,7 +341,7 @@ class _Worker(object):
             if heartbeat is not None:
                 heartbeat.end()         # no heartbeat for this job after this point
             if job is not None:         # JOB_FD, memoryview: the mapping ends before the answer
-                frame_type, body, fd, kept = _settle_job(
+                body, fd, kept = _settle_job(
                     job, frame_type, body, self._memfd_at if self._memfd_at < _NEVER else None)
                 payload = job = None
                 if kept:

@@ -193,15 +193,16 @@ void PayloadFiles::giveBack(std::unique_ptr<File> file) {
       continue;
     }
     --ofPool;
-    idleBytes_ -= (*it)->capacity;
-    dropped.push_back(std::move(*it));
-    it = idle_.erase(it);
+    it = dropIdle(it, dropped);
   }
-  while (idleBytes_ > limits_.maxIdleBytes && !idle_.empty()) {
-    idleBytes_ -= idle_.front()->capacity;
-    dropped.push_back(std::move(idle_.front()));
-    idle_.erase(idle_.begin());
-  }
+  while (idleBytes_ > limits_.maxIdleBytes && !idle_.empty()) dropIdle(idle_.begin(), dropped);
+}
+
+std::vector<std::unique_ptr<PayloadFiles::File>>::iterator PayloadFiles::dropIdle(
+    std::vector<std::unique_ptr<File>>::iterator it, std::vector<std::unique_ptr<File>>& dropped) {
+  idleBytes_ -= (*it)->capacity;
+  dropped.push_back(std::move(*it));
+  return idle_.erase(it);
 }
 
 void PayloadFiles::keep(int fd) {
@@ -217,9 +218,7 @@ std::optional<core::Time> PayloadFiles::trim() {
   for (auto it = idle_.begin(); it != idle_.end();) {
     const core::Time expires = (*it)->lastUsed + limits_.idleFor;
     if (expires <= now) {
-      idleBytes_ -= (*it)->capacity;
-      dropped.push_back(std::move(*it));
-      it = idle_.erase(it);
+      it = dropIdle(it, dropped);
       continue;
     }
     if (!next || expires < *next) next = expires;

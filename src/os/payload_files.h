@@ -103,6 +103,9 @@ class PayloadFiles : public std::enable_shared_from_this<PayloadFiles> {
   PayloadFiles(PayloadFileLimits limits, std::function<core::Time()> clock);
   std::shared_ptr<const core::Blob> lend(std::unique_ptr<File> file, std::uint64_t size);
   void giveBack(std::unique_ptr<File> file);
+  // Moves an idle file (the lock held) to `dropped`, closed once the lock is let go; the next one.
+  std::vector<std::unique_ptr<File>>::iterator dropIdle(
+      std::vector<std::unique_ptr<File>>::iterator it, std::vector<std::unique_ptr<File>>& dropped);
 
   PayloadFileLimits limits_;
   std::function<core::Time()> clock_;
