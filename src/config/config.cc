@@ -252,6 +252,7 @@ class Loader : KeyReader {
     c.maxFds = static_cast<int>(v);
     readDuration(t, line, p, "max_age", std::chrono::milliseconds(0), c.maxAge);
     readDuration(t, line, p, "hang_after", std::chrono::milliseconds(0), c.hangAfter);
+    readDuration(t, line, p, "prefetch_below", std::chrono::milliseconds(0), c.prefetchBelow);
     v = c.poisonAfter;
     readInt(t, line, p, "poison_after", 0, 100, v);
     c.poisonAfter = static_cast<int>(v);

@@ -82,6 +82,8 @@ struct PoolConfig {
   std::chrono::nanoseconds maxAge{0};
   bool trend = true;
   std::chrono::nanoseconds hangAfter{0};  // 0: off (only job_timeout applies)
+  // Prefetch while the pool's jobs run shorter than this (core::PoolPolicy::prefetchBelow).
+  std::chrono::nanoseconds prefetchBelow = std::chrono::milliseconds(1);
 
   // Failure policy.
   int poisonAfter = 2;      // crashed/hung/OOM on this many different workers: poison; 0: off

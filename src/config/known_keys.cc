@@ -45,6 +45,7 @@ const std::vector<KnownKey>& knownKeys() {
       {"pool", "max_jobs"},
       {"pool", "max_jobs_strict"},
       {"pool", "max_payload"},
+      {"pool", "prefetch_below"},
       // Environment.
       {"pool", "env"},
       {"pool", "profile"},

@@ -26,6 +26,7 @@ core::PoolPolicy toPolicy(const PoolConfig& c, const ServerConfig& server, std::
   p.bounds.trend = c.trend;
   p.maxAge = c.maxAge;
   p.hangAfter = c.hangAfter;
+  p.prefetchBelow = c.prefetchBelow;
   p.memoryLimitBytes = c.memoryLimit;
   p.pidsLimit = c.pidsLimit;
   p.poisonAfter = c.poisonAfter;

@@ -93,8 +93,8 @@ std::vector<WorkerView> Pool::workers() const {
                        (w.state == WorkerState::kIdle || w.state == WorkerState::kBusy);
     std::string recycleCause(w.recycleCause ? recycleCauseName(*w.recycleCause) : "");
     out.push_back({id, workerName(id), w.slot, w.pid, w.state, w.retiring(), ready, w.jobsServed,
-                   w.startedAt, w.job, std::move(recycleCause), w.latestSample, deadlineFor(w),
-                   w.standby});
+                   w.startedAt, w.job, w.nextJob, std::move(recycleCause), w.latestSample,
+                   deadlineFor(w), w.standby});
   }
   return out;
 }
@@ -104,6 +104,7 @@ std::optional<std::string> Pool::jobStateName(JobId id) const {
   if (it == jobs_.end()) return std::nullopt;
   switch (it->second.state) {
     case JobState::kQueued:
+    case JobState::kDelivered:  // at its worker, not started: it waits as a queued job does
       return "queued";
     case JobState::kRunning:
       return "running";
@@ -117,8 +118,15 @@ std::size_t Pool::readyWorkers() const { return index_.ready(); }
 
 std::size_t Pool::inFlight() const {
   std::size_t n = 0;
-  for (const auto& [id, job] : jobs_) n += job.state == JobState::kRunning;
+  for (const auto& [id, job] : jobs_) {
+    n += job.state == JobState::kRunning || job.state == JobState::kDelivered;
+  }
   return n;
+}
+
+bool Pool::hasDeliveredJob(WorkerId id) const {
+  auto it = workers_.find(id);
+  return it != workers_.end() && it->second.nextJob.has_value();
 }
 
 bool Pool::stopped() const { return shuttingDown_ && workers_.empty() && jobs_.empty(); }
@@ -195,6 +203,12 @@ void Pool::on(const JobCancelled& e, Time now) {
   if (!job) return;
   if (job->state == JobState::kQueued) {
     finish(*job, Outcome::kCancelled, "cancelled by the caller", now);
+    return;
+  }
+  if (job->state == JobState::kDelivered) {
+    // Its worker will start it once it answers the job ahead: the cancel waits for that start
+    // (or the queue, if the worker ends first). Prefetch delivers only short jobs.
+    job->cancelOnStart = true;
     return;
   }
   if (job->state == JobState::kRunning && job->worker) {
@@ -289,19 +303,22 @@ void Pool::on(const JobErrorReceived& e, Time now) {
       a.lastSample = w->latestSample;
     }
     job.attempts.push_back(std::move(a));
+    if (!exhausted) observeRunTime(*w, now);
     w->job.reset();
     w->jobsServed++;
     setWorkerState(*w, WorkerState::kIdle, now);
     if (!exhausted) {
       afterJob(*w, now);
+      startDelivered(*w, now);
       finish(job, Outcome::kHandlerError, e.error.type + ": " + e.error.message, now);
       return;
     }
     // The worker can no longer get a thread, a map or GPU memory (its allocator caches what it
-    // got): it must not take another job.
+    // got): it must not take another job. One already delivered runs (it may have started):
+    // retiring over its bound, the worker stops after it.
     note("resource_exhausted", *w, exhausted->cause, now, job.id);
     recycle(*w, RecycleCause::kExhausted, now);
-    beginStop(*w, now);
+    if (!startDelivered(*w, now)) beginStop(*w, now);
     if (retryIfAllowed(job, outcome, now)) return;
     finish(job, outcome, exhausted->cause, now);
     return;
@@ -390,6 +407,7 @@ void Pool::on(const WorkerExited& e, Time now) {
     note("start_failed", *w, record.cause, now);
     recordStartFailure(std::move(record), now);
   } else if (w->job) {
+    requeueDelivered(*w, now);  // before the retry of the job ahead, which goes first
     failInFlight(*w, e.evidence, now);
   } else if (!expected) {
     note("died", *w, "idle worker " + describeExit(e.evidence), now);

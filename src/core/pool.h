@@ -71,6 +71,11 @@ struct PoolPolicy {
   BreakerPolicy breaker;                  // failures = 0: no breaker
   std::string fallback;                   // reroute here while the breaker is open; empty: none
   std::size_t poolsInDaemon = 1;          // bounds a job's fallback hops (core/fallback_route.h)
+  // Prefetch: while jobs queue and no worker is idle, a busy worker is sent its next job before
+  // it answers the one it runs, so it never waits for the daemon between jobs. Only while the
+  // pool's jobs are short: its average run time, and the running job's time so far, below this.
+  // 0: never.
+  Duration prefetchBelow{0};
 };
 
 enum class WorkerState {
@@ -112,7 +117,8 @@ struct WorkerView {
   std::uint64_t jobsServed;
   Time startedAt;
   std::optional<JobId> job;
-  std::string recycleCause;  // recycleCauseName(): the word shown; empty when not recycling
+  std::optional<JobId> nextJob;  // delivered (prefetched), starts when `job` is answered
+  std::string recycleCause;      // recycleCauseName(): the word shown; empty when not recycling
   std::optional<ResourceSample> latestSample;
   std::optional<Time> deadline;  // when its current state times out; none: never
   bool standby = false;          // waiting outside dispatch to take a serving worker's place
@@ -175,6 +181,8 @@ class Pool {
   // "queued" or "running" for a job this pool holds; nullopt otherwise.
   std::optional<std::string> jobStateName(JobId job) const;
   std::size_t inFlight() const;
+  // Whether a job waits at this worker behind the one it runs (prefetch).
+  bool hasDeliveredJob(WorkerId worker) const;
   const PoolCounters& counters() const { return counters_; }
   bool stopped() const;  // shutdown finished: no jobs, no workers
   bool unavailable() const { return unavailable_; }
@@ -190,7 +198,8 @@ class Pool {
   std::string indexProblems() const;
 
  private:
-  enum class JobState { kQueued, kRunning, kFinished };
+  // kDelivered: sent to a busy worker (prefetch), to start when that worker answers its job.
+  enum class JobState { kQueued, kDelivered, kRunning, kFinished };
 
   struct Job {
     JobId id;
@@ -207,9 +216,10 @@ class Pool {
     std::optional<WorkerId> worker;
     std::vector<AttemptRecord> attempts;
     double queueMs = 0;
-    bool dispatched = false;   // ran on a worker at least once
-    bool quarantined = false;  // its attempts put its payload in quarantine
-    std::string stage;         // timed_out: "queued" or "running"
+    bool dispatched = false;     // ran on a worker at least once
+    bool quarantined = false;    // its attempts put its payload in quarantine
+    bool cancelOnStart = false;  // cancelled while delivered: its worker is killed as it starts
+    std::string stage;           // timed_out: "queued" or "running"
   };
 
   // Recycling marks a worker retiring: it serves on while its replacement starts, unless it is over
@@ -227,6 +237,8 @@ class Pool {
     Time startedAt;
     Time stateSince{};  // when it entered its state: deadlineFor() counts from it
     std::optional<JobId> job;
+    std::optional<JobId> nextJob;  // delivered behind `job` (prefetch), not started
+    Time jobStartedAt{};           // when `job` started
     std::optional<KillReason> killReason;
     std::string killCause;
     std::optional<ErrorInfo> startError;
@@ -267,6 +279,15 @@ class Pool {
   void spawnMissing(Time now);
   void retireRecycled(Time now);
   void dispatch(Time now);
+  void prefetch(Time now);
+  bool prefetching() const;
+  // Hands `job` to `worker` as its running job: dispatch, and the start of a delivered job.
+  void startJob(Worker& worker, Job& job, Time now);
+  // The worker answered its job: its delivered job, if any, starts; true if one did.
+  bool startDelivered(Worker& worker, Time now);
+  // The worker ended before it answered its job: its delivered job never started, back first.
+  void requeueDelivered(Worker& worker, Time now);
+  void observeRunTime(const Worker& worker, Time now);
   void expireDeadlines(Time now);
   void driveShutdown(Time now);
 
@@ -342,6 +363,8 @@ class Pool {
   std::uint64_t eventsNoted_ = 0;
   Breaker breaker_;
   Quarantine quarantine_;
+  double runTimeAverageMs_ = 0;  // moving average of jobs' run times, for prefetch
+  std::uint64_t runTimesSeen_ = 0;
   std::vector<Action> actions_;
 };
 

@@ -27,6 +27,11 @@ WorkerIndexEntry Pool::indexEntryFor(const Worker& w) const {
     }
     return e;
   }
+  if (w.state == WorkerState::kBusy && !w.retiring() && !w.nextJob &&
+      policy_.prefetchBelow.count() > 0 &&
+      (policy_.maxJobs == 0 || w.jobsServed + 2 <= policy_.maxJobs)) {
+    e.prefetchableSince = w.jobStartedAt;  // max_jobs: the running job and the delivered one
+  }
   if (w.state == WorkerState::kIdle) {
     switch (w.retirement) {
       case Retirement::kNone:

@@ -21,19 +21,32 @@ void Pool::setJobState(Job& job, JobState next, Time now) {
   const JobState from = job.state;
   switch (next) {
     case JobState::kQueued:
-      if (from != JobState::kRunning) invariantFailed("requeue of a job not running");
+      if (from == JobState::kDelivered) {
+        job.queueMs += millisBetween(job.queuedAt, now);  // it waited, at the worker too
+      } else if (from != JobState::kRunning) {
+        invariantFailed("requeue of a job not running");
+      }
       job.worker.reset();
       enqueue(job, now, /*front=*/true);  // a retried job goes first: it has waited already
       break;
+    case JobState::kDelivered:
+      if (from != JobState::kQueued) invariantFailed("prefetch of a job not queued");
+      removeFromQueue(job);  // still waiting: queuedAt counts on until it starts
+      break;
     case JobState::kRunning:
-      if (from != JobState::kQueued) invariantFailed("dispatch of a job not queued");
-      removeFromQueue(job);
+      if (from == JobState::kQueued) {
+        removeFromQueue(job);
+      } else if (from != JobState::kDelivered) {
+        invariantFailed("dispatch of a job not queued");
+      }
       job.dispatched = true;
       job.runStartedAt = now;
       job.queueMs += millisBetween(job.queuedAt, now);
       break;
     case JobState::kFinished:
       if (from == JobState::kFinished) invariantFailed("job finished twice");
+      // Delivered jobs start, or go back to the queue when their worker ends: never end there.
+      if (from == JobState::kDelivered) invariantFailed("a delivered job finished unstarted");
       if (from == JobState::kQueued) {
         removeFromQueue(job);
         job.queueMs += millisBetween(job.queuedAt, now);  // overloaded reports the real wait
@@ -144,24 +157,89 @@ void Pool::dispatch(Time now) {
   while (!queue_.empty()) {
     // The lowest idle id not retiring, else the lowest idle retiring one still under its bounds.
     const std::optional<WorkerId> next = index_.nextToDispatch();
-    if (!next) return;
+    if (!next) return prefetch(now);
     Worker& chosen = workers_.at(*next);
     Job& job = jobs_.at(queue_.front());
-    setJobState(job, JobState::kRunning, now);
-    job.worker = chosen.id;
-    chosen.job = job.id;
-    // The busy deadline (deadlineFor) is computed from these: set them before the state change
-    // files the worker's deadline in the index.
-    chosen.jobDeadline = now + job.timeout;
-    if (job.deadline && *job.deadline < chosen.jobDeadline) chosen.jobDeadline = *job.deadline;
-    chosen.lastProgressAt = now;
-    chosen.pidsEventsAtDispatch = chosen.latestSample ? chosen.latestSample->pidsMaxEvents : 0;
-    chosen.lastBeatAt = now;
-    chosen.lastBeat.reset();
-    chosen.jobEndSample.reset();
-    setWorkerState(chosen, WorkerState::kBusy, now);
+    startJob(chosen, job, now);
     actions_.push_back(SendJob{chosen.id, job.id, job.payload});
   }
+}
+
+void Pool::startJob(Worker& w, Job& job, Time now) {
+  setJobState(job, JobState::kRunning, now);
+  job.worker = w.id;
+  w.job = job.id;
+  // The busy deadline (deadlineFor) and the prefetch index are computed from these: set them
+  // before the state change files the worker in the index.
+  w.jobStartedAt = now;
+  w.jobDeadline = now + job.timeout;
+  if (job.deadline && *job.deadline < w.jobDeadline) w.jobDeadline = *job.deadline;
+  w.lastProgressAt = now;
+  w.pidsEventsAtDispatch = w.latestSample ? w.latestSample->pidsMaxEvents : 0;
+  w.lastBeatAt = now;
+  w.lastBeat.reset();
+  w.jobEndSample.reset();
+  setWorkerState(w, WorkerState::kBusy, now);
+}
+
+// ---------------------------------------------------------------- prefetch
+
+// Prefetch saves each job the worker's wait for the daemon (a wake-up both ways) while jobs
+// queue. A delivered job cannot be taken back, so it is bounded to short jobs: the pool's average
+// run time and the running job's time so far both under prefetch_below. What it changes:
+//   - its job starts when the worker answers the one ahead; its timeout counts from then;
+//   - if the worker ends before that answer, the job never ran: first in the queue again, with
+//     no attempt counted;
+//   - cancelled while delivered, it ends as a running job's cancel does, as it starts;
+//   - a worker recycled at the end of the job ahead runs the delivered one first.
+// Only inline payloads: a payload file is lent to one worker's running job (os/payload_files.h).
+bool Pool::prefetching() const {
+  constexpr std::uint64_t kRunTimesFirst = 4;  // no average to judge by before these
+  return policy_.prefetchBelow.count() > 0 && runTimesSeen_ >= kRunTimesFirst &&
+         runTimeAverageMs_ <
+             std::chrono::duration<double, std::milli>(policy_.prefetchBelow).count();
+}
+
+void Pool::prefetch(Time now) {
+  if (!prefetching()) return;
+  while (!queue_.empty()) {
+    Job& job = jobs_.at(queue_.front());
+    if (job.payload && job.payload->inFile()) return;
+    const std::optional<WorkerId> next = index_.nextToPrefetch(now - policy_.prefetchBelow);
+    if (!next) return;
+    Worker& w = workers_.at(*next);
+    setJobState(job, JobState::kDelivered, now);
+    job.worker = w.id;
+    w.nextJob = job.id;
+    reindex(w);
+    actions_.push_back(SendJob{w.id, job.id, job.payload});
+  }
+}
+
+bool Pool::startDelivered(Worker& w, Time now) {
+  if (!w.nextJob) return false;
+  Job& job = jobs_.at(*w.nextJob);
+  w.nextJob.reset();
+  startJob(w, job, now);
+  if (job.cancelOnStart) beginKill(w, KillReason::kCancelled, "cancelled by the caller", now);
+  return true;
+}
+
+void Pool::requeueDelivered(Worker& w, Time now) {
+  if (!w.nextJob) return;
+  Job& job = jobs_.at(*w.nextJob);
+  w.nextJob.reset();
+  reindex(w);
+  setJobState(job, JobState::kQueued, now);
+  // Never ran: a cancel asked for meanwhile ends it as a queued job's does.
+  if (job.cancelOnStart) finish(job, Outcome::kCancelled, "cancelled by the caller", now);
+}
+
+void Pool::observeRunTime(const Worker& w, Time now) {
+  const double ms = millisBetween(w.jobStartedAt, now);
+  constexpr double kWeight = 0.125;  // about the last eight jobs
+  runTimeAverageMs_ =
+      runTimesSeen_++ == 0 ? ms : runTimeAverageMs_ + kWeight * (ms - runTimeAverageMs_);
 }
 
 void Pool::failQueued(Outcome outcome, const std::string& detail, Time now) {

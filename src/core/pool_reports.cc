@@ -188,10 +188,12 @@ void Pool::finish(Job& job, Outcome outcome, std::string detail, Time now, JobRe
 
 void Pool::finishOk(Job& job, Worker& w, ResultKind kind, Payload body, Time now) {
   job.attempts.push_back(attemptFor(job, w, Outcome::kOk, now));
+  observeRunTime(w, now);
   w.job.reset();
   w.jobsServed++;
   setWorkerState(w, WorkerState::kIdle, now);
   afterJob(w, now);
+  startDelivered(w, now);
   JobReport result;
   result.resultKind = kind;
   result.result = std::move(body);

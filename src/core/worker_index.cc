@@ -54,6 +54,9 @@ void WorkerIndex::add(WorkerId id, const WorkerIndexEntry& e) {
     indexBroken("idle twice");
   }
   if (e.standby && !standby_.insert(id).second) indexBroken("standby twice");
+  if (e.prefetchableSince && !prefetchable_.emplace(*e.prefetchableSince, id).second) {
+    indexBroken("prefetchable twice");
+  }
   live_ += e.live;
   ready_ += e.ready;
   serving_ += e.serving;
@@ -63,6 +66,9 @@ void WorkerIndex::remove(WorkerId id, const WorkerIndexEntry& e) {
   if (e.deadline && deadlines_.erase({*e.deadline, id}) != 1) indexBroken("deadline missing");
   if (e.idle != IdleKind::kNotIdle && idleSet(e.idle).erase(id) != 1) indexBroken("idle missing");
   if (e.standby && standby_.erase(id) != 1) indexBroken("standby missing");
+  if (e.prefetchableSince && prefetchable_.erase({*e.prefetchableSince, id}) != 1) {
+    indexBroken("prefetchable missing");
+  }
   if (live_ < e.live || ready_ < e.ready || serving_ < e.serving) indexBroken("count below zero");
   live_ -= e.live;
   ready_ -= e.ready;
@@ -87,6 +93,12 @@ std::optional<WorkerId> WorkerIndex::nextToDispatch() const {
   if (!idleServing_.empty()) return *idleServing_.begin();
   if (!idleRetiring_.empty()) return *idleRetiring_.begin();
   return std::nullopt;
+}
+
+std::optional<WorkerId> WorkerIndex::nextToPrefetch(Time startedSince) const {
+  auto it = prefetchable_.lower_bound({startedSince, WorkerId{0}});
+  if (it == prefetchable_.end()) return std::nullopt;
+  return it->second;
 }
 
 std::vector<WorkerId> WorkerIndex::idleRetiring() const {
@@ -115,8 +127,10 @@ std::string WorkerIndex::differenceFrom(const WorkerIndex& o) const {
         describeSet("idle retiring workers", idleRetiring_, o.idleRetiring_),
         describeSet("idle workers over a bound", idleOverBound_, o.idleOverBound_),
         describeSet("idle standby workers", idleStandby_, o.idleStandby_),
-        describeSet("standby workers", standby_, o.standby_), describeCount("live", live_, o.live_),
-        describeCount("ready", ready_, o.ready_), describeCount("serving", serving_, o.serving_)}) {
+        describeSet("standby workers", standby_, o.standby_),
+        describeSet("prefetchable workers", prefetchable_, o.prefetchable_),
+        describeCount("live", live_, o.live_), describeCount("ready", ready_, o.ready_),
+        describeCount("serving", serving_, o.serving_)}) {
     if (!d.empty()) return d;
   }
   return "";

@@ -29,6 +29,9 @@ struct WorkerIndexEntry {
   bool serving = false;          // idle or busy, retiring or not
   bool standby = false;          // a standby that counts towards the standby target (not live)
   IdleKind idle = IdleKind::kNotIdle;
+  // Busy, serving, not retiring, nothing delivered behind its job: may be sent the next one
+  // (prefetch). The time its job started: the set is ordered by it.
+  std::optional<Time> prefetchableSince;
 
   bool operator==(const WorkerIndexEntry&) const = default;
 };
@@ -44,6 +47,9 @@ class WorkerIndex {
   // Who takes the next job: the lowest id that is idle and not retiring, else the lowest id that
   // is idle and retiring but under its bounds.
   std::optional<WorkerId> nextToDispatch() const;
+  // The busy worker to send the next job to ahead of time (prefetch): of those whose job started
+  // at or after `startedSince`, the one whose job started first (it should answer first).
+  std::optional<WorkerId> nextToPrefetch(Time startedSince) const;
   // Idle retiring workers, over a bound or not, in id order: those retireRecycled() may stop.
   std::vector<WorkerId> idleRetiring() const;
   // The standby that takes a serving worker's place: the lowest id that is ready, else the lowest
@@ -69,6 +75,7 @@ class WorkerIndex {
   std::set<WorkerId> idleOverBound_;
   std::set<WorkerId> idleStandby_;
   std::set<WorkerId> standby_;
+  std::set<std::pair<Time, WorkerId>> prefetchable_;
   std::size_t live_ = 0;
   std::size_t ready_ = 0;
   std::size_t serving_ = 0;

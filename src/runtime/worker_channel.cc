@@ -199,8 +199,10 @@ void Supervisor::handleWorkerEvent(WorkerIo& worker, proto::ConnectionEvent even
     worker.lentPayload.reset();  // answered: its JOB_FD mapping is gone, or PAYLOAD_KEPT said not
     // The /proc reads after a job cost ~0.1 ms: with nothing queued for the pool, the answer goes
     // out first. No job can reach the worker before its sample: this handler runs on first, and
-    // drain leaves an idle worker idle when nothing is queued.
-    const bool answerFirst = worker.pool.pool.queueLength() == 0;
+    // drain leaves an idle worker idle when nothing is queued. A worker with a job delivered
+    // (prefetch) starts it now: sampled first, as close to the job's end as it gets.
+    const bool answerFirst =
+        worker.pool.pool.queueLength() == 0 && !worker.pool.pool.hasDeliveredJob(worker.id);
     if (!answerFirst) sampleAfterJob(worker);
     post(worker.pool,
          core::JobResultReceived{worker.id, result->jobId, toCore(result->kind), std::move(body)});

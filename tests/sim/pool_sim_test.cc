@@ -2,7 +2,9 @@
 // crash, hang, ignore SIGTERM, send bad frames, fail to start, or answer late. A failing seed
 // prints its number and the tail of the event trace so it can be replayed. The second mode adds
 // hang detection with heartbeats and resource samples that recycle growing workers, so the
-// pool's worker indexes (checked after every event) see deadlines move and retirements.
+// pool's worker indexes (checked after every event) see deadlines move and retirements. The
+// prefetch mode sends jobs faster than the workers run them, with prefetch on and random cancels:
+// a worker then holds a delivered job behind its running one, as a real worker's socket does.
 
 #include <gtest/gtest.h>
 
@@ -28,13 +30,16 @@ struct SimWorker {
   bool alive = true;
   bool ignoresTerm = false;
   std::optional<JobId> job;
+  // Prefetch: jobs in the worker's socket, read in order once `job` is answered. Two only for a
+  // moment: the answer's event delivered the next job before this worker read the one ahead.
+  std::deque<JobId> inbox;
   std::uint64_t rssBytes = 0;  // grows with each job in the heartbeats-and-recycling mode
 };
 
 // kHeartbeatsAndRecycling adds hang detection (heartbeats from long jobs) and RSS samples against a
 // bound; kStandby the faults with standby workers, which must take every dead worker's place and
 // never be sent a job while they stand by.
-enum class Mode { kFaults, kHeartbeatsAndRecycling, kStandby };
+enum class Mode { kFaults, kHeartbeatsAndRecycling, kStandby, kPrefetch };
 
 constexpr std::uint64_t kMiB = 1 << 20;
 
@@ -67,6 +72,10 @@ class Simulation {
       policy_.poisonAfter = 0;  // every job has the same payload: keep them all running
     }
     if (mode_ == Mode::kStandby) policy_.standby = 1 + static_cast<int>(seed % 2);
+    if (mode_ == Mode::kPrefetch) {
+      policy_.prefetchBelow = 50ms;  // the usual 1-40 ms jobs
+      policy_.poisonAfter = 0;       // every job has the same payload: keep them all running
+    }
     pool_ = std::make_unique<Pool>(policy_, now_);
   }
 
@@ -74,8 +83,17 @@ class Simulation {
     apply(pool_->handle(TimePassed{}, now_));
     Time at = now_;
     for (int i = 0; i < jobsToSubmit_; ++i) {
-      at += std::chrono::microseconds(rng_() % 1600000) / policy_.workers;
+      const std::uint64_t gapUs =
+          mode_ == Mode::kPrefetch ? 250000 : 1600000;  // prefetch: a backlog
+      at += std::chrono::microseconds(rng_() % gapUs) / policy_.workers;
       schedule(at, [this] { submitOne(); });
+      if (mode_ == Mode::kPrefetch && rng_() % 20 == 0) {
+        // This job or one just before it: queued, delivered or running by then.
+        const JobId victim = std::max<JobId>(1, static_cast<JobId>(i + 1) - rng_() % 4);
+        schedule(at + std::chrono::milliseconds(rng_() % 60), [this, victim] {
+          if (submitted_.count(victim)) feed(JobCancelled{victim});
+        });
+      }
     }
     // Shut down after all jobs were submitted and had time to run.
     schedule(at + 60s, [this] { feed(ShutdownRequested{}); });
@@ -111,6 +129,11 @@ class Simulation {
     }
     for (const auto& [id, report] : reports_) {
       EXPECT_LE(report.attempts.size(), static_cast<std::size_t>(policy_.retries + 1));
+      // An attempt is a run: a job delivered to a worker that died first never counts one. (A
+      // poison refusal carries the attempts that condemned its payload, from other jobs.)
+      if (report.outcome != Outcome::kPoison) {
+        EXPECT_LE(report.attempts.size(), starts_[id]) << "job " << id << trace();
+      }
       std::set<std::string> workersTried;
       for (const auto& a : report.attempts) workersTried.insert(a.worker);
       EXPECT_EQ(workersTried.size(), report.attempts.size()) << "each retry runs on a fresh worker";
@@ -135,6 +158,8 @@ class Simulation {
   std::uint64_t promotions() const { return pool_->counters().standbyPromotions; }
 
   std::uint64_t recycles() const { return pool_->counters().recycles; }
+
+  std::uint64_t prefetched() const { return prefetched_; }
 
   std::map<Outcome, int> tally() const {
     std::map<Outcome, int> t;
@@ -230,11 +255,32 @@ class Simulation {
   void act(const SendJob& a) {
     auto& w = workers_.at(a.worker);
     ASSERT_TRUE(w.alive) << "job sent to a dead worker" << trace();
-    ASSERT_FALSE(w.job) << "two jobs in flight on one worker" << trace();
     for (const auto& v : pool_->workers()) {
       ASSERT_FALSE(v.id == a.worker && v.standby) << "job sent to a standby" << trace();
     }
-    w.job = a.job;
+    if (w.job || !w.inbox.empty()) {
+      ASSERT_EQ(mode_, Mode::kPrefetch) << "two jobs in flight on one worker" << trace();
+      ASSERT_LT(w.inbox.size() + (w.job ? 1 : 0), 2u) << "a third job sent to a worker" << trace();
+      w.inbox.push_back(a.job);
+      prefetched_++;
+      return;
+    }
+    begin(a.worker, a.job);
+  }
+
+  // The worker answered: it reads its next job, if one was sent, and starts it.
+  void answered(WorkerId id) {
+    auto& w = workers_[id];
+    if (!w.alive || w.inbox.empty()) return;
+    const JobId next = w.inbox.front();
+    w.inbox.pop_front();
+    begin(id, next);
+  }
+
+  void begin(WorkerId workerId, JobId jobId) {
+    auto& w = workers_.at(workerId);
+    w.job = jobId;
+    starts_[jobId]++;
     int r = static_cast<int>(rng_() % 100);
     Fate fate = r < 75   ? Fate::kOk
                 : r < 82 ? Fate::kError
@@ -244,8 +290,8 @@ class Simulation {
                          : Fate::kSlowOk;
     Duration run = std::chrono::milliseconds(1 + rng_() % 40);
     if (fate == Fate::kSlowOk) run = std::chrono::milliseconds(1500 + rng_() % 1500);
-    WorkerId id = a.worker;
-    JobId job = a.job;
+    WorkerId id = workerId;
+    JobId job = jobId;
     if (mode_ == Mode::kHeartbeatsAndRecycling && fate != Fate::kHang) {
       // A live job beats every 300 ms with new progress: slow jobs outlive hang_after by it.
       std::uint64_t progress = 0;
@@ -264,6 +310,7 @@ class Simulation {
           workers_[id].job.reset();
           sampleAfterJob(id);
           feed(JobResultReceived{id, job, ResultKind::kBytes, testlib::payload("r")});
+          answered(id);
         });
         break;
       case Fate::kError:
@@ -272,6 +319,7 @@ class Simulation {
           workers_[id].job.reset();
           sampleAfterJob(id);
           feed(JobErrorReceived{id, job, {"ValueError", "m", "tb"}});
+          answered(id);
         });
         break;
       case Fate::kCrash:
@@ -356,6 +404,7 @@ class Simulation {
     if (!w.alive) return;
     w.alive = false;
     w.job.reset();
+    w.inbox.clear();
     if (released_.count(id)) return;
     ExitEvidence e;
     e.signal = signal;
@@ -388,6 +437,8 @@ class Simulation {
   std::map<JobId, Outcome> outcomes_;
   std::map<JobId, JobReport> reports_;
   JobId nextJob_ = 1;
+  std::map<JobId, std::size_t> starts_;  // times a worker began the job
+  std::uint64_t prefetched_ = 0;         // jobs sent to a busy worker
   std::size_t peakReady_ = 0;
   std::size_t readyAtQuiet_ = 0;
   std::size_t standbyAtQuiet_ = 0;
@@ -447,6 +498,26 @@ TEST(PoolSimulation, StandbysTakeDeadWorkersPlacesAndNeverRunJobsWhileStandingBy
   }
   EXPECT_GT(promotions, 500u) << "the crashes must have been covered by standbys";
   EXPECT_GT(total[Outcome::kOk], 5000);
+  EXPECT_GT(total[Outcome::kCrashed] + total[Outcome::kTimedOut], 100);
+}
+
+TEST(PoolSimulation, PrefetchedJobsGetOneOutcomeAndNoAttemptUnlessTheyRan) {
+  std::map<Outcome, int> total;
+  std::uint64_t prefetched = 0;
+  for (unsigned seed = 1; seed <= 30; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    Simulation sim(seed, 500, Mode::kPrefetch);
+    sim.run();
+    if (HasFatalFailure()) return;
+    sim.checkInvariants();  // attempts never outnumber the runs the workers began
+    sim.checkCapacityRestored();
+    for (auto [o, n] : sim.tally()) total[o] += n;
+    prefetched += sim.prefetched();
+  }
+  for (auto [o, n] : total) std::printf("%-20s %d\n", std::string(outcomeName(o)).c_str(), n);
+  EXPECT_GT(prefetched, 2000u) << "the backlog must have made workers take jobs ahead";
+  EXPECT_GT(total[Outcome::kOk], 5000);
+  EXPECT_GT(total[Outcome::kCancelled], 50);
   EXPECT_GT(total[Outcome::kCrashed] + total[Outcome::kTimedOut], 100);
 }
 
