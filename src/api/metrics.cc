@@ -210,7 +210,15 @@ std::string renderMetrics(const runtime::Supervisor& supervisor, const jobs::Job
         std::tuple<const char*, const char*, Counter>{
             "bulkhead_standby_promotions_total",
             "Standby workers that took the place of a worker that died, was killed or retired.",
-            &core::PoolCounters::standbyPromotions}}) {
+            &core::PoolCounters::standbyPromotions},
+        std::tuple<const char*, const char*, Counter>{
+            "bulkhead_prefetched_jobs_total",
+            "Jobs sent to a busy worker ahead of time (prefetch_below).",
+            &core::PoolCounters::prefetched},
+        std::tuple<const char*, const char*, Counter>{
+            "bulkhead_prefetch_returns_total",
+            "Prefetched jobs sent back to the queue unstarted: their worker ended first.",
+            &core::PoolCounters::prefetchReturns}}) {
     perPool(name, "counter", help, [&, name = name, field = field](const PoolData& p) {
       w.sample(name, {{"pool", p.name}}, static_cast<double>(p.pool->counters().*field));
     });

@@ -24,7 +24,9 @@ json countersJson(const core::PoolCounters& c) {
                    {"start_failures", c.startFailures},
                    {"worker_deaths", c.workerDeaths},
                    {"recycles", c.recycles},
-                   {"standby_promotions", c.standbyPromotions}};
+                   {"standby_promotions", c.standbyPromotions},
+                   {"prefetched", c.prefetched},
+                   {"prefetch_returns", c.prefetchReturns}};
   for (core::Outcome o : core::kAllOutcomes) {
     auto it = c.outcomes.find(o);
     counters[std::string(core::outcomeName(o))] = it == c.outcomes.end() ? 0 : it->second;
@@ -45,6 +47,7 @@ json workersJson(const runtime::Supervisor::PoolView& p, core::Time t, bool with
                   {"jobs_served", w.jobsServed},
                   {"age_s", secondsBetween(w.startedAt, t)}};
     if (w.job) entry["job"] = std::to_string(*w.job);
+    if (w.nextJob) entry["next_job"] = std::to_string(*w.nextJob);
     if (w.standby) entry["standby"] = true;
     if (!w.recycleCause.empty()) entry["recycle_cause"] = w.recycleCause;
     if (w.latestSample) entry["sample"] = sampleJson(*w.latestSample);

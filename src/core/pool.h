@@ -151,6 +151,8 @@ struct PoolCounters {
   std::uint64_t workerDeaths = 0;
   std::uint64_t recycles = 0;
   std::uint64_t standbyPromotions = 0;  // standby workers that took a serving worker's place
+  std::uint64_t prefetched = 0;         // jobs sent to a busy worker ahead of time
+  std::uint64_t prefetchReturns = 0;    // of those, sent back unstarted: their worker ended first
   std::map<std::string, std::uint64_t> recyclesByCause;  // by recycleCauseName()
   LatencyHistogram queueSeconds;                         // jobs that ran
   LatencyHistogram runSeconds;                           // jobs that ran

@@ -212,6 +212,7 @@ void Pool::prefetch(Time now) {
     job.worker = w.id;
     w.nextJob = job.id;
     reindex(w);
+    counters_.prefetched++;
     actions_.push_back(SendJob{w.id, job.id, job.payload});
   }
 }
@@ -230,6 +231,11 @@ void Pool::requeueDelivered(Worker& w, Time now) {
   Job& job = jobs_.at(*w.nextJob);
   w.nextJob.reset();
   reindex(w);
+  counters_.prefetchReturns++;
+  note("requeued", w,
+       "job " + std::to_string(job.id) +
+           " was waiting at the worker behind the job it ran, never started: first in the queue",
+       now, job.id);
   setJobState(job, JobState::kQueued, now);
   // Never ran: a cancel asked for meanwhile ends it as a queued job's does.
   if (job.cancelOnStart) finish(job, Outcome::kCancelled, "cancelled by the caller", now);

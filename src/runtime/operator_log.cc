@@ -45,8 +45,11 @@ LogLevel levelOfEvent(std::string_view kind) {
       kind == "swapped") {
     return LogLevel::kDebug;
   }
-  // A promotion follows a death (logged as a warning) or a recycle: what it did, not a fault.
-  if (kind == "recycled" || kind == "breaker_closed" || kind == "promoted") return LogLevel::kInfo;
+  // A promotion follows a death (logged as a warning) or a recycle, and so does a prefetched job
+  // sent back unstarted: what it did, not a fault.
+  if (kind == "recycled" || kind == "breaker_closed" || kind == "promoted" || kind == "requeued") {
+    return LogLevel::kInfo;
+  }
   return LogLevel::kWarning;  // crashes, timeouts, hangs, OOM, exhaustion, quarantine, refusals
 }
 

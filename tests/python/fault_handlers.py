@@ -258,6 +258,23 @@ def by_payload(payload, ctx):
     return payload
 
 
+def gate(payload, ctx):
+    """For prefetch tests: ``wait:NAME`` answers once the scratch file NAME exists, ``crash:NAME``
+    segfaults then; anything else answers at once. Every answer says which process ran it."""
+    text = payload.decode()
+    verb, _, name = text.partition(":")
+    if verb in ("wait", "crash"):
+        path = _scratch(name)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise TimeoutError("release file %s never appeared" % path)
+            time.sleep(_STEP)
+        if verb == "crash":
+            _segfault()
+    return {"pid": os.getpid(), "job": str(ctx.job_id), "payload": text}
+
+
 def kill_supervisor(payload, ctx):
     """A job that takes its whole node down: SIGKILLs the daemon that started this worker (its
     parent), then exits; ``echo:...`` is echoed instead."""
