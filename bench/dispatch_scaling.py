@@ -93,7 +93,8 @@ def measure(binary, workers, args, tmpdir):
     d = benchlib.Daemon(binary, os.path.join(tmpdir, "bulkhead-%d.toml" % workers),
                         CONFIG.format(pool=POOL, python=PYTHON, workers=workers,
                                       handlers=json.dumps(HANDLERS),
-                                      extra="max_maps = 0\n" if args.no_maps_bound else ""),
+                                      extra=("max_maps = 0\n" if args.no_maps_bound else "")
+                                      + 'prefetch_below = "%s"\n' % args.prefetch_below),
                         label="scale: daemon with %d workers" % workers)
     d.spawn(os.path.join(tmpdir, "daemon-%d.log" % workers))
     try:
@@ -122,6 +123,10 @@ def main():
     ap.add_argument("--callers", type=int, default=4, help="concurrent socket callers")
     ap.add_argument("--idle-s", type=float, default=3.0, help="idle CPU measured this long")
     ap.add_argument("--bin", default=BIN, help="the bulkhead binary (default build/bulkhead)")
+    ap.add_argument("--prefetch-below", default="0s",
+                    help="the pool's prefetch_below (default %(default)s: off). With 4 callers "
+                    "and 2 workers jobs queue, so prefetch would make N=2 cheaper per job while "
+                    "N=256 never queues: off, both ends measure the same dispatch")
     ap.add_argument("--no-maps-bound", action="store_true",
                     help="max_maps = 0: no after-job /proc samples (their maps-reading budget is "
                     "per worker, so their cost per job grows with the pool)")
@@ -146,7 +151,9 @@ def main():
             benchlib.kill_daemons()
     base = rows[0]
     print("daemon CPU per job, %d echo jobs, %d raw socket callers, %s%s; load %s"
-          % (args.jobs, args.callers, args.bin, ", max_maps = 0" if args.no_maps_bound else "",
+          % (args.jobs, args.callers, args.bin,
+             (", max_maps = 0" if args.no_maps_bound else "")
+             + ", prefetch_below = %s" % args.prefetch_below,
              benchlib.loadavg()))
     print("| workers | jobs/s | CPU us/job | idle CPU %% | net us/job | net vs N=%d |"
           % base["workers"])

@@ -234,11 +234,16 @@ void Pool::requeueDelivered(Worker& w, Time now) {
   counters_.prefetchReturns++;
   note("requeued", w,
        "job " + std::to_string(job.id) +
-           " was waiting at the worker behind the job it ran, never started: first in the queue",
+           " waited at the worker behind a job it never answered: first in the queue again",
        now, job.id);
   setJobState(job, JobState::kQueued, now);
-  // Never ran: a cancel asked for meanwhile ends it as a queued job's does.
-  if (job.cancelOnStart) finish(job, Outcome::kCancelled, "cancelled by the caller", now);
+  // Never ran: a cancel asked for meanwhile ends it as a queued job's does, and so does a
+  // shutdown past its deadline (whose queued jobs were cancelled already).
+  if (job.cancelOnStart) {
+    finish(job, Outcome::kCancelled, "cancelled by the caller", now);
+  } else if (shuttingDown_ && !shutdownDeadline_) {
+    finish(job, Outcome::kCancelled, "the supervisor shut down before the job could run", now);
+  }
 }
 
 void Pool::observeRunTime(const Worker& w, Time now) {
