@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -207,6 +208,22 @@ def test_result_above_max_frame_is_a_handler_error(ready_worker):
     assert result.type == P.HANDLER_ERROR
     error = body_json(result)
     assert error["type"] == "ValueError" and "1001 bytes" in error["message"]
+
+
+def test_jobs_sent_ahead_run_in_order_each_answered_before_the_next(ready_worker):
+    """Prefetch (docs/protocol.md): the supervisor may write a job behind the one a worker runs.
+    It waits in the socket; the worker answers the first, then runs the second."""
+    proc = ready_worker("handlers_for_tests:sleep_for")
+    started = time.monotonic()
+    proc.send_raw(P.encode_frame(P.JOB, 1, b"0.3") + P.encode_frame(P.JOB, 2, b"0"))
+    first = proc.read_frame()
+    assert first == P.Frame(P.RESULT_BYTES, 1, b"slept"), "the quick second job did not overtake"
+    assert time.monotonic() - started >= 0.3
+    assert proc.read_frame() == P.Frame(P.RESULT_BYTES, 2, b"slept")
+    proc.send_raw(P.encode_frame(P.JOB, 3, b"x") + P.encode_frame(P.JOB, 4, b"0"))
+    failed = proc.read_frame()
+    assert failed.type == P.HANDLER_ERROR and failed.job_id == 3, failed
+    assert proc.read_frame() == P.Frame(P.RESULT_BYTES, 4, b"slept"), "an error stops nothing"
 
 
 # -- handler errors ------------------------------------------------------------------------

@@ -7,12 +7,21 @@ import json
 import os
 import threading
 
+import pytest
+
 from conftest import wait_until
 
 # A long limit: these tests hold the job ahead as long as they need to (prefetch is judged by the
 # job ahead's time so far), and a loaded machine must not turn prefetch off under them.
 POOL = {"handler": "gate", "workers": 1, "prefetch_below": "30s", "retries": 0,
         "queue_limit": 1000}
+
+
+def _pool(mode="spawn"):
+    pool = dict(POOL)
+    if mode == "zygote":
+        pool.update({"mode": "zygote", "preload": "preload_value", "startup_timeout": "60s"})
+    return pool
 
 
 def _counters(d, pool="p"):
@@ -71,8 +80,9 @@ def test_a_delivered_job_reads_queued_and_starts_on_the_same_worker_when_it_answ
     assert _counters(d)["prefetch_returns"] == 0
 
 
-def test_a_worker_that_crashes_first_sends_the_delivered_job_back_unstarted(start_daemon):
-    d = start_daemon({"p": POOL})
+@pytest.mark.parametrize("mode", ["spawn", "zygote"])
+def test_a_worker_that_crashes_first_sends_the_delivered_job_back_unstarted(start_daemon, mode):
+    d = start_daemon({"p": _pool(mode)})
     d.wait_ready("p")
     _warm(d)
     first, second = _busy_with_one_behind(d, "crash:go")
