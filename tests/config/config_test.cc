@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "config/to_policy.h"
 #include "config/units.h"
 
 namespace bulkhead::config {
@@ -95,6 +96,21 @@ TEST(Config, PayloadFileCacheIsASizeAndZeroTurnsReuseOff) {
   EXPECT_EQ(off.config->server.payloadFileCache, 0u);
   expectError("[server]\npayload_file_cache = \"lots\"\n[pool.a]\nhandler = \"m:f\"\n", 2,
               "server.payload_file_cache", "expected a size");
+}
+
+TEST(Config, PrefetchBelowIsADurationOnByDefaultAndZeroTurnsItOff) {
+  auto defaults = load("[pool.a]\nhandler = \"m:f\"\n");
+  ASSERT_TRUE(defaults.config);
+  EXPECT_EQ(defaults.config->pools[0].prefetchBelow, std::chrono::milliseconds(1));
+  auto off = load("[pool.a]\nhandler = \"m:f\"\nprefetch_below = \"0s\"\n");
+  ASSERT_TRUE(off.config) << off.errors.front().describe();
+  EXPECT_EQ(off.config->pools[0].prefetchBelow.count(), 0);
+  auto wide = load("[pool.a]\nhandler = \"m:f\"\nprefetch_below = \"20ms\"\n");
+  ASSERT_TRUE(wide.config);
+  EXPECT_EQ(toPolicy(wide.config->pools[0], wide.config->server, 1).prefetchBelow,
+            std::chrono::milliseconds(20));
+  expectError("[pool.a]\nhandler = \"m:f\"\nprefetch_below = 5\n", 3, "pool.a.prefetch_below",
+              "duration");
 }
 
 TEST(Config, SyntaxErrorNamesTheLine) {
