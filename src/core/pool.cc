@@ -303,7 +303,7 @@ void Pool::on(const JobErrorReceived& e, Time now) {
       a.lastSample = w->latestSample;
     }
     job.attempts.push_back(std::move(a));
-    if (!exhausted) observeRunTime(*w, now);
+    observeRunTime(*w, now);
     w->job.reset();
     w->jobsServed++;
     setWorkerState(*w, WorkerState::kIdle, now);
