@@ -31,7 +31,9 @@ Systems:
 - loky: included when `import loky` works (Debian has no python3-loky; python3-joblib vendors it
   as joblib.externals.loky, which is used when present); otherwise reported as not available.
 
-Configs: (a) 4 workers, job_timeout 3s; (b) 3 workers, job_timeout 1s; everything else the
+Configs: (a) 4 workers, job_timeout 3s; (b) 3 workers, job_timeout 1s; (c) as (a) with
+prefetch_below = "50ms" (prefetch on: good jobs wait at workers behind faults; NEW only, and only
+with --configs c); everything else the
 pool's defaults (retries 2, poison_after 2, queue_timeout 30s).  Handler
 bench/handlers/promise_handlers.py:chaos: the payload's first word picks ok (about 2 ms of CPU,
 echo), abort (os.abort()), segv (ctypes.string_at(0)), raise (ValueError) or hang
@@ -74,7 +76,11 @@ KINDS = ("ok", "abort", "segv", "raise", "hang")
 FAULTS = KINDS[1:]
 EXPECTED = {"ok": "ok", "abort": "crashed", "segv": "crashed", "raise": "handler_error",
             "hang": "timed_out"}
-CONFIGS = {"a": {"workers": 4, "job_timeout": 3.0}, "b": {"workers": 3, "job_timeout": 1.0}}
+CONFIGS = {"a": {"workers": 4, "job_timeout": 3.0}, "b": {"workers": 3, "job_timeout": 1.0},
+           # Prefetch on for these ~2 ms jobs (the default prefetch_below, 1 ms, leaves it off):
+           # good jobs are then sent ahead behind crashes and hangs. Not for OLD binaries, which
+           # do not know the key.
+           "c": {"workers": 4, "job_timeout": 3.0, "pool_keys": 'prefetch_below = "50ms"\n'}}
 HANG_TIMEOUT = "300ms"
 HANG_TIMEOUT_S = 0.3
 THREADS = 16
@@ -95,7 +101,7 @@ python_path = [{handlers}]
 workers = {workers}
 job_timeout = "{job_timeout}s"
 env = {{ OMP_NUM_THREADS = "1" }}
-"""
+{pool_keys}"""
 
 
 def median(xs):
@@ -197,7 +203,8 @@ class Daemon(benchlib.Daemon):
     def __init__(self, tmpdir, binary, sdk, tag, conf):
         text = SERVER.format(tag=tag) + POOL.format(python=PYTHON, handlers=json.dumps(HANDLERS),
                                     workers=conf["workers"],
-                                    job_timeout=("%g" % conf["job_timeout"]))
+                                    job_timeout=("%g" % conf["job_timeout"]),
+                                    pool_keys=conf.get("pool_keys", ""))
         super().__init__(binary, os.path.join(tmpdir, tag + ".toml"), text,
                          label="daemon " + tag, error=RuntimeError, http_timeout=30,
                          stop_timeout=60)
@@ -499,6 +506,8 @@ def report(cfg, runs):
         conf = CONFIGS[conf_key]
         conf_name = "(%s) %d workers, job_timeout %gs" % (conf_key, conf["workers"],
                                                          conf["job_timeout"])
+        if conf.get("pool_keys"):
+            conf_name += ", " + conf["pool_keys"].strip()
         for system in cfg["systems"]:
             rs = [r for r in runs if r["system"] == system and r["config"] == conf_key]
             if not rs:
@@ -621,7 +630,8 @@ def main():
                     help="ProcessPoolExecutor jobs per round (2000; --quick 1000)")
     ap.add_argument("--ppe-cap", type=float, default=300.0,
                     help="stop starting PPE jobs after this many seconds (default 300)")
-    ap.add_argument("--configs", default="a,b", help="a (4 workers, 3s), b (3 workers, 1s)")
+    ap.add_argument("--configs", default="a,b",
+                    help="a (4 workers, 3s), b (3 workers, 1s), c (a with prefetch_below 50ms)")
     ap.add_argument("--systems", default="old,new,ppe,loky")
     ap.add_argument("--new-bin", default=os.path.join(ROOT, "build-bench", "bulkhead"))
     ap.add_argument("--new-sdk", default=os.path.join(ROOT, "python"))
