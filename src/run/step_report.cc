@@ -147,4 +147,21 @@ nlohmann::json runJson(const std::vector<StepSummary>& steps, int exitCode, bool
   return j;
 }
 
+void keepStepResult(const std::optional<std::string>& text, bool tooLarge, StepSummary& summary,
+                    nlohmann::json& evidence) {
+  summary.result.reset();
+  if (!text) return;
+  if (tooLarge) {
+    evidence["result_error"] = "result file larger than 1 MiB: not kept";
+    return;
+  }
+  auto parsed = nlohmann::json::parse(*text, nullptr, false);
+  if (parsed.is_discarded()) {
+    evidence["result_error"] = "result file is not JSON: kept as a string";
+    summary.result = nlohmann::json(*text);
+  } else {
+    summary.result = parsed;
+  }
+}
+
 }  // namespace bulkhead::run

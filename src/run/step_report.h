@@ -48,6 +48,11 @@ std::string liveLine(const std::string& name, int attempt, double elapsedMs,
 
 std::string finalTable(const std::vector<StepSummary>& steps);
 
+// The result file a step wrote (its text, none if it wrote none) into its summary, replacing an
+// earlier attempt's; what was wrong with it (too large, not JSON) goes into `evidence`.
+void keepStepResult(const std::optional<std::string>& text, bool tooLarge, StepSummary& summary,
+                    nlohmann::json& evidence);
+
 // A step that ended ok in an earlier run, as the state store kept it (skipped: true).
 StepSummary summaryFromRecord(const StepRecord& record);
 

@@ -349,23 +349,11 @@ void Runner::finish(LiveStep& step, double now) {
   summary.durationMs = now - firstStartMs_[step.index];
 
   // The result the step wrote, kept with its outcome.
-  summary.result.reset();
   const std::string resultPath = resultPathFor(step.index);
   bool tooLarge = false;
-  if (auto text = readSmallFile(resultPath, &tooLarge)) {
-    if (tooLarge) {
-      evidence["result_error"] = "result file larger than 1 MiB: not kept";
-    } else {
-      auto parsed = nlohmann::json::parse(*text, nullptr, false);
-      if (parsed.is_discarded()) {
-        evidence["result_error"] = "result file is not JSON: kept as a string";
-        summary.result = nlohmann::json(*text);
-      } else {
-        summary.result = parsed;
-      }
-    }
-    if (o_.stateDir.empty()) ::unlink(resultPath.c_str());
-  }
+  const std::optional<std::string> text = readSmallFile(resultPath, &tooLarge);
+  keepStepResult(text, tooLarge, summary, evidence);
+  if (text && o_.stateDir.empty()) ::unlink(resultPath.c_str());
   summary.evidence = evidence;
   record(summary, summary.outcome, step.pid);
 

@@ -99,5 +99,29 @@ TEST(StepReport, JsonHasOneEntryPerStep) {
   EXPECT_EQ(j["exit_code"], 1);
 }
 
+TEST(StepResult, JsonIsKeptTextIsKeptAsAStringAndTooLargeIsNot) {
+  StepSummary summary;
+  nlohmann::json evidence = nlohmann::json::object();
+  keepStepResult(std::string(R"({"auc": 0.91})"), false, summary, evidence);
+  ASSERT_TRUE(summary.result);
+  EXPECT_EQ((*summary.result)["auc"], 0.91);
+  EXPECT_FALSE(evidence.contains("result_error"));
+
+  keepStepResult(std::string("not json"), false, summary, evidence);
+  ASSERT_TRUE(summary.result);
+  EXPECT_EQ(*summary.result, "not json");
+  EXPECT_EQ(evidence["result_error"], "result file is not JSON: kept as a string");
+
+  nlohmann::json tooLarge = nlohmann::json::object();
+  keepStepResult(std::string(), true, summary, tooLarge);
+  EXPECT_FALSE(summary.result) << "an earlier attempt's result is not kept either";
+  EXPECT_EQ(tooLarge["result_error"], "result file larger than 1 MiB: not kept");
+
+  nlohmann::json none = nlohmann::json::object();
+  keepStepResult(std::nullopt, false, summary, none);
+  EXPECT_FALSE(summary.result);
+  EXPECT_TRUE(none.empty());
+}
+
 }  // namespace
 }  // namespace bulkhead::run
