@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import pid_alive, proc_state, wait_until, group_members
+from proc_helpers import group_members, pid_alive, proc_state, wait_until
 
 MiB = 1024 * 1024
 

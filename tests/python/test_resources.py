@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from conftest import Daemon, pid_alive, wait_until, group_members
+from conftest import Daemon
+from proc_helpers import group_members, pid_alive, wait_until
 
 MiB = 1024 * 1024
 R = "resource_handlers:"
