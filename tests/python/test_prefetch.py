@@ -1,7 +1,8 @@
 """`prefetch_below`: while jobs queue, a busy worker is sent its next job before it answers the
 one it runs. With real workers: the delivered job waits as "queued" and starts on the answer, on
-the same process; a worker that crashes first sends it back unstarted, with no attempt counted; a
-cancel waits for its start; and many small jobs through one worker all answer right."""
+the same process; a worker that crashes, or hangs and is killed, first sends it back unstarted,
+with no attempt counted; a cancel waits for its start; and many small jobs through one worker all
+answer right."""
 
 import json
 import os
@@ -33,8 +34,8 @@ def _release(d, name):
         pass
 
 
-def _submit(d, body):
-    r = d.http("POST", "/v1/pools/p/jobs?wait=0", body=body.encode())
+def _submit(d, body, headers=None):
+    r = d.http("POST", "/v1/pools/p/jobs?wait=0", body=body.encode(), headers=headers)
     assert r.status == 202, r
     return r.json["job"]
 
@@ -51,10 +52,10 @@ def _warm(d):
         assert d.job("p", b"quick").status == 200
 
 
-def _busy_with_one_behind(d, ahead):
+def _busy_with_one_behind(d, ahead, headers=None):
     """Submits `ahead` (it holds the worker), then a quick job; waits until that one sits at the
     worker as its next job. Returns (ahead's id, the delivered job's id)."""
-    first = _submit(d, ahead)
+    first = _submit(d, ahead, headers)
     wait_until(lambda: any(w.get("job") == first for w in d.workers("p")), 20,
                "job %s running" % first)
     second = _submit(d, "quick")
@@ -102,6 +103,21 @@ def test_a_worker_that_crashes_first_sends_the_delivered_job_back_unstarted(star
     assert requeued and "job %s " % second in requeued[0]["detail"], view["events"]
     assert events["counters"]["crashed"] == 1
     assert d.job("p", b"quick").status == 200
+
+
+def test_a_job_delivered_behind_a_hang_runs_elsewhere_once_the_hang_is_killed(start_daemon):
+    d = start_daemon({"p": POOL})
+    d.wait_ready("p")
+    _warm(d)
+    # Never released: only its own 1 s timeout ends it.
+    first, second = _busy_with_one_behind(d, "wait:never", {"X-Bulkhead-Timeout": "1s"})
+    hung_pid = int(d.workers("p")[0]["pid"])
+    a = _result(d, first)
+    assert a.status == 504 and a.json["outcome"] == "timed_out", a
+    b = _result(d, second)
+    assert b.status == 200 and b.json["pid"] != hung_pid, b
+    assert b.headers.get("x-bulkhead-attempts") == "1", b.headers
+    assert _counters(d)["prefetch_returns"] == 1
 
 
 def test_cancelling_a_delivered_job_waits_for_its_start_and_spares_the_job_ahead(start_daemon):
