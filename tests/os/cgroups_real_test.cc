@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "os/cgroups.h"
+#include "testlib/child_wait.h"
 #include "testlib/fixtures.h"
 
 namespace bulkhead::os {
@@ -38,20 +39,8 @@ using namespace std::chrono_literals;
 
 // Waits for pid to end, at most limitMs; on timeout SIGKILLs it, reaps it and reports failure.
 ::testing::AssertionResult waitWithin(pid_t pid, int limitMs, int* status) {
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) return ::testing::AssertionFailure() << "pidfd_open: " << std::strerror(errno);
-  pollfd p{pidfd, POLLIN, 0};
-  int ready;
-  do {
-    ready = ::poll(&p, 1, limitMs);
-  } while (ready < 0 && errno == EINTR);
-  ::close(pidfd);
-  bool timedOut = ready != 1;
-  if (timedOut) ::kill(pid, SIGKILL);
-  while (::waitpid(pid, status, 0) < 0 && errno == EINTR) {
-  }
-  if (timedOut) return ::testing::AssertionFailure() << "child " << pid << " ran past " << limitMs;
-  return ::testing::AssertionSuccess();
+  if (testlib::reapWithin(pid, limitMs, status)) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "child " << pid << " ran past " << limitMs << " ms";
 }
 
 // Reads one byte from fd, waiting at most limitMs.

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "os/orphans.h"
+#include "testlib/child_wait.h"
 
 namespace bulkhead::os {
 namespace {
@@ -53,18 +54,8 @@ int inSubreaper(const std::function<int()>& body, int limitMs = 30000) {
     if (::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) ::_exit(90);
     ::_exit(body());
   }
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  pollfd p{pidfd, POLLIN, 0};
-  int ready;
-  do {
-    ready = ::poll(&p, 1, limitMs);
-  } while (ready < 0 && errno == EINTR);
-  ::close(pidfd);
-  if (ready != 1) ::kill(pid, SIGKILL);
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (ready != 1) return -2;
+  if (!testlib::reapWithin(pid, limitMs, &status)) return -2;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -3;
 }
 
